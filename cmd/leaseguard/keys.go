@@ -1,0 +1,44 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/leaseguard/leaseguard/revoker"
+)
+
+// commandKeys returns the key that signs revocation commands and the
+// verifier the revoker checks them with. Without a configured signing key,
+// a key pair is created in DATA_DIR on first start (single node).
+func commandKeys(cfg Config, logger *slog.Logger) (*revoker.Signer, *revoker.Verifier, error) {
+	var priv ed25519.PrivateKey
+	var err error
+	if cfg.CommandSigningKey != "" {
+		if priv, err = revoker.ParsePrivateKey(cfg.CommandSigningKey); err != nil {
+			return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_SIGNING_KEY"), err)}
+		}
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", env("DATA_DIR"), err)
+		}
+		var created bool
+		if priv, created, err = revoker.LoadOrCreateKeyPair(cfg.DataDir); err != nil {
+			return nil, nil, err
+		}
+		if created {
+			logger.Info("created a command signing key; set LEASEGUARD_COMMAND_SIGNING_KEY to share one across nodes", "dir", cfg.DataDir)
+		}
+	}
+	signer := revoker.NewSigner(priv)
+	pubs, err := revoker.ParsePublicKeys(cfg.CommandVerifyKeys)
+	if err != nil {
+		return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_VERIFY_KEYS"), err)}
+	}
+	verifier, err := revoker.NewVerifier(append(pubs, signer.PublicKey())...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return signer, verifier, nil
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/leaseguard/leaseguard/ingest"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+)
+
+// replayReport is the JSON document replay prints on stdout.
+type replayReport struct {
+	Entries    int64            `json:"entries"`
+	Rejected   int64            `json:"rejected"`
+	ByKind     map[string]int64 `json:"by_kind"`
+	Leases     replayLeases     `json:"leases"`
+	Rejections []replayReject   `json:"rejections"`
+	// RejectionsOmitted counts rejections past the listed maximum.
+	RejectionsOmitted int64 `json:"rejections_omitted,omitempty"`
+	ExpiryResolved    int   `json:"expiry_resolved,omitempty"`
+	DryRun            bool  `json:"dry_run"`
+}
+
+type replayLeases struct {
+	Issued  int64 `json:"issued"`
+	Renewed int64 `json:"renewed"`
+	Revoked int64 `json:"revoked"`
+}
+
+type replayReject struct {
+	File   string `json:"file,omitempty"`
+	Line   int64  `json:"line"`
+	Reason string `json:"reason"`
+}
+
+const maxListedRejections = 10000
+
+// discardLedger is the dry-run ledger: it accepts everything and keeps
+// nothing.
+type discardLedger struct{}
+
+func (discardLedger) Apply(context.Context, store.Batch) (store.ApplyStats, error) {
+	return store.ApplyStats{}, nil
+}
+
+func replayCmd(ctx context.Context, m *Main, args []string) error {
+	fs := m.flags("replay", "[--dry-run] FILE... (- reads stdin)")
+	dryRun := fs.Bool("dry-run", false, "decode and count only; write nothing to the ledger")
+	batchSize := fs.Int("batch", 500, "entries per ledger transaction")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		return usageError{"replay needs at least one FILE (- for stdin)"}
+	}
+	if *batchSize < 1 {
+		return usageError{"--batch must be positive"}
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	logger := newLogger(m.Stderr, cfg.LogLevel, "text")
+
+	var ledger ingest.Ledger = discardLedger{}
+	var router ingest.Router
+	var resolver *ingest.ExpiryResolver
+	if !*dryRun {
+		st, err := openStore(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		tc, _ := cfg.targetConfig()
+		targets, err := target.Open(ctx, tc)
+		if err != nil {
+			return err
+		}
+		defer targets.Close()
+		ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
+		ledger, router = st, targets
+		resolver = ingest.NewExpiryResolver(st, targets, ttls, logger)
+	}
+	proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
+		Ledger: ledger, Router: router, MaxEntryBytes: cfg.MaxEntryBytes, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	rep := &replayReport{ByKind: map[string]int64{}, Rejections: []replayReject{}, DryRun: *dryRun}
+	var read atomic.Int64
+	var rejected atomic.Int64
+	stopProgress := m.progress(&read, &rejected)
+	defer stopProgress()
+
+	for _, name := range files {
+		if err := replayFile(ctx, m, proc, name, cfg.MaxEntryBytes, *batchSize, rep, &read, &rejected); err != nil {
+			return err
+		}
+	}
+	if resolver != nil {
+		n, err := resolver.ResolveAll(ctx)
+		rep.ExpiryResolved = n
+		if err != nil {
+			logger.Warn("expiry not resolved for every lease; run resolves the rest", "err", err)
+		}
+	}
+	stopProgress()
+	enc := json.NewEncoder(m.Stdout)
+	return enc.Encode(rep)
+}
+
+func replayFile(ctx context.Context, m *Main, proc *ingest.Processor, name string, maxBytes, batchSize int,
+	rep *replayReport, read, rejected *atomic.Int64) error {
+	var r io.Reader
+	display := name
+	if name == "-" {
+		r, display = m.Stdin, "stdin"
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	lr := newLineReader(r, maxBytes)
+	batch := make([]ingest.Message, 0, batchSize)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		results, err := proc.Process(ctx, batch)
+		if err != nil {
+			return fmt.Errorf("%s: %w", display, err)
+		}
+		for i, res := range results {
+			rep.Entries++
+			rep.ByKind[string(res.Kind)]++
+			switch res.Kind {
+			case ingest.KindIssue:
+				rep.Leases.Issued++
+			case ingest.KindRenew:
+				rep.Leases.Renewed++
+			case ingest.KindRevoke, ingest.KindRevokePrefix, ingest.KindRevokeHashed:
+				rep.Leases.Revoked++
+			}
+			if res.Disposition == ingest.DeadLetter {
+				rep.Rejected++
+				rejected.Add(1)
+				if len(rep.Rejections) < maxListedRejections {
+					rep.Rejections = append(rep.Rejections, replayReject{File: display, Line: batch[i].Source.Offset, Reason: res.Reason})
+				} else {
+					rep.RejectionsOmitted++
+				}
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for {
+		line, lineNo, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", display, err)
+		}
+		if len(line) == 0 {
+			continue
+		}
+		read.Add(1)
+		batch = append(batch, ingest.Message{
+			Data:   line,
+			Source: schemas.SourceRef{Transport: "file", Stream: display, Offset: lineNo},
+		})
+		if len(batch) == batchSize {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return flush()
+}
+
+// lineReader reads lines of at most max bytes; a longer line is returned
+// cut to max+1 bytes (so the decoder rejects it as oversized) and the rest
+// of it is skipped, keeping memory bounded.
+type lineReader struct {
+	r    *bufio.Reader
+	max  int
+	line int64
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+func (l *lineReader) next() ([]byte, int64, error) {
+	var buf []byte
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		if len(buf) <= l.max {
+			room := l.max + 1 - len(buf)
+			if len(chunk) < room {
+				room = len(chunk)
+			}
+			buf = append(buf, chunk[:room]...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
+			return nil, 0, err
+		}
+		l.line++
+		return trimLine(buf), l.line, nil
+	}
+}
+
+func trimLine(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// progress prints entries read, rate and rejections to stderr once a second
+// when stderr is a terminal; the returned func stops it (safe twice).
+func (m *Main) progress(read, rejected *atomic.Int64) func() {
+	if !isTerminal(m.Stderr) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(m.Stderr, "\r\033[K")
+				return
+			case <-t.C:
+				n := read.Load()
+				rate := float64(n) / time.Since(start).Seconds()
+				fmt.Fprintf(m.Stderr, "\r\033[Kread %d entries, %.0f/s, %d rejected", n, rate, rejected.Load())
+			}
+		}
+	}()
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			close(done)
+			<-stopped
+		}
+	}
+}

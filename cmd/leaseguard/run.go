@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/ingest"
+	"github.com/leaseguard/leaseguard/ops"
+	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+)
+
+func runCmd(ctx context.Context, m *Main, args []string) error {
+	fs := m.flags("run", "")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	logger := newLogger(m.Stderr, cfg.LogLevel, logFormatForRun(cfg.LogFormat))
+	p, err := startPipeline(ctx, cfg, logger, nil)
+	if err != nil {
+		return err
+	}
+	return p.wait()
+}
+
+func logFormatForRun(f string) string {
+	if f == "auto" {
+		return "json"
+	}
+	return f
+}
+
+// pipeline is a running leaseguard: the parts selected by LEASEGUARD_ROLES
+// plus the operations server.
+type pipeline struct {
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	store    *store.Store
+	targets  *target.Set
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	opsSrv   *ops.Server
+	group    *errgroup.Group
+	cancel   context.CancelFunc
+}
+
+// startPipeline connects everything and starts the selected parts. The
+// registry may be nil (a fresh one is made).
+func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registry *prometheus.Registry) (_ *pipeline, err error) {
+	if registry == nil {
+		registry = prometheus.NewRegistry()
+		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	p := &pipeline{logger: logger, registry: registry}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	roles, _ := parseRoles(cfg.Roles)
+
+	if p.store, err = openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+	tc, _ := cfg.targetConfig()
+	if p.targets, err = target.Open(ctx, tc); err != nil {
+		return nil, err
+	}
+	if err := p.connectNATS(cfg); err != nil {
+		return nil, err
+	}
+
+	if p.opsSrv, err = ops.New(ops.Config{Addr: cfg.MetricsAddr, Gatherer: registry, Logger: logger}); err != nil {
+		return nil, err
+	}
+	p.opsSrv.AddCheck("state_store", p.store.Ping)
+	p.opsSrv.AddCheck("targets", p.targets.Ping)
+	p.opsSrv.AddCheck("nats", func(context.Context) error {
+		if !p.nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", p.nc.Status())
+		}
+		return nil
+	})
+	if err := p.opsSrv.Start(); err != nil {
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	g, gctx := errgroup.WithContext(runCtx)
+	p.group = g
+
+	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
+	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, logger.With("part", "expiry"))
+	g.Go(func() error { return resolver.Run(gctx) })
+
+	if roles["ingest"] {
+		metrics := ingest.NewMetrics(registry)
+		proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
+			Ledger: p.store, Router: p.targets, MaxEntryBytes: cfg.MaxEntryBytes,
+			Metrics: metrics, Logger: logger.With("part", "ingest"), OnIssued: resolver.Kick,
+		})
+		if err != nil {
+			return nil, err
+		}
+		src, err := ingest.NewNATSSource(cfg.natsSourceConfig(), p.js, proc, metrics, logger.With("part", "ingest"))
+		if err != nil {
+			return nil, configError{err}
+		}
+		// Create the streams before reporting ready, so producers can publish.
+		if _, err := src.EnsureStreams(ctx); err != nil {
+			return nil, err
+		}
+		g.Go(func() error { return src.Run(gctx) })
+	}
+	if roles["detectors"] || roles["revoker"] {
+		if err := p.startEnforcement(ctx, gctx, cfg, roles); err != nil {
+			return nil, err
+		}
+	}
+	if roles["relay"] {
+		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Logger: logger.With("part", "relay")}.WithDefaults()
+		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
+			return nil, err
+		}
+		pub, err := evidence.NewJetStreamPublisher(p.js, rcfg)
+		if err != nil {
+			return nil, err
+		}
+		relay, err := evidence.NewRelay(p.store.Pool(), pub, rcfg)
+		if err != nil {
+			return nil, err
+		}
+		g.Go(func() error { return relay.Run(gctx) })
+	}
+	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", redactURL(p.nc.ConnectedUrl()), "targets", strings.Join(p.targets.Names(), ","))
+	return p, nil
+}
+
+// startEnforcement starts the expiry detector and the revoker.
+func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles map[string]bool) error {
+	signer, verifier, err := commandKeys(cfg, p.logger)
+	if err != nil {
+		return err
+	}
+	builder := evidence.Builder{Source: evidenceSource(cfg)}
+	qcfg := revoker.DefaultQueueConfig()
+	qcfg.Subject = cfg.RevocationSubject
+	queue, err := revoker.NewQueue(qcfg, p.js)
+	if err != nil {
+		return err
+	}
+	if err := queue.EnsureStream(ctx); err != nil {
+		return err
+	}
+	if roles["revoker"] {
+		rm := revoker.NewMetrics(p.registry)
+		limiter, err := revoker.NewLimiter(revoker.LimiterConfig{
+			PerMinute: cfg.MaxRevocationsPerMin,
+			OnThrottle: func(waiting bool) {
+				if waiting {
+					rm.Throttling.Inc()
+				} else {
+					rm.Throttling.Dec()
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		dropper, err := revoker.NewDropper(cfg.dropperConfig())
+		if err != nil {
+			return configError{err}
+		}
+		scfg := revoker.DefaultServiceConfig()
+		scfg.Queue = qcfg
+		scfg.DeadLetterSubject = cfg.DeadletterSubject
+		scfg.Batch = cfg.RevocationBatch
+		svc, err := revoker.NewService(scfg, revoker.ServiceDeps{
+			JS: p.js, Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
+			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := svc.EnsureConsumer(ctx); err != nil {
+			return err
+		}
+		p.group.Go(func() error { return svc.Run(gctx) })
+	}
+	if roles["detectors"] {
+		modes, _ := detectors.ParseModes(cfg.RuleModes)
+		scope, _ := detectors.ParseScope(cfg.EnforceScope)
+		exp, err := detectors.NewExpiry(detectors.ExpiryConfig{
+			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch, Modes: modes, Scope: scope,
+		}, detectors.ExpiryDeps{
+			Pool: p.store.Pool(), Reader: p.targets, Signer: signer, Sink: queue, Evidence: builder,
+			Logger: p.logger.With("part", "detectors"), Metrics: detectors.NewMetrics(p.registry),
+		})
+		if err != nil {
+			return err
+		}
+		p.group.Go(func() error { return exp.Run(gctx) })
+	}
+	return nil
+}
+
+func (c Config) dropperConfig() revoker.DropperConfig {
+	var protected []string
+	for _, r := range strings.Split(c.ProtectedRoles, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			protected = append(protected, r)
+		}
+	}
+	return revoker.DropperConfig{
+		Guard:            revoker.GuardConfig{ManagedPattern: regexp.MustCompile(c.ManagedRolePattern), Protected: protected},
+		ReassignTo:       c.ReassignOwnedTo,
+		StatementTimeout: c.StatementTimeout,
+		LockTimeout:      c.LockTimeout,
+	}
+}
+
+// evidenceSource is the CloudEvents source of this installation.
+func evidenceSource(c Config) string {
+	name := c.Instance
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	if name == "" {
+		name = "leaseguard"
+	}
+	return "urn:leaseguard:" + name
+}
+
+func (c Config) natsSourceConfig() ingest.NATSConfig {
+	nc := ingest.DefaultNATSConfig()
+	nc.Stream = c.AuditStream
+	nc.AuditSubject = c.AuditSubject
+	nc.LeaseSubject = c.LeaseSubject
+	nc.Consumer = c.IngestConsumer
+	nc.DeadLetterSubject = c.DeadletterSubject
+	nc.MaxAge = c.AuditMaxAge
+	nc.Batch = c.IngestBatch
+	nc.MaxAckPending = c.MaxAckPending
+	return nc
+}
+
+// connectNATS joins the configured cluster, or starts an embedded server
+// with its store under DATA_DIR.
+func (p *pipeline) connectNATS(cfg Config) error {
+	url := cfg.NATSURL
+	if url == "" {
+		dir := filepath.Join(cfg.DataDir, "jetstream")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("%s: %w", env("DATA_DIR"), err)
+		}
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Port: -1})
+		if err != nil {
+			return err
+		}
+		p.embedded = e
+		url = e.URL()
+		p.logger.Info("embedded JetStream started", "url", url, "store", dir)
+	}
+	nc, err := nats.Connect(url,
+		nats.Name("leaseguard"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				p.logger.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { p.logger.Info("nats reconnected", "url", redactURL(c.ConnectedUrl())) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connect to nats: %w", err)
+	}
+	p.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	p.js = js
+	return nil
+}
+
+// wait blocks until the parts stop (context cancelled or one failed), then
+// shuts everything down.
+func (p *pipeline) wait() error {
+	err := p.group.Wait()
+	p.logger.Info("leaseguard stopping")
+	p.close()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// stop cancels the parts and waits for them.
+func (p *pipeline) stop() error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	return p.wait()
+}
+
+func (p *pipeline) close() {
+	if p.opsSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.opsSrv.Shutdown(ctx)
+		cancel()
+		p.opsSrv = nil
+	}
+	if p.nc != nil {
+		_ = p.nc.Drain()
+		p.nc = nil
+	}
+	if p.embedded != nil {
+		p.embedded.Shutdown()
+		p.embedded = nil
+	}
+	if p.targets != nil {
+		p.targets.Close()
+		p.targets = nil
+	}
+	if p.store != nil {
+		p.store.Close()
+		p.store = nil
+	}
+}

@@ -1,0 +1,91 @@
+package evidence
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+var update = flag.Bool("update", false, "rewrite schemas/examples/evidence-*.json")
+
+// The examples are a chain of two: the finding (seq 1) and the revocation it
+// requested (seq 2). They are what the Builder makes of fixed inputs, sealed,
+// and indented for reading (the hash is over the canonical form, so the
+// indentation does not matter).
+func exampleEvents(t *testing.T) (finding, revocation Event) {
+	t.Helper()
+	b := Builder{Source: "urn:leaseguard:prod-eu-1", Clock: func() time.Time { return t0 }}
+	f := sampleFinding(7)
+	lease := sampleLease(7)
+	finding, err := b.Finding(f, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := sampleCommand(7)
+	revocation, err = b.Revocation(cmd, sampleResult(cmd, schemas.OutcomeDropped), lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Seal(&finding, GenesisHash, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := Seal(&revocation, finding.Hash, 2); err != nil {
+		t.Fatal(err)
+	}
+	return finding, revocation
+}
+
+func TestExamples(t *testing.T) {
+	finding, revocation := exampleEvents(t)
+	sch := evidenceSchema(t)
+	v := newVerifier()
+	for _, ex := range []struct {
+		file string
+		ev   Event
+	}{
+		{"evidence-finding.json", finding},
+		{"evidence-revocation.json", revocation},
+	} {
+		path := filepath.Join("..", "schemas", "examples", ex.file)
+		compact, err := encodeJSON(ex.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, compact, "", "  "); err != nil {
+			t.Fatal(err)
+		}
+		want := append(indented.Bytes(), '\n')
+		if *update {
+			if err := os.WriteFile(path, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (go test ./evidence -run TestExamples -update writes it)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is not what the builder makes; run go test ./evidence -run TestExamples -update", ex.file)
+		}
+		if err := validateDoc(sch, got); err != nil {
+			t.Errorf("%s: %v", ex.file, err)
+		}
+		ev, err := decodeEvent(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.add(ev, got) {
+			t.Errorf("%s does not verify: %s", ex.file, v.report.FirstBreak)
+		}
+	}
+	if v.report.Checked != 2 {
+		t.Errorf("examples chain: %+v", v.report)
+	}
+}

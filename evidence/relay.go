@@ -1,0 +1,342 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Publisher sends one event to the evidence bus. body is the event exactly
+// as stored in the outbox (structured mode: the whole CloudEvent JSON).
+// Publish returns nil only once the bus has durably accepted the event. It
+// must be idempotent on ev.ID: the relay publishes an event again when it
+// cannot tell whether the last attempt arrived.
+type Publisher interface {
+	Publish(ctx context.Context, ev Event, body []byte) error
+}
+
+// RelayMetrics receives what the relay does, for counters. Implementations
+// must be safe for concurrent use.
+type RelayMetrics interface {
+	// Published: the bus accepted ev.
+	Published(ev Event)
+	// PublishFailed: publishing ev failed; it will be retried.
+	PublishFailed(ev Event, err error)
+}
+
+// TxBeginner starts transactions: a pgxpool.Pool or a pgx.Conn.
+type TxBeginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Relay defaults.
+const (
+	DefaultSubject         = "leaseguard.evidence"
+	DefaultStream          = "LEASEGUARD_EVIDENCE"
+	DefaultBatch           = 100
+	DefaultInterval        = time.Second
+	DefaultPublishTimeout  = 5 * time.Second
+	DefaultMaxBackoff      = 30 * time.Second
+	DefaultDuplicateWindow = 10 * time.Minute
+)
+
+// RelayConfig configures a Relay and the evidence stream.
+type RelayConfig struct {
+	// Subject the events are published on; one subject, so the stream
+	// holds them in chain order.
+	Subject string
+	// Stream that captures Subject.
+	Stream string
+	// Batch is how many events one pass publishes at most.
+	Batch int
+	// Interval between polls of the outbox when it is drained.
+	Interval time.Duration
+	// PublishTimeout bounds one publish, ack included.
+	PublishTimeout time.Duration
+	// MaxBackoff caps the wait between failed passes (it doubles from
+	// Interval).
+	MaxBackoff time.Duration
+	// DuplicateWindow is the stream's de-duplication window on the message
+	// id. The relay publishes an event again when it could not record the
+	// last publish (ack lost, commit failed, crash): the next attempt comes
+	// at most MaxBackoff + PublishTimeout later while the relay runs, so the
+	// window must be at least twice that. A relay restarted after longer
+	// than the window may publish an event twice; consumers de-duplicate on
+	// the CloudEvents id, and VerifyFile skips an adjacent repeat.
+	DuplicateWindow time.Duration
+	// Replicas of the stream (EnsureStream).
+	Replicas int
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Metrics; nil counts nothing.
+	Metrics RelayMetrics
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c RelayConfig) WithDefaults() RelayConfig {
+	if c.Subject == "" {
+		c.Subject = DefaultSubject
+	}
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.Batch == 0 {
+		c.Batch = DefaultBatch
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
+	}
+	return c
+}
+
+// Validate checks a configuration after WithDefaults.
+func (c RelayConfig) Validate() error {
+	switch {
+	case c.Subject == "" || strings.ContainsAny(c.Subject, " \t\r\n*>") ||
+		strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, ".") || strings.Contains(c.Subject, ".."):
+		return fmt.Errorf("evidence relay: subject %q must be a literal NATS subject", c.Subject)
+	case c.Stream == "" || strings.ContainsAny(c.Stream, " \t\r\n.*>/\\"):
+		return fmt.Errorf("evidence relay: stream name %q is invalid", c.Stream)
+	case c.Batch <= 0:
+		return fmt.Errorf("evidence relay: batch %d must be positive", c.Batch)
+	case c.Interval <= 0 || c.PublishTimeout <= 0 || c.MaxBackoff <= 0:
+		return errors.New("evidence relay: interval, publish timeout and max backoff must be positive")
+	case c.MaxBackoff < c.Interval:
+		return fmt.Errorf("evidence relay: max backoff %s is shorter than the interval %s", c.MaxBackoff, c.Interval)
+	case c.DuplicateWindow < 2*(c.MaxBackoff+c.PublishTimeout):
+		return fmt.Errorf("evidence relay: duplicate window %s must be at least twice max backoff + publish timeout (%s)",
+			c.DuplicateWindow, 2*(c.MaxBackoff+c.PublishTimeout))
+	case c.Replicas < 1:
+		return fmt.Errorf("evidence relay: replicas %d must be at least 1", c.Replicas)
+	}
+	return nil
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Published(Event)            {}
+func (nopMetrics) PublishFailed(Event, error) {}
+
+// Relay publishes the outbox to the evidence bus, in chain order, each event
+// once it is committed: evidence can be delayed (bus down), never lost or
+// reordered.
+//
+// Each pass is one transaction that first takes the evidence_relay_lock row
+// with FOR UPDATE SKIP LOCKED: while one relay publishes, others find the
+// row locked and wait for their next pass, so any number of relays may run
+// and the events still leave in seq order. A pass publishes unpublished rows
+// in seq order, awaiting each ack and marking the row, and stops at the
+// first failure (later events wait: the order is the chain's). The marks
+// commit at the end of the pass; if the relay dies before, the events are
+// published again and the bus drops them as duplicates of their message id.
+//
+// An event that keeps failing (say, larger than the bus accepts) holds back
+// every later one: its publish_attempts and last_error columns, the
+// PublishFailed metric and the log say which.
+type Relay struct {
+	db  TxBeginner
+	pub Publisher
+	cfg RelayConfig
+	log *slog.Logger
+}
+
+// NewRelay makes a relay from the outbox in db to pub.
+func NewRelay(db TxBeginner, pub Publisher, cfg RelayConfig) (*Relay, error) {
+	if db == nil || pub == nil {
+		return nil, errors.New("evidence relay: database and publisher are required")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Relay{db: db, pub: pub, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Run relays until ctx is done, then returns nil. Failures (bus or database
+// down) are logged and retried with a backoff doubling from Interval to
+// MaxBackoff.
+func (r *Relay) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		n, err := r.PublishPending(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var wait time.Duration
+		switch {
+		case err != nil:
+			failures++
+			wait = r.backoff(failures)
+			r.log.Warn("evidence relay: publishing failed, will retry", "err", err, "failures", failures, "retry_in", wait)
+		case n >= r.cfg.Batch:
+			failures = 0 // more may be waiting
+		default:
+			if failures > 0 {
+				r.log.Info("evidence relay: publishing again", "after_failures", failures)
+			}
+			failures = 0
+			wait = r.cfg.Interval
+		}
+		if wait == 0 {
+			continue
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Relay) backoff(failures int) time.Duration {
+	d := r.cfg.Interval
+	for i := 1; i < failures && d < r.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, r.cfg.MaxBackoff)
+}
+
+// PublishPending makes one pass: it publishes up to Batch unpublished events
+// in seq order and returns how many it published. It returns 0, nil when
+// another relay holds the relay lock.
+func (r *Relay) PublishPending(ctx context.Context) (int, error) {
+	tx, err := r.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("evidence relay: begin: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after a commit, a no-op
+	}()
+	var one int
+	err = tx.QueryRow(ctx, `SELECT id FROM evidence_relay_lock WHERE id = 1 FOR UPDATE SKIP LOCKED`).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil // another relay is publishing
+	}
+	if err != nil {
+		return 0, fmt.Errorf("evidence relay: take relay lock: %w", err)
+	}
+	n, pubErr := r.publishBatch(ctx, tx)
+	// Record what was published even if ctx is done: the marks save
+	// republishing after a shutdown.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := tx.Commit(cctx); err != nil {
+		return 0, errors.Join(pubErr, fmt.Errorf("evidence relay: commit: %w", err))
+	}
+	return n, pubErr
+}
+
+type pendingEvent struct {
+	seq  int64
+	hash string
+	raw  []byte
+}
+
+// publishBatch publishes, in tx (which holds the relay lock), the next
+// unpublished events and marks each published after its ack.
+func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT seq, hash, event FROM evidence_outbox
+		WHERE published_at IS NULL ORDER BY seq LIMIT $1`, r.cfg.Batch)
+	if err != nil {
+		return 0, fmt.Errorf("evidence relay: read outbox: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingEvent, error) {
+		var p pendingEvent
+		err := row.Scan(&p.seq, &p.hash, &p.raw)
+		return p, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("evidence relay: read outbox: %w", err)
+	}
+	// Marks are written even if ctx ends mid-batch.
+	dbctx := context.WithoutCancel(ctx)
+	n := 0
+	for _, p := range batch {
+		if ctx.Err() != nil {
+			return n, nil
+		}
+		ev, err := r.checkPending(p)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+			err = r.pub.Publish(pctx, ev, p.raw)
+			cancel()
+		}
+		if err != nil && ctx.Err() != nil {
+			// Shutting down: whether it arrived or not, the row stays
+			// unpublished and the next relay sends it (again).
+			return n, nil
+		}
+		if err != nil {
+			r.cfg.Metrics.PublishFailed(ev, err)
+			_, uerr := tx.Exec(dbctx, `
+				UPDATE evidence_outbox SET publish_attempts = publish_attempts + 1, last_error = $2
+				WHERE seq = $1`, p.seq, truncate(err.Error(), 1000))
+			if uerr != nil {
+				uerr = fmt.Errorf("evidence relay: record failure of seq %d: %w", p.seq, uerr)
+			}
+			return n, errors.Join(fmt.Errorf("evidence relay: publish seq %d: %w", p.seq, err), uerr)
+		}
+		if _, err := tx.Exec(dbctx, `
+			UPDATE evidence_outbox SET published_at = now(), publish_attempts = publish_attempts + 1, last_error = NULL
+			WHERE seq = $1`, p.seq); err != nil {
+			return n, fmt.Errorf("evidence relay: mark seq %d published: %w", p.seq, err)
+		}
+		r.cfg.Metrics.Published(ev)
+		n++
+	}
+	return n, nil
+}
+
+// ErrTampered: an outbox row does not verify; the relay will not publish it.
+var ErrTampered = errors.New("evidence: outbox row does not match its hash")
+
+// checkPending refuses to publish a row whose event does not hash to its
+// recorded hash: a changed row is held back, loudly, rather than sent on.
+func (r *Relay) checkPending(p pendingEvent) (Event, error) {
+	ev, err := decodeEvent(p.raw)
+	if err != nil {
+		return Event{ChainSeq: p.seq}, fmt.Errorf("%w: %v", ErrTampered, err)
+	}
+	h, err := hashDocument(p.raw)
+	if err != nil || h != p.hash || ev.Hash != p.hash || ev.ChainSeq != p.seq {
+		r.log.Error("evidence relay: outbox row does not verify; holding it back", "seq", p.seq, "id", ev.ID)
+		return ev, fmt.Errorf("%w (seq %d)", ErrTampered, p.seq)
+	}
+	return ev, nil
+}
+
+// truncate cuts s to at most n bytes without splitting a character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

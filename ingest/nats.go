@@ -1,0 +1,338 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+// Dead-letter headers, on JetStream and (as record headers) on Kafka.
+const (
+	HeaderReason        = "Leaseguard-Reason"
+	HeaderSourceSubject = "Leaseguard-Source-Subject"
+	HeaderSourceStream  = "Leaseguard-Source-Stream"
+	HeaderSourceOffset  = "Leaseguard-Source-Offset"
+)
+
+// NATSConfig configures the JetStream source.
+type NATSConfig struct {
+	// Stream holds AuditSubject and LeaseSubject; created if absent.
+	Stream       string
+	AuditSubject string
+	LeaseSubject string
+	// Consumer is the durable pull consumer's name.
+	Consumer string
+	// DeadLetterSubject prefixes dead letters: <prefix>.audit, <prefix>.lease.
+	// Its stream (DeadLetterStream) is created if absent.
+	DeadLetterSubject string
+	DeadLetterStream  string
+	// MaxAge bounds how long the audit stream keeps entries (0: 7 days).
+	MaxAge        time.Duration
+	Batch         int
+	MaxAckPending int
+	AckWait       time.Duration
+	// FillWait is how long to wait for more messages once one has arrived.
+	FillWait time.Duration
+	// Backoff for redelivery after a transient failure, by delivery count.
+	Backoff []time.Duration
+}
+
+// DefaultNATSConfig returns the defaults documented in the README.
+func DefaultNATSConfig() NATSConfig {
+	return NATSConfig{
+		Stream:            "VAULT_AUDIT",
+		AuditSubject:      "vault.audit.>",
+		LeaseSubject:      "vault.leases.>",
+		Consumer:          "leaseguard-ingest",
+		DeadLetterSubject: "leaseguard.deadletter",
+		DeadLetterStream:  "LEASEGUARD_DEADLETTER",
+		MaxAge:            7 * 24 * time.Hour,
+		Batch:             500,
+		MaxAckPending:     4096,
+		AckWait:           30 * time.Second,
+		FillWait:          5 * time.Millisecond,
+		Backoff:           []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute},
+	}
+}
+
+// Validate checks the configuration.
+func (c NATSConfig) Validate() error {
+	switch {
+	case c.Stream == "" || c.Consumer == "" || c.DeadLetterStream == "":
+		return errors.New("nats source: stream, consumer and dead-letter stream names are required")
+	case c.AuditSubject == "":
+		return errors.New("nats source: audit subject is required")
+	case c.DeadLetterSubject == "" || strings.ContainsAny(c.DeadLetterSubject, "*>"):
+		return errors.New("nats source: dead-letter subject must be a plain subject prefix")
+	case c.Batch <= 0 || c.MaxAckPending < c.Batch:
+		return fmt.Errorf("nats source: batch %d must be positive and at most max ack pending %d", c.Batch, c.MaxAckPending)
+	case c.AckWait <= 0:
+		return errors.New("nats source: ack wait must be positive")
+	}
+	for _, s := range []string{c.AuditSubject, c.LeaseSubject} {
+		if s != "" && (subjectOverlaps(s, c.DeadLetterSubject+".>")) {
+			return fmt.Errorf("nats source: subject %q overlaps the dead-letter subject", s)
+		}
+	}
+	return nil
+}
+
+// NATSSource consumes the audit stream with a durable pull consumer.
+type NATSSource struct {
+	cfg     NATSConfig
+	js      jetstream.JetStream
+	proc    *Processor
+	metrics *Metrics
+	logger  *slog.Logger
+	// beforeAck, when set (tests), runs after a batch is committed and
+	// before it is acknowledged; an error simulates a crash there.
+	beforeAck func() error
+}
+
+// NewNATSSource builds a source; Run consumes.
+func NewNATSSource(cfg NATSConfig, js jetstream.JetStream, proc *Processor, metrics *Metrics, logger *slog.Logger) (*NATSSource, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Backoff) == 0 {
+		cfg.Backoff = DefaultNATSConfig().Backoff
+	}
+	if cfg.FillWait <= 0 {
+		cfg.FillWait = DefaultNATSConfig().FillWait
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &NATSSource{cfg: cfg, js: js, proc: proc, metrics: metrics, logger: logger}, nil
+}
+
+// EnsureStreams creates or updates the audit and dead-letter streams and
+// the durable consumer.
+func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, error) {
+	subjects := []string{s.cfg.AuditSubject}
+	if s.cfg.LeaseSubject != "" {
+		subjects = append(subjects, s.cfg.LeaseSubject)
+	}
+	maxAge := s.cfg.MaxAge
+	if maxAge <= 0 {
+		maxAge = 7 * 24 * time.Hour
+	}
+	if _, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       s.cfg.Stream,
+		Subjects:   subjects,
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		MaxAge:     maxAge,
+		Duplicates: 2 * time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", s.cfg.Stream, err)
+	}
+	if err := bus.EnsureDeadLetterStream(ctx, s.js, s.cfg.DeadLetterStream, s.cfg.DeadLetterSubject); err != nil {
+		return nil, err
+	}
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        s.cfg.Consumer,
+		Description:    "leaseguard ingest: Vault audit entries and lease events into the lease ledger",
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        s.cfg.AckWait,
+		MaxAckPending:  s.cfg.MaxAckPending,
+		MaxDeliver:     -1, // a database outage must never drop an event
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubjects: subjects,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s: %w", s.cfg.Consumer, err)
+	}
+	return cons, nil
+}
+
+// Run consumes until ctx is cancelled. The batch in hand when ctx ends is
+// finished (committed and acknowledged, or left for redelivery), never
+// half-applied.
+func (s *NATSSource) Run(ctx context.Context) error {
+	cons, err := s.EnsureStreams(ctx)
+	if err != nil {
+		return err
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * s.cfg.Batch))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", s.cfg.Consumer, err)
+	}
+	defer iter.Stop()
+	s.logger.Info("ingest consuming", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer)
+	batch := make([]jetstream.Msg, 0, s.cfg.Batch)
+	for {
+		first, err := iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return fmt.Errorf("consume %s: %w", s.cfg.Consumer, err)
+			}
+			s.logger.Warn("ingest pull", "err", err)
+			continue
+		}
+		batch = append(batch[:0], first)
+		for len(batch) < s.cfg.Batch {
+			m, err := iter.Next(jetstream.NextMaxWait(s.cfg.FillWait))
+			if err != nil {
+				break
+			}
+			batch = append(batch, m)
+		}
+		// Finish the batch even if ctx ends now: its effects and acks
+		// belong together.
+		s.handle(context.WithoutCancel(ctx), batch)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func (s *NATSSource) handle(ctx context.Context, batch []jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckWait)
+	defer cancel()
+	msgs := make([]Message, len(batch))
+	for i, m := range batch {
+		msgs[i] = Message{Data: m.Data(), LeaseEvent: s.isLeaseSubject(m.Subject()), Source: s.sourceRef(m)}
+	}
+	results, err := s.processSafely(ctx, msgs)
+	if err != nil {
+		s.logger.Warn("ingest batch will be redelivered", "messages", len(batch), "err", err)
+	}
+	if err == nil && s.beforeAck != nil {
+		if hookErr := s.beforeAck(); hookErr != nil {
+			return
+		}
+	}
+	for i, m := range batch {
+		r := results[i]
+		switch r.Disposition {
+		case DeadLetter:
+			if dlErr := s.deadLetter(ctx, m, msgs[i], r.Reason); dlErr != nil {
+				s.logger.Error("dead-letter publish failed; will retry", "err", dlErr, "reason", r.Reason)
+				s.nak(m)
+				continue
+			}
+			s.logger.Warn("audit entry dead-lettered", "reason", r.Reason, "subject", m.Subject(), "offset", msgs[i].Source.Offset)
+			s.ack(m)
+		case Retry:
+			s.nak(m)
+		default:
+			s.ack(m)
+		}
+	}
+}
+
+// processSafely turns a panic in processing into a retry of the batch.
+func (s *NATSSource) processSafely(ctx context.Context, msgs []Message) (results []Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in processing: %v", p)
+			results = make([]Result, len(msgs))
+			for i := range results {
+				results[i] = Result{Disposition: Retry, Reason: err.Error()}
+			}
+		}
+	}()
+	return s.proc.Process(ctx, msgs)
+}
+
+func (s *NATSSource) ack(m jetstream.Msg) {
+	if err := m.Ack(); err != nil {
+		s.logger.Warn("ack failed; message will be redelivered (harmless)", "err", err)
+	}
+}
+
+func (s *NATSSource) nak(m jetstream.Msg) {
+	delay := s.cfg.Backoff[0]
+	if md, err := m.Metadata(); err == nil && md.NumDelivered > 0 {
+		i := int(md.NumDelivered) - 1
+		if i >= len(s.cfg.Backoff) {
+			i = len(s.cfg.Backoff) - 1
+		}
+		delay = s.cfg.Backoff[i]
+	}
+	if s.metrics != nil {
+		s.metrics.retries.WithLabelValues("nats").Inc()
+	}
+	if err := m.NakWithDelay(delay); err != nil {
+		s.logger.Warn("nak failed; message will be redelivered after ack wait", "err", err)
+	}
+}
+
+func (s *NATSSource) deadLetter(ctx context.Context, m jetstream.Msg, msg Message, reason string) error {
+	kind := "audit"
+	if msg.LeaseEvent {
+		kind = "lease"
+	}
+	out := nats.NewMsg(s.cfg.DeadLetterSubject + "." + kind)
+	out.Data = m.Data()
+	out.Header.Set(HeaderReason, reason)
+	out.Header.Set(HeaderSourceSubject, m.Subject())
+	out.Header.Set(HeaderSourceStream, msg.Source.Stream)
+	out.Header.Set(HeaderSourceOffset, strconv.FormatInt(msg.Source.Offset, 10))
+	// The message id makes a redelivered dead letter a duplicate.
+	id := fmt.Sprintf("%s:%d", msg.Source.Stream, msg.Source.Offset)
+	if _, err := s.js.PublishMsg(ctx, out, jetstream.WithMsgID(id)); err != nil {
+		return err
+	}
+	if s.metrics != nil {
+		s.metrics.deadLetters.WithLabelValues("nats").Inc()
+	}
+	return nil
+}
+
+func (s *NATSSource) sourceRef(m jetstream.Msg) schemas.SourceRef {
+	ref := schemas.SourceRef{Transport: "nats", Stream: s.cfg.Stream, Subject: m.Subject()}
+	if md, err := m.Metadata(); err == nil {
+		ref.Offset = int64(md.Sequence.Stream)
+	}
+	return ref
+}
+
+func (s *NATSSource) isLeaseSubject(subject string) bool {
+	return s.cfg.LeaseSubject != "" && subjectMatches(s.cfg.LeaseSubject, subject)
+}
+
+// subjectMatches reports whether a NATS subject matches a pattern with
+// '*' (one token) and '>' (the rest) wildcards.
+func subjectMatches(pattern, subject string) bool {
+	pt := strings.Split(pattern, ".")
+	st := strings.Split(subject, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (p != "*" && p != st[i]) {
+			return false
+		}
+	}
+	return len(pt) == len(st)
+}
+
+// subjectOverlaps is a conservative check that two patterns could match a
+// common subject.
+func subjectOverlaps(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(at) && i < len(bt); i++ {
+		if at[i] == ">" || bt[i] == ">" {
+			return true
+		}
+		if at[i] != "*" && bt[i] != "*" && at[i] != bt[i] {
+			return false
+		}
+	}
+	return len(at) == len(bt)
+}

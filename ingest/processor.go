@@ -1,0 +1,221 @@
+// Package ingest turns Vault audit entries and lease events, from whatever
+// transport carries them, into lease ledger changes. Transports (JetStream,
+// Kafka, files) hand batches of messages to a Processor and act on each
+// message's disposition: done (ack), dead-lettered (ack after the dead
+// letter is stored) or retry (nak with backoff).
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+)
+
+// Message is one record from a transport.
+type Message struct {
+	Data []byte
+	// LeaseEvent marks a LeaseEvent document (from vault.leases.>) rather
+	// than a Vault audit entry.
+	LeaseEvent bool
+	Source     schemas.SourceRef
+}
+
+// Disposition says what a transport must do with a message.
+type Disposition int
+
+const (
+	// Done: the message's effects are committed; acknowledge it.
+	Done Disposition = iota
+	// DeadLetter: the message is malformed; store it in the dead-letter
+	// destination with Reason, then acknowledge it.
+	DeadLetter
+	// Retry: a transient failure; redeliver later.
+	Retry
+)
+
+func (d Disposition) String() string {
+	switch d {
+	case Done:
+		return "done"
+	case DeadLetter:
+		return "dead_letter"
+	case Retry:
+		return "retry"
+	}
+	return fmt.Sprintf("disposition(%d)", int(d))
+}
+
+// Result is the outcome of one message.
+type Result struct {
+	Disposition Disposition
+	Kind        Kind
+	Reason      string
+}
+
+// Ledger is where lease changes are committed.
+type Ledger interface {
+	Apply(ctx context.Context, b store.Batch) (store.ApplyStats, error)
+}
+
+// Router names the target database of a Vault mount and role.
+type Router interface {
+	Route(mount, role string) (string, bool)
+}
+
+// ProcessorConfig configures a Processor.
+type ProcessorConfig struct {
+	Ledger        Ledger
+	Router        Router
+	MaxEntryBytes int
+	Metrics       *Metrics
+	Logger        *slog.Logger
+	Clock         func() time.Time
+	// OnIssued is called after a batch that issued or renewed leases is
+	// committed, so expiry can be read from the database right away.
+	OnIssued func()
+}
+
+// Validate checks the configuration.
+func (c ProcessorConfig) Validate() error {
+	if c.Ledger == nil {
+		return errors.New("processor: ledger is nil")
+	}
+	if c.MaxEntryBytes < 0 {
+		return errors.New("processor: max entry bytes is negative")
+	}
+	return nil
+}
+
+// Processor decodes, normalises and commits batches of messages.
+type Processor struct {
+	cfg     ProcessorConfig
+	decoder Decoder
+}
+
+// NewProcessor builds a Processor.
+func NewProcessor(cfg ProcessorConfig) (*Processor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &Processor{cfg: cfg, decoder: Decoder{MaxEntryBytes: cfg.MaxEntryBytes}}, nil
+}
+
+// Process handles one batch. Every message gets a Result. The ledger
+// changes of the whole batch are committed in one transaction; when that
+// fails, every message that is not dead-lettered is marked Retry and the
+// error is returned.
+func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, error) {
+	results := make([]Result, len(msgs))
+	var batch store.Batch
+	var times []time.Time
+	issued := false
+	for i := range msgs {
+		m := &msgs[i]
+		kind, lease, creds, err := p.normalise(m)
+		results[i].Kind = kind
+		if err != nil {
+			results[i] = Result{Disposition: DeadLetter, Kind: KindRejected, Reason: reasonOf(err)}
+			continue
+		}
+		if lease != nil {
+			if lease.Database == "" && lease.Mount != "" && p.cfg.Router != nil {
+				if db, ok := p.cfg.Router.Route(lease.Mount, lease.Role); ok {
+					lease.Database = db
+				} else if p.cfg.Metrics != nil {
+					p.cfg.Metrics.unrouted.Inc()
+				}
+			}
+			batch.Leases = append(batch.Leases, *lease)
+			times = append(times, lease.EventTime)
+			if lease.Kind == schemas.LeaseIssued || lease.Kind == schemas.LeaseRenewed {
+				issued = true
+			}
+		}
+		if creds != nil {
+			batch.Creds = append(batch.Creds, *creds)
+		}
+	}
+	if len(batch.Leases) > 0 || len(batch.Creds) > 0 {
+		start := p.cfg.Clock()
+		if _, err := p.cfg.Ledger.Apply(ctx, batch); err != nil {
+			for i := range results {
+				if results[i].Disposition != DeadLetter {
+					results[i].Disposition = Retry
+					results[i].Reason = "ledger: " + err.Error()
+				}
+			}
+			if p.cfg.Metrics != nil {
+				p.cfg.Metrics.applyErrors.Inc()
+			}
+			return results, fmt.Errorf("apply batch of %d messages: %w", len(msgs), err)
+		}
+		if p.cfg.Metrics != nil {
+			now := p.cfg.Clock()
+			p.cfg.Metrics.applySeconds.Observe(now.Sub(start).Seconds())
+			for _, t := range times {
+				if !t.IsZero() {
+					p.cfg.Metrics.lag.Observe(now.Sub(t).Seconds())
+				}
+			}
+		}
+		if issued && p.cfg.OnIssued != nil {
+			p.cfg.OnIssued()
+		}
+	}
+	if p.cfg.Metrics != nil {
+		for i := range results {
+			p.cfg.Metrics.entries.WithLabelValues(msgs[i].Source.Transport, string(results[i].Kind)).Inc()
+		}
+	}
+	return results, nil
+}
+
+// normalise decodes one message into at most one lease event and one
+// creds observation.
+func (p *Processor) normalise(m *Message) (Kind, *schemas.LeaseEvent, *store.CredsRecord, error) {
+	if m.LeaseEvent {
+		ev, err := DecodeLeaseEvent(m.Data)
+		if err != nil {
+			return KindRejected, nil, nil, err
+		}
+		ev.Source = m.Source
+		return KindLeaseEvent, &ev, nil, nil
+	}
+	entry, err := p.decoder.Decode(m.Data)
+	if err != nil {
+		return KindRejected, nil, nil, err
+	}
+	n, err := Normalize(&entry, m.Source)
+	if err != nil {
+		return KindRejected, nil, nil, err
+	}
+	var creds *store.CredsRecord
+	if c := n.Creds; c != nil {
+		creds = &store.CredsRecord{
+			RequestID: c.RequestID, Path: c.Path, Mount: c.Mount, Role: c.Role,
+			Namespace: c.Namespace, EntityID: c.EntityID, TokenAccessor: c.TokenAccessor,
+			DisplayName: c.DisplayName, RemoteAddress: c.RemoteAddress, Time: c.Time,
+			Response: c.Response, Error: c.Error, LeaseID: c.LeaseID,
+		}
+	}
+	return n.Kind, n.Lease, creds, nil
+}
+
+func reasonOf(err error) string {
+	var de *DecodeError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	return err.Error()
+}

@@ -1,0 +1,752 @@
+package revoker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+const (
+	defaultStatementTimeout = 10 * time.Second
+	defaultLockTimeout      = 5 * time.Second
+	// defaultSettle bounds the wait, after the commit, for terminated
+	// sessions to leave pg_stat_activity.
+	defaultSettle = 2 * time.Second
+	// cleanupTimeout bounds rollbacks and checks made after ctx ended.
+	cleanupTimeout = 5 * time.Second
+)
+
+// SQLSTATE undefined_object: "role … does not exist".
+const sqlStateUndefinedObject = "42704"
+
+// Reads made under the lock. They are not recorded in Statements, which
+// lists what acts on the role.
+const (
+	// lockSQL takes the per-role advisory locks in one fixed order (by key),
+	// so that two batches sharing roles cannot deadlock on them. The key is
+	// hashtextextended('leaseguard.role:' || name, 0) for every caller.
+	lockSQL = `SELECT pg_advisory_xact_lock(k) FROM (` +
+		`SELECT DISTINCT hashtextextended('leaseguard.role:' || n, 0) AS k ` +
+		`FROM unnest($1::text[]) AS n ORDER BY k) AS keys`
+	sessionSQL = `SELECT current_user::text, session_user::text`
+	// rolname is compared as text, so that no name is truncated to 63
+	// bytes on its way in (names that long are refused before, too).
+	rolesSQL = `SELECT rolname::text, oid, rolsuper, rolreplication, rolbypassrls ` +
+		`FROM pg_roles WHERE rolname::text = ANY($1::text[])`
+	// afterSQL is the check the outcome rests on. A session of a dropped
+	// role stays in pg_stat_activity with usename NULL, so sessions are
+	// matched by the role's former oid as well as by name.
+	afterSQL = `SELECT t.name, ` +
+		`NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname::text = t.name), ` +
+		`(SELECT count(*) FROM pg_stat_activity AS a ` +
+		`WHERE a.usename::text = t.name OR (t.oid <> 0 AND a.usesysid = t.oid)) ` +
+		`FROM unnest($1::text[], $2::oid[]) AS t(name, oid)`
+)
+
+// Statements that act on roles, recorded verbatim in Statements.
+const (
+	terminateOneSQL = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
+		`FROM pg_stat_activity WHERE usename = $1`
+	terminateManySQL = `SELECT usename::text, count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
+		`FROM pg_stat_activity WHERE usename = ANY($1) GROUP BY usename`
+	// terminateByOIDSQL ends sessions left after the commit, including
+	// those of the dropped role (usename NULL): by its former oid only, never
+	// by name, which a new role could carry by then.
+	terminateByOIDSQL = `SELECT usesysid, count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
+		`FROM pg_stat_activity WHERE usesysid = ANY($1) GROUP BY usesysid`
+	savepointSQL         = `SAVEPOINT leaseguard_drop`
+	rollbackSavepointSQL = `ROLLBACK TO SAVEPOINT leaseguard_drop`
+)
+
+// DropperConfig configures a Dropper. The zero value is usable.
+type DropperConfig struct {
+	Guard GuardConfig
+	// ReassignTo receives the objects the dropped role owns in the target
+	// database (REASSIGN OWNED). Default: the current_user of the
+	// revoker's connection to the target. It must not match the managed
+	// pattern: objects given to a managed role would be dropped with it.
+	ReassignTo string
+	// StatementTimeout and LockTimeout are set (SET LOCAL) for the drop
+	// transaction. Defaults 10s and 5s.
+	StatementTimeout time.Duration
+	LockTimeout      time.Duration
+	// Clock stamps StartedAt and FinishedAt. Default time.Now.
+	Clock func() time.Time
+}
+
+// Validate reports a configuration the Dropper cannot work with.
+func (c DropperConfig) Validate() error {
+	if c.StatementTimeout < 0 || c.LockTimeout < 0 {
+		return errors.New("dropper: negative timeout")
+	}
+	g := c.Guard.withDefaults()
+	if c.ReassignTo != "" {
+		if err := g.CheckName(c.ReassignTo); err == nil {
+			return fmt.Errorf("dropper: reassign role %q is itself droppable (matches the managed pattern)", c.ReassignTo)
+		}
+		if strings.ContainsRune(c.ReassignTo, 0) {
+			return errors.New("dropper: reassign role contains NUL")
+		}
+	}
+	return nil
+}
+
+// Dropper drops managed roles in a target database. It is safe for
+// concurrent use; concurrent drops of one role are serialised in the
+// database, across processes.
+type Dropper struct {
+	guard            GuardConfig
+	reassignTo       string
+	statementTimeout time.Duration
+	lockTimeout      time.Duration
+	now              func() time.Time
+	settle           time.Duration
+	setLocalSQL      string
+}
+
+// NewDropper validates cfg and returns a Dropper.
+func NewDropper(cfg DropperConfig) (*Dropper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Dropper{
+		guard:            cfg.Guard.withDefaults(),
+		reassignTo:       cfg.ReassignTo,
+		statementTimeout: cfg.StatementTimeout,
+		lockTimeout:      cfg.LockTimeout,
+		now:              cfg.Clock,
+		settle:           defaultSettle,
+	}
+	if d.statementTimeout == 0 {
+		d.statementTimeout = defaultStatementTimeout
+	}
+	if d.lockTimeout == 0 {
+		d.lockTimeout = defaultLockTimeout
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	d.setLocalSQL = fmt.Sprintf("SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d",
+		millis(d.statementTimeout), millis(d.lockTimeout))
+	return d, nil
+}
+
+// millis rounds up: 0 would mean "no timeout" to PostgreSQL.
+func millis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+func identList(items []*item) string {
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = ident(it.name)
+	}
+	return strings.Join(ids, ", ")
+}
+
+type itemState int
+
+const (
+	statePending itemState = iota
+	stateRefused
+	stateAbsent
+	stateTarget
+)
+
+// item is one command on its way through a drop transaction.
+type item struct {
+	name  string
+	res   schemas.RevocationResult
+	state itemState
+	role  roleFacts
+	// dropped: the transaction that dropped it committed.
+	dropped bool
+	// mayTerminate: sessions found by oid after the transaction may be
+	// terminated (the drop, or the NOLOGIN, was committed).
+	mayTerminate bool
+	// terminateRan and keptNologin record effects that outlive a failed
+	// batch; the per-role fallback reports them.
+	terminateRan bool
+	keptNologin  bool
+	alterSQL     string
+	terminateSQL string
+	terminated   int
+}
+
+func (d *Dropper) newItem(cmd schemas.RevocationCommand, database string) *item {
+	return &item{
+		name: cmd.DBUser,
+		res: schemas.RevocationResult{
+			CommandID: cmd.ID,
+			Database:  database,
+			DBUser:    cmd.DBUser,
+			StartedAt: d.now(),
+		},
+	}
+}
+
+func (it *item) refuse(err error) {
+	it.state = stateRefused
+	it.res.Outcome = schemas.OutcomeRefused
+	if r, ok := asRefusal(err); ok {
+		it.res.Guard, it.res.Reason = r.Guard, r.Reason
+	} else {
+		it.res.Reason = err.Error()
+	}
+}
+
+// precheck applies the guards that need no database. It reports whether
+// the item was refused.
+func (d *Dropper) precheck(it *item, cmd schemas.RevocationCommand, database string) bool {
+	if err := d.guard.CheckName(cmd.DBUser); err != nil {
+		it.refuse(err)
+		return true
+	}
+	if cmd.Database != database {
+		it.refuse(refuse(GuardDatabase, "command is for target %q, not %q", cmd.Database, database))
+		return true
+	}
+	return false
+}
+
+// Drop revokes one command's role in the target named database, through
+// pool, connected to that target as a role allowed to drop it. database is
+// the target name commands carry in Database; a command for another target
+// is refused (guard "database"). Drop never returns an error: every path
+// ends in an Outcome with its reason.
+//
+// In one transaction (statement_timeout and lock_timeout set locally),
+// under the role's advisory lock: read pg_roles, apply the guards, then
+// ALTER ROLE … NOLOGIN, terminate the role's sessions, REASSIGN OWNED,
+// DROP OWNED and DROP ROLE. After the commit it checks pg_roles and
+// pg_stat_activity (by name and by the role's former oid), terminates
+// sessions left over and waits briefly for them to end. The outcome is
+// dropped only if the role is absent and no session is left.
+//
+// Nothing is executed before every guard has passed. If REASSIGN OWNED,
+// DROP OWNED or DROP ROLE fails, the transaction rolls back to just after
+// the NOLOGIN and commits that: the role is left unable to log in, and the
+// outcome is failed.
+//
+// Statements lists the statements that act on the role, in order, with
+// the failing one last; reads, locks, SET LOCAL and savepoints are left
+// out.
+func (d *Dropper) Drop(ctx context.Context, pool *pgxpool.Pool, database string, cmd schemas.RevocationCommand) schemas.RevocationResult {
+	it := d.newItem(cmd, database)
+	if !d.precheck(it, cmd, database) {
+		d.dropOne(ctx, pool, it)
+	}
+	it.res.FinishedAt = d.now()
+	return it.res
+}
+
+func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item) {
+	err := d.run(ctx, pool, []*item{it})
+	if err == nil {
+		return
+	}
+	it.res.Outcome = schemas.OutcomeFailed
+	it.res.Reason = err.Error()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		it.res.SQLState = pgErr.Code
+	}
+	var re *runError
+	if errors.As(err, &re) && re.keptNologin {
+		it.res.Reason += "; the role was left NOLOGIN and its sessions terminated"
+	}
+	if it.state != stateTarget {
+		return
+	}
+	if it.res.SQLState == sqlStateUndefinedObject {
+		// Dropped by someone else after it passed the guards: its
+		// sessions (usename NULL by now) are still ours to end.
+		it.mayTerminate = true
+	}
+	d.afterCheck(ctx, pool, []*item{it})
+	if it.res.SQLState == sqlStateUndefinedObject && !it.dropped && it.res.RoleAbsentAfter && it.res.SessionsLeftAfter == 0 {
+		it.res.Outcome = schemas.OutcomeAlreadyAbsent
+		it.res.Reason = "role dropped by another session during the revocation"
+	}
+}
+
+// DropBatch revokes many commands in one transaction: the same steps and
+// guards as Drop, with one statement per step for all roles (ALTER ROLE is
+// one statement per role). Commands refused by a guard, or whose role is
+// absent, are left out of the statements and get their own result.
+//
+// A role named by several commands is dropped once, for the first of them.
+// Each later one gets the result it would get if run after the first:
+// already_absent if the first was dropped or already absent, otherwise a
+// copy of the first's refusal or failure.
+//
+// If a statement of the batch fails, the batch is rolled back (its NOLOGIN
+// kept, as in Drop, when the failure came after it) and every command of
+// it is run again alone with Drop, so one bad role does not fail the
+// others. Such a result also lists the batch statements that took effect
+// for its role (ALTER ROLE if kept, the terminate query), and counts the
+// sessions they terminated.
+//
+// Results are in the order of cmds. Keep batches to about a hundred roles:
+// each result lists the batch statements, which name every role.
+func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand) []schemas.RevocationResult {
+	items := make([]*item, len(cmds))
+	first := make(map[string]int, len(cmds))
+	dupOf := make(map[int]int)
+	var run []*item
+	for i, cmd := range cmds {
+		it := d.newItem(cmd, database)
+		items[i] = it
+		if d.precheck(it, cmd, database) {
+			continue
+		}
+		if j, ok := first[it.name]; ok {
+			dupOf[i] = j
+			continue
+		}
+		first[it.name] = i
+		run = append(run, it)
+	}
+
+	switch {
+	case len(run) == 1:
+		d.dropOne(ctx, pool, run[0])
+	case len(run) > 1:
+		if err := d.run(ctx, pool, run); err != nil {
+			d.fallback(ctx, pool, run)
+		}
+	}
+
+	results := make([]schemas.RevocationResult, len(items))
+	for i, it := range items {
+		if j, ok := dupOf[i]; ok {
+			it.res = duplicateResult(it.res, items[j].res, cmds[j].ID)
+		}
+		it.res.FinishedAt = d.now()
+		results[i] = it.res
+	}
+	return results
+}
+
+func duplicateResult(own, first schemas.RevocationResult, firstID string) schemas.RevocationResult {
+	switch first.Outcome {
+	case schemas.OutcomeDropped, schemas.OutcomeAlreadyAbsent:
+		own.Outcome = schemas.OutcomeAlreadyAbsent
+		own.Reason = fmt.Sprintf("same role as command %q earlier in the batch", firstID)
+		own.RoleAbsentAfter = first.RoleAbsentAfter
+		own.SessionsLeftAfter = first.SessionsLeftAfter
+		return own
+	default:
+		r := first
+		r.CommandID = own.CommandID
+		r.StartedAt = own.StartedAt
+		return r
+	}
+}
+
+// fallback runs each command of a failed batch alone.
+func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item) {
+	for _, it := range items {
+		var stmts []string
+		if it.keptNologin {
+			stmts = append(stmts, it.alterSQL)
+		}
+		if it.terminateRan {
+			stmts = append(stmts, it.terminateSQL)
+		}
+		terminated := 0
+		if it.terminateRan {
+			terminated = it.terminated
+		}
+		fresh := &item{name: it.name, res: schemas.RevocationResult{
+			CommandID:          it.res.CommandID,
+			Database:           it.res.Database,
+			DBUser:             it.res.DBUser,
+			StartedAt:          it.res.StartedAt,
+			Statements:         stmts,
+			SessionsTerminated: terminated,
+		}}
+		d.dropOne(ctx, pool, fresh)
+		*it = *fresh
+	}
+}
+
+// runError is a statement of the drop transaction that failed.
+type runError struct {
+	step string
+	err  error
+	// keptNologin: the NOLOGIN and the terminations were committed.
+	keptNologin bool
+}
+
+func (e *runError) Error() string { return e.step + ": " + e.err.Error() }
+func (e *runError) Unwrap() error { return e.err }
+
+// run is the drop transaction for items (all past precheck, distinct
+// names). It sets each item's result except when it returns an error, in
+// which case the caller decides (fail, or run each item alone).
+func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
+	names := make([]string, len(items))
+	for i, it := range items {
+		names[i] = it.name
+	}
+
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return &runError{step: "begin", err: err}
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			_ = tx.Rollback(rctx)
+		}
+	}()
+
+	if _, err := tx.Exec(ctx, d.setLocalSQL); err != nil {
+		return &runError{step: "set timeouts", err: err}
+	}
+	// 1) Lock, then read: the read is a later statement, so its snapshot
+	// sees whatever a previous holder of the lock committed.
+	if _, err := tx.Exec(ctx, lockSQL, names); err != nil {
+		return &runError{step: "advisory lock", err: err}
+	}
+	var sess sessionFacts
+	if err := tx.QueryRow(ctx, sessionSQL).Scan(&sess.CurrentUser, &sess.SessionUser); err != nil {
+		return &runError{step: "read session", err: err}
+	}
+	facts, err := readRoles(ctx, tx, names)
+	if err != nil {
+		return &runError{step: "read pg_roles", err: err}
+	}
+
+	// 2) Guards, before anything changes.
+	reassignTo := d.reassignTo
+	if reassignTo == "" {
+		reassignTo = sess.CurrentUser
+	}
+	var targets, absent []*item
+	for _, it := range items {
+		f, ok := facts[it.name]
+		if !ok {
+			it.state = stateAbsent
+			it.res.Outcome = schemas.OutcomeAlreadyAbsent
+			absent = append(absent, it)
+			continue
+		}
+		it.role = f
+		if err := checkRole(f, sess, reassignTo); err != nil {
+			it.refuse(err)
+			continue
+		}
+		it.state = stateTarget
+		targets = append(targets, it)
+	}
+	if len(targets) == 0 {
+		finished = true
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		_ = tx.Rollback(rctx)
+		cancel()
+		d.afterCheck(ctx, pool, absent)
+		return nil
+	}
+
+	// 3) NOLOGIN. ALTER ROLE takes one role; the statements go in one
+	// round trip.
+	alters := make([]string, len(targets))
+	for i, it := range targets {
+		it.alterSQL = "ALTER ROLE " + ident(it.name) + " NOLOGIN"
+		it.res.Statements = append(it.res.Statements, it.alterSQL)
+		alters[i] = it.alterSQL
+	}
+	if _, err := tx.Exec(ctx, strings.Join(alters, "; ")); err != nil {
+		return &runError{step: "alter role nologin", err: err}
+	}
+	// Our update now holds the pg_authid rows: nobody can change or drop
+	// these roles until we end. Re-read them, so that a role replaced or
+	// altered since step 1 is not dropped on the strength of stale facts.
+	targetNames := make([]string, len(targets))
+	for i, it := range targets {
+		targetNames[i] = it.name
+	}
+	again, err := readRoles(ctx, tx, targetNames)
+	if err != nil {
+		return &runError{step: "re-read pg_roles", err: err}
+	}
+	for _, it := range targets {
+		if g, ok := again[it.name]; !ok || g != it.role {
+			return &runError{step: "verify", err: fmt.Errorf("role %q changed during the revocation", it.name)}
+		}
+	}
+
+	// 4) Terminate sessions (pg_terminate_backend does not wait; the
+	// after-check does).
+	term := terminateOneSQL
+	if len(targets) > 1 {
+		term = terminateManySQL
+	}
+	for _, it := range targets {
+		it.terminateSQL = term
+		it.res.Statements = append(it.res.Statements, term)
+	}
+	if len(targets) == 1 {
+		var n int
+		if err := tx.QueryRow(ctx, term, targets[0].name).Scan(&n); err != nil {
+			return &runError{step: "terminate sessions", err: err}
+		}
+		targets[0].terminated = n
+	} else {
+		counts, err := queryCounts[string](ctx, tx, term, targetNames)
+		if err != nil {
+			return &runError{step: "terminate sessions", err: err}
+		}
+		for _, it := range targets {
+			it.terminated = counts[it.name]
+		}
+	}
+	for _, it := range targets {
+		it.terminateRan = true
+		it.res.SessionsTerminated += it.terminated
+	}
+
+	// 5, 6) Reassign, drop owned, drop. A failure here keeps the NOLOGIN.
+	if _, err := tx.Exec(ctx, savepointSQL); err != nil {
+		return &runError{step: "savepoint", err: err}
+	}
+	ids := identList(targets)
+	steps := []struct{ step, sql string }{
+		{"reassign owned", "REASSIGN OWNED BY " + ids + " TO " + ident(reassignTo)},
+		{"drop owned", "DROP OWNED BY " + ids},
+		{"drop role", "DROP ROLE IF EXISTS " + ids},
+	}
+	for _, it := range targets {
+		it.res.ReassignedTo = reassignTo
+	}
+	for _, s := range steps {
+		for _, it := range targets {
+			it.res.Statements = append(it.res.Statements, s.sql)
+		}
+		if _, err := tx.Exec(ctx, s.sql); err != nil {
+			re := &runError{step: s.step, err: err}
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			if _, rerr := tx.Exec(cctx, rollbackSavepointSQL); rerr == nil {
+				if cerr := tx.Commit(cctx); cerr == nil {
+					finished = true
+					re.keptNologin = true
+					for _, it := range targets {
+						it.keptNologin = true
+						it.mayTerminate = true
+					}
+				}
+			}
+			return re
+		}
+	}
+	// Let the caller record this transaction's id before it commits, so a
+	// crash between COMMIT and recording the outcome can be resolved with
+	// txid_status after a restart.
+	if hook := beforeCommit(ctx); hook != nil {
+		var xid int64
+		if err := tx.QueryRow(ctx, "SELECT txid_current()").Scan(&xid); err != nil {
+			return &runError{step: "txid", err: err}
+		}
+		ids := make([]string, 0, len(targets))
+		for _, it := range targets {
+			ids = append(ids, it.res.CommandID)
+		}
+		if err := hook(ctx, xid, ids); err != nil {
+			return &runError{step: "record target transaction", err: err}
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		finished = true
+		return &runError{step: "commit", err: err}
+	}
+	finished = true
+	for _, it := range targets {
+		it.dropped = true
+		it.mayTerminate = true
+	}
+
+	// 7) The checks the outcome rests on.
+	d.afterCheck(ctx, pool, append(targets, absent...))
+	for _, it := range targets {
+		switch {
+		case it.res.Reason != "":
+			it.res.Outcome = schemas.OutcomeFailed // the after-check failed
+		case !it.res.RoleAbsentAfter:
+			it.res.Outcome = schemas.OutcomeFailed
+			it.res.Reason = "role still in pg_roles after the drop committed"
+		case it.res.SessionsLeftAfter > 0:
+			it.res.Outcome = schemas.OutcomeFailed
+			it.res.Reason = fmt.Sprintf("%d session(s) of the role left after the drop", it.res.SessionsLeftAfter)
+		default:
+			it.res.Outcome = schemas.OutcomeDropped
+		}
+	}
+	return nil
+}
+
+// queryer is what readRoles and queryCounts need of a pool or transaction.
+type queryer interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func readRoles(ctx context.Context, q queryer, names []string) (map[string]roleFacts, error) {
+	rows, err := q.Query(ctx, rolesSQL, names)
+	if err != nil {
+		return nil, err
+	}
+	facts := make(map[string]roleFacts, len(names))
+	var f roleFacts
+	_, err = pgx.ForEachRow(rows, []any{&f.Name, &f.OID, &f.Superuser, &f.Replication, &f.BypassRLS}, func() error {
+		facts[f.Name] = f
+		return nil
+	})
+	return facts, err
+}
+
+// queryCounts runs a query returning (key, count) rows.
+func queryCounts[K comparable](ctx context.Context, q queryer, sql string, arg any) (map[K]int, error) {
+	rows, err := q.Query(ctx, sql, arg)
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[K]int)
+	var k K
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&k, &n}, func() error {
+		counts[k] += n
+		return nil
+	})
+	return counts, err
+}
+
+// afterCheck records RoleAbsentAfter and SessionsLeftAfter for items. It
+// runs even if ctx has ended: the outcome rests on it.
+//
+// Sessions terminated inside the transaction take a moment to leave
+// pg_stat_activity, so the check is repeated for a while. Sessions of an
+// item that may be terminated and that are still there after half of
+// d.settle (ones that logged in between the terminate and the commit, or
+// slow to die) are terminated by the role's oid, and the check repeated
+// until none is left or d.settle has passed. A session signalled in both
+// places is counted twice in SessionsTerminated.
+func (d *Dropper) afterCheck(ctx context.Context, pool *pgxpool.Pool, items []*item) {
+	if len(items) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.statementTimeout+d.settle)
+	defer cancel()
+
+	fail := func(err error) {
+		for _, it := range items {
+			msg := "check after the drop: " + err.Error()
+			if it.res.Reason != "" {
+				msg = it.res.Reason + "; " + msg
+			}
+			it.res.Reason = msg
+			var pgErr *pgconn.PgError
+			if it.res.SQLState == "" && errors.As(err, &pgErr) {
+				it.res.SQLState = pgErr.Code
+			}
+		}
+	}
+	start := time.Now()
+	terminateAt, deadline := start.Add(d.settle/2), start.Add(d.settle)
+	terminated := false
+	wait := 2 * time.Millisecond
+	for {
+		if err := d.check(ctx, pool, items); err != nil {
+			fail(err)
+			return
+		}
+		var left []*item
+		for _, it := range items {
+			if it.res.SessionsLeftAfter > 0 {
+				left = append(left, it)
+			}
+		}
+		now := time.Now()
+		if len(left) == 0 || !now.Before(deadline) {
+			return
+		}
+		if !terminated && !now.Before(terminateAt) {
+			terminated = true
+			if err := d.terminateByOID(ctx, pool, left); err != nil {
+				fail(err)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(wait, time.Until(deadline))):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// terminateByOID terminates the sessions of the items that may be
+// terminated, matched by the role's oid only.
+func (d *Dropper) terminateByOID(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
+	var oids []uint32
+	byOID := make(map[uint32]*item)
+	for _, it := range items {
+		if it.mayTerminate && it.role.OID != 0 {
+			oids = append(oids, it.role.OID)
+			byOID[it.role.OID] = it
+		}
+	}
+	if len(oids) == 0 {
+		return nil
+	}
+	for _, it := range byOID {
+		it.res.Statements = append(it.res.Statements, terminateByOIDSQL)
+	}
+	counts, err := queryCounts[uint32](ctx, pool, terminateByOIDSQL, oids)
+	if err != nil {
+		return err
+	}
+	for oid, n := range counts {
+		byOID[oid].res.SessionsTerminated += n
+	}
+	return nil
+}
+
+func (d *Dropper) check(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
+	names := make([]string, len(items))
+	oids := make([]uint32, len(items))
+	byName := make(map[string]*item, len(items))
+	for i, it := range items {
+		names[i], oids[i] = it.name, it.role.OID
+		byName[it.name] = it
+	}
+	rows, err := pool.Query(ctx, afterSQL, names, oids)
+	if err != nil {
+		return err
+	}
+	var name string
+	var absent bool
+	var sessions int
+	_, err = pgx.ForEachRow(rows, []any{&name, &absent, &sessions}, func() error {
+		if it, ok := byName[name]; ok {
+			it.res.RoleAbsentAfter = absent
+			it.res.SessionsLeftAfter = sessions
+		}
+		return nil
+	})
+	return err
+}

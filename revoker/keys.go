@@ -1,0 +1,178 @@
+package revoker
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// SigningKeyFile is the name of the key LoadOrCreateKeyPair keeps in the
+// data directory.
+const SigningKeyFile = "command-signing.key"
+
+// filePrefix marks a key given as the path of a file that holds it.
+const filePrefix = "file:"
+
+// ParsePrivateKey parses a command signing key as given in
+// LEASEGUARD_COMMAND_SIGNING_KEY: standard base64 of the 32-byte seed or
+// of the 64-byte private key (seed then public key), or "file:<path>" of a
+// file holding that text. Surrounding white space is ignored.
+func ParsePrivateKey(s string) (ed25519.PrivateKey, error) {
+	s = strings.TrimSpace(s)
+	if path, ok := strings.CutPrefix(s, filePrefix); ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read signing key: %w", err)
+		}
+		s = strings.TrimSpace(string(b))
+	}
+	return decodePrivateKey(s)
+}
+
+func decodePrivateKey(s string) (ed25519.PrivateKey, error) {
+	if s == "" {
+		return nil, errors.New("signing key is empty")
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("signing key is not standard base64")
+	}
+	switch len(b) {
+	case ed25519.SeedSize:
+		return ed25519.NewKeyFromSeed(b), nil
+	case ed25519.PrivateKeySize:
+		priv := ed25519.NewKeyFromSeed(b[:ed25519.SeedSize])
+		if !priv.Public().(ed25519.PublicKey).Equal(ed25519.PublicKey(b[ed25519.SeedSize:])) {
+			return nil, errors.New("signing key: public half does not match the seed")
+		}
+		return priv, nil
+	default:
+		return nil, fmt.Errorf("signing key is %d bytes, want %d (seed) or %d", len(b), ed25519.SeedSize, ed25519.PrivateKeySize)
+	}
+}
+
+// ParsePublicKeys parses LEASEGUARD_COMMAND_VERIFY_KEYS: comma-separated
+// standard base64 Ed25519 public keys (32 bytes each). White space around
+// keys and empty entries are ignored; an empty string gives no keys.
+func ParsePublicKeys(s string) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for i, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(part)
+		if err != nil {
+			return nil, fmt.Errorf("verify key %d is not standard base64", i+1)
+		}
+		if len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("verify key %d is %d bytes, want %d", i+1, len(b), ed25519.PublicKeySize)
+		}
+		keys = append(keys, ed25519.PublicKey(b))
+	}
+	return keys, nil
+}
+
+// LoadOrCreateKeyPair returns the signing key kept in dataDir/
+// command-signing.key, creating it (mode 0600, base64 of a random seed)
+// if it does not exist; created reports that this call made it. The file
+// is written under a temporary name and linked into place, which fails if
+// the file exists: of processes racing to create it, one wins and the
+// others read and return its key. A key file readable by group or others
+// is refused.
+func LoadOrCreateKeyPair(dataDir string) (priv ed25519.PrivateKey, created bool, err error) {
+	path := filepath.Join(dataDir, SigningKeyFile)
+	if priv, err := readKeyFile(path); !errors.Is(err, fs.ErrNotExist) {
+		return priv, false, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("create data directory: %w", err)
+	}
+	_, priv, err = ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, false, fmt.Errorf("generate signing key: %w", err)
+	}
+	tmp, err := writeTemp(dataDir, base64.StdEncoding.EncodeToString(priv.Seed())+"\n")
+	if err != nil {
+		return nil, false, err
+	}
+	defer os.Remove(tmp)
+
+	switch err := os.Link(tmp, path); {
+	case err == nil:
+		syncDir(dataDir)
+		return priv, true, nil
+	case errors.Is(err, fs.ErrExist):
+		// Another process created it first: use theirs.
+		priv, err := readKeyFile(path)
+		return priv, false, err
+	default:
+		return nil, false, fmt.Errorf("install signing key: %w", err)
+	}
+}
+
+func readKeyFile(path string) (ed25519.PrivateKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("signing key %s is not a regular file", path)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("signing key %s has mode %v: readable by others (want 0600)", path, info.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return nil, err
+	}
+	priv, err := decodePrivateKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return priv, nil
+}
+
+func writeTemp(dir, content string) (string, error) {
+	f, err := os.CreateTemp(dir, "."+SigningKeyFile+".*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("write signing key: %w", err)
+	}
+	name := f.Name()
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(content)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("write signing key: %w", err)
+	}
+	return name, nil
+}
+
+// syncDir makes the new directory entry durable; failure only weakens
+// durability, so it is ignored.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+}

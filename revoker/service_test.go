@@ -1,0 +1,312 @@
+package revoker_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/natstest"
+	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+)
+
+type targets map[string]*pgxpool.Pool
+
+func (t targets) Pool(name string) (*pgxpool.Pool, bool) { p, ok := t[name]; return p, ok }
+
+type svcRig struct {
+	st      *store.Store
+	admin   *pgxpool.Pool
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	signer  *revoker.Signer
+	dropper *revoker.Dropper
+	cfg     revoker.ServiceConfig
+}
+
+func newSvcRig(t *testing.T) *svcRig {
+	t.Helper()
+	ctx := context.Background()
+	schema := pgtest.Schema(t, "lg_revoker")
+	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.Start(t)
+	nc, js := srv.Connect(t)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer := revoker.NewSigner(priv)
+	verifier, err := revoker.NewVerifier(signer.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropper, err := revoker.NewDropper(revoker.DropperConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Pool(t)
+	cfg := revoker.DefaultServiceConfig()
+	cfg.AckWait = 5 * time.Second
+	cfg.Backoff = []time.Duration{100 * time.Millisecond}
+	svc, err := revoker.NewService(cfg, revoker.ServiceDeps{
+		JS: js, Dropper: dropper, Verifier: verifier, Targets: targets{"main": admin}, State: st.Pool(),
+		Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.EnsureConsumer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("revoker stopped with error: %v", err)
+		}
+	})
+	return &svcRig{st: st, admin: admin, js: js, nc: nc, signer: signer, dropper: dropper, cfg: cfg}
+}
+
+func (r *svcRig) role(t *testing.T, name string) {
+	t.Helper()
+	if _, err := r.admin.Exec(context.Background(), "CREATE ROLE "+pgx.Identifier{name}.Sanitize()+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, r.admin, name)
+}
+
+func (r *svcRig) command(id, user string) schemas.RevocationCommand {
+	cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: id, IssuedAt: time.Now().UTC(),
+		Issuer: "detector", Rule: "lease-expired-not-revoked", Database: "main", DBUser: user, Reason: "test"}
+	if err := r.signer.Sign(&cmd); err != nil {
+		panic(err)
+	}
+	return cmd
+}
+
+// publish sends the command bytes without a message id, so every publish
+// is a separate delivery (as a redelivery or a resubmission would be).
+func (r *svcRig) publish(t *testing.T, v any) {
+	t.Helper()
+	b, ok := v.([]byte)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.js.Publish(context.Background(), r.cfg.Queue.Subject, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *svcRig) drained(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := r.js.Consumer(context.Background(), r.cfg.Queue.Stream, r.cfg.Consumer)
+		if err == nil {
+			if info, err := c.Info(context.Background()); err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("revocation queue not drained")
+}
+
+// outcomes lists the outcomes in the revocation evidence of user, in chain order.
+func (r *svcRig) outcomes(t *testing.T, user string) []string {
+	t.Helper()
+	rows, err := r.st.Pool().Query(context.Background(),
+		`SELECT convert_from(event, 'UTF8') FROM evidence_outbox WHERE subject = $1 AND type = 'io.leaseguard.revocation.v1' ORDER BY seq`, "main/"+user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		var ce struct {
+			Data struct {
+				Unmapped struct {
+					Outcome string `json:"outcome"`
+				} `json:"unmapped"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(e), &ce); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ce.Data.Unmapped.Outcome)
+	}
+	return out
+}
+
+func exists(t *testing.T, pool *pgxpool.Pool, name string) bool {
+	t.Helper()
+	var ok bool
+	if err := pool.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestServiceDuplicateDeliveryAndSecondCommand(t *testing.T) {
+	t.Parallel()
+	r := newSvcRig(t)
+	user := "v-token-dup-" + pgtest.Suffix()
+	r.role(t, user)
+	cmd := r.command("cmd-"+user, user)
+	r.publish(t, cmd)
+	r.publish(t, cmd) // the same command delivered twice
+	r.drained(t)
+	if exists(t, r.admin, user) {
+		t.Fatal("user not dropped")
+	}
+	if got := r.outcomes(t, user); len(got) != 1 || got[0] != "dropped" {
+		t.Fatalf("evidence outcomes after a duplicate delivery = %v, want [dropped]", got)
+	}
+	// A second command (another id) for the same user.
+	r.publish(t, r.command("cmd2-"+user, user))
+	r.drained(t)
+	if got := r.outcomes(t, user); len(got) != 2 || got[0] != "dropped" || got[1] != "already_absent" {
+		t.Fatalf("evidence outcomes after a second command = %v, want [dropped already_absent]", got)
+	}
+	revs, err := store.RevocationsByUser(context.Background(), r.st.Pool(), "main", user)
+	if err != nil || len(revs) != 2 || revs[0].Attempts != 2 {
+		t.Fatalf("revocations = %+v, %v", revs, err)
+	}
+	rep, err := evidence.VerifyOutbox(context.Background(), r.st.Pool())
+	if err != nil || !rep.OK() {
+		t.Errorf("chain = %+v %v", rep, err)
+	}
+}
+
+func TestServiceRefusesUnsignedAndForged(t *testing.T) {
+	t.Parallel()
+	r := newSvcRig(t)
+	user := "v-token-forged-" + pgtest.Suffix()
+	r.role(t, user)
+	unsigned := r.command("unsigned-"+user, user)
+	unsigned.Signature, unsigned.KeyID = "", ""
+	forged := r.command("forged-"+user, user)
+	forged.DBUser = user // re-signed below with another key
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	if err := revoker.NewSigner(otherKey).Sign(&forged); err != nil {
+		t.Fatal(err)
+	}
+	tampered := r.command("tampered-"+user, "v-token-someone-else")
+	tampered.DBUser = user
+	r.publish(t, unsigned)
+	r.publish(t, forged)
+	r.publish(t, tampered)
+	r.drained(t)
+	if !exists(t, r.admin, user) {
+		t.Fatal("a user was dropped on the word of an unsigned or forged command")
+	}
+	got := r.outcomes(t, user)
+	if len(got) != 3 || got[0] != "refused" || got[1] != "refused" || got[2] != "refused" {
+		t.Fatalf("outcomes = %v, want three refusals", got)
+	}
+}
+
+func TestServiceDeadLettersMalformedAndRefusesUnknownTarget(t *testing.T) {
+	t.Parallel()
+	r := newSvcRig(t)
+	var mu sync.Mutex
+	var dead []*nats.Msg
+	sub, err := r.nc.Subscribe(r.cfg.DeadLetterSubject+".revocation", func(m *nats.Msg) {
+		mu.Lock()
+		dead = append(dead, m)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	r.publish(t, []byte(`{"type":"io.leaseguard.revocation_command.v1","id":"x","db_user":"v-a","database":"main","rule":"r","extra":1}`))
+	r.publish(t, []byte(`not json`))
+	user := "v-token-elsewhere-" + pgtest.Suffix()
+	cmd := r.command("elsewhere-"+user, user)
+	cmd.Database = "nowhere"
+	if err := r.signer.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(t, cmd)
+	r.drained(t)
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dead) != 2 {
+		t.Fatalf("dead letters = %d, want 2", len(dead))
+	}
+	for _, m := range dead {
+		if m.Header.Get("Leaseguard-Reason") == "" {
+			t.Errorf("dead letter without reason: %q", m.Data)
+		}
+	}
+	revs, err := store.RevocationsByUser(context.Background(), r.st.Pool(), "nowhere", user)
+	if err != nil || len(revs) != 1 || revs[0].Outcome != schemas.OutcomeRefused || revs[0].Result.Guard != "unknown_target" {
+		t.Fatalf("unknown target revocation = %+v, %v", revs, err)
+	}
+}
+
+// TestServiceCrashAfterDropBeforeRecord: an earlier attempt dropped the
+// role and died before it recorded the outcome. The redelivered command
+// must end with exactly one "dropped".
+func TestServiceCrashAfterDropBeforeRecord(t *testing.T) {
+	t.Parallel()
+	r := newSvcRig(t)
+	ctx := context.Background()
+	user := "v-token-crash-" + pgtest.Suffix()
+	r.role(t, user)
+	cmd := r.command("crash-"+user, user)
+	// The first attempt: claimed, transaction id recorded, drop committed,
+	// then the process dies.
+	if _, err := store.ClaimRevocation(ctx, r.st.Pool(), cmd); err != nil {
+		t.Fatal(err)
+	}
+	hookCtx := revoker.WithBeforeCommit(ctx, func(ctx context.Context, xid int64, ids []string) error {
+		return store.SetTargetXID(ctx, r.st.Pool(), ids, xid)
+	})
+	res := r.dropper.DropBatch(hookCtx, r.admin, "main", []schemas.RevocationCommand{cmd})
+	if res[0].Outcome != schemas.OutcomeDropped {
+		t.Fatalf("first attempt = %+v", res[0])
+	}
+	if got := r.outcomes(t, user); len(got) != 0 {
+		t.Fatalf("evidence before redelivery = %v", got)
+	}
+	// Redelivery.
+	r.publish(t, cmd)
+	r.drained(t)
+	got := r.outcomes(t, user)
+	if len(got) != 1 || got[0] != "dropped" {
+		t.Fatalf("outcomes after redelivery = %v, want exactly [dropped]", got)
+	}
+	rev, err := store.GetRevocation(ctx, r.st.Pool(), cmd.ID)
+	if err != nil || rev.Result == nil || !strings.Contains(rev.Result.Reason, "earlier attempt") {
+		t.Fatalf("revocation = %+v, %v", rev, err)
+	}
+}

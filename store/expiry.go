@@ -1,0 +1,218 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+// ValidUntilReader reads pg_roles.rolvaliduntil of users in one database.
+// Users that do not exist, or whose valid-until is NULL or infinity, are
+// missing from the map.
+type ValidUntilReader interface {
+	ValidUntil(ctx context.Context, database string, users []string) (map[string]time.Time, error)
+}
+
+// RoleTTLs are the default TTLs of Vault roles, keyed "mount/role" (mount
+// without its trailing slash) or "role"; the first wins.
+type RoleTTLs map[string]time.Duration
+
+func (r RoleTTLs) lookup(mount, role string) (time.Duration, bool) {
+	if role == "" {
+		return 0, false
+	}
+	if mount != "" {
+		if d, ok := r[strings.TrimSuffix(mount, "/")+"/"+role]; ok && d > 0 {
+			return d, true
+		}
+	}
+	d, ok := r[role]
+	return d, ok && d > 0
+}
+
+// DefaultResolveLimit is the batch size of ResolveExpiry when limit <= 0.
+const DefaultResolveLimit = 1000
+
+// expiryCandidate is an active lease whose expiry must be (re)read, as it was
+// when read: the update is a compare-and-set on these values.
+type expiryCandidate struct {
+	leaseID, database, user, mount, role string
+	hmac                                 bool
+	issued, renewed, firstSeen           *time.Time
+	expireAt, checked                    *time.Time
+	source                               schemas.ExpireSource
+	ttl                                  *int64
+}
+
+// ResolveExpiry gives an expiry to up to limit active leases that have none
+// from an event: those with no expire_at, and those whose pg_valid_until or
+// role_default expiry a renewal made stale. Leases attempted longest ago
+// come first, so leases that cannot be resolved do not starve the others.
+//
+// For each database it asks r once, for all the plain users of those leases,
+// and takes rolvaliduntil as the expiry as it is (Vault sets it 5 s after the
+// lease expiry; keeping the later time errs toward not revoking early).
+// Leases still without an answer (user an HMAC or not visible, or r failed
+// for that database) fall back to GREATEST(issued_at, renewed_at) + the
+// role's default TTL, when ttls has one; a stale pg_valid_until is replaced
+// only by a later fallback. After a reader error the lease stays due for a
+// re-read; otherwise expire_checked_at = now. An expiry from an event is
+// never overwritten, and a lease that changed since it was read is left for
+// the next call.
+//
+// A reader error for one database does not stop the others: the result is
+// the number of leases given an expiry, and the reader errors joined.
+func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls RoleTTLs, now time.Time, limit int) (resolved int, err error) {
+	if limit <= 0 {
+		limit = DefaultResolveLimit
+	}
+	now = dbTime(now)
+	cands, err := s.expiryCandidates(ctx, limit)
+	if err != nil || len(cands) == 0 {
+		return 0, err
+	}
+
+	users := map[string][]string{}
+	for _, c := range cands {
+		if c.database != "" && c.user != "" && !c.hmac {
+			users[c.database] = append(users[c.database], c.user)
+		}
+	}
+	dbs := make([]string, 0, len(users))
+	for db := range users {
+		dbs = append(dbs, db)
+	}
+	sort.Strings(dbs)
+	validUntil := map[string]map[string]time.Time{}
+	failed := map[string]bool{}
+	var readErrs []error
+	for _, db := range dbs {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		us := users[db]
+		slices.Sort(us)
+		us = slices.Compact(us)
+		m, err := r.ValidUntil(ctx, db, us)
+		if err != nil {
+			failed[db] = true
+			readErrs = append(readErrs, fmt.Errorf("valid until in database %q: %w", db, err))
+			continue
+		}
+		validUntil[db] = m
+	}
+
+	var b pgx.Batch
+	for i := range cands {
+		c := &cands[i]
+		u := decideExpiry(c, validUntil, failed, ttls, now)
+		b.Queue(`UPDATE leases SET expire_at = $2, expire_source = $3, ttl_seconds = $4,
+				expire_checked_at = $5, expire_attempt_at = $6, updated_at = now()
+			WHERE lease_id = $1 AND state = 'active'
+			  AND expire_source IS NOT DISTINCT FROM $7::text
+			  AND expire_at IS NOT DISTINCT FROM $8::timestamptz
+			  AND expire_checked_at IS NOT DISTINCT FROM $9::timestamptz
+			  AND renewed_at IS NOT DISTINCT FROM $10::timestamptz
+			  AND issued_at IS NOT DISTINCT FROM $11::timestamptz`,
+			c.leaseID, u.expireAt, nullText(string(u.source)), u.ttl, u.checked, now,
+			nullText(string(c.source)), c.expireAt, c.checked, c.renewed, c.issued).
+			Exec(func(ct pgconn.CommandTag) error {
+				if u.resolved && ct.RowsAffected() == 1 {
+					resolved++
+				}
+				return nil
+			})
+	}
+	// Candidates are in lease id order, as Apply locks: no deadlock.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, &b).Close()
+	})
+	if err != nil {
+		return 0, errors.Join(append([]error{fmt.Errorf("write expiry: %w", err)}, readErrs...)...)
+	}
+	return resolved, errors.Join(readErrs...)
+}
+
+func (s *Store) expiryCandidates(ctx context.Context, limit int) ([]expiryCandidate, error) {
+	rows, err := s.pool.Query(ctx, `SELECT lease_id, COALESCE(database, ''), COALESCE(db_user, ''),
+			db_user_hmac, COALESCE(mount, ''), COALESCE(role, ''), issued_at, renewed_at,
+			first_seen_at, expire_at, expire_checked_at, COALESCE(expire_source, ''), ttl_seconds
+		FROM leases
+		WHERE state = 'active'
+		  AND (expire_at IS NULL
+		       OR (expire_checked_at IS NULL AND expire_source IN ('pg_valid_until', 'role_default')))
+		ORDER BY expire_attempt_at NULLS FIRST, lease_id
+		LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("leases needing expiry: %w", err)
+	}
+	cands, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (expiryCandidate, error) {
+		var c expiryCandidate
+		err := r.Scan(&c.leaseID, &c.database, &c.user, &c.hmac, &c.mount, &c.role, &c.issued,
+			&c.renewed, &c.firstSeen, &c.expireAt, &c.checked, &c.source, &c.ttl)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leases needing expiry: %w", err)
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].leaseID < cands[j].leaseID })
+	return cands, nil
+}
+
+type expiryUpdate struct {
+	expireAt *time.Time
+	source   schemas.ExpireSource
+	ttl      *int64
+	checked  *time.Time
+	// resolved: the lease got an expiry this round.
+	resolved bool
+}
+
+func decideExpiry(c *expiryCandidate, validUntil map[string]map[string]time.Time, failed map[string]bool, ttls RoleTTLs, now time.Time) expiryUpdate {
+	plain := c.database != "" && c.user != "" && !c.hmac
+	if plain {
+		if vu, ok := validUntil[c.database][c.user]; ok {
+			vu = dbTime(vu)
+			return expiryUpdate{expireAt: &vu, source: schemas.ExpireFromValidUntil, checked: &now, resolved: true}
+		}
+	}
+	// Unchanged unless a fallback applies.
+	u := expiryUpdate{expireAt: c.expireAt, source: c.source, ttl: c.ttl, checked: c.checked}
+	transient := plain && failed[c.database]
+	if !transient && c.expireAt != nil {
+		// A stale value and nothing better to read: stop re-reading.
+		u.checked = &now
+	}
+	d, ok := ttls.lookup(c.mount, c.role)
+	base := c.issued
+	if c.renewed != nil && (base == nil || c.renewed.After(*base)) {
+		base = c.renewed
+	}
+	if base == nil {
+		base = c.firstSeen
+	}
+	if !ok || base == nil {
+		return u
+	}
+	fb := dbTime(base.Add(d))
+	secs := int64(d / time.Second)
+	if c.expireAt == nil || c.source == schemas.ExpireFromRoleDefault || fb.After(*c.expireAt) {
+		u.expireAt, u.source, u.ttl = &fb, schemas.ExpireFromRoleDefault, &secs
+	}
+	u.resolved = true
+	if transient {
+		u.checked = nil
+	} else {
+		u.checked = &now
+	}
+	return u
+}

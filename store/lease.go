@@ -1,0 +1,218 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+// LeaseState is the ledger's view of a lease.
+type LeaseState string
+
+const (
+	StateActive  LeaseState = "active"
+	StateExpired LeaseState = "expired"
+	StateRevoked LeaseState = "revoked"
+)
+
+// Lease is one row of the leases table. Empty strings and nil pointers are
+// NULL columns: unknown.
+type Lease struct {
+	LeaseID    string
+	State      LeaseState
+	Mount      string
+	Role       string
+	Namespace  string
+	Database   string
+	DBUser     string
+	DBUserHMAC bool
+	IssuedAt   *time.Time
+	RenewedAt  *time.Time
+	// FirstSeenAt is the earliest time the lease is known to have existed.
+	FirstSeenAt  *time.Time
+	ExpireAt     *time.Time
+	ExpireSource schemas.ExpireSource
+	// ExpireEventAt is the event time of the event that set ExpireAt.
+	ExpireEventAt *time.Time
+	TTLSeconds    *int64
+	// ExpireCheckedAt is when ExpireAt was read from pg_roles or derived
+	// from the role default; nil means it is due for a (re)read.
+	ExpireCheckedAt *time.Time
+	ExpireAttemptAt *time.Time
+	RevokedAt       *time.Time
+	RevokeMethod    schemas.RevokeMethod
+	LastEvent       schemas.LeaseEventKind
+	LastEventAt     *time.Time
+	LastRequestID   string
+	EntityID        string
+	TokenAccessor   string
+	DisplayName     string
+	RemoteAddress   string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// leaseSelect lists the columns scanLease reads, in order.
+const leaseSelect = `lease_id, state, COALESCE(mount, ''), COALESCE(role, ''),
+	COALESCE(namespace, ''), COALESCE(database, ''), COALESCE(db_user, ''), db_user_hmac,
+	issued_at, renewed_at, first_seen_at, expire_at, COALESCE(expire_source, ''),
+	expire_event_at, ttl_seconds, expire_checked_at, expire_attempt_at, revoked_at,
+	COALESCE(revoke_method, ''), COALESCE(last_event, ''), last_event_at,
+	COALESCE(last_request_id, ''), COALESCE(entity_id, ''), COALESCE(token_accessor, ''),
+	COALESCE(display_name, ''), COALESCE(remote_address, ''), created_at, updated_at`
+
+func scanLease(row pgx.Row) (Lease, error) {
+	var l Lease
+	err := row.Scan(&l.LeaseID, &l.State, &l.Mount, &l.Role, &l.Namespace, &l.Database,
+		&l.DBUser, &l.DBUserHMAC, &l.IssuedAt, &l.RenewedAt, &l.FirstSeenAt, &l.ExpireAt,
+		&l.ExpireSource, &l.ExpireEventAt, &l.TTLSeconds, &l.ExpireCheckedAt, &l.ExpireAttemptAt,
+		&l.RevokedAt, &l.RevokeMethod, &l.LastEvent, &l.LastEventAt, &l.LastRequestID,
+		&l.EntityID, &l.TokenAccessor, &l.DisplayName, &l.RemoteAddress, &l.CreatedAt, &l.UpdatedAt)
+	if err != nil {
+		return Lease{}, err
+	}
+	for _, t := range []**time.Time{&l.IssuedAt, &l.RenewedAt, &l.FirstSeenAt, &l.ExpireAt,
+		&l.ExpireEventAt, &l.ExpireCheckedAt, &l.ExpireAttemptAt, &l.RevokedAt, &l.LastEventAt} {
+		if *t != nil {
+			u := (*t).UTC()
+			*t = &u
+		}
+	}
+	l.CreatedAt = l.CreatedAt.UTC()
+	l.UpdatedAt = l.UpdatedAt.UTC()
+	return l, nil
+}
+
+// leaseWriteCols are the columns Apply writes, in the order of writeArgs.
+var leaseWriteCols = []string{
+	"state", "mount", "role", "namespace", "database", "db_user", "db_user_hmac",
+	"issued_at", "renewed_at", "first_seen_at", "expire_at", "expire_source",
+	"expire_event_at", "ttl_seconds", "expire_checked_at", "revoked_at", "revoke_method",
+	"last_event", "last_event_at", "last_request_id", "entity_id", "token_accessor",
+	"display_name", "remote_address",
+}
+
+// writeArgs returns the values of leaseWriteCols, NULL for empty strings.
+func (l *Lease) writeArgs() []any {
+	return []any{
+		string(l.State), nullText(l.Mount), nullText(l.Role), nullText(l.Namespace),
+		nullText(l.Database), nullText(l.DBUser), l.DBUserHMAC,
+		l.IssuedAt, l.RenewedAt, l.FirstSeenAt, l.ExpireAt, nullText(string(l.ExpireSource)),
+		l.ExpireEventAt, l.TTLSeconds, l.ExpireCheckedAt, l.RevokedAt, nullText(string(l.RevokeMethod)),
+		nullText(string(l.LastEvent)), l.LastEventAt, nullText(l.LastRequestID), nullText(l.EntityID),
+		nullText(l.TokenAccessor), nullText(l.DisplayName), nullText(l.RemoteAddress),
+	}
+}
+
+// leaseUpdateSQL writes every leaseWriteCols column of one lease ($1).
+var leaseUpdateSQL = func() string {
+	var b strings.Builder
+	b.WriteString("UPDATE leases SET ")
+	for i, c := range leaseWriteCols {
+		fmt.Fprintf(&b, "%s = $%d, ", c, i+2)
+	}
+	b.WriteString("updated_at = now() WHERE lease_id = $1")
+	return b.String()
+}()
+
+// leaseInsertSQL inserts one lease ($1) with every leaseWriteCols column; it
+// inserts nothing if the lease exists.
+var leaseInsertSQL = func() string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO leases (lease_id, " + strings.Join(leaseWriteCols, ", ") + ") VALUES ($1")
+	for i := range leaseWriteCols {
+		fmt.Fprintf(&b, ", $%d", i+2)
+	}
+	b.WriteString(") ON CONFLICT (lease_id) DO NOTHING")
+	return b.String()
+}()
+
+// sameWrite reports whether a and b would write the same values.
+func sameWrite(a, b *Lease) bool {
+	x, y := a.writeArgs(), b.writeArgs()
+	for i := range x {
+		if !sameValue(x[i], y[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameValue(a, b any) bool {
+	switch a := a.(type) {
+	case *time.Time:
+		b := b.(*time.Time)
+		if a == nil || b == nil {
+			return a == nil && b == nil
+		}
+		return a.Equal(*b)
+	case *int64:
+		b := b.(*int64)
+		if a == nil || b == nil {
+			return a == nil && b == nil
+		}
+		return *a == *b
+	}
+	return a == b
+}
+
+func nullText(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Lease returns one lease, or ErrNotFound.
+func (s *Store) Lease(ctx context.Context, leaseID string) (Lease, error) {
+	l, err := scanLease(s.pool.QueryRow(ctx, "SELECT "+leaseSelect+" FROM leases WHERE lease_id = $1", leaseID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Lease{}, fmt.Errorf("lease %q: %w", leaseID, ErrNotFound)
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %q: %w", leaseID, err)
+	}
+	return l, nil
+}
+
+// LeasesByUser returns the leases of one database user (plain name, or the
+// HMAC the audit log shows), oldest first.
+func (s *Store) LeasesByUser(ctx context.Context, database, dbUser string) ([]Lease, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+leaseSelect+` FROM leases
+		WHERE database = $1 AND db_user = $2
+		ORDER BY first_seen_at NULLS LAST, lease_id`, database, dbUser)
+	if err != nil {
+		return nil, fmt.Errorf("leases of %s in %s: %w", dbUser, database, err)
+	}
+	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
+	if err != nil {
+		return nil, fmt.Errorf("leases of %s in %s: %w", dbUser, database, err)
+	}
+	return ls, nil
+}
+
+// CountLeases returns the number of leases in each state; states with no
+// lease are absent.
+func (s *Store) CountLeases(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, "SELECT state, count(*) FROM leases GROUP BY state")
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	out := map[string]int{}
+	var state string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		out[state] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	return out, nil
+}

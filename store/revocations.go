@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+// Querier is what both a pool and a transaction offer.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Claim is the state of a revocation command when the revoker takes it.
+type Claim struct {
+	// Done: the command was already fully recorded; nothing is left to do.
+	Done    bool
+	Outcome schemas.Outcome
+	// Attempts counts deliveries of this command, this one included.
+	Attempts int
+	// TargetXID is the drop transaction of an earlier attempt, if one got
+	// as far as preparing it (valid when non-zero).
+	TargetXID int64
+}
+
+// ClaimRevocation records that the revoker is handling cmd (or handles it
+// again after a redelivery) and returns what earlier attempts left.
+func ClaimRevocation(ctx context.Context, q Querier, cmd schemas.RevocationCommand) (Claim, error) {
+	doc, err := json.Marshal(cmd)
+	if err != nil {
+		return Claim{}, fmt.Errorf("encode command: %w", err)
+	}
+	var c Claim
+	var state string
+	var outcome pgtype.Text
+	var xid pgtype.Int8
+	err = q.QueryRow(ctx, `
+		INSERT INTO revocations (command_id, database, db_user, lease_id, rule, issuer, actor, emergency, state, command)
+		VALUES ($1, $2, $3, NULLIF($4, ''), $5, NULLIF($6, ''), NULLIF($7, ''), $8, 'in_progress', $9)
+		ON CONFLICT (command_id) DO UPDATE SET attempts = revocations.attempts + 1
+		RETURNING state, outcome, attempts, target_xid`,
+		cmd.ID, cmd.Database, cmd.DBUser, cmd.LeaseID, cmd.Rule, cmd.Issuer, cmd.Actor, cmd.Emergency, doc).
+		Scan(&state, &outcome, &c.Attempts, &xid)
+	if err != nil {
+		return Claim{}, fmt.Errorf("claim revocation %s: %w", cmd.ID, err)
+	}
+	c.Done = state == "done"
+	c.Outcome = schemas.Outcome(outcome.String)
+	if xid.Valid {
+		c.TargetXID = xid.Int64
+	}
+	return c, nil
+}
+
+// SetTargetXID records the id of the drop transaction in the target
+// database before that transaction commits.
+func SetTargetXID(ctx context.Context, q Querier, commandIDs []string, xid int64) error {
+	_, err := q.Exec(ctx, `UPDATE revocations SET target_xid = $2 WHERE command_id = ANY($1) AND state = 'in_progress'`, commandIDs, xid)
+	if err != nil {
+		return fmt.Errorf("record target transaction: %w", err)
+	}
+	return nil
+}
+
+// FinishRevocation records the outcome of a command inside tx (the caller
+// appends the evidence in the same transaction). It reports false when the
+// command was already finished (by a concurrent or earlier attempt), in
+// which case the caller must not append evidence again.
+func FinishRevocation(ctx context.Context, tx pgx.Tx, res schemas.RevocationResult, evidenceID string, at time.Time) (bool, error) {
+	doc, err := json.Marshal(res)
+	if err != nil {
+		return false, fmt.Errorf("encode result: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `
+		UPDATE revocations SET state = 'done', outcome = $2, result = $3, finished_at = $4, evidence_id = NULLIF($5, '')
+		WHERE command_id = $1 AND state = 'in_progress'`, res.CommandID, string(res.Outcome), doc, at, evidenceID)
+	if err != nil {
+		return false, fmt.Errorf("finish revocation %s: %w", res.CommandID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Revocation is a recorded revocation.
+type Revocation struct {
+	CommandID  string
+	Database   string
+	DBUser     string
+	LeaseID    string
+	Rule       string
+	State      string
+	Attempts   int
+	Outcome    schemas.Outcome
+	Result     *schemas.RevocationResult
+	ReceivedAt time.Time
+	FinishedAt *time.Time
+	EvidenceID string
+}
+
+// ErrNoRevocation is returned when a command id is unknown.
+var ErrNoRevocation = errors.New("no such revocation")
+
+// GetRevocation reads one revocation by command id.
+func GetRevocation(ctx context.Context, q Querier, commandID string) (Revocation, error) {
+	rows, err := q.Query(ctx, revocationSelect+` WHERE command_id = $1`, commandID)
+	if err != nil {
+		return Revocation{}, err
+	}
+	out, err := scanRevocations(rows)
+	if err != nil {
+		return Revocation{}, err
+	}
+	if len(out) == 0 {
+		return Revocation{}, ErrNoRevocation
+	}
+	return out[0], nil
+}
+
+// RevocationsByUser lists revocations of one database user, oldest first.
+func RevocationsByUser(ctx context.Context, q Querier, database, dbUser string) ([]Revocation, error) {
+	rows, err := q.Query(ctx, revocationSelect+` WHERE database = $1 AND db_user = $2 ORDER BY received_at, command_id`, database, dbUser)
+	if err != nil {
+		return nil, err
+	}
+	return scanRevocations(rows)
+}
+
+const revocationSelect = `
+	SELECT command_id, database, db_user, coalesce(lease_id, ''), rule, state, attempts, coalesce(outcome, ''),
+	       result, received_at, finished_at, coalesce(evidence_id, '')
+	FROM revocations`
+
+func scanRevocations(rows pgx.Rows) ([]Revocation, error) {
+	var out []Revocation
+	var r Revocation
+	var outcome string
+	var result []byte
+	var finished pgtype.Timestamptz
+	_, err := pgx.ForEachRow(rows, []any{&r.CommandID, &r.Database, &r.DBUser, &r.LeaseID, &r.Rule, &r.State, &r.Attempts,
+		&outcome, &result, &r.ReceivedAt, &finished, &r.EvidenceID}, func() error {
+		c := r
+		c.Outcome = schemas.Outcome(outcome)
+		if len(result) > 0 {
+			var res schemas.RevocationResult
+			if err := json.Unmarshal(result, &res); err != nil {
+				return fmt.Errorf("decode result of %s: %w", c.CommandID, err)
+			}
+			c.Result = &res
+		}
+		if finished.Valid {
+			t := finished.Time
+			c.FinishedAt = &t
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
