@@ -37,17 +37,18 @@ const (
 		`SELECT DISTINCT hashtextextended('leaseguard.role:' || n, 0) AS k ` +
 		`FROM unnest($1::text[]) AS n ORDER BY k) AS keys`
 	sessionSQL = `SELECT current_user::text, session_user::text`
-	// rolname is compared as text, so that no name is truncated to 63
-	// bytes on its way in (names that long are refused before, too).
+	// Names are passed as text and compared with name's cross-type
+	// operator, which uses the index and truncates nothing (names longer
+	// than 63 bytes are refused before, too).
 	rolesSQL = `SELECT rolname::text, oid, rolsuper, rolreplication, rolbypassrls ` +
-		`FROM pg_roles WHERE rolname::text = ANY($1::text[])`
+		`FROM pg_roles WHERE rolname = ANY($1::text[])`
 	// afterSQL is the check the outcome rests on. A session of a dropped
 	// role stays in pg_stat_activity with usename NULL, so sessions are
 	// matched by the role's former oid as well as by name.
 	afterSQL = `SELECT t.name, ` +
-		`NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname::text = t.name), ` +
+		`NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname = t.name), ` +
 		`(SELECT count(*) FROM pg_stat_activity AS a ` +
-		`WHERE a.usename::text = t.name OR (t.oid <> 0 AND a.usesysid = t.oid)) ` +
+		`WHERE a.usename = t.name OR (t.oid <> 0 AND a.usesysid = t.oid)) ` +
 		`FROM unnest($1::text[], $2::oid[]) AS t(name, oid)`
 )
 

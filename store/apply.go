@@ -48,7 +48,7 @@ type ApplyStats struct {
 // InvalidError reports an input of a Batch that Apply refuses; nothing of
 // the batch was written. Drop (dead-letter) that input and apply the rest.
 type InvalidError struct {
-	// Lease or Creds names the slice, Index the position in it.
+	// Field is "Leases" or "Creds", Index the position in that slice.
 	Field string
 	Index int
 	Err   error
@@ -60,9 +60,9 @@ func (e *InvalidError) Error() string {
 
 func (e *InvalidError) Unwrap() error { return e.Err }
 
-// maxApplyAttempts bounds the retries of a batch that lost a deadlock or a
-// serialization conflict; the transaction is rolled back each time, so a
-// retry starts from scratch.
+// maxApplyAttempts bounds the retries of a batch that lost a deadlock, a
+// serialization conflict or the insert of a new lease to a concurrent batch;
+// the transaction is rolled back each time, so a retry starts from scratch.
 const maxApplyAttempts = 5
 
 // Apply writes b in one transaction: the lease events not applied before are

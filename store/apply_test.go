@@ -525,6 +525,10 @@ func TestApplyInsertRace(t *testing.T) {
 	if _, err := other.Exec(ctx, "INSERT INTO leases (lease_id, state, first_seen_at) VALUES ($1, 'active', $2)", lease1, at(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	var xid string
+	if err := other.QueryRow(ctx, "SELECT pg_current_xact_id()::xid::text").Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	var st ApplyStats
 	go func() {
@@ -536,8 +540,8 @@ func TestApplyInsertRace(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
-		err := s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO leases%')`).Scan(&waiting)
+		err := s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+			WHERE locktype = 'transactionid' AND transactionid::text = $1 AND NOT granted)`, xid).Scan(&waiting)
 		if err != nil {
 			t.Fatal(err)
 		}

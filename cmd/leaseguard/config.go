@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -34,7 +35,7 @@ type Config struct {
 	DatabaseSchema string `envconfig:"LEASEGUARD_DATABASE_SCHEMA" default:"leaseguard" desc:"schema of the state store"`
 
 	NATSURL           string        `envconfig:"LEASEGUARD_NATS_URL" desc:"NATS cluster URL(s), comma-separated; empty starts an embedded JetStream server under DATA_DIR"`
-	AuditSubject      string        `envconfig:"LEASEGUARD_AUDIT_SUBJECT" default:"vault.audit.>" desc:"subject(s) carrying Vault audit entries, one JSON entry per message"`
+	AuditSubject      string        `envconfig:"LEASEGUARD_AUDIT_SUBJECT" default:"vault.audit.>" desc:"subject pattern carrying Vault audit entries, one JSON entry per message"`
 	LeaseSubject      string        `envconfig:"LEASEGUARD_LEASE_SUBJECT" default:"vault.leases.>" desc:"subject carrying LeaseEvent documents from other producers (empty: off)"`
 	AuditStream       string        `envconfig:"LEASEGUARD_AUDIT_STREAM" default:"VAULT_AUDIT" desc:"JetStream stream holding both subjects (created if absent)"`
 	IngestConsumer    string        `envconfig:"LEASEGUARD_INGEST_CONSUMER" default:"leaseguard-ingest" desc:"durable pull consumer name"`
@@ -274,9 +275,14 @@ func redactURL(u string) string {
 
 // configCmd prints the effective configuration with secrets redacted.
 func configCmd(_ context.Context, m *Main, args []string) error {
-	fs := m.flags("config", "")
+	fs := m.flags("config", "[--markdown]")
+	markdown := fs.Bool("markdown", false, "print the table of every variable, its default and meaning (as in the README)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *markdown {
+		fmt.Fprint(m.Stdout, configTable())
+		return nil
 	}
 	c, err := loadConfig()
 	if err != nil {
@@ -301,4 +307,24 @@ func configCmd(_ context.Context, m *Main, args []string) error {
 		fmt.Fprintln(m.Stdout, l)
 	}
 	return nil
+}
+
+// configTable renders every variable of Config as a Markdown table.
+func configTable() string {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := f.Tag.Get("envconfig")
+		if name == "" {
+			continue
+		}
+		def := f.Tag.Get("default")
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(&b, "| `%s` | `%s` | %s |\n", name, def, strings.ReplaceAll(f.Tag.Get("desc"), "|", "\\|"))
+	}
+	return b.String()
 }

@@ -204,11 +204,6 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 }
 
-func (c Config) targetName() string {
-	tc, _ := c.targetConfig()
-	return tc.Targets[0].Name
-}
-
 func connectAs(t *testing.T, ctx context.Context, user, password string) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(pgtest.URL())
@@ -222,14 +217,6 @@ func connectAs(t *testing.T, ctx context.Context, user, password string) *pgx.Co
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
-}
-
-func roleExists(ctx context.Context, pool interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, name string) bool {
-	var ok bool
-	_ = pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", name).Scan(&ok)
-	return ok
 }
 
 func waitFor(t *testing.T, ctx context.Context, d time.Duration, what string, cond func() bool) {
