@@ -36,7 +36,13 @@ const (
 	lockSQL = `SELECT pg_advisory_xact_lock(k) FROM (` +
 		`SELECT DISTINCT hashtextextended('leaseguard.role:' || n, 0) AS k ` +
 		`FROM unnest($1::text[]) AS n ORDER BY k) AS keys`
-	sessionSQL = `SELECT current_user::text, session_user::text`
+	// dropLockSQL serialises steps 5 and 6 of all revocations in a
+	// database: two concurrent DROP OWNED of roles granted on the same
+	// table both rewrite its ACL, and one fails with "tuple concurrently
+	// updated" (SQLSTATE XX000; seen on PostgreSQL 15). Taken after the role
+	// locks, and always last, so it adds no deadlock.
+	dropLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('leaseguard.drop', 0))`
+	sessionSQL  = `SELECT current_user::text, session_user::text`
 	// Names are passed as text and compared with name's cross-type
 	// operator, which uses the index and truncates nothing (names longer
 	// than 63 bytes are refused before, too).
@@ -522,6 +528,9 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	}
 
 	// 5, 6) Reassign, drop owned, drop. A failure here keeps the NOLOGIN.
+	if _, err := tx.Exec(ctx, dropLockSQL); err != nil {
+		return &runError{step: "drop lock", err: err}
+	}
 	if _, err := tx.Exec(ctx, savepointSQL); err != nil {
 		return &runError{step: "savepoint", err: err}
 	}
