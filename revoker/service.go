@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,7 +18,6 @@ import (
 	"github.com/leaseguard/leaseguard/bus"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // Targets resolves a target database name to its pool.
@@ -94,6 +92,7 @@ type ServiceDeps struct {
 type Service struct {
 	cfg ServiceConfig
 	ServiceDeps
+	exec *Executor
 }
 
 // NewService builds the consumer.
@@ -113,7 +112,12 @@ func NewService(cfg ServiceConfig, d ServiceDeps) (*Service, error) {
 	if d.Clock == nil {
 		d.Clock = time.Now
 	}
-	return &Service{cfg: cfg, ServiceDeps: d}, nil
+	exec, err := NewExecutor(ExecutorDeps{Dropper: d.Dropper, Verifier: d.Verifier, Limiter: d.Limiter, Targets: d.Targets,
+		State: d.State, Evidence: d.Evidence, Logger: d.Logger, Metrics: d.Metrics, Clock: d.Clock})
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, ServiceDeps: d, exec: exec}, nil
 }
 
 // EnsureConsumer creates the work-queue stream and the durable consumer.
@@ -179,168 +183,37 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// pending is one command on its way through a batch.
-type pending struct {
-	msg       jetstream.Msg
-	cmd       schemas.RevocationCommand
-	claim     store.Claim
-	delivered int
-}
-
 func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckWait)
 	defer cancel()
-	byDB := map[string][]*pending{}
-	var order []string
+	var cmds []schemas.RevocationCommand
+	var held []jetstream.Msg
+	var delivered []int
 	for _, m := range msgs {
-		p, ok := s.admit(ctx, m)
-		if !ok {
+		cmd, err := DecodeCommand(m.Data())
+		if err != nil {
+			s.deadLetter(ctx, m, err.Error())
 			continue
 		}
-		if _, seen := byDB[p.cmd.Database]; !seen {
-			order = append(order, p.cmd.Database)
+		n := 1
+		if md, err := m.Metadata(); err == nil {
+			n = int(md.NumDelivered)
 		}
-		byDB[p.cmd.Database] = append(byDB[p.cmd.Database], p)
+		cmds = append(cmds, cmd)
+		held = append(held, m)
+		delivered = append(delivered, n)
 	}
-	for _, db := range order {
-		s.dropAndRecord(ctx, db, byDB[db])
-	}
-}
-
-// admit decodes, authenticates and claims one message. Messages it settles
-// itself (dead letters, refusals, already-done commands) return false.
-func (s *Service) admit(ctx context.Context, m jetstream.Msg) (*pending, bool) {
-	p := &pending{msg: m, delivered: 1}
-	if md, err := m.Metadata(); err == nil {
-		p.delivered = int(md.NumDelivered)
-	}
-	cmd, err := DecodeCommand(m.Data())
-	if err != nil {
-		s.deadLetter(ctx, m, err.Error())
-		return nil, false
-	}
-	p.cmd = cmd
-	if err := s.Verifier.Verify(cmd); err != nil {
-		s.settle(ctx, p, s.refusal(cmd, err))
-		return nil, false
-	}
-	if _, ok := s.Targets.Pool(cmd.Database); !ok {
-		s.settle(ctx, p, s.refusal(cmd, &Refusal{Guard: "unknown_target", Reason: fmt.Sprintf("no target database named %q is configured", cmd.Database)}))
-		return nil, false
-	}
-	claim, err := store.ClaimRevocation(ctx, s.State, cmd)
-	if err != nil {
-		s.Logger.Warn("cannot claim revocation; will retry", "command_id", cmd.ID, "err", err)
-		s.nak(p)
-		return nil, false
-	}
-	p.claim = claim
-	if claim.Done {
-		s.Metrics.duplicates.Inc()
-		s.ack(m)
-		return nil, false
-	}
-	if s.Limiter != nil {
-		waited, err := s.Limiter.Wait(ctx, cmd.Emergency)
-		if waited > 0 {
-			s.Metrics.throttled.Add(waited.Seconds())
-		}
-		if err != nil {
-			s.nak(p)
-			return nil, false
+	done := s.exec.Execute(ctx, cmds, func(i int) bool { return delivered[i] >= s.cfg.MaxDeliver })
+	for i, d := range done {
+		switch {
+		case d.Retry:
+			s.nak(held[i], delivered[i])
+		case d.Result.Outcome == schemas.OutcomeFailed:
+			s.deadLetter(ctx, held[i], "revocation failed after "+strconv.Itoa(delivered[i])+" attempts: "+d.Result.Reason)
+		default:
+			s.ack(held[i])
 		}
 	}
-	return p, true
-}
-
-func (s *Service) refusal(cmd schemas.RevocationCommand, err error) schemas.RevocationResult {
-	now := s.Clock()
-	res := schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser,
-		Outcome: schemas.OutcomeRefused, Reason: err.Error(), StartedAt: now, FinishedAt: now}
-	var r *Refusal
-	if errors.As(err, &r) {
-		res.Guard, res.Reason = r.Guard, r.Reason
-	}
-	return res
-}
-
-func (s *Service) dropAndRecord(ctx context.Context, db string, ps []*pending) {
-	pool, _ := s.Targets.Pool(db)
-	cmds := make([]schemas.RevocationCommand, len(ps))
-	for i, p := range ps {
-		cmds[i] = p.cmd
-	}
-	hookCtx := WithBeforeCommit(ctx, func(ctx context.Context, xid int64, ids []string) error {
-		return store.SetTargetXID(ctx, s.State, ids, xid)
-	})
-	start := time.Now()
-	results := s.Dropper.DropBatch(hookCtx, pool, db, cmds)
-	s.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
-	for i, p := range ps {
-		res := results[i]
-		if res.Outcome == schemas.OutcomeAlreadyAbsent && p.claim.TargetXID != 0 {
-			if status, err := txidStatus(ctx, pool, p.claim.TargetXID); err == nil && status == "committed" {
-				// An earlier delivery dropped the role and died before it
-				// recorded the outcome: the drop is ours.
-				res.Outcome = schemas.OutcomeDropped
-				res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", p.claim.TargetXID)
-			}
-		}
-		if res.Outcome == schemas.OutcomeFailed && transient(res.SQLState) && p.delivered < s.cfg.MaxDeliver {
-			s.Logger.Warn("revocation failed; will retry", "database", db, "db_user", res.DBUser, "sqlstate", res.SQLState, "reason", res.Reason)
-			s.nak(p)
-			continue
-		}
-		s.settle(ctx, p, res)
-		if res.Outcome == schemas.OutcomeFailed {
-			s.deadLetter(ctx, p.msg, "revocation failed after "+strconv.Itoa(p.delivered)+" attempts: "+res.Reason)
-		}
-	}
-}
-
-// settle records the outcome and its evidence in one transaction, then
-// acknowledges the message. If recording fails the message is redelivered.
-func (s *Service) settle(ctx context.Context, p *pending, res schemas.RevocationResult) {
-	if err := s.record(ctx, p.cmd, res); err != nil {
-		s.Logger.Warn("cannot record revocation outcome; will retry", "command_id", p.cmd.ID, "err", err)
-		s.nak(p)
-		return
-	}
-	s.Metrics.outcomes.WithLabelValues(string(res.Outcome), res.Guard).Inc()
-	s.Logger.Info("revocation", "outcome", res.Outcome, "database", res.Database, "db_user", res.DBUser,
-		"command_id", res.CommandID, "rule", p.cmd.Rule, "guard", res.Guard, "reason", res.Reason,
-		"sessions_terminated", res.SessionsTerminated)
-	s.ack(p.msg)
-}
-
-func (s *Service) record(ctx context.Context, cmd schemas.RevocationCommand, res schemas.RevocationResult) error {
-	return pgx.BeginFunc(ctx, s.State, func(tx pgx.Tx) error {
-		if res.Outcome == schemas.OutcomeRefused {
-			// Refused commands may never have been claimed.
-			if _, err := store.ClaimRevocation(ctx, tx, cmd); err != nil {
-				return err
-			}
-		}
-		var lc *evidence.LeaseContext
-		if cmd.LeaseID != "" {
-			lc = &evidence.LeaseContext{LeaseID: cmd.LeaseID}
-			_ = tx.QueryRow(ctx, `SELECT coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
-				coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = $1`, cmd.LeaseID).
-				Scan(&lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role)
-		}
-		ev, err := s.Evidence.Revocation(cmd, res, lc)
-		if err != nil {
-			return fmt.Errorf("build evidence: %w", err)
-		}
-		fresh, err := store.FinishRevocation(ctx, tx, res, ev.ID, s.Clock())
-		if err != nil || !fresh {
-			return err // already recorded by another attempt: no second evidence
-		}
-		if _, err := evidence.Append(ctx, tx, ev); err != nil {
-			return fmt.Errorf("append evidence: %w", err)
-		}
-		return nil
-	})
 }
 
 func (s *Service) ack(m jetstream.Msg) {
@@ -349,8 +222,8 @@ func (s *Service) ack(m jetstream.Msg) {
 	}
 }
 
-func (s *Service) nak(p *pending) {
-	i := p.delivered - 1
+func (s *Service) nak(m jetstream.Msg, delivered int) {
+	i := delivered - 1
 	if i < 0 {
 		i = 0
 	}
@@ -358,7 +231,7 @@ func (s *Service) nak(p *pending) {
 		i = len(s.cfg.Backoff) - 1
 	}
 	s.Metrics.retries.Inc()
-	if err := p.msg.NakWithDelay(s.cfg.Backoff[i]); err != nil {
+	if err := m.NakWithDelay(s.cfg.Backoff[i]); err != nil {
 		s.Logger.Warn("nak failed; redelivery after ack wait", "err", err)
 	}
 }
