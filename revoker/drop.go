@@ -33,32 +33,34 @@ const (
 	// lockSQL takes the per-role advisory locks in one fixed order (by key),
 	// so that two batches sharing roles cannot deadlock on them. The key is
 	// hashtextextended('leaseguard.role:' || name, 0) for every caller.
+	// Advisory locks are scoped to the current database.
 	lockSQL = `SELECT pg_advisory_xact_lock(k) FROM (` +
 		`SELECT DISTINCT hashtextextended('leaseguard.role:' || n, 0) AS k ` +
 		`FROM unnest($1::text[]) AS n ORDER BY k) AS keys`
-	// dropLockSQL serialises steps 5 and 6 of all revocations in a
-	// database: two concurrent DROP OWNED of roles granted on the same
-	// table both rewrite its ACL, and one fails with "tuple concurrently
-	// updated" (SQLSTATE XX000; seen on PostgreSQL 15). Taken after the role
-	// locks, and always last, so it adds no deadlock.
-	dropLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('leaseguard.drop', 0))`
-	sessionSQL  = `SELECT current_user::text, session_user::text`
+	// readSQL reads the revoker's own roles and pg_roles for each name.
 	// Names are passed as text and compared with name's cross-type
 	// operator, which uses the index and truncates nothing (names longer
 	// than 63 bytes are refused before, too).
-	rolesSQL = `SELECT rolname::text, oid, rolsuper, rolreplication, rolbypassrls ` +
-		`FROM pg_roles WHERE rolname = ANY($1::text[])`
-	// afterSQL is the check the outcome rests on. A session of a dropped
-	// role stays in pg_stat_activity with usename NULL, so sessions are
-	// matched by the role's former oid as well as by name.
-	afterSQL = `SELECT t.name, ` +
-		`NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname = t.name), ` +
-		`(SELECT count(*) FROM pg_stat_activity AS a ` +
-		`WHERE a.usename = t.name OR (t.oid <> 0 AND a.usesysid = t.oid)) ` +
-		`FROM unnest($1::text[], $2::oid[]) AS t(name, oid)`
+	readSQL = `SELECT current_user::text, session_user::text, n.name, r.oid IS NOT NULL, ` +
+		`COALESCE(r.oid, 0), COALESCE(r.rolsuper, false), COALESCE(r.rolreplication, false), ` +
+		`COALESCE(r.rolbypassrls, false) ` +
+		`FROM unnest($1::text[]) AS n(name) LEFT JOIN pg_roles AS r ON r.rolname = n.name`
+	// afterSQL is the check the outcome rests on: is a role of that name
+	// in pg_roles, and how many sessions are there of the role by its
+	// former oid or of a role now carrying the name. A session of a dropped
+	// role lives on with usename NULL in pg_stat_activity (seen on
+	// PostgreSQL 15), so usesysid is what finds it.
+	afterSQL = `WITH s AS (SELECT usesysid, count(*) AS n FROM pg_stat_get_activity(NULL) ` +
+		`WHERE usesysid IS NOT NULL GROUP BY usesysid), ` +
+		`t AS (SELECT t.name, t.oid, r.oid AS now_oid FROM unnest($1::text[], $2::oid[]) AS t(name, oid) ` +
+		`LEFT JOIN pg_roles AS r ON r.rolname = t.name) ` +
+		`SELECT t.name, t.now_oid IS NULL, ` +
+		`COALESCE((SELECT sum(s.n) FROM s WHERE s.usesysid = t.oid OR s.usesysid = t.now_oid), 0)::int ` +
+		`FROM t`
 )
 
-// Statements that act on roles, recorded verbatim in Statements.
+// Statements that act on roles, recorded verbatim in Statements, and the
+// transaction control around them.
 const (
 	terminateOneSQL = `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
 		`FROM pg_stat_activity WHERE usename = $1`
@@ -69,6 +71,12 @@ const (
 	// by name, which a new role could carry by then.
 	terminateByOIDSQL = `SELECT usesysid, count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
 		`FROM pg_stat_activity WHERE usesysid = ANY($1) GROUP BY usesysid`
+	// dropLockSQL serialises steps 5 and 6 of all revocations in a
+	// database: two concurrent DROP OWNED of roles granted on the same
+	// table both rewrite its ACL, and one fails with "tuple concurrently
+	// updated" (SQLSTATE XX000; seen on PostgreSQL 15). Taken after the role
+	// locks, and always last, so it adds no deadlock.
+	dropLockSQL          = `SELECT pg_advisory_xact_lock(hashtextextended('leaseguard.drop', 0))`
 	savepointSQL         = `SAVEPOINT leaseguard_drop`
 	rollbackSavepointSQL = `ROLLBACK TO SAVEPOINT leaseguard_drop`
 )
@@ -116,7 +124,7 @@ type Dropper struct {
 	lockTimeout      time.Duration
 	now              func() time.Time
 	settle           time.Duration
-	setLocalSQL      string
+	beginSQL         string
 }
 
 // NewDropper validates cfg and returns a Dropper.
@@ -141,7 +149,7 @@ func NewDropper(cfg DropperConfig) (*Dropper, error) {
 	if d.now == nil {
 		d.now = time.Now
 	}
-	d.setLocalSQL = fmt.Sprintf("SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d",
+	d.beginSQL = fmt.Sprintf("BEGIN; SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d",
 		millis(d.statementTimeout), millis(d.lockTimeout))
 	return d, nil
 }
@@ -258,10 +266,14 @@ func (d *Dropper) Drop(ctx context.Context, pool *pgxpool.Pool, database string,
 }
 
 func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item) {
-	err := d.run(ctx, pool, []*item{it})
-	if err == nil {
-		return
+	if err := d.run(ctx, pool, []*item{it}); err != nil {
+		d.failItem(ctx, pool, it, err)
 	}
+}
+
+// failItem records a failed drop transaction in its result, with the
+// checks made afterwards.
+func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, err error) {
 	it.res.Outcome = schemas.OutcomeFailed
 	it.res.Reason = err.Error()
 	var pgErr *pgconn.PgError
@@ -292,6 +304,12 @@ func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item) {
 // one statement per role). Commands refused by a guard, or whose role is
 // absent, are left out of the statements and get their own result.
 //
+// Between REASSIGN OWNED and DROP OWNED it adds one REVOKE ALL … FROM all
+// the roles per kind of object (table, sequence, schema) they hold
+// privileges on: DROP OWNED rewrites a shared ACL once per role, REVOKE
+// once per object, which makes batches several times faster when many
+// users are granted on the same tables.
+//
 // A role named by several commands is dropped once, for the first of them.
 // Each later one gets the result it would get if run after the first:
 // already_absent if the first was dropped or already absent, otherwise a
@@ -302,7 +320,11 @@ func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item) {
 // it is run again alone with Drop, so one bad role does not fail the
 // others. Such a result also lists the batch statements that took effect
 // for its role (ALTER ROLE if kept, the terminate query), and counts the
-// sessions they terminated.
+// sessions they terminated. If the batch got no connection, or ctx ended,
+// every command fails with that error instead.
+//
+// Drops in one database are serialised (an advisory lock around steps 5
+// and 6): call DropBatch rather than many concurrent Drops.
 //
 // Results are in the order of cmds. Keep batches to about a hundred roles:
 // each result lists the batch statements, which name every role.
@@ -329,7 +351,17 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 	case len(run) == 1:
 		d.dropOne(ctx, pool, run[0])
 	case len(run) > 1:
-		if err := d.run(ctx, pool, run); err != nil {
+		err := d.run(ctx, pool, run)
+		var re *runError
+		switch {
+		case err == nil:
+		case ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin"):
+			// No connection, or no time left: running each alone would
+			// only repeat the failure once per role.
+			for _, it := range run {
+				d.failItem(ctx, pool, it, err)
+			}
+		default:
 			d.fallback(ctx, pool, run)
 		}
 	}
@@ -408,7 +440,7 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		names[i] = it.name
 	}
 
-	tx, err := pool.BeginTx(ctx, pgx.TxOptions{})
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: d.beginSQL})
 	if err != nil {
 		return &runError{step: "begin", err: err}
 	}
@@ -421,19 +453,21 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		}
 	}()
 
-	if _, err := tx.Exec(ctx, d.setLocalSQL); err != nil {
-		return &runError{step: "set timeouts", err: err}
-	}
-	// 1) Lock, then read: the read is a later statement, so its snapshot
-	// sees whatever a previous holder of the lock committed.
-	if _, err := tx.Exec(ctx, lockSQL, names); err != nil {
+	// 1) Lock, then read, in one round trip: the read is a later
+	// statement, so its snapshot sees whatever a previous holder of the
+	// lock committed.
+	b := &pgx.Batch{}
+	b.Queue(lockSQL, names)
+	b.Queue(readSQL, names)
+	br := tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
 		return &runError{step: "advisory lock", err: err}
 	}
-	var sess sessionFacts
-	if err := tx.QueryRow(ctx, sessionSQL).Scan(&sess.CurrentUser, &sess.SessionUser); err != nil {
-		return &runError{step: "read session", err: err}
+	sess, facts, err := scanRead(br.Query())
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
-	facts, err := readRoles(ctx, tx, names)
 	if err != nil {
 		return &runError{step: "read pg_roles", err: err}
 	}
@@ -487,7 +521,7 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	for i, it := range targets {
 		targetNames[i] = it.name
 	}
-	again, err := readRoles(ctx, tx, targetNames)
+	_, again, err := scanRead(tx.Query(ctx, readSQL, targetNames))
 	if err != nil {
 		return &runError{step: "re-read pg_roles", err: err}
 	}
@@ -527,42 +561,71 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		it.res.SessionsTerminated += it.terminated
 	}
 
-	// 5, 6) Reassign, drop owned, drop. A failure here keeps the NOLOGIN.
-	if _, err := tx.Exec(ctx, dropLockSQL); err != nil {
-		return &runError{step: "drop lock", err: err}
-	}
-	if _, err := tx.Exec(ctx, savepointSQL); err != nil {
-		return &runError{step: "savepoint", err: err}
-	}
+	// 5, 6) Reassign, drop owned, drop: one round trip, after the drop
+	// lock and a savepoint. A failure after the savepoint keeps the NOLOGIN.
 	ids := identList(targets)
-	steps := []struct{ step, sql string }{
+	steps := []txStep{
+		{"drop lock", dropLockSQL},
+		{"savepoint", savepointSQL},
 		{"reassign owned", "REASSIGN OWNED BY " + ids + " TO " + ident(reassignTo)},
-		{"drop owned", "DROP OWNED BY " + ids},
-		{"drop role", "DROP ROLE IF EXISTS " + ids},
+	}
+	if len(targets) > 1 {
+		revokes, err := revokeSteps(ctx, tx, targets, ids)
+		if err != nil {
+			return &runError{step: "read grants", err: err}
+		}
+		steps = append(steps, revokes...)
+	}
+	steps = append(steps,
+		txStep{"drop owned", "DROP OWNED BY " + ids},
+		txStep{"drop role", "DROP ROLE IF EXISTS " + ids},
+	)
+	const firstActing = 2 // steps before it are not recorded
+	sqls := make([]string, len(steps))
+	for i, st := range steps {
+		sqls[i] = st.sql
 	}
 	for _, it := range targets {
 		it.res.ReassignedTo = reassignTo
 	}
-	for _, s := range steps {
-		for _, it := range targets {
-			it.res.Statements = append(it.res.Statements, s.sql)
+	results, err := tx.Conn().PgConn().Exec(ctx, strings.Join(sqls, "; ")).ReadAll()
+	completed := 0
+	for _, r := range results {
+		if r.Err != nil {
+			if err == nil {
+				err = r.Err
+			}
+			break
 		}
-		if _, err := tx.Exec(ctx, s.sql); err != nil {
-			re := &runError{step: s.step, err: err}
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			defer cancel()
-			if _, rerr := tx.Exec(cctx, rollbackSavepointSQL); rerr == nil {
-				if cerr := tx.Commit(cctx); cerr == nil {
-					finished = true
-					re.keptNologin = true
-					for _, it := range targets {
-						it.keptNologin = true
-						it.mayTerminate = true
-					}
+		completed++
+	}
+	acted := len(steps)
+	if err != nil {
+		acted = min(completed+1, len(steps)) // the failing one included
+	}
+	for _, st := range steps[firstActing:max(acted, firstActing)] {
+		for _, it := range targets {
+			it.res.Statements = append(it.res.Statements, st.sql)
+		}
+	}
+	if err != nil {
+		re := &runError{step: steps[acted-1].step, err: err}
+		if acted-1 < firstActing {
+			return re // no savepoint to return to
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if _, rerr := tx.Exec(cctx, rollbackSavepointSQL); rerr == nil {
+			if cerr := tx.Commit(cctx); cerr == nil {
+				finished = true
+				re.keptNologin = true
+				for _, it := range targets {
+					it.keptNologin = true
+					it.mayTerminate = true
 				}
 			}
-			return re
 		}
+		return re
 	}
 	// Let the caller record this transaction's id before it commits, so a
 	// crash between COMMIT and recording the outcome can be resolved with
@@ -614,18 +677,26 @@ type queryer interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func readRoles(ctx context.Context, q queryer, names []string) (map[string]roleFacts, error) {
-	rows, err := q.Query(ctx, rolesSQL, names)
+// txStep is a statement of steps 5 and 6 and what to call it in errors.
+type txStep struct{ step, sql string }
+
+// scanRead reads the rows of readSQL: the revoker's session and the
+// roles that exist.
+func scanRead(rows pgx.Rows, err error) (sessionFacts, map[string]roleFacts, error) {
+	var sess sessionFacts
 	if err != nil {
-		return nil, err
+		return sess, nil, err
 	}
-	facts := make(map[string]roleFacts, len(names))
+	facts := make(map[string]roleFacts)
 	var f roleFacts
-	_, err = pgx.ForEachRow(rows, []any{&f.Name, &f.OID, &f.Superuser, &f.Replication, &f.BypassRLS}, func() error {
-		facts[f.Name] = f
+	var exists bool
+	_, err = pgx.ForEachRow(rows, []any{&sess.CurrentUser, &sess.SessionUser, &f.Name, &exists, &f.OID, &f.Superuser, &f.Replication, &f.BypassRLS}, func() error {
+		if exists {
+			facts[f.Name] = f
+		}
 		return nil
 	})
-	return facts, err
+	return sess, facts, err
 }
 
 // queryCounts runs a query returning (key, count) rows.
@@ -642,121 +713,4 @@ func queryCounts[K comparable](ctx context.Context, q queryer, sql string, arg a
 		return nil
 	})
 	return counts, err
-}
-
-// afterCheck records RoleAbsentAfter and SessionsLeftAfter for items. It
-// runs even if ctx has ended: the outcome rests on it.
-//
-// Sessions terminated inside the transaction take a moment to leave
-// pg_stat_activity, so the check is repeated for a while. Sessions of an
-// item that may be terminated and that are still there after half of
-// d.settle (ones that logged in between the terminate and the commit, or
-// slow to die) are terminated by the role's oid, and the check repeated
-// until none is left or d.settle has passed. A session signalled in both
-// places is counted twice in SessionsTerminated.
-func (d *Dropper) afterCheck(ctx context.Context, pool *pgxpool.Pool, items []*item) {
-	if len(items) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.statementTimeout+d.settle)
-	defer cancel()
-
-	fail := func(err error) {
-		for _, it := range items {
-			msg := "check after the drop: " + err.Error()
-			if it.res.Reason != "" {
-				msg = it.res.Reason + "; " + msg
-			}
-			it.res.Reason = msg
-			var pgErr *pgconn.PgError
-			if it.res.SQLState == "" && errors.As(err, &pgErr) {
-				it.res.SQLState = pgErr.Code
-			}
-		}
-	}
-	start := time.Now()
-	terminateAt, deadline := start.Add(d.settle/2), start.Add(d.settle)
-	terminated := false
-	wait := 2 * time.Millisecond
-	for {
-		if err := d.check(ctx, pool, items); err != nil {
-			fail(err)
-			return
-		}
-		var left []*item
-		for _, it := range items {
-			if it.res.SessionsLeftAfter > 0 {
-				left = append(left, it)
-			}
-		}
-		now := time.Now()
-		if len(left) == 0 || !now.Before(deadline) {
-			return
-		}
-		if !terminated && !now.Before(terminateAt) {
-			terminated = true
-			if err := d.terminateByOID(ctx, pool, left); err != nil {
-				fail(err)
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(min(wait, time.Until(deadline))):
-		}
-		wait = min(2*wait, 100*time.Millisecond)
-	}
-}
-
-// terminateByOID terminates the sessions of the items that may be
-// terminated, matched by the role's oid only.
-func (d *Dropper) terminateByOID(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
-	var oids []uint32
-	byOID := make(map[uint32]*item)
-	for _, it := range items {
-		if it.mayTerminate && it.role.OID != 0 {
-			oids = append(oids, it.role.OID)
-			byOID[it.role.OID] = it
-		}
-	}
-	if len(oids) == 0 {
-		return nil
-	}
-	for _, it := range byOID {
-		it.res.Statements = append(it.res.Statements, terminateByOIDSQL)
-	}
-	counts, err := queryCounts[uint32](ctx, pool, terminateByOIDSQL, oids)
-	if err != nil {
-		return err
-	}
-	for oid, n := range counts {
-		byOID[oid].res.SessionsTerminated += n
-	}
-	return nil
-}
-
-func (d *Dropper) check(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
-	names := make([]string, len(items))
-	oids := make([]uint32, len(items))
-	byName := make(map[string]*item, len(items))
-	for i, it := range items {
-		names[i], oids[i] = it.name, it.role.OID
-		byName[it.name] = it
-	}
-	rows, err := pool.Query(ctx, afterSQL, names, oids)
-	if err != nil {
-		return err
-	}
-	var name string
-	var absent bool
-	var sessions int
-	_, err = pgx.ForEachRow(rows, []any{&name, &absent, &sessions}, func() error {
-		if it, ok := byName[name]; ok {
-			it.res.RoleAbsentAfter = absent
-			it.res.SessionsLeftAfter = sessions
-		}
-		return nil
-	})
-	return err
 }

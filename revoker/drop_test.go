@@ -328,13 +328,22 @@ func TestDropBatch(t *testing.T) {
 			t.Fatalf("result %d is for %q, want %q", i, res.CommandID, cmds[i].ID)
 		}
 	}
-	dropList := "DROP ROLE IF EXISTS " + strings.Join(func() []string {
-		var ids []string
-		for _, n := range names {
-			ids = append(ids, ident(n))
-		}
-		return ids
-	}(), ", ")
+	var ids []string
+	for _, n := range names {
+		ids = append(ids, ident(n))
+	}
+	idList := strings.Join(ids, ", ")
+	dropList := "DROP ROLE IF EXISTS " + idList
+	me := currentUser(t, pool)
+	wantShared := []string{
+		terminateManySQL,
+		"REASSIGN OWNED BY " + idList + " TO " + ident(me),
+		"REVOKE ALL ON SCHEMA " + ident(schema) + " FROM " + idList,
+		"REVOKE ALL ON TABLE " + pgx.Identifier{schema, "accounts"}.Sanitize() + ", " +
+			pgx.Identifier{schema, "orders"}.Sanitize() + " FROM " + idList,
+		"DROP OWNED BY " + idList,
+		dropList,
+	}
 	for i, n := range names {
 		res := results[i]
 		wantOutcome(t, res, schemas.OutcomeDropped)
@@ -348,8 +357,8 @@ func TestDropBatch(t *testing.T) {
 		if res.SessionsTerminated != wantTerminated {
 			t.Errorf("%s: terminated %d, want %d", n, res.SessionsTerminated, wantTerminated)
 		}
-		if res.Statements[0] != "ALTER ROLE "+ident(n)+" NOLOGIN" || res.Statements[len(res.Statements)-1] != dropList {
-			t.Errorf("%s: statements %q", n, res.Statements)
+		if want := append([]string{"ALTER ROLE " + ident(n) + " NOLOGIN"}, wantShared...); !slices.Equal(res.Statements, want) {
+			t.Errorf("%s: statements\n%s\nwant\n%s", n, strings.Join(res.Statements, "\n"), strings.Join(want, "\n"))
 		}
 		if exists, _ := roleState(t, pool, n); exists {
 			t.Errorf("%s still exists", n)
@@ -362,6 +371,15 @@ func TestDropBatch(t *testing.T) {
 	}
 	if exists, canLogin := roleState(t, pool, protected); !exists || !canLogin {
 		t.Errorf("protected role: exists %v, login %v", exists, canLogin)
+	}
+	// The batch's REVOKE named only the batch's roles.
+	var selectOK, usageOK bool
+	if err := pool.QueryRow(ctx, "SELECT has_table_privilege($1, $2, 'SELECT'), has_schema_privilege($1, $3, 'USAGE')",
+		protected, ident(schema)+".orders", schema).Scan(&selectOK, &usageOK); err != nil {
+		t.Fatal(err)
+	}
+	if !selectOK || !usageOK {
+		t.Errorf("protected role lost privileges: SELECT %v, USAGE %v", selectOK, usageOK)
 	}
 	a := results[49]
 	wantOutcome(t, a, schemas.OutcomeAlreadyAbsent)
@@ -546,6 +564,46 @@ func TestDropperConfigValidate(t *testing.T) {
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v, want ok %v", tc.cfg, err, tc.ok)
+		}
+	}
+}
+
+// TestConcurrentDropsSharingGrants drops roles granted on the same tables
+// from several goroutines: DROP OWNED of each rewrites the same ACLs, which
+// PostgreSQL refuses to do concurrently ("tuple concurrently updated")
+// unless the drops are serialised.
+func TestConcurrentDropsSharingGrants(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	pool := pgtest.Pool(t)
+	schema := schemaWithTables(t, pool)
+	sfx := pgtest.Suffix()
+	var names []string
+	for i := range 24 {
+		n := fmt.Sprintf("v-shared-%s-%02d", sfx, i)
+		createVaultUser(t, pool, n, schema)
+		names = append(names, n)
+	}
+	d := newTestDropper(t, DropperConfig{})
+	results := make([]schemas.RevocationResult, len(names))
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < len(names); i += 4 {
+				if i%8 == w {
+					// Some as small batches, racing the single drops.
+					batch := d.DropBatch(ctx, pool, testTarget, []schemas.RevocationCommand{command(names[i])})
+					results[i] = batch[0]
+					continue
+				}
+				results[i] = d.Drop(ctx, pool, testTarget, command(names[i]))
+			}
+		})
+	}
+	wg.Wait()
+	for i, res := range results {
+		if res.Outcome != schemas.OutcomeDropped {
+			t.Errorf("%s: %s (%s, sqlstate %s)", names[i], res.Outcome, res.Reason, res.SQLState)
 		}
 	}
 }

@@ -290,7 +290,7 @@ func DecodeCommand(b []byte) (schemas.RevocationCommand, error) {
 // error) is worth retrying.
 func transient(sqlstate string) bool {
 	switch sqlstate {
-	case "", "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004":
+	case "", "XX000", "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001", "08004":
 		return true
 	}
 	return false

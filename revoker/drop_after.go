@@ -1,0 +1,128 @@
+package revoker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// afterCheck records RoleAbsentAfter and SessionsLeftAfter for items. It
+// runs even if ctx has ended: the outcome rests on it.
+//
+// Sessions terminated inside the transaction take a moment to leave
+// pg_stat_activity, so the check is repeated for a while. Sessions of an
+// item that may be terminated and that are still there after half of
+// d.settle (ones that logged in between the terminate and the commit, or
+// slow to die) are terminated by the role's oid, and the check repeated
+// until none is left or d.settle has passed. A session signalled in both
+// places is counted twice in SessionsTerminated.
+func (d *Dropper) afterCheck(ctx context.Context, pool *pgxpool.Pool, items []*item) {
+	if len(items) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.statementTimeout+d.settle)
+	defer cancel()
+
+	fail := func(err error) {
+		for _, it := range items {
+			msg := "check after the drop: " + err.Error()
+			if it.res.Reason != "" {
+				msg = it.res.Reason + "; " + msg
+			}
+			it.res.Reason = msg
+			var pgErr *pgconn.PgError
+			if it.res.SQLState == "" && errors.As(err, &pgErr) {
+				it.res.SQLState = pgErr.Code
+			}
+		}
+	}
+	start := time.Now()
+	terminateAt, deadline := start.Add(d.settle/2), start.Add(d.settle)
+	terminated := false
+	wait := 2 * time.Millisecond
+	for {
+		if err := d.check(ctx, pool, items); err != nil {
+			fail(err)
+			return
+		}
+		var left []*item
+		for _, it := range items {
+			if it.res.SessionsLeftAfter > 0 {
+				left = append(left, it)
+			}
+		}
+		now := time.Now()
+		if len(left) == 0 || !now.Before(deadline) {
+			return
+		}
+		if !terminated && !now.Before(terminateAt) {
+			terminated = true
+			if err := d.terminateByOID(ctx, pool, left); err != nil {
+				fail(err)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(wait, time.Until(deadline))):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// terminateByOID terminates the sessions of the items that may be
+// terminated, matched by the role's oid only.
+func (d *Dropper) terminateByOID(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
+	var oids []uint32
+	byOID := make(map[uint32]*item)
+	for _, it := range items {
+		if it.mayTerminate && it.role.OID != 0 {
+			oids = append(oids, it.role.OID)
+			byOID[it.role.OID] = it
+		}
+	}
+	if len(oids) == 0 {
+		return nil
+	}
+	for _, it := range byOID {
+		it.res.Statements = append(it.res.Statements, terminateByOIDSQL)
+	}
+	counts, err := queryCounts[uint32](ctx, pool, terminateByOIDSQL, oids)
+	if err != nil {
+		return err
+	}
+	for oid, n := range counts {
+		byOID[oid].res.SessionsTerminated += n
+	}
+	return nil
+}
+
+func (d *Dropper) check(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
+	names := make([]string, len(items))
+	oids := make([]uint32, len(items))
+	byName := make(map[string]*item, len(items))
+	for i, it := range items {
+		names[i], oids[i] = it.name, it.role.OID
+		byName[it.name] = it
+	}
+	rows, err := pool.Query(ctx, afterSQL, names, oids)
+	if err != nil {
+		return err
+	}
+	var name string
+	var absent bool
+	var sessions int
+	_, err = pgx.ForEachRow(rows, []any{&name, &absent, &sessions}, func() error {
+		if it, ok := byName[name]; ok {
+			it.res.RoleAbsentAfter = absent
+			it.res.SessionsLeftAfter = sessions
+		}
+		return nil
+	})
+	return err
+}
