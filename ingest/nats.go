@@ -164,40 +164,11 @@ func (s *NATSSource) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * s.cfg.Batch))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", s.cfg.Consumer, err)
-	}
-	defer iter.Stop()
 	s.logger.Info("ingest consuming", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer)
-	batch := make([]jetstream.Msg, 0, s.cfg.Batch)
-	for {
-		first, err := iter.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return fmt.Errorf("consume %s: %w", s.cfg.Consumer, err)
-			}
-			s.logger.Warn("ingest pull", "err", err)
-			continue
-		}
-		batch = append(batch[:0], first)
-		for len(batch) < s.cfg.Batch {
-			m, err := iter.Next(jetstream.NextMaxWait(s.cfg.FillWait))
-			if err != nil {
-				break
-			}
-			batch = append(batch, m)
-		}
-		// Finish the batch even if ctx ends now: its effects and acks
-		// belong together.
-		s.handle(context.WithoutCancel(ctx), batch)
-		if ctx.Err() != nil {
-			return nil
-		}
+	if err := bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, s.handle); err != nil {
+		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, err)
 	}
+	return nil
 }
 
 func (s *NATSSource) handle(ctx context.Context, batch []jetstream.Msg) {

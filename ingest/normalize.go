@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
-	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // Kind classifies an audit entry. The values are stable: they are the keys
@@ -58,30 +58,8 @@ func AllKinds() []Kind {
 
 // CredsObservation records a database creds request or its response, so a
 // request that never gets a successful response (a user Vault may have
-// created that nobody holds) can be noticed.
-type CredsObservation struct {
-	RequestID string
-	// Path is request.path as logged, relative to the namespace.
-	Path string
-	// Mount is the mount point relative to the namespace, without the
-	// trailing slash ("postgres").
-	Mount string
-	Role  string
-	// Namespace is namespace.path as logged ("team-a/"), "" for root.
-	Namespace     string
-	EntityID      string
-	TokenAccessor string
-	DisplayName   string
-	// RemoteAddress is the client address without a port.
-	RemoteAddress string
-	Time          time.Time
-	// Response is false for the request entry, true for the response entry.
-	Response bool
-	// Error is true when the entry carries an error.
-	Error bool
-	// LeaseID is the issued lease, on a successful response.
-	LeaseID string
-}
+// created that nobody holds) can be noticed. It is the ledger's record as is.
+type CredsObservation = store.CredsRecord
 
 // Normalized is what an audit entry means to leaseguard. Lease is set for
 // KindIssue, KindRenew, KindRevoke, KindRevokePrefix and KindRevokeHashed;

@@ -200,16 +200,7 @@ func (p *Processor) normalise(m *Message) (Kind, *schemas.LeaseEvent, *store.Cre
 	if err != nil {
 		return KindRejected, nil, nil, err
 	}
-	var creds *store.CredsRecord
-	if c := n.Creds; c != nil {
-		creds = &store.CredsRecord{
-			RequestID: c.RequestID, Path: c.Path, Mount: c.Mount, Role: c.Role,
-			Namespace: c.Namespace, EntityID: c.EntityID, TokenAccessor: c.TokenAccessor,
-			DisplayName: c.DisplayName, RemoteAddress: c.RemoteAddress, Time: c.Time,
-			Response: c.Response, Error: c.Error, LeaseID: c.LeaseID,
-		}
-	}
-	return n.Kind, n.Lease, creds, nil
+	return n.Kind, n.Lease, n.Creds, nil
 }
 
 func reasonOf(err error) string {

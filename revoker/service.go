@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaseguard/leaseguard/bus"
-	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -71,65 +70,39 @@ func (c ServiceConfig) Validate() error {
 	return nil
 }
 
-// ServiceDeps are the consumer's collaborators.
-type ServiceDeps struct {
-	JS       jetstream.JetStream
-	Dropper  *Dropper
-	Verifier *Verifier
-	Limiter  *Limiter
-	Targets  Targets
-	// State is the state-store pool (search_path set to its schema).
-	State    *pgxpool.Pool
-	Evidence evidence.Builder
-	Logger   *slog.Logger
-	Metrics  *Metrics
-	Clock    func() time.Time
-}
-
-// Service consumes revocation commands and drops users, recording each
-// outcome and its evidence in one state-store transaction before it
-// acknowledges the command.
+// Service consumes revocation commands from the JetStream work queue and
+// carries them out through an Executor, which records each outcome and its
+// evidence in one state-store transaction before the command is
+// acknowledged.
 type Service struct {
-	cfg ServiceConfig
-	ServiceDeps
-	exec *Executor
+	cfg     ServiceConfig
+	js      jetstream.JetStream
+	exec    *Executor
+	logger  *slog.Logger
+	metrics *Metrics
 }
 
 // NewService builds the consumer.
-func NewService(cfg ServiceConfig, d ServiceDeps) (*Service, error) {
+func NewService(cfg ServiceConfig, js jetstream.JetStream, exec *Executor) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.JS == nil || d.Dropper == nil || d.Verifier == nil || d.Targets == nil || d.State == nil {
-		return nil, errors.New("revoker: jetstream, dropper, verifier, targets and state store are required")
+	if js == nil || exec == nil {
+		return nil, errors.New("revoker: jetstream and executor are required")
 	}
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
-	if d.Metrics == nil {
-		d.Metrics = NewMetrics(nil)
-	}
-	if d.Clock == nil {
-		d.Clock = time.Now
-	}
-	exec, err := NewExecutor(ExecutorDeps{Dropper: d.Dropper, Verifier: d.Verifier, Limiter: d.Limiter, Targets: d.Targets,
-		State: d.State, Evidence: d.Evidence, Logger: d.Logger, Metrics: d.Metrics, Clock: d.Clock})
-	if err != nil {
-		return nil, err
-	}
-	return &Service{cfg: cfg, ServiceDeps: d, exec: exec}, nil
+	return &Service{cfg: cfg, js: js, exec: exec, logger: exec.Logger, metrics: exec.Metrics}, nil
 }
 
 // EnsureConsumer creates the work-queue stream and the durable consumer.
 func (s *Service) EnsureConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	q, _ := NewQueue(s.cfg.Queue, s.JS)
+	q, _ := NewQueue(s.cfg.Queue, s.js)
 	if err := q.EnsureStream(ctx); err != nil {
 		return nil, err
 	}
-	if err := bus.EnsureDeadLetterStream(ctx, s.JS, "", s.cfg.DeadLetterSubject); err != nil {
+	if err := bus.EnsureDeadLetterStream(ctx, s.js, "", s.cfg.DeadLetterSubject); err != nil {
 		return nil, err
 	}
-	cons, err := s.JS.CreateOrUpdateConsumer(ctx, s.cfg.Queue.Stream, jetstream.ConsumerConfig{
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Queue.Stream, jetstream.ConsumerConfig{
 		Durable:       s.cfg.Consumer,
 		Description:   "leaseguard revoker: drops database users named by signed revocation commands",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -150,37 +123,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * s.cfg.Batch))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", s.cfg.Consumer, err)
+	if err := bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, s.handle); err != nil {
+		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, err)
 	}
-	defer iter.Stop()
-	batch := make([]jetstream.Msg, 0, s.cfg.Batch)
-	for {
-		first, err := iter.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return fmt.Errorf("consume %s: %w", s.cfg.Consumer, err)
-			}
-			s.Logger.Warn("revoker pull", "err", err)
-			continue
-		}
-		batch = append(batch[:0], first)
-		for len(batch) < s.cfg.Batch {
-			m, err := iter.Next(jetstream.NextMaxWait(s.cfg.FillWait))
-			if err != nil {
-				break
-			}
-			batch = append(batch, m)
-		}
-		s.handle(context.WithoutCancel(ctx), batch)
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
+	return nil
 }
 
 func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
@@ -218,7 +164,7 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 
 func (s *Service) ack(m jetstream.Msg) {
 	if err := m.Ack(); err != nil {
-		s.Logger.Warn("ack failed; the command will be redelivered and found done", "err", err)
+		s.logger.Warn("ack failed; the command will be redelivered and found done", "err", err)
 	}
 }
 
@@ -230,9 +176,9 @@ func (s *Service) nak(m jetstream.Msg, delivered int) {
 	if i >= len(s.cfg.Backoff) {
 		i = len(s.cfg.Backoff) - 1
 	}
-	s.Metrics.retries.Inc()
+	s.metrics.retries.Inc()
 	if err := m.NakWithDelay(s.cfg.Backoff[i]); err != nil {
-		s.Logger.Warn("nak failed; redelivery after ack wait", "err", err)
+		s.logger.Warn("nak failed; redelivery after ack wait", "err", err)
 	}
 }
 
@@ -246,13 +192,13 @@ func (s *Service) deadLetter(ctx context.Context, m jetstream.Msg, reason string
 		out.Header.Set("Leaseguard-Source-Offset", strconv.FormatUint(md.Sequence.Stream, 10))
 		id = fmt.Sprintf("%s:%d", s.cfg.Queue.Stream, md.Sequence.Stream)
 	}
-	if _, err := s.JS.PublishMsg(ctx, out, jetstream.WithMsgID(id)); err != nil {
-		s.Logger.Error("dead-letter publish failed; command will be redelivered", "err", err, "reason", reason)
+	if _, err := s.js.PublishMsg(ctx, out, jetstream.WithMsgID(id)); err != nil {
+		s.logger.Error("dead-letter publish failed; command will be redelivered", "err", err, "reason", reason)
 		_ = m.NakWithDelay(s.cfg.Backoff[0])
 		return
 	}
-	s.Metrics.deadLetters.Inc()
-	s.Logger.Warn("revocation command dead-lettered", "reason", reason)
+	s.metrics.deadLetters.Inc()
+	s.logger.Warn("revocation command dead-lettered", "reason", reason)
 	_ = m.Ack()
 }
 

@@ -65,10 +65,14 @@ func newSvcRig(t *testing.T) *svcRig {
 	cfg := revoker.DefaultServiceConfig()
 	cfg.AckWait = 5 * time.Second
 	cfg.Backoff = []time.Duration{100 * time.Millisecond}
-	svc, err := revoker.NewService(cfg, revoker.ServiceDeps{
-		JS: js, Dropper: dropper, Verifier: verifier, Targets: targets{"main": admin}, State: st.Pool(),
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
+		Dropper: dropper, Verifier: verifier, Targets: targets{"main": admin}, State: st.Pool(),
 		Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := revoker.NewService(cfg, js, exec)
 	if err != nil {
 		t.Fatal(err)
 	}

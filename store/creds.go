@@ -14,20 +14,28 @@ import (
 // request entry (Response false) or its response entry (Response true, with
 // Error when the response is an error, and LeaseID when a lease was issued).
 type CredsRecord struct {
-	RequestID     string
-	Path          string
-	Mount         string
-	Role          string
+	RequestID string
+	// Path is request.path as logged, relative to the namespace.
+	Path string
+	// Mount is the mount point relative to the namespace, without the
+	// trailing slash ("postgres").
+	Mount string
+	Role  string
+	// Namespace is namespace.path as logged ("team-a/"), "" for root.
 	Namespace     string
 	EntityID      string
 	TokenAccessor string
 	DisplayName   string
+	// RemoteAddress is the client address without a port.
 	RemoteAddress string
 	// Time is the audit entry's time.
-	Time     time.Time
+	Time time.Time
+	// Response is false for the request entry, true for the response entry.
 	Response bool
-	Error    bool
-	LeaseID  string
+	// Error is true when the entry carries an error.
+	Error bool
+	// LeaseID is the issued lease, on a successful response.
+	LeaseID string
 }
 
 // credsRow is a creds_requests row being merged. Both entries of a request

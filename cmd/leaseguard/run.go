@@ -198,10 +198,14 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scfg.Queue = qcfg
 		scfg.DeadLetterSubject = cfg.DeadletterSubject
 		scfg.Batch = cfg.RevocationBatch
-		svc, err := revoker.NewService(scfg, revoker.ServiceDeps{
-			JS: p.js, Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
+		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
+			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
 			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
 		})
+		if err != nil {
+			return err
+		}
+		svc, err := revoker.NewService(scfg, p.js, exec)
 		if err != nil {
 			return err
 		}
