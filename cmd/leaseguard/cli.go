@@ -59,6 +59,7 @@ func NewMain(stdin io.Reader, stdout, stderr io.Writer) *Main {
 		"version":  {"print the version", versionCmd},
 		"evidence": {"evidence tools: verify", evidenceCmd},
 		"demo":     {"play a small Vault workload on local PostgreSQL and embedded NATS", demoCmd},
+		"revoke":   {"drop the database users of a lease, user, prefix, entity or token now (operator, break-glass)", revokeCmd},
 	}
 	return m
 }
