@@ -17,11 +17,20 @@ import (
 // Rule names.
 const (
 	RuleLeaseExpired = "lease-expired-not-revoked"
+	// The database observer's rules (observe.go).
+	RuleGhostSession      = "ghost-session"
+	RuleReuseAfterRevoke  = "credential-reuse-after-revoke"
+	RuleReuseUnknownLease = "credential-reuse-unknown-lease"
+	RuleOrphanRole        = "orphan-role"
 )
 
 // DefaultModes are the modes of rules the configuration does not name.
 var DefaultModes = map[string]schemas.Mode{
-	RuleLeaseExpired: schemas.ModeEnforce,
+	RuleLeaseExpired:      schemas.ModeEnforce,
+	RuleGhostSession:      schemas.ModeEnforce,
+	RuleReuseAfterRevoke:  schemas.ModeEnforce,
+	RuleReuseUnknownLease: schemas.ModeObserve,
+	RuleOrphanRole:        schemas.ModeObserve,
 }
 
 // Modes maps rule names to modes.

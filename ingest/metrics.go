@@ -16,6 +16,7 @@ type Metrics struct {
 	entries      *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec
 	retries      *prometheus.CounterVec
+	commitErrors *prometheus.CounterVec
 	applyErrors  prometheus.Counter
 	applySeconds prometheus.Histogram
 	lag          prometheus.Histogram
@@ -37,6 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "leaseguard_ingest_retries_total",
 			Help: "Messages handed back for redelivery after a transient failure, by transport.",
 		}, []string{"transport"}),
+		commitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leaseguard_ingest_commit_errors_total",
+			Help: "Offset commits that failed after the ledger write; the messages may be redelivered (harmless), by transport.",
+		}, []string{"transport"}),
 		applyErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "leaseguard_ingest_apply_errors_total",
 			Help: "Ledger transactions that failed and were retried.",
@@ -57,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.entries, m.deadLetters, m.retries, m.applyErrors, m.applySeconds, m.lag, m.unrouted)
+		reg.MustRegister(m.entries, m.deadLetters, m.retries, m.commitErrors, m.applyErrors, m.applySeconds, m.lag, m.unrouted)
 	}
 	return m
 }

@@ -564,8 +564,13 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	// 5, 6) Reassign, drop owned, drop: one round trip, after the drop
 	// lock and a savepoint. A failure after the savepoint keeps the NOLOGIN.
 	ids := identList(targets)
+	// The drop lock only orders leaseguard's own drops; waiting for it is
+	// bounded by statement_timeout, not by lock_timeout, which is meant for
+	// locks held by the database's users.
 	steps := []txStep{
+		{"drop lock wait", "SET LOCAL lock_timeout = 0"},
 		{"drop lock", dropLockSQL},
+		{"lock timeout", fmt.Sprintf("SET LOCAL lock_timeout = %d", millis(d.lockTimeout))},
 		{"savepoint", savepointSQL},
 		{"reassign owned", "REASSIGN OWNED BY " + ids + " TO " + ident(reassignTo)},
 	}
@@ -580,7 +585,7 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		txStep{"drop owned", "DROP OWNED BY " + ids},
 		txStep{"drop role", "DROP ROLE IF EXISTS " + ids},
 	)
-	const firstActing = 2 // steps before it are not recorded
+	const firstActing = 4 // steps before it are not recorded
 	sqls := make([]string, len(steps))
 	for i, st := range steps {
 		sqls[i] = st.sql

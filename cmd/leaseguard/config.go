@@ -72,7 +72,9 @@ type Config struct {
 	LockTimeout          time.Duration `envconfig:"LEASEGUARD_LOCK_TIMEOUT" default:"5s" desc:"lock_timeout of drop transactions"`
 	RevocationSubject    string        `envconfig:"LEASEGUARD_REVOCATION_SUBJECT" default:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
-	Instance             string        `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
+	TransportConfig
+
+	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
 
 // configError marks invalid configuration (exit 3).
@@ -183,6 +185,7 @@ func (c Config) Validate() error {
 	if c.StatementTimeout <= 0 || c.LockTimeout <= 0 {
 		bad("STATEMENT_TIMEOUT", "statement and lock timeouts must be positive")
 	}
+	c.TransportConfig.validate(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}
@@ -313,9 +316,7 @@ func configCmd(_ context.Context, m *Main, args []string) error {
 func configTable() string {
 	var b strings.Builder
 	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
-	t := reflect.TypeOf(Config{})
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(Config{})) {
 		name := f.Tag.Get("envconfig")
 		if name == "" {
 			continue

@@ -64,6 +64,8 @@ type pipeline struct {
 	opsSrv   *ops.Server
 	group    *errgroup.Group
 	cancel   context.CancelFunc
+	// closers run after the parts stopped.
+	closers []func()
 }
 
 // startPipeline connects everything and starts the selected parts. The
@@ -134,6 +136,17 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			return nil, err
 		}
 		g.Go(func() error { return src.Run(gctx) })
+		if cfg.KafkaBrokers != "" {
+			tc, mech, err := cfg.kafkaSecurity()
+			if err != nil {
+				return nil, configError{err}
+			}
+			ksrc, err := ingest.NewKafkaSource(cfg.kafkaSourceConfig(cfg.IngestBatch, tc, mech), proc, metrics, logger.With("part", "ingest", "transport", "kafka"))
+			if err != nil {
+				return nil, configError{err}
+			}
+			g.Go(func() error { return ksrc.Run(gctx) })
+		}
 	}
 	if roles["detectors"] || roles["revoker"] {
 		if err := p.startEnforcement(ctx, gctx, cfg, roles); err != nil {
@@ -145,7 +158,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
 			return nil, err
 		}
-		pub, err := evidence.NewJetStreamPublisher(p.js, rcfg)
+		pub, err := p.evidencePublisher(cfg, rcfg)
 		if err != nil {
 			return nil, err
 		}
@@ -157,6 +170,35 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	}
 	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", redactURL(p.nc.ConnectedUrl()), "targets", strings.Join(p.targets.Names(), ","))
 	return p, nil
+}
+
+// evidencePublisher publishes to the sinks of LEASEGUARD_EVIDENCE_SINKS.
+func (p *pipeline) evidencePublisher(cfg Config, rcfg evidence.RelayConfig) (evidence.Publisher, error) {
+	sinks, _ := parseSinks(cfg.EvidenceSinks)
+	var out evidence.Fanout
+	if sinks["nats"] {
+		pub, err := evidence.NewJetStreamPublisher(p.js, rcfg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pub)
+	}
+	if sinks["kafka"] {
+		tc, mech, err := cfg.kafkaSecurity()
+		if err != nil {
+			return nil, configError{err}
+		}
+		kp, err := evidence.NewKafkaPublisher(cfg.evidenceKafkaConfig(tc, mech))
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, func() { _ = kp.Close() })
+		out = append(out, kp)
+	}
+	if len(out) == 1 {
+		return out[0], nil
+	}
+	return out, nil
 }
 
 // startEnforcement starts the expiry detector and the revoker.
@@ -288,7 +330,7 @@ func (p *pipeline) connectNATS(cfg Config) error {
 		url = e.URL()
 		p.logger.Info("embedded JetStream started", "url", url, "store", dir)
 	}
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.Name("leaseguard"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
@@ -299,7 +341,15 @@ func (p *pipeline) connectNATS(cfg Config) error {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { p.logger.Info("nats reconnected", "url", redactURL(c.ConnectedUrl())) }),
-	)
+	}
+	if p.embedded == nil {
+		sec, err := cfg.natsOptions()
+		if err != nil {
+			return configError{err}
+		}
+		opts = append(opts, sec...)
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
 	}
@@ -333,6 +383,10 @@ func (p *pipeline) stop() error {
 }
 
 func (p *pipeline) close() {
+	for _, c := range p.closers {
+		c()
+	}
+	p.closers = nil
 	if p.opsSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = p.opsSrv.Shutdown(ctx)

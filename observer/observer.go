@@ -1,0 +1,350 @@
+package observer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/store"
+)
+
+// ErrNotHolder: another process holds the duty of observing the target;
+// this one stands by.
+var ErrNotHolder = errors.New("another process observes this target")
+
+// Rules judge each pass inside its transaction (detectors.DBRules fits).
+type Rules interface {
+	Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass) (detectors.DBReport, error)
+}
+
+var _ Rules = (*detectors.DBRules)(nil)
+
+// Deps are the observer's collaborators.
+type Deps struct {
+	// Store is the state store.
+	Store   *store.Store
+	Targets Targets
+	// Rules may be nil: the observer then records and publishes only.
+	Rules Rules
+	// Publisher may be nil: events are recorded in the state store and
+	// pruned after Config.Retention, never published.
+	Publisher Publisher
+	Clock     func() time.Time
+	Logger    *slog.Logger
+	Metrics   *Metrics
+}
+
+// Observer observes the target databases (see the package comment).
+type Observer struct {
+	cfg Config
+	Deps
+
+	mu sync.Mutex
+	// passing serialises passes over one database.
+	passing   map[string]*sync.Mutex
+	duties    map[string]*store.Duty
+	lastPrune map[string]time.Time
+	hiddenLog map[string]bool
+}
+
+// New builds an observer; cfg's unset fields get the defaults.
+func New(cfg Config, d Deps) (*Observer, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Store == nil || d.Targets == nil {
+		return nil, errors.New("observer: state store and targets are required")
+	}
+	for _, db := range cfg.Databases {
+		if _, ok := d.Targets.Pool(db); !ok {
+			return nil, fmt.Errorf("observer: unknown target %q", db)
+		}
+	}
+	if d.Clock == nil {
+		d.Clock = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
+	}
+	return &Observer{cfg: cfg, Deps: d, duties: map[string]*store.Duty{}, passing: map[string]*sync.Mutex{},
+		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}}, nil
+}
+
+// Databases lists the targets this observer observes.
+func (o *Observer) Databases() []string {
+	if len(o.cfg.Databases) > 0 {
+		return slices.Clone(o.cfg.Databases)
+	}
+	return o.Targets.Names()
+}
+
+// Run observes every target until ctx ends: one loop per target, a pass
+// every Interval while this process holds the target's duty, and an attempt
+// to take the duty every Interval while another process holds it. Losing
+// the duty stops the observing of that target until the duty can be taken
+// again. Run releases its duties before it returns.
+func (o *Observer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, db := range o.Databases() {
+		wg.Go(func() { o.loop(ctx, db) })
+	}
+	wg.Wait()
+	o.Release(ctx)
+	return nil
+}
+
+func (o *Observer) loop(ctx context.Context, db string) {
+	t := time.NewTicker(o.cfg.Interval)
+	defer t.Stop()
+	for {
+		o.step(ctx, db)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (o *Observer) step(ctx context.Context, db string) {
+	rep, err := o.Pass(ctx, db)
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(err, ErrNotHolder):
+		o.Logger.Debug("another process observes the target; standing by", "database", db)
+	case errors.Is(err, store.ErrDutyLost):
+		o.Logger.Warn("observer duty lost; observing stops until it can be taken again", "database", db, "err", err)
+	case err != nil:
+		o.Logger.Warn("observer pass failed; will retry", "database", db, "err", err)
+	default:
+		if n := len(rep.Rules.Findings); n > 0 || rep.RoleEvents+rep.SessionEvents > 0 {
+			o.Logger.Info("observer pass", "database", db, "baseline", rep.Baseline, "role_events", rep.RoleEvents,
+				"session_events", rep.SessionEvents, "findings", n, "commands", rep.Rules.Commands,
+				"ghosts_terminated", rep.Rules.Terminated, "published", rep.Published)
+		}
+	}
+}
+
+// PassReport is what one pass saw and did.
+type PassReport struct {
+	Database   string
+	ObservedAt time.Time
+	Baseline   bool
+	// Roles are the managed roles present, Sessions the tracked sessions
+	// (of managed roles, and ghosts).
+	Roles, Sessions           int
+	RoleEvents, SessionEvents int
+	// Hidden sessions could not be read (see Targets).
+	Hidden    int
+	Rules     detectors.DBReport
+	Published int
+}
+
+// Pass makes one pass over the target database, taking its duty first if
+// this process does not hold it: read the target, diff, record, judge and
+// commit in one state-store transaction, then publish. It returns
+// ErrNotHolder when another process holds the duty, and an error wrapping
+// store.ErrDutyLost (the duty is then released) when this one lost it.
+func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
+	rep := PassReport{Database: db}
+	pool, ok := o.Targets.Pool(db)
+	if !ok {
+		return rep, fmt.Errorf("unknown target %q", db)
+	}
+	pm := o.passLock(db)
+	pm.Lock()
+	defer pm.Unlock()
+	duty, err := o.duty(ctx, db)
+	if err != nil {
+		return rep, err
+	}
+	start := time.Now()
+	defer func() { o.Metrics.pass.Observe(time.Since(start).Seconds()) }()
+
+	// The pass's time is taken before the reads: a role absent from them
+	// did not exist at that time (store.ObservedRole.CreatedAfter).
+	now := o.Clock().UTC().Truncate(time.Microsecond)
+	rctx, cancel := context.WithTimeout(ctx, o.cfg.ReadTimeout)
+	sessions, roles, err := read(rctx, pool)
+	cancel()
+	if err != nil {
+		o.Metrics.failures.WithLabelValues(db).Inc()
+		return rep, fmt.Errorf("target %s: %w", db, err)
+	}
+
+	var p *store.ObservedPass
+	err = pgx.BeginFunc(ctx, o.Store.Pool(), func(tx pgx.Tx) error {
+		if err := duty.Check(ctx, tx); err != nil {
+			return err
+		}
+		var err error
+		p, err = store.ApplySnapshot(ctx, tx, store.Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
+			Managed: o.cfg.ManagedPattern.MatchString})
+		if err != nil {
+			return err
+		}
+		if o.Rules != nil {
+			rep.Rules, err = o.Rules.Evaluate(ctx, tx, p)
+		}
+		return err
+	})
+	if err != nil {
+		o.Metrics.failures.WithLabelValues(db).Inc()
+		if errors.Is(err, store.ErrDutyLost) {
+			o.dropDuty(ctx, db)
+		}
+		return rep, err
+	}
+	rep.ObservedAt, rep.Baseline, rep.Hidden = p.ObservedAt, p.Baseline(), p.Hidden
+	rep.Roles, rep.Sessions = len(p.Roles), len(p.Sessions)
+	rep.RoleEvents, rep.SessionEvents = len(p.RoleEvents), len(p.SessionEvents)
+	for _, e := range p.RoleEvents {
+		o.Metrics.changes.WithLabelValues(db, "role_"+string(e.Kind)).Inc()
+	}
+	for _, e := range p.SessionEvents {
+		o.Metrics.changes.WithLabelValues(db, "session_"+string(e.Kind)).Inc()
+	}
+	if p.Hidden > 0 {
+		o.warnHidden(db, p.Hidden)
+	}
+
+	// After the commit: what a failure here leaves is published after the
+	// next pass.
+	if rep.Published, err = o.publish(ctx, db); err != nil {
+		o.Logger.Warn("cannot publish observer events; will retry", "database", db, "err", err)
+	}
+	o.prune(ctx, db, now)
+	return rep, nil
+}
+
+func (o *Observer) passLock(db string) *sync.Mutex {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	pm := o.passing[db]
+	if pm == nil {
+		pm = &sync.Mutex{}
+		o.passing[db] = pm
+	}
+	return pm
+}
+
+// duty returns this process's duty for db, taking it if free.
+func (o *Observer) duty(ctx context.Context, db string) (*store.Duty, error) {
+	o.mu.Lock()
+	d := o.duties[db]
+	o.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	d, err := o.Store.TryDuty(ctx, db, o.cfg.Holder, o.Clock())
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, ErrNotHolder
+	}
+	o.mu.Lock()
+	o.duties[db] = d
+	o.mu.Unlock()
+	o.Metrics.duty.WithLabelValues(db).Set(1)
+	o.Logger.Info("observer duty taken", "database", db, "epoch", d.Epoch(), "holder", o.cfg.Holder)
+	return d, nil
+}
+
+func (o *Observer) dropDuty(ctx context.Context, db string) {
+	o.mu.Lock()
+	d := o.duties[db]
+	delete(o.duties, db)
+	o.mu.Unlock()
+	if d != nil {
+		d.Release(ctx)
+	}
+	o.Metrics.duty.WithLabelValues(db).Set(0)
+}
+
+// Holds reports whether this process holds the duty of observing db.
+func (o *Observer) Holds(db string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.duties[db] != nil
+}
+
+// Release gives up every duty held. It is safe to call more than once.
+func (o *Observer) Release(ctx context.Context) {
+	o.mu.Lock()
+	dbs := make([]string, 0, len(o.duties))
+	for db := range o.duties {
+		dbs = append(dbs, db)
+	}
+	o.mu.Unlock()
+	for _, db := range dbs {
+		pm := o.passLock(db)
+		pm.Lock()
+		o.dropDuty(ctx, db)
+		pm.Unlock()
+	}
+}
+
+// publish sends the target's unpublished events, in order, and marks what
+// was stored.
+func (o *Observer) publish(ctx context.Context, db string) (int, error) {
+	if o.Publisher == nil {
+		return 0, nil
+	}
+	evs, err := store.UnpublishedDBEvents(ctx, o.Store.Pool(), db, o.cfg.PublishBatch)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	msgs := make([]Message, len(evs))
+	for i, e := range evs {
+		msgs[i] = Message{Subject: o.cfg.Subject(db, e.Kind), ID: e.ID, Body: e.Event}
+	}
+	n, perr := o.Publisher.Publish(ctx, msgs)
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = evs[i].ID
+	}
+	if err := store.MarkDBEventsPublished(context.WithoutCancel(ctx), o.Store.Pool(), ids, o.Clock()); err != nil {
+		return n, err
+	}
+	o.Metrics.published.WithLabelValues(db).Add(float64(n))
+	return n, perr
+}
+
+// prune deletes old ended sessions and published events, at most once per
+// Interval*12 (a minute by default).
+func (o *Observer) prune(ctx context.Context, db string, now time.Time) {
+	o.mu.Lock()
+	due := now.Sub(o.lastPrune[db]) >= 12*o.cfg.Interval
+	if due {
+		o.lastPrune[db] = now
+	}
+	o.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := store.PruneObserver(ctx, o.Store.Pool(), db, now.Add(-o.cfg.Retention), o.Publisher == nil); err != nil {
+		o.Logger.Warn("cannot prune observer state", "database", db, "err", err)
+	}
+}
+
+func (o *Observer) warnHidden(db string, n int) {
+	o.mu.Lock()
+	seen := o.hiddenLog[db]
+	o.hiddenLog[db] = true
+	o.mu.Unlock()
+	if !seen {
+		o.Logger.Warn("some sessions are hidden from the observer: grant its role pg_read_all_stats", "database", db, "hidden", n)
+	}
+}

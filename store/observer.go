@@ -1,0 +1,598 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/leaseguard/leaseguard/schemas"
+)
+
+// DBRole is one row of a target's pg_roles.
+type DBRole struct {
+	OID  uint32
+	Name string
+	// ValidUntil is rolvaliduntil; nil means no limit (NULL or infinity).
+	ValidUntil *time.Time
+	CanLogin   bool
+	Superuser  bool
+}
+
+// DBSession is one row of a target's pg_stat_activity that has a user
+// (usesysid not NULL).
+type DBSession struct {
+	PID          int32
+	BackendStart time.Time
+	// UserOID is usesysid; UserName is usename, empty when no role has
+	// that oid any more (a ghost).
+	UserOID         uint32
+	UserName        string
+	ClientAddr      string
+	ClientPort      int32
+	ApplicationName string
+	Datname         string
+	BackendType     string
+}
+
+// Snapshot is what one observer pass read from a target.
+type Snapshot struct {
+	Database   string
+	ObservedAt time.Time
+	// Sessions must be read before Roles: a session's role then exists in
+	// Roles unless it was dropped in between, so a session whose role is not
+	// in Roles is a ghost, never a session of a role created in between.
+	Sessions []DBSession
+	// Roles is all of pg_roles.
+	Roles []DBRole
+	// Managed reports whether a role name matches the managed pattern.
+	Managed func(name string) bool
+}
+
+// ObservedRole is a managed role present at a pass, with its history.
+type ObservedRole struct {
+	DBRole
+	FirstSeenAt time.Time
+	// CreatedAfter is the observer's previous pass, at which the role did
+	// not exist: it was created after this time. Nil when the role was
+	// there at the observer's first pass of the database (its creation
+	// time is unknown).
+	CreatedAfter *time.Time
+}
+
+// ObservedSession is a session of a managed role, or a ghost session,
+// present at a pass.
+type ObservedSession struct {
+	DBSession
+	FirstSeenAt time.Time
+	// Ghost: no role has UserOID; GhostSince is the pass that first saw it
+	// so.
+	Ghost      bool
+	GhostSince *time.Time
+	// FormerUser is, for a ghost, the role name the observer knew for
+	// UserOID (its history of pg_roles, or the session as first seen);
+	// empty when unknown. FormerManaged: that name matches the managed
+	// pattern.
+	FormerUser    string
+	FormerManaged bool
+}
+
+// ObservedPass is one pass of the observer over a target, diffed against
+// the previous one: what the rules judge.
+type ObservedPass struct {
+	Database   string
+	ObservedAt time.Time
+	// PreviousPassAt is nil on the observer's first pass of the database.
+	PreviousPassAt *time.Time
+	// Coverage is the ledger's coverage watermark.
+	Coverage time.Time
+	// Roles are the managed roles present, by name.
+	Roles []ObservedRole
+	// Sessions are the sessions of managed roles and the ghost sessions.
+	Sessions      []ObservedSession
+	RoleEvents    []schemas.RoleEvent
+	SessionEvents []schemas.SessionEvent
+	// Hidden counts sessions whose backend_start the observer may not read
+	// (it lacks pg_read_all_stats); they are not tracked.
+	Hidden int
+}
+
+// Baseline reports whether this is the observer's first pass of the
+// database.
+func (p *ObservedPass) Baseline() bool { return p.PreviousPassAt == nil }
+
+type roleRow struct {
+	DBRole
+	firstSeen    time.Time
+	createdAfter *time.Time
+	gone         bool
+}
+
+type sessionKey struct {
+	pid   int32
+	start int64 // backend_start, microseconds since the epoch
+}
+
+func keyOf(s DBSession) sessionKey { return sessionKey{s.PID, s.BackendStart.UnixMicro()} }
+
+// sessionRow is an open db_sessions row; UserName is the name the session
+// had when first seen (empty if first seen as a ghost).
+type sessionRow struct {
+	DBSession
+	firstSeen  time.Time
+	ghostSince *time.Time
+}
+
+// ApplySnapshot diffs snap against the previous pass of its database,
+// records the new state in db_roles and db_sessions and the changes in the
+// db_events outbox, and returns the pass for the rules. It must run in the
+// pass transaction (after Duty.Check). The first pass of a database is its
+// baseline: every role and session is reported with Baseline set.
+//
+// Roles are diffed by oid: a role absent from the previous pass appeared, a
+// role missing now disappeared, a change of name, validity, LOGIN or
+// SUPERUSER is a change. Sessions are diffed by (pid, backend_start), a pid
+// alone being reused: started, ended, or turned ghost (its role dropped
+// under it). Only managed roles and their sessions, and ghost sessions, are
+// reported.
+func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass, error) {
+	if snap.Database == "" || snap.Managed == nil || snap.ObservedAt.IsZero() {
+		return nil, errors.New("apply snapshot: database, managed and observed time are required")
+	}
+	now := dbTime(snap.ObservedAt)
+	db := snap.Database
+	cov, err := EnsureCoverage(ctx, tx, now)
+	if err != nil {
+		return nil, err
+	}
+	var last pgtype.Timestamptz
+	err = tx.QueryRow(ctx, `SELECT last_pass_at FROM observer_targets WHERE database = $1`, db).Scan(&last)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("observer state of %s: %w", db, err)
+	}
+	p := &ObservedPass{Database: db, ObservedAt: now, Coverage: cov}
+	if last.Valid {
+		t := last.Time.UTC()
+		p.PreviousPassAt = &t
+	}
+	open, err := loadOpenSessions(ctx, tx, db)
+	if err != nil {
+		return nil, err
+	}
+	// History is loaded for the oids that may need it: those of sessions
+	// with no present role (ghosts) and of the tracked sessions.
+	inSnap := make(map[uint32]bool, len(snap.Roles))
+	for _, r := range snap.Roles {
+		inSnap[r.OID] = true
+	}
+	var history []int64
+	for _, s := range snap.Sessions {
+		if !inSnap[s.UserOID] {
+			history = append(history, int64(s.UserOID))
+		}
+	}
+	for _, s := range open {
+		history = append(history, int64(s.UserOID))
+	}
+	roles, err := loadRoles(ctx, tx, db, history)
+	if err != nil {
+		return nil, err
+	}
+
+	w := &snapshotWriter{db: db, now: now, prev: p.PreviousPassAt}
+	present := make(map[uint32]DBRole, len(snap.Roles))
+	snap.Roles = slices.Clone(snap.Roles)
+	for i := range snap.Roles {
+		snap.Roles[i].ValidUntil = dbTimePtr(snap.Roles[i].ValidUntil)
+	}
+	for _, r := range snap.Roles {
+		present[r.OID] = r
+		old, known := roles[r.OID]
+		switch {
+		case !known || old.gone:
+			row := roleRow{DBRole: r, firstSeen: now, createdAfter: p.PreviousPassAt}
+			w.upsertRole(row)
+			if snap.Managed(r.Name) {
+				w.roleEvent(schemas.RoleAppeared, r, nil, true)
+			}
+			roles[r.OID] = row
+		case old.DBRole.Name != r.Name || !sameTime(old.ValidUntil, r.ValidUntil) ||
+			old.CanLogin != r.CanLogin || old.Superuser != r.Superuser:
+			row := old
+			row.DBRole = r
+			w.upsertRole(row)
+			if snap.Managed(r.Name) || snap.Managed(old.Name) {
+				prevState := roleState(old.DBRole)
+				w.roleEvent(schemas.RoleChanged, r, &prevState, snap.Managed(r.Name))
+			}
+			roles[r.OID] = row
+		}
+	}
+	for oid, old := range roles {
+		if _, still := present[oid]; still || old.gone {
+			continue
+		}
+		w.gone = append(w.gone, int64(oid))
+		if snap.Managed(old.Name) {
+			w.roleEvent(schemas.RoleDisappeared, old.DBRole, nil, true)
+		}
+		old.gone = true
+		roles[oid] = old
+	}
+
+	seen := map[sessionKey]bool{}
+	for _, s := range snap.Sessions {
+		if s.BackendStart.IsZero() {
+			p.Hidden++
+			continue
+		}
+		s.BackendStart = dbTime(s.BackendStart)
+		r, hasRole := present[s.UserOID]
+		ghost := !hasRole
+		if hasRole {
+			s.UserName = r.Name
+			if !snap.Managed(r.Name) {
+				continue
+			}
+		} else {
+			// The name as the activity read showed it (the role was dropped
+			// between the two reads), else as history knew it.
+			if h, ok := roles[s.UserOID]; ok && s.UserName == "" {
+				s.UserName = h.Name
+			}
+		}
+		k := keyOf(s)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		cur := ObservedSession{DBSession: s, FirstSeenAt: now, Ghost: ghost}
+		if ghost {
+			cur.FormerUser, cur.FormerManaged = s.UserName, s.UserName != "" && snap.Managed(s.UserName)
+			cur.UserName = ""
+		}
+		old, tracked := open[k]
+		switch {
+		case !tracked:
+			if ghost {
+				cur.GhostSince = &now
+			}
+			w.insertSession(cur)
+			w.sessionEvent(schemas.SessionStarted, cur)
+		default:
+			cur.FirstSeenAt = old.firstSeen
+			if ghost && old.UserName != "" {
+				// The name the session had when first seen wins: the oid
+				// was that role's when the session logged in.
+				cur.FormerUser, cur.FormerManaged = old.UserName, snap.Managed(old.UserName)
+			}
+			switch {
+			case ghost && old.ghostSince == nil:
+				cur.GhostSince = &now
+				w.ghosts = append(w.ghosts, k)
+				w.sessionEvent(schemas.SessionGhost, cur)
+			case ghost:
+				t := *old.ghostSince
+				cur.GhostSince = &t
+			}
+		}
+		p.Sessions = append(p.Sessions, cur)
+	}
+	for k, old := range open {
+		if seen[k] {
+			continue
+		}
+		w.ended = append(w.ended, k)
+		s := ObservedSession{DBSession: old.DBSession, FirstSeenAt: old.firstSeen, Ghost: old.ghostSince != nil, GhostSince: old.ghostSince}
+		if s.Ghost {
+			s.FormerUser, s.UserName = s.UserName, ""
+			if h, ok := roles[s.UserOID]; ok && s.FormerUser == "" {
+				s.FormerUser = h.Name
+			}
+		}
+		w.sessionEvent(schemas.SessionEnded, s)
+	}
+
+	for _, r := range snap.Roles {
+		if !snap.Managed(r.Name) {
+			continue
+		}
+		row := roles[r.OID]
+		p.Roles = append(p.Roles, ObservedRole{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
+	}
+	sort.Slice(p.Roles, func(i, j int) bool { return p.Roles[i].Name < p.Roles[j].Name })
+	sort.Slice(p.Sessions, func(i, j int) bool {
+		a, b := p.Sessions[i], p.Sessions[j]
+		if a.PID != b.PID {
+			return a.PID < b.PID
+		}
+		return a.BackendStart.Before(b.BackendStart)
+	})
+	if err := w.flush(ctx, tx); err != nil {
+		return nil, err
+	}
+	p.RoleEvents, p.SessionEvents = w.roleEvents, w.sessionEvents
+	return p, nil
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
+}
+
+func roleState(r DBRole) schemas.RoleState {
+	return schemas.RoleState{Name: r.Name, ValidUntil: r.ValidUntil, CanLogin: r.CanLogin, Superuser: r.Superuser}
+}
+
+// loadRoles reads the roles present at the previous pass, and the history
+// (gone roles) of the given oids.
+func loadRoles(ctx context.Context, tx pgx.Tx, db string, history []int64) (map[uint32]roleRow, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT oid, rolname, valid_until, can_login, superuser, first_seen_at, created_after, gone_at IS NOT NULL
+		FROM db_roles WHERE database = $1 AND (gone_at IS NULL OR oid = ANY($2))`, db, history)
+	if err != nil {
+		return nil, fmt.Errorf("load roles of %s: %w", db, err)
+	}
+	out := map[uint32]roleRow{}
+	var r roleRow
+	var oid int64
+	_, err = pgx.ForEachRow(rows, []any{&oid, &r.Name, &r.ValidUntil, &r.CanLogin, &r.Superuser, &r.firstSeen, &r.createdAfter, &r.gone}, func() error {
+		c := r
+		c.OID = uint32(oid)
+		c.ValidUntil = utcPtr(c.ValidUntil)
+		c.createdAfter = utcPtr(c.createdAfter)
+		c.firstSeen = c.firstSeen.UTC()
+		out[c.OID] = c
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load roles of %s: %w", db, err)
+	}
+	return out, nil
+}
+
+func loadOpenSessions(ctx context.Context, tx pgx.Tx, db string) (map[sessionKey]sessionRow, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT pid, backend_start, user_oid, coalesce(user_name, ''), coalesce(client_addr, ''), coalesce(client_port, 0),
+		       coalesce(application_name, ''), coalesce(datname, ''), coalesce(backend_type, ''), first_seen_at, ghost_since
+		FROM db_sessions WHERE database = $1 AND ended_at IS NULL`, db)
+	if err != nil {
+		return nil, fmt.Errorf("load sessions of %s: %w", db, err)
+	}
+	out := map[sessionKey]sessionRow{}
+	var oid int64
+	var s sessionRow
+	_, err = pgx.ForEachRow(rows, []any{&s.PID, &s.BackendStart, &oid, &s.UserName, &s.ClientAddr, &s.ClientPort,
+		&s.ApplicationName, &s.Datname, &s.BackendType, &s.firstSeen, &s.ghostSince}, func() error {
+		c := s
+		c.UserOID = uint32(oid)
+		c.BackendStart = c.BackendStart.UTC()
+		c.firstSeen = c.firstSeen.UTC()
+		c.ghostSince = utcPtr(c.ghostSince)
+		out[keyOf(c.DBSession)] = c
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load sessions of %s: %w", db, err)
+	}
+	return out, nil
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// snapshotWriter collects a pass's writes and sends them in one batch.
+type snapshotWriter struct {
+	db   string
+	now  time.Time
+	prev *time.Time
+
+	roleUpserts []roleRow
+	gone        []int64
+	newSessions []ObservedSession
+	ghosts      []sessionKey
+	ended       []sessionKey
+
+	roleEvents    []schemas.RoleEvent
+	sessionEvents []schemas.SessionEvent
+}
+
+func (w *snapshotWriter) upsertRole(r roleRow) { w.roleUpserts = append(w.roleUpserts, r) }
+
+func (w *snapshotWriter) insertSession(s ObservedSession) { w.newSessions = append(w.newSessions, s) }
+
+func (w *snapshotWriter) roleEvent(kind schemas.RoleEventKind, r DBRole, prev *schemas.RoleState, managed bool) {
+	ev := schemas.RoleEvent{
+		Type:       schemas.RoleEventType,
+		ID:         observerID("role", w.db, string(kind), strconv.FormatUint(uint64(r.OID), 10), micros(w.now)),
+		Kind:       kind,
+		Database:   w.db,
+		OID:        r.OID,
+		ObservedAt: w.now,
+		Role:       roleState(r),
+		Previous:   prev,
+		Managed:    managed,
+	}
+	if w.prev == nil {
+		ev.Baseline = true
+	} else {
+		t := *w.prev
+		ev.PreviousPassAt = &t
+	}
+	w.roleEvents = append(w.roleEvents, ev)
+}
+
+func (w *snapshotWriter) sessionEvent(kind schemas.SessionEventKind, s ObservedSession) {
+	ev := schemas.SessionEvent{
+		Type:            schemas.SessionEventType,
+		ID:              observerID("session", w.db, string(kind), strconv.Itoa(int(s.PID)), micros(s.BackendStart), micros(w.now)),
+		Kind:            kind,
+		Database:        w.db,
+		ObservedAt:      w.now,
+		PID:             s.PID,
+		BackendStart:    s.BackendStart,
+		UserOID:         s.UserOID,
+		User:            s.UserName,
+		Ghost:           s.Ghost,
+		FormerUser:      s.FormerUser,
+		ClientAddr:      s.ClientAddr,
+		ClientPort:      s.ClientPort,
+		ApplicationName: s.ApplicationName,
+		Datname:         s.Datname,
+		BackendType:     s.BackendType,
+	}
+	if s.Ghost {
+		ev.User = ""
+	}
+	if w.prev == nil && kind == schemas.SessionStarted {
+		ev.Baseline = true
+	} else if w.prev != nil {
+		t := *w.prev
+		ev.PreviousPassAt = &t
+	}
+	w.sessionEvents = append(w.sessionEvents, ev)
+}
+
+func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
+
+// observerID derives a deterministic event id from its parts.
+func observerID(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+func (w *snapshotWriter) flush(ctx context.Context, tx pgx.Tx) error {
+	b := &pgx.Batch{}
+	if n := len(w.roleUpserts); n > 0 {
+		oids, names := make([]int64, n), make([]string, n)
+		valid, created := make([]*time.Time, n), make([]*time.Time, n)
+		login, super := make([]bool, n), make([]bool, n)
+		first := make([]time.Time, n)
+		for i, r := range w.roleUpserts {
+			oids[i], names[i], valid[i], login[i], super[i] = int64(r.OID), r.Name, r.ValidUntil, r.CanLogin, r.Superuser
+			first[i], created[i] = r.firstSeen, r.createdAfter
+		}
+		b.Queue(`
+			INSERT INTO db_roles (database, oid, rolname, valid_until, can_login, superuser, first_seen_at, created_after, changed_at, gone_at)
+			SELECT $1, o, n, v, l, s, f, c, $9, NULL
+			FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::bool[], $6::bool[], $7::timestamptz[], $8::timestamptz[])
+				AS x(o, n, v, l, s, f, c)
+			ON CONFLICT (database, oid) DO UPDATE SET
+				rolname = EXCLUDED.rolname, valid_until = EXCLUDED.valid_until, can_login = EXCLUDED.can_login,
+				superuser = EXCLUDED.superuser, first_seen_at = EXCLUDED.first_seen_at,
+				created_after = EXCLUDED.created_after, changed_at = EXCLUDED.changed_at, gone_at = NULL`,
+			w.db, oids, names, valid, login, super, first, created, w.now)
+	}
+	if len(w.gone) > 0 {
+		b.Queue(`UPDATE db_roles SET gone_at = $3, changed_at = $3 WHERE database = $1 AND oid = ANY($2) AND gone_at IS NULL`,
+			w.db, w.gone, w.now)
+	}
+	if n := len(w.newSessions); n > 0 {
+		pids, oids, ports := make([]int32, n), make([]int64, n), make([]int32, n)
+		starts := make([]time.Time, n)
+		ghostSince := make([]*time.Time, n)
+		users, addrs, apps, dbs, types := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		for i, s := range w.newSessions {
+			pids[i], starts[i], oids[i], ports[i], ghostSince[i] = s.PID, s.BackendStart, int64(s.UserOID), s.ClientPort, s.GhostSince
+			name := s.UserName
+			if s.Ghost {
+				name = s.FormerUser
+			}
+			users[i], addrs[i], apps[i], dbs[i], types[i] = textPtr(name), textPtr(s.ClientAddr), textPtr(s.ApplicationName),
+				textPtr(s.Datname), textPtr(s.BackendType)
+		}
+		b.Queue(`
+			INSERT INTO db_sessions (database, pid, backend_start, user_oid, user_name, client_addr, client_port,
+				application_name, datname, backend_type, first_seen_at, ghost_since)
+			SELECT $1, p, bs, o, u, a, pt, ap, d, t, $12, g
+			FROM unnest($2::int4[], $3::timestamptz[], $4::int8[], $5::text[], $6::text[], $7::int4[], $8::text[],
+				$9::text[], $10::text[], $11::timestamptz[]) AS x(p, bs, o, u, a, pt, ap, d, t, g)
+			ON CONFLICT (database, pid, backend_start) DO UPDATE SET ended_at = NULL`,
+			w.db, pids, starts, oids, users, addrs, ports, apps, dbs, types, ghostSince, w.now)
+	}
+	for _, u := range []struct {
+		keys []sessionKey
+		sql  string
+	}{
+		{w.ghosts, `UPDATE db_sessions SET ghost_since = $4 WHERE database = $1 AND ghost_since IS NULL
+			AND (pid, backend_start) IN (SELECT * FROM unnest($2::int4[], $3::timestamptz[]))`},
+		{w.ended, `UPDATE db_sessions SET ended_at = $4 WHERE database = $1 AND ended_at IS NULL
+			AND (pid, backend_start) IN (SELECT * FROM unnest($2::int4[], $3::timestamptz[]))`},
+	} {
+		if len(u.keys) == 0 {
+			continue
+		}
+		pids, starts := make([]int32, len(u.keys)), make([]time.Time, len(u.keys))
+		for i, k := range u.keys {
+			pids[i], starts[i] = k.pid, time.UnixMicro(k.start).UTC()
+		}
+		b.Queue(u.sql, w.db, pids, starts, w.now)
+	}
+	if err := queueEvents(b, w.db, w.now, w.roleEvents, w.sessionEvents); err != nil {
+		return err
+	}
+	b.Queue(`UPDATE observer_targets SET last_pass_at = $2, first_pass_at = coalesce(first_pass_at, $2) WHERE database = $1`, w.db, w.now)
+	b.Queue(`INSERT INTO observer_targets (database, epoch, holder, acquired_at, first_pass_at, last_pass_at)
+		VALUES ($1, 0, '', $2, $2, $2) ON CONFLICT (database) DO NOTHING`, w.db, w.now)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record pass of %s: %w", w.db, err)
+	}
+	return nil
+}
+
+func textPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func queueEvents(b *pgx.Batch, db string, now time.Time, roles []schemas.RoleEvent, sessions []schemas.SessionEvent) error {
+	n := len(roles) + len(sessions)
+	if n == 0 {
+		return nil
+	}
+	ids, kinds, docs := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	for i := range roles {
+		doc, err := json.Marshal(roles[i])
+		if err != nil {
+			return fmt.Errorf("encode role event: %w", err)
+		}
+		ids, kinds, docs = append(ids, roles[i].ID), append(kinds, "role"), append(docs, string(doc))
+	}
+	for i := range sessions {
+		doc, err := json.Marshal(sessions[i])
+		if err != nil {
+			return fmt.Errorf("encode session event: %w", err)
+		}
+		ids, kinds, docs = append(ids, sessions[i].ID), append(kinds, "session"), append(docs, string(doc))
+	}
+	// WITH ORDINALITY keeps the order of the events in seq.
+	b.Queue(`
+		INSERT INTO db_events (id, database, kind, event, observed_at)
+		SELECT i, $1, k, e::jsonb, $5
+		FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(i, k, e, n)
+		ORDER BY n
+		ON CONFLICT (id) DO NOTHING`, db, ids, kinds, docs, now)
+	return nil
+}

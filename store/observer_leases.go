@@ -1,0 +1,53 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// LeasesNamingUsers returns, per user name, the leases whose plain database
+// user is that name, newest first (by issue time, else first sighting). It
+// looks in every target: PostgreSQL roles are cluster-wide, so a lease routed
+// to another database of the same cluster still accounts for the role.
+// Leases known only by the HMAC of their user are not returned (see
+// HMACLeases).
+func LeasesNamingUsers(ctx context.Context, q Querier, users []string) (map[string][]Lease, error) {
+	out := map[string][]Lease{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, "SELECT "+leaseSelect+` FROM leases
+		WHERE db_user = ANY($1) AND NOT db_user_hmac
+		ORDER BY coalesce(issued_at, first_seen_at) DESC NULLS LAST, lease_id`, users)
+	if err != nil {
+		return nil, fmt.Errorf("leases of %d users: %w", len(users), err)
+	}
+	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
+	if err != nil {
+		return nil, fmt.Errorf("leases of %d users: %w", len(users), err)
+	}
+	for _, l := range ls {
+		out[l.DBUser] = append(out[l.DBUser], l)
+	}
+	return out, nil
+}
+
+// HMACLeases returns the leases of database whose user the audit log showed
+// only as an HMAC (an untuned database mount), issued within [from, to],
+// oldest first.
+func HMACLeases(ctx context.Context, q Querier, database string, from, to time.Time) ([]Lease, error) {
+	rows, err := q.Query(ctx, "SELECT "+leaseSelect+` FROM leases
+		WHERE database = $1 AND db_user_hmac AND issued_at BETWEEN $2 AND $3
+		ORDER BY issued_at, lease_id`, database, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("hmac leases of %s: %w", database, err)
+	}
+	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
+	if err != nil {
+		return nil, fmt.Errorf("hmac leases of %s: %w", database, err)
+	}
+	return ls, nil
+}
