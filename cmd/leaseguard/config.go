@@ -53,13 +53,14 @@ type Config struct {
 	MaxEntryBytes int    `envconfig:"LEASEGUARD_MAX_ENTRY_BYTES" default:"1048576" desc:"larger audit entries are dead-lettered"`
 	IngestBatch   int    `envconfig:"LEASEGUARD_INGEST_BATCH" default:"500" desc:"messages per ledger transaction"`
 	MaxAckPending int    `envconfig:"LEASEGUARD_MAX_ACK_PENDING" default:"4096" desc:"unacknowledged messages the ingest consumer may hold"`
-	Roles         string `envconfig:"LEASEGUARD_ROLES" default:"ingest,detectors,revoker,relay" desc:"which parts run in this process"`
+	Roles         string `envconfig:"LEASEGUARD_ROLES" default:"ingest,detectors,revoker,relay,observer" desc:"which parts run in this process: ingest, detectors (expiry), revoker, relay (evidence), observer (database roles and sessions, and their rules)"`
 
-	ExpiryGrace    time.Duration `envconfig:"LEASEGUARD_EXPIRY_GRACE" default:"30s" desc:"time after a lease's expiry before leaseguard acts (Vault's own revocation gets this long)"`
-	DetectInterval time.Duration `envconfig:"LEASEGUARD_DETECT_INTERVAL" default:"1s" desc:"how often the expiry detector looks for due leases"`
-	DetectBatch    int           `envconfig:"LEASEGUARD_DETECT_BATCH" default:"500" desc:"due leases claimed per detector transaction"`
-	RuleModes      string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"rule=observe|enforce,… over the defaults (lease-expired-not-revoked=enforce)"`
-	EnforceScope   string        `envconfig:"LEASEGUARD_ENFORCE_SCOPE" desc:"where rules may enforce: db:<glob>,role:<mount/role glob>,…; empty = everywhere; outside it rules only observe"`
+	ExpiryGrace     time.Duration `envconfig:"LEASEGUARD_EXPIRY_GRACE" default:"30s" desc:"time after a lease's expiry before leaseguard acts (Vault's own revocation gets this long)"`
+	DetectInterval  time.Duration `envconfig:"LEASEGUARD_DETECT_INTERVAL" default:"1s" desc:"how often the expiry detector looks for due leases"`
+	ObserveInterval time.Duration `envconfig:"LEASEGUARD_OBSERVE_INTERVAL" default:"5s" desc:"how often the observer reads pg_roles and pg_stat_activity of each target"`
+	DetectBatch     int           `envconfig:"LEASEGUARD_DETECT_BATCH" default:"500" desc:"due leases claimed per detector transaction"`
+	RuleModes       string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"rule=observe|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce; credential-reuse-unknown-lease and orphan-role observe"`
+	EnforceScope    string        `envconfig:"LEASEGUARD_ENFORCE_SCOPE" desc:"where rules may enforce: db:<glob>,role:<mount/role glob>,…; empty = everywhere; outside it rules only observe"`
 
 	ManagedRolePattern   string        `envconfig:"LEASEGUARD_MANAGED_ROLE_PATTERN" default:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
 	ProtectedRoles       string        `envconfig:"LEASEGUARD_PROTECTED_ROLES" desc:"comma-separated roles never dropped, whatever their name"`
@@ -99,7 +100,7 @@ func loadConfig() (Config, error) {
 
 func env(name string) string { return envPrefix + "_" + name }
 
-var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true}
+var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true}
 
 // Validate checks every setting; each error names its variable.
 func (c Config) Validate() error {
@@ -153,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.DetectInterval <= 0 {
 		bad("DETECT_INTERVAL", "must be positive")
+	}
+	if c.ObserveInterval < 100*time.Millisecond {
+		bad("OBSERVE_INTERVAL", "must be at least 100ms")
 	}
 	if c.DetectBatch < 1 {
 		bad("DETECT_BATCH", "must be positive")
@@ -235,7 +239,7 @@ func parseRoles(s string) (map[string]bool, error) {
 			continue
 		}
 		if !knownRoles[r] {
-			return nil, fmt.Errorf("unknown role %q (known: ingest, detectors, revoker, relay)", r)
+			return nil, fmt.Errorf("unknown role %q (known: ingest, detectors, revoker, relay, observer)", r)
 		}
 		out[r] = true
 	}

@@ -53,6 +53,9 @@ func demoCmd(ctx context.Context, m *Main, args []string) error {
 	cfg.CommandSigningKey, cfg.CommandVerifyKeys = "", ""
 	cfg.Instance = "demo"
 	cfg.Targets, cfg.Routes = "", ""
+	// The demo narrates the lease path; the observer (which would also act
+	// on unrelated users of this server) stays off.
+	cfg.Roles = "ingest,detectors,revoker,relay"
 	if err := cfg.Validate(); err != nil {
 		return configError{err}
 	}

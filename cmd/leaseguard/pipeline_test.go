@@ -51,6 +51,9 @@ func TestPipelineEndToEnd(t *testing.T) {
 	t.Setenv("LEASEGUARD_DATABASE_URL", pgtest.URL())
 	t.Setenv("LEASEGUARD_DATABASE_SCHEMA", schema)
 	t.Setenv("LEASEGUARD_DATA_DIR", t.TempDir())
+	// The observer's rules act on the whole shared test server; its own
+	// package tests cover it with test-unique patterns.
+	t.Setenv("LEASEGUARD_ROLES", "ingest,detectors,revoker,relay")
 	t.Setenv("LEASEGUARD_METRICS_ADDR", "127.0.0.1:0")
 	t.Setenv("LEASEGUARD_EXPIRY_GRACE", "1s")
 	t.Setenv("LEASEGUARD_DETECT_INTERVAL", "200ms")

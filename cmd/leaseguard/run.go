@@ -21,6 +21,7 @@ import (
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/ingest"
+	"github.com/leaseguard/leaseguard/observer"
 	"github.com/leaseguard/leaseguard/ops"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/store"
@@ -148,7 +149,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			g.Go(func() error { return ksrc.Run(gctx) })
 		}
 	}
-	if roles["detectors"] || roles["revoker"] {
+	if roles["detectors"] || roles["revoker"] || roles["observer"] {
 		if err := p.startEnforcement(ctx, gctx, cfg, roles); err != nil {
 			return nil, err
 		}
@@ -256,6 +257,12 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		}
 		p.group.Go(func() error { return svc.Run(gctx) })
 	}
+	dm := detectors.NewMetrics(p.registry)
+	if roles["observer"] {
+		if err := p.startObserver(ctx, gctx, cfg, signer, queue, builder, dm); err != nil {
+			return err
+		}
+	}
 	if roles["detectors"] {
 		modes, _ := detectors.ParseModes(cfg.RuleModes)
 		scope, _ := detectors.ParseScope(cfg.EnforceScope)
@@ -263,13 +270,43 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch, Modes: modes, Scope: scope,
 		}, detectors.ExpiryDeps{
 			Pool: p.store.Pool(), Reader: p.targets, Signer: signer, Sink: queue, Evidence: builder,
-			Logger: p.logger.With("part", "detectors"), Metrics: detectors.NewMetrics(p.registry),
+			Logger: p.logger.With("part", "detectors"), Metrics: dm,
 		})
 		if err != nil {
 			return err
 		}
 		p.group.Go(func() error { return exp.Run(gctx) })
 	}
+	return nil
+}
+
+// startObserver watches the target databases (roles and sessions) and runs
+// the database rules: ghost sessions, credential reuse, orphans.
+func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, signer *revoker.Signer, queue *revoker.Queue,
+	builder evidence.Builder, dm *detectors.Metrics) error {
+	managed := regexp.MustCompile(cfg.ManagedRolePattern)
+	modes, _ := detectors.ParseModes(cfg.RuleModes)
+	scope, _ := detectors.ParseScope(cfg.EnforceScope)
+	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed},
+		detectors.DBRulesDeps{Signer: signer, Sink: queue, Terminator: observer.Terminator{Targets: p.targets},
+			Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm})
+	if err != nil {
+		return err
+	}
+	ocfg := observer.Config{Interval: cfg.ObserveInterval, ManagedPattern: managed}
+	if err := observer.EnsureStream(ctx, p.js, ocfg); err != nil {
+		return err
+	}
+	pub, err := observer.NewJetStreamPublisher(p.js, ocfg)
+	if err != nil {
+		return err
+	}
+	o, err := observer.New(ocfg, observer.Deps{Store: p.store, Targets: p.targets, Rules: rules, Publisher: pub,
+		Logger: p.logger.With("part", "observer"), Metrics: observer.NewMetrics(p.registry)})
+	if err != nil {
+		return configError{err}
+	}
+	p.group.Go(func() error { return o.Run(gctx) })
 	return nil
 }
 
