@@ -74,6 +74,7 @@ type Config struct {
 	RevocationSubject    string        `envconfig:"LEASEGUARD_REVOCATION_SUBJECT" default:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
 	TransportConfig
+	AdminConfig
 
 	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
@@ -190,6 +191,7 @@ func (c Config) Validate() error {
 		bad("STATEMENT_TIMEOUT", "statement and lock timeouts must be positive")
 	}
 	c.TransportConfig.validate(bad)
+	c.AdminConfig.validate(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}

@@ -169,6 +169,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		}
 		g.Go(func() error { return relay.Run(gctx) })
 	}
+	if err := p.startAdmin(cfg, logger.With("part", "adminapi")); err != nil {
+		return nil, err
+	}
 	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", redactURL(p.nc.ConnectedUrl()), "targets", strings.Join(p.targets.Names(), ","))
 	return p, nil
 }

@@ -1,0 +1,450 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/internal/vaultsim"
+)
+
+// shippedRsyslogConf is the rsyslog configuration users install; the test
+// runs rsyslogd with it, only its site-specific values replaced.
+const shippedRsyslogConf = "../../deploy/shippers/rsyslog-vault-audit.conf"
+
+// TestShipperRsyslogKafka runs the Kafka path with programs nobody here
+// wrote, as users would: Vault-style audit entries are appended to a file
+// audit log; a real rsyslogd (imfile → omkafka), configured from the
+// shipped configuration, produces each line to the in-process broker;
+// leaseguard drops the expired users and relays its evidence to Kafka,
+// where kcat reads it as a SIEM would. One credential's audit entries are
+// longer than rsyslog's default 8 KB message limit, so the shipped
+// configuration's raised limit is exercised too.
+func TestShipperRsyslogKafka(t *testing.T) {
+	rsyslogd := findProgram(t, "rsyslogd")
+	kcat := findProgram(t, "kcat")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1),
+		kfake.SeedTopics(2, "vault.audit", "vault.leases"), kfake.SeedTopics(1, "leaseguard.deadletter", "leaseguard.evidence"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close) // after rsyslogd and the pipeline stopped
+	broker := cluster.ListenAddrs()[0]
+
+	admin := pgtest.Pool(t)
+	schema := pgtest.Schema(t, "lg_ship")
+	t.Setenv("LEASEGUARD_DATABASE_URL", pgtest.URL())
+	t.Setenv("LEASEGUARD_DATABASE_SCHEMA", schema)
+	t.Setenv("LEASEGUARD_DATA_DIR", t.TempDir())
+	// The observer's rules act on the whole shared test server; its own
+	// package tests cover it with test-unique patterns.
+	t.Setenv("LEASEGUARD_ROLES", "ingest,detectors,revoker,relay")
+	t.Setenv("LEASEGUARD_METRICS_ADDR", "127.0.0.1:0")
+	t.Setenv("LEASEGUARD_EXPIRY_GRACE", "1s")
+	t.Setenv("LEASEGUARD_DETECT_INTERVAL", "200ms")
+	t.Setenv("LEASEGUARD_KAFKA_BROKERS", broker)
+	// rsyslog ships the raw line: no envelope.
+	t.Setenv("LEASEGUARD_EVIDENCE_SINKS", "nats,kafka")
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	p, err := startPipeline(ctx, cfg, newLogger(logs, "info", "json"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.stop() })
+
+	dir := t.TempDir()
+	auditLog := filepath.Join(dir, "vault-audit.log")
+	rs := startRsyslog(t, ctx, rsyslogd, dir, auditLog, broker)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("leaseguard log:\n%s", tail(logs.String(), 8<<10))
+		}
+	})
+
+	// Vault issues two credentials with a 1 s lease. The second one's
+	// client token carries many policies, which makes both of its audit
+	// entries several times longer than rsyslog's default 8 KB limit.
+	sim := &vaultsim.Sim{Pool: admin, Mount: "postgres", DisplayName: "token", EntityID: "ent-" + pgtest.Suffix(), RemoteAddress: "10.0.0.7"}
+	short, shortLines, err := sim.Issue(ctx, "ship", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, admin, short.Username)
+	long, longLines, err := sim.Issue(ctx, "shiplong", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, admin, long.Username)
+	longLines = withManyPolicies(t, longLines, 150)
+	for _, l := range longLines {
+		if len(l) <= 16<<10 {
+			t.Fatalf("long audit entry has %d bytes, want more than 16 KiB", len(l))
+		}
+	}
+	var entries [][]byte
+	entries = append(entries, sim.Noise()...)
+	entries = append(entries, shortLines...)
+	entries = append(entries, longLines...)
+	// Vault creates the file when the device is enabled, after rsyslogd
+	// started watching for it, and appends one line per entry.
+	appendAuditLog(t, auditLog, entries)
+
+	// rsyslog produced every line to the audit topic, byte for byte.
+	var shipped []kcatRecord
+	waitFor(t, ctx, 15*time.Second, "rsyslog shipped the audit lines to vault.audit", func() bool {
+		shipped = runKcat(t, ctx, kcat, broker, "vault.audit")
+		return len(shipped) >= len(entries)
+	})
+	if len(shipped) != len(entries) {
+		t.Errorf("vault.audit holds %d records, want %d", len(shipped), len(entries))
+	}
+	got := map[string]bool{}
+	for _, r := range shipped {
+		got[r.value] = true
+	}
+	for i, e := range entries {
+		if !got[string(e)] {
+			t.Errorf("audit line %d (%d bytes) is not on vault.audit unchanged", i+1, len(e))
+		}
+	}
+
+	// leaseguard dropped both users once their leases expired.
+	waitFor(t, ctx, 25*time.Second, "both expired users dropped", func() bool {
+		return !roleExists(ctx, admin, short.Username) && !roleExists(ctx, admin, long.Username)
+	})
+
+	// The long entries were read whole: the creds request is complete in
+	// the ledger (request and response, with the lease), and nothing was
+	// dead-lettered.
+	reqID := auditRequestID(t, longLines[0])
+	var requested, responded bool
+	var leaseID string
+	q := "SELECT requested_at IS NOT NULL, responded_at IS NOT NULL, coalesce(lease_id, '') FROM " +
+		pgx.Identifier{schema, "creds_requests"}.Sanitize() + " WHERE request_id = $1"
+	if err := admin.QueryRow(ctx, q, reqID).Scan(&requested, &responded, &leaseID); err != nil {
+		t.Errorf("creds request %s of the long entries is not in the ledger: %v", reqID, err)
+	} else if !requested || !responded || leaseID != long.LeaseID {
+		t.Errorf("creds request %s: requested %v, responded %v, lease %q; want both entries and lease %q", reqID, requested, responded, leaseID, long.LeaseID)
+	}
+	if dead := runKcat(t, ctx, kcat, broker, "leaseguard.deadletter"); len(dead) > 0 {
+		t.Errorf("%d audit records were dead-lettered, first: %.300s", len(dead), dead[0].value)
+	}
+
+	// A SIEM reads the evidence topic with kcat: a record keyed
+	// <database>/<user> per dropped user, its value the CloudEvent.
+	want := map[string]bool{cfg.targetName() + "/" + short.Username: false, cfg.targetName() + "/" + long.Username: false}
+	var evidenceRecs []kcatRecord
+	waitFor(t, ctx, 15*time.Second, "dropped evidence on leaseguard.evidence (kcat)", func() bool {
+		evidenceRecs = runKcat(t, ctx, kcat, broker, "leaseguard.evidence")
+		for _, r := range evidenceRecs {
+			if _, ok := want[r.key]; ok && revocationOutcome(r.value, r.key) == "dropped" {
+				want[r.key] = true
+			}
+		}
+		for _, found := range want {
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+	// What the SIEM received verifies as a chain.
+	var values bytes.Buffer
+	for _, r := range evidenceRecs {
+		values.WriteString(r.value + "\n")
+	}
+	if rep, err := evidence.VerifyFile(&values); err != nil || !rep.OK() {
+		t.Errorf("evidence read by kcat does not verify: %+v %v", rep, err)
+	}
+
+	// rsyslogd stops cleanly when asked, with nothing left to deliver.
+	if err := rs.stop(); err != nil {
+		t.Errorf("rsyslogd: %v", err)
+	}
+}
+
+// findProgram returns the path of a program the test runs. It is
+// installed by `make tools` (scripts/ensure-tools.sh); the test fails,
+// never skips, without it.
+func findProgram(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} { // rsyslogd, off a user's PATH
+		if p := filepath.Join(d, name); isExecutable(p) {
+			return p
+		}
+	}
+	t.Fatalf("%s is not installed; run `make tools` (scripts/ensure-tools.sh)", name)
+	return ""
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// rsyslog is a running rsyslogd child process.
+type rsyslog struct {
+	cmd     *exec.Cmd
+	cancel  context.CancelFunc
+	done    chan struct{}
+	waitErr error
+	stderr  *syncBuffer
+	logFile string
+}
+
+// startRsyslog runs rsyslogd in the foreground with the shipped
+// configuration, its site values pointed at dir, auditLog and broker. It
+// is stopped at cleanup; rsyslogd's output and log are shown when the
+// test failed.
+func startRsyslog(t *testing.T, ctx context.Context, rsyslogd, dir, auditLog, broker string) *rsyslog {
+	t.Helper()
+	shipped, err := os.ReadFile(shippedRsyslogConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := string(shipped)
+	for _, r := range [][2]string{
+		{`workDirectory="/var/spool/rsyslog-vault-audit"`, `workDirectory="` + spool + `"`},
+		{`failedMsgFile="/var/spool/rsyslog-vault-audit/`, `failedMsgFile="` + spool + `/`},
+		{`file="/var/log/vault/audit.log"`, `file="` + auditLog + `"`},
+		{`broker=["kafka-1.example.com:9092", "kafka-2.example.com:9092"]`, `broker=["` + broker + `"]`},
+	} {
+		if !strings.Contains(conf, r[0]) {
+			t.Fatalf("%s no longer contains %s; update the test", shippedRsyslogConf, r[0])
+		}
+		conf = strings.ReplaceAll(conf, r[0], r[1])
+	}
+	rs := &rsyslog{stderr: &syncBuffer{}, logFile: filepath.Join(dir, "rsyslogd.log"), done: make(chan struct{})}
+	// rsyslogd's own messages (omkafka's and imfile's errors among them)
+	// reach the default ruleset, which nothing else feeds: keep them in a
+	// file to show when the test fails.
+	conf += "\n*.* action(type=\"omfile\" file=\"" + rs.logFile + "\")\n"
+	confPath := filepath.Join(dir, "rsyslog.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Check the configuration first, for a clear message when it is wrong.
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	out, err := exec.CommandContext(cctx, rsyslogd, "-N1", "-f", confPath).CombinedOutput()
+	ccancel()
+	if err != nil {
+		t.Fatalf("rsyslogd -N1 rejects the configuration: %v\n%s", err, out)
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	rs.cancel = cancel
+	pidFile := filepath.Join(dir, "rsyslogd.pid")
+	rs.cmd = exec.CommandContext(rctx, rsyslogd, "-n", "-f", confPath, "-i", pidFile)
+	rs.cmd.Dir = dir
+	rs.cmd.Stdout = rs.stderr
+	rs.cmd.Stderr = rs.stderr
+	// Stopping asks politely (rsyslogd then delivers or saves what it
+	// holds) and kills after the bound.
+	rs.cmd.Cancel = func() error { return rs.cmd.Process.Signal(syscall.SIGTERM) }
+	rs.cmd.WaitDelay = 15 * time.Second
+	if err := rs.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start rsyslogd: %v", err)
+	}
+	go func() {
+		rs.waitErr = rs.cmd.Wait()
+		close(rs.done)
+	}()
+	t.Cleanup(func() {
+		_ = rs.stop()
+		if t.Failed() {
+			t.Logf("rsyslogd output:\n%s\nrsyslogd log (%s):\n%s", tail(rs.stderr.String(), 4<<10), rs.logFile, tail(readFile(rs.logFile), 8<<10))
+		}
+	})
+	waitFor(t, ctx, 10*time.Second, "rsyslogd started (pid file)", func() bool {
+		select {
+		case <-rs.done:
+			t.Fatalf("rsyslogd exited at start: %v", rs.waitErr)
+		default:
+		}
+		_, err := os.Stat(pidFile)
+		return err == nil
+	})
+	return rs
+}
+
+// stop ends rsyslogd (SIGTERM, then SIGKILL after WaitDelay) and reports
+// how it exited; it is safe to call twice.
+func (r *rsyslog) stop() error {
+	r.cancel()
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		return errors.New("did not exit 30 s after SIGTERM")
+	}
+	if r.waitErr == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(r.waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+			return nil // exited on the signal it was sent
+		}
+	}
+	return fmt.Errorf("exit: %w", r.waitErr)
+}
+
+// appendAuditLog writes entries as Vault's file audit device does: the
+// file opened for appending (created 0600), one JSON entry and a newline
+// per write.
+func appendAuditLog(t *testing.T, path string, entries [][]byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, e := range entries {
+		if _, err := f.Write(append(append([]byte(nil), e...), '\n')); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// withManyPolicies gives the client token of each entry n policies, all
+// of which granted the request, as Vault logs a token of a member of
+// many groups.
+func withManyPolicies(t *testing.T, lines [][]byte, n int) [][]byte {
+	t.Helper()
+	policies := make([]any, n)
+	granting := make([]any, n)
+	for i := range policies {
+		name := fmt.Sprintf("team-%03d-database-reporting-read", i)
+		policies[i] = name
+		granting[i] = map[string]any{"name": name, "namespace_id": "root", "type": "acl"}
+	}
+	out := make([][]byte, len(lines))
+	for i, l := range lines {
+		var e map[string]any
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		auth, ok := e["auth"].(map[string]any)
+		if !ok {
+			t.Fatalf("audit entry has no auth: %s", l)
+		}
+		auth["policies"] = policies
+		auth["token_policies"] = policies
+		auth["policy_results"] = map[string]any{"allowed": true, "granting_policies": granting}
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = b
+	}
+	return out
+}
+
+func auditRequestID(t *testing.T, line []byte) string {
+	t.Helper()
+	var e struct {
+		Request struct {
+			ID string `json:"id"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(line, &e); err != nil || e.Request.ID == "" {
+		t.Fatalf("audit entry without request id: %v", err)
+	}
+	return e.Request.ID
+}
+
+// kcatRecord is one record as kcat printed it.
+type kcatRecord struct{ key, value string }
+
+// runKcat reads topic from the beginning to its end with kcat, as a SIEM's
+// collector would, and returns its records.
+func runKcat(t *testing.T, ctx context.Context, kcat, broker, topic string) []kcatRecord {
+	t.Helper()
+	kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(kctx, kcat, "-C", "-q", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-f", `%k\t%s\n`)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 2 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat -C -t %s: %v\n%s", topic, err, stderr.String())
+	}
+	var recs []kcatRecord
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "\t")
+		if !ok {
+			t.Fatalf("kcat printed a line without a key separator: %.200q", line)
+		}
+		recs = append(recs, kcatRecord{key: k, value: v})
+	}
+	return recs
+}
+
+// revocationOutcome returns the outcome of a revocation CloudEvent whose
+// subject is subject, or "".
+func revocationOutcome(value, subject string) string {
+	var ev struct {
+		SpecVersion string `json:"specversion"`
+		Type        string `json:"type"`
+		Subject     string `json:"subject"`
+		Data        struct {
+			Unmapped struct {
+				Outcome string `json:"outcome"`
+			} `json:"unmapped"`
+		} `json:"data"`
+	}
+	if json.Unmarshal([]byte(value), &ev) != nil || ev.SpecVersion != "1.0" ||
+		ev.Type != "io.leaseguard.revocation.v1" || ev.Subject != subject {
+		return ""
+	}
+	return ev.Data.Unmapped.Outcome
+}
+
+func readFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// tail returns the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
