@@ -10,6 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
+
+	"github.com/leaseguard/leaseguard/bus"
 )
 
 // Kafka publisher defaults.
@@ -62,29 +64,11 @@ func (c KafkaConfig) Validate() error {
 			return fmt.Errorf("evidence kafka: broker %q is not host:port", b)
 		}
 	}
-	if err := validTopic(c.Topic); err != nil {
+	if err := bus.ValidKafkaTopic(c.Topic); err != nil {
 		return fmt.Errorf("evidence kafka: topic: %w", err)
 	}
 	if c.MaxAttempts < 1 {
 		return fmt.Errorf("evidence kafka: max attempts %d must be at least 1", c.MaxAttempts)
-	}
-	return nil
-}
-
-// validTopic applies Kafka's rules for topic names.
-func validTopic(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty name")
-	case name == "." || name == "..":
-		return fmt.Errorf("%q is not a valid topic name", name)
-	case len(name) > 249:
-		return fmt.Errorf("name of %d characters is over Kafka's 249", len(name))
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("%q: a topic name holds only letters, digits, '.', '_' and '-'", name)
-		}
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/leaseguard/leaseguard/bus"
 )
 
 // Dead-letter record headers that only Kafka has (HeaderReason and
@@ -150,15 +152,15 @@ func (c KafkaConfig) Validate() error {
 	if c.Group == "" {
 		return errors.New("kafka source: consumer group is required")
 	}
-	if err := validKafkaTopic(c.AuditTopic); err != nil {
+	if err := bus.ValidKafkaTopic(c.AuditTopic); err != nil {
 		return fmt.Errorf("kafka source: audit topic: %w", err)
 	}
 	if c.LeaseTopic != "" {
-		if err := validKafkaTopic(c.LeaseTopic); err != nil {
+		if err := bus.ValidKafkaTopic(c.LeaseTopic); err != nil {
 			return fmt.Errorf("kafka source: lease topic: %w", err)
 		}
 	}
-	if err := validKafkaTopic(c.DeadLetterTopic); err != nil {
+	if err := bus.ValidKafkaTopic(c.DeadLetterTopic); err != nil {
 		return fmt.Errorf("kafka source: dead-letter topic: %w", err)
 	}
 	switch {
@@ -178,24 +180,6 @@ func (c KafkaConfig) Validate() error {
 	for _, d := range c.Backoff {
 		if d <= 0 {
 			return errors.New("kafka source: backoff durations must be positive")
-		}
-	}
-	return nil
-}
-
-// validKafkaTopic applies Kafka's rules for topic names.
-func validKafkaTopic(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty name")
-	case name == "." || name == "..":
-		return fmt.Errorf("%q is not a valid topic name", name)
-	case len(name) > 249:
-		return fmt.Errorf("name of %d characters is over Kafka's 249", len(name))
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("%q: a topic name holds only letters, digits, '.', '_' and '-'", name)
 		}
 	}
 	return nil
