@@ -14,7 +14,7 @@ build:
 
 # Tests run against the real local PostgreSQL and in-process brokers.
 # The fuzz targets' seed corpora run as ordinary tests here.
-test: postgres
+test: postgres tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 # The README's main command: a small Vault workload on local PostgreSQL and
@@ -29,6 +29,13 @@ lint:
 
 postgres:
 	@scripts/ensure-postgres.sh
+
+# rsyslog with omkafka and kcat (end-to-end shipping test) and a real
+# Alertmanager (alert sink test), installed from Debian when missing.
+.PHONY: tools
+tools:
+	@scripts/ensure-tools.sh
+	@scripts/ensure-alertmanager.sh
 
 # Longer fuzzing of the audit decoder (not part of make test).
 fuzz:

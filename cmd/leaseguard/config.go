@@ -53,7 +53,7 @@ type Config struct {
 	MaxEntryBytes int    `envconfig:"LEASEGUARD_MAX_ENTRY_BYTES" default:"1048576" desc:"larger audit entries are dead-lettered"`
 	IngestBatch   int    `envconfig:"LEASEGUARD_INGEST_BATCH" default:"500" desc:"messages per ledger transaction"`
 	MaxAckPending int    `envconfig:"LEASEGUARD_MAX_ACK_PENDING" default:"4096" desc:"unacknowledged messages the ingest consumer may hold"`
-	Roles         string `envconfig:"LEASEGUARD_ROLES" default:"ingest,detectors,revoker,relay,observer" desc:"which parts run in this process: ingest, detectors (expiry), revoker, relay (evidence), observer (database roles and sessions, and their rules)"`
+	Roles         string `envconfig:"LEASEGUARD_ROLES" default:"ingest,detectors,revoker,relay,observer,alerts" desc:"which parts run in this process: ingest, detectors (expiry), revoker, relay (evidence), observer (database roles and sessions, and their rules), alerts (on-call sinks)"`
 
 	ExpiryGrace     time.Duration `envconfig:"LEASEGUARD_EXPIRY_GRACE" default:"30s" desc:"time after a lease's expiry before leaseguard acts (Vault's own revocation gets this long)"`
 	DetectInterval  time.Duration `envconfig:"LEASEGUARD_DETECT_INTERVAL" default:"1s" desc:"how often the expiry detector looks for due leases"`
@@ -75,6 +75,7 @@ type Config struct {
 	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
 	TransportConfig
 	AdminConfig
+	AlertConfig
 
 	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
@@ -101,7 +102,7 @@ func loadConfig() (Config, error) {
 
 func env(name string) string { return envPrefix + "_" + name }
 
-var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true}
+var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true, "alerts": true}
 
 // Validate checks every setting; each error names its variable.
 func (c Config) Validate() error {
@@ -192,6 +193,7 @@ func (c Config) Validate() error {
 	}
 	c.TransportConfig.validate(bad)
 	c.AdminConfig.validate(bad)
+	c.AlertConfig.validate(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}
@@ -241,7 +243,7 @@ func parseRoles(s string) (map[string]bool, error) {
 			continue
 		}
 		if !knownRoles[r] {
-			return nil, fmt.Errorf("unknown role %q (known: ingest, detectors, revoker, relay, observer)", r)
+			return nil, fmt.Errorf("unknown role %q (known: ingest, detectors, revoker, relay, observer, alerts)", r)
 		}
 		out[r] = true
 	}

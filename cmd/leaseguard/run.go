@@ -64,6 +64,7 @@ type pipeline struct {
 	js       jetstream.JetStream
 	opsSrv   *ops.Server
 	group    *errgroup.Group
+	groupCtx context.Context
 	cancel   context.CancelFunc
 	// closers run after the parts stopped.
 	closers []func()
@@ -113,7 +114,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	runCtx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	g, gctx := errgroup.WithContext(runCtx)
-	p.group = g
+	p.group, p.groupCtx = g, gctx
 
 	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
 	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, logger.With("part", "expiry"))
@@ -168,6 +169,11 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			return nil, err
 		}
 		g.Go(func() error { return relay.Run(gctx) })
+	}
+	if roles["alerts"] {
+		if err := p.startAlerts(cfg, logger.With("part", "alerts")); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.startAdmin(cfg, logger.With("part", "adminapi")); err != nil {
 		return nil, err

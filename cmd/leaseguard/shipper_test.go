@@ -1,3 +1,8 @@
+//go:build linux
+
+// The end-to-end shipping tests run Debian's rsyslogd and kcat (see
+// scripts/ensure-tools.sh), so they are built on Linux only.
+
 package main
 
 import (
@@ -6,9 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,7 +40,8 @@ const shippedRsyslogConf = "../../deploy/shippers/rsyslog-vault-audit.conf"
 // leaseguard drops the expired users and relays its evidence to Kafka,
 // where kcat reads it as a SIEM would. One credential's audit entries are
 // longer than rsyslog's default 8 KB message limit, so the shipped
-// configuration's raised limit is exercised too.
+// configuration's raised limit is exercised too (without it rsyslog cuts
+// them, and leaseguard dead-letters the cut entries as truncated).
 func TestShipperRsyslogKafka(t *testing.T) {
 	rsyslogd := findProgram(t, "rsyslogd")
 	kcat := findProgram(t, "kcat")
@@ -75,10 +83,14 @@ func TestShipperRsyslogKafka(t *testing.T) {
 
 	dir := t.TempDir()
 	auditLog := filepath.Join(dir, "vault-audit.log")
-	rs := startRsyslog(t, ctx, rsyslogd, dir, auditLog, broker)
+	confPath, _ := rsyslogConfig(t, ctx, rsyslogd, dir, auditLog, broker)
+	rs := startRsyslog(t, ctx, rsyslogd, confPath)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("leaseguard log:\n%s", tail(logs.String(), 8<<10))
+			for _, r := range kcatRecords(t, context.Background(), kcat, broker, "leaseguard.deadletter", "%h") {
+				t.Logf("dead letter: %s\n  %.300s", r.key, r.value)
+			}
 		}
 	})
 
@@ -111,22 +123,9 @@ func TestShipperRsyslogKafka(t *testing.T) {
 	appendAuditLog(t, auditLog, entries)
 
 	// rsyslog produced every line to the audit topic, byte for byte.
-	var shipped []kcatRecord
-	waitFor(t, ctx, 15*time.Second, "rsyslog shipped the audit lines to vault.audit", func() bool {
-		shipped = runKcat(t, ctx, kcat, broker, "vault.audit")
-		return len(shipped) >= len(entries)
-	})
-	if len(shipped) != len(entries) {
-		t.Errorf("vault.audit holds %d records, want %d", len(shipped), len(entries))
-	}
-	got := map[string]bool{}
-	for _, r := range shipped {
-		got[r.value] = true
-	}
-	for i, e := range entries {
-		if !got[string(e)] {
-			t.Errorf("audit line %d (%d bytes) is not on vault.audit unchanged", i+1, len(e))
-		}
+	checkShipped(t, ctx, kcat, broker, entries, 15*time.Second)
+	if t.Failed() {
+		t.FailNow() // the rest depends on it; rsyslogd's log says why
 	}
 
 	// leaseguard dropped both users once their leases expired.
@@ -147,8 +146,8 @@ func TestShipperRsyslogKafka(t *testing.T) {
 	} else if !requested || !responded || leaseID != long.LeaseID {
 		t.Errorf("creds request %s: requested %v, responded %v, lease %q; want both entries and lease %q", reqID, requested, responded, leaseID, long.LeaseID)
 	}
-	if dead := runKcat(t, ctx, kcat, broker, "leaseguard.deadletter"); len(dead) > 0 {
-		t.Errorf("%d audit records were dead-lettered, first: %.300s", len(dead), dead[0].value)
+	if dead := kcatRecords(t, ctx, kcat, broker, "leaseguard.deadletter", "%h"); len(dead) > 0 {
+		t.Errorf("%d audit records were dead-lettered", len(dead)) // listed at cleanup
 	}
 
 	// A SIEM reads the evidence topic with kcat: a record keyed
@@ -156,7 +155,7 @@ func TestShipperRsyslogKafka(t *testing.T) {
 	want := map[string]bool{cfg.targetName() + "/" + short.Username: false, cfg.targetName() + "/" + long.Username: false}
 	var evidenceRecs []kcatRecord
 	waitFor(t, ctx, 15*time.Second, "dropped evidence on leaseguard.evidence (kcat)", func() bool {
-		evidenceRecs = runKcat(t, ctx, kcat, broker, "leaseguard.evidence")
+		evidenceRecs = kcatRecords(t, ctx, kcat, broker, "leaseguard.evidence", "%k")
 		for _, r := range evidenceRecs {
 			if _, ok := want[r.key]; ok && revocationOutcome(r.value, r.key) == "dropped" {
 				want[r.key] = true
@@ -181,6 +180,104 @@ func TestShipperRsyslogKafka(t *testing.T) {
 	// rsyslogd stops cleanly when asked, with nothing left to deliver.
 	if err := rs.stop(); err != nil {
 		t.Errorf("rsyslogd: %v", err)
+	}
+}
+
+// TestShipperRsyslogOutage: with the shipped configuration, lines Vault
+// writes while Kafka is unreachable are delivered once it is back, even
+// when rsyslogd is restarted during the outage (omkafka keeps the records
+// it held in its failed-message file).
+func TestShipperRsyslogOutage(t *testing.T) {
+	rsyslogd := findProgram(t, "rsyslogd")
+	kcat := findProgram(t, "kcat")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	// A loopback port nobody listens on yet: the broker is down.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	broker := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+
+	dir := t.TempDir()
+	auditLog := filepath.Join(dir, "vault-audit.log")
+	confPath, logFile := rsyslogConfig(t, ctx, rsyslogd, dir, auditLog, broker)
+	rs := startRsyslog(t, ctx, rsyslogd, confPath)
+	sim := &vaultsim.Sim{Mount: "postgres", DisplayName: "token", EntityID: "ent-outage", RemoteAddress: "10.0.0.8"}
+	before := append(sim.Noise(), sim.Noise()...)
+	appendAuditLog(t, auditLog, before)
+	// imfile reads the lines at once; give omkafka time to try them.
+	time.Sleep(2 * time.Second)
+	// rsyslogd stops during the outage and saves what it holds.
+	if err := rs.stop(); err != nil {
+		t.Fatalf("rsyslogd: %v", err)
+	}
+	if out := rs.output.String() + readFile(logFile); !strings.Contains(out, "omkafka: action will suspend") {
+		t.Fatalf("omkafka did not report the broker down; the outage was not exercised")
+	}
+	saved, _ := filepath.Glob(filepath.Join(dir, "spool", "vault-audit-kafka*"))
+	if len(saved) == 0 {
+		t.Fatalf("rsyslogd saved nothing in its work directory during the outage")
+	}
+	t.Logf("saved during the outage: %v", saved)
+
+	// Kafka is back, rsyslogd starts again and Vault writes on.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(2, "vault.audit"))
+	if err != nil {
+		t.Fatalf("start the broker on port %d: %v", port, err)
+	}
+	t.Cleanup(cluster.Close)
+	startRsyslog(t, ctx, rsyslogd, confPath)
+	after := sim.Noise()
+	appendAuditLog(t, auditLog, after)
+	checkShipped(t, ctx, kcat, broker, append(before, after...), 20*time.Second)
+}
+
+// checkShipped waits until every entry is on vault.audit, each record's
+// value the line as Vault wrote it and its key the shipped
+// configuration's, and reports records that are not. The value ends in
+// the line's newline, except for records omkafka saved across a restart:
+// it reads them back line by line, without it.
+func checkShipped(t *testing.T, ctx context.Context, kcat, broker string, entries [][]byte, within time.Duration) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, e := range entries {
+		want[string(e)] = true
+	}
+	var recs []kcatJSON
+	missing := 0
+	deadline := time.Now().Add(within)
+	for {
+		recs = kcatPayloads(t, ctx, kcat, broker, "vault.audit")
+		missing = len(want)
+		seen := map[string]bool{}
+		for _, r := range recs {
+			if e := strings.TrimSuffix(r.Payload, "\n"); want[e] && !seen[e] {
+				seen[e] = true
+				missing--
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d audit lines are not on vault.audit as written (%d records there)", missing, len(want), len(recs))
+	}
+	for _, r := range recs {
+		if !want[strings.TrimSuffix(r.Payload, "\n")] {
+			t.Errorf("vault.audit record %d/%d is not a line as written: %d bytes, %.120q", r.Partition, r.Offset, len(r.Payload), r.Payload)
+		}
+		if r.Key == nil || *r.Key != "vault-audit" {
+			t.Errorf("vault.audit record %d/%d has key %v, want vault-audit", r.Partition, r.Offset, r.Key)
+		}
+	}
+	if len(recs) > len(want) {
+		t.Logf("vault.audit holds %d records for %d lines (repeats are harmless to leaseguard)", len(recs), len(want))
 	}
 }
 
@@ -212,22 +309,21 @@ type rsyslog struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	waitErr error
-	stderr  *syncBuffer
-	logFile string
+	output  *syncBuffer
 }
 
-// startRsyslog runs rsyslogd in the foreground with the shipped
-// configuration, its site values pointed at dir, auditLog and broker. It
-// is stopped at cleanup; rsyslogd's output and log are shown when the
-// test failed.
-func startRsyslog(t *testing.T, ctx context.Context, rsyslogd, dir, auditLog, broker string) *rsyslog {
+// rsyslogConfig writes dir/rsyslog.conf: the shipped configuration with
+// its site values pointed at dir/spool, auditLog and broker, plus a rule
+// that keeps rsyslogd's own messages in the returned log file. It checks
+// the result with rsyslogd -N1.
+func rsyslogConfig(t *testing.T, ctx context.Context, rsyslogd, dir, auditLog, broker string) (confPath, logFile string) {
 	t.Helper()
 	shipped, err := os.ReadFile(shippedRsyslogConf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	spool := filepath.Join(dir, "spool")
-	if err := os.Mkdir(spool, 0o700); err != nil {
+	if err := os.MkdirAll(spool, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	conf := string(shipped)
@@ -242,35 +338,47 @@ func startRsyslog(t *testing.T, ctx context.Context, rsyslogd, dir, auditLog, br
 		}
 		conf = strings.ReplaceAll(conf, r[0], r[1])
 	}
-	rs := &rsyslog{stderr: &syncBuffer{}, logFile: filepath.Join(dir, "rsyslogd.log"), done: make(chan struct{})}
 	// rsyslogd's own messages (omkafka's and imfile's errors among them)
-	// reach the default ruleset, which nothing else feeds: keep them in a
-	// file to show when the test fails.
-	conf += "\n*.* action(type=\"omfile\" file=\"" + rs.logFile + "\")\n"
-	confPath := filepath.Join(dir, "rsyslog.conf")
+	// go to the system logger by default; here it keeps them and writes
+	// them from its default ruleset, which nothing else feeds, to a file
+	// shown when the test fails.
+	logFile = filepath.Join(dir, "rsyslogd.log")
+	conf += "\nglobal(processInternalMessages=\"on\")\n*.* action(type=\"omfile\" file=\"" + logFile + "\")\n"
+	confPath = filepath.Join(dir, "rsyslog.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-
-	// Check the configuration first, for a clear message when it is wrong.
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	out, err := exec.CommandContext(cctx, rsyslogd, "-N1", "-f", confPath).CombinedOutput()
-	ccancel()
-	if err != nil {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(cctx, rsyslogd, "-N1", "-f", confPath).CombinedOutput(); err != nil {
 		t.Fatalf("rsyslogd -N1 rejects the configuration: %v\n%s", err, out)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("rsyslogd log (%s):\n%s", logFile, tail(readFile(logFile), 8<<10))
+		}
+	})
+	return confPath, logFile
+}
 
+// startRsyslog runs rsyslogd in the foreground (-n) with confPath and its
+// own pid file, and waits until it is up. It is stopped at cleanup at the
+// latest; its output is shown when the test failed.
+func startRsyslog(t *testing.T, ctx context.Context, rsyslogd, confPath string) *rsyslog {
+	t.Helper()
 	rctx, cancel := context.WithCancel(ctx)
-	rs.cancel = cancel
-	pidFile := filepath.Join(dir, "rsyslogd.pid")
+	rs := &rsyslog{cancel: cancel, done: make(chan struct{}), output: &syncBuffer{}}
+	pidFile := filepath.Join(filepath.Dir(confPath), "rsyslogd.pid")
 	rs.cmd = exec.CommandContext(rctx, rsyslogd, "-n", "-f", confPath, "-i", pidFile)
-	rs.cmd.Dir = dir
-	rs.cmd.Stdout = rs.stderr
-	rs.cmd.Stderr = rs.stderr
+	rs.cmd.Dir = filepath.Dir(confPath)
+	rs.cmd.Stdout = rs.output
+	rs.cmd.Stderr = rs.output
 	// Stopping asks politely (rsyslogd then delivers or saves what it
 	// holds) and kills after the bound.
 	rs.cmd.Cancel = func() error { return rs.cmd.Process.Signal(syscall.SIGTERM) }
 	rs.cmd.WaitDelay = 15 * time.Second
+	// Should the test binary die first, the kernel stops rsyslogd too.
+	rs.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := rs.cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start rsyslogd: %v", err)
@@ -282,7 +390,7 @@ func startRsyslog(t *testing.T, ctx context.Context, rsyslogd, dir, auditLog, br
 	t.Cleanup(func() {
 		_ = rs.stop()
 		if t.Failed() {
-			t.Logf("rsyslogd output:\n%s\nrsyslogd log (%s):\n%s", tail(rs.stderr.String(), 4<<10), rs.logFile, tail(readFile(rs.logFile), 8<<10))
+			t.Logf("rsyslogd (pid %d) output:\n%s", rs.cmd.Process.Pid, tail(rs.output.String(), 4<<10))
 		}
 	})
 	waitFor(t, ctx, 10*time.Second, "rsyslogd started (pid file)", func() bool {
@@ -306,16 +414,21 @@ func (r *rsyslog) stop() error {
 	case <-time.After(30 * time.Second):
 		return errors.New("did not exit 30 s after SIGTERM")
 	}
-	if r.waitErr == nil {
+	// Wait reports the cancelled context whenever Cancel ran; the exit
+	// status says how rsyslogd took it.
+	st := r.cmd.ProcessState
+	switch {
+	case errors.Is(r.waitErr, exec.ErrWaitDelay):
+		return fmt.Errorf("killed: not stopped %s after SIGTERM", r.cmd.WaitDelay)
+	case st == nil:
+		return fmt.Errorf("wait: %w", r.waitErr)
+	case st.Success():
 		return nil
 	}
-	var ee *exec.ExitError
-	if errors.As(r.waitErr, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
-			return nil // exited on the signal it was sent
-		}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+		return nil
 	}
-	return fmt.Errorf("exit: %w", r.waitErr)
+	return fmt.Errorf("exit: %s", st)
 }
 
 // appendAuditLog writes entries as Vault's file audit device does: the
@@ -382,25 +495,60 @@ func auditRequestID(t *testing.T, line []byte) string {
 	return e.Request.ID
 }
 
-// kcatRecord is one record as kcat printed it.
-type kcatRecord struct{ key, value string }
-
 // runKcat reads topic from the beginning to its end with kcat, as a SIEM's
-// collector would, and returns its records.
-func runKcat(t *testing.T, ctx context.Context, kcat, broker, topic string) []kcatRecord {
+// collector would, and returns what kcat printed.
+func runKcat(t *testing.T, ctx context.Context, kcat, broker, topic string, format ...string) string {
 	t.Helper()
 	kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(kctx, kcat, "-C", "-q", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-f", `%k\t%s\n`)
+	args := append([]string{"-C", "-q", "-b", broker, "-t", topic, "-o", "beginning", "-e"}, format...)
+	cmd := exec.CommandContext(kctx, kcat, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 2 * time.Second
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kcat -C -t %s: %v\n%s", topic, err, stderr.String())
+		t.Fatalf("kcat %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
+	return string(out)
+}
+
+// kcatJSON is a record as kcat -J prints it.
+type kcatJSON struct {
+	Partition int32   `json:"partition"`
+	Offset    int64   `json:"offset"`
+	Key       *string `json:"key"`
+	Payload   string  `json:"payload"`
+}
+
+// kcatPayloads reads topic with kcat -J, whose JSON envelope keeps each
+// record value exact, newlines included.
+func kcatPayloads(t *testing.T, ctx context.Context, kcat, broker, topic string) []kcatJSON {
+	t.Helper()
+	var recs []kcatJSON
+	for _, line := range strings.Split(runKcat(t, ctx, kcat, broker, topic, "-J"), "\n") {
+		if line == "" {
+			continue
+		}
+		var r kcatJSON
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("kcat -J printed %.200q: %v", line, err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// kcatRecord is one record as kcat printed it: key holds what kcat's
+// format printed before the value (the record key, or its headers).
+type kcatRecord struct{ key, value string }
+
+// kcatRecords reads topic with kcat -f '<keyFormat>\t%s\n'; keyFormat is
+// "%k" (the key) or "%h" (the headers). Values must be one line each.
+func kcatRecords(t *testing.T, ctx context.Context, kcat, broker, topic, keyFormat string) []kcatRecord {
+	t.Helper()
 	var recs []kcatRecord
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(runKcat(t, ctx, kcat, broker, topic, "-f", keyFormat+`\t%s\n`), "\n") {
 		if line == "" {
 			continue
 		}

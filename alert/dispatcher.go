@@ -1,0 +1,306 @@
+// Package alert turns findings into on-call alerts: Prometheus Alertmanager,
+// PagerDuty Events API v2 and Slack-compatible incoming webhooks.
+//
+// The Dispatcher works from the state store only, on its own goroutines, so
+// detection and revocation never wait for a sink:
+//
+//   - Intake (one process at a time, by the alert_intake_lock row) takes the
+//     findings not yet seen (findings.alert_seen_at), in detection order.
+//     A finding at or above MinSeverity joins the open alert of its rule,
+//     database and user (its dedup key), or a resolved one that saw such a
+//     finding within DedupWindow, or else raises a new alert with one
+//     pending delivery per configured sink. The same pass resolves alerts:
+//     those of RevocationRules when the user was dropped (a revocation with
+//     outcome dropped or already_absent, finished no earlier than DedupWindow
+//     before the alert's first finding), the others AutoResolve after their
+//     last finding.
+//   - Delivery runs one goroutine per sink (one process per sink at a time,
+//     by its alert_sinks row). A delivery is pending while what the sink
+//     acknowledged lags the alert's state; it is retried with exponential
+//     backoff and jitter, and kept until it succeeds: a sink that is down
+//     receives its backlog when it is back, and holds back no other sink.
+package alert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leaseguard/leaseguard/store"
+)
+
+// DB is the state store: a *pgxpool.Pool whose connections have the
+// ledger schema as search_path (store.Store.Pool).
+type DB interface {
+	store.Querier
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Deps are what the dispatcher runs with.
+type Deps struct {
+	// Pool is the state store; required. The dispatcher holds one
+	// connection per sink while that sink's delivery pass runs, and one for
+	// an intake pass.
+	Pool DB
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer gets the dispatcher's metrics; nil registers them nowhere.
+	Registerer prometheus.Registerer
+	// Clock stamps alerts and schedules deliveries; default time.Now.
+	Clock func() time.Time
+	// HTTPClient sends to the sinks (say, for a proxy or a private CA). The
+	// dispatcher never follows redirects: nil gets a client that does not.
+	HTTPClient *http.Client
+}
+
+// Dispatcher raises, delivers and resolves alerts. Any number of
+// dispatchers may run on one state store; each alert is raised once and
+// delivered once per sink (at least once: a delivery whose outcome could
+// not be recorded is sent again).
+type Dispatcher struct {
+	cfg     Config
+	db      DB
+	log     *slog.Logger
+	now     func() time.Time
+	m       *metrics
+	sinks   []sink
+	names   []string
+	workers []*worker
+	running atomic.Bool
+}
+
+// New checks cfg and builds a dispatcher; Run starts it.
+func New(cfg Config, d Deps) (*Dispatcher, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Pool == nil {
+		return nil, errors.New("alert: the state store is required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Clock == nil {
+		d.Clock = time.Now
+	}
+	client := d.HTTPClient
+	if client == nil {
+		client = newHTTPClient()
+	} else if client.CheckRedirect == nil {
+		c := *client
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		client = &c
+	}
+	var sinks []sink
+	for _, raw := range cfg.AlertmanagerURLs {
+		s, err := newAlertmanagerSink(raw, cfg, client)
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, s)
+	}
+	if cfg.PagerDutyRoutingKey != "" {
+		sinks = append(sinks, newPagerDutySink(cfg, client))
+	}
+	if cfg.SlackWebhookURL != "" {
+		sinks = append(sinks, newSlackSink(cfg, client))
+	}
+	return newDispatcher(cfg, d, sinks)
+}
+
+// newDispatcher builds a dispatcher over the given sinks (tests pass their
+// own).
+func newDispatcher(cfg Config, d Deps, sinks []sink) (*Dispatcher, error) {
+	names := make([]string, len(sinks))
+	for i, s := range sinks {
+		names[i] = s.Name()
+	}
+	m, err := newMetrics(d.Registerer, names)
+	if err != nil {
+		return nil, err
+	}
+	x := &Dispatcher{cfg: cfg, db: d.Pool, log: d.Logger, now: d.Clock, m: m, sinks: sinks, names: names}
+	for _, s := range sinks {
+		x.workers = append(x.workers, &worker{x: x, sink: s, wake: make(chan struct{}, 1)})
+	}
+	return x, nil
+}
+
+// Sinks names the configured sinks.
+func (x *Dispatcher) Sinks() []string { return append([]string(nil), x.names...) }
+
+// Run raises, delivers and resolves alerts until ctx is done, then returns
+// nil once its goroutines have stopped. Failures (state store or sinks
+// down) are logged and retried; Run returns an error only if the dispatcher
+// is already running.
+func (x *Dispatcher) Run(ctx context.Context) error {
+	if !x.running.CompareAndSwap(false, true) {
+		return errors.New("alert: dispatcher is already running")
+	}
+	defer x.running.Store(false)
+	x.log.Info("alert dispatcher running", "config", x.cfg, "sinks", x.names)
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range x.workers {
+		wg.Go(func() { w.run(ctx, ready) })
+	}
+	x.runIntake(ctx, ready)
+	wg.Wait()
+	return nil
+}
+
+// runIntake makes sure the sinks' rows exist, closes ready, and then takes
+// in findings and resolves alerts every Interval.
+func (x *Dispatcher) runIntake(ctx context.Context, ready chan struct{}) {
+	prepared := false
+	failures := 0
+	for {
+		var err error
+		n, changed := 0, false
+		if !prepared {
+			if err = x.prepare(ctx); err == nil {
+				prepared = true
+				close(ready)
+			}
+		}
+		if prepared {
+			n, changed, err = x.intake(ctx)
+			x.updatePending(ctx)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if changed {
+			x.wakeAll()
+		}
+		var wait time.Duration
+		switch {
+		case err != nil:
+			failures++
+			wait = backoff(x.cfg.Interval, x.cfg.MaxBackoff, failures)
+			x.log.Warn("alert intake failed, will retry", "err", err, "failures", failures, "retry_in", wait)
+		case n >= x.cfg.Batch:
+			failures = 0 // more may be waiting
+		default:
+			if failures > 0 {
+				x.log.Info("alert intake working again", "after_failures", failures)
+			}
+			failures = 0
+			wait = x.cfg.Interval
+		}
+		if wait > 0 && !sleep(ctx, wait, nil) {
+			return
+		}
+	}
+}
+
+func (x *Dispatcher) wakeAll() {
+	for _, w := range x.workers {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// prepare records the configured sinks and gives each alert still open a
+// delivery to every sink that has none (a sink added since it opened).
+func (x *Dispatcher) prepare(ctx context.Context) error {
+	if len(x.names) == 0 {
+		return nil
+	}
+	if _, err := x.db.Exec(ctx, `INSERT INTO alert_sinks (sink) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, x.names); err != nil {
+		return fmt.Errorf("alert: record sinks: %w", err)
+	}
+	_, err := x.db.Exec(ctx, `
+		INSERT INTO alert_deliveries (alert_id, sink, next_attempt_at)
+		SELECT a.id, s.sink, $2 FROM alerts a CROSS JOIN unnest($1::text[]) AS s(sink)
+		WHERE a.resolved_at IS NULL
+		ON CONFLICT DO NOTHING`, x.names, x.now())
+	if err != nil {
+		return fmt.Errorf("alert: deliveries for open alerts: %w", err)
+	}
+	return nil
+}
+
+// updatePending sets the pending gauge of every sink: deliveries whose
+// sink has not acknowledged the alert's current state. It is counted here,
+// not by the sink's worker, so that it rises while a sink hangs.
+func (x *Dispatcher) updatePending(ctx context.Context) {
+	if len(x.names) == 0 {
+		return
+	}
+	rows, err := x.db.Query(ctx, `
+		SELECT d.sink, count(*) FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+		WHERE d.sink = ANY($1) AND d.delivered <> 'resolve'
+		  AND (d.delivered = 'none' OR a.resolved_at IS NOT NULL)
+		GROUP BY d.sink`, x.names)
+	if err != nil {
+		if ctx.Err() == nil {
+			x.log.Warn("alert: count pending deliveries", "err", err)
+		}
+		return
+	}
+	counts := map[string]int64{}
+	var sink string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&sink, &n}, func() error {
+		counts[sink] = n
+		return nil
+	}); err != nil {
+		if ctx.Err() == nil {
+			x.log.Warn("alert: count pending deliveries", "err", err)
+		}
+		return
+	}
+	for _, s := range x.names {
+		x.m.pending.WithLabelValues(s).Set(float64(counts[s]))
+	}
+}
+
+// backoff is the wait after the given number of consecutive failures: it
+// doubles from base up to ceiling, and is drawn from its upper half
+// (jitter), so that retries of many deliveries and processes spread out.
+func backoff(base, ceiling time.Duration, failures int) time.Duration {
+	d := base
+	for i := 1; i < failures && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// sleep waits for d, or until wake fires (nil: never) or ctx ends; it
+// reports false when ctx ended.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-wake:
+	}
+	return true
+}
+
+// commitTimeout bounds the commits and marks written after ctx ended.
+const commitTimeout = 10 * time.Second
+
+// rollback ends tx when it was not committed.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	_ = tx.Rollback(rctx) // after a commit, a no-op
+}

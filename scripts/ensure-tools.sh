@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the programs the end-to-end shipping test runs, when they are
+# missing: Debian's rsyslog with its Kafka output (omkafka, package
+# rsyslog-kafka) ships a Vault file audit log into Kafka, and kcat reads the
+# evidence topic as a SIEM would. Quiet when everything is there; fails
+# loudly when something is still missing, so the test never skips.
+set -euo pipefail
+
+packages=(rsyslog rsyslog-kafka kcat)
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+for pkg in "${packages[@]}"; do
+  installed "$pkg" || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "ensure-tools: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+fail() {
+  echo "ensure-tools: $*; cannot run the end-to-end tests" >&2
+  exit 1
+}
+for pkg in "${packages[@]}"; do
+  installed "$pkg" || fail "package $pkg is not installed"
+done
+# rsyslogd lives in /usr/sbin, which a user's PATH may lack.
+[ -x /usr/sbin/rsyslogd ] || command -v rsyslogd >/dev/null 2>&1 || fail "rsyslogd not found"
+command -v kcat >/dev/null 2>&1 || fail "kcat not found"
+dpkg-query -L rsyslog-kafka | grep -q '/omkafka\.so$' || fail "rsyslog-kafka provides no omkafka.so"
+dpkg-query -L rsyslog | grep -q '/imfile\.so$' || fail "rsyslog provides no imfile.so"
