@@ -31,6 +31,9 @@ var DefaultModes = map[string]schemas.Mode{
 	RuleReuseAfterRevoke:  schemas.ModeEnforce,
 	RuleReuseUnknownLease: schemas.ModeObserve,
 	RuleOrphanRole:        schemas.ModeObserve,
+	// The audit-log rules (audit_rules.go) name no user: observe only.
+	RuleUnauditedIssue: schemas.ModeObserve,
+	RuleMassRevocation: schemas.ModeObserve,
 }
 
 // Modes maps rule names to modes.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/schemas"
 
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
@@ -163,8 +164,14 @@ func (c Config) Validate() error {
 	if c.DetectBatch < 1 {
 		bad("DETECT_BATCH", "must be positive")
 	}
-	if _, err := detectors.ParseModes(c.RuleModes); err != nil {
+	if modes, err := detectors.ParseModes(c.RuleModes); err != nil {
 		bad("RULE_MODES", "%v", err)
+	} else {
+		for _, r := range []string{detectors.RuleUnauditedIssue, detectors.RuleMassRevocation} {
+			if modes.Mode(r) == schemas.ModeEnforce {
+				bad("RULE_MODES", "%s names no database user and can only observe", r)
+			}
+		}
 	}
 	if _, err := detectors.ParseScope(c.EnforceScope); err != nil {
 		bad("ENFORCE_SCOPE", "%v", err)

@@ -285,6 +285,15 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 			return err
 		}
 		p.group.Go(func() error { return exp.Run(gctx) })
+		acfg := detectors.DefaultAuditRulesConfig()
+		acfg.Modes, acfg.Scope = modes, scope
+		ar, err := detectors.NewAuditRules(acfg, detectors.AuditRulesDeps{
+			Pool: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,
+		})
+		if err != nil {
+			return configError{err}
+		}
+		p.group.Go(func() error { return ar.Run(gctx) })
 	}
 	return nil
 }

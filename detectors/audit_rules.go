@@ -1,0 +1,305 @@
+package detectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+)
+
+// The audit-log rules: they judge what the audit stream says Vault did, and
+// name no database user, so they only observe.
+const (
+	// RuleUnauditedIssue: a creds request entry with no response entry after
+	// a window. The response audit write failed (Vault then fails the
+	// request), but the backend may already have created a database user
+	// that no client holds.
+	RuleUnauditedIssue = "unaudited-issue"
+	// RuleMassRevocation: sys/leases/revoke-prefix or revoke-force was used.
+	RuleMassRevocation = "mass-revocation"
+)
+
+// Defaults of AuditRulesConfig.
+const (
+	DefaultUnauditedWindow    = 2 * time.Minute
+	DefaultAuditRulesBatch    = 500
+	DefaultAuditRulesInterval = 10 * time.Second
+)
+
+// AuditRulesConfig configures the audit-log rules.
+type AuditRulesConfig struct {
+	// Modes: both rules only observe; enforce is refused.
+	Modes Modes
+	// Scope sets Finding.InScope: an unaudited issue is placed by its Vault
+	// mount and role (its database is unknown); a prefix revocation is in
+	// scope only when the scope is unrestricted.
+	Scope Scope
+	// UnauditedWindow is how long a creds request may wait for its
+	// response entry before unaudited-issue reports it.
+	UnauditedWindow time.Duration
+	// Batch is the most events of each rule one pass reports.
+	Batch    int
+	Interval time.Duration
+}
+
+// DefaultAuditRulesConfig returns the documented defaults.
+func DefaultAuditRulesConfig() AuditRulesConfig {
+	return AuditRulesConfig{UnauditedWindow: DefaultUnauditedWindow, Batch: DefaultAuditRulesBatch,
+		Interval: DefaultAuditRulesInterval}
+}
+
+// Validate checks the configuration.
+func (c AuditRulesConfig) Validate() error {
+	switch {
+	case c.UnauditedWindow <= 0:
+		return errors.New("unaudited-issue window must be positive")
+	case c.Interval <= 0:
+		return errors.New("audit rules interval must be positive")
+	case c.Batch <= 0:
+		return errors.New("audit rules batch must be positive")
+	}
+	for _, r := range []string{RuleUnauditedIssue, RuleMassRevocation} {
+		if c.Modes.Mode(r) == schemas.ModeEnforce {
+			return fmt.Errorf("rule %s names no database user and can only observe", r)
+		}
+	}
+	return nil
+}
+
+// AuditRules runs unaudited-issue and mass-revocation over the ledger. Each
+// event is reported once: the rows are claimed FOR UPDATE SKIP LOCKED and
+// marked reported in the transaction that records the finding and its
+// evidence, so several processes share the work without repeating it.
+type AuditRules struct {
+	cfg      AuditRulesConfig
+	pool     *pgxpool.Pool
+	evidence evidence.Builder
+	clock    func() time.Time
+	logger   *slog.Logger
+	metrics  *Metrics
+}
+
+// AuditRulesDeps are the audit rules' collaborators.
+type AuditRulesDeps struct {
+	// Pool of the state store (search_path set to its schema).
+	Pool     *pgxpool.Pool
+	Evidence evidence.Builder
+	Logger   *slog.Logger
+	Metrics  *Metrics
+	Clock    func() time.Time
+}
+
+// NewAuditRules builds the rules.
+func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) {
+	if cfg.Modes == nil {
+		cfg.Modes, _ = ParseModes("")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Pool == nil {
+		return nil, errors.New("audit rules: pool is required")
+	}
+	if d.Clock == nil {
+		d.Clock = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
+	}
+	return &AuditRules{cfg: cfg, pool: d.Pool, evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics}, nil
+}
+
+// Run ticks until ctx ends. A pass that claimed a full batch is followed at
+// once by another.
+func (a *AuditRules) Run(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		n, err := a.Tick(ctx)
+		if err != nil && ctx.Err() == nil {
+			a.logger.Warn("audit rules pass failed; will retry", "err", err)
+		}
+		if err == nil && n >= a.cfg.Batch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Tick runs one pass of each rule and returns how many events they claimed.
+// The rules use separate transactions: one failing does not hold up the
+// other.
+func (a *AuditRules) Tick(ctx context.Context) (int, error) {
+	start := time.Now()
+	defer func() { a.metrics.tick.Observe(time.Since(start).Seconds()) }()
+	now := a.clock()
+	n1, err1 := a.inTx(ctx, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.unaudited(ctx, tx, now) })
+	n2, err2 := a.inTx(ctx, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.massRevocations(ctx, tx, now) })
+	return n1 + n2, errors.Join(err1, err2)
+}
+
+func (a *AuditRules) inTx(ctx context.Context, pass func(pgx.Tx) (int, []schemas.Finding, error)) (int, error) {
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	n, fresh, err := pass(tx)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit audit rules pass: %w", err)
+	}
+	for _, f := range fresh {
+		a.metrics.findings.WithLabelValues(f.Rule, string(f.Severity), string(f.Mode), f.Action).Inc()
+	}
+	return n, nil
+}
+
+func (a *AuditRules) unaudited(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+	reqs, err := store.ClaimUnauditedIssues(ctx, tx, now.Add(-a.cfg.UnauditedWindow), a.cfg.Batch)
+	if err != nil || len(reqs) == 0 {
+		return 0, nil, err
+	}
+	ids := make([]string, len(reqs))
+	for i, r := range reqs {
+		ids[i] = r.RequestID
+	}
+	if err := store.MarkUnauditedReported(ctx, tx, ids, now); err != nil {
+		return 0, nil, err
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	var fresh []schemas.Finding
+	for _, r := range reqs {
+		f := a.unauditedFinding(r, now)
+		lc := &evidence.LeaseContext{VaultRequestID: r.RequestID, EntityID: r.EntityID,
+			RemoteAddress: r.RemoteAddress, Mount: r.Mount, Role: r.Role}
+		isNew, err := a.record(ctx, tx, f, lc)
+		if err != nil {
+			return 0, nil, err
+		}
+		if isNew {
+			fresh = append(fresh, f)
+		}
+	}
+	return len(reqs), fresh, nil
+}
+
+func (a *AuditRules) unauditedFinding(r store.CredsRecord, now time.Time) schemas.Finding {
+	facts := map[string]any{
+		"vault_request_id": r.RequestID,
+		"path":             r.Path,
+		"mount":            r.Mount,
+		"role":             r.Role,
+		"entity_id":        r.EntityID,
+		"remote_address":   r.RemoteAddress,
+		"requested_at":     r.Time.UTC().Format(time.RFC3339Nano),
+		"window_seconds":   a.cfg.UnauditedWindow.Seconds(),
+	}
+	for k, v := range map[string]string{"namespace": r.Namespace, "token_accessor": r.TokenAccessor, "display_name": r.DisplayName} {
+		if v != "" {
+			facts[k] = v
+		}
+	}
+	path := r.Path
+	if path == "" {
+		path = r.Mount + "/creds/" + r.Role
+	}
+	return schemas.Finding{
+		Type:       schemas.FindingType,
+		ID:         id(RuleUnauditedIssue, r.RequestID),
+		Rule:       RuleUnauditedIssue,
+		Severity:   schemas.SeverityHigh,
+		Mode:       a.cfg.Modes.Mode(RuleUnauditedIssue),
+		InScope:    a.cfg.Scope.Contains("", r.Mount, r.Role),
+		DetectedAt: now.UTC(),
+		Mount:      r.Mount,
+		Role:       r.Role,
+		EntityID:   r.EntityID,
+		Summary: fmt.Sprintf("creds request %s (%s) logged at %s has no response entry after %s: Vault may have created a database user that no client holds",
+			r.RequestID, path, r.Time.UTC().Format(time.RFC3339), a.cfg.UnauditedWindow),
+		Facts:  facts,
+		Action: schemas.ActionNone,
+	}
+}
+
+func (a *AuditRules) massRevocations(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+	ps, err := store.ClaimPrefixRevocations(ctx, tx, a.cfg.Batch)
+	if err != nil || len(ps) == 0 {
+		return 0, nil, err
+	}
+	if err := store.MarkPrefixRevocationsReported(ctx, tx, ps, now); err != nil {
+		return 0, nil, err
+	}
+	var fresh []schemas.Finding
+	for _, p := range ps {
+		f := a.massRevocationFinding(p, now)
+		isNew, err := a.record(ctx, tx, f, &evidence.LeaseContext{VaultRequestID: p.VaultRequestID})
+		if err != nil {
+			return 0, nil, err
+		}
+		if isNew {
+			fresh = append(fresh, f)
+		}
+	}
+	return len(ps), fresh, nil
+}
+
+func (a *AuditRules) massRevocationFinding(p store.PrefixRevocation, now time.Time) schemas.Finding {
+	at := p.RevokedAt.UTC().Format(time.RFC3339Nano)
+	facts := map[string]any{
+		"prefix":         p.Prefix,
+		"method":         p.Method,
+		"revoked_at":     at,
+		"leases_revoked": p.LeasesRevoked,
+	}
+	if p.VaultRequestID != "" {
+		facts["vault_request_id"] = p.VaultRequestID
+	}
+	if p.Namespace != "" {
+		facts["namespace"] = p.Namespace
+	}
+	return schemas.Finding{
+		Type:       schemas.FindingType,
+		ID:         id(RuleMassRevocation, p.Prefix, at),
+		Rule:       RuleMassRevocation,
+		Severity:   schemas.SeverityMedium,
+		Mode:       a.cfg.Modes.Mode(RuleMassRevocation),
+		InScope:    len(a.cfg.Scope.Databases) == 0 && len(a.cfg.Scope.Roles) == 0,
+		DetectedAt: now.UTC(),
+		Summary: fmt.Sprintf("%s of prefix %q at %s revoked %d lease(s) known to the ledger",
+			p.Method, p.Prefix, p.RevokedAt.UTC().Format(time.RFC3339), p.LeasesRevoked),
+		Facts:  facts,
+		Action: schemas.ActionNone,
+	}
+}
+
+// record appends the finding's evidence and stores the finding, in tx; it
+// reports whether the finding is new.
+func (a *AuditRules) record(ctx context.Context, tx pgx.Tx, f schemas.Finding, lc *evidence.LeaseContext) (bool, error) {
+	ev, err := a.evidence.Finding(f, lc)
+	if err != nil {
+		return false, fmt.Errorf("build finding evidence: %w", err)
+	}
+	ev, err = evidence.Append(ctx, tx, ev)
+	if err != nil {
+		return false, fmt.Errorf("append finding evidence: %w", err)
+	}
+	return store.InsertFinding(ctx, tx, f, ev.ID)
+}
