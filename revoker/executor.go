@@ -78,6 +78,7 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 	claims := make([]store.Claim, len(cmds))
 	byDB := map[string][]int{}
 	var order []string
+	var candidates []int
 	for i, cmd := range cmds {
 		out[i].Command = cmd
 		if err := x.Verifier.Verify(cmd); err != nil {
@@ -89,12 +90,27 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 				Reason: fmt.Sprintf("no target database named %q is configured", cmd.Database)}))
 			continue
 		}
-		claim, err := store.ClaimRevocation(ctx, x.State, cmd)
-		if err != nil {
-			x.Logger.Warn("cannot claim revocation; will retry", "command_id", cmd.ID, "err", err)
-			out[i].Retry, out[i].Err = true, err
-			continue
+		candidates = append(candidates, i)
+	}
+	// Claim every command in one transaction (one commit for the batch).
+	if err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
+		for _, i := range candidates {
+			c, err := store.ClaimRevocation(ctx, tx, cmds[i])
+			if err != nil {
+				return err
+			}
+			claims[i] = c
 		}
+		return nil
+	}); err != nil {
+		x.Logger.Warn("cannot claim revocations; will retry", "commands", len(candidates), "err", err)
+		for _, i := range candidates {
+			out[i].Retry, out[i].Err = true, err
+		}
+		return out
+	}
+	for _, i := range candidates {
+		cmd, claim := cmds[i], claims[i]
 		if claim.Done {
 			x.Metrics.duplicates.Inc()
 			out[i].Recorded, out[i].Duplicate = true, true
@@ -115,7 +131,6 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 				continue
 			}
 		}
-		claims[i] = claim
 		if _, seen := byDB[cmd.Database]; !seen {
 			order = append(order, cmd.Database)
 		}
@@ -140,6 +155,8 @@ func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds
 	start := time.Now()
 	results := x.Dropper.DropBatch(hookCtx, pool, db, batch)
 	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	var settleIdx []int
+	var settleRes []schemas.RevocationResult
 	for j, i := range idx {
 		res := results[j]
 		if res.Outcome == schemas.OutcomeAlreadyAbsent && claims[i].TargetXID != 0 {
@@ -155,8 +172,56 @@ func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds
 			out[i] = Executed{Command: cmds[i], Result: res, Retry: true, Err: errors.New(res.Reason)}
 			continue
 		}
-		out[i] = x.settle(ctx, cmds[i], res)
+		settleIdx = append(settleIdx, i)
+		settleRes = append(settleRes, res)
 	}
+	// One state-store transaction (one commit) for the whole batch's
+	// outcomes and evidence; per command if that fails.
+	settleCmds := make([]schemas.RevocationCommand, len(settleIdx))
+	for k, i := range settleIdx {
+		settleCmds[k] = cmds[i]
+	}
+	for k, e := range x.settleMany(ctx, settleCmds, settleRes) {
+		out[settleIdx[k]] = e
+	}
+}
+
+// settleMany records several outcomes and their evidence in one
+// transaction; if that fails, each is recorded on its own so one bad record
+// does not hold back the others.
+func (x *Executor) settleMany(ctx context.Context, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) []Executed {
+	out := make([]Executed, len(cmds))
+	if len(cmds) == 0 {
+		return out
+	}
+	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
+		var fresh []evidence.Event
+		for i := range cmds {
+			ev, ok, err := x.finish(ctx, tx, cmds[i], results[i])
+			if err != nil {
+				return err
+			}
+			if ok {
+				fresh = append(fresh, ev)
+			}
+		}
+		// Evidence last: the chain head stays locked until commit.
+		if _, err := evidence.AppendMany(ctx, tx, fresh); err != nil {
+			return fmt.Errorf("append evidence: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		x.Logger.Warn("recording a batch of outcomes failed; recording one by one", "commands", len(cmds), "err", err)
+		for i := range cmds {
+			out[i] = x.settle(ctx, cmds[i], results[i])
+		}
+		return out
+	}
+	for i := range cmds {
+		out[i] = x.recorded(cmds[i], results[i])
+	}
+	return out
 }
 
 func (x *Executor) refusal(cmd schemas.RevocationCommand, err error) schemas.RevocationResult {
@@ -172,10 +237,16 @@ func (x *Executor) refusal(cmd schemas.RevocationCommand, err error) schemas.Rev
 
 // settle records the outcome and its evidence in one transaction.
 func (x *Executor) settle(ctx context.Context, cmd schemas.RevocationCommand, res schemas.RevocationResult) Executed {
-	if err := x.record(ctx, cmd, res); err != nil {
+	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error { return x.recordTx(ctx, tx, cmd, res) })
+	if err != nil {
 		x.Logger.Warn("cannot record revocation outcome; will retry", "command_id", cmd.ID, "err", err)
 		return Executed{Command: cmd, Result: res, Retry: true, Err: err}
 	}
+	return x.recorded(cmd, res)
+}
+
+// recorded counts and logs an outcome that is committed.
+func (x *Executor) recorded(cmd schemas.RevocationCommand, res schemas.RevocationResult) Executed {
 	x.Metrics.outcomes.WithLabelValues(string(res.Outcome), res.Guard).Inc()
 	x.Logger.Info("revocation", "outcome", res.Outcome, "database", res.Database, "db_user", res.DBUser,
 		"command_id", res.CommandID, "rule", cmd.Rule, "issuer", cmd.Issuer, "actor", cmd.Actor, "guard", res.Guard,
@@ -183,32 +254,42 @@ func (x *Executor) settle(ctx context.Context, cmd schemas.RevocationCommand, re
 	return Executed{Command: cmd, Result: res, Recorded: true}
 }
 
-func (x *Executor) record(ctx context.Context, cmd schemas.RevocationCommand, res schemas.RevocationResult) error {
-	return pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
-		if res.Outcome == schemas.OutcomeRefused {
-			// Refused commands may never have been claimed.
-			if _, err := store.ClaimRevocation(ctx, tx, cmd); err != nil {
-				return err
-			}
+// recordTx records one outcome and its evidence inside tx.
+func (x *Executor) recordTx(ctx context.Context, tx pgx.Tx, cmd schemas.RevocationCommand, res schemas.RevocationResult) error {
+	ev, ok, err := x.finish(ctx, tx, cmd, res)
+	if err != nil || !ok {
+		return err
+	}
+	if _, err := evidence.Append(ctx, tx, ev); err != nil {
+		return fmt.Errorf("append evidence: %w", err)
+	}
+	return nil
+}
+
+// finish records the outcome of cmd inside tx and returns its evidence
+// event, to be appended by the caller; ok is false when an earlier attempt
+// already recorded it (no second evidence).
+func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmd schemas.RevocationCommand, res schemas.RevocationResult) (evidence.Event, bool, error) {
+	if res.Outcome == schemas.OutcomeRefused {
+		// Refused commands may never have been claimed.
+		if _, err := store.ClaimRevocation(ctx, tx, cmd); err != nil {
+			return evidence.Event{}, false, err
 		}
-		var lc *evidence.LeaseContext
-		if cmd.LeaseID != "" {
-			lc = &evidence.LeaseContext{LeaseID: cmd.LeaseID}
-			_ = tx.QueryRow(ctx, `SELECT coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
-				coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = $1`, cmd.LeaseID).
-				Scan(&lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role)
-		}
-		ev, err := x.Evidence.Revocation(cmd, res, lc)
-		if err != nil {
-			return fmt.Errorf("build evidence: %w", err)
-		}
-		fresh, err := store.FinishRevocation(ctx, tx, res, ev.ID, x.Clock())
-		if err != nil || !fresh {
-			return err // already recorded by another attempt: no second evidence
-		}
-		if _, err := evidence.Append(ctx, tx, ev); err != nil {
-			return fmt.Errorf("append evidence: %w", err)
-		}
-		return nil
-	})
+	}
+	var lc *evidence.LeaseContext
+	if cmd.LeaseID != "" {
+		lc = &evidence.LeaseContext{LeaseID: cmd.LeaseID}
+		_ = tx.QueryRow(ctx, `SELECT coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
+			coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = $1`, cmd.LeaseID).
+			Scan(&lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role)
+	}
+	ev, err := x.Evidence.Revocation(cmd, res, lc)
+	if err != nil {
+		return evidence.Event{}, false, fmt.Errorf("build evidence: %w", err)
+	}
+	fresh, err := store.FinishRevocation(ctx, tx, res, ev.ID, x.Clock())
+	if err != nil || !fresh {
+		return evidence.Event{}, false, err
+	}
+	return ev, true, nil
 }
