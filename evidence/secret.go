@@ -57,10 +57,12 @@ func walkSecrets(path string, v any) error {
 			}
 		}
 	case string:
+		// Cheap screens first: evidence carries long statement lists, and
+		// the regular expressions only need to run where they could match.
 		switch {
-		case sqlPassword.MatchString(v):
+		case containsFold(v, "password") && sqlPassword.MatchString(v):
 			return fmt.Errorf("%w: %s sets a password", ErrSecret, path)
-		case vaultToken.MatchString(v):
+		case mayHoldToken(v) && vaultToken.MatchString(v):
 			return fmt.Errorf("%w: %s holds what looks like a Vault token", ErrSecret, path)
 		}
 	}
@@ -77,6 +79,42 @@ func passwordKey(k string) bool {
 	norm := b.String()
 	for _, p := range passwordKeys {
 		if strings.Contains(norm, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold reports whether s contains the lowercase ASCII word w in any
+// case.
+func containsFold(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		j := 0
+		for ; j < len(w); j++ {
+			c := s[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != w[j] {
+				break
+			}
+		}
+		if j == len(w) {
+			return true
+		}
+	}
+	return false
+}
+
+// mayHoldToken reports whether s has a dot preceded by s, b or r and
+// followed by a letter or digit: the shape every Vault token starts with.
+func mayHoldToken(s string) bool {
+	for i := 1; i+1 < len(s); i++ {
+		if s[i] != '.' {
+			continue
+		}
+		p, n := s[i-1], s[i+1]
+		if (p == 's' || p == 'b' || p == 'r') && (n >= 'a' && n <= 'z' || n >= 'A' && n <= 'Z' || n >= '0' && n <= '9') {
 			return true
 		}
 	}
