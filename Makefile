@@ -43,3 +43,10 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Throughput, latency and memory against baselines measured in the same run
+# (bench/README.md); prints a table, writes bench/results.json, ~8 minutes.
+# make bench BENCHFLAGS=-quick for a one-minute smoke run.
+.PHONY: bench
+bench: build postgres
+	$(GO) run ./cmd/leaseguard-bench -leaseguard $(BIN) $(BENCHFLAGS)

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// defaultDatabaseURL is used when neither TEST_DATABASE_URL nor
+// LEASEGUARD_DATABASE_URL is set.
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// Exit codes: 0 every figure measured (targets met or not), 1 a scenario
+// failed, 2 usage.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	scenarioAll = "decode,nats,kafka,revoke,expiry,memory"
+)
+
+// Main holds what the harness takes from its environment.
+type Main struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+// options are the command-line settings.
+type options struct {
+	only       map[string]bool
+	quick      bool
+	runs       int
+	out        string
+	bin        string
+	profileDir string
+	timeout    time.Duration
+	dbURL      string
+
+	decodeEntries int
+	decodeRunTime time.Duration
+
+	e2eEntries   int
+	pacedRate    int
+	pacedSeconds time.Duration
+	resolver     bool
+
+	revokeUsers    int
+	revokeSessions int
+	revokeBatch    int
+
+	expiryLeases    int
+	expiryGrace     time.Duration
+	detectInterval  time.Duration
+	expiryRateLimit int
+
+	rssLeases []int
+	rssWindow time.Duration
+}
+
+func (m *Main) parse(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("leaseguard-bench", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, memory")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes, one run per scenario (about a minute)")
+	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry 3, memory 1; -quick: 1)")
+	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
+	fs.StringVar(&o.bin, "leaseguard", filepath.Join("bin", "leaseguard"), "leaseguard binary run as a child process by the expiry and memory scenarios")
+	fs.StringVar(&o.profileDir, "cpuprofile", "", "directory to write a CPU profile per in-process scenario (<scenario>.pprof)")
+	fs.DurationVar(&o.timeout, "timeout", 14*time.Minute, "give up after this long (cleanup still runs)")
+	fs.StringVar(&o.dbURL, "database-url", "", "PostgreSQL URL (default TEST_DATABASE_URL, then LEASEGUARD_DATABASE_URL, then the local test database)")
+	fs.IntVar(&o.decodeEntries, "decode-entries", 0, "entries in the decode corpus (default 20000; -quick 10000)")
+	fs.IntVar(&o.e2eEntries, "e2e-entries", 0, "entries published per end-to-end run (default 200000; -quick 20000)")
+	fs.BoolVar(&o.resolver, "resolver", true, "run the expiry resolver beside end-to-end ingest, kicked after each batch that issued, as run does")
+	fs.IntVar(&o.pacedRate, "paced-rate", 10000, "entries/s of the paced end-to-end phase that measures lag at a steady load (0: skip)")
+	fs.IntVar(&o.revokeUsers, "revoke-users", 0, "users dropped per revocation run (default 2000; -quick 200)")
+	fs.IntVar(&o.revokeSessions, "revoke-sessions", 0, "users of each revocation run that hold a live session (default 1%)")
+	fs.IntVar(&o.revokeBatch, "revoke-batch", 0, "commands per Executor call (default LEASEGUARD_REVOCATION_BATCH, else 100)")
+	fs.IntVar(&o.expiryLeases, "expiry-leases", 0, "leases expiring in the same second per expiry run (default 1000; -quick 100)")
+	fs.DurationVar(&o.expiryGrace, "expiry-grace", 0, "LEASEGUARD_EXPIRY_GRACE of the expiry scenario")
+	fs.DurationVar(&o.detectInterval, "detect-interval", 200*time.Millisecond, "LEASEGUARD_DETECT_INTERVAL of the expiry scenario")
+	fs.IntVar(&o.expiryRateLimit, "expiry-rate-limit", 100000, "LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE of the expiry scenario (the default 600 would hold 1,000 drops back by design)")
+	rss := fs.String("rss-leases", "", "ledger sizes of the memory scenario, comma-separated (default 10000,1000000; -quick 10000,100000)")
+	fs.DurationVar(&o.rssWindow, "rss-window", 0, "how long the memory scenario runs leaseguard per ledger size (default 16s; -quick 11s)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "":
+		case "e2e":
+			o.only["nats"], o.only["kafka"] = true, true
+		case "decode", "nats", "kafka", "revoke", "expiry", "memory":
+			o.only[s] = true
+		default:
+			return o, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
+		}
+	}
+	pick := func(v *int, full, quick int) {
+		if *v <= 0 {
+			*v = full
+			if o.quick {
+				*v = quick
+			}
+		}
+	}
+	pick(&o.decodeEntries, 20000, 10000)
+	pick(&o.e2eEntries, 200000, 20000)
+	pick(&o.revokeUsers, 2000, 200)
+	pick(&o.expiryLeases, 1000, 100)
+	if o.revokeSessions <= 0 {
+		o.revokeSessions = max(1, o.revokeUsers/100)
+	}
+	if o.revokeBatch <= 0 {
+		o.revokeBatch = 100
+		if v, err := strconv.Atoi(m.Getenv("LEASEGUARD_REVOCATION_BATCH")); err == nil && v > 0 {
+			o.revokeBatch = v
+		}
+	}
+	o.decodeRunTime = time.Second
+	o.pacedSeconds = 5 * time.Second
+	if o.quick {
+		o.decodeRunTime = 300 * time.Millisecond
+		o.pacedSeconds = 2 * time.Second
+	}
+	if o.rssWindow <= 0 {
+		o.rssWindow = 16 * time.Second
+		if o.quick {
+			o.rssWindow = 11 * time.Second
+		}
+	}
+	if *rss == "" {
+		*rss = "10000,1000000"
+		if o.quick {
+			*rss = "10000,100000"
+		}
+	}
+	for _, s := range strings.Split(*rss, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return o, fmt.Errorf("-rss-leases: %q is not a positive number", s)
+		}
+		if len(o.rssLeases) > 0 && n <= o.rssLeases[len(o.rssLeases)-1] {
+			return o, errors.New("-rss-leases: sizes must increase")
+		}
+		o.rssLeases = append(o.rssLeases, n)
+	}
+	if len(o.rssLeases) != 2 {
+		return o, errors.New("-rss-leases: want two sizes, small and large")
+	}
+	if o.dbURL == "" {
+		o.dbURL = m.Getenv("TEST_DATABASE_URL")
+	}
+	if o.dbURL == "" {
+		o.dbURL = m.Getenv("LEASEGUARD_DATABASE_URL")
+	}
+	if o.dbURL == "" {
+		o.dbURL = defaultDatabaseURL
+	}
+	return o, nil
+}
+
+// runsFor returns how many runs a scenario gets.
+func (o options) runsFor(scenario string) int {
+	if o.runs > 0 {
+		return o.runs
+	}
+	if o.quick {
+		if scenario == "decode" {
+			return 3
+		}
+		return 1
+	}
+	switch scenario {
+	case "decode":
+		return 5
+	case "memory":
+		return 1
+	}
+	return 3
+}
+
+// Bench is one harness run: its options, the names it creates, the admin
+// pool, what must be undone, and the figures.
+type Bench struct {
+	opt     options
+	stdout  io.Writer
+	stderr  io.Writer
+	sfx     string
+	admin   *pgxpool.Pool
+	undo    *cleanups
+	results *results
+	started time.Time
+	// dropOnly: users/s of the revoker's drop transactions alone, per run.
+	dropOnly []float64
+}
+
+// Run runs the selected scenarios and returns the exit code.
+func (m *Main) Run(ctx context.Context, args []string) int {
+	opt, err := m.parse(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintln(m.Stderr, "leaseguard-bench:", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, opt.timeout)
+	defer cancel()
+
+	b := &Bench{opt: opt, stdout: m.Stdout, stderr: m.Stderr, sfx: newSuffix(), undo: &cleanups{}, results: newResults(), started: time.Now()}
+	failed := b.run(ctx)
+	b.undo.run(b.stderr)
+
+	b.results.print(b.stdout, b)
+	if ctx.Err() != nil {
+		fmt.Fprintf(b.stdout, "\nstopped (%v): %s not written\n", context.Cause(ctx), opt.out)
+		return exitFailed
+	}
+	if opt.out != "" && b.results.any() {
+		if err := b.results.writeJSON(opt.out); err != nil {
+			fmt.Fprintln(m.Stderr, "leaseguard-bench: write results:", err)
+			return exitFailed
+		}
+		fmt.Fprintf(b.stdout, "\nresults written to %s\n", opt.out)
+	}
+	if failed {
+		return exitFailed
+	}
+	return exitOK
+}
+
+// run connects and runs each scenario; it reports whether one failed. A
+// failed scenario does not stop the others unless the context ended.
+func (b *Bench) run(ctx context.Context) (failed bool) {
+	b.logf("leaseguard-bench: %d CPUs, %s, suffix %s, database %s", runtime.NumCPU(), runtime.Version(), b.sfx, redactURL(b.opt.dbURL))
+	if err := b.connect(ctx); err != nil {
+		b.logf("error: %v", err)
+		return true
+	}
+	scenarios := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"decode", b.decodeScenario},
+		{"nats", b.natsScenario},
+		{"kafka", b.kafkaScenario},
+		{"revoke", b.revokeScenario},
+		{"expiry", b.expiryScenario},
+		{"memory", b.memoryScenario},
+	}
+	for _, s := range scenarios {
+		if !b.opt.only[s.name] {
+			continue
+		}
+		if ctx.Err() != nil {
+			b.logf("%s: skipped: %v", s.name, ctx.Err())
+			failed = true
+			continue
+		}
+		start := time.Now()
+		b.logf("== %s", s.name)
+		err := s.fn(ctx)
+		// Each scenario removes what it made; a sweep catches what a
+		// failure left behind before the next one starts.
+		b.sweep(context.WithoutCancel(ctx))
+		if err != nil {
+			b.logf("%s: FAILED after %s: %s", s.name, time.Since(start).Round(time.Millisecond), short(err))
+			b.results.note("%s scenario failed: %s", s.name, short(err))
+			failed = true
+			continue
+		}
+		b.logf("%s: done in %s", s.name, time.Since(start).Round(100*time.Millisecond))
+	}
+	return failed
+}
+
+// short is an error's message cut to a readable length (a client error
+// can list thousands of per-message errors).
+func short(err error) string {
+	s := err.Error()
+	if len(s) > 400 {
+		return s[:400] + "…"
+	}
+	return s
+}
+
+// logf writes a progress line to stderr.
+func (b *Bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "%7.1fs  %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// newSuffix returns 6 random hex characters naming everything this run
+// creates (schemas lgbench_<sfx>_*, roles v-lb<sfx>-*).
+func newSuffix() string {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// startProfile starts a CPU profile of the named scenario when
+// -cpuprofile is set; the returned function stops it.
+func (b *Bench) startProfile(name string) (func(), error) {
+	if b.opt.profileDir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(b.opt.profileDir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(b.opt.profileDir, name+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err == nil {
+			b.logf("%s: CPU profile written to %s", name, path)
+		}
+	}, nil
+}

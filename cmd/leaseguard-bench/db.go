@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+)
+
+// connect opens the admin pool and registers the final sweep.
+func (b *Bench) connect(ctx context.Context) error {
+	cfg, err := pgxpool.ParseConfig(b.opt.dbURL)
+	if err != nil {
+		return fmt.Errorf("database url: %w", err)
+	}
+	cfg.MaxConns = 8
+	cfg.ConnConfig.RuntimeParams["application_name"] = "leaseguard-bench"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", redactURL(b.opt.dbURL), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return fmt.Errorf("PostgreSQL at %s is unreachable (make bench starts it): %w", redactURL(b.opt.dbURL), err)
+	}
+	b.admin = pool
+	b.undo.add("close admin pool", func(context.Context) error { pool.Close(); return nil })
+	b.undo.add("final sweep", func(ctx context.Context) error { b.sweep(ctx); return nil })
+	return nil
+}
+
+// schemaName names a schema of this run.
+func (b *Bench) schemaName(what string) string { return "lgbench_" + b.sfx + "_" + what }
+
+// rolePrefix starts every role this run creates: Vault's default username
+// template with the display name "lb<suffix>".
+func (b *Bench) rolePrefix() string { return "v-" + b.displayName() + "-" }
+
+func (b *Bench) displayName() string { return "lb" + b.sfx }
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+func randomString(n int) string {
+	var sb strings.Builder
+	for range n {
+		k, _ := rand.Int(rand.Reader, big.NewInt(int64(len(base62))))
+		sb.WriteByte(base62[k.Int64()])
+	}
+	return sb.String()
+}
+
+// userName follows Vault's default template,
+// v-<display 8>-<role 8>-<20 random>-<unix time>, cut to 63 bytes.
+func (b *Bench) userName(role string, at time.Time) string {
+	u := fmt.Sprintf("v-%s-%s-%s-%d", cut(b.displayName(), 8), cut(role, 8), randomString(20), at.Unix())
+	return cut(u, 63)
+}
+
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// newPassword is a throwaway password for the users of one run; it is
+// never printed.
+func newPassword() string {
+	var p [12]byte
+	_, _ = rand.Read(p[:])
+	return "A1a-" + hex.EncodeToString(p[:])
+}
+
+// pgTime formats a time for VALID UNTIL as Vault's plugin renders
+// {{expiration}}.
+func pgTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.999999-07") }
+
+// appSchema creates a schema with tables, like the application schema a
+// Vault role grants on, and returns the grant statements of a creation
+// statement ({{name}} is the user).
+func (b *Bench) appSchema(ctx context.Context, what string, tables int) ([]string, error) {
+	s := b.schemaName(what)
+	stmts := []string{"CREATE SCHEMA " + ident(s)}
+	var names []string
+	for i := 1; i <= tables; i++ {
+		t := ident(s, fmt.Sprintf("t%d", i))
+		stmts = append(stmts, "CREATE TABLE "+t+" (id bigint PRIMARY KEY, payload text)")
+		names = append(names, t)
+	}
+	if _, err := b.admin.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
+		return nil, fmt.Errorf("create schema %s: %w", s, err)
+	}
+	return []string{
+		"GRANT USAGE ON SCHEMA " + ident(s) + " TO {{name}}",
+		"GRANT SELECT ON " + strings.Join(names, ", ") + " TO {{name}}",
+	}, nil
+}
+
+// createUsers creates users as Vault's PostgreSQL plugin does: CREATE ROLE
+// … LOGIN PASSWORD … VALID UNTIL, then the grants. The roles are created a
+// hundred per transaction on two connections (the server hashes each
+// password); the grants follow on one connection, each statement naming a
+// hundred users (concurrent GRANTs on one table fail with "tuple
+// concurrently updated"), which leaves the same ACLs as one GRANT per user.
+func (b *Bench) createUsers(ctx context.Context, names []string, password string, validUntil func(i int) time.Time, grants []string) error {
+	const chunk = 100
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2)
+	for lo := 0; lo < len(names); lo += chunk {
+		hi := min(lo+chunk, len(names))
+		g.Go(func() error {
+			var sb strings.Builder
+			sb.WriteString("BEGIN")
+			for i := lo; i < hi; i++ {
+				fmt.Fprintf(&sb, "; CREATE ROLE %s WITH LOGIN PASSWORD %s VALID UNTIL '%s'", ident(names[i]), quoteLiteral(password), pgTime(validUntil(i)))
+			}
+			sb.WriteString("; COMMIT")
+			if _, err := b.admin.Exec(gctx, sb.String()); err != nil {
+				return fmt.Errorf("create users: %w", err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for lo := 0; lo < len(names); lo += chunk {
+		ids := make([]string, 0, chunk)
+		for _, n := range names[lo:min(lo+chunk, len(names))] {
+			ids = append(ids, ident(n))
+		}
+		stmts := make([]string, len(grants))
+		for i, gr := range grants {
+			stmts[i] = strings.ReplaceAll(gr, "{{name}}", strings.Join(ids, ", "))
+		}
+		if _, err := b.admin.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
+			return fmt.Errorf("grant: %w", err)
+		}
+	}
+	return nil
+}
+
+// sessions are live client connections of some users.
+type sessions struct {
+	mu    sync.Mutex
+	conns []*pgx.Conn
+}
+
+// openSessions logs in as each user and keeps the connection open.
+func (b *Bench) openSessions(ctx context.Context, users []string, password string) (*sessions, error) {
+	s := &sessions{}
+	for _, u := range users {
+		cfg, err := pgx.ParseConfig(b.opt.dbURL)
+		if err != nil {
+			return s, err
+		}
+		cfg.User, cfg.Password = u, password
+		cfg.RuntimeParams["application_name"] = "leaseguard-bench-client"
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("log in as a test user: %w", err)
+		}
+		if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+			_ = c.Close(ctx)
+			s.close()
+			return nil, err
+		}
+		s.mu.Lock()
+		s.conns = append(s.conns, c)
+		s.mu.Unlock()
+	}
+	return s, nil
+}
+
+func (s *sessions) close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = c.Close(ctx)
+		cancel()
+	}
+	s.conns = nil
+}
+
+// dropSchema drops a schema of this run and all it holds.
+func (b *Bench) dropSchema(ctx context.Context, name string) error {
+	_, err := b.admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident(name)+" CASCADE")
+	return err
+}
+
+// rolesLeft counts the names still in pg_roles.
+func (b *Bench) rolesLeft(ctx context.Context, names []string) (int, error) {
+	var n int
+	err := b.admin.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", names).Scan(&n)
+	return n, err
+}
+
+// sweep removes whatever this run created in PostgreSQL and is still
+// there: sessions of its roles, its schemas, its roles. It is safe to run
+// any time and more than once.
+func (b *Bench) sweep(ctx context.Context) {
+	if b.admin == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	prefix := b.rolePrefix()
+	var errs []error
+	if _, err := b.admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE starts_with(usename::text, $1) AND pid <> pg_backend_pid()`, prefix); err != nil {
+		errs = append(errs, err)
+	}
+	schemas, err := collect(ctx, b.admin, "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname::text, $1) ORDER BY 1", "lgbench_"+b.sfx+"_")
+	errs = append(errs, err)
+	for _, s := range schemas {
+		errs = append(errs, b.dropSchema(ctx, s))
+	}
+	roles, err := collect(ctx, b.admin, "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname::text, $1) ORDER BY 1", prefix)
+	errs = append(errs, err)
+	for lo := 0; lo < len(roles); lo += 200 {
+		ids := make([]string, 0, 200)
+		for _, r := range roles[lo:min(lo+200, len(roles))] {
+			ids = append(ids, ident(r))
+		}
+		list := strings.Join(ids, ", ")
+		if _, err := b.admin.Exec(ctx, "DROP OWNED BY "+list+"; DROP ROLE IF EXISTS "+list); err != nil {
+			errs = append(errs, fmt.Errorf("drop roles: %w", err))
+		}
+	}
+	if len(schemas) > 0 || len(roles) > 0 {
+		b.logf("cleanup: dropped %d schema(s) and %d role(s) of this run", len(schemas), len(roles))
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.logf("cleanup: %v", err)
+	}
+}
+
+func collect(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]string, error) {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// redactURL shows host and database of a URL, never its password.
+func redactURL(u string) string {
+	cfg, err := pgx.ParseConfig(u)
+	if err != nil {
+		return "(unparseable url)"
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/internal/vaultsim"
+)
+
+// expiryScenario: leases that expire in the same second, with the real
+// pipeline (`leaseguard run` as a child process: ingest, expiry resolver,
+// detector, revocation queue, revoker, relay), measured from each lease's
+// expiry plus grace to its user being gone from pg_roles.
+func (b *Bench) expiryScenario(ctx context.Context) error {
+	var p50, p95, p99, mx, rec99 []float64
+	var all []float64
+	for r := range b.opt.runsFor("expiry") {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		lat, rec, err := b.expiryRun(ctx, r)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", r+1, err)
+		}
+		d, dr := distOf(lat), distOf(rec)
+		b.logf("expiry: run %d: expiry+grace → gone from pg_roles: %s; → outcome and evidence recorded: %s", r+1, d, dr)
+		p50, p95, p99, mx = append(p50, d.p50), append(p95, d.p95), append(p99, d.p99), append(mx, d.max)
+		rec99 = append(rec99, dr.p99)
+		all = append(all, lat...)
+	}
+	n := b.opt.expiryLeases
+	b.results.add(row{figure: fmt.Sprintf("expiry→drop p50, %d leases", n), value: median(p50), baseline: nanF, unit: "ms"})
+	b.results.add(row{figure: "  p95", value: median(p95), baseline: nanF, unit: "ms"})
+	b.results.add(row{figure: "  p99", value: median(p99), baseline: nanF, unit: "ms", target: "<2,000 ms", verdict: verdict(median(p99) < 2000)})
+	b.results.add(row{figure: "  max", value: median(mx), baseline: nanF, unit: "ms"})
+	b.results.set("expiry_to_drop_p50_ms", median(p50))
+	b.results.set("expiry_to_drop_p95_ms", median(p95))
+	b.results.set("expiry_to_drop_p99_ms", median(p99))
+	b.results.set("expiry_to_drop_max_ms", median(mx))
+	b.results.set("expiry_to_recorded_p99_ms", median(rec99))
+	b.results.set("expiry_leases", float64(n))
+	b.results.note("expiry: %d users created as Vault's plugin does (VALID UNTIL spread over one second, 1%% with a live session), their audit entries ingested by `leaseguard run` "+
+		"(grace %s, detect interval %s, revocation batch %d, blast-radius limit %d/min); latency from VALID UNTIL (the ledger's expire_at; Vault sets it 5 s after the lease's own expiry) "+
+		"plus grace to the role missing from pg_roles, polled every 20 ms; all runs pooled: %s",
+		n, b.opt.expiryGrace, b.opt.detectInterval, b.opt.revokeBatch, b.opt.expiryRateLimit, distOf(all))
+	return nil
+}
+
+// expiryRun runs one expiry wave and returns, in ms, each user's latency
+// to being gone from pg_roles and to its outcome being recorded (with its
+// evidence) in the state store.
+func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64, err error) {
+	n := b.opt.expiryLeases
+	dir, err := os.MkdirTemp("", "leaseguard-bench-expiry-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats"), Port: -1})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer srv.Shutdown()
+
+	stateSchema := b.schemaName(fmt.Sprintf("exstate%d", r+1))
+	appWhat := fmt.Sprintf("exapp%d", r+1)
+	defer b.dropSchema(context.WithoutCancel(ctx), stateSchema)
+	defer b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat))
+	grants, err := b.appSchema(ctx, appWhat, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	lg, err := b.startLeaseguard(ctx, map[string]string{
+		"LEASEGUARD_DATABASE_SCHEMA":            stateSchema,
+		"LEASEGUARD_NATS_URL":                   srv.URL(),
+		"LEASEGUARD_DATA_DIR":                   filepath.Join(dir, "data"),
+		"LEASEGUARD_EXPIRY_GRACE":               b.opt.expiryGrace.String(),
+		"LEASEGUARD_DETECT_INTERVAL":            b.opt.detectInterval.String(),
+		"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE": strconv.Itoa(b.opt.expiryRateLimit),
+		"LEASEGUARD_REVOCATION_BATCH":           strconv.Itoa(b.opt.revokeBatch),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err := lg.stop(); err != nil {
+			b.logf("expiry: %v", err)
+		}
+	}()
+
+	// Users: VALID UNTIL spread over one whole second far enough ahead for
+	// the setup (about 2 ms a user here) and ingest to finish.
+	sim := &vaultsim.Sim{Pool: b.admin, Mount: "postgres", DisplayName: b.displayName(),
+		EntityID: "2f6e0c1a-bench-" + b.sfx, RemoteAddress: "10.20.30.40"}
+	sim.HMAC("") // sets the salt before the workers share the Sim
+	issued := time.Now()
+	sim.Clock = func() time.Time { return issued }
+	first := issued.Add(5*time.Second + time.Duration(n)*8*time.Millisecond).Truncate(time.Second).Add(time.Second)
+	validUntil := make([]time.Time, n)
+	creds := make([]vaultsim.Cred, n)
+	lines := make([][][]byte, n)
+	// One at a time: concurrent GRANTs on one table fail with "tuple
+	// concurrently updated".
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(1)
+	for i := range n {
+		validUntil[i] = first.Add(time.Duration(i) * time.Second / time.Duration(n))
+		g.Go(func() error {
+			// vaultsim sets VALID UNTIL to the lease's expiry + 5 s, as
+			// Vault's plugin does.
+			c, l, err := sim.Issue(gctx, "expiry", validUntil[i].Add(-5*time.Second).Sub(issued), grants...)
+			creds[i], lines[i] = c, l
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	names := make([]string, n)
+	for i, c := range creds {
+		names[i] = c.Username
+		// Read back what the database holds (microseconds).
+		validUntil[i] = c.Expire.Add(5 * time.Second).Truncate(time.Microsecond)
+	}
+	live := make([]string, 0, max(1, n/100))
+	for i := 0; i < n; i += 100 {
+		live = append(live, names[i])
+	}
+	pw := map[string]string{}
+	for _, c := range creds {
+		pw[c.Username] = c.Password
+	}
+	var sess sessions
+	defer sess.close()
+	for _, u := range live {
+		s, err := b.openSessions(ctx, []string{u}, pw[u])
+		if err != nil {
+			return nil, nil, err
+		}
+		sess.conns = append(sess.conns, s.conns...)
+	}
+
+	// Vault's audit entries, published as a shipper would.
+	nc, err := nats.Connect(srv.URL(), nats.Name("bench-publisher"))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, pair := range lines {
+		for _, l := range pair {
+			if _, err := js.PublishAsync(benchAuditSubject, l); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		return nil, nil, fmt.Errorf("audit entries not acknowledged by JetStream")
+	}
+	resolved, err := b.waitResolved(ctx, stateSchema, n, first)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.logf("expiry: run %d: %d users created and their leases resolved %.1f s before the first expiry", r+1, n, time.Until(first).Seconds())
+	if resolved < n {
+		return nil, nil, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases", resolved, n)
+	}
+
+	cs := sampleCPU(lg.pid())
+	goneAt, err := b.pollGone(ctx, names, first.Add(b.opt.expiryGrace).Add(-200*time.Millisecond),
+		first.Add(time.Second+b.opt.expiryGrace+90*time.Second))
+	if err != nil {
+		return nil, nil, err
+	}
+	missing := 0
+	for i, u := range names {
+		t, ok := goneAt[u]
+		if !ok {
+			missing++
+			continue
+		}
+		gone = append(gone, ms(t.Sub(validUntil[i].Add(b.opt.expiryGrace))))
+	}
+	if missing > 0 {
+		return nil, nil, fmt.Errorf("%d of %d users still in pg_roles 90 s after expiry; leaseguard log: %s", missing, n, lg.lastLines())
+	}
+	finished, err := b.waitRecorded(ctx, stateSchema, n, 60*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.logf("expiry: run %d: from the first expiry to the last outcome recorded: %s", r+1, cs.since())
+	for i, u := range names {
+		if t, ok := finished[u]; ok {
+			recorded = append(recorded, ms(t.Sub(validUntil[i].Add(b.opt.expiryGrace))))
+		}
+	}
+	if len(finished) < n {
+		b.logf("expiry: run %d: only %d of %d revocations recorded as dropped after 60 s", r+1, len(finished), n)
+	}
+	// Where the time went, from leaseguard's own metrics.
+	dc, _ := lg.metric(ctx, "leaseguard_detector_pass_seconds_count")
+	ds, _ := lg.metric(ctx, "leaseguard_detector_pass_seconds_sum")
+	bc, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_count")
+	bs, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_sum")
+	b.logf("expiry: run %d: leaseguard spent %.2f s in %.0f detector passes and %.2f s in %.0f drop transactions (DropBatch)", r+1, ds, dc, bs, bc)
+	return gone, recorded, nil
+}
+
+// waitRecorded waits until n revocations are recorded as dropped, or for
+// timeout, and returns when each user's outcome was recorded.
+func (b *Bench) waitRecorded(ctx context.Context, schema string, n int, timeout time.Duration) (map[string]time.Time, error) {
+	q := "SELECT db_user, finished_at FROM " + ident(schema, "revocations") + " WHERE state = 'done' AND outcome = 'dropped'"
+	deadline := time.Now().Add(timeout)
+	for {
+		rows, err := b.admin.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]time.Time{}
+		var u string
+		var t time.Time
+		_, err = pgx.ForEachRow(rows, []any{&u, &t}, func() error { out[u] = t; return nil })
+		if err != nil {
+			return nil, err
+		}
+		if len(out) >= n || time.Now().After(deadline) {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitResolved waits until n leases of the ledger have an expire time, or
+// until deadline; it returns how many have one.
+func (b *Bench) waitResolved(ctx context.Context, schema string, n int, deadline time.Time) (int, error) {
+	q := "SELECT count(*) FROM " + ident(schema, "leases") + " WHERE expire_at IS NOT NULL"
+	for {
+		var got int
+		if err := b.admin.QueryRow(ctx, q).Scan(&got); err != nil {
+			return 0, err
+		}
+		if got >= n || time.Now().After(deadline) {
+			return got, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pollGone polls pg_roles every 20 ms from start until every name is gone
+// or until deadline, and returns when each name was first seen gone.
+func (b *Bench) pollGone(ctx context.Context, names []string, start, deadline time.Time) (map[string]time.Time, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(time.Until(start)):
+	}
+	conn, err := b.admin.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	gone := make(map[string]time.Time, len(names))
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for len(gone) < len(names) && time.Now().Before(deadline) {
+		// A name missing from this poll was gone when its snapshot was
+		// taken, at the latest when the query started.
+		at := time.Now()
+		present := map[string]bool{}
+		rows, err := conn.Query(ctx, "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)", names)
+		if err != nil {
+			return nil, err
+		}
+		var name string
+		for rows.Next() {
+			if err := rows.Scan(&name); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			present[name] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		for _, u := range names {
+			if _, seen := gone[u]; !seen && !present[u] {
+				gone[u] = at
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	return gone, nil
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+)
+
+// revokeTables is how many tables each user is granted SELECT on.
+const revokeTables = 3
+
+// revokeScenario drops users through revoker.Executor (guards, locks,
+// NOLOGIN, terminate, REASSIGN/DROP OWNED, DROP ROLE, after-checks, outcome
+// and evidence per command) against a tight loop of DROP OWNED; DROP ROLE
+// per user on one connection, each side on its own identical set of users,
+// runs alternating which side goes first.
+func (b *Bench) revokeScenario(ctx context.Context) error {
+	n := b.opt.revokeUsers
+	stop, err := b.startProfile("revoke")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	var ours, base []float64
+	for r := range b.opt.runsFor("revoke") {
+		sides := []func(context.Context, int) (float64, error){b.revokeLeaseguard, b.revokeBaseline}
+		if r%2 == 1 {
+			sides[0], sides[1] = sides[1], sides[0]
+		}
+		var rates [2]float64
+		for i, side := range sides {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rate, err := side(ctx, r)
+			if err != nil {
+				return fmt.Errorf("run %d: %w", r+1, err)
+			}
+			rates[i] = rate
+		}
+		if r%2 == 1 {
+			rates[0], rates[1] = rates[1], rates[0]
+		}
+		ours, base = append(ours, rates[0]), append(base, rates[1])
+		b.logf("revoke: run %d: %s users/s through the revoker, baseline %s users/s", r+1, thousands(int64(rates[0])), thousands(int64(rates[1])))
+	}
+	v, bl := median(ours), median(base)
+	b.results.add(row{figure: fmt.Sprintf("revocations, %d users", n), value: v, baseline: bl, unit: "/s",
+		target: "≥1× baseline", verdict: verdict(v >= bl)})
+	b.results.set("revocations_per_sec", v)
+	b.results.set("revocations_baseline_per_sec", bl)
+	b.results.set("revocations_drop_transactions_only_per_sec", median(b.dropOnly))
+	b.results.set("revoke_users", float64(n))
+	b.results.note("revocations: %d users each granted USAGE on a schema and SELECT on %d tables (every user on the same tables), %d holding a live session; "+
+		"revoker batches of %d commands per Executor call, evidence committed for each; the blast-radius limit is off here (600/min by default)",
+		n, revokeTables, b.opt.revokeSessions, b.opt.revokeBatch)
+	return nil
+}
+
+// revokeUsers creates one side's users and sessions; the caller closes the
+// sessions and drops the schema.
+func (b *Bench) revokeUsers(ctx context.Context, what string) ([]string, *sessions, error) {
+	grants, err := b.appSchema(ctx, what, revokeTables)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	names := make([]string, b.opt.revokeUsers)
+	for i := range names {
+		names[i] = b.userName("revoke", now)
+	}
+	pw := newPassword()
+	if err := b.createUsers(ctx, names, pw, func(int) time.Time { return now.Add(time.Hour) }, grants); err != nil {
+		return nil, nil, err
+	}
+	s, err := b.openSessions(ctx, names[:min(b.opt.revokeSessions, len(names))], pw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return names, s, nil
+}
+
+// revokeLeaseguard drops the users through the Executor, in batches, as
+// the revoker service does, and returns users per second.
+func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
+	stateSchema := b.schemaName(fmt.Sprintf("rvstate%d", r+1))
+	appWhat := fmt.Sprintf("rvapp%d", r+1)
+	defer b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat))
+	defer b.dropSchema(context.WithoutCancel(ctx), stateSchema)
+	names, sess, err := b.revokeUsers(ctx, appWhat)
+	defer sess.close()
+	if err != nil {
+		return 0, err
+	}
+
+	st, err := store.Open(ctx, store.Config{URL: b.opt.dbURL, Schema: stateSchema})
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	const db = "bench"
+	targets, err := target.Open(ctx, target.Config{Targets: []target.Target{{Name: db, URL: b.opt.dbURL}}})
+	if err != nil {
+		return 0, err
+	}
+	defer targets.Close()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return 0, err
+	}
+	signer := revoker.NewSigner(priv)
+	verifier, err := revoker.NewVerifier(signer.PublicKey())
+	if err != nil {
+		return 0, err
+	}
+	dropper, err := revoker.NewDropper(revoker.DropperConfig{
+		Guard:            revoker.GuardConfig{ManagedPattern: revoker.DefaultManagedPattern},
+		StatementTimeout: 10 * time.Second, LockTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return 0, err
+	}
+	reg := prometheus.NewRegistry()
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
+		Dropper: dropper, Verifier: verifier, Targets: targets, State: st.Pool(),
+		Evidence: evidence.Builder{Source: "urn:leaseguard:bench"}, Logger: slog.New(slog.DiscardHandler),
+		Metrics: revoker.NewMetrics(reg),
+	})
+	if err != nil {
+		return 0, err
+	}
+	cmds := make([]schemas.RevocationCommand, len(names))
+	now := time.Now().UTC()
+	for i, u := range names {
+		cmds[i] = schemas.RevocationCommand{
+			Type: schemas.RevocationCommandType, ID: fmt.Sprintf("bench-%s-%d-%d", b.sfx, r, i), IssuedAt: now,
+			Issuer: "detector", Rule: "lease-expired-not-revoked", Database: db, DBUser: u,
+			LeaseID: fmt.Sprintf("postgres/creds/revoke/%s", randomString(24)), Reason: "benchmark",
+		}
+		if err := signer.Sign(&cmds[i]); err != nil {
+			return 0, err
+		}
+	}
+
+	cs := sampleCPU()
+	start := time.Now()
+	dropped := 0
+	for lo := 0; lo < len(cmds); lo += b.opt.revokeBatch {
+		batch := cmds[lo:min(lo+b.opt.revokeBatch, len(cmds))]
+		for _, e := range exec.Execute(ctx, batch, nil) {
+			switch {
+			case !e.Recorded:
+				return 0, fmt.Errorf("revocation of %s not recorded: %v", e.Command.DBUser, e.Err)
+			case e.Result.Outcome != schemas.OutcomeDropped:
+				return 0, fmt.Errorf("revocation of %s: %s: %s", e.Command.DBUser, e.Result.Outcome, e.Result.Reason)
+			}
+			dropped++
+		}
+	}
+	elapsed := time.Since(start)
+	b.logf("revoke: run %d: revoker: %s", r+1, cs.since())
+	if dropSecs, ok := histogramSum(reg, "leaseguard_revocation_batch_seconds"); ok {
+		b.logf("revoke: run %d: %.0f%% of the revoker's %s in drop transactions (DropBatch: %s users/s alone), the rest claiming and recording outcomes with evidence",
+			r+1, 100*dropSecs/elapsed.Seconds(), elapsed.Round(time.Millisecond), thousands(int64(float64(dropped)/dropSecs)))
+		b.dropOnly = append(b.dropOnly, float64(dropped)/dropSecs)
+	}
+
+	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
+		return 0, fmt.Errorf("after the revoker: %d users left (%v)", left, err)
+	}
+	var evidenceRows int
+	var evidenceBytes float64
+	if err := st.Pool().QueryRow(ctx, "SELECT count(*), coalesce(avg(length(event)), 0) FROM evidence_outbox WHERE type = 'io.leaseguard.revocation.v1'").
+		Scan(&evidenceRows, &evidenceBytes); err != nil {
+		return 0, err
+	}
+	b.logf("revoke: run %d: %d revocation evidence events of %.1f KB mean", r+1, evidenceRows, evidenceBytes/1024)
+	if evidenceRows != len(names) {
+		return 0, fmt.Errorf("%d revocation evidence events for %d users", evidenceRows, len(names))
+	}
+	return float64(dropped) / elapsed.Seconds(), nil
+}
+
+// revokeBaseline drops the users with DROP OWNED BY u; DROP ROLE u, one
+// user per round trip over one connection.
+func (b *Bench) revokeBaseline(ctx context.Context, r int) (float64, error) {
+	appWhat := fmt.Sprintf("rvbase%d", r+1)
+	defer b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat))
+	names, sess, err := b.revokeUsers(ctx, appWhat)
+	// The dropped users' sessions live on (usename NULL); end them after.
+	defer sess.close()
+	if err != nil {
+		return 0, err
+	}
+	conn, err := pgx.Connect(ctx, b.opt.dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	cs := sampleCPU()
+	start := time.Now()
+	for _, u := range names {
+		id := ident(u)
+		if _, err := conn.Exec(ctx, "DROP OWNED BY "+id+"; DROP ROLE "+id); err != nil {
+			return 0, fmt.Errorf("baseline drop: %w", err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.logf("revoke: run %d: baseline: %s", r+1, cs.since())
+	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
+		return 0, fmt.Errorf("after the baseline: %d users left (%v)", left, err)
+	}
+	return float64(len(names)) / elapsed.Seconds(), nil
+}
