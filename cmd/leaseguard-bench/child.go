@@ -42,7 +42,7 @@ func (b *Bench) startLeaseguard(ctx context.Context, env map[string]string) (*ch
 		}
 	}
 	base := map[string]string{
-		"LEASEGUARD_DATABASE_URL":  b.opt.dbURL,
+		"LEASEGUARD_DATABASE_URL":  b.appURL("leaseguard-bench-child"),
 		"LEASEGUARD_METRICS_ADDR":  "127.0.0.1:0",
 		"LEASEGUARD_LOG_FORMAT":    "json",
 		"LEASEGUARD_LOG_LEVEL":     "info",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -261,6 +262,43 @@ func collect(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// appURL is the database URL with an application_name of ours, so that
+// the CPU of our PostgreSQL backends can be told from other clients'.
+func (b *Bench) appURL(name string) string {
+	u := b.opt.dbURL
+	if strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://") {
+		pu, err := url.Parse(u)
+		if err == nil {
+			q := pu.Query()
+			q.Set("application_name", name)
+			pu.RawQuery = q.Encode()
+			return pu.String()
+		}
+	}
+	return u + " application_name=" + name
+}
+
+// ourBackends returns the pids of PostgreSQL backends whose
+// application_name starts with "leaseguard": this harness's pools, the
+// target pools it opens, and a leaseguard child's.
+func (b *Bench) ourBackends() map[int]bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := b.admin.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE starts_with(application_name, 'leaseguard')")
+	if err != nil {
+		return nil
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil
+	}
+	out := make(map[int]bool, len(pids))
+	for _, p := range pids {
+		out[int(p)] = true
+	}
+	return out
 }
 
 // redactURL shows host and database of a URL, never its password.

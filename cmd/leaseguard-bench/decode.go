@@ -49,7 +49,7 @@ func (b *Bench) decodeScenario(ctx context.Context) error {
 			return err
 		}
 		ours, base = append(ours, o), append(base, m)
-		b.logf("decode: run %d: %s/s, baseline %s/s (%s)", r+1, thousands(int64(o)), thousands(int64(m)), cs.since())
+		b.logf("decode: run %d: %s/s, baseline %s/s (%s)", r+1, thousands(int64(o)), thousands(int64(m)), b.cpuSince(cs))
 	}
 	v, bl := median(ours), median(base)
 	b.results.add(row{figure: "decode+normalise, 1 core", value: v, baseline: bl, unit: "/s",

@@ -204,7 +204,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 	if err != nil {
 		return nil, nil, err
 	}
-	b.logf("expiry: run %d: from the first expiry to the last outcome recorded: %s", r+1, cs.since())
+	b.logf("expiry: run %d: from the first expiry to the last outcome recorded: %s", r+1, b.cpuSince(cs))
 	for i, u := range names {
 		if t, ok := finished[u]; ok {
 			recorded = append(recorded, ms(t.Sub(validUntil[i].Add(b.opt.expiryGrace))))

@@ -62,7 +62,7 @@ func (c *countingResolver) read() (passes int, seconds float64, resolved int) {
 
 // newIngestRig builds the rig on a fresh schema; close removes it.
 func (b *Bench) newIngestRig(ctx context.Context, schema string, ttls store.RoleTTLs) (*ingestRig, error) {
-	st, err := store.Open(ctx, store.Config{URL: b.opt.dbURL, Schema: schema})
+	st, err := store.Open(ctx, store.Config{URL: b.appURL("leaseguard-bench-ledger"), Schema: schema})
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +301,7 @@ func (b *Bench) e2eRunOnce(ctx context.Context, rig *ingestRig, burst, paced *co
 	if err != nil {
 		return out, err
 	}
-	out.cpu = cs.since()
+	out.cpu = b.cpuSince(cs)
 	out.rate = float64(n) / done.Sub(start).Seconds()
 	out.pubRate = float64(n) / pubDone.Sub(start).Seconds()
 	lags := rig.ledger.take()

@@ -105,7 +105,7 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 		return 0, err
 	}
 
-	st, err := store.Open(ctx, store.Config{URL: b.opt.dbURL, Schema: stateSchema})
+	st, err := store.Open(ctx, store.Config{URL: b.appURL("leaseguard-bench-state"), Schema: stateSchema})
 	if err != nil {
 		return 0, err
 	}
@@ -173,7 +173,7 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 		}
 	}
 	elapsed := time.Since(start)
-	b.logf("revoke: run %d: revoker: %s", r+1, cs.since())
+	b.logf("revoke: run %d: revoker: %s", r+1, b.cpuSince(cs))
 	if dropSecs, ok := histogramSum(reg, "leaseguard_revocation_batch_seconds"); ok {
 		b.logf("revoke: run %d: %.0f%% of the revoker's %s in drop transactions (DropBatch: %s users/s alone), the rest claiming and recording outcomes with evidence",
 			r+1, 100*dropSecs/elapsed.Seconds(), elapsed.Round(time.Millisecond), thousands(int64(float64(dropped)/dropSecs)))
@@ -207,7 +207,7 @@ func (b *Bench) revokeBaseline(ctx context.Context, r int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	conn, err := pgx.Connect(ctx, b.opt.dbURL)
+	conn, err := pgx.Connect(ctx, b.appURL("leaseguard-bench-baseline"))
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +221,7 @@ func (b *Bench) revokeBaseline(ctx context.Context, r int) (float64, error) {
 		}
 	}
 	elapsed := time.Since(start)
-	b.logf("revoke: run %d: baseline: %s", r+1, cs.since())
+	b.logf("revoke: run %d: baseline: %s", r+1, b.cpuSince(cs))
 	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
 		return 0, fmt.Errorf("after the baseline: %d users left (%v)", left, err)
 	}

@@ -171,16 +171,6 @@ func sampleCPU(childPID ...int) cpuSample {
 	return s
 }
 
-// pgSince is the CPU the postgres processes used between s and e: those
-// alive at e (a backend that ended in between is missed).
-func (s cpuSample) pgSince(e cpuSample) float64 {
-	sum := 0.0
-	for pid, cpu := range e.pg {
-		sum += cpu - s.pg[pid]
-	}
-	return sum
-}
-
 // procCPU reads a process's user+system CPU seconds and its command name
 // from /proc/<pid>/stat.
 func procCPU(path string) (float64, string) {
@@ -202,18 +192,32 @@ func procCPU(path string) (float64, string) {
 	return (u + k) / 100, string(b)[open+1 : end]
 }
 
-// since describes the CPU used between s and now, in cores.
-func (s cpuSample) since() string {
+// cpuSince describes the CPU used between s and now, in cores: the
+// machine, this harness, the leaseguard child if any, PostgreSQL for our
+// connections and for other clients (backends alive at both ends), and
+// other processes.
+func (b *Bench) cpuSince(s cpuSample) string {
 	e := sampleCPU(s.childPID)
+	ours := b.ourBackends()
 	wall := e.at.Sub(s.at).Seconds()
 	if wall <= 0 {
 		return ""
 	}
-	busy, self, pg, child := (e.busy-s.busy)/wall, (e.self-s.self)/wall, s.pgSince(e)/wall, (e.child-s.child)/wall
-	if s.childPID > 0 {
-		return fmt.Sprintf("cores busy: %.2f of %d; leaseguard %.2f, postgres %.2f, this harness %.2f, other processes %.2f (postgres counts every client's backends)",
-			busy, runtime.NumCPU(), child, pg, self, max(0, busy-self-pg-child))
+	var pgOurs, pgOthers float64
+	for pid, cpu := range e.pg {
+		if ours[pid] {
+			pgOurs += cpu - s.pg[pid]
+		} else {
+			pgOthers += cpu - s.pg[pid]
+		}
 	}
-	return fmt.Sprintf("cores busy: %.2f of %d; this harness %.2f, postgres %.2f, other processes %.2f (postgres counts every client's backends)",
-		busy, runtime.NumCPU(), self, pg, max(0, busy-self-pg))
+	busy, self, child := (e.busy-s.busy)/wall, (e.self-s.self)/wall, (e.child-s.child)/wall
+	pgOurs, pgOthers = pgOurs/wall, pgOthers/wall
+	other := max(0, busy-self-child-pgOurs-pgOthers)
+	lg := ""
+	if s.childPID > 0 {
+		lg = fmt.Sprintf("leaseguard %.2f, ", child)
+	}
+	return fmt.Sprintf("cores busy %.2f of %d: %sthis harness %.2f, postgres for us %.2f, postgres for other clients %.2f, other processes %.2f",
+		busy, runtime.NumCPU(), lg, self, pgOurs, pgOthers, other)
 }
