@@ -269,11 +269,13 @@ func collect(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) (
 func (b *Bench) appURL(name string) string {
 	u := b.opt.dbURL
 	if strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://") {
-		pu, err := url.Parse(u)
-		if err == nil {
-			q := pu.Query()
-			q.Set("application_name", name)
-			pu.RawQuery = q.Encode()
+		// Appended to the raw query, which is kept as written (re-encoding
+		// it would turn the spaces of an options parameter into '+').
+		if pu, err := url.Parse(u); err == nil {
+			if pu.RawQuery != "" {
+				pu.RawQuery += "&"
+			}
+			pu.RawQuery += "application_name=" + url.QueryEscape(name)
 			return pu.String()
 		}
 	}
