@@ -168,7 +168,7 @@ func (c Config) Validate() error {
 		bad("RULE_MODES", "%v", err)
 	} else {
 		for _, r := range []string{detectors.RuleUnauditedIssue, detectors.RuleMassRevocation} {
-			if modes.Mode(r) == schemas.ModeEnforce {
+			if modes.Mode(r) != schemas.ModeObserve { // enforce or approve
 				bad("RULE_MODES", "%s names no database user and can only observe", r)
 			}
 		}
