@@ -393,7 +393,10 @@ func TestSweepResendsStranded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sent []schemas.RevocationCommand
-	submit := func(_ context.Context, cmds []schemas.RevocationCommand) error { sent = append(sent, cmds...); return nil }
+	submit := func(_ context.Context, cmds []schemas.RevocationCommand) error {
+		sent = append(sent, cmds...)
+		return nil
+	}
 	if _, resent, err := ap.Sweep(a.ctx, submit, time.Minute, 10); err != nil || resent != 1 || len(sent) != 1 || sent[0].ID != id {
 		t.Fatalf("Sweep resent %d (%+v), %v", resent, sent, err)
 	}
