@@ -2,6 +2,8 @@ package detectors_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +108,60 @@ func TestApproveModeParses(t *testing.T) {
 	if _, err := detectors.NewAuditRules(detectors.AuditRulesConfig{Modes: mustModes(t, detectors.RuleMassRevocation+"=approve"),
 		UnauditedWindow: time.Minute, Batch: 1, Interval: time.Second}, detectors.AuditRulesDeps{}); err == nil {
 		t.Error("an audit-log rule in approve mode is accepted")
+	}
+}
+
+// TestObserverRulesApproveMode: credential reuse in approve mode holds the
+// command it would queue in enforce mode, once for a lasting condition; a
+// ghost session in approve mode is reported, never terminated.
+func TestObserverRulesApproveMode(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.lease(t, "postgres/creds/reporting/r1", "main", "v-r1", f.now.Add(time.Hour))
+	f.revoke(t, "postgres/creds/reporting/r1", f.now.Add(-time.Minute))
+	term := &terminator{ok: map[int32]bool{201: true}}
+	r := f.rules(t, detectors.RuleReuseAfterRevoke+"=approve,"+detectors.RuleGhostSession+"=approve", term,
+		func(c *detectors.DBRulesConfig) { c.ApprovalTTL = 2 * time.Hour })
+	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []store.ObservedRole{observedRole("v-r1", 16001, f.now.Add(-time.Hour), nil)},
+		Sessions: []store.ObservedSession{liveSession(101, "v-r1", 16001, f.now.Add(-2*time.Minute)),
+			ghostSession(201, "v-g1", 16100, f.now.Add(-time.Hour))}}
+	rep, err := f.evaluate(t, r, pass, false)
+	if err != nil || len(rep.Findings) != 2 || rep.Commands != 0 || rep.Terminated != 0 {
+		t.Fatalf("pass: %+v, %v", rep, err)
+	}
+	if len(f.sink.all()) != 0 || len(term.calls) != 0 {
+		t.Fatalf("approve mode acted: commands %+v, terminations %+v", f.sink.all(), term.calls)
+	}
+	var reuse, ghost schemas.Finding
+	for _, fd := range f.findings(t) {
+		switch fd.Rule {
+		case detectors.RuleReuseAfterRevoke:
+			reuse = fd
+		case detectors.RuleGhostSession:
+			ghost = fd
+		}
+	}
+	if reuse.Action != schemas.ActionApprovalRequested || reuse.Mode != schemas.ModeApprove || reuse.CommandID == "" {
+		t.Errorf("reuse finding %+v", reuse)
+	}
+	if ghost.Action != schemas.ActionNone || !strings.HasPrefix(fmt.Sprint(ghost.Facts["termination"]), "not attempted: approve mode") {
+		t.Errorf("ghost finding %+v", ghost)
+	}
+	p, err := store.GetPending(ctx, f.st.Pool(), reuse.CommandID)
+	if err != nil || p.State != schemas.ApprovalPending || p.Command.DBUser != "v-r1" || p.Command.Rule != detectors.RuleReuseAfterRevoke ||
+		p.FindingID != reuse.ID || !p.ExpiresAt.Equal(f.now.Add(2*time.Hour)) {
+		t.Fatalf("pending %+v, %v", p, err)
+	}
+	if err := f.verify.Verify(p.Command); err != nil {
+		t.Errorf("held command does not verify: %v", err)
+	}
+	// A lasting condition is one finding and one pending revocation.
+	if rep, err := f.evaluate(t, r, pass, false); err != nil || len(rep.Findings) != 0 {
+		t.Errorf("second pass: %+v, %v", rep, err)
+	}
+	if ps, err := store.ListPending(ctx, f.st.Pool(), store.PendingPage{State: schemas.ApprovalPending, Limit: 10}); err != nil || len(ps) != 1 {
+		t.Errorf("pending after two passes: %d, %v", len(ps), err)
 	}
 }
