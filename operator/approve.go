@@ -156,6 +156,13 @@ func (a *Approvals) decide(ctx context.Context, id, actor, comment string, decis
 		if p.State != schemas.ApprovalPending {
 			result = fmt.Errorf("%w: %s %s by %s at %s", ErrAlreadyDecided, id, p.State, p.DecidedBy,
 				p.DecidedAt.UTC().Format(time.RFC3339))
+			if p.State == schemas.ApprovalApproved {
+				if done, err := revocationDone(ctx, tx, id); err != nil {
+					return err
+				} else if !done {
+					result = fmt.Errorf("%w; its revocation has no outcome yet (interrupted): resume it", result)
+				}
+			}
 			return nil
 		}
 		now := a.d.Clock().UTC()
@@ -212,6 +219,44 @@ func (a *Approvals) record(ctx context.Context, tx pgx.Tx, p *store.PendingRevoc
 	}
 	p.State, p.DecidedBy, p.DecidedAt, p.Comment, p.Approved, p.EvidenceID = decision, by, &at, comment, approved, ev.ID
 	return nil
+}
+
+// Resume executes again the command of an approved pending revocation whose
+// revocation has no recorded outcome (the approving run was interrupted,
+// and no `leaseguard run` sent it again): the same command, the same id, so
+// the revoker acts at most once. There is no new decision. It returns
+// ErrAlreadyDecided for one that is not approved or whose outcome is
+// recorded.
+func (a *Approvals) Resume(ctx context.Context, id string) (Decided, error) {
+	if a.d.Executor == nil {
+		return Decided{}, errors.New("approvals: no executor configured")
+	}
+	p, err := store.GetPending(ctx, a.d.State, id)
+	if err != nil {
+		return Decided{}, err
+	}
+	if p.State != schemas.ApprovalApproved || p.Approved == nil {
+		return Decided{Pending: p}, fmt.Errorf("%w: %s is %s, not approved: nothing to resume", ErrAlreadyDecided, id, p.State)
+	}
+	done, err := revocationDone(ctx, a.d.State, id)
+	if err != nil {
+		return Decided{Pending: p}, err
+	}
+	if done {
+		return Decided{Pending: p}, fmt.Errorf("%w: the revocation of %s already has its outcome", ErrAlreadyDecided, id)
+	}
+	x := a.execute(ctx, *p.Approved)
+	a.d.Logger.Info("approved revocation resumed", "id", id, "recorded", x.Recorded, "outcome", x.Result.Outcome)
+	return Decided{Pending: p, Executed: &x}, nil
+}
+
+// revocationDone reports whether command id has a recorded outcome.
+func revocationDone(ctx context.Context, q store.Querier, id string) (bool, error) {
+	recs, err := store.RevocationsByCommandIDs(ctx, q, []string{id})
+	if err != nil {
+		return false, err
+	}
+	return len(recs) == 1 && recs[0].State == "done", nil
 }
 
 // execute runs an approved command through the revoker, trying a

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -392,6 +393,10 @@ func TestSweepResendsStranded(t *testing.T) {
 		decided_at = now() - interval '10 minutes', approved_command = command WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
+	// Approving again is refused, and says the run can be resumed.
+	if _, err := ap.Approve(a.ctx, id, "bob", ""); !errors.Is(err, operator.ErrAlreadyDecided) || !strings.Contains(err.Error(), "resume") {
+		t.Fatalf("approval of an interrupted approval: %v", err)
+	}
 	var sent []schemas.RevocationCommand
 	submit := func(_ context.Context, cmds []schemas.RevocationCommand) error {
 		sent = append(sent, cmds...)
@@ -407,5 +412,31 @@ func TestSweepResendsStranded(t *testing.T) {
 	sent = nil
 	if _, resent, err := ap.Sweep(a.ctx, submit, time.Minute, 10); err != nil || resent != 0 {
 		t.Fatalf("Sweep after the outcome resent %d, %v", resent, err)
+	}
+	if _, err := ap.Resume(a.ctx, id); !errors.Is(err, operator.ErrAlreadyDecided) {
+		t.Errorf("resume after the outcome: %v", err)
+	}
+}
+
+// TestResume: with no pipeline to resend it, an interrupted approval is
+// finished by Resume: the same command, no new decision.
+func TestResume(t *testing.T) {
+	t.Parallel()
+	a := newApprovalRig(t, "apresume")
+	user, id := a.pend(t, "ro")
+	ap := a.approvals(t, time.Now)
+	if _, err := ap.Resume(a.ctx, id); !errors.Is(err, operator.ErrAlreadyDecided) {
+		t.Fatalf("resume of a pending one: %v", err)
+	}
+	if _, err := a.st.Pool().Exec(a.ctx, `UPDATE pending_revocations SET state = 'approved', decided_by = 'alice',
+		decided_at = now(), approved_command = command WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ap.Resume(a.ctx, id)
+	if err != nil || got.Executed == nil || !operator.Gone(*got.Executed) || got.Executed.Command.ID != id || a.exists(t, user) {
+		t.Fatalf("Resume = %+v, %v", got.Executed, err)
+	}
+	if p, _ := store.GetPending(a.ctx, a.st.Pool(), id); p.DecidedBy != "alice" || p.State != schemas.ApprovalApproved {
+		t.Errorf("resume changed the decision: %+v", p)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/leaseguard/leaseguard/target"
 )
 
-const decideSynopsis = "ID [--actor NAME] [--comment TEXT] [--output table|json]\n" +
+const decideSynopsis = "ID [--actor NAME] [--comment TEXT] [--output table|json] [--resume]\n" +
 	"       --list [--state pending|approved|rejected|expired] [--output table|json]"
 
 // approveCmd approves a pending revocation (a rule in approve mode held it
@@ -39,6 +39,7 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 	comment := fs.String("comment", "", "why, recorded with the decision and in its evidence")
 	output := fs.String("output", "table", "table, or json: the evidence events of the decision (and of the revocation), one per line")
 	list := fs.Bool("list", false, "list pending revocations (their ids) instead of deciding one")
+	resume := fs.Bool("resume", false, "approve only: finish an approved revocation whose run was interrupted (no new decision)")
 	state := fs.String("state", "pending", "with --list: pending, approved, rejected or expired")
 	// The id may come before or after the flags.
 	if err := parseFlags(fs, args); err != nil {
@@ -60,6 +61,8 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 	switch {
 	case *list && id != "":
 		return usageError{"--list takes no id"}
+	case *resume && verb != "approve":
+		return usageError{"--resume is for approve"}
 	case !*list && id == "":
 		return usageError{"name the pending revocation: leaseguard " + verb + " ID (leaseguard " + verb + " --list shows them)"}
 	}
@@ -101,15 +104,21 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 	}
 	who := actor(*actorFlag)
 	var res operator.Decided
-	if verb == "approve" {
+	switch {
+	case *resume:
+		res, err = ap.Resume(ctx, id)
+	case verb == "approve":
 		res, err = ap.Approve(ctx, id, who, *comment)
-	} else {
+	default:
 		res, err = ap.Reject(ctx, id, who, *comment)
 	}
 	switch {
 	case errors.Is(err, operator.ErrInvalid):
 		return usageError{err.Error()}
 	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):
+		if strings.HasSuffix(err.Error(), "resume it") {
+			err = fmt.Errorf("%w with: leaseguard approve --resume %s", err, id)
+		}
 		return exitError{code: exitNotClean, err: fmt.Errorf("refused: %w", err)}
 	case err != nil:
 		return err
