@@ -13,7 +13,7 @@ import (
 // Owner approval (rule mode approve): a finding that holds a revocation for
 // an owner's approval is alerted whatever its severity — someone has to
 // decide — and its alert resolves with the decision: rejected or expired,
-// or approved and the user verifiably gone.
+// or approved and the user verifiably gone; not by time while it waits.
 
 // resolveByApproval is the resolution kind counted for these.
 const resolveByApproval = "approval"

@@ -68,6 +68,12 @@ func TestApprovalAlerts(t *testing.T) {
 		t.Errorf("alerts %+v", as)
 	}
 
+	// Still waiting past the auto-resolve time: still open.
+	r.advance(DefaultAutoResolve + time.Minute)
+	time.Sleep(200 * time.Millisecond)
+	if as := r.alerts(dedupKey(approved)); len(as) != 1 || as[0].resolved {
+		t.Fatalf("waiting approval alert %+v, want open", as)
+	}
 	// Approved: open until the revocation of its command is done.
 	decide(apID, "approved", true)
 	time.Sleep(200 * time.Millisecond)
