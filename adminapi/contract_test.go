@@ -259,6 +259,21 @@ func (ck *checker) missing() []string {
 	return out
 }
 
+// fakeApprover fails every decision with err, or, for the comment "slow",
+// with a deadline.
+type fakeApprover struct{ err error }
+
+func (f fakeApprover) Approve(_ context.Context, _, _, comment string) (operator.Decided, error) {
+	if comment == "slow" {
+		return operator.Decided{}, fmt.Errorf("decide: %w", context.DeadlineExceeded)
+	}
+	return operator.Decided{}, f.err
+}
+
+func (f fakeApprover) Reject(ctx context.Context, id, actor, comment string) (operator.Decided, error) {
+	return f.Approve(ctx, id, actor, comment)
+}
+
 // fakeOperator is an Operator whose answers a test chooses.
 type fakeOperator struct {
 	plan    func(ctx context.Context, req operator.Request) (operator.Plan, error)
@@ -307,6 +322,8 @@ func TestOpenAPIContract(t *testing.T) {
 	c := r.client(nil)
 	ops, dash, writer := r.tokens["ops"], r.tokens["dash"], r.tokens["writer"]
 	revoke := mustJSON(t, map[string]any{"db_user": user.Username, "reason": "contract"})
+	pendA := r.pend(t, r.issue(t, "ro", "ent-"+r.tag), time.Hour)
+	pendB := r.pend(t, r.issue(t, "ro", "ent-"+r.tag), time.Hour)
 
 	// Specific responses, in order (the 201 makes the revocation read
 	// later).
@@ -335,18 +352,41 @@ func TestOpenAPIContract(t *testing.T) {
 		{call{method: "GET", path: "/v1/evidence/" + created.Outcomes[0].EvidenceID, token: dash}, 200},
 		{call{method: "GET", path: "/v1/evidence/-x", token: dash}, 400},
 		{call{method: "GET", path: "/v1/evidence/nothing", token: dash}, 404},
+		{call{method: "GET", path: "/v1/revocations?state=pending", token: dash}, 200},
+		{call{method: "GET", path: "/v1/revocations?state=maybe", token: dash}, 400},
+		{call{method: "POST", path: "/v1/revocations/" + pendA + "/approve", token: ops, body: `{"comment":"contract"}`}, 200},
+		{call{method: "POST", path: "/v1/revocations/" + pendA + "/reject", token: ops}, 409},
+		{call{method: "POST", path: "/v1/revocations/" + pendB + "/reject", token: ops}, 200},
 	} {
 		expect(t, do(t, c, base, cl.call), cl.want)
+	}
+	for _, verb := range []string{"approve", "reject"} {
+		for _, cl := range []struct {
+			call
+			want int
+		}{
+			{call{method: "POST", path: "/v1/revocations/" + pendA + "/" + verb, token: ops}, 409},
+			{call{method: "POST", path: "/v1/revocations/nothing/" + verb, token: ops}, 404},
+			{call{method: "POST", path: "/v1/revocations/-x/" + verb, token: ops}, 400},
+			{call{method: "POST", path: "/v1/revocations/" + pendA + "/" + verb, token: ops, body: `{"comment":"` + strings.Repeat("x", DefaultMaxBodyBytes) + `"}`}, 413},
+			{call{method: "POST", path: "/v1/revocations/" + pendA + "/" + verb, token: ops, body: "x", contentType: "text/plain"}, 415},
+			{call{method: "POST", path: "/v1/revocations/" + pendA + "/" + verb, token: ops, body: `{"note":"x"}`}, 400},
+		} {
+			expect(t, do(t, c, base, cl.call), cl.want)
+		}
 	}
 
 	// One request per operation for the generic responses: 401, 403, and
 	// 429 from a server allowing one request a minute.
 	examples := map[string]call{
-		"POST /v1/revocations":     {method: "POST", path: "/v1/revocations", body: revoke},
-		"GET /v1/revocations/{id}": {method: "GET", path: "/v1/revocations/" + created.ID},
-		"GET /v1/leases":           {method: "GET", path: "/v1/leases"},
-		"GET /v1/findings":         {method: "GET", path: "/v1/findings"},
-		"GET /v1/evidence/{id}":    {method: "GET", path: "/v1/evidence/" + evID},
+		"POST /v1/revocations":              {method: "POST", path: "/v1/revocations", body: revoke},
+		"GET /v1/revocations/{id}":          {method: "GET", path: "/v1/revocations/" + created.ID},
+		"GET /v1/leases":                    {method: "GET", path: "/v1/leases"},
+		"GET /v1/findings":                  {method: "GET", path: "/v1/findings"},
+		"GET /v1/evidence/{id}":             {method: "GET", path: "/v1/evidence/" + evID},
+		"GET /v1/revocations":               {method: "GET", path: "/v1/revocations?state=pending"},
+		"POST /v1/revocations/{id}/approve": {method: "POST", path: "/v1/revocations/" + pendA + "/approve", body: `{"comment":"x"}`},
+		"POST /v1/revocations/{id}/reject":  {method: "POST", path: "/v1/revocations/" + pendB + "/reject", body: `{"comment":"x"}`},
 	}
 	slowCfg := r.config()
 	slowCfg.RatePerMinute = 1
@@ -370,7 +410,7 @@ func TestOpenAPIContract(t *testing.T) {
 	}
 	closed.Close()
 	fail := errors.New("the target is on fire")
-	broken, err := New(Config{Tokens: r.table}, Deps{State: closed, Operator: fakeOperator{
+	broken, err := New(Config{Tokens: r.table}, Deps{State: closed, Approvals: fakeApprover{err: fail}, Operator: fakeOperator{
 		plan: func(_ context.Context, req operator.Request) (operator.Plan, error) {
 			if req.Reason == "slow" {
 				return operator.Plan{}, fmt.Errorf("read roles: %w", context.DeadlineExceeded)
@@ -388,12 +428,15 @@ func TestOpenAPIContract(t *testing.T) {
 		expect(t, do(t, ts.Client(), ts.URL, ex), 500)
 	}
 	expect(t, do(t, ts.Client(), ts.URL, call{method: "POST", path: "/v1/revocations", token: ops, body: `{"db_user":"x","reason":"slow"}`}), 503)
+	for _, verb := range []string{"approve", "reject"} {
+		expect(t, do(t, ts.Client(), ts.URL, call{method: "POST", path: "/v1/revocations/" + pendA + "/" + verb, token: ops, body: `{"comment":"slow"}`}), 503)
+	}
 	// A request whose context ends (the client went away, or Shutdown gave
 	// up waiting) before the store answers.
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
 	for key, ex := range examples {
-		if key == "POST /v1/revocations" {
+		if strings.HasPrefix(key, "POST ") {
 			continue // runs under the server's context, not the client's
 		}
 		req := httptest.NewRequestWithContext(gone, ex.method, ex.path, nil)

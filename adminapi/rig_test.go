@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -169,6 +170,8 @@ type rig struct {
 	st       *store.Store
 	admin    *pgxpool.Pool
 	svc      *operator.Service
+	approve  *operator.Approvals
+	signer   *revoker.Signer
 	tag      string
 	sim      *vaultsim.Sim
 	logs     *syncBuffer
@@ -218,6 +221,13 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 
+	r.signer = signer
+	r.approve, err = operator.NewApprovals(operator.ApprovalDeps{State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
+		Executor: exec, Signer: signer, Backoff: 10 * time.Millisecond, Logger: r.logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	r.tokens = map[string]string{}
 	var spec []string
 	for _, e := range []struct{ name, scopes string }{{"ops", "read,revoke"}, {"dash", "read"}, {"writer", "revoke"}} {
@@ -248,7 +258,7 @@ func (r *rig) start(t *testing.T, cfg Config, clock func() time.Time, ck *checke
 	if ck == nil {
 		ck = newChecker(t)
 	}
-	s, err := New(cfg, Deps{Operator: r.svc, State: r.st.Pool(), Registerer: prometheus.NewRegistry(), Logger: r.logger, Clock: clock})
+	s, err := New(cfg, Deps{Operator: r.svc, Approvals: r.approve, State: r.st.Pool(), Registerer: prometheus.NewRegistry(), Logger: r.logger, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,4 +417,26 @@ func (r *rig) addFinding(t *testing.T, id, rule, dbUser string, at time.Time) st
 		t.Fatal(err)
 	}
 	return ev.ID
+}
+
+// pend holds a revocation of user c for approval, as the expiry detector in
+// approve mode does (its signed command, a pending row), and returns its id.
+func (r *rig) pend(t *testing.T, c vaultsim.Cred, ttl time.Duration) string {
+	t.Helper()
+	now := time.Now().UTC()
+	sum := sha256.Sum256([]byte(r.tag + c.Username))
+	id := hex.EncodeToString(sum[:16])
+	cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: id, IssuedAt: now, Issuer: "detector",
+		Rule: "lease-expired-not-revoked", FindingID: "f-" + id, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID,
+		Reason: "lease " + c.LeaseID + " expired"}
+	if err := r.signer.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	_, err := store.InsertPending(r.ctx, r.st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
+		Severity: schemas.SeverityHigh, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID, Summary: cmd.Reason,
+		Command: cmd, RequestedAt: now, ExpiresAt: now.Add(ttl)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -44,6 +44,9 @@ type Deps struct {
 	// Operator must have an executor and a signer (operator.Deps), or every
 	// revocation that is not a dry run fails.
 	Operator Operator
+	// Approvals decides pending revocations (owner approval, approve.go);
+	// nil answers its routes 503.
+	Approvals Approver
 	// State is the state-store pool (store.Store.Pool).
 	State store.Querier
 	// Registerer gets the API's metrics; nil registers them nowhere.
@@ -130,6 +133,9 @@ func (s *Server) routes() []route {
 	return []route{
 		{"POST /v1/revocations", ScopeRevoke, s.postRevocation},
 		{"GET /v1/revocations/{id}", ScopeRead, s.getRevocation},
+		{"GET /v1/revocations", ScopeRead, s.listPending},
+		{"POST /v1/revocations/{id}/approve", ScopeRevoke, s.approvePending},
+		{"POST /v1/revocations/{id}/reject", ScopeRevoke, s.rejectPending},
 		{"GET /v1/leases", ScopeRead, s.listLeases},
 		{"GET /v1/findings", ScopeRead, s.listFindings},
 		{"GET /v1/evidence/{id}", ScopeRead, s.getEvidence},

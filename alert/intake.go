@@ -40,6 +40,11 @@ func (x *Dispatcher) intake(ctx context.Context) (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
+	decided, err := x.resolveApprovals(ctx, tx, now)
+	if err != nil {
+		return 0, false, err
+	}
+	resolved = append(resolved, decided...)
 	if err := tx.Commit(ctx); err != nil {
 		return 0, false, fmt.Errorf("alert intake: commit: %w", err)
 	}
@@ -94,7 +99,7 @@ func (x *Dispatcher) takeFindings(ctx context.Context, tx pgx.Tx, now time.Time)
 			continue
 		}
 		f.ID = p.id
-		if !atLeast(f.Severity, x.cfg.MinSeverity) {
+		if !atLeast(f.Severity, x.cfg.MinSeverity) && !alwaysAlert(f) {
 			ignored = append(ignored, p.id)
 			continue
 		}
@@ -150,7 +155,7 @@ func (x *Dispatcher) take(ctx context.Context, tx pgx.Tx, f schemas.Finding, now
 		FirstDetectedAt: f.DetectedAt, LastDetectedAt: f.DetectedAt, OpenedAt: now,
 	}
 	by := resolveByTimeout
-	if slices.Contains(x.cfg.RevocationRules, f.Rule) && f.Database != "" && f.DBUser != "" {
+	if (slices.Contains(x.cfg.RevocationRules, f.Rule) || alwaysAlert(f)) && f.Database != "" && f.DBUser != "" {
 		by = resolveByRevocation
 	}
 	doc, err := json.Marshal(f)

@@ -67,7 +67,7 @@ func (c AuditRulesConfig) Validate() error {
 		return errors.New("audit rules batch must be positive")
 	}
 	for _, r := range []string{RuleUnauditedIssue, RuleMassRevocation} {
-		if c.Modes.Mode(r) == schemas.ModeEnforce {
+		if Acts(c.Modes.Mode(r)) {
 			return fmt.Errorf("rule %s names no database user and can only observe", r)
 		}
 	}

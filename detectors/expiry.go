@@ -42,6 +42,9 @@ type ExpiryConfig struct {
 	Batch    int
 	Modes    Modes
 	Scope    Scope
+	// ApprovalTTL: how long a revocation of a rule in approve mode waits
+	// for an owner (approval.go); 0 means DefaultApprovalTTL.
+	ApprovalTTL time.Duration
 }
 
 // Validate checks the configuration.
@@ -149,6 +152,7 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 	var findings []schemas.Finding
 	var expired []string
 	var cmds []schemas.RevocationCommand
+	hold := newApprovalHold(e.cfg.ApprovalTTL)
 	for _, l := range due {
 		vu, known := validUntil[l.Database]
 		if !known {
@@ -169,7 +173,7 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if cmd != nil {
+		if cmd = hold.route(&f, cmd, now); cmd != nil {
 			cmds = append(cmds, *cmd)
 		}
 		findings = append(findings, f)
@@ -181,6 +185,9 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 		}
 	}
 	if err := store.MarkExpired(ctx, tx, expired, now); err != nil {
+		return 0, err
+	}
+	if err := hold.save(ctx, tx); err != nil {
 		return 0, err
 	}
 	// Evidence last: appending holds the chain head lock until commit.
@@ -258,7 +265,7 @@ func (e *Expiry) judge(l store.DueLease, now time.Time, vu map[string]time.Time)
 		Facts:  facts,
 		Action: schemas.ActionNone,
 	}
-	if mode != schemas.ModeEnforce || !inScope {
+	if !Acts(mode) || !inScope {
 		return f, nil, nil
 	}
 	cmd := schemas.RevocationCommand{

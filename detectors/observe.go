@@ -71,6 +71,9 @@ type DBRulesConfig struct {
 	// by time and telling whether a session started after its lease ended.
 	// Default 30s.
 	ClockSkew time.Duration
+	// ApprovalTTL: how long a revocation of a rule in approve mode waits
+	// for an owner (approval.go); 0 means DefaultApprovalTTL.
+	ApprovalTTL time.Duration
 	// GhostKnownOnly terminates only ghosts whose former role the
 	// observer's history knows (and that matches the managed pattern);
 	// by default a client backend of a role history does not know is
@@ -276,6 +279,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 
 	var cmds []schemas.RevocationCommand
 	var terminate []int
+	hold := newApprovalHold(r.cfg.ApprovalTTL)
 	fresh := len(todo)
 	for _, v := range vs {
 		if recorded[v.id] || inTodo[v.id] {
@@ -286,7 +290,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		if err != nil {
 			return rep, err
 		}
-		if cmd != nil {
+		if cmd = hold.route(&f, cmd, now); cmd != nil {
 			cmds = append(cmds, *cmd)
 		}
 		pd := pending{f: f, lc: leaseContext(v.lease)}
@@ -306,7 +310,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		}
 		rep.Commands = len(cmds)
 		for i := fresh; i < len(todo); i++ {
-			if todo[i].f.CommandID != "" {
+			if todo[i].f.Action == schemas.ActionRevocationRequested {
 				acted = append(acted, todo[i])
 			}
 		}
@@ -325,6 +329,9 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		}
 	}
 
+	if err := hold.save(ctx, tx); err != nil {
+		return rep, err
+	}
 	for i := range todo {
 		if skip[i] {
 			continue
@@ -382,8 +389,10 @@ func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding
 	}
 	notAct := ""
 	switch {
-	case mode != schemas.ModeEnforce:
+	case !Acts(mode):
 		notAct = "observe mode"
+	case mode == schemas.ModeApprove && v.ghost != nil:
+		notAct = "approve mode: a ghost session has no role left to approve dropping; only enforce terminates it"
 	case !inScope:
 		notAct = "outside the enforcement scope"
 	case !v.mayEnforce:
@@ -396,7 +405,7 @@ func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding
 		return f, nil, nil
 	}
 	if notAct != "" {
-		if mode == schemas.ModeEnforce {
+		if Acts(mode) {
 			f.Facts["not_enforced"] = notAct
 		}
 		return f, nil, nil

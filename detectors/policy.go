@@ -59,8 +59,9 @@ func ParseModes(s string) (Modes, error) {
 		}
 		switch schemas.Mode(mode) {
 		case schemas.ModeObserve, schemas.ModeEnforce:
+		case schemas.ModeApprove: // an owner approves each revocation (approval.go)
 		default:
-			return nil, fmt.Errorf("rule %s: mode %q is not observe or enforce", rule, mode)
+			return nil, fmt.Errorf("rule %s: mode %q is not observe, approve or enforce", rule, mode)
 		}
 		out[rule] = schemas.Mode(mode)
 	}

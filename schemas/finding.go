@@ -39,6 +39,9 @@ type Mode string
 const (
 	// ModeObserve: a finding only.
 	ModeObserve Mode = "observe"
+	// ModeApprove: a finding and a pending revocation that waits for an
+	// owner's approval (see PendingRevocation).
+	ModeApprove Mode = "approve"
 	// ModeEnforce: a finding and a revocation command.
 	ModeEnforce Mode = "enforce"
 )
@@ -65,7 +68,9 @@ type Finding struct {
 	// Facts are the observations the verdict rests on (expire time and its
 	// source, last Vault event, …), named so a reviewer can check each.
 	Facts map[string]any `json:"facts,omitempty"`
-	// Action is "none" (observe, or out of scope) or "revocation_requested".
+	// Action is "none" (observe, or out of scope), "revocation_requested"
+	// (enforce) or "approval_requested" (approve: CommandID names the
+	// pending revocation, which is the command enforce would have issued).
 	Action    string `json:"action"`
 	CommandID string `json:"command_id,omitempty"`
 }
@@ -74,4 +79,5 @@ type Finding struct {
 const (
 	ActionNone                = "none"
 	ActionRevocationRequested = "revocation_requested"
+	ActionApprovalRequested   = "approval_requested"
 )

@@ -77,7 +77,12 @@ func (p *pipeline) startAdmin(cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	api, err := adminapi.New(acfg, adminapi.Deps{Operator: svc, State: p.store.Pool(), Registerer: p.registry, Logger: logger})
+	approvals, err := newApprovals(cfg, p.store.Pool(), &exec, logger)
+	if err != nil {
+		return err
+	}
+	api, err := adminapi.New(acfg, adminapi.Deps{Operator: svc, Approvals: approvals, State: p.store.Pool(),
+		Registerer: p.registry, Logger: logger})
 	if err != nil {
 		return configError{err}
 	}

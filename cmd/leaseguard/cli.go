@@ -60,6 +60,8 @@ func NewMain(stdin io.Reader, stdout, stderr io.Writer) *Main {
 		"evidence": {"evidence tools: verify", evidenceCmd},
 		"demo":     {"play a small Vault workload on local PostgreSQL and embedded NATS", demoCmd},
 		"revoke":   {"drop the database users of a lease, user, prefix, entity or token now (operator, break-glass)", revokeCmd},
+		"approve":  {"approve a pending revocation (rule mode approve) and drop its user; --list shows them", approveCmd},
+		"reject":   {"reject a pending revocation (rule mode approve): nothing is dropped", rejectCmd},
 	}
 	return m
 }

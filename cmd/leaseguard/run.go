@@ -277,6 +277,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scope, _ := detectors.ParseScope(cfg.EnforceScope)
 		exp, err := detectors.NewExpiry(detectors.ExpiryConfig{
 			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch, Modes: modes, Scope: scope,
+			ApprovalTTL: cfg.ApprovalTTL,
 		}, detectors.ExpiryDeps{
 			Pool: p.store.Pool(), Reader: p.targets, Signer: signer, Sink: queue, Evidence: builder,
 			Logger: p.logger.With("part", "detectors"), Metrics: dm,
@@ -294,6 +295,9 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 			return configError{err}
 		}
 		p.group.Go(func() error { return ar.Run(gctx) })
+		if err := p.startApprovals(cfg, queue); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -305,7 +309,8 @@ func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, signer *
 	managed := regexp.MustCompile(cfg.ManagedRolePattern)
 	modes, _ := detectors.ParseModes(cfg.RuleModes)
 	scope, _ := detectors.ParseScope(cfg.EnforceScope)
-	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed},
+	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed,
+		ApprovalTTL: cfg.ApprovalTTL},
 		detectors.DBRulesDeps{Signer: signer, Sink: queue, Terminator: observer.Terminator{Targets: p.targets},
 			Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm})
 	if err != nil {
