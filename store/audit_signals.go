@@ -190,7 +190,12 @@ func (s *Store) prepareSignals(b Batch) *signalWrites {
 		if sig.Time.IsZero() {
 			return
 		}
-		k := countKey{kind: sig.Kind, namespace: sig.Namespace, mount: sig.Mount, role: sig.Role,
+		role := sig.Role
+		if sig.Kind == SignalDeniedCreds {
+			// Refusals are counted per mount: probing many roles is one burst.
+			role = ""
+		}
+		k := countKey{kind: sig.Kind, namespace: sig.Namespace, mount: sig.Mount, role: role,
 			principal: Principal(sig.EntityID, sig.TokenAccessor), remote: sig.RemoteAddress,
 			bucket: sig.Time.Truncate(BucketWidth).UnixMicro()}
 		r := w.counts[k]

@@ -59,10 +59,10 @@ func TestApplySignals(t *testing.T) {
 	got := countRows(t, s)
 	m0, m1 := min0.Format("15:04"), min0.Add(time.Minute).Format("15:04")
 	want := map[string]int64{
-		"denied_creds entity:ent-1 10.0.0.1 " + m0:              3,
-		"denied_creds entity:ent-1 10.0.0.1 " + m1:              1,
+		"denied_creds entity:ent-1 10.0.0.1 " + m0:             3,
+		"denied_creds entity:ent-1 10.0.0.1 " + m1:             1,
 		"denied_creds accessor:hmac-sha256:acc 10.0.0.2 " + m0: 1,
-		"issue entity:ent-1 10.0.0.7 " + m0:                     1,
+		"issue entity:ent-1 10.0.0.7 " + m0:                    1,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("counts = %v, want %v", got, want)
