@@ -190,13 +190,17 @@ func (s *Store) prepareSignals(b Batch) *signalWrites {
 		if sig.Time.IsZero() {
 			return
 		}
-		role := sig.Role
-		if sig.Kind == SignalDeniedCreds {
+		role, remote := sig.Role, sig.RemoteAddress
+		switch sig.Kind {
+		case SignalDeniedCreds:
 			// Refusals are counted per mount: probing many roles is one burst.
 			role = ""
+		case SignalIssue:
+			// Issues are counted per principal and role, from wherever.
+			remote = ""
 		}
 		k := countKey{kind: sig.Kind, namespace: sig.Namespace, mount: sig.Mount, role: role,
-			principal: Principal(sig.EntityID, sig.TokenAccessor), remote: sig.RemoteAddress,
+			principal: Principal(sig.EntityID, sig.TokenAccessor), remote: remote,
 			bucket: sig.Time.Truncate(BucketWidth).UnixMicro()}
 		r := w.counts[k]
 		if r == nil {
