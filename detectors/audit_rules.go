@@ -74,7 +74,7 @@ func (c AuditRulesConfig) Validate() error {
 			return fmt.Errorf("rule %s names no database user and can only observe", r)
 		}
 	}
-	if err := checkSignalModes(c.Modes); err != nil {
+	if err := CheckSignalModes(c.Modes); err != nil {
 		return err
 	}
 	return c.Signals.WithDefaults().Validate()

@@ -53,7 +53,7 @@ const (
 	DefaultDeniedWindow         = 5 * time.Minute
 	DefaultDeniedThreshold      = 10
 	DefaultRootTokenWindow      = time.Hour
-	DefaultSilenceWindow        = 5 * time.Minute
+	DefaultSilenceWindow        = 15 * time.Minute
 	DefaultMaxTTL               = 768 * time.Hour // Vault's system max_lease_ttl
 	DefaultForeignAddressGrace  = time.Minute
 	DefaultSignalLookback       = time.Hour
@@ -93,7 +93,9 @@ type SignalRulesConfig struct {
 	// but no longer judged.
 	Lookback time.Duration
 	// SilenceWindow: no audit entry committed for longer than this while
-	// sessions are active is audit-silence (default 5m).
+	// sessions are active is audit-silence (default 15m). It must be longer
+	// than the quietest normal stretch of Vault traffic, or it pages for
+	// nothing.
 	SilenceWindow time.Duration
 	// MaxTTLs per Vault role ("mount/role" or "role"); DefaultMaxTTL for
 	// the others (Vault's system default, 768h).
@@ -285,7 +287,9 @@ func ParseMaxTTLs(s string) (map[string]time.Duration, error) {
 // user.
 var observeOnlySignalRules = []string{RuleIssuanceBurst, RuleDeniedBurst, RuleRootTokenUse, RuleAuditDeviceDisabled, RuleAuditSilence}
 
-func checkSignalModes(m Modes) error {
+// CheckSignalModes refuses enforce for the audit-signal rules that name no
+// database user.
+func CheckSignalModes(m Modes) error {
 	for _, r := range observeOnlySignalRules {
 		if m.Mode(r) == schemas.ModeEnforce {
 			return fmt.Errorf("rule %s names no database user and can only observe", r)

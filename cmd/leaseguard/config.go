@@ -204,7 +204,7 @@ func (c Config) Validate() error {
 	c.AdminConfig.validate(bad)
 	c.AlertConfig.validate(bad)
 	c.ApprovalConfig.validate(bad)
-	c.SignalRulesConfig.validate(bad)
+	c.SignalRulesConfig.validate(c.RuleModes, bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}

@@ -23,13 +23,18 @@ type SignalRulesConfig struct {
 	DeniedBurstThreshold   int64         `envconfig:"LEASEGUARD_DENIED_BURST_THRESHOLD" default:"10" desc:"permission-denied-burst: more permission-denied errors on creds paths than this from one entity (or accessor) and address in a window"`
 	RootTokenWindow        time.Duration `envconfig:"LEASEGUARD_ROOT_TOKEN_WINDOW" default:"1h" desc:"root-token-use: one finding per token, mount, role and address per window (whole minutes)"`
 	SignalLookback         time.Duration `envconfig:"LEASEGUARD_SIGNAL_LOOKBACK" default:"1h" desc:"windows ending this long ago are still judged: entries arriving later, out of order, are not"`
-	AuditSilenceWindow     time.Duration `envconfig:"LEASEGUARD_AUDIT_SILENCE_WINDOW" default:"5m" desc:"audit-silence: no audit entry received for this long while managed roles have live sessions"`
+	AuditSilenceWindow     time.Duration `envconfig:"LEASEGUARD_AUDIT_SILENCE_WINDOW" default:"15m" desc:"audit-silence: no audit entry received for this long while managed roles have live sessions (make it longer than the quietest normal stretch of Vault traffic)"`
 	DefaultMaxTTL          time.Duration `envconfig:"LEASEGUARD_DEFAULT_MAX_TTL" default:"768h" desc:"renewal-past-max-ttl: max TTL of roles LEASEGUARD_MAX_TTLS does not name (Vault's system default)"`
 	MaxTTLs                string        `envconfig:"LEASEGUARD_MAX_TTLS" desc:"renewal-past-max-ttl: max TTL per Vault role, role=duration or mount/role=duration,…"`
 	RuleClockSkew          time.Duration `envconfig:"LEASEGUARD_RULE_CLOCK_SKEW" default:"30s" desc:"clock skew tolerated between Vault and the databases when comparing issue times with rolvaliduntil"`
 }
 
-func (s SignalRulesConfig) validate(bad func(name, format string, args ...any)) {
+func (s SignalRulesConfig) validate(ruleModes string, bad func(name, format string, args ...any)) {
+	if m, err := detectors.ParseModes(ruleModes); err == nil {
+		if err := detectors.CheckSignalModes(m); err != nil {
+			bad("RULE_MODES", "%v", err)
+		}
+	}
 	if s.AuditRulesInterval <= 0 {
 		bad("AUDIT_RULES_INTERVAL", "must be positive")
 	}
