@@ -51,6 +51,9 @@ type AuditRulesConfig struct {
 	Interval time.Duration
 	// Signals configures the audit-signal rules (zero fields: defaults).
 	Signals SignalRulesConfig
+	// ApprovalTTL: how long a revocation of an audit-signal rule in approve
+	// mode waits for an owner (approval.go); 0 means DefaultApprovalTTL.
+	ApprovalTTL time.Duration
 }
 
 // DefaultAuditRulesConfig returns the documented defaults.
@@ -119,8 +122,8 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 		return nil, err
 	}
 	for _, r := range []string{RuleForeignAddress, RuleRenewalPastMaxTTL} {
-		if cfg.Modes.Mode(r) == schemas.ModeEnforce && (d.Signer == nil || d.Sink == nil) {
-			return nil, fmt.Errorf("audit rules: %s enforces: signer and sink are required", r)
+		if Acts(cfg.Modes.Mode(r)) && (d.Signer == nil || d.Sink == nil) {
+			return nil, fmt.Errorf("audit rules: %s asks for revocations: signer and sink are required", r)
 		}
 	}
 	if d.Pool == nil {

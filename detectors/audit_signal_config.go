@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
 
@@ -18,10 +17,12 @@ import (
 const (
 	// RuleForeignAddress: a session of a managed role from a client address
 	// that none of its lease's Vault requests (issue, renewals) came from and
-	// that no allowed CIDR of its Vault role contains. Medium; may enforce.
+	// that no allowed CIDR of its Vault role contains. Medium; may enforce
+	// (or ask an owner's approval).
 	RuleForeignAddress = "credential-foreign-address"
 	// RuleRenewalPastMaxTTL: a renewed lease whose expiry is past its issue
-	// time plus the role's max TTL. High; may enforce.
+	// time plus the role's max TTL. High; may enforce (or ask an owner's
+	// approval).
 	RuleRenewalPastMaxTTL = "renewal-past-max-ttl"
 	// RuleIssuanceBurst: credentials issued to one Vault entity (or token
 	// accessor) for one role within a window above an absolute threshold or
@@ -287,11 +288,11 @@ func ParseMaxTTLs(s string) (map[string]time.Duration, error) {
 // user.
 var observeOnlySignalRules = []string{RuleIssuanceBurst, RuleDeniedBurst, RuleRootTokenUse, RuleAuditDeviceDisabled, RuleAuditSilence}
 
-// CheckSignalModes refuses enforce for the audit-signal rules that name no
-// database user.
+// CheckSignalModes refuses enforce and approve for the audit-signal rules
+// that name no database user.
 func CheckSignalModes(m Modes) error {
 	for _, r := range observeOnlySignalRules {
-		if m.Mode(r) == schemas.ModeEnforce {
+		if Acts(m.Mode(r)) {
 			return fmt.Errorf("rule %s names no database user and can only observe", r)
 		}
 	}

@@ -177,7 +177,7 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 
 // signalVerdict turns a verdict of an audit-signal rule into a finding
 // under its mode and the scope, with a signed revocation command when it is
-// enforced.
+// enforced or held for an owner's approval (recordSignals routes it).
 func (a *AuditRules) signalVerdict(v *verdict, db string, now time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
 	mode := a.cfg.Modes.Mode(v.rule)
 	var mount, role, entity, leaseID string
@@ -190,7 +190,7 @@ func (a *AuditRules) signalVerdict(v *verdict, db string, now time.Time) (schema
 		DetectedAt: now.UTC(), Database: db, DBUser: v.dbUser, LeaseID: leaseID, Mount: mount, Role: role,
 		EntityID: entity, Summary: v.summary, Facts: v.facts, Action: schemas.ActionNone,
 	}
-	if mode != schemas.ModeEnforce {
+	if !Acts(mode) {
 		return f, nil, nil
 	}
 	switch {
@@ -233,20 +233,24 @@ func (a *AuditRules) recordSignals(ctx context.Context, tx pgx.Tx, fs []signalFi
 	}
 	var todo []signalFinding
 	var cmds []schemas.RevocationCommand
+	hold := newApprovalHold(a.cfg.ApprovalTTL)
 	for _, s := range fs {
 		if recorded[s.f.ID] {
 			continue
 		}
 		recorded[s.f.ID] = true
-		todo = append(todo, s)
-		if s.cmd != nil {
-			cmds = append(cmds, *s.cmd)
+		if cmd := hold.route(&s.f, s.cmd, s.f.DetectedAt); cmd != nil {
+			cmds = append(cmds, *cmd)
 		}
+		todo = append(todo, s)
 	}
 	if len(cmds) > 0 {
 		if err := a.sink.Submit(ctx, cmds); err != nil {
 			return nil, fmt.Errorf("queue %d revocations: %w", len(cmds), err)
 		}
+	}
+	if err := hold.save(ctx, tx); err != nil {
+		return nil, err
 	}
 	var fresh []schemas.Finding
 	for _, s := range todo {

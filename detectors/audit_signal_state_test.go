@@ -182,3 +182,46 @@ func TestRenewalPastMaxTTL(t *testing.T) {
 		t.Fatalf("after a further renewal: %d findings", len(got))
 	}
 }
+
+// TestRenewalPastMaxTTLApprove: in approve mode the signed command waits
+// for an owner as a pending revocation; nothing is queued.
+func TestRenewalPastMaxTTLApprove(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	issued := f.now.Add(-2 * time.Hour)
+	exp := issued.Add(800 * time.Hour)
+	evs := []schemas.LeaseEvent{
+		{Type: schemas.LeaseEventType, Kind: schemas.LeaseIssued, LeaseID: "postgres/creds/reporting/ap", Mount: "postgres",
+			Role: "reporting", Database: "main", DBUser: "v-ap", IssueTime: &issued, EventTime: issued,
+			VaultRequestID: "req-ap", Source: schemas.SourceRef{Transport: "test"}},
+		{Type: schemas.LeaseEventType, Kind: schemas.LeaseRenewed, LeaseID: "postgres/creds/reporting/ap", EventTime: f.now,
+			ExpireTime: &exp, ExpireSource: schemas.ExpireFromEvent, VaultRequestID: "req-ap-renew", Source: schemas.SourceRef{Transport: "test"}},
+	}
+	if _, err := f.st.Apply(ctx, store.Batch{Leases: evs}); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, f.signalRules(t, newClock(f.now), "renewal-past-max-ttl=approve", detectors.SignalRulesConfig{}))
+	got := f.ruleFindings(t, detectors.RuleRenewalPastMaxTTL)
+	if len(got) != 1 || got[0].Mode != schemas.ModeApprove || got[0].Action != schemas.ActionApprovalRequested || got[0].CommandID == "" {
+		t.Fatalf("findings = %+v", got)
+	}
+	if cmds := f.sink.all(); len(cmds) != 0 {
+		t.Fatalf("queued %d commands in approve mode", len(cmds))
+	}
+	ps, err := store.ListPending(ctx, f.st.Pool(), store.PendingPage{State: schemas.ApprovalPending, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 1 || ps[0].ID != got[0].CommandID || ps[0].DBUser != "v-ap" || ps[0].State != schemas.ApprovalPending {
+		t.Fatalf("pending = %+v", ps)
+	}
+	// observe-only rules refuse approve.
+	if _, err := detectors.ParseModes("issuance-burst=approve"); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := detectors.ParseModes("issuance-burst=approve")
+	if err := detectors.CheckSignalModes(m); err == nil {
+		t.Error("issuance-burst=approve accepted")
+	}
+}
