@@ -96,6 +96,8 @@ type AuditRules struct {
 	metrics  *Metrics
 	signer   Signer
 	sink     CommandSink
+	// pruned is when the audit-signal scan last pruned its tables.
+	pruned time.Time
 }
 
 // AuditRulesDeps are the audit rules' collaborators.

@@ -149,7 +149,7 @@ func MarkRule(ctx context.Context, tx pgx.Tx, rule, key string, until time.Time)
 // suppress nothing after it, and liveness rows older than it but the latest.
 func PruneAuditSignals(ctx context.Context, tx pgx.Tx, cutoff time.Time) error {
 	b := &pgx.Batch{}
-	b.Queue(`DELETE FROM audit_counts WHERE bucket < $1`, cutoff)
+	b.Queue(`DELETE FROM audit_counts WHERE kind IN ('issue', 'denied_creds', 'root_use') AND bucket < $1`, cutoff)
 	b.Queue(`DELETE FROM rule_marks WHERE until < $1`, cutoff)
 	b.Queue(`DELETE FROM audit_heartbeats WHERE received_at < $1
 		AND received_at < (SELECT max(received_at) FROM audit_heartbeats)`, cutoff)
