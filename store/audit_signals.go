@@ -181,7 +181,7 @@ func (w *signalWrites) empty() bool {
 }
 
 // prepareSignals gathers the signal writes of b: its counts, the issues of
-// its lease events, the client addresses of its issued and renewed leases,
+// its lease events, the client addresses of its renewals,
 // its audit-device changes, and the liveness row when due.
 func (s *Store) prepareSignals(b Batch) *signalWrites {
 	w := &signalWrites{counts: map[countKey]*countRow{}, addresses: map[addressKey]addressRow{},
@@ -238,7 +238,9 @@ func (s *Store) prepareSignals(b Batch) *signalWrites {
 				EntityID: e.EntityID, TokenAccessor: e.TokenAccessor, DisplayName: e.DisplayName,
 				RemoteAddress: e.RemoteAddress, RequestID: e.VaultRequestID})
 		}
-		if e.RemoteAddress == "" {
+		// The issue's address is the lease's own (leases.remote_address);
+		// only renewals add addresses.
+		if e.RemoteAddress == "" || e.Kind != schemas.LeaseRenewed {
 			continue
 		}
 		k := addressKey{e.LeaseID, e.RemoteAddress}

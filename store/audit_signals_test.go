@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -225,5 +226,62 @@ func TestWindowCandidates(t *testing.T) {
 		if w.Principal == "entity:A" && (w.BaselineSum != 4 || !w.BaselineFrom.Equal(min0.Add(2*time.Minute))) {
 			t.Errorf("A baseline = %d from %v", w.BaselineSum, w.BaselineFrom)
 		}
+	}
+}
+
+// BenchmarkApplySignals: BenchmarkApply's batches (500 entries: 100 lease
+// events, 400 creds records) with, and without, what the audit-signal rules
+// need: client addresses and identities on the lease events (issue counts,
+// lease_addresses) and 500 more entries that change no lease, a tenth of
+// them permission-denied refusals.
+func BenchmarkApplySignals(b *testing.B) {
+	for _, with := range []bool{false, true} {
+		b.Run(fmt.Sprintf("signals=%v", with), func(b *testing.B) {
+			s := openStoreB(b)
+			n := 0
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var batch Batch
+				for j := range 100 {
+					n++
+					id := fmt.Sprintf("database/creds/app/lease%019d", n)
+					when := at(time.Duration(n) * time.Millisecond)
+					var ev schemas.LeaseEvent
+					switch j % 4 {
+					case 0, 1:
+						ev = issued(id, when)
+					case 2:
+						ev = event(schemas.LeaseRenewed, fmt.Sprintf("database/creds/app/lease%019d", n-2), when)
+					case 3:
+						ev = event(schemas.LeaseRevoked, fmt.Sprintf("database/creds/app/lease%019d", n-3), when)
+					}
+					if with {
+						ev.RemoteAddress, ev.EntityID, ev.Mount, ev.Role = fmt.Sprintf("10.0.%d.%d", j%7, j%5), fmt.Sprintf("ent-%d", j%13), "database", "app"
+					}
+					batch.Leases = append(batch.Leases, ev)
+				}
+				for j := range 200 {
+					rid := fmt.Sprintf("req-%d-%d", i, j)
+					batch.Creds = append(batch.Creds,
+						CredsRecord{RequestID: rid, Path: "database/creds/app", Mount: "database", Role: "app", Time: at(0)},
+						CredsRecord{RequestID: rid, Path: "database/creds/app", Time: at(time.Second), Response: true})
+				}
+				if with {
+					for j := range 500 {
+						t := at(time.Duration(n)*time.Millisecond + time.Duration(j)*time.Microsecond)
+						if j%10 == 0 {
+							d := denied(t, fmt.Sprintf("ent-%d", j%13), "10.0.0.1")
+							batch.Signals.Observe(t, &d, nil)
+						} else {
+							batch.Signals.Observe(t, nil, nil)
+						}
+					}
+				}
+				if _, err := s.Apply(b.Context(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "ledger-entries/s")
+		})
 	}
 }

@@ -41,8 +41,9 @@ CREATE TABLE audit_heartbeats (
     received_at   timestamptz NOT NULL
 );
 
--- Every client address a lease's Vault requests came from: the issue and
--- each renewal. credential-foreign-address compares sessions with it.
+-- The client addresses a lease's renewals came from (the issue's is
+-- leases.remote_address and creds_requests.remote_address).
+-- credential-foreign-address compares sessions with all of them.
 CREATE TABLE lease_addresses (
     lease_id      text COLLATE "C" NOT NULL,
     address       text        NOT NULL,
