@@ -77,7 +77,7 @@ func (s *Store) Apply(ctx context.Context, b Batch) (ApplyStats, error) {
 	if err != nil {
 		return ApplyStats{}, err
 	}
-	p.signals = s.prepareSignals(b)
+	p.signals = s.prepareSignals(b, p)
 	if len(p.events) == 0 && len(p.creds) == 0 && p.signals.empty() {
 		return ApplyStats{Events: len(b.Leases), Duplicates: p.duplicates}, nil
 	}

@@ -183,7 +183,9 @@ func (w *signalWrites) empty() bool {
 // prepareSignals gathers the signal writes of b: its counts, the issues of
 // its lease events, the client addresses of its renewals,
 // its audit-device changes, and the liveness row when due.
-func (s *Store) prepareSignals(b Batch) *signalWrites {
+//
+// Lease events are taken from p, where repeats within the batch are gone.
+func (s *Store) prepareSignals(b Batch, p *preparedBatch) *signalWrites {
 	w := &signalWrites{counts: map[countKey]*countRow{}, addresses: map[addressKey]addressRow{},
 		devices: b.Signals.DeviceChanges}
 	add := func(sig *AuditSignal) {
@@ -224,8 +226,8 @@ func (s *Store) prepareSignals(b Batch) *signalWrites {
 	for i := range b.Signals.Counts {
 		add(&b.Signals.Counts[i])
 	}
-	for i := range b.Leases {
-		e := &b.Leases[i]
+	for i := range p.events {
+		e := &p.events[i].ev
 		if e.LeaseID == "" || e.LeaseIDHMAC || (e.Kind != schemas.LeaseIssued && e.Kind != schemas.LeaseRenewed) {
 			continue
 		}
