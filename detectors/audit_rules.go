@@ -15,8 +15,9 @@ import (
 	"github.com/leaseguard/leaseguard/store"
 )
 
-// The audit-log rules: they judge what the audit stream says Vault did, and
-// name no database user, so they only observe.
+// The audit-log rules: they judge what the audit stream says Vault did.
+// unaudited-issue and mass-revocation name no database user, so they only
+// observe. The audit-signal rules (audit_signal_*.go) run in the same passes.
 const (
 	// RuleUnauditedIssue: a creds request entry with no response entry after
 	// a window. The response audit write failed (Vault then fails the
@@ -48,12 +49,17 @@ type AuditRulesConfig struct {
 	// Batch is the most events of each rule one pass reports.
 	Batch    int
 	Interval time.Duration
+	// Signals configures the audit-signal rules (zero fields: defaults).
+	Signals SignalRulesConfig
+	// ApprovalTTL: how long a revocation of an audit-signal rule in approve
+	// mode waits for an owner (approval.go); 0 means DefaultApprovalTTL.
+	ApprovalTTL time.Duration
 }
 
 // DefaultAuditRulesConfig returns the documented defaults.
 func DefaultAuditRulesConfig() AuditRulesConfig {
 	return AuditRulesConfig{UnauditedWindow: DefaultUnauditedWindow, Batch: DefaultAuditRulesBatch,
-		Interval: DefaultAuditRulesInterval}
+		Interval: DefaultAuditRulesInterval, Signals: DefaultSignalRulesConfig()}
 }
 
 // Validate checks the configuration.
@@ -71,7 +77,10 @@ func (c AuditRulesConfig) Validate() error {
 			return fmt.Errorf("rule %s names no database user and can only observe", r)
 		}
 	}
-	return nil
+	if err := CheckSignalModes(c.Modes); err != nil {
+		return err
+	}
+	return c.Signals.WithDefaults().Validate()
 }
 
 // AuditRules runs unaudited-issue and mass-revocation over the ledger. Each
@@ -85,6 +94,10 @@ type AuditRules struct {
 	clock    func() time.Time
 	logger   *slog.Logger
 	metrics  *Metrics
+	signer   Signer
+	sink     CommandSink
+	// pruned is when the audit-signal scan last pruned its tables.
+	pruned time.Time
 }
 
 // AuditRulesDeps are the audit rules' collaborators.
@@ -95,6 +108,10 @@ type AuditRulesDeps struct {
 	Logger   *slog.Logger
 	Metrics  *Metrics
 	Clock    func() time.Time
+	// Signer and Sink are required when credential-foreign-address or
+	// renewal-past-max-ttl enforce.
+	Signer Signer
+	Sink   CommandSink
 }
 
 // NewAuditRules builds the rules.
@@ -102,8 +119,14 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 	if cfg.Modes == nil {
 		cfg.Modes, _ = ParseModes("")
 	}
+	cfg.Signals = cfg.Signals.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	for _, r := range []string{RuleForeignAddress, RuleRenewalPastMaxTTL} {
+		if Acts(cfg.Modes.Mode(r)) && (d.Signer == nil || d.Sink == nil) {
+			return nil, fmt.Errorf("audit rules: %s asks for revocations: signer and sink are required", r)
+		}
 	}
 	if d.Pool == nil {
 		return nil, errors.New("audit rules: pool is required")
@@ -117,7 +140,8 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	return &AuditRules{cfg: cfg, pool: d.Pool, evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics}, nil
+	return &AuditRules{cfg: cfg, pool: d.Pool, evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics,
+		signer: d.Signer, sink: d.Sink}, nil
 }
 
 // Run ticks until ctx ends. A pass that claimed a full batch is followed at
@@ -141,26 +165,30 @@ func (a *AuditRules) Run(ctx context.Context) error {
 	}
 }
 
-// Tick runs one pass of each rule and returns how many events they claimed.
+// Tick runs one pass of each rule and returns how many queued events
+// (creds requests, prefix revocations, audit-device entries) they claimed.
 // The rules use separate transactions: one failing does not hold up the
-// other.
+// others. The scanning audit-signal rules run in one more transaction,
+// which also commits when it found nothing (its marks and prunes).
 func (a *AuditRules) Tick(ctx context.Context) (int, error) {
 	start := time.Now()
 	defer func() { a.metrics.tick.Observe(time.Since(start).Seconds()) }()
 	now := a.clock()
-	n1, err1 := a.inTx(ctx, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.unaudited(ctx, tx, now) })
-	n2, err2 := a.inTx(ctx, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.massRevocations(ctx, tx, now) })
-	return n1 + n2, errors.Join(err1, err2)
+	n1, err1 := a.inTx(ctx, false, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.unaudited(ctx, tx, now) })
+	n2, err2 := a.inTx(ctx, false, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.massRevocations(ctx, tx, now) })
+	n3, err3 := a.inTx(ctx, false, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.auditDevices(ctx, tx, now) })
+	_, err4 := a.inTx(ctx, true, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.signalScan(ctx, tx, now) })
+	return n1 + n2 + n3, errors.Join(err1, err2, err3, err4)
 }
 
-func (a *AuditRules) inTx(ctx context.Context, pass func(pgx.Tx) (int, []schemas.Finding, error)) (int, error) {
+func (a *AuditRules) inTx(ctx context.Context, always bool, pass func(pgx.Tx) (int, []schemas.Finding, error)) (int, error) {
 	tx, err := a.pool.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 	n, fresh, err := pass(tx)
-	if err != nil || n == 0 {
+	if err != nil || (n == 0 && !always) {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -34,6 +34,16 @@ var DefaultModes = map[string]schemas.Mode{
 	// The audit-log rules (audit_rules.go) name no user: observe only.
 	RuleUnauditedIssue: schemas.ModeObserve,
 	RuleMassRevocation: schemas.ModeObserve,
+	// The audit-signal rules (audit_signal_*.go). Those naming a database
+	// user (foreign address, renewal past max TTL) may enforce; the others
+	// only observe.
+	RuleForeignAddress:      schemas.ModeObserve,
+	RuleRenewalPastMaxTTL:   schemas.ModeObserve,
+	RuleIssuanceBurst:       schemas.ModeObserve,
+	RuleDeniedBurst:         schemas.ModeObserve,
+	RuleRootTokenUse:        schemas.ModeObserve,
+	RuleAuditDeviceDisabled: schemas.ModeObserve,
+	RuleAuditSilence:        schemas.ModeObserve,
 }
 
 // Modes maps rule names to modes.

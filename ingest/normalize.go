@@ -3,7 +3,9 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -68,6 +70,16 @@ type Normalized struct {
 	Kind  Kind
 	Lease *schemas.LeaseEvent
 	Creds *CredsObservation
+	// Time is the entry's time; every decoded entry shows the stream is
+	// alive (audit-silence).
+	Time time.Time
+	// Signal is set for an entry a counting rule looks at: a
+	// permission-denied request on a database creds path, or a request on a
+	// database mount made with a root token (see auditSignal).
+	Signal *store.AuditSignal
+	// Device is set for a request or response entry that enables or
+	// disables an audit device.
+	Device *store.AuditDeviceChange
 }
 
 // mountTypeDatabase is the mount type of the database secrets engine, for
@@ -137,7 +149,95 @@ func Normalize(e *schemas.AuditEntry, src schemas.SourceRef) (Normalized, error)
 			return Normalized{}, decodeErrorf("%s entry gives an invalid lease event: %v", n.Kind, verr)
 		}
 	}
+	if n.Kind != KindOtherType {
+		n.Time = e.Time
+		n.Signal = auditSignal(e)
+		if n.Kind != KindAuditTest {
+			n.Device = auditDeviceChange(e)
+		}
+	}
 	return n, nil
+}
+
+// auditSignal returns what a counting rule sees in e, or nil. Only request
+// entries count (Vault writes one per request, and the response entry
+// repeats it):
+//
+//   - denied_creds: a request refused with "permission denied" (top-level
+//     error) on <mount>/creds/<role>, on a database mount or one whose type
+//     the entry does not say (a refused request may not name it);
+//   - root_use: a request on a database mount (request.mount_type) whose
+//     token has the root policy (auth.policies or auth.token_policies).
+func auditSignal(e *schemas.AuditEntry) *store.AuditSignal {
+	if e.Type != schemas.AuditTypeRequest {
+		return nil
+	}
+	req := e.Request
+	ns := namespacePath(req)
+	sig := &store.AuditSignal{Time: e.Time, Namespace: ns, RemoteAddress: stripPort(req.RemoteAddress), RequestID: req.ID}
+	if e.Auth != nil {
+		sig.EntityID, sig.TokenAccessor, sig.DisplayName = e.Auth.EntityID, e.Auth.Accessor, e.Auth.DisplayName
+	}
+	if sig.TokenAccessor == "" {
+		sig.TokenAccessor = req.ClientTokenAccessor
+	}
+	if e.Error != "" && strings.Contains(strings.ToLower(e.Error), "permission denied") &&
+		(req.MountType == mountTypeDatabase || req.MountType == "") {
+		if mount, role, ok := credsPath(req.Path, req.MountPoint, ns); ok {
+			sig.Kind, sig.Mount, sig.Role = store.SignalDeniedCreds, mount, role
+			return sig
+		}
+	}
+	if req.MountType == mountTypeDatabase && e.Auth != nil &&
+		(slices.Contains(e.Auth.Policies, "root") || slices.Contains(e.Auth.TokenPolicies, "root")) {
+		sig.Kind = store.SignalRootUse
+		sig.Mount = strings.TrimSuffix(req.MountPoint, "/")
+		if ns != "" {
+			sig.Mount = strings.TrimPrefix(sig.Mount, strings.TrimSuffix(ns, "/")+"/")
+		}
+		if mount, role, ok := credsPath(req.Path, req.MountPoint, ns); ok {
+			sig.Mount, sig.Role = mount, role
+		}
+		if sig.Mount == "" {
+			sig.Mount, _, _ = strings.Cut(req.Path, "/")
+		}
+		return sig
+	}
+	return nil
+}
+
+// auditDeviceChange returns the change an entry of sys/audit/<path> makes:
+// delete disables the device, update enables it. Vault writes the response
+// of a disable to the remaining devices only, and the request entry of an
+// enable to the devices enabled before: either entry may be all a stream
+// sees of a change.
+func auditDeviceChange(e *schemas.AuditEntry) *store.AuditDeviceChange {
+	req := e.Request
+	dev, ok := strings.CutPrefix(req.Path, "sys/audit/")
+	if !ok || dev == "" {
+		return nil
+	}
+	var op string
+	switch req.Operation {
+	case "delete":
+		op = store.AuditDeviceDisable
+	case "update", "create":
+		op = store.AuditDeviceEnable
+	default:
+		return nil
+	}
+	c := &store.AuditDeviceChange{
+		RequestID: req.ID, Response: e.Type == schemas.AuditTypeResponse, DevicePath: dev, Operation: op, Time: e.Time,
+		Error:     e.Error != "" || (e.Response != nil && dataHasError(e.Response.Data)),
+		Namespace: namespacePath(req), RemoteAddress: stripPort(req.RemoteAddress),
+	}
+	if e.Auth != nil {
+		c.EntityID, c.TokenAccessor, c.DisplayName = e.Auth.EntityID, e.Auth.Accessor, e.Auth.DisplayName
+	}
+	if c.RequestID == "" {
+		return nil
+	}
+	return c
 }
 
 func normalizeRequest(e *schemas.AuditEntry) Normalized {

@@ -122,11 +122,15 @@ func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, erro
 	issued := false
 	for i := range msgs {
 		m := &msgs[i]
-		kind, lease, creds, err := p.normalise(m)
+		n, err := p.normalise(m)
+		kind, lease, creds := n.Kind, n.Lease, n.Creds
 		results[i].Kind = kind
 		if err != nil {
 			results[i] = Result{Disposition: DeadLetter, Kind: KindRejected, Reason: reasonOf(err)}
 			continue
+		}
+		if !m.LeaseEvent {
+			batch.Signals.Observe(n.Time, n.Signal, n.Device)
 		}
 		if lease != nil {
 			if lease.Database == "" && lease.Mount != "" && p.cfg.Router != nil {
@@ -146,7 +150,7 @@ func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, erro
 			batch.Creds = append(batch.Creds, *creds)
 		}
 	}
-	if len(batch.Leases) > 0 || len(batch.Creds) > 0 {
+	if !batch.Empty() {
 		start := p.cfg.Clock()
 		if _, err := p.cfg.Ledger.Apply(ctx, batch); err != nil {
 			for i := range results {
@@ -181,26 +185,26 @@ func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, erro
 	return results, nil
 }
 
-// normalise decodes one message into at most one lease event and one
-// creds observation.
-func (p *Processor) normalise(m *Message) (Kind, *schemas.LeaseEvent, *store.CredsRecord, error) {
+// normalise decodes one message into at most one lease event, one creds
+// observation and the audit signals of the entry.
+func (p *Processor) normalise(m *Message) (Normalized, error) {
 	if m.LeaseEvent {
 		ev, err := DecodeLeaseEvent(m.Data)
 		if err != nil {
-			return KindRejected, nil, nil, err
+			return Normalized{Kind: KindRejected}, err
 		}
 		ev.Source = m.Source
-		return KindLeaseEvent, &ev, nil, nil
+		return Normalized{Kind: KindLeaseEvent, Lease: &ev}, nil
 	}
 	entry, err := p.decoder.Decode(m.Data)
 	if err != nil {
-		return KindRejected, nil, nil, err
+		return Normalized{Kind: KindRejected}, err
 	}
 	n, err := Normalize(&entry, m.Source)
 	if err != nil {
-		return KindRejected, nil, nil, err
+		return Normalized{Kind: KindRejected}, err
 	}
-	return n.Kind, n.Lease, n.Creds, nil
+	return n, nil
 }
 
 func reasonOf(err error) string {

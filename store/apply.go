@@ -19,6 +19,8 @@ import (
 type Batch struct {
 	Leases []schemas.LeaseEvent
 	Creds  []CredsRecord
+	// Signals feed the audit-signal rules (audit_signals.go).
+	Signals AuditSignals
 }
 
 // ApplyStats says what one Apply did.
@@ -75,7 +77,8 @@ func (s *Store) Apply(ctx context.Context, b Batch) (ApplyStats, error) {
 	if err != nil {
 		return ApplyStats{}, err
 	}
-	if len(p.events) == 0 && len(p.creds) == 0 {
+	p.signals = s.prepareSignals(b, p)
+	if len(p.events) == 0 && len(p.creds) == 0 && p.signals.empty() {
 		return ApplyStats{Events: len(b.Leases), Duplicates: p.duplicates}, nil
 	}
 	for attempt := 1; ; attempt++ {
@@ -104,6 +107,7 @@ type preparedBatch struct {
 	duplicates int             // repeats within the batch
 	hasPrefix  bool
 	creds      []credsRow // one per request id, sorted
+	signals    *signalWrites
 }
 
 func prepare(b Batch) (*preparedBatch, error) {
@@ -244,6 +248,7 @@ func (s *Store) recordInputs(ctx context.Context, tx pgx.Tx, p *preparedBatch, s
 		queueCredsUpsert(&b, p.creds)
 		st.Creds = len(p.creds)
 	}
+	queueSignalWrites(&b, p.signals)
 	if b.Len() == 0 {
 		return nil, nil
 	}

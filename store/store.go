@@ -70,6 +70,8 @@ type Store struct {
 	schema string
 	// lockKey is this schema's key for advisory locks (see lockClass*).
 	lockKey int32
+	// beat throttles the audit stream's liveness row (audit_signals.go).
+	beat heartbeat
 }
 
 // Open creates the connection pool. It does not connect: call Ping or

@@ -60,7 +60,7 @@ type Config struct {
 	DetectInterval  time.Duration `envconfig:"LEASEGUARD_DETECT_INTERVAL" default:"1s" desc:"how often the expiry detector looks for due leases"`
 	ObserveInterval time.Duration `envconfig:"LEASEGUARD_OBSERVE_INTERVAL" default:"5s" desc:"how often the observer reads pg_roles and pg_stat_activity of each target"`
 	DetectBatch     int           `envconfig:"LEASEGUARD_DETECT_BATCH" default:"500" desc:"due leases claimed per detector transaction"`
-	RuleModes       string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce; credential-reuse-unknown-lease and orphan-role observe"`
+	RuleModes       string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce; the other rules observe (see the rules table)"`
 	EnforceScope    string        `envconfig:"LEASEGUARD_ENFORCE_SCOPE" desc:"where rules may enforce: db:<glob>,role:<mount/role glob>,…; empty = everywhere; outside it rules only observe"`
 
 	ManagedRolePattern   string        `envconfig:"LEASEGUARD_MANAGED_ROLE_PATTERN" default:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
@@ -78,6 +78,7 @@ type Config struct {
 	AdminConfig
 	AlertConfig
 	ApprovalConfig
+	SignalRulesConfig
 
 	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
@@ -203,6 +204,7 @@ func (c Config) Validate() error {
 	c.AdminConfig.validate(bad)
 	c.AlertConfig.validate(bad)
 	c.ApprovalConfig.validate(bad)
+	c.SignalRulesConfig.validate(c.RuleModes, bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}

@@ -288,8 +288,10 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		p.group.Go(func() error { return exp.Run(gctx) })
 		acfg := detectors.DefaultAuditRulesConfig()
 		acfg.Modes, acfg.Scope = modes, scope
+		acfg.Interval, acfg.Signals, acfg.ApprovalTTL = cfg.AuditRulesInterval, cfg.signalRulesConfig(), cfg.ApprovalTTL
 		ar, err := detectors.NewAuditRules(acfg, detectors.AuditRulesDeps{
 			Pool: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,
+			Signer: signer, Sink: queue,
 		})
 		if err != nil {
 			return configError{err}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"time"
+
+	"github.com/leaseguard/leaseguard/detectors"
+)
+
+// SignalRulesConfig configures the audit-signal rules (credential-foreign-
+// address, issuance-burst, renewal-past-max-ttl, root-token-use,
+// audit-device-disabled, audit-silence, permission-denied-burst). Embedded
+// in Config; their modes are in LEASEGUARD_RULE_MODES.
+type SignalRulesConfig struct {
+	AuditRulesInterval     time.Duration `envconfig:"LEASEGUARD_AUDIT_RULES_INTERVAL" default:"10s" desc:"how often the audit-log and audit-signal rules run"`
+	AllowedCIDRs           string        `envconfig:"LEASEGUARD_ALLOWED_CIDRS" desc:"client networks always allowed for a Vault role's sessions (credential-foreign-address): role=cidr,cidr;mount/role=cidr;*=cidr"`
+	ForeignAddressGrace    time.Duration `envconfig:"LEASEGUARD_FOREIGN_ADDRESS_GRACE" default:"1m" desc:"credential-foreign-address judges a session this long after it was first seen, so the audit entries of a renewal from its host can arrive"`
+	IssuanceBurstWindow    time.Duration `envconfig:"LEASEGUARD_ISSUANCE_BURST_WINDOW" default:"5m" desc:"issuance-burst window (whole minutes)"`
+	IssuanceBurstThreshold int64         `envconfig:"LEASEGUARD_ISSUANCE_BURST_THRESHOLD" default:"50" desc:"issuance-burst: more credentials than this for one Vault entity (or token accessor) and role in a window"`
+	IssuanceBurstFactor    float64       `envconfig:"LEASEGUARD_ISSUANCE_BURST_BASELINE_FACTOR" default:"10" desc:"issuance-burst: also a burst above this multiple of the key's average per window (negative: off)"`
+	IssuanceBurstBaseline  time.Duration `envconfig:"LEASEGUARD_ISSUANCE_BURST_BASELINE_PERIOD" default:"24h" desc:"issuance-burst: the moving baseline is the average over this period before the window"`
+	IssuanceBurstMin       int64         `envconfig:"LEASEGUARD_ISSUANCE_BURST_BASELINE_MIN" default:"20" desc:"issuance-burst: the baseline trigger needs at least this many credentials in the window"`
+	DeniedBurstWindow      time.Duration `envconfig:"LEASEGUARD_DENIED_BURST_WINDOW" default:"5m" desc:"permission-denied-burst window (whole minutes)"`
+	DeniedBurstThreshold   int64         `envconfig:"LEASEGUARD_DENIED_BURST_THRESHOLD" default:"10" desc:"permission-denied-burst: more permission-denied errors on creds paths than this from one entity (or accessor) and address in a window"`
+	RootTokenWindow        time.Duration `envconfig:"LEASEGUARD_ROOT_TOKEN_WINDOW" default:"1h" desc:"root-token-use: one finding per token, mount, role and address per window (whole minutes)"`
+	SignalLookback         time.Duration `envconfig:"LEASEGUARD_SIGNAL_LOOKBACK" default:"1h" desc:"windows ending this long ago are still judged: entries arriving later, out of order, are not"`
+	AuditSilenceWindow     time.Duration `envconfig:"LEASEGUARD_AUDIT_SILENCE_WINDOW" default:"15m" desc:"audit-silence: no audit entry received for this long while managed roles have live sessions (make it longer than the quietest normal stretch of Vault traffic)"`
+	DefaultMaxTTL          time.Duration `envconfig:"LEASEGUARD_DEFAULT_MAX_TTL" default:"768h" desc:"renewal-past-max-ttl: max TTL of roles LEASEGUARD_MAX_TTLS does not name (Vault's system default)"`
+	MaxTTLs                string        `envconfig:"LEASEGUARD_MAX_TTLS" desc:"renewal-past-max-ttl: max TTL per Vault role, role=duration or mount/role=duration,…"`
+	RuleClockSkew          time.Duration `envconfig:"LEASEGUARD_RULE_CLOCK_SKEW" default:"30s" desc:"clock skew tolerated between Vault and the databases when comparing issue times with rolvaliduntil"`
+}
+
+func (s SignalRulesConfig) validate(ruleModes string, bad func(name, format string, args ...any)) {
+	if m, err := detectors.ParseModes(ruleModes); err == nil {
+		if err := detectors.CheckSignalModes(m); err != nil {
+			bad("RULE_MODES", "%v", err)
+		}
+	}
+	if s.AuditRulesInterval <= 0 {
+		bad("AUDIT_RULES_INTERVAL", "must be positive")
+	}
+	if _, err := detectors.ParseAllowedCIDRs(s.AllowedCIDRs); err != nil {
+		bad("ALLOWED_CIDRS", "%v", err)
+	}
+	if _, err := detectors.ParseMaxTTLs(s.MaxTTLs); err != nil {
+		bad("MAX_TTLS", "%v", err)
+	}
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"ISSUANCE_BURST_WINDOW", s.IssuanceBurstWindow}, {"DENIED_BURST_WINDOW", s.DeniedBurstWindow},
+		{"ROOT_TOKEN_WINDOW", s.RootTokenWindow}, {"ISSUANCE_BURST_BASELINE_PERIOD", s.IssuanceBurstBaseline}} {
+		if v.d < 0 || v.d%time.Minute != 0 || (v.d == 0 && v.name != "ISSUANCE_BURST_BASELINE_PERIOD") {
+			bad(v.name, "%s is not a positive whole number of minutes", v.d)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		n    int64
+	}{{"ISSUANCE_BURST_THRESHOLD", s.IssuanceBurstThreshold}, {"DENIED_BURST_THRESHOLD", s.DeniedBurstThreshold},
+		{"ISSUANCE_BURST_BASELINE_MIN", s.IssuanceBurstMin}} {
+		if v.n < 1 {
+			bad(v.name, "must be at least 1")
+		}
+	}
+	if f := s.IssuanceBurstFactor; f >= 0 && f <= 1 {
+		bad("ISSUANCE_BURST_BASELINE_FACTOR", "%g must be above 1, or negative to turn the baseline off", f)
+	}
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"FOREIGN_ADDRESS_GRACE", s.ForeignAddressGrace}, {"RULE_CLOCK_SKEW", s.RuleClockSkew}} {
+		if v.d < 0 {
+			bad(v.name, "must not be negative")
+		}
+	}
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"SIGNAL_LOOKBACK", s.SignalLookback}, {"AUDIT_SILENCE_WINDOW", s.AuditSilenceWindow}, {"DEFAULT_MAX_TTL", s.DefaultMaxTTL}} {
+		if v.d <= 0 {
+			bad(v.name, "must be positive")
+		}
+	}
+}
+
+// signalRulesConfig is the detectors' configuration (after validate).
+func (s SignalRulesConfig) signalRulesConfig() detectors.SignalRulesConfig {
+	cidrs, _ := detectors.ParseAllowedCIDRs(s.AllowedCIDRs)
+	ttls, _ := detectors.ParseMaxTTLs(s.MaxTTLs)
+	baseline := s.IssuanceBurstBaseline
+	factor := s.IssuanceBurstFactor
+	if baseline == 0 {
+		factor = -1
+	}
+	return detectors.SignalRulesConfig{
+		IssuanceWindow: s.IssuanceBurstWindow, IssuanceThreshold: s.IssuanceBurstThreshold,
+		IssuanceFactor: factor, IssuanceBaseline: baseline, IssuanceBaselineMin: s.IssuanceBurstMin,
+		DeniedWindow: s.DeniedBurstWindow, DeniedThreshold: s.DeniedBurstThreshold,
+		RootTokenWindow: s.RootTokenWindow, Lookback: s.SignalLookback, SilenceWindow: s.AuditSilenceWindow,
+		MaxTTLs: ttls, DefaultMaxTTL: s.DefaultMaxTTL, AllowedCIDRs: cidrs,
+		ForeignGrace: s.ForeignAddressGrace, ClockSkew: s.RuleClockSkew,
+	}
+}

@@ -1,0 +1,283 @@
+package detectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+)
+
+// signalFinding is a finding of the audit-signal rules with what recording
+// it needs.
+type signalFinding struct {
+	f  schemas.Finding
+	lc *evidence.LeaseContext
+	// mark: the rule mark to set once the finding is recorded.
+	markKey   string
+	markUntil time.Time
+	cmd       *schemas.RevocationCommand
+}
+
+// auditDevices reports audit-device changes, each entry once (claimed FOR
+// UPDATE SKIP LOCKED, marked in the same transaction).
+func (a *AuditRules) auditDevices(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+	ds, err := store.ClaimAuditDeviceChanges(ctx, tx, now.Add(-a.cfg.UnauditedWindow), a.cfg.Batch)
+	if err != nil || len(ds) == 0 {
+		return 0, nil, err
+	}
+	if err := store.MarkAuditDeviceChangesReported(ctx, tx, ds, now); err != nil {
+		return 0, nil, err
+	}
+	var fs []signalFinding
+	for _, d := range ds {
+		if f := deviceFinding(d, now, a.cfg.Modes, a.cfg.Scope); f != nil {
+			fs = append(fs, signalFinding{f: *f, lc: &evidence.LeaseContext{VaultRequestID: d.RequestID,
+				EntityID: d.EntityID, RemoteAddress: d.RemoteAddress}})
+		}
+	}
+	fresh, err := a.recordSignals(ctx, tx, fs)
+	return len(ds), fresh, err
+}
+
+// signalScan runs the scanning audit-signal rules (windows, silence, foreign
+// addresses, renewals) under a lock only one process holds at a time, and
+// prunes what they no longer need. It returns how many findings it made.
+func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+	ok, err := store.TryAuditSignalRules(ctx, tx)
+	if err != nil || !ok {
+		return 0, nil, err
+	}
+	sc := a.cfg.Signals
+	var fs []signalFinding
+
+	for _, r := range sc.windowRules() {
+		ws, err := store.WindowCandidates(ctx, tx, r.query(now.Add(-sc.Lookback).Truncate(store.BucketWidth), DefaultSignalWindowsLimit))
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, w := range ws {
+			trigger, hit := judgeWindow(r, w)
+			if !hit {
+				continue
+			}
+			f := windowFinding(r, w, trigger, now, a.cfg.Modes, a.cfg.Scope)
+			fs = append(fs, signalFinding{f: f, markKey: w.Key(), markUntil: w.End.Add(r.window - store.BucketWidth),
+				lc: &evidence.LeaseContext{VaultRequestID: w.SampleRequestID, EntityID: f.EntityID,
+					RemoteAddress: w.RemoteAddress, Mount: w.Mount, Role: w.Role}})
+		}
+	}
+
+	live, err := store.ReadAuditLiveness(ctx, tx)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !live.ReceivedAt.IsZero() || !live.Coverage.IsZero() {
+		sessions, err := store.ActiveSessions(ctx, tx, now.Add(-sc.SilenceWindow))
+		if err != nil {
+			return 0, nil, err
+		}
+		if v := judgeAuditSilence(live, sessions, now, sc.SilenceWindow); v != nil {
+			f, _, err := a.signalVerdict(v, "", now)
+			if err != nil {
+				return 0, nil, err
+			}
+			fs = append(fs, signalFinding{f: f})
+		}
+	}
+
+	vs, err := a.foreignAddresses(ctx, tx, now)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, v := range vs {
+		f, cmd, err := a.signalVerdict(v.v, v.db, now)
+		if err != nil {
+			return 0, nil, err
+		}
+		fs = append(fs, signalFinding{f: f, cmd: cmd, lc: leaseContext(v.v.lease)})
+	}
+
+	minMax := sc.DefaultMaxTTL
+	for _, d := range sc.MaxTTLs {
+		minMax = min(minMax, d)
+	}
+	ls, err := store.RenewedLeasesPast(ctx, tx, RuleRenewalPastMaxTTL, minMax, a.cfg.Batch)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, l := range ls {
+		v := judgeRenewalPastMaxTTL(l, sc)
+		if v == nil {
+			continue
+		}
+		f, cmd, err := a.signalVerdict(v, l.Database, now)
+		if err != nil {
+			return 0, nil, err
+		}
+		fs = append(fs, signalFinding{f: f, cmd: cmd, lc: leaseContext(v.lease), markKey: l.LeaseID, markUntil: *l.ExpireAt})
+	}
+
+	if now.Sub(a.pruned) >= store.BucketWidth || now.Before(a.pruned) {
+		keep := max(sc.Lookback+max(sc.IssuanceWindow+sc.IssuanceBaseline, sc.DeniedWindow, sc.RootTokenWindow), 2*sc.SilenceWindow)
+		if err := store.PruneAuditSignals(ctx, tx, now.Add(-keep).Truncate(store.BucketWidth)); err != nil {
+			return 0, nil, err
+		}
+		// Set before the commit: a failed pass prunes again a minute later.
+		a.pruned = now
+	}
+	fresh, err := a.recordSignals(ctx, tx, fs)
+	if err != nil {
+		return 0, nil, err
+	}
+	return len(fresh), fresh, nil
+}
+
+type dbVerdict struct {
+	db string
+	v  *verdict
+}
+
+// foreignAddresses judges the open sessions the observer first saw more
+// than ForeignGrace ago.
+func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, error) {
+	sc := a.cfg.Signals
+	// Sessions of databases the observer still watches (a pass within the
+	// grace, or a minute).
+	ss, err := store.OpenSessionsSeenBefore(ctx, tx, now.Add(-sc.ForeignGrace), now.Add(-max(sc.ForeignGrace, time.Minute)), DefaultSignalSessionsLimit)
+	if err != nil || len(ss) == 0 {
+		return nil, err
+	}
+	users := make([]string, 0, len(ss))
+	for _, s := range ss {
+		users = append(users, s.UserName)
+	}
+	byUser, err := store.LeasesNamingUsers(ctx, tx, users)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, ls := range byUser {
+		for _, l := range ls {
+			ids = append(ids, l.LeaseID)
+		}
+	}
+	addrs, err := store.LeaseAddresses(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var out []dbVerdict
+	for _, s := range ss {
+		if v := judgeForeignAddress(s, byUser[s.UserName], addrs, sc); v != nil {
+			out = append(out, dbVerdict{db: s.Database, v: v})
+		}
+	}
+	return out, nil
+}
+
+// signalVerdict turns a verdict of an audit-signal rule into a finding
+// under its mode and the scope, with a signed revocation command when it is
+// enforced or held for an owner's approval (recordSignals routes it).
+func (a *AuditRules) signalVerdict(v *verdict, db string, now time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
+	mode := a.cfg.Modes.Mode(v.rule)
+	var mount, role, entity, leaseID string
+	if v.lease != nil {
+		mount, role, entity, leaseID = v.lease.Mount, v.lease.Role, v.lease.EntityID, v.lease.LeaseID
+	}
+	inScope := a.cfg.Scope.Contains(db, mount, role)
+	f := schemas.Finding{
+		Type: schemas.FindingType, ID: v.id, Rule: v.rule, Severity: v.severity, Mode: mode, InScope: inScope,
+		DetectedAt: now.UTC(), Database: db, DBUser: v.dbUser, LeaseID: leaseID, Mount: mount, Role: role,
+		EntityID: entity, Summary: v.summary, Facts: v.facts, Action: schemas.ActionNone,
+	}
+	if !Acts(mode) {
+		return f, nil, nil
+	}
+	switch {
+	case !inScope:
+		f.Facts["not_enforced"] = "outside the enforcement scope"
+		return f, nil, nil
+	case !v.mayEnforce:
+		f.Facts["not_enforced"] = v.whyNot
+		return f, nil, nil
+	case db == "" || v.dbUser == "":
+		f.Facts["not_enforced"] = "no database user to revoke"
+		return f, nil, nil
+	}
+	cmd := schemas.RevocationCommand{
+		Type: schemas.RevocationCommandType, ID: id("revoke", db, v.dbUser, leaseID, v.rule, f.ID),
+		IssuedAt: now.UTC(), Issuer: "detector", Rule: v.rule, FindingID: f.ID, Database: db, DBUser: v.dbUser,
+		LeaseID: leaseID, Reason: f.Summary,
+	}
+	if err := a.signer.Sign(&cmd); err != nil {
+		return f, nil, fmt.Errorf("sign command for %s: %w", v.dbUser, err)
+	}
+	f.Action, f.CommandID = schemas.ActionRevocationRequested, cmd.ID
+	return f, &cmd, nil
+}
+
+// recordSignals records the findings not recorded yet: their commands are
+// queued first (appending evidence holds the chain head until commit), then
+// each finding with its evidence, and its rule mark.
+func (a *AuditRules) recordSignals(ctx context.Context, tx pgx.Tx, fs []signalFinding) ([]schemas.Finding, error) {
+	if len(fs) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(fs))
+	for i, s := range fs {
+		ids[i] = s.f.ID
+	}
+	recorded, err := existingFindings(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var todo []signalFinding
+	var cmds []schemas.RevocationCommand
+	hold := newApprovalHold(a.cfg.ApprovalTTL)
+	for _, s := range fs {
+		if recorded[s.f.ID] {
+			continue
+		}
+		recorded[s.f.ID] = true
+		if cmd := hold.route(&s.f, s.cmd, s.f.DetectedAt); cmd != nil {
+			cmds = append(cmds, *cmd)
+		}
+		todo = append(todo, s)
+	}
+	if len(cmds) > 0 {
+		if err := a.sink.Submit(ctx, cmds); err != nil {
+			return nil, fmt.Errorf("queue %d revocations: %w", len(cmds), err)
+		}
+	}
+	if err := hold.save(ctx, tx); err != nil {
+		return nil, err
+	}
+	var fresh []schemas.Finding
+	for _, s := range todo {
+		isNew, err := a.record(ctx, tx, s.f, s.lc)
+		if errors.Is(err, evidence.ErrSecret) && withholdApplicationNames(s.f.Facts) {
+			// A client chooses its application_name: one that looks like
+			// a secret is withheld rather than blocking the rules.
+			isNew, err = a.record(ctx, tx, s.f, s.lc)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if isNew {
+			fresh = append(fresh, s.f)
+		}
+	}
+	for _, s := range fs {
+		if s.markKey != "" {
+			if err := store.MarkRule(ctx, tx, s.f.Rule, s.markKey, s.markUntil); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return fresh, nil
+}
