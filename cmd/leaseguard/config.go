@@ -78,6 +78,7 @@ type Config struct {
 	AdminConfig
 	AlertConfig
 	ApprovalConfig
+	VaultConfig
 
 	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
@@ -203,6 +204,7 @@ func (c Config) Validate() error {
 	c.AdminConfig.validate(bad)
 	c.AlertConfig.validate(bad)
 	c.ApprovalConfig.validate(bad)
+	c.VaultConfig.validate(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}
