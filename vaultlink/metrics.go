@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenExpiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "leaseguard_vault_token_expiry_timestamp_seconds",
 			Help: "When leaseguard's Vault token expires (unix time; 0: never, or unknown)."}),
 		tokenRenewable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "leaseguard_vault_token_renewable",
-			Help: "1 if leaseguard's Vault token is renewable."}),
+			Help: "1 while renewing leaseguard's Vault token still extends it (renewable, below its max TTL)."}),
 		tokenNearEnd: prometheus.NewGauge(prometheus.GaugeOpts{Name: "leaseguard_vault_token_near_expiry",
 			Help: "1 while leaseguard's Vault token expires within LEASEGUARD_VAULT_TOKEN_EXPIRY_WARNING and cannot be renewed past it: alert on it."}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leaseguard_vault_token_renewals_total",

@@ -107,6 +107,7 @@ func (k *TokenKeeper) Step(ctx context.Context) time.Duration {
 		if capped {
 			// Vault granted less than asked: the token is at its max TTL.
 			k.info.Renewable = false
+			k.c.metrics.tokenRenewable.Set(0)
 			k.c.logger.Warn("vault token reached its max TTL: renewals no longer extend it; give leaseguard a new token",
 				"expires_at", k.info.ExpireTime)
 		}
