@@ -156,8 +156,8 @@ type DBRules struct {
 	carry map[string][]pending
 	// ghostFailures counts failed terminations per finding id.
 	ghostFailures map[string]int
-	// vaultChecks: verify-before-destroy answers that did not clear a
-	// finding, by finding id, until rechecked.
+	// vaultChecks: verify-before-destroy's answers by lease or role,
+	// reused until rechecked.
 	vaultChecks map[string]vaultCheck
 }
 

@@ -108,25 +108,34 @@ func (r *DBRules) verifyBeforeDestroy(ctx context.Context, tx pgx.Tx, db string,
 	if recheck <= 0 {
 		recheck = time.Minute
 	}
+	r.mu.Lock()
+	for k, c := range r.vaultChecks {
+		if now.Sub(c.at) > 2*recheck || now.Before(c.at.Add(-recheck)) {
+			delete(r.vaultChecks, k)
+		}
+	}
+	r.mu.Unlock()
 	for _, v := range todo {
 		if recorded[v.id] {
 			continue
 		}
+		// One question per lease, or per role with none, whatever the
+		// number of rules judging it.
+		key := "role\x00" + db + "\x00" + v.role.role.Name + "\x00" + oidString(v.role.role.OID)
+		if v.lease != nil {
+			key = "lease\x00" + v.lease.LeaseID
+		}
 		r.mu.Lock()
-		c, ok := r.vaultChecks[v.id]
+		c, ok := r.vaultChecks[key]
 		r.mu.Unlock()
-		if !ok || now.Sub(c.at) >= recheck || now.Before(c.at) {
+		if !ok || now.Sub(c.at) >= recheck || now.Before(c.at) || (c.result == vaultClear && !c.at.Equal(now)) {
 			c = r.checkVault(ctx, tx, db, v)
 			c.at = now
 			r.mu.Lock()
 			if r.vaultChecks == nil {
 				r.vaultChecks = map[string]vaultCheck{}
 			}
-			if c.result == vaultClear {
-				delete(r.vaultChecks, v.id)
-			} else {
-				r.vaultChecks[v.id] = c
-			}
+			r.vaultChecks[key] = c
 			r.mu.Unlock()
 		}
 		applyVaultCheck(v, c)

@@ -214,6 +214,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	fail := func(code int, errs ...string) { status = code; writeErrors(w, code, errs...) }
 
 	list := r.Method == "LIST" || (r.Method == http.MethodGet && r.URL.Query().Get("list") == "true")
+	if list && !strings.HasSuffix(path, "/") {
+		path += "/" // as Vault does before its policy check (http/logical.go)
+	}
 	write := r.Method == http.MethodPut || r.Method == http.MethodPost
 	switch {
 	case write && (path == "sys/leases/revoke" || strings.HasPrefix(path, "sys/leases/revoke/")):
