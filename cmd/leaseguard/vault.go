@@ -19,7 +19,7 @@ import (
 // VaultConfig configures leaseguard's calls to Vault. Embedded in Config.
 type VaultConfig struct {
 	VaultAddr          string        `envconfig:"LEASEGUARD_VAULT_ADDR" desc:"Vault address (https://vault:8200); empty: leaseguard never calls Vault"`
-	VaultToken         string        `envconfig:"LEASEGUARD_VAULT_TOKEN" desc:"Vault token of leaseguard (prefer VAULT_TOKEN_FILE); never logged"`
+	VaultToken         string        `envconfig:"LEASEGUARD_VAULT_TOKEN" desc:"Vault token of leaseguard (prefer LEASEGUARD_VAULT_TOKEN_FILE); never logged"`
 	VaultTokenFile     string        `envconfig:"LEASEGUARD_VAULT_TOKEN_FILE" desc:"file holding the Vault token, re-read when it changes (e.g. written by Vault Agent)"`
 	VaultNamespace     string        `envconfig:"LEASEGUARD_VAULT_NAMESPACE" desc:"Vault Enterprise namespace of every call; empty: root"`
 	VaultCACertFile    string        `envconfig:"LEASEGUARD_VAULT_CA_CERT_FILE" desc:"CA bundle verifying Vault's certificate (default: the system's)"`
