@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaulttest"
 )
 
@@ -35,7 +39,9 @@ func TestVaultConfigValidate(t *testing.T) {
 		c := base()
 		tc.mod(&c.VaultConfig)
 		var errs []string
-		c.VaultConfig.validate(func(name, format string, args ...any) { errs = append(errs, env(name)+": "+fmt.Sprintf(format, args...)) })
+		c.VaultConfig.validate(func(name, format string, args ...any) {
+			errs = append(errs, env(name)+": "+fmt.Sprintf(format, args...))
+		})
 		got := strings.Join(errs, "; ")
 		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
@@ -90,5 +96,60 @@ func TestRevokeRevokesInVault(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "not yet revoked in Vault") || strings.Contains(stderr+out, "hvs.cli-token") {
 		t.Errorf("stderr: %s", stderr)
+	}
+}
+
+// TestRunWithVault: `leaseguard run` with Vault configured keeps its token
+// (lookup-self) and, in the revoker role, revokes in Vault the lease of a
+// dropped outcome recorded in the state store.
+func TestRunWithVault(t *testing.T) {
+	schema := pgtest.Schema(t, "lg_runvault")
+	t.Setenv("LEASEGUARD_DATABASE_URL", pgtest.URL())
+	t.Setenv("LEASEGUARD_DATABASE_SCHEMA", schema)
+	t.Setenv("LEASEGUARD_DATA_DIR", t.TempDir())
+	t.Setenv("LEASEGUARD_ROLES", "revoker")
+	t.Setenv("LEASEGUARD_METRICS_ADDR", "127.0.0.1:0")
+	t.Setenv("LEASEGUARD_LOG_FORMAT", "json")
+	v := vaulttest.New(t, nil)
+	v.AddToken("hvs.run-token", vaulttest.Token{TTL: time.Hour, Renewable: true, Sudo: true})
+	lease := "pg/creds/ro/" + strings.Repeat("r", 24)
+	v.AddLease(lease, vaulttest.Lease{IssueTime: time.Now(), ExpireTime: time.Now().Add(time.Hour)})
+	t.Setenv("LEASEGUARD_VAULT_ADDR", v.URL)
+	t.Setenv("LEASEGUARD_VAULT_TOKEN", "hvs.run-token")
+	stderr := &syncBuffer{}
+	m := NewMain(strings.NewReader(""), &syncBuffer{}, stderr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- m.Run(ctx, []string{"run"}) }()
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s", what, stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wait("run did not start", func() bool { return strings.Contains(stderr.String(), `"msg":"leaseguard running"`) })
+	wait("token not looked up", func() bool { return len(v.Calls("lookup-self")) == 1 })
+	pool := pgtest.Pool(t)
+	_, err := pool.Exec(context.Background(), `INSERT INTO `+pgx.Identifier{schema, "revocations"}.Sanitize()+`
+		(command_id, database, db_user, lease_id, rule, state, outcome, command, finished_at)
+		VALUES ('cmd-run', 'main', 'v-run-user', $1, 'lease-expired-not-revoked', 'done', 'dropped', '{}', now())`, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait("lease not revoked in Vault", func() bool { return !v.HasLease(lease) })
+	if c := v.Calls("revoke"); len(c) != 1 || c[0].Arg != lease {
+		t.Errorf("revoke calls = %+v", c)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("run exited %d: %s", code, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "hvs.run-token") {
+		t.Error("the token is in the logs")
 	}
 }
