@@ -100,6 +100,11 @@ func TestVerifyBeforeDestroyUnlinkedRole(t *testing.T) {
 		!strings.Contains(orphan.Facts["not_enforced"].(string), "verify-before-destroy") {
 		t.Errorf("vault check = %+v, facts %+v", vc, orphan.Facts)
 	}
+	for _, fd := range rep.Findings {
+		if err := schemas.ValidateValue("finding", fd); err != nil {
+			t.Errorf("finding %s: %v", fd.Rule, err)
+		}
+	}
 	if calls := v.Calls("list"); len(calls) != 1 || calls[0].Arg != "postgres/creds/reporting/" {
 		t.Errorf("list calls = %+v", calls)
 	}

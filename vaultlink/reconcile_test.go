@@ -126,10 +126,21 @@ func TestReconcilerForcesExactLeaseOnlyWhenUserGone(t *testing.T) {
 	if len(fs) != 2 || fs[1].Severity != schemas.SeverityLow || fs[1].Facts["method"] != "revoke-force" {
 		t.Errorf("evidence = %+v", fs)
 	}
-	// The evidence is in the outbox, chained.
+	// The evidence is in the outbox, and findings and events are valid
+	// documents of their schemas.
 	evs, err := evidenceOf(ctx, r, []string{q.FailureEvidenceID, q.EvidenceID})
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("outbox: %d events, %v", len(evs), err)
+	}
+	for _, ev := range evs {
+		if err := schemas.ValidateJSON("evidence", ev); err != nil {
+			t.Errorf("evidence event: %v\n%s", err, ev)
+		}
+	}
+	for _, f := range fs {
+		if err := schemas.ValidateValue("finding", f); err != nil {
+			t.Errorf("finding: %v", err)
+		}
 	}
 }
 
@@ -282,19 +293,20 @@ func TestRevokeForceRefusesPrefixes(t *testing.T) {
 	}
 }
 
-func evidenceOf(ctx context.Context, r *rig, ids []string) ([]string, error) {
-	rows, err := r.st.Pool().Query(ctx, `SELECT id FROM evidence_outbox WHERE id = ANY($1)`, ids)
+// evidenceOf returns the stored events of the given ids.
+func evidenceOf(ctx context.Context, r *rig, ids []string) ([][]byte, error) {
+	rows, err := r.st.Pool().Query(ctx, `SELECT event FROM evidence_outbox WHERE id = ANY($1) ORDER BY seq`, ids)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out [][]byte
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var ev []byte
+		if err := rows.Scan(&ev); err != nil {
 			return nil, err
 		}
-		out = append(out, id)
+		out = append(out, ev)
 	}
 	return out, rows.Err()
 }
