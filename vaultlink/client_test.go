@@ -193,3 +193,38 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 	}
 	return -1
 }
+
+// TLS: Vault's certificate is verified against the configured CA bundle,
+// for the address's host or the configured server name.
+func TestClientTLS(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.NewTLS(t, nil)
+	v.AddToken("hvs.tls", vaulttest.Token{TTL: time.Hour, Renewable: true})
+	v.AddAuditDevice("file", []byte("s"))
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, v.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		ca, server string
+		ok         bool
+	}{
+		{"system roots only", "", "", false},
+		{"ca bundle", ca, "", true},
+		{"ca bundle, name in the certificate", ca, "example.com", true},
+		{"ca bundle, wrong name", ca, "vault.other.test", false},
+	} {
+		c, err := vaultlink.New(vaultlink.Config{Addr: v.URL, Token: "hvs.tls", CACertFile: tc.ca, ServerName: tc.server}, vaultlink.Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.AuditHash(context.Background(), "file", "x")
+		if (err == nil) != tc.ok || (err != nil && !vaultlink.IsUnreachable(err)) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if n := len(v.Calls("audit-hash")); n != 2 {
+		t.Errorf("%d calls reached the server", n)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -73,13 +74,31 @@ type Server struct {
 
 // New starts a server, closed at cleanup. now is its clock (nil: time.Now).
 func New(t testing.TB, now func() time.Time) *Server {
-	if now == nil {
-		now = time.Now
-	}
-	s := &Server{now: now, leases: map[string]*Lease{}, tokens: map[string]*Token{}, devices: map[string][]byte{}}
+	s := newServer(now)
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// NewTLS is New over TLS, with httptest's certificate (valid for
+// example.com and 127.0.0.1; CertPEM returns it).
+func NewTLS(t testing.TB, now func() time.Time) *Server {
+	s := newServer(now)
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// CertPEM is the TLS server's certificate in PEM.
+func (s *Server) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+}
+
+func newServer(now func() time.Time) *Server {
+	if now == nil {
+		now = time.Now
+	}
+	return &Server{now: now, leases: map[string]*Lease{}, tokens: map[string]*Token{}, devices: map[string][]byte{}}
 }
 
 // AddToken registers a token.
