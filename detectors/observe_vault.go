@@ -85,7 +85,7 @@ func (r *DBRules) verifyBeforeDestroy(ctx context.Context, tx pgx.Tx, db string,
 	var todo []*verdict
 	var ids []string
 	for _, v := range vs {
-		if !v.verify || !v.mayEnforce || v.role == nil || r.cfg.Modes.Mode(v.rule) == schemas.ModeObserve {
+		if !v.verify || !v.mayEnforce || v.role == nil || !Acts(r.cfg.Modes.Mode(v.rule)) {
 			continue
 		}
 		var mount, role string
