@@ -139,6 +139,8 @@ type DBRulesDeps struct {
 	Logger     *slog.Logger
 	// Metrics: share the expiry detector's (leaseguard_findings_total).
 	Metrics *Metrics
+	// Vault turns on verify-before-destroy (observe_vault.go); nil: off.
+	Vault *VaultVerify
 }
 
 // DBRules judges each pass of the database observer (see DBRulesConfig).
@@ -154,6 +156,9 @@ type DBRules struct {
 	carry map[string][]pending
 	// ghostFailures counts failed terminations per finding id.
 	ghostFailures map[string]int
+	// vaultChecks: verify-before-destroy's answers by lease or role,
+	// reused until rechecked.
+	vaultChecks map[string]vaultCheck
 }
 
 type pending struct {
@@ -232,7 +237,10 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		}
 		vs = append(vs, judgeGhost(p.Database, s, l, r.cfg))
 	}
-	links := linkRoles(p.Roles, exact, hmac, r.cfg.ClockSkew)
+	links, err := r.linkPass(ctx, tx, p, exact, hmac)
+	if err != nil {
+		return rep, err
+	}
 	for _, role := range p.Roles {
 		c := roleCase{role: role, sessions: live[role.Name], link: links[role.Name]}
 		if c.link.kind == linkAmbiguous {
@@ -247,6 +255,10 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 				vs = append(vs, v)
 			}
 		}
+	}
+
+	if err := r.verifyBeforeDestroy(ctx, tx, p.Database, now, vs); err != nil {
+		return rep, err
 	}
 
 	// Carried findings first; then new verdicts whose finding is not

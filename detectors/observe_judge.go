@@ -30,6 +30,12 @@ type verdict struct {
 	whyNot     string
 	// ghost is the session to terminate (ghost-session).
 	ghost *store.ObservedSession
+	// verify: the rule relies on data that is missing (no lease, or an
+	// ended lease the ledger may have wrong): before it destroys, Vault is
+	// asked whether a live lease exists (verify-before-destroy). role is
+	// the role judged, with its link.
+	verify bool
+	role   *roleCase
 }
 
 // roleCase is one managed role with its live sessions and its link to the
@@ -106,7 +112,7 @@ const whyProbable = "the lease is linked by the username template only (probable
 // endedLease returns the lease a role's link says has ended, or nil when no
 // lease is linked or one is still active.
 func endedLease(c roleCase) *store.Lease {
-	if c.link.kind != linkExact && c.link.kind != linkProbable {
+	if c.link.kind != linkExact && c.link.kind != linkHMAC && c.link.kind != linkProbable {
 		return nil
 	}
 	if activeLease(c.link.leases) != nil {
@@ -148,7 +154,7 @@ func judgeReuseAfterRevoke(db string, c roleCase, now time.Time, cfg DBRulesConf
 			c.role.Name, len(c.sessions), l.LeaseID, l.State, end.UTC().Format(time.RFC3339)),
 		facts: facts, mayEnforce: true,
 	}
-	if c.link.kind == linkExact {
+	if c.link.kind == linkExact || c.link.kind == linkHMAC {
 		v.lease = l
 	} else {
 		facts["probable_lease_id"] = l.LeaseID
@@ -176,7 +182,7 @@ func judgeReuseUnknownLease(db string, c roleCase, coverage, now time.Time, cfg 
 		id: id(RuleReuseUnknownLease, db, c.role.Name, oidString(c.role.OID)),
 		summary: fmt.Sprintf("user %s, created after %s, has %d live session(s) and no lease in the ledger accounts for it",
 			c.role.Name, c.role.CreatedAfter.UTC().Format(time.RFC3339), len(c.sessions)),
-		facts: facts, mayEnforce: true,
+		facts: facts, mayEnforce: true, verify: true, role: &c,
 	}
 }
 
@@ -187,9 +193,9 @@ func judgeOrphanRole(db string, c roleCase, coverage, now time.Time, cfg DBRules
 	facts := roleFacts(c)
 	facts["grace_seconds"] = cfg.OrphanGrace.Seconds()
 	facts["live_sessions"] = len(c.sessions)
-	v := &verdict{rule: RuleOrphanRole, dbUser: c.role.Name, oid: c.role.OID, facts: facts, mayEnforce: true}
+	v := &verdict{rule: RuleOrphanRole, dbUser: c.role.Name, oid: c.role.OID, facts: facts, mayEnforce: true, verify: true, role: &c}
 	switch c.link.kind {
-	case linkExact, linkProbable:
+	case linkExact, linkHMAC, linkProbable:
 		l := endedLease(c)
 		if l == nil || honouredAfterExpiry(l, c.role, now) {
 			return nil
@@ -206,7 +212,7 @@ func judgeOrphanRole(db string, c roleCase, coverage, now time.Time, cfg DBRules
 		v.id = id(RuleOrphanRole, db, c.role.Name, oidString(c.role.OID), l.LeaseID)
 		v.summary = fmt.Sprintf("user %s still exists %s after its lease %s was %s",
 			c.role.Name, now.Sub(end).Round(time.Second), l.LeaseID, l.State)
-		if c.link.kind == linkExact {
+		if c.link.kind == linkExact || c.link.kind == linkHMAC {
 			v.lease = l
 		} else {
 			facts["probable_lease_id"] = l.LeaseID

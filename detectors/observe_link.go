@@ -1,9 +1,12 @@
 package detectors
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -12,6 +15,10 @@ import (
 const (
 	// linkExact: a lease names the role by its plain name.
 	linkExact = "exact"
+	// linkHMAC: the audit log showed the lease's user only as an HMAC, and
+	// Vault's sys/audit-hash of the role's name is that HMAC (see
+	// vaultlink.HMACResolver): as firm as exact.
+	linkHMAC = "hmac"
 	// linkProbable: no lease names it, but a lease whose user the audit log
 	// showed only as an HMAC fits it by Vault's default username template
 	// (display name, role name, creation time). Never enough to enforce.
@@ -52,12 +59,23 @@ func creationWindow(r store.ObservedRole, skew time.Duration) (from, to time.Tim
 // are left that no other role fits, the role may be one of theirs
 // (ambiguous).
 func linkRoles(roles []store.ObservedRole, exact map[string][]store.Lease, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
+	return linkRolesVia(roles, exact, nil, hmac, skew)
+}
+
+// linkRolesVia is linkRoles where methods says which leases were linked to
+// their plain user by leaseguard ("hmac"): a role whose newest lease was
+// linked so has an hmac link.
+func linkRolesVia(roles []store.ObservedRole, exact map[string][]store.Lease, methods map[string]string, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
 	out := make(map[string]leaseLink, len(roles))
 	claimed := map[string]bool{}
 	var rest []store.ObservedRole
 	for _, r := range roles {
 		if ls := exact[r.Name]; len(ls) > 0 {
-			out[r.Name] = leaseLink{kind: linkExact, leases: ls}
+			kind := linkExact
+			if methods[ls[0].LeaseID] == linkHMAC {
+				kind = linkHMAC
+			}
+			out[r.Name] = leaseLink{kind: kind, leases: ls}
 			continue
 		}
 		from, to, ok := creationWindow(r, skew)
@@ -175,4 +193,20 @@ func leaseEnd(l store.Lease) (time.Time, string) {
 		return *l.LastEventAt, "last_event_at"
 	}
 	return l.UpdatedAt, "ledger_updated_at"
+}
+
+// linkPass ties the pass's roles to the ledger (linkRolesVia), with the
+// link methods the ledger recorded for their exact leases.
+func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *store.ObservedPass, exact map[string][]store.Lease, hmac []store.Lease) (map[string]leaseLink, error) {
+	var ids []string
+	for _, ls := range exact {
+		if len(ls) > 0 {
+			ids = append(ids, ls[0].LeaseID)
+		}
+	}
+	methods, err := store.LinkMethods(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	return linkRolesVia(p.Roles, exact, methods, hmac, r.cfg.ClockSkew), nil
 }

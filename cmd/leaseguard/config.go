@@ -79,6 +79,7 @@ type Config struct {
 	AlertConfig
 	ApprovalConfig
 	SignalRulesConfig
+	VaultConfig
 
 	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
@@ -205,6 +206,7 @@ func (c Config) Validate() error {
 	c.AlertConfig.validate(bad)
 	c.ApprovalConfig.validate(bad)
 	c.SignalRulesConfig.validate(c.RuleModes, bad)
+	c.VaultConfig.validate(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}

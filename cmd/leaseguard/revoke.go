@@ -132,6 +132,7 @@ func revokeCmd(ctx context.Context, m *Main, args []string) error {
 	if err := printResults(context.WithoutCancel(ctx), m.Stdout, m.Stderr, st.Pool(), plan, results, *output); err != nil {
 		return err
 	}
+	revokeInVault(ctx, m.Stderr, cfg, st, targets, logger)
 	if runErr != nil {
 		return exitError{code: exitNotClean, err: fmt.Errorf("interrupted (%v): run the same command with --request-id %s (same reason and actor) to finish this request", runErr, plan.Request.RequestID)}
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
+	"github.com/leaseguard/leaseguard/vaultlink"
 )
 
 func runCmd(ctx context.Context, m *Main, args []string) error {
@@ -68,6 +69,8 @@ type pipeline struct {
 	cancel   context.CancelFunc
 	// closers run after the parts stopped.
 	closers []func()
+	// vault is the Vault client when LEASEGUARD_VAULT_ADDR is set.
+	vault *vaultlink.Client
 }
 
 // startPipeline connects everything and starts the selected parts. The
@@ -149,6 +152,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			}
 			g.Go(func() error { return ksrc.Run(gctx) })
 		}
+	}
+	if err := p.startVault(cfg, roles); err != nil {
+		return nil, err
 	}
 	if roles["detectors"] || roles["revoker"] || roles["observer"] {
 		if err := p.startEnforcement(ctx, gctx, cfg, roles); err != nil {
@@ -314,7 +320,7 @@ func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, signer *
 	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed,
 		ApprovalTTL: cfg.ApprovalTTL},
 		detectors.DBRulesDeps{Signer: signer, Sink: queue, Terminator: observer.Terminator{Targets: p.targets},
-			Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm})
+			Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm, Vault: p.vaultVerify(cfg)})
 	if err != nil {
 		return err
 	}

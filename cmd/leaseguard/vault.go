@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+	"github.com/leaseguard/leaseguard/vaultlink"
+)
+
+// VaultConfig configures leaseguard's calls to Vault. Embedded in Config.
+type VaultConfig struct {
+	VaultAddr          string        `envconfig:"LEASEGUARD_VAULT_ADDR" desc:"Vault address (https://vault:8200); empty: leaseguard never calls Vault"`
+	VaultToken         string        `envconfig:"LEASEGUARD_VAULT_TOKEN" desc:"Vault token of leaseguard (prefer LEASEGUARD_VAULT_TOKEN_FILE); never logged"`
+	VaultTokenFile     string        `envconfig:"LEASEGUARD_VAULT_TOKEN_FILE" desc:"file holding the Vault token, re-read when it changes (e.g. written by Vault Agent)"`
+	VaultNamespace     string        `envconfig:"LEASEGUARD_VAULT_NAMESPACE" desc:"Vault Enterprise namespace of every call; empty: root"`
+	VaultCACertFile    string        `envconfig:"LEASEGUARD_VAULT_CA_CERT_FILE" desc:"CA bundle verifying Vault's certificate (default: the system's)"`
+	VaultServerName    string        `envconfig:"LEASEGUARD_VAULT_TLS_SERVER_NAME" desc:"name to verify in Vault's certificate (default: the address's host)"`
+	VaultTimeout       time.Duration `envconfig:"LEASEGUARD_VAULT_TIMEOUT" default:"10s" desc:"timeout of one Vault call"`
+	VaultTokenWarning  time.Duration `envconfig:"LEASEGUARD_VAULT_TOKEN_EXPIRY_WARNING" default:"1h" desc:"a token expiring within this that cannot be renewed past it is logged and raises leaseguard_vault_token_near_expiry"`
+	VaultRevoke        bool          `envconfig:"LEASEGUARD_VAULT_REVOKE" default:"true" desc:"after a drop, revoke the lease in Vault (sys/leases/revoke) so Vault stops retrying and counting it; retried durably"`
+	VaultForce         bool          `envconfig:"LEASEGUARD_VAULT_FORCE" default:"true" desc:"when that revoke fails and the user is verified gone from pg_roles, use sys/leases/revoke-force/<that exact lease id> (sudo)"`
+	VaultRetryMax      time.Duration `envconfig:"LEASEGUARD_VAULT_RETRY_MAX_BACKOFF" default:"30m" desc:"longest wait between retries of a Vault revocation that failed (from 10s, doubling)"`
+	VaultVerify        bool          `envconfig:"LEASEGUARD_VAULT_VERIFY" default:"true" desc:"verify-before-destroy: orphan-role and credential-reuse-unknown-lease drop nothing while Vault holds, or cannot rule out, a live lease for the user"`
+	VaultVerifyRecheck time.Duration `envconfig:"LEASEGUARD_VAULT_VERIFY_RECHECK" default:"1m" desc:"how often Vault is asked again about a finding it did not clear"`
+	VaultAuditDevice   string        `envconfig:"LEASEGUARD_VAULT_AUDIT_DEVICE" desc:"path of the audit device whose entries leaseguard receives (e.g. file): managed role names are hashed through sys/audit-hash/<device> to link HMAC'd leases exactly; empty: off"`
+}
+
+func (v VaultConfig) validate(bad func(name, format string, args ...any)) {
+	if v.VaultAddr == "" {
+		if v.VaultToken != "" || v.VaultTokenFile != "" || v.VaultAuditDevice != "" {
+			bad("VAULT_ADDR", "must be set when a Vault token, token file or audit device is")
+		}
+		return
+	}
+	if err := v.clientConfig().Validate(); err != nil {
+		bad("VAULT_ADDR", "%v", err)
+	}
+	if v.VaultTimeout <= 0 {
+		bad("VAULT_TIMEOUT", "must be positive")
+	}
+	if v.VaultRetryMax < 10*time.Second {
+		bad("VAULT_RETRY_MAX_BACKOFF", "must be at least 10s")
+	}
+	if v.VaultVerifyRecheck <= 0 {
+		bad("VAULT_VERIFY_RECHECK", "must be positive")
+	}
+	if strings.Contains(strings.Trim(v.VaultAuditDevice, "/"), "..") {
+		bad("VAULT_AUDIT_DEVICE", "%q is not an audit device path", v.VaultAuditDevice)
+	}
+}
+
+func (v VaultConfig) clientConfig() vaultlink.Config {
+	return vaultlink.Config{Addr: v.VaultAddr, Token: v.VaultToken, TokenFile: v.VaultTokenFile, Namespace: v.VaultNamespace,
+		CACertFile: v.VaultCACertFile, ServerName: v.VaultServerName, Timeout: v.VaultTimeout}
+}
+
+func (v VaultConfig) reconcilerConfig() vaultlink.ReconcilerConfig {
+	c := vaultlink.DefaultReconcilerConfig()
+	c.Force = v.VaultForce
+	c.MaxBackoff = v.VaultRetryMax
+	return c
+}
+
+// startVault connects to Vault when it is configured: the token keeper
+// runs always; the reconciler with the revoker; the HMAC resolver with the
+// observer.
+func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
+	if cfg.VaultAddr == "" {
+		return nil
+	}
+	logger := p.logger.With("part", "vault")
+	c, err := vaultlink.New(cfg.clientConfig(), vaultlink.Deps{Metrics: vaultlink.NewMetrics(p.registry), Logger: logger})
+	if err != nil {
+		return configError{err}
+	}
+	p.vault = c
+	gctx := p.groupCtx
+	keeper := vaultlink.NewTokenKeeper(c, vaultlink.KeeperConfig{ExpiryWarning: cfg.VaultTokenWarning})
+	p.group.Go(func() error { return keeper.Run(gctx) })
+	if roles["revoker"] && cfg.VaultRevoke {
+		rec, err := vaultlink.NewReconciler(cfg.reconcilerConfig(), vaultlink.ReconcilerDeps{
+			Pool: p.store.Pool(), Vault: c, Targets: p.targets, Evidence: evidence.Builder{Source: evidenceSource(cfg)},
+			Logger: logger, Metrics: c.Metrics(),
+		})
+		if err != nil {
+			return err
+		}
+		p.group.Go(func() error { return rec.Run(gctx) })
+	}
+	if roles["observer"] && cfg.VaultAuditDevice != "" {
+		res, err := vaultlink.NewHMACResolver(vaultlink.HMACResolverConfig{Device: cfg.VaultAuditDevice,
+			ManagedPattern: regexp.MustCompile(cfg.ManagedRolePattern)}, p.store.Pool(), c, logger, c.Metrics(), nil)
+		if err != nil {
+			return err
+		}
+		p.group.Go(func() error { return res.Run(gctx) })
+	}
+	logger.Info("vault link running", "addr", cfg.VaultAddr, "revoke", cfg.VaultRevoke && roles["revoker"],
+		"force", cfg.VaultForce, "verify_before_destroy", cfg.VaultVerify, "audit_device", cfg.VaultAuditDevice)
+	return nil
+}
+
+// vaultVerify is the observer rules' verify-before-destroy, or nil.
+func (p *pipeline) vaultVerify(cfg Config) *detectors.VaultVerify {
+	if p.vault == nil || !cfg.VaultVerify {
+		return nil
+	}
+	return &detectors.VaultVerify{Leases: p.vault, AuditDevice: cfg.VaultAuditDevice, Recheck: cfg.VaultVerifyRecheck}
+}
+
+// revokeInVault is the offline revoke path's Vault step: the leases of the
+// users just dropped are revoked in Vault (for up to a minute); what fails
+// stays queued for `leaseguard run`.
+func revokeInVault(ctx context.Context, stderr io.Writer, cfg Config, st *store.Store, targets *target.Set, logger *slog.Logger) {
+	if cfg.VaultAddr == "" || !cfg.VaultRevoke {
+		return
+	}
+	c, err := vaultlink.New(cfg.clientConfig(), vaultlink.Deps{Logger: logger.With("part", "vault")})
+	if err != nil {
+		fmt.Fprintln(stderr, "vault:", err)
+		return
+	}
+	rec, err := vaultlink.NewReconciler(cfg.reconcilerConfig(), vaultlink.ReconcilerDeps{
+		Pool: st.Pool(), Vault: c, Targets: targets, Evidence: evidence.Builder{Source: evidenceSource(cfg)},
+		Logger: logger.With("part", "vault"),
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "vault:", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	pending, err := rec.Drain(ctx)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "vault: revoking the leases in Vault: %v (they stay queued; leaseguard run retries)\n", err)
+	case pending > 0:
+		fmt.Fprintf(stderr, "vault: %d lease(s) not yet revoked in Vault; leaseguard run retries them (the drops stand)\n", pending)
+	}
+}

@@ -1,0 +1,90 @@
+package vaultlink_test
+
+import (
+	"context"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/leaseguard/leaseguard/internal/vaulttest"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/vaultlink"
+)
+
+// Managed role names are hashed through the audit device; the HMAC'd lease
+// whose audit entry carried that HMAC gets its plain user, linked "hmac";
+// unmanaged names are never sent to Vault; Vault down links nothing and the
+// next pass does.
+func TestHMACResolverLinksLeases(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	salt := []byte("device-salt")
+	r.vault.AddAuditDevice("file", salt)
+	now := r.clock.Now()
+	users := []string{"v-token-report-AbCdEfGhIjKlMnOpQrSt-1795634398", "v-token-report-ZyXwVuTsRqPoNmLkJiHg-1795634399", "app_owner"}
+	for i, u := range users {
+		if _, err := r.st.Pool().Exec(ctx, `INSERT INTO db_roles (database, oid, rolname, can_login, superuser, first_seen_at, changed_at)
+			VALUES ('main', $1, $2, true, false, $3, $3)`, 30000+i, u, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lease := func(id, user string) schemas.LeaseEvent {
+		issued := now.Add(-time.Minute)
+		return schemas.LeaseEvent{Type: schemas.LeaseEventType, Kind: schemas.LeaseIssued, LeaseID: id, Mount: "postgres", Role: "reporting",
+			Database: "main", DBUser: vaulttest.Hash(salt, user), DBUserHMAC: true, DisplayName: "token", IssueTime: &issued,
+			EventTime: issued, VaultRequestID: "req-" + id, Source: schemas.SourceRef{Transport: "test"}}
+	}
+	first, other := newLeaseID("reporting"), newLeaseID("reporting")
+	// other's user is no role of the target: it stays HMAC'd.
+	if _, err := r.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{lease(first, users[0]), lease(other, "v-token-report-gone")}}); err != nil {
+		t.Fatal(err)
+	}
+	c := r.client(t, nil)
+	res, err := vaultlink.NewHMACResolver(vaultlink.HMACResolverConfig{Device: "file", ManagedPattern: regexp.MustCompile(`^v-`)},
+		r.st.Pool(), c, r.logger(), nil, r.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r.vault.SetSealed(true)
+	if links, err := res.Pass(ctx); err == nil || len(links) != 0 {
+		t.Fatalf("sealed: links %+v, err %v", links, err)
+	}
+	r.vault.SetSealed(false)
+	links, err := res.Pass(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(links) != 1 || links[0].LeaseID != first || links[0].DBUser != users[0] || links[0].Method != "hmac" {
+		t.Fatalf("links = %+v", links)
+	}
+	for _, call := range r.vault.Calls("audit-hash") {
+		if call.Arg == "app_owner" {
+			t.Error("an unmanaged role name was sent to Vault")
+		}
+	}
+	l, err := r.st.Lease(ctx, first)
+	if err != nil || l.DBUser != users[0] || l.DBUserHMAC {
+		t.Fatalf("linked lease = %+v, %v", l, err)
+	}
+	if l, err := r.st.Lease(ctx, other); err != nil || !l.DBUserHMAC {
+		t.Errorf("other lease = %+v, %v", l, err)
+	}
+	m, err := store.LinkMethods(ctx, r.st.Pool(), []string{first, other})
+	if err != nil || m[first] != "hmac" || m[other] != "" {
+		t.Errorf("link methods = %v, %v", m, err)
+	}
+	// A lease whose audit entry arrives after the name was hashed is linked
+	// without asking Vault again.
+	late := newLeaseID("reporting")
+	if _, err := r.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{lease(late, users[1])}}); err != nil {
+		t.Fatal(err)
+	}
+	hashed := len(r.vault.Calls("audit-hash"))
+	links, err = res.Pass(ctx)
+	if err != nil || len(links) != 1 || links[0].LeaseID != late || len(r.vault.Calls("audit-hash")) != hashed {
+		t.Errorf("late lease: links %+v, err %v, hashes %d→%d", links, err, hashed, len(r.vault.Calls("audit-hash")))
+	}
+}
