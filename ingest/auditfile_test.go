@@ -250,9 +250,11 @@ func TestAuditFileRotationTruncationPartialLine(t *testing.T) {
 
 func TestAuditFileRestartNeitherSkipsNorRepeats(t *testing.T) {
 	t.Parallel()
-	// A short duplicate window: a line published twice would show twice,
-	// so this checks the stored offset itself.
+	// A short duplicate window, waited out before each restart: a line
+	// published twice would be stored twice, so this checks the stored
+	// offset itself, not JetStream's deduplication.
 	js := directStreams(t, 100*time.Millisecond)
+	pastDupWindow := func() { time.Sleep(300 * time.Millisecond) }
 	st := newLedger(t)
 	path := filepath.Join(t.TempDir(), "audit.log")
 	e := entries("restart", 14)
@@ -262,15 +264,21 @@ func TestAuditFileRestartNeitherSkipsNorRepeats(t *testing.T) {
 	waitLines(t, js, "vault.audit.file", e[:5])
 	f.stop(t)
 
+	// Written while stopped, same file: resumed at the stored offset.
+	appendFile(t, path, lines(e[5:7]...))
+	pastDupWindow()
+	f = startFollower(t, js, st, path, nil)
+	waitLines(t, js, "vault.audit.file", e[:7])
+	f.stop(t)
+
 	// Written while stopped, then rotated, then the new file written: the
 	// old file's tail is found by inode and read before the new file.
-	appendFile(t, path, lines(e[5:8]...))
+	appendFile(t, path, lines(e[7]))
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
 	appendFile(t, path, lines(e[8:10]...))
-	time.Sleep(150 * time.Millisecond) // past the duplicate window
-	startFollower(t, js, st, path, nil).stop(t)
+	pastDupWindow()
 	f = startFollower(t, js, st, path, nil)
 	waitLines(t, js, "vault.audit.file", e[:10])
 	f.stop(t)
@@ -280,8 +288,12 @@ func TestAuditFileRestartNeitherSkipsNorRepeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendFile(t, path, lines(e[10]))
+	pastDupWindow()
 	startFollower(t, js, st, path, nil)
 	waitLines(t, js, "vault.audit.file", e[:11])
+	if o := storedOffset(t, st, path); o.Offset != fileSize(t, path) {
+		t.Errorf("stored offset %d, file size %d", o.Offset, fileSize(t, path))
+	}
 }
 
 func TestAuditFileCrashBetweenPublishAndCommit(t *testing.T) {
