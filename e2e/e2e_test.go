@@ -298,6 +298,13 @@ func scenarioIssue(t *testing.T, r *rig) {
 			out := r.vault.must(t, "POST", "sys/audit-hash/"+dev, map[string]any{"input": c.username})
 			hashes[dev] = str(out["data"].(map[string]any)["hash"])
 		}
+		from := "neither device"
+		for dev, h := range hashes {
+			if l.dbUser == h {
+				from = "the " + dev + " device"
+			}
+		}
+		t.Logf("the ledger holds the user's HMAC from %s; the devices' HMACs of it differ: %v", from, hashes["file"] != hashes["socket"])
 		if !r.vaultCalls {
 			if !l.hmac || (l.dbUser != hashes["file"] && l.dbUser != hashes["socket"]) {
 				t.Errorf("ledger %+v, want the user's HMAC, one of %v", l, hashes)
@@ -449,9 +456,9 @@ func scenarioGhostSession(t *testing.T, r *rig) {
 		return err != nil, "session alive"
 	})
 	t.Logf("ghost session ended %s after the revocation", time.Since(revoked).Round(100*time.Millisecond))
-	poll(t, "the ghost-session finding with evidence", 30*time.Second, func() (bool, string) {
+	poll(t, "the ghost-session finding (terminated) with evidence", 30*time.Second, func() (bool, string) {
 		n := r.count(t, `SELECT count(*) FROM findings WHERE rule = 'ghost-session' AND db_user = $1 AND evidence_id IS NOT NULL
-			AND finding->'facts'->>'pid' = $2`, c.username, fmt.Sprint(pid))
+			AND finding->'facts'->>'pid' = $2 AND finding->'facts'->>'termination' = 'terminated'`, c.username, fmt.Sprint(pid))
 		return n >= 1, "no finding yet"
 	})
 }
