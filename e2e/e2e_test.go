@@ -312,7 +312,10 @@ func scenarioIssue(t *testing.T, r *rig) {
 			t.Skip("missing feature: resolving hashed usernames through sys/audit-hash (LEASEGUARD_VAULT_ADDR, LEASEGUARD_VAULT_AUDIT_DEVICE) is not in this leaseguard build")
 		}
 		want := r.vault.expireTime(t, c.leaseID)
-		l = r.waitLease(t, "the hashed user resolved, with its expiry", c.leaseID, 60*time.Second, func(l ledgerLease) bool {
+		// Each device has its own salt: the resolver must hash through the
+		// device whose HMAC the ledger holds (here both devices feed it).
+		l = r.waitLease(t, fmt.Sprintf("the hashed user resolved, with its expiry (the ledger holds %s's HMAC; resolver device %q)",
+			from, "file"), c.leaseID, 60*time.Second, func(l ledgerLease) bool {
 			return l.found && !l.hmac && l.dbUser == c.username && l.expireAt != nil
 		})
 		if !near(*l.expireAt, want, expiryTolerance) {
@@ -372,7 +375,7 @@ func scenarioRenewRevoke(t *testing.T, r *rig) {
 		if !r.vaultCalls {
 			t.Skip("missing feature: linking a revocation by hashed lease id (sys/audit-hash through LEASEGUARD_VAULT_ADDR) is not in this leaseguard build")
 		}
-		r.waitLease(t, "the revocation by API body", c.leaseID, 60*time.Second, func(l ledgerLease) bool { return l.state == "revoked" })
+		r.waitLease(t, "the revocation by API body (only hashed_revocations names it: its lease id's HMAC must be linked)", c.leaseID, 60*time.Second, func(l ledgerLease) bool { return l.state == "revoked" })
 	})
 }
 
