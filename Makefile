@@ -50,3 +50,13 @@ clean:
 .PHONY: bench
 bench: build postgres
 	$(GO) run ./cmd/leaseguard-bench -leaseguard $(BIN) $(BENCHFLAGS)
+
+# End to end against a real Vault (e2e/, build tag e2e): a dev server whose
+# file and socket audit devices feed a real leaseguard process. The Vault
+# binary is built once into a cache directory outside the repository
+# (scripts/ensure-vault.sh; the first build takes ~15 minutes) and reused.
+.PHONY: e2e
+e2e: build postgres
+	@vault=$$(scripts/ensure-vault.sh) && \
+	E2E_VAULT_BIN="$$vault" E2E_LEASEGUARD_BIN="$(CURDIR)/$(BIN)" \
+	$(GO) test -tags e2e -count=1 -v -timeout 20m ./e2e/

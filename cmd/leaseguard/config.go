@@ -75,6 +75,7 @@ type Config struct {
 	RevocationSubject    string        `envconfig:"LEASEGUARD_REVOCATION_SUBJECT" default:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
 	TransportConfig
+	AuditSourceConfig
 	AdminConfig
 	AlertConfig
 	ApprovalConfig
@@ -202,6 +203,7 @@ func (c Config) Validate() error {
 		bad("STATEMENT_TIMEOUT", "statement and lock timeouts must be positive")
 	}
 	c.TransportConfig.validate(bad)
+	c.validateAuditSources(bad)
 	c.AdminConfig.validate(bad)
 	c.AlertConfig.validate(bad)
 	c.ApprovalConfig.validate(bad)

@@ -123,8 +123,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, logger.With("part", "expiry"))
 	g.Go(func() error { return resolver.Run(gctx) })
 
+	var metrics *ingest.Metrics
 	if roles["ingest"] {
-		metrics := ingest.NewMetrics(registry)
+		metrics = ingest.NewMetrics(registry)
 		proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
 			Ledger: p.store, Router: p.targets, MaxEntryBytes: cfg.MaxEntryBytes,
 			Metrics: metrics, Logger: logger.With("part", "ingest"), OnIssued: resolver.Kick,
@@ -152,6 +153,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			}
 			g.Go(func() error { return ksrc.Run(gctx) })
 		}
+	}
+	if err := p.startAuditSources(gctx, cfg, metrics); err != nil {
+		return nil, err
 	}
 	if err := p.startVault(cfg, roles); err != nil {
 		return nil, err

@@ -1,0 +1,204 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// AuditSocketConfig configures the listener for Vault's socket audit device
+// (LEASEGUARD_AUDIT_SOCKET_ADDR).
+type AuditSocketConfig struct {
+	DirectConfig
+	// Addr is the TCP address to listen on (the device's address).
+	Addr string
+	// IdleTimeout closes a connection that sent nothing for this long
+	// (0: never). Vault reconnects when it next writes.
+	IdleTimeout time.Duration
+}
+
+// Validate checks the configuration.
+func (c AuditSocketConfig) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("audit socket: address %q: %w", c.Addr, err)
+	}
+	if c.IdleTimeout < 0 {
+		return errors.New("audit socket: idle timeout must not be negative")
+	}
+	return c.DirectConfig.validate("socket")
+}
+
+// AuditSocket accepts Vault socket audit devices: TCP, one JSON entry per
+// line, any number of connections. Every line is stored in JetStream
+// before the next one is read from its connection, so a line counts as
+// received only once it is durable, and a slow or unavailable JetStream
+// slows Vault's writes down through TCP instead of losing entries (Vault
+// times a write out after the device's write_timeout). Lines over
+// MaxLineBytes and lines that are not JSON objects are dead-lettered.
+type AuditSocket struct {
+	cfg    AuditSocketConfig
+	pub    *directPublisher
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+}
+
+// NewAuditSocket builds the listener; Listen binds, Run serves.
+func NewAuditSocket(cfg AuditSocketConfig, js jetstream.JetStream, metrics *Metrics, logger *slog.Logger) (*AuditSocket, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &AuditSocket{
+		cfg: cfg, logger: logger, conns: map[net.Conn]struct{}{},
+		pub: &directPublisher{cfg: cfg.DirectConfig, js: js, transport: "socket", metrics: metrics, logger: logger},
+	}, nil
+}
+
+// Listen binds the address, so that Addr is known (and Vault can connect)
+// before Run. Run calls it when it was not called.
+func (s *AuditSocket) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("audit socket: %w", err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address (nil before Listen).
+func (s *AuditSocket) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Run accepts connections until ctx ends, then closes the listener and the
+// connections; a line being stored when ctx ends is finished first.
+func (s *AuditSocket) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.logger.Info("accepting Vault socket audit devices", "addr", s.Addr().String())
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		_ = s.ln.Close()
+	})
+	defer stop()
+	var err error
+	for {
+		conn, aerr := s.ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				var ne net.Error
+				if errors.As(aerr, &ne) && ne.Timeout() {
+					continue
+				}
+				err = fmt.Errorf("audit socket: accept: %w", aerr)
+			}
+			break
+		}
+		s.track(conn, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.track(conn, false)
+			s.serve(ctx, conn)
+		}()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		// Unblock reads; a publish in progress still completes.
+		_ = c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	return err
+}
+
+func (s *AuditSocket) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+		return
+	}
+	delete(s.conns, c)
+	_ = c.Close()
+}
+
+// serve reads one connection line by line.
+func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
+	peer := conn.RemoteAddr().String()
+	log := s.logger.With("peer", peer)
+	log.Info("audit device connected")
+	// A line in hand when ctx ends is still stored (bounded by the
+	// publish timeout and one retry window).
+	pubCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopPub := context.AfterFunc(ctx, func() {
+		time.AfterFunc(s.pubTimeout(), cancel)
+	})
+	defer stopPub()
+	r := bufio.NewReaderSize(conn, 64<<10)
+	var received int64
+	for ctx.Err() == nil {
+		if s.cfg.IdleTimeout > 0 {
+			_ = conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		}
+		data, size, _, complete, err := readLine(r, s.cfg.MaxLineBytes)
+		if len(bytes.TrimSpace(data)) > 0 || size > int64(len(data)) {
+			l := line{data: data, origin: "socket:" + peer, id: lineID("auditsocket", "", data)}
+			if !complete {
+				l.reason = "connection closed in the middle of a line"
+			}
+			classify(&l, size, s.cfg.MaxLineBytes)
+			if perr := s.pub.publish(pubCtx, []line{l}); perr != nil {
+				log.Warn("audit entry not stored; closing the connection so Vault sees the failure", "err", perr)
+				return
+			}
+			received++
+		}
+		if err != nil || !complete {
+			var ne net.Error
+			switch {
+			case ctx.Err() != nil:
+			case errors.As(err, &ne) && ne.Timeout():
+				log.Info("audit device idle; closing the connection")
+			case err != nil:
+				log.Warn("audit device connection failed", "err", err)
+			}
+			break
+		}
+	}
+	log.Info("audit device disconnected", "entries", received)
+}
+
+func (s *AuditSocket) pubTimeout() time.Duration {
+	if s.cfg.PublishTimeout > 0 {
+		return s.cfg.PublishTimeout
+	}
+	return 10 * time.Second
+}
