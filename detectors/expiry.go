@@ -314,12 +314,12 @@ func (e *Expiry) recordAll(ctx context.Context, tx pgx.Tx, findings []schemas.Fi
 	if err != nil {
 		return fmt.Errorf("append finding evidence: %w", err)
 	}
-	for i, f := range findings {
-		if _, err := store.InsertFinding(ctx, tx, f, evs[i].ID); err != nil {
-			return err
-		}
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID
 	}
-	return nil
+	_, err = store.InsertFindings(ctx, tx, findings, ids)
+	return err
 }
 
 // Metrics are the detectors' Prometheus metrics.

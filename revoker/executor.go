@@ -154,16 +154,35 @@ func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds
 	start := time.Now()
 	results := x.Dropper.DropBatch(hookCtx, pool, db, batch)
 	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	// A role found absent may have been dropped by another attempt of the
+	// same command (a redelivery, another revoker) that has not recorded
+	// its outcome yet: its drop transaction id is recorded before that
+	// transaction commits, so read it now, not as it was at the claim.
+	var absentIDs []string
+	for j := range idx {
+		if results[j].Outcome == schemas.OutcomeAlreadyAbsent {
+			absentIDs = append(absentIDs, results[j].CommandID)
+		}
+	}
+	xids, err := store.TargetXIDs(ctx, x.State, absentIDs)
+	if err != nil {
+		x.Logger.Warn("cannot read target transactions; using the claims'", "err", err)
+		xids = nil
+	}
 	var settleIdx []int
 	var settleRes []schemas.RevocationResult
 	for j, i := range idx {
 		res := results[j]
-		if res.Outcome == schemas.OutcomeAlreadyAbsent && claims[i].TargetXID != 0 {
-			if status, err := txidStatus(ctx, pool, claims[i].TargetXID); err == nil && status == "committed" {
+		xid := claims[i].TargetXID
+		if v, ok := xids[res.CommandID]; ok {
+			xid = v
+		}
+		if res.Outcome == schemas.OutcomeAlreadyAbsent && xid != 0 {
+			if status, err := txidStatus(ctx, pool, xid); err == nil && status == "committed" {
 				// An earlier attempt dropped the role and ended before it
 				// recorded the outcome: the drop is that attempt's, and ours.
 				res.Outcome = schemas.OutcomeDropped
-				res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", claims[i].TargetXID)
+				res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", xid)
 			}
 		}
 		if res.Outcome == schemas.OutcomeFailed && transient(res.SQLState) && (final == nil || !final(i)) {

@@ -142,6 +142,29 @@ func SetTargetXID(ctx context.Context, q Querier, commandIDs []string, xid int64
 	return nil
 }
 
+// TargetXIDs returns the drop transaction ids recorded for those of
+// commandIDs that have one.
+func TargetXIDs(ctx context.Context, q Querier, commandIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64)
+	if len(commandIDs) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, `SELECT command_id, target_xid FROM revocations
+		WHERE command_id = ANY($1) AND target_xid IS NOT NULL`, commandIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read target transactions: %w", err)
+	}
+	var id string
+	var xid int64
+	if _, err := pgx.ForEachRow(rows, []any{&id, &xid}, func() error {
+		out[id] = xid
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read target transactions: %w", err)
+	}
+	return out, nil
+}
+
 // FinishRevocation records the outcome of a command inside tx (the caller
 // appends the evidence in the same transaction). It reports false when the
 // command was already finished (by a concurrent or earlier attempt), in

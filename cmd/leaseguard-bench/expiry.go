@@ -179,7 +179,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 	}
 	b.logf("expiry: run %d: %d users created and their leases resolved %.1f s before the first expiry", r+1, n, time.Until(first).Seconds())
 	if resolved < n {
-		return nil, nil, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases", resolved, n)
+		return nil, nil, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases; leaseguard log: %s", resolved, n, lg.lastLines())
 	}
 
 	cs := sampleCPU(lg.pid())
