@@ -134,6 +134,8 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 		}
 	}
 	// Candidates are in lease id order, as Apply locks: no deadlock.
+	// Planned for each call (customPlan): a plan cached while the ledger
+	// was small joins by scanning it, once per lease.
 	rows, err := s.pool.Query(ctx, `UPDATE leases AS l SET expire_at = u.expire_at, expire_source = u.source,
 			ttl_seconds = u.ttl, expire_checked_at = u.checked, expire_attempt_at = $1, updated_at = now()
 		FROM (SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::bigint[], $6::timestamptz[],
@@ -147,7 +149,7 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 		  AND l.renewed_at IS NOT DISTINCT FROM u.old_renewed
 		  AND l.issued_at IS NOT DISTINCT FROM u.old_issued
 		RETURNING l.lease_id`,
-		now, ids, expires, sources, ttlsOut, checks, oldSources, oldExpires, oldChecks, oldRenewed, oldIssued)
+		customPlan, now, ids, expires, sources, ttlsOut, checks, oldSources, oldExpires, oldChecks, oldRenewed, oldIssued)
 	if err == nil {
 		var id string
 		_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
