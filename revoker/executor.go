@@ -297,10 +297,8 @@ func (x *Executor) finishMany(ctx context.Context, tx pgx.Tx, cmds []schemas.Rev
 	}
 	leases := map[string]evidence.LeaseContext{}
 	if len(leaseIDs) > 0 {
-		// Planned per call (QueryExecModeExec): a cached generic plan of
-		// = ANY($1) may scan the ledger.
 		rows, err := tx.Query(ctx, `SELECT lease_id, coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
-			coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = ANY($1)`, pgx.QueryExecModeExec, leaseIDs)
+			coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = ANY($1)`, leaseIDs)
 		if err != nil {
 			return nil, fmt.Errorf("read leases: %w", err)
 		}

@@ -165,6 +165,13 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 	return resolved, errors.Join(readErrs...)
 }
 
+// customPlan, as the first argument of a query, has it planned for its
+// parameters on every call (an unnamed prepared statement) instead of on a
+// plan PostgreSQL may cache after five calls. A statement joining a table
+// to unnest($1) needs it: a generic plan made while
+// the table was small scans the table for every element once it has grown.
+const customPlan = pgx.QueryExecModeExec
+
 func (s *Store) expiryCandidates(ctx context.Context, limit int) ([]expiryCandidate, error) {
 	rows, err := s.pool.Query(ctx, `SELECT lease_id, COALESCE(database, ''), COALESCE(db_user, ''),
 			db_user_hmac, COALESCE(mount, ''), COALESCE(role, ''), issued_at, renewed_at,

@@ -62,13 +62,6 @@ func ClaimRevocation(ctx context.Context, q Querier, cmd schemas.RevocationComma
 	return c, nil
 }
 
-// customPlan, as the first argument of a query, has it planned for its
-// parameters on every call (an unnamed prepared statement) instead of on a
-// plan PostgreSQL may cache after five calls. A statement joining a table
-// to unnest($1) or matching = ANY($1) needs it: a generic plan made while
-// the table was small scans the table for every element once it has grown.
-const customPlan = pgx.QueryExecModeExec
-
 // ClaimRevocations is ClaimRevocation for many commands in one statement.
 // Claims are in the order of cmds; a command id repeated in cmds is one
 // row, each occurrence counted as an attempt, and every occurrence gets the
@@ -157,7 +150,7 @@ func TargetXIDs(ctx context.Context, q Querier, commandIDs []string) (map[string
 		return out, nil
 	}
 	rows, err := q.Query(ctx, `SELECT command_id, target_xid FROM revocations
-		WHERE command_id = ANY($1) AND target_xid IS NOT NULL`, customPlan, commandIDs)
+		WHERE command_id = ANY($1) AND target_xid IS NOT NULL`, commandIDs)
 	if err != nil {
 		return nil, fmt.Errorf("read target transactions: %w", err)
 	}
@@ -224,7 +217,7 @@ func FinishRevocations(ctx context.Context, tx pgx.Tx, fs []Finish, at time.Time
 		UPDATE revocations AS r SET state = 'done', outcome = t.o, result = t.res, finished_at = $5, evidence_id = NULLIF(t.ev, '')
 		FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS t(id, o, res, ev)
 		WHERE r.command_id = t.id AND r.state = 'in_progress'
-		RETURNING r.command_id`, customPlan, ids, outcomes, docs, evIDs, at)
+		RETURNING r.command_id`, ids, outcomes, docs, evIDs, at)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d revocations: %w", len(ids), err)
 	}
