@@ -191,10 +191,8 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	// Evidence last: appending holds the chain head lock until commit.
-	for i := range findings {
-		if err := e.record(ctx, tx, findings[i], due); err != nil {
-			return 0, err
-		}
+	if err := e.recordAll(ctx, tx, findings, due); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit expiry pass: %w", err)
@@ -288,27 +286,40 @@ func (e *Expiry) judge(l store.DueLease, now time.Time, vu map[string]time.Time)
 	return f, &cmd, nil
 }
 
-func (e *Expiry) record(ctx context.Context, tx pgx.Tx, f schemas.Finding, due []store.DueLease) error {
-	var lc *evidence.LeaseContext
-	for _, l := range due {
-		if l.LeaseID == f.LeaseID {
+// recordAll appends the evidence of the findings to the outbox (the chain
+// head locked once for the pass) and records each finding with its
+// evidence id.
+func (e *Expiry) recordAll(ctx context.Context, tx pgx.Tx, findings []schemas.Finding, due []store.DueLease) error {
+	if len(findings) == 0 {
+		return nil
+	}
+	byLease := make(map[string]*store.DueLease, len(due))
+	for i := range due {
+		byLease[due[i].LeaseID] = &due[i]
+	}
+	evs := make([]evidence.Event, len(findings))
+	for i, f := range findings {
+		var lc *evidence.LeaseContext
+		if l, ok := byLease[f.LeaseID]; ok {
 			lc = &evidence.LeaseContext{LeaseID: l.LeaseID, VaultRequestID: l.LastRequestID, EntityID: l.EntityID,
 				RemoteAddress: l.RemoteAddress, Mount: l.Mount, Role: l.Role}
-			break
 		}
+		ev, err := e.evidence.Finding(f, lc)
+		if err != nil {
+			return fmt.Errorf("build finding evidence: %w", err)
+		}
+		evs[i] = ev
 	}
-	ev, err := e.evidence.Finding(f, lc)
-	if err != nil {
-		return fmt.Errorf("build finding evidence: %w", err)
-	}
-	ev, err = evidence.Append(ctx, tx, ev)
+	evs, err := evidence.AppendMany(ctx, tx, evs)
 	if err != nil {
 		return fmt.Errorf("append finding evidence: %w", err)
 	}
-	if _, err := store.InsertFinding(ctx, tx, f, ev.ID); err != nil {
-		return err
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID
 	}
-	return nil
+	_, err = store.InsertFindings(ctx, tx, findings, ids)
+	return err
 }
 
 // Metrics are the detectors' Prometheus metrics.

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
+	"unicode/utf8"
 )
 
 // Canonical returns the canonical encoding of one JSON value, the form the
@@ -39,68 +39,158 @@ func Canonical(doc []byte) ([]byte, error) {
 
 // parseJSON decodes one JSON value into map[string]any, []any, string,
 // json.Number, bool and nil, rejecting duplicate keys and trailing data.
+//
+// The document is checked with json.Valid (encoding/json's own scanner and
+// nesting limit), then read by a small parser that may assume it is valid:
+// every event is parsed when built, when stored and when hashed, and
+// json.Decoder.Token made that the largest cost of recording evidence.
+// Strings with escapes or non-UTF-8 bytes are decoded by encoding/json, so
+// values are exactly what json.Unmarshal would give.
 func parseJSON(doc []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	v, err := parseValue(dec)
+	if !json.Valid(doc) {
+		var v any
+		err := json.Unmarshal(doc, &v)
+		if err == nil {
+			err = errors.New("invalid document")
+		}
+		return nil, fmt.Errorf("json: %w", err)
+	}
+	p := parser{doc: doc}
+	v, err := p.value()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	p.space()
+	if p.i != len(p.doc) {
 		return nil, errors.New("json: data after the top-level value")
 	}
 	return v, nil
 }
 
-func parseValue(dec *json.Decoder) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("json: %w", err)
+// parser reads a document json.Valid accepted.
+type parser struct {
+	doc []byte
+	i   int
+}
+
+func (p *parser) space() {
+	for p.i < len(p.doc) {
+		switch p.doc[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
 	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return tok, nil
-	}
-	switch d {
+}
+
+func (p *parser) value() (any, error) {
+	p.space()
+	switch c := p.doc[p.i]; c {
 	case '{':
+		p.i++
 		m := map[string]any{}
-		for dec.More() {
-			kt, err := dec.Token()
+		p.space()
+		if p.doc[p.i] == '}' {
+			p.i++
+			return m, nil
+		}
+		for {
+			p.space()
+			k, err := p.string()
 			if err != nil {
-				return nil, fmt.Errorf("json: %w", err)
-			}
-			k, ok := kt.(string)
-			if !ok {
-				return nil, errors.New("json: object key is not a string")
+				return nil, err
 			}
 			if _, dup := m[k]; dup {
 				return nil, fmt.Errorf("json: duplicate key %q", k)
 			}
-			v, err := parseValue(dec)
+			p.space()
+			p.i++ // ':'
+			v, err := p.value()
 			if err != nil {
 				return nil, err
 			}
 			m[k] = v
+			p.space()
+			c := p.doc[p.i]
+			p.i++
+			if c == '}' {
+				return m, nil
+			}
 		}
-		if _, err := dec.Token(); err != nil { // '}'
-			return nil, fmt.Errorf("json: %w", err)
-		}
-		return m, nil
 	case '[':
+		p.i++
 		a := []any{}
-		for dec.More() {
-			v, err := parseValue(dec)
+		p.space()
+		if p.doc[p.i] == ']' {
+			p.i++
+			return a, nil
+		}
+		for {
+			v, err := p.value()
 			if err != nil {
 				return nil, err
 			}
 			a = append(a, v)
+			p.space()
+			c := p.doc[p.i]
+			p.i++
+			if c == ']' {
+				return a, nil
+			}
 		}
-		if _, err := dec.Token(); err != nil { // ']'
-			return nil, fmt.Errorf("json: %w", err)
+	case '"':
+		return p.string()
+	case 't':
+		p.i += len("true")
+		return true, nil
+	case 'f':
+		p.i += len("false")
+		return false, nil
+	case 'n':
+		p.i += len("null")
+		return nil, nil
+	default:
+		start := p.i
+		for p.i < len(p.doc) && numberByte(p.doc[p.i]) {
+			p.i++
 		}
-		return a, nil
+		return json.Number(p.doc[start:p.i]), nil
 	}
-	return nil, fmt.Errorf("json: unexpected %v", d)
+}
+
+func numberByte(c byte) bool {
+	return c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
+}
+
+// string reads the string at p.i (its opening quote).
+func (p *parser) string() (string, error) {
+	start := p.i
+	p.i++
+	plain := true
+	for {
+		c := p.doc[p.i]
+		if c == '"' {
+			break
+		}
+		if c == '\\' {
+			plain = false
+			p.i++ // the escaped character; \u's hex digits are plain
+		} else if c >= utf8.RuneSelf {
+			plain = false
+		}
+		p.i++
+	}
+	p.i++
+	raw := p.doc[start:p.i]
+	if plain {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", fmt.Errorf("json: %w", err)
+	}
+	return s, nil
 }
 
 func writeCanonical(buf *bytes.Buffer, v any) error {
@@ -151,6 +241,13 @@ func writeCanonical(buf *bytes.Buffer, v any) error {
 }
 
 func writeString(buf *bytes.Buffer, s string) error {
+	if plainASCII(s) {
+		// What the encoder below writes for such a string.
+		buf.WriteByte('"')
+		buf.WriteString(s)
+		buf.WriteByte('"')
+		return nil
+	}
 	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(s); err != nil {
@@ -158,6 +255,17 @@ func writeString(buf *bytes.Buffer, s string) error {
 	}
 	buf.Truncate(buf.Len() - 1) // Encode appends a newline
 	return nil
+}
+
+// plainASCII reports whether s is printable ASCII with no quote or
+// backslash: encoding/json writes such a string between quotes unchanged.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // encodeJSON is json.Marshal without HTML escaping: "<", ">" and "&" in

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	jsonv1 "github.com/go-json-experiment/json/v1"
+
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -69,8 +71,13 @@ func (d *Decoder) Decode(line []byte) (schemas.AuditEntry, error) {
 		return schemas.AuditEntry{}, &DecodeError{Reason: "not a JSON object: got null"}
 	}
 	var e schemas.AuditEntry
-	if err := json.Unmarshal(b, &e); err != nil {
-		return schemas.AuditEntry{}, &DecodeError{Reason: jsonErrorReason(err, "entry", "time")}
+	if err := jsonv1.Unmarshal(b, &e); err != nil {
+		// Rare: let encoding/json, whose errors the reasons are worded
+		// from, decide, and say why.
+		e = schemas.AuditEntry{}
+		if err := json.Unmarshal(b, &e); err != nil {
+			return schemas.AuditEntry{}, &DecodeError{Reason: jsonErrorReason(err, "entry", "time")}
+		}
 	}
 	switch {
 	case e.Type == "":

@@ -326,8 +326,9 @@ func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, er
 // Drops in one database are serialised (an advisory lock around steps 5
 // and 6): call DropBatch rather than many concurrent Drops.
 //
-// Results are in the order of cmds. Keep batches to about a hundred roles:
-// each result lists the batch statements, which name every role.
+// Results are in the order of cmds. Each result lists the statements as
+// they apply to its own role: a statement that named the batch's roles is
+// recorded with the role's name alone in place of the list.
 func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand) []schemas.RevocationResult {
 	items := make([]*item, len(cmds))
 	first := make(map[string]int, len(cmds))
@@ -568,11 +569,11 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	// bounded by statement_timeout, not by lock_timeout, which is meant for
 	// locks held by the database's users.
 	steps := []txStep{
-		{"drop lock wait", "SET LOCAL lock_timeout = 0"},
-		{"drop lock", dropLockSQL},
-		{"lock timeout", fmt.Sprintf("SET LOCAL lock_timeout = %d", millis(d.lockTimeout))},
-		{"savepoint", savepointSQL},
-		{"reassign owned", "REASSIGN OWNED BY " + ids + " TO " + ident(reassignTo)},
+		{step: "drop lock wait", sql: "SET LOCAL lock_timeout = 0"},
+		{step: "drop lock", sql: dropLockSQL},
+		{step: "lock timeout", sql: fmt.Sprintf("SET LOCAL lock_timeout = %d", millis(d.lockTimeout))},
+		{step: "savepoint", sql: savepointSQL},
+		roleStep("reassign owned", "REASSIGN OWNED BY ", ids, " TO "+ident(reassignTo)),
 	}
 	if len(targets) > 1 {
 		revokes, err := revokeSteps(ctx, tx, targets, ids)
@@ -582,8 +583,8 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		steps = append(steps, revokes...)
 	}
 	steps = append(steps,
-		txStep{"drop owned", "DROP OWNED BY " + ids},
-		txStep{"drop role", "DROP ROLE IF EXISTS " + ids},
+		roleStep("drop owned", "DROP OWNED BY ", ids, ""),
+		roleStep("drop role", "DROP ROLE IF EXISTS ", ids, ""),
 	)
 	const firstActing = 4 // steps before it are not recorded
 	sqls := make([]string, len(steps))
@@ -608,9 +609,14 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	if err != nil {
 		acted = min(completed+1, len(steps)) // the failing one included
 	}
+	// Each role's result records the statements as they apply to it: a
+	// statement naming the whole batch is recorded with the role's own
+	// name in place of the list, which is what it did to that role. (With
+	// the batch's hundred names in every statement of every result, the
+	// evidence of a batch grew with the square of its size.)
 	for _, st := range steps[firstActing:max(acted, firstActing)] {
 		for _, it := range targets {
-			it.res.Statements = append(it.res.Statements, st.sql)
+			it.res.Statements = append(it.res.Statements, st.forRole(it.name))
 		}
 	}
 	if err != nil {
@@ -683,7 +689,27 @@ type queryer interface {
 }
 
 // txStep is a statement of steps 5 and 6 and what to call it in errors.
-type txStep struct{ step, sql string }
+// A statement acting on the batch's roles is prefix + the list of roles +
+// suffix; forRole gives its text for one role.
+type txStep struct {
+	step, sql      string
+	prefix, suffix string
+	perRole        bool
+}
+
+// roleStep is a statement naming the batch's roles (ids, quoted and
+// comma-separated) between prefix and suffix.
+func roleStep(step, prefix, ids, suffix string) txStep {
+	return txStep{step: step, sql: prefix + ids + suffix, prefix: prefix, suffix: suffix, perRole: true}
+}
+
+// forRole is the statement as it applies to the role name alone.
+func (s txStep) forRole(name string) string {
+	if !s.perRole {
+		return s.sql
+	}
+	return s.prefix + ident(name) + s.suffix
+}
 
 // scanRead reads the rows of readSQL: the revoker's session and the
 // roles that exist.

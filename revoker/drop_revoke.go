@@ -62,7 +62,7 @@ func revokeSteps(ctx context.Context, tx pgx.Tx, targets []*item, ids string) ([
 	}
 	steps := make([]txStep, 0, len(kinds))
 	for _, k := range kinds {
-		steps = append(steps, txStep{"revoke", "REVOKE ALL ON " + k + " " + strings.Join(objects[k], ", ") + " FROM " + ids})
+		steps = append(steps, roleStep("revoke", "REVOKE ALL ON "+k+" "+strings.Join(objects[k], ", ")+" FROM ", ids, ""))
 	}
 	return steps, nil
 }

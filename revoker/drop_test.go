@@ -328,21 +328,21 @@ func TestDropBatch(t *testing.T) {
 			t.Fatalf("result %d is for %q, want %q", i, res.CommandID, cmds[i].ID)
 		}
 	}
-	var ids []string
-	for _, n := range names {
-		ids = append(ids, ident(n))
-	}
-	idList := strings.Join(ids, ", ")
-	dropList := "DROP ROLE IF EXISTS " + idList
 	me := currentUser(t, pool)
-	wantShared := []string{
-		terminateManySQL,
-		"REASSIGN OWNED BY " + idList + " TO " + ident(me),
-		"REVOKE ALL ON SCHEMA " + ident(schema) + " FROM " + idList,
-		"REVOKE ALL ON TABLE " + pgx.Identifier{schema, "accounts"}.Sanitize() + ", " +
-			pgx.Identifier{schema, "orders"}.Sanitize() + " FROM " + idList,
-		"DROP OWNED BY " + idList,
-		dropList,
+	// Each result lists the batch's statements as they apply to its own
+	// role: the role's name in place of the batch's list.
+	wantStatements := func(n string) []string {
+		id := ident(n)
+		return []string{
+			"ALTER ROLE " + id + " NOLOGIN",
+			terminateManySQL,
+			"REASSIGN OWNED BY " + id + " TO " + ident(me),
+			"REVOKE ALL ON SCHEMA " + ident(schema) + " FROM " + id,
+			"REVOKE ALL ON TABLE " + pgx.Identifier{schema, "accounts"}.Sanitize() + ", " +
+				pgx.Identifier{schema, "orders"}.Sanitize() + " FROM " + id,
+			"DROP OWNED BY " + id,
+			"DROP ROLE IF EXISTS " + id,
+		}
 	}
 	for i, n := range names {
 		res := results[i]
@@ -357,7 +357,7 @@ func TestDropBatch(t *testing.T) {
 		if res.SessionsTerminated != wantTerminated {
 			t.Errorf("%s: terminated %d, want %d", n, res.SessionsTerminated, wantTerminated)
 		}
-		if want := append([]string{"ALTER ROLE " + ident(n) + " NOLOGIN"}, wantShared...); !slices.Equal(res.Statements, want) {
+		if want := wantStatements(n); !slices.Equal(res.Statements, want) {
 			t.Errorf("%s: statements\n%s\nwant\n%s", n, strings.Join(res.Statements, "\n"), strings.Join(want, "\n"))
 		}
 		if exists, _ := roleState(t, pool, n); exists {

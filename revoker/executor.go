@@ -92,22 +92,21 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 		}
 		candidates = append(candidates, i)
 	}
-	// Claim every command in one transaction (one commit for the batch).
-	if err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
-		for _, i := range candidates {
-			c, err := store.ClaimRevocation(ctx, tx, cmds[i])
-			if err != nil {
-				return err
-			}
-			claims[i] = c
-		}
-		return nil
-	}); err != nil {
+	// Claim every command in one statement (one commit for the batch).
+	claimCmds := make([]schemas.RevocationCommand, len(candidates))
+	for k, i := range candidates {
+		claimCmds[k] = cmds[i]
+	}
+	got, err := store.ClaimRevocations(ctx, x.State, claimCmds)
+	if err != nil {
 		x.Logger.Warn("cannot claim revocations; will retry", "commands", len(candidates), "err", err)
 		for _, i := range candidates {
 			out[i].Retry, out[i].Err = true, err
 		}
 		return out
+	}
+	for k, i := range candidates {
+		claims[i] = got[k]
 	}
 	for _, i := range candidates {
 		cmd, claim := cmds[i], claims[i]
@@ -155,16 +154,35 @@ func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds
 	start := time.Now()
 	results := x.Dropper.DropBatch(hookCtx, pool, db, batch)
 	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	// A role found absent may have been dropped by another attempt of the
+	// same command (a redelivery, another revoker) that has not recorded
+	// its outcome yet: its drop transaction id is recorded before that
+	// transaction commits, so read it now, not as it was at the claim.
+	var absentIDs []string
+	for j := range idx {
+		if results[j].Outcome == schemas.OutcomeAlreadyAbsent {
+			absentIDs = append(absentIDs, results[j].CommandID)
+		}
+	}
+	xids, err := store.TargetXIDs(ctx, x.State, absentIDs)
+	if err != nil {
+		x.Logger.Warn("cannot read target transactions; using the claims'", "err", err)
+		xids = nil
+	}
 	var settleIdx []int
 	var settleRes []schemas.RevocationResult
 	for j, i := range idx {
 		res := results[j]
-		if res.Outcome == schemas.OutcomeAlreadyAbsent && claims[i].TargetXID != 0 {
-			if status, err := txidStatus(ctx, pool, claims[i].TargetXID); err == nil && status == "committed" {
+		xid := claims[i].TargetXID
+		if v, ok := xids[res.CommandID]; ok {
+			xid = v
+		}
+		if res.Outcome == schemas.OutcomeAlreadyAbsent && xid != 0 {
+			if status, err := txidStatus(ctx, pool, xid); err == nil && status == "committed" {
 				// An earlier attempt dropped the role and ended before it
 				// recorded the outcome: the drop is that attempt's, and ours.
 				res.Outcome = schemas.OutcomeDropped
-				res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", claims[i].TargetXID)
+				res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", xid)
 			}
 		}
 		if res.Outcome == schemas.OutcomeFailed && transient(res.SQLState) && (final == nil || !final(i)) {
@@ -195,18 +213,12 @@ func (x *Executor) settleMany(ctx context.Context, cmds []schemas.RevocationComm
 		return out
 	}
 	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
-		var fresh []evidence.Event
-		for i := range cmds {
-			ev, ok, err := x.finish(ctx, tx, cmds[i], results[i])
-			if err != nil {
-				return err
-			}
-			if ok {
-				fresh = append(fresh, ev)
-			}
+		evs, err := x.finishMany(ctx, tx, cmds, results)
+		if err != nil {
+			return err
 		}
 		// Evidence last: the chain head stays locked until commit.
-		if _, err := evidence.AppendMany(ctx, tx, fresh); err != nil {
+		if _, err := evidence.AppendMany(ctx, tx, evs); err != nil {
 			return fmt.Errorf("append evidence: %w", err)
 		}
 		return nil
@@ -264,6 +276,69 @@ func (x *Executor) recordTx(ctx context.Context, tx pgx.Tx, cmd schemas.Revocati
 		return fmt.Errorf("append evidence: %w", err)
 	}
 	return nil
+}
+
+// finishMany is finish for many commands, in a few statements whatever
+// their number: it returns the evidence of the outcomes recorded now, in
+// the order of cmds.
+func (x *Executor) finishMany(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, error) {
+	var refused []schemas.RevocationCommand
+	var leaseIDs []string
+	for i, cmd := range cmds {
+		if results[i].Outcome == schemas.OutcomeRefused {
+			refused = append(refused, cmd) // may never have been claimed
+		}
+		if cmd.LeaseID != "" {
+			leaseIDs = append(leaseIDs, cmd.LeaseID)
+		}
+	}
+	if _, err := store.ClaimRevocations(ctx, tx, refused); err != nil {
+		return nil, err
+	}
+	leases := map[string]evidence.LeaseContext{}
+	if len(leaseIDs) > 0 {
+		rows, err := tx.Query(ctx, `SELECT lease_id, coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
+			coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = ANY($1)`, leaseIDs)
+		if err != nil {
+			return nil, fmt.Errorf("read leases: %w", err)
+		}
+		var lc evidence.LeaseContext
+		if _, err := pgx.ForEachRow(rows, []any{&lc.LeaseID, &lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role}, func() error {
+			leases[lc.LeaseID] = lc
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("read leases: %w", err)
+		}
+	}
+	evs := make([]evidence.Event, len(cmds))
+	fs := make([]store.Finish, len(cmds))
+	for i, cmd := range cmds {
+		var lc *evidence.LeaseContext
+		if cmd.LeaseID != "" {
+			c, ok := leases[cmd.LeaseID]
+			if !ok {
+				c = evidence.LeaseContext{LeaseID: cmd.LeaseID}
+			}
+			lc = &c
+		}
+		ev, err := x.Evidence.Revocation(cmd, results[i], lc)
+		if err != nil {
+			return nil, fmt.Errorf("build evidence: %w", err)
+		}
+		evs[i] = ev
+		fs[i] = store.Finish{Result: results[i], EvidenceID: ev.ID}
+	}
+	fresh, err := store.FinishRevocations(ctx, tx, fs, x.Clock())
+	if err != nil {
+		return nil, err
+	}
+	out := evs[:0]
+	for i, ev := range evs {
+		if fresh[i] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }
 
 // finish records the outcome of cmd inside tx and returns its evidence

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -111,36 +110,67 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 		validUntil[db] = m
 	}
 
-	var b pgx.Batch
+	// One statement for the whole pass: a per-lease UPDATE ran on a
+	// cached generic plan that scanned an index instead of the primary key
+	// once the ledger had grown, and held row locks ingest waited for.
+	n := len(cands)
+	var (
+		ids                              = make([]string, n)
+		sources, oldSources              = make([]*string, n), make([]*string, n)
+		expires, checks, oldExpires      = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+		oldChecks, oldRenewed, oldIssued = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+		ttlsOut                          = make([]*int64, n)
+		willResolve                      = make(map[string]bool, n)
+	)
 	for i := range cands {
 		c := &cands[i]
 		u := decideExpiry(c, validUntil, failed, ttls, now)
-		b.Queue(`UPDATE leases SET expire_at = $2, expire_source = $3, ttl_seconds = $4,
-				expire_checked_at = $5, expire_attempt_at = $6, updated_at = now()
-			WHERE lease_id = $1 AND state = 'active'
-			  AND expire_source IS NOT DISTINCT FROM $7::text
-			  AND expire_at IS NOT DISTINCT FROM $8::timestamptz
-			  AND expire_checked_at IS NOT DISTINCT FROM $9::timestamptz
-			  AND renewed_at IS NOT DISTINCT FROM $10::timestamptz
-			  AND issued_at IS NOT DISTINCT FROM $11::timestamptz`,
-			c.leaseID, u.expireAt, nullText(string(u.source)), u.ttl, u.checked, now,
-			nullText(string(c.source)), c.expireAt, c.checked, c.renewed, c.issued).
-			Exec(func(ct pgconn.CommandTag) error {
-				if u.resolved && ct.RowsAffected() == 1 {
-					resolved++
-				}
-				return nil
-			})
+		ids[i] = c.leaseID
+		expires[i], sources[i], ttlsOut[i], checks[i] = u.expireAt, textPtr(string(u.source)), u.ttl, u.checked
+		oldSources[i], oldExpires[i], oldChecks[i] = textPtr(string(c.source)), c.expireAt, c.checked
+		oldRenewed[i], oldIssued[i] = c.renewed, c.issued
+		if u.resolved {
+			willResolve[c.leaseID] = true
+		}
 	}
 	// Candidates are in lease id order, as Apply locks: no deadlock.
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(ctx, &b).Close()
-	})
+	// Planned for each call (customPlan): a plan cached while the ledger
+	// was small joins by scanning it, once per lease.
+	rows, err := s.pool.Query(ctx, `UPDATE leases AS l SET expire_at = u.expire_at, expire_source = u.source,
+			ttl_seconds = u.ttl, expire_checked_at = u.checked, expire_attempt_at = $1, updated_at = now()
+		FROM (SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::bigint[], $6::timestamptz[],
+			$7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[])
+			AS t(lease_id, expire_at, source, ttl, checked, old_source, old_expire_at, old_checked, old_renewed, old_issued)
+			ORDER BY lease_id) AS u
+		WHERE l.lease_id = u.lease_id AND l.state = 'active'
+		  AND l.expire_source IS NOT DISTINCT FROM u.old_source
+		  AND l.expire_at IS NOT DISTINCT FROM u.old_expire_at
+		  AND l.expire_checked_at IS NOT DISTINCT FROM u.old_checked
+		  AND l.renewed_at IS NOT DISTINCT FROM u.old_renewed
+		  AND l.issued_at IS NOT DISTINCT FROM u.old_issued
+		RETURNING l.lease_id`,
+		customPlan, now, ids, expires, sources, ttlsOut, checks, oldSources, oldExpires, oldChecks, oldRenewed, oldIssued)
+	if err == nil {
+		var id string
+		_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+			if willResolve[id] {
+				resolved++
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return 0, errors.Join(append([]error{fmt.Errorf("write expiry: %w", err)}, readErrs...)...)
 	}
 	return resolved, errors.Join(readErrs...)
 }
+
+// customPlan, as the first argument of a query, has it planned for its
+// parameters on every call (an unnamed prepared statement) instead of on a
+// plan PostgreSQL may cache after five calls. A statement joining a table
+// to unnest($1) needs it: a generic plan made while
+// the table was small scans the table for every element once it has grown.
+const customPlan = pgx.QueryExecModeExec
 
 func (s *Store) expiryCandidates(ctx context.Context, limit int) ([]expiryCandidate, error) {
 	rows, err := s.pool.Query(ctx, `SELECT lease_id, COALESCE(database, ''), COALESCE(db_user, ''),

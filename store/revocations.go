@@ -62,6 +62,76 @@ func ClaimRevocation(ctx context.Context, q Querier, cmd schemas.RevocationComma
 	return c, nil
 }
 
+// ClaimRevocations is ClaimRevocation for many commands in one statement.
+// Claims are in the order of cmds; a command id repeated in cmds is one
+// row, each occurrence counted as an attempt, and every occurrence gets the
+// same claim.
+func ClaimRevocations(ctx context.Context, q Querier, cmds []schemas.RevocationCommand) ([]Claim, error) {
+	claims := make([]Claim, len(cmds))
+	if len(cmds) == 0 {
+		return claims, nil
+	}
+	var (
+		ids, dbs, users, leases, rules, issuers, actors []string
+		emergency                                       []bool
+		docs                                            [][]byte
+		counts                                          []int32
+	)
+	seen := make(map[string]int, len(cmds))
+	for _, cmd := range cmds {
+		if k, ok := seen[cmd.ID]; ok {
+			counts[k]++
+			continue
+		}
+		seen[cmd.ID] = len(ids)
+		counts = append(counts, 1)
+		doc, err := json.Marshal(cmd)
+		if err != nil {
+			return nil, fmt.Errorf("encode command %s: %w", cmd.ID, err)
+		}
+		ids, dbs, users = append(ids, cmd.ID), append(dbs, cmd.Database), append(users, cmd.DBUser)
+		leases, rules = append(leases, cmd.LeaseID), append(rules, cmd.Rule)
+		issuers, actors = append(issuers, cmd.Issuer), append(actors, cmd.Actor)
+		emergency, docs = append(emergency, cmd.Emergency), append(docs, doc)
+	}
+	// ORDER BY command_id: concurrent claimers lock the rows in one order.
+	rows, err := q.Query(ctx, `
+		INSERT INTO revocations (command_id, database, db_user, lease_id, rule, issuer, actor, emergency, state, command, attempts)
+		SELECT id, db, u, NULLIF(l, ''), r, NULLIF(i, ''), NULLIF(a, ''), e, 'in_progress', c, n
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[], $9::jsonb[], $10::int[])
+			AS t(id, db, u, l, r, i, a, e, c, n)
+		ORDER BY id
+		ON CONFLICT (command_id) DO UPDATE SET attempts = revocations.attempts + EXCLUDED.attempts
+		RETURNING command_id, state, outcome, attempts, target_xid`,
+		ids, dbs, users, leases, rules, issuers, actors, emergency, docs, counts)
+	if err != nil {
+		return nil, fmt.Errorf("claim %d revocations: %w", len(ids), err)
+	}
+	byID := make(map[string]Claim, len(ids))
+	var id, state string
+	var outcome pgtype.Text
+	var xid pgtype.Int8
+	var attempts int
+	if _, err := pgx.ForEachRow(rows, []any{&id, &state, &outcome, &attempts, &xid}, func() error {
+		c := Claim{Done: state == "done", Outcome: schemas.Outcome(outcome.String), Attempts: attempts}
+		if xid.Valid {
+			c.TargetXID = xid.Int64
+		}
+		byID[id] = c
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("claim %d revocations: %w", len(ids), err)
+	}
+	for i, cmd := range cmds {
+		c, ok := byID[cmd.ID]
+		if !ok {
+			return nil, fmt.Errorf("claim revocation %s: no row returned", cmd.ID)
+		}
+		claims[i] = c
+	}
+	return claims, nil
+}
+
 // SetTargetXID records the id of the drop transaction in the target
 // database before that transaction commits.
 func SetTargetXID(ctx context.Context, q Querier, commandIDs []string, xid int64) error {
@@ -70,6 +140,29 @@ func SetTargetXID(ctx context.Context, q Querier, commandIDs []string, xid int64
 		return fmt.Errorf("record target transaction: %w", err)
 	}
 	return nil
+}
+
+// TargetXIDs returns the drop transaction ids recorded for those of
+// commandIDs that have one.
+func TargetXIDs(ctx context.Context, q Querier, commandIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64)
+	if len(commandIDs) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, `SELECT command_id, target_xid FROM revocations
+		WHERE command_id = ANY($1) AND target_xid IS NOT NULL`, commandIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read target transactions: %w", err)
+	}
+	var id string
+	var xid int64
+	if _, err := pgx.ForEachRow(rows, []any{&id, &xid}, func() error {
+		out[id] = xid
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read target transactions: %w", err)
+	}
+	return out, nil
 }
 
 // FinishRevocation records the outcome of a command inside tx (the caller
@@ -88,6 +181,56 @@ func FinishRevocation(ctx context.Context, tx pgx.Tx, res schemas.RevocationResu
 		return false, fmt.Errorf("finish revocation %s: %w", res.CommandID, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// Finish is one outcome for FinishRevocations.
+type Finish struct {
+	Result     schemas.RevocationResult
+	EvidenceID string
+}
+
+// FinishRevocations is FinishRevocation for many outcomes in one
+// statement. fresh[i] reports whether fs[i] was recorded now; it is false
+// for a command already finished, and for a command id repeated in fs after
+// its first occurrence (as if they had been recorded one after another).
+func FinishRevocations(ctx context.Context, tx pgx.Tx, fs []Finish, at time.Time) ([]bool, error) {
+	fresh := make([]bool, len(fs))
+	if len(fs) == 0 {
+		return fresh, nil
+	}
+	var ids, outcomes, evIDs []string
+	var docs [][]byte
+	first := make(map[string]int, len(fs))
+	for i, f := range fs {
+		if _, ok := first[f.Result.CommandID]; ok {
+			continue
+		}
+		first[f.Result.CommandID] = i
+		doc, err := json.Marshal(f.Result)
+		if err != nil {
+			return nil, fmt.Errorf("encode result %s: %w", f.Result.CommandID, err)
+		}
+		ids, outcomes = append(ids, f.Result.CommandID), append(outcomes, string(f.Result.Outcome))
+		docs, evIDs = append(docs, doc), append(evIDs, f.EvidenceID)
+	}
+	rows, err := tx.Query(ctx, `
+		UPDATE revocations AS r SET state = 'done', outcome = t.o, result = t.res, finished_at = $5, evidence_id = NULLIF(t.ev, '')
+		FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS t(id, o, res, ev)
+		WHERE r.command_id = t.id AND r.state = 'in_progress'
+		RETURNING r.command_id`, ids, outcomes, docs, evIDs, at)
+	if err != nil {
+		return nil, fmt.Errorf("finish %d revocations: %w", len(ids), err)
+	}
+	var id string
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+		if i, ok := first[id]; ok {
+			fresh[i] = true
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("finish %d revocations: %w", len(ids), err)
+	}
+	return fresh, nil
 }
 
 // Revocation is a recorded revocation.

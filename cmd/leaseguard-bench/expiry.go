@@ -100,13 +100,14 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 	}()
 
 	// Users: VALID UNTIL spread over one whole second far enough ahead for
-	// the setup (about 2 ms a user here) and ingest to finish.
+	// the setup (about 2 ms a user on an idle machine, ten times that when
+	// it is busy with other work) and ingest to finish.
 	sim := &vaultsim.Sim{Pool: b.admin, Mount: "postgres", DisplayName: b.displayName(),
 		EntityID: "2f6e0c1a-bench-" + b.sfx, RemoteAddress: "10.20.30.40"}
 	sim.HMAC("") // sets the salt before the workers share the Sim
 	issued := time.Now()
 	sim.Clock = func() time.Time { return issued }
-	first := issued.Add(5*time.Second + time.Duration(n)*8*time.Millisecond).Truncate(time.Second).Add(time.Second)
+	first := issued.Add(5*time.Second + time.Duration(n)*20*time.Millisecond).Truncate(time.Second).Add(time.Second)
 	validUntil := make([]time.Time, n)
 	creds := make([]vaultsim.Cred, n)
 	lines := make([][][]byte, n)
@@ -179,7 +180,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 	}
 	b.logf("expiry: run %d: %d users created and their leases resolved %.1f s before the first expiry", r+1, n, time.Until(first).Seconds())
 	if resolved < n {
-		return nil, nil, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases", resolved, n)
+		return nil, nil, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases; leaseguard log: %s", resolved, n, lg.lastLines())
 	}
 
 	cs := sampleCPU(lg.pid())
