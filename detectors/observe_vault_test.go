@@ -32,7 +32,7 @@ func (f *fixture) vaultRules(t *testing.T, modes string, clock func() time.Time)
 	}
 	r, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: m, ManagedPattern: regexp.MustCompile(`^v-`)},
 		detectors.DBRulesDeps{Signer: f.signer, Sink: f.sink, Terminator: &terminator{}, Evidence: f.builder,
-			Vault: &detectors.VaultVerify{Leases: c, AuditDevice: "file", Recheck: time.Minute}})
+			Vault: &detectors.VaultVerify{Leases: c, AuditDevices: []string{"file"}, Recheck: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestHMACLinkEnforces(t *testing.T) {
 	if err := store.SaveUserHMACs(ctx, tx, "file", map[string]string{name: vaulttest.Hash(salt, name)}, f.now); err != nil {
 		t.Fatal(err)
 	}
-	if links, err := store.LinkHMACLeases(ctx, tx, "file", f.now); err != nil || len(links) != 1 {
+	if links, err := store.LinkHMACLeases(ctx, tx, []string{"file"}, f.now); err != nil || len(links) != 1 {
 		t.Fatalf("links %+v, %v", links, err)
 	}
 	if err := tx.Commit(ctx); err != nil {

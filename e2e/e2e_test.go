@@ -34,6 +34,9 @@ type rig struct {
 	socket string
 	pool   *pgxpool.Pool
 	schema string
+	// auditDevices is LEASEGUARD_VAULT_AUDIT_DEVICE: every device that
+	// feeds leaseguard.
+	auditDevices string
 	// tuned has audit_non_hmac_response_keys=username; hashed does not.
 	tuned, hashed string
 	userPrefix    string
@@ -87,7 +90,7 @@ func setup(t *testing.T, vaultBin, lgBin string) *rig {
 		lgBin: lgBin, lgLog: filepath.Join(dir, "leaseguard.log"), socket: freePort(t),
 		schema: pgtest.Schema(t, "lg_e2e"),
 		tuned:  "lge2e" + suffix + "tuned", hashed: "lge2e" + suffix + "hashed",
-		userPrefix: "v-e2e" + suffix + "-",
+		userPrefix: "v-e2e" + suffix + "-", auditDevices: "file,socket",
 	}
 	r.pool = pgtest.Pool(t)
 	t.Cleanup(func() { dropTestUsers(t, r.pool, r.userPrefix) })
@@ -126,7 +129,7 @@ func setup(t *testing.T, vaultBin, lgBin string) *rig {
 		"LEASEGUARD_VAULT_ADDR=" + r.vault.addr,
 		"LEASEGUARD_VAULT_TOKEN=" + r.vault.token,
 		"LEASEGUARD_VAULT_FORCE=true",
-		"LEASEGUARD_VAULT_AUDIT_DEVICE=file",
+		"LEASEGUARD_VAULT_AUDIT_DEVICE=" + r.auditDevices,
 	}
 	r.lg = startLeaseguard(t, lgBin, r.env, r.lgLog)
 	t.Cleanup(func() {
@@ -313,9 +316,10 @@ func scenarioIssue(t *testing.T, r *rig) {
 		}
 		want := r.vault.expireTime(t, c.leaseID)
 		// Each device has its own salt: the resolver must hash through the
-		// device whose HMAC the ledger holds (here both devices feed it).
-		l = r.waitLease(t, fmt.Sprintf("the hashed user resolved, with its expiry (the ledger holds %s's HMAC; resolver device %q)",
-			from, "file"), c.leaseID, 60*time.Second, func(l ledgerLease) bool {
+		// device whose HMAC the ledger holds (here both devices feed it, and
+		// both are listed).
+		l = r.waitLease(t, fmt.Sprintf("the hashed user resolved, with its expiry (the ledger holds %s's HMAC; resolver devices %q)",
+			from, r.auditDevices), c.leaseID, 60*time.Second, func(l ledgerLease) bool {
 			return l.found && !l.hmac && l.dbUser == c.username && l.expireAt != nil
 		})
 		if !near(*l.expireAt, want, expiryTolerance) {
