@@ -337,3 +337,53 @@ func TestVerifyBeforeDestroyEveryDevice(t *testing.T) {
 		t.Fatalf("both HMACs known: commands %+v, finding %+v", cmds, orphan)
 	}
 }
+
+// A lease whose revocation reached the ledger through the HMAC of its id (a
+// revoke through the API body, linked by the Vault link) is judged as any
+// revoked lease, and the finding says how the revocation was learned; a
+// lease revoked by path does not carry that fact.
+func TestRevocationLinkedByHMACInFinding(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	suffix := pgtest.Suffix()
+	viaHMAC, viaPath := "v-hm-"+suffix, "v-pa-"+suffix
+	hmID, paID := "postgres/creds/reporting/"+strings.Repeat("m", 24), "postgres/creds/reporting/"+strings.Repeat("p", 24)
+	f.lease(t, hmID, "main", viaHMAC, f.now.Add(time.Hour))
+	f.lease(t, paID, "main", viaPath, f.now.Add(time.Hour))
+	revokedAt := f.now.Add(-10 * time.Minute)
+	f.revoke(t, paID, revokedAt)
+	// What the Vault link applies for a matched hashed revocation.
+	m := store.RevocationMatch{LeaseIDHMAC: vaulttest.Hash([]byte("salt"), hmID), RevokedAt: revokedAt, Method: schemas.RevokeByBody,
+		RequestID: "req-body", LeaseID: hmID, Device: "file", Source: schemas.SourceRef{Transport: "file"}}
+	ev := m.Event()
+	if _, err := f.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{ev}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordRevocationLinks(ctx, f.st.Pool(), []store.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
+		t.Fatal(err)
+	}
+	r := f.rules(t, "", &terminator{}, nil)
+	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []store.ObservedRole{observedRole(viaHMAC, 17500, f.now.Add(-time.Hour), nil), observedRole(viaPath, 17501, f.now.Add(-time.Hour), nil)},
+		Sessions: []store.ObservedSession{liveSession(710, viaHMAC, 17500, f.now.Add(-time.Minute)),
+			liveSession(711, viaPath, 17501, f.now.Add(-time.Minute))}}
+	rep, err := f.evaluate(t, r, pass, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, fd := range rep.Findings {
+		if fd.Rule != detectors.RuleReuseAfterRevoke {
+			continue
+		}
+		seen[fd.DBUser] = true
+		want := map[string]any{viaHMAC: "hmac", viaPath: nil}[fd.DBUser]
+		if fd.Facts["lease_revocation_link"] != want || fd.Facts["lease_state"] != "revoked" {
+			t.Errorf("%s: facts %+v, want lease_revocation_link %v", fd.DBUser, fd.Facts, want)
+		}
+	}
+	if !seen[viaHMAC] || !seen[viaPath] {
+		t.Fatalf("reuse-after-revoke findings for %v, want both users: %+v", seen, rep.Findings)
+	}
+}

@@ -225,3 +225,23 @@ func RevocationLinksOf(ctx context.Context, q Querier, leaseID string) ([]Revoca
 	}
 	return out, nil
 }
+
+// RevocationLinkMethods returns, for the given lease ids, how a revocation
+// of each was linked to it ("hmac"); leases with no linked revocation are
+// absent.
+func RevocationLinkMethods(ctx context.Context, q Querier, leaseIDs []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(leaseIDs) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, `SELECT DISTINCT lease_id, method FROM vault_revocation_links WHERE lease_id = ANY($1)`, leaseIDs)
+	if err != nil {
+		return nil, fmt.Errorf("revocation links: %w", err)
+	}
+	var id, m string
+	_, err = pgx.ForEachRow(rows, []any{&id, &m}, func() error { out[id] = m; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("revocation links: %w", err)
+	}
+	return out, nil
+}

@@ -33,3 +33,5 @@ CREATE INDEX vault_revocation_links_lease ON vault_revocation_links (lease_id);
 
 -- The leases a hashed revocation may name, newest first.
 CREATE INDEX leases_unrevoked_by_first_seen ON leases (first_seen_at DESC) WHERE state <> 'revoked';
+-- The recent hashed revocations.
+CREATE INDEX hashed_revocations_by_time ON hashed_revocations (revoked_at);
