@@ -44,21 +44,30 @@ func HashedRevocationsPending(ctx context.Context, q Querier, since time.Time) (
 	return p, nil
 }
 
-// UnhashedLeaseIDs returns up to limit ids of leases that have no HMAC for
-// device yet, newest first (by first_seen_at: the issue time, or the
-// earliest event). With a window (from and to not zero) only the leases a
-// revocation in it may name: seen at or before to, not revoked, and active
-// or expired no earlier than from. Without one: active leases.
-func UnhashedLeaseIDs(ctx context.Context, q Querier, device string, from, to time.Time, limit int) ([]string, error) {
+// LeaseWindow selects the leases UnhashedLeaseIDs returns.
+type LeaseWindow struct {
+	// SeenSince, when not zero: active leases first seen at or after it
+	// (newly issued ones).
+	SeenSince time.Time
+	// From and To, when SeenSince is zero: the leases a revocation in
+	// [From, To] may name: first seen at or before To, not revoked, and
+	// active or expired no earlier than From.
+	From, To time.Time
+}
+
+// UnhashedLeaseIDs returns up to limit ids of leases in w that have no
+// HMAC for device yet, newest first (by first_seen_at: the issue time, or
+// the earliest event).
+func UnhashedLeaseIDs(ctx context.Context, q Querier, device string, w LeaseWindow, limit int) ([]string, error) {
 	var rows pgx.Rows
 	var err error
-	if from.IsZero() || to.IsZero() {
+	if !w.SeenSince.IsZero() {
 		rows, err = q.Query(ctx, `
 			SELECT l.lease_id FROM leases l
-			WHERE l.state = 'active'
+			WHERE l.state = 'active' AND l.first_seen_at >= $2
 			  AND NOT EXISTS (SELECT 1 FROM vault_lease_id_hmacs h WHERE h.lease_id = l.lease_id AND h.device = $1)
-			ORDER BY l.first_seen_at DESC NULLS LAST, l.lease_id
-			LIMIT $2`, device, limit)
+			ORDER BY l.first_seen_at DESC, l.lease_id
+			LIMIT $3`, device, dbTime(w.SeenSince), limit)
 	} else {
 		rows, err = q.Query(ctx, `
 			SELECT l.lease_id FROM leases l
@@ -67,7 +76,7 @@ func UnhashedLeaseIDs(ctx context.Context, q Querier, device string, from, to ti
 			  AND (l.state = 'active' OR l.expire_at IS NULL OR l.expire_at >= $2)
 			  AND NOT EXISTS (SELECT 1 FROM vault_lease_id_hmacs h WHERE h.lease_id = l.lease_id AND h.device = $1)
 			ORDER BY l.first_seen_at DESC NULLS LAST, l.lease_id
-			LIMIT $4`, device, dbTime(from), dbTime(to), limit)
+			LIMIT $4`, device, dbTime(w.From), dbTime(w.To), limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("unhashed lease ids: %w", err)

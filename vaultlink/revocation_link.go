@@ -35,10 +35,19 @@ type RevocationLinkerConfig struct {
 	// revocation names them (default 20), so that a revocation is usually
 	// linked at once; negative: none (only on demand).
 	Ahead int
+	// AheadWindow: leases first seen within it count as newly issued
+	// (default 1h); older ones are hashed only when a revocation may name
+	// them.
+	AheadWindow time.Duration
 	// LookBack: hashed revocations older than this no longer make
 	// leaseguard hash leases for them (default 24h); an HMAC already known
 	// still links them.
 	LookBack time.Duration
+	// Recheck: after the leases a waiting revocation may name are all
+	// hashed and none matched, how long before they are looked for again
+	// while the waiting revocations stay the same (default 1m; late issue
+	// entries). Newly issued leases are hashed ahead meanwhile.
+	Recheck time.Duration
 	// MaxLinks: revocations linked per pass (default 500).
 	MaxLinks int
 }
@@ -54,10 +63,13 @@ type RevocationLinkerConfig struct {
 // same lease event, state and revocation method), and recorded in
 // vault_revocation_links with method "hmac", the device and the event id.
 //
-// Cost: newly issued leases are hashed ahead at a bounded rate (Ahead per
-// device per pass); a revocation that finds no HMAC has the leases that
-// may be its own hashed (Wanted per pass, newest first, only leases seen
-// before the revocation and not ended before it).
+// Cost: newly issued leases (first seen within AheadWindow) are hashed
+// ahead at a bounded rate (Ahead per device per pass); a revocation that
+// finds no HMAC has the leases that may be its own hashed (Wanted per
+// pass, newest first, only leases seen before the revocation and not ended
+// before it). A revocation no lease of the ledger matches (a lease of
+// another engine) costs one search per Recheck once every candidate is
+// hashed. Every audit-hash call is itself an entry in Vault's audit log.
 type RevocationLinker struct {
 	cfg     RevocationLinkerConfig
 	pool    *pgxpool.Pool
@@ -66,6 +78,14 @@ type RevocationLinker struct {
 	logger  *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
+	// exhausted: per device, the waiting revocations for which no lease
+	// was left to hash, and when that was found.
+	exhausted map[string]exhaustedSearch
+}
+
+type exhaustedSearch struct {
+	pending store.PendingHashedRevocations
+	at      time.Time
 }
 
 // NewRevocationLinker builds a linker.
@@ -87,8 +107,14 @@ func NewRevocationLinker(cfg RevocationLinkerConfig, pool *pgxpool.Pool, ledger 
 	if cfg.Ahead == 0 {
 		cfg.Ahead = 20
 	}
+	if cfg.AheadWindow <= 0 {
+		cfg.AheadWindow = time.Hour
+	}
 	if cfg.LookBack <= 0 {
 		cfg.LookBack = 24 * time.Hour
+	}
+	if cfg.Recheck <= 0 {
+		cfg.Recheck = time.Minute
 	}
 	if cfg.MaxLinks <= 0 {
 		cfg.MaxLinks = 500
@@ -102,7 +128,8 @@ func NewRevocationLinker(cfg RevocationLinkerConfig, pool *pgxpool.Pool, ledger 
 	if clock == nil {
 		clock = time.Now
 	}
-	return &RevocationLinker{cfg: cfg, pool: pool, ledger: ledger, hasher: h, logger: logger, metrics: m, now: clock}, nil
+	return &RevocationLinker{cfg: cfg, pool: pool, ledger: ledger, hasher: h, logger: logger, metrics: m, now: clock,
+		exhausted: map[string]exhaustedSearch{}}, nil
 }
 
 // Run links until ctx ends.
@@ -170,15 +197,22 @@ func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending s
 			}
 		}
 	}
-	if pending.Count > 0 {
-		ids, err := store.UnhashedLeaseIDs(ctx, l.pool, dev, pending.Earliest, pending.Latest, l.cfg.Wanted)
+	now := l.now()
+	ex, seenBefore := l.exhausted[dev]
+	if pending.Count > 0 && !(seenBefore && samePending(ex.pending, pending) && now.Sub(ex.at) < l.cfg.Recheck) {
+		ids, err := store.UnhashedLeaseIDs(ctx, l.pool, dev, store.LeaseWindow{From: pending.Earliest, To: pending.Latest}, l.cfg.Wanted)
 		if err != nil {
 			return 0, err
 		}
 		add(ids, "wanted")
+		if len(ids) == 0 {
+			l.exhausted[dev] = exhaustedSearch{pending: pending, at: now}
+		} else {
+			delete(l.exhausted, dev)
+		}
 	}
 	if l.cfg.Ahead > 0 {
-		ids, err := store.UnhashedLeaseIDs(ctx, l.pool, dev, time.Time{}, time.Time{}, l.cfg.Ahead)
+		ids, err := store.UnhashedLeaseIDs(ctx, l.pool, dev, store.LeaseWindow{SeenSince: now.Add(-l.cfg.AheadWindow)}, l.cfg.Ahead)
 		if err != nil {
 			return 0, err
 		}
@@ -229,4 +263,8 @@ func (l *RevocationLinker) link(ctx context.Context) ([]store.RevocationMatch, e
 			"revoked_at", m.RevokedAt, "vault_request_id", m.RequestID, "method", "hmac", "device", m.Device)
 	}
 	return ms, nil
+}
+
+func samePending(a, b store.PendingHashedRevocations) bool {
+	return a.Count == b.Count && a.Earliest.Equal(b.Earliest) && a.Latest.Equal(b.Latest)
 }

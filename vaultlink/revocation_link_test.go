@@ -169,6 +169,20 @@ func TestRevocationLinkerOnDemand(t *testing.T) {
 	if p, err := store.HashedRevocationsPending(ctx, r.st.Pool(), now.Add(-24*time.Hour)); err != nil || p.Count != 1 {
 		t.Errorf("pending %+v, %v; want the unknown lease's revocation", p, err)
 	}
+	// Its lease's issue entry arrives late (issued before the revocation):
+	// the search, exhausted, is made again after Recheck, and links it.
+	r.apply(t, issuedEvent(unknown, revokedAt.Add(-3*time.Hour), nil))
+	if links, err := lk.Pass(ctx); err != nil || len(links) != 0 || len(r.vault.Calls("audit-hash")) != calls {
+		t.Fatalf("within the recheck interval: links %+v, err %v, %d calls", links, err, len(r.vault.Calls("audit-hash"))-calls)
+	}
+	r.clock.Add(time.Minute)
+	links, err = lk.Pass(ctx)
+	if err != nil || len(links) != 1 || links[0].LeaseID != unknown || links[0].Device != "socket" {
+		t.Fatalf("after the recheck interval: links %+v, err %v", links, err)
+	}
+	if hashed := r.hashedIDs(calls); len(hashed) != 1 || hashed[unknown] != 2 {
+		t.Errorf("hashed %v, want the late lease through both devices", hashed)
+	}
 }
 
 // Newly issued leases are hashed ahead at a bounded rate, newest first, so
@@ -184,6 +198,9 @@ func TestRevocationLinkerAhead(t *testing.T) {
 		ids = append(ids, id)
 		r.apply(t, issuedEvent(id, now.Add(time.Duration(i-10)*time.Minute), nil))
 	}
+	// Issued before the window of newly issued leases: never hashed ahead.
+	old := newLeaseID("app")
+	r.apply(t, issuedEvent(old, now.Add(-2*time.Hour), nil))
 	lk := r.linker(t, vaultlink.RevocationLinkerConfig{Devices: []string{"file"}, Ahead: 2})
 	if _, err := lk.Pass(ctx); err != nil {
 		t.Fatal(err)
@@ -191,13 +208,13 @@ func TestRevocationLinkerAhead(t *testing.T) {
 	if hashed := r.hashedIDs(0); len(hashed) != 2 || hashed[ids[4]] != 1 || hashed[ids[3]] != 1 {
 		t.Fatalf("first pass hashed %v, want the two newest", hashed)
 	}
-	for range 2 {
+	for range 3 {
 		if _, err := lk.Pass(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if hashed := r.hashedIDs(0); len(hashed) != 5 {
-		t.Fatalf("hashed %v, want all five once", hashed)
+	if hashed := r.hashedIDs(0); len(hashed) != 5 || hashed[old] != 0 {
+		t.Fatalf("hashed %v, want the five new leases once, not the old one", hashed)
 	}
 	for id, n := range r.hashedIDs(0) {
 		if n != 1 {
