@@ -67,6 +67,10 @@ func roleFacts(c roleCase) map[string]any {
 	if c.link.candidates > 0 {
 		f["hmac_leases_in_creation_window"] = c.link.candidates
 	}
+	if c.link.revocation != "" {
+		// how the ledger learned of the lease's revocation
+		f["lease_revocation_link"] = c.link.revocation
+	}
 	return f
 }
 

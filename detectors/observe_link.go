@@ -40,6 +40,10 @@ type leaseLink struct {
 	// candidates counts, for an ambiguous link, the HMAC'd leases issued
 	// in the role's creation window that no other role fits.
 	candidates int
+	// revocation is "hmac" when the revocation of the newest exact lease
+	// reached the ledger through an HMAC of its lease id (a revoke through
+	// the API body, linked by vaultlink.RevocationLinker).
+	revocation string
 }
 
 // creationWindow is when a role may have been created, widened by skew for
@@ -208,5 +212,16 @@ func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 	if err != nil {
 		return nil, err
 	}
-	return linkRolesVia(p.Roles, exact, methods, hmac, r.cfg.ClockSkew), nil
+	revocations, err := store.RevocationLinkMethods(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	links := linkRolesVia(p.Roles, exact, methods, hmac, r.cfg.ClockSkew)
+	for name, l := range links {
+		if (l.kind == linkExact || l.kind == linkHMAC) && len(l.leases) > 0 && revocations[l.leases[0].LeaseID] != "" {
+			l.revocation = revocations[l.leases[0].LeaseID]
+			links[name] = l
+		}
+	}
+	return links, nil
 }

@@ -45,9 +45,11 @@ type VaultLeases interface {
 // Recheck), the rule enforces.
 type VaultVerify struct {
 	Leases VaultLeases
-	// AuditDevice whose HMACs of user names are recorded
-	// (vault_user_hmacs), to attribute HMAC'd leases; empty: not used.
-	AuditDevice string
+	// AuditDevices whose HMACs of user names are recorded
+	// (vault_user_hmacs), to attribute HMAC'd leases: a lease is another
+	// user's only when this user's name has an HMAC for every device and
+	// none is the lease's. Empty: not used.
+	AuditDevices []string
 	// Recheck: how often Vault is asked again about a finding it did not
 	// clear (default 1m).
 	Recheck time.Duration
@@ -239,12 +241,19 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 	if err != nil {
 		return vaultCheck{result: vaultCannotVerify, why: "the ledger could not be read: " + err.Error(), facts: facts}
 	}
-	var mine string
-	if r.Vault.AuditDevice != "" {
-		hs, err := store.UserHMACs(ctx, q, r.Vault.AuditDevice, []string{name})
-		if err == nil {
-			mine = hs[name]
+	// mine: this user's HMAC through every device, or nil when one is not
+	// known (an HMAC'd lease then cannot be attributed by it).
+	var mine map[string]bool
+	for _, dev := range r.Vault.AuditDevices {
+		hs, err := store.UserHMACs(ctx, q, dev, []string{name})
+		if err != nil || hs[name] == "" {
+			mine = nil
+			break
 		}
+		if mine == nil {
+			mine = map[string]bool{}
+		}
+		mine[hs[name]] = true
 	}
 	from, to, windowKnown := creationWindow(c.role, r.cfg.ClockSkew)
 	maxLookups := r.Vault.MaxLookups
@@ -261,8 +270,8 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 				others++
 				continue
 			}
-		case ok && l.DBUserHMAC && mine != "":
-			if l.DBUser != mine {
+		case ok && l.DBUserHMAC && mine != nil:
+			if !mine[l.DBUser] {
 				others++
 				continue
 			}

@@ -20,6 +20,12 @@ import (
 // Vault-shaped server whose clock is the pass's.
 func (f *fixture) vaultRules(t *testing.T, modes string, clock func() time.Time) (*detectors.DBRules, *vaulttest.Server) {
 	t.Helper()
+	return f.vaultRulesDevices(t, modes, clock, "file")
+}
+
+// vaultRulesDevices is vaultRules with the given audit devices.
+func (f *fixture) vaultRulesDevices(t *testing.T, modes string, clock func() time.Time, devices ...string) (*detectors.DBRules, *vaulttest.Server) {
+	t.Helper()
 	v := vaulttest.New(t, clock)
 	v.AddToken("hvs.lg", vaulttest.Token{Renewable: true, Sudo: true})
 	c, err := vaultlink.New(vaultlink.Config{Addr: v.URL, Token: "hvs.lg"}, vaultlink.Deps{Clock: clock})
@@ -32,7 +38,7 @@ func (f *fixture) vaultRules(t *testing.T, modes string, clock func() time.Time)
 	}
 	r, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: m, ManagedPattern: regexp.MustCompile(`^v-`)},
 		detectors.DBRulesDeps{Signer: f.signer, Sink: f.sink, Terminator: &terminator{}, Evidence: f.builder,
-			Vault: &detectors.VaultVerify{Leases: c, AuditDevice: "file", Recheck: time.Minute}})
+			Vault: &detectors.VaultVerify{Leases: c, AuditDevices: devices, Recheck: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +256,7 @@ func TestHMACLinkEnforces(t *testing.T) {
 	if err := store.SaveUserHMACs(ctx, tx, "file", map[string]string{name: vaulttest.Hash(salt, name)}, f.now); err != nil {
 		t.Fatal(err)
 	}
-	if links, err := store.LinkHMACLeases(ctx, tx, "file", f.now); err != nil || len(links) != 1 {
+	if links, err := store.LinkHMACLeases(ctx, tx, []string{"file"}, f.now); err != nil || len(links) != 1 {
 		t.Fatalf("links %+v, %v", links, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -270,5 +276,114 @@ func TestHMACLinkEnforces(t *testing.T) {
 	}
 	if cmds := f.sink.all(); len(cmds) != 1 || cmds[0].DBUser != name || cmds[0].LeaseID != id {
 		t.Errorf("commands = %+v", cmds)
+	}
+}
+
+// Verify-before-destroy with two audit devices (each with its own salt): an
+// HMAC'd lease Vault holds is another user's only when the user's name has
+// an HMAC through every device and none is the lease's. Here the lease
+// carries the socket's HMAC of another role's name (which fits it by
+// Vault's template, so the user is linked to no lease) and was issued while
+// the user was created. With the socket's HMAC of the user's name unknown,
+// the lease may be the user's: nothing is dropped. Once it is known (and is
+// not the lease's), the rule enforces.
+func TestVerifyBeforeDestroyEveryDevice(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	now := f.now
+	fileSalt, socketSalt := []byte("file-salt"), []byte("socket-salt")
+	created := f.now.Add(-10 * time.Minute)
+	seen := created.Add(5 * time.Second)
+	issued := seen.Add(-time.Second)
+	name := "v-custom-app-" + pgtest.Suffix()
+	other := "v-token-app-QwErTyUiOpAsDfGhJkLz-" + strconv.FormatInt(issued.Unix(), 10)
+	id := "postgres/creds/app/" + strings.Repeat("s", 24)
+	if _, err := f.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{{Type: schemas.LeaseEventType, Kind: schemas.LeaseIssued,
+		LeaseID: id, Mount: "postgres", Role: "app", Database: "main", DBUser: vaulttest.Hash(socketSalt, other), DBUserHMAC: true,
+		DisplayName: "token", IssueTime: &issued, EventTime: issued, VaultRequestID: "req-s", Source: schemas.SourceRef{Transport: "socket"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, v := f.vaultRulesDevices(t, "orphan-role=enforce", func() time.Time { return now }, "file", "socket")
+	v.AddLease(id, vaulttest.Lease{IssueTime: issued, ExpireTime: now.Add(time.Hour)})
+	saveHMAC := func(device string, salt []byte) {
+		if err := store.SaveUserHMACs(ctx, f.st.Pool(), device, map[string]string{name: vaulttest.Hash(salt, name)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	saveHMAC("file", fileSalt)
+	pass := func() *store.ObservedPass {
+		return &store.ObservedPass{Database: "main", ObservedAt: now, Coverage: created.Add(-time.Hour),
+			Roles: []store.ObservedRole{observedRole(name, 17400, seen, &created), observedRole(other, 17401, seen, &created)}}
+	}
+	rep, err := f.evaluate(t, r, pass(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := byRule(rep.Findings)[detectors.RuleOrphanRole]
+	if vc := vaultFacts(t, orphan); orphan.DBUser != name || rep.Commands != 0 || vc["result"] != "live_lease_may_exist" || vc["unattributed_count"] != 1 {
+		t.Fatalf("socket HMAC of the name unknown: commands %d, finding %+v", rep.Commands, orphan)
+	}
+	saveHMAC("socket", socketSalt)
+	now = now.Add(2 * time.Minute)
+	rep, err = f.evaluate(t, r, pass(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan = byRule(rep.Findings)[detectors.RuleOrphanRole]
+	cmds := f.sink.all()
+	if vc := vaultFacts(t, orphan); rep.Commands != 1 || len(cmds) != 1 || cmds[0].DBUser != name ||
+		vc["result"] != "no_live_lease" || vc["attributed_to_others"] != 1 {
+		t.Fatalf("both HMACs known: commands %+v, finding %+v", cmds, orphan)
+	}
+}
+
+// A lease whose revocation reached the ledger through the HMAC of its id (a
+// revoke through the API body, linked by the Vault link) is judged as any
+// revoked lease, and the finding says how the revocation was learned; a
+// lease revoked by path does not carry that fact.
+func TestRevocationLinkedByHMACInFinding(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	suffix := pgtest.Suffix()
+	viaHMAC, viaPath := "v-hm-"+suffix, "v-pa-"+suffix
+	hmID, paID := "postgres/creds/reporting/"+strings.Repeat("m", 24), "postgres/creds/reporting/"+strings.Repeat("p", 24)
+	f.lease(t, hmID, "main", viaHMAC, f.now.Add(time.Hour))
+	f.lease(t, paID, "main", viaPath, f.now.Add(time.Hour))
+	revokedAt := f.now.Add(-10 * time.Minute)
+	f.revoke(t, paID, revokedAt)
+	// What the Vault link applies for a matched hashed revocation.
+	m := store.RevocationMatch{LeaseIDHMAC: vaulttest.Hash([]byte("salt"), hmID), RevokedAt: revokedAt, Method: schemas.RevokeByBody,
+		RequestID: "req-body", LeaseID: hmID, Device: "file", Source: schemas.SourceRef{Transport: "file"}}
+	ev := m.Event()
+	if _, err := f.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{ev}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordRevocationLinks(ctx, f.st.Pool(), []store.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
+		t.Fatal(err)
+	}
+	r := f.rules(t, "", &terminator{}, nil)
+	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []store.ObservedRole{observedRole(viaHMAC, 17500, f.now.Add(-time.Hour), nil), observedRole(viaPath, 17501, f.now.Add(-time.Hour), nil)},
+		Sessions: []store.ObservedSession{liveSession(710, viaHMAC, 17500, f.now.Add(-time.Minute)),
+			liveSession(711, viaPath, 17501, f.now.Add(-time.Minute))}}
+	rep, err := f.evaluate(t, r, pass, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, fd := range rep.Findings {
+		if fd.Rule != detectors.RuleReuseAfterRevoke {
+			continue
+		}
+		seen[fd.DBUser] = true
+		want := map[string]any{viaHMAC: "hmac", viaPath: nil}[fd.DBUser]
+		if fd.Facts["lease_revocation_link"] != want || fd.Facts["lease_state"] != "revoked" {
+			t.Errorf("%s: facts %+v, want lease_revocation_link %v", fd.DBUser, fd.Facts, want)
+		}
+	}
+	if !seen[viaHMAC] || !seen[viaPath] {
+		t.Fatalf("reuse-after-revoke findings for %v, want both users: %+v", seen, rep.Findings)
 	}
 }

@@ -256,27 +256,31 @@ type LeaseLink struct {
 	DBUser   string
 	Method   string
 	UserHMAC string
+	// Device is the audit device whose HMAC of the user the ledger held.
+	Device string
 }
 
 // LinkHMACLeases links every lease whose user the ledger knows only as an
-// HMAC equal to the recorded HMAC of a user name for device: the lease row
-// gets the plain name (locked in lease id order, as Apply locks them) and
-// vault_lease_links records the link with method "hmac". An HMAC that two
-// names share (impossible for one device's salt) links nothing.
-func LinkHMACLeases(ctx context.Context, tx pgx.Tx, device string, at time.Time) ([]LeaseLink, error) {
+// HMAC equal to the recorded HMAC of a user name for one of devices (each
+// device hashes with its own salt, and the ledger keeps the HMAC of
+// whichever device's entry came first): the lease row gets the plain name
+// (locked in lease id order, as Apply locks them) and vault_lease_links
+// records the link with method "hmac" and the device whose HMAC it was. An
+// HMAC that two names share (impossible for a device's salt) links nothing.
+func LinkHMACLeases(ctx context.Context, tx pgx.Tx, devices []string, at time.Time) ([]LeaseLink, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT l.lease_id, coalesce(l.database, ''), h.db_user, h.hmac
-		FROM leases l JOIN vault_user_hmacs h ON h.device = $1 AND h.hmac = l.db_user
+		SELECT l.lease_id, coalesce(l.database, ''), h.db_user, h.hmac, h.device
+		FROM leases l JOIN vault_user_hmacs h ON h.device = ANY($1) AND h.hmac = l.db_user
 		WHERE l.db_user_hmac
-		  AND (SELECT count(*) FROM vault_user_hmacs h2 WHERE h2.device = $1 AND h2.hmac = h.hmac) = 1
+		  AND (SELECT count(DISTINCT h2.db_user) FROM vault_user_hmacs h2 WHERE h2.device = ANY($1) AND h2.hmac = h.hmac) = 1
 		ORDER BY l.lease_id
-		FOR UPDATE OF l`, device)
+		FOR UPDATE OF l`, devices)
 	if err != nil {
 		return nil, fmt.Errorf("hmac leases to link: %w", err)
 	}
 	links, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (LeaseLink, error) {
 		l := LeaseLink{Method: "hmac"}
-		return l, r.Scan(&l.LeaseID, &l.Database, &l.DBUser, &l.UserHMAC)
+		return l, r.Scan(&l.LeaseID, &l.Database, &l.DBUser, &l.UserHMAC, &l.Device)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hmac leases to link: %w", err)
@@ -284,17 +288,18 @@ func LinkHMACLeases(ctx context.Context, tx pgx.Tx, device string, at time.Time)
 	if len(links) == 0 {
 		return nil, nil
 	}
-	ids, users, sums := make([]string, len(links)), make([]string, len(links)), make([]string, len(links))
+	n := len(links)
+	ids, users, sums, devs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, l := range links {
-		ids[i], users[i], sums[i] = l.LeaseID, l.DBUser, l.UserHMAC
+		ids[i], users[i], sums[i], devs[i] = l.LeaseID, l.DBUser, l.UserHMAC, l.Device
 	}
 	b := &pgx.Batch{}
 	b.Queue(`UPDATE leases l SET db_user = x.u, db_user_hmac = false, updated_at = now()
 		FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, u, h)
 		WHERE l.lease_id = x.id AND l.db_user_hmac AND l.db_user = x.h`, ids, users, sums)
 	b.Queue(`INSERT INTO vault_lease_links (lease_id, db_user, method, device, user_hmac, linked_at)
-		SELECT id, u, 'hmac', $4, h, $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, u, h)
-		ON CONFLICT (lease_id) DO NOTHING`, ids, users, sums, device, dbTime(at))
+		SELECT id, u, 'hmac', d, h, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(id, u, h, d)
+		ON CONFLICT (lease_id) DO NOTHING`, ids, users, sums, devs, dbTime(at))
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("link %d hmac leases: %w", len(links), err)
 	}

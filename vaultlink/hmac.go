@@ -3,8 +3,10 @@ package vaultlink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,13 +24,15 @@ var _ Hasher = (*Client)(nil)
 
 // HMACResolverConfig configures the HMACResolver.
 type HMACResolverConfig struct {
-	// Device is the path of the audit device whose entries leaseguard
-	// receives (e.g. "file"): its salt makes the HMACs in the ledger.
-	Device string
+	// Devices are the paths of the audit devices whose entries leaseguard
+	// receives (e.g. "file", "socket"). Each device hashes with its own
+	// salt, and the ledger keeps the HMAC of whichever device's entry
+	// arrived first: every device that feeds leaseguard must be listed.
+	Devices []string
 	// ManagedPattern: only role names it matches are hashed.
 	ManagedPattern *regexp.Regexp
-	// Interval between passes (default 2s); Batch: names hashed per pass
-	// (default 200).
+	// Interval between passes (default 2s); Batch: names hashed per device
+	// per pass (default 200).
 	Interval time.Duration
 	Batch    int
 }
@@ -36,10 +40,11 @@ type HMACResolverConfig struct {
 // HMACResolver links leases whose user the audit log showed only as an
 // HMAC (an untuned database mount) to their users, exactly: it hashes each
 // newly seen managed role name (db_roles, written by the observer) through
-// sys/audit-hash/<device>, records the HMAC, and links every HMAC'd lease
-// whose user HMAC equals it (the lease row gets the plain name; the link is
-// recorded with method "hmac"). Without Vault, the observer's rules still
-// link by the username template, as "probable".
+// sys/audit-hash/<device> for every device, records the HMACs, and links
+// every HMAC'd lease whose user HMAC equals one of them (the lease row gets
+// the plain name; the link is recorded with method "hmac" and the device).
+// Without Vault, the observer's rules still link by the username template,
+// as "probable".
 type HMACResolver struct {
 	cfg     HMACResolverConfig
 	pool    *pgxpool.Pool
@@ -47,14 +52,20 @@ type HMACResolver struct {
 	logger  *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
-	// after pages through the names (role names sort by byte).
-	after string
+	// after pages through the names of each device (role names sort by
+	// byte).
+	after map[string]string
 }
 
 // NewHMACResolver builds a resolver.
 func NewHMACResolver(cfg HMACResolverConfig, pool *pgxpool.Pool, h Hasher, logger *slog.Logger, m *Metrics, clock func() time.Time) (*HMACResolver, error) {
-	if cfg.Device == "" || cfg.ManagedPattern == nil || pool == nil || h == nil {
-		return nil, errors.New("hmac resolver: device, managed pattern, pool and hasher are required")
+	devices, err := CleanDevices(cfg.Devices)
+	if err != nil {
+		return nil, fmt.Errorf("hmac resolver: %w", err)
+	}
+	cfg.Devices = devices
+	if cfg.ManagedPattern == nil || pool == nil || h == nil {
+		return nil, errors.New("hmac resolver: managed pattern, pool and hasher are required")
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 2 * time.Second
@@ -71,7 +82,32 @@ func NewHMACResolver(cfg HMACResolverConfig, pool *pgxpool.Pool, h Hasher, logge
 	if clock == nil {
 		clock = time.Now
 	}
-	return &HMACResolver{cfg: cfg, pool: pool, hasher: h, logger: logger, metrics: m, now: clock}, nil
+	return &HMACResolver{cfg: cfg, pool: pool, hasher: h, logger: logger, metrics: m, now: clock, after: map[string]string{}}, nil
+}
+
+// CleanDevices returns the audit device paths without surrounding slashes
+// or blanks, each once, in the order given. None, or a path with "..", is
+// an error.
+func CleanDevices(devices []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range devices {
+		d = strings.Trim(strings.TrimSpace(d), "/")
+		switch {
+		case d == "":
+			continue
+		case strings.Contains(d, ".."):
+			return nil, fmt.Errorf("%q is not an audit device path", d)
+		case seen[d]:
+			continue
+		}
+		seen[d] = true
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no audit device")
+	}
+	return out, nil
 }
 
 // Run resolves until ctx ends.
@@ -90,48 +126,31 @@ func (h *HMACResolver) Run(ctx context.Context) error {
 	}
 }
 
-// Pass hashes the names not hashed yet (one batch) and links what their
-// HMACs match. It returns the links made.
+// Pass hashes, for each device, the names not hashed yet (one batch) and
+// links what their HMACs match. It returns the links made.
 func (h *HMACResolver) Pass(ctx context.Context) ([]store.LeaseLink, error) {
-	limit := h.cfg.Batch * 4
-	names, err := store.UnhashedRoleNames(ctx, h.pool, h.cfg.Device, h.after, limit)
-	if err != nil {
-		return nil, err
-	}
-	h.after = ""
-	if len(names) == limit {
-		h.after = names[len(names)-1]
-	}
-	hashes := map[string]string{}
+	hashes := map[string]map[string]string{}
 	var hashErr error
-	prev := ""
-	for _, n := range names {
-		if len(hashes) >= h.cfg.Batch {
-			h.after = prev // go on from n next pass
-			break
+	for _, dev := range h.cfg.Devices {
+		hs, err := h.hashDevice(ctx, dev)
+		if len(hs) > 0 {
+			hashes[dev] = hs
 		}
-		prev = n
-		if !h.cfg.ManagedPattern.MatchString(n) {
-			continue
-		}
-		sum, err := h.hasher.AuditHash(ctx, h.cfg.Device, n)
 		if err != nil {
-			h.metrics.hashed.WithLabelValues("error").Inc()
 			hashErr = err
-			h.after = "" // Vault down or refusing: the next pass starts again
 			break
 		}
-		h.metrics.hashed.WithLabelValues("ok").Inc()
-		hashes[n] = sum
 	}
 	now := h.now()
 	var links []store.LeaseLink
-	err = pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
-		if err := store.SaveUserHMACs(ctx, tx, h.cfg.Device, hashes, now); err != nil {
-			return err
+	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		for _, dev := range h.cfg.Devices {
+			if err := store.SaveUserHMACs(ctx, tx, dev, hashes[dev], now); err != nil {
+				return err
+			}
 		}
 		var err error
-		links, err = store.LinkHMACLeases(ctx, tx, h.cfg.Device, now)
+		links, err = store.LinkHMACLeases(ctx, tx, h.cfg.Devices, now)
 		return err
 	})
 	if err != nil {
@@ -139,7 +158,43 @@ func (h *HMACResolver) Pass(ctx context.Context) ([]store.LeaseLink, error) {
 	}
 	for _, l := range links {
 		h.metrics.hmacLinks.Inc()
-		h.logger.Info("hmac'd lease linked to its user", "lease_id", l.LeaseID, "database", l.Database, "db_user", l.DBUser, "method", l.Method)
+		h.logger.Info("hmac'd lease linked to its user", "lease_id", l.LeaseID, "database", l.Database, "db_user", l.DBUser,
+			"method", l.Method, "device", l.Device)
 	}
 	return links, hashErr
+}
+
+// hashDevice hashes up to one batch of the managed names that have no HMAC
+// for dev yet. A Vault error ends the batch; what was hashed is returned.
+func (h *HMACResolver) hashDevice(ctx context.Context, dev string) (map[string]string, error) {
+	limit := h.cfg.Batch * 4
+	names, err := store.UnhashedRoleNames(ctx, h.pool, dev, h.after[dev], limit)
+	if err != nil {
+		return nil, err
+	}
+	h.after[dev] = ""
+	if len(names) == limit {
+		h.after[dev] = names[len(names)-1]
+	}
+	hashes := map[string]string{}
+	prev := ""
+	for _, n := range names {
+		if len(hashes) >= h.cfg.Batch {
+			h.after[dev] = prev // go on from n next pass
+			break
+		}
+		prev = n
+		if !h.cfg.ManagedPattern.MatchString(n) {
+			continue
+		}
+		sum, err := h.hasher.AuditHash(ctx, dev, n)
+		if err != nil {
+			h.metrics.hashed.WithLabelValues("error").Inc()
+			h.after[dev] = "" // Vault down or refusing: the next pass starts again
+			return hashes, err
+		}
+		h.metrics.hashed.WithLabelValues("ok").Inc()
+		hashes[n] = sum
+	}
+	return hashes, nil
 }

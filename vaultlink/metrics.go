@@ -14,6 +14,9 @@ type Metrics struct {
 	pending        prometheus.Gauge
 	hmacLinks      prometheus.Counter
 	hashed         *prometheus.CounterVec
+	leaseHashed    *prometheus.CounterVec
+	revokeLinks    prometheus.Counter
+	revokePending  prometheus.Gauge
 }
 
 // NewMetrics registers the metrics with reg (nil: not registered).
@@ -37,10 +40,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "HMAC'd leases linked to their users through sys/audit-hash."}),
 		hashed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leaseguard_vault_audit_hashes_total",
 			Help: "Role names hashed through sys/audit-hash, by result."}, []string{"result"}),
+		leaseHashed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leaseguard_vault_lease_id_hashes_total",
+			Help: "Lease ids hashed through sys/audit-hash (each at most once per audit device), by reason (ahead: newly issued; wanted: a hashed revocation waits) and result."}, []string{"reason", "result"}),
+		revokeLinks: prometheus.NewCounter(prometheus.CounterOpts{Name: "leaseguard_vault_revocation_links_total",
+			Help: "Revocations through the API body (lease id logged as an HMAC) linked to their leases and applied to the ledger."}),
+		revokePending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "leaseguard_vault_hashed_revocations_unlinked",
+			Help: "Recent revocations through the API body not linked to a lease yet (a lease the ledger does not know, or not hashed yet)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.tokenExpiry, m.tokenRenewable, m.tokenNearEnd, m.renewals, m.revocations,
-			m.pending, m.hmacLinks, m.hashed)
+			m.pending, m.hmacLinks, m.hashed, m.leaseHashed, m.revokeLinks, m.revokePending)
 	}
 	return m
 }

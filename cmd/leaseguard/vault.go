@@ -31,7 +31,22 @@ type VaultConfig struct {
 	VaultRetryMax      time.Duration `envconfig:"LEASEGUARD_VAULT_RETRY_MAX_BACKOFF" default:"30m" desc:"longest wait between retries of a Vault revocation that failed (from 10s, doubling)"`
 	VaultVerify        bool          `envconfig:"LEASEGUARD_VAULT_VERIFY" default:"true" desc:"verify-before-destroy: orphan-role and credential-reuse-unknown-lease drop nothing while Vault holds, or cannot rule out, a live lease for the user"`
 	VaultVerifyRecheck time.Duration `envconfig:"LEASEGUARD_VAULT_VERIFY_RECHECK" default:"1m" desc:"how often Vault is asked again about a finding it did not clear"`
-	VaultAuditDevice   string        `envconfig:"LEASEGUARD_VAULT_AUDIT_DEVICE" desc:"path of the audit device whose entries leaseguard receives (e.g. file): managed role names are hashed through sys/audit-hash/<device> to link HMAC'd leases exactly; empty: off"`
+	VaultAuditDevice   string        `envconfig:"LEASEGUARD_VAULT_AUDIT_DEVICE" desc:"paths of the audit devices whose entries leaseguard receives, comma-separated (e.g. file,socket; each device hashes with its own salt, so list every one): managed role names and lease ids are hashed through sys/audit-hash/<device> to link HMAC'd users and revocations through the API body exactly; empty: off"`
+	VaultLinkRevokes   bool          `envconfig:"LEASEGUARD_VAULT_LINK_REVOCATIONS" default:"true" desc:"with LEASEGUARD_VAULT_AUDIT_DEVICE: link revocations through the API body (lease id logged as an HMAC) to their leases by hashing lease ids, each at most once per device, and apply them as plain revocations"`
+	VaultHashAhead     int           `envconfig:"LEASEGUARD_VAULT_LEASE_HASH_AHEAD" default:"20" desc:"newly issued lease ids hashed per audit device per second before any revocation names them, so the link is usually immediate; 0: only when a hashed revocation waits"`
+	VaultHashWanted    int           `envconfig:"LEASEGUARD_VAULT_LEASE_HASH_WANTED" default:"200" desc:"lease ids hashed per audit device per second while a hashed revocation waits for its lease (newest first, issued before the revocation)"`
+}
+
+// auditDevices is the list in LEASEGUARD_VAULT_AUDIT_DEVICE.
+func (v VaultConfig) auditDevices() []string {
+	if strings.TrimSpace(v.VaultAuditDevice) == "" {
+		return nil
+	}
+	ds, err := vaultlink.CleanDevices(strings.Split(v.VaultAuditDevice, ","))
+	if err != nil {
+		return nil
+	}
+	return ds
 }
 
 func (v VaultConfig) validate(bad func(name, format string, args ...any)) {
@@ -53,8 +68,17 @@ func (v VaultConfig) validate(bad func(name, format string, args ...any)) {
 	if v.VaultVerifyRecheck <= 0 {
 		bad("VAULT_VERIFY_RECHECK", "must be positive")
 	}
-	if strings.Contains(strings.Trim(v.VaultAuditDevice, "/"), "..") {
-		bad("VAULT_AUDIT_DEVICE", "%q is not an audit device path", v.VaultAuditDevice)
+	if v.VaultAuditDevice == "" {
+		return
+	}
+	if _, err := vaultlink.CleanDevices(strings.Split(v.VaultAuditDevice, ",")); err != nil {
+		bad("VAULT_AUDIT_DEVICE", "%v", err)
+	}
+	if v.VaultLinkRevokes && v.VaultHashAhead < 0 {
+		bad("VAULT_LEASE_HASH_AHEAD", "must not be negative")
+	}
+	if v.VaultLinkRevokes && v.VaultHashWanted <= 0 {
+		bad("VAULT_LEASE_HASH_WANTED", "must be positive")
 	}
 }
 
@@ -96,16 +120,30 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 		}
 		p.group.Go(func() error { return rec.Run(gctx) })
 	}
-	if roles["observer"] && cfg.VaultAuditDevice != "" {
-		res, err := vaultlink.NewHMACResolver(vaultlink.HMACResolverConfig{Device: cfg.VaultAuditDevice,
+	devices := cfg.auditDevices()
+	if roles["observer"] && len(devices) > 0 {
+		res, err := vaultlink.NewHMACResolver(vaultlink.HMACResolverConfig{Devices: devices,
 			ManagedPattern: regexp.MustCompile(cfg.ManagedRolePattern)}, p.store.Pool(), c, logger, c.Metrics(), nil)
 		if err != nil {
 			return err
 		}
 		p.group.Go(func() error { return res.Run(gctx) })
 	}
+	linkRevokes := roles["ingest"] && len(devices) > 0 && cfg.VaultLinkRevokes
+	if linkRevokes {
+		ahead := cfg.VaultHashAhead
+		if ahead == 0 {
+			ahead = -1 // none ahead
+		}
+		lk, err := vaultlink.NewRevocationLinker(vaultlink.RevocationLinkerConfig{Devices: devices, Interval: time.Second,
+			Wanted: cfg.VaultHashWanted, Ahead: ahead}, p.store.Pool(), p.store, c, logger, c.Metrics(), nil)
+		if err != nil {
+			return err
+		}
+		p.group.Go(func() error { return lk.Run(gctx) })
+	}
 	logger.Info("vault link running", "addr", cfg.VaultAddr, "revoke", cfg.VaultRevoke && roles["revoker"],
-		"force", cfg.VaultForce, "verify_before_destroy", cfg.VaultVerify, "audit_device", cfg.VaultAuditDevice)
+		"force", cfg.VaultForce, "verify_before_destroy", cfg.VaultVerify, "audit_devices", devices, "link_revocations", linkRevokes)
 	return nil
 }
 
@@ -114,7 +152,7 @@ func (p *pipeline) vaultVerify(cfg Config) *detectors.VaultVerify {
 	if p.vault == nil || !cfg.VaultVerify {
 		return nil
 	}
-	return &detectors.VaultVerify{Leases: p.vault, AuditDevice: cfg.VaultAuditDevice, Recheck: cfg.VaultVerifyRecheck}
+	return &detectors.VaultVerify{Leases: p.vault, AuditDevices: cfg.auditDevices(), Recheck: cfg.VaultVerifyRecheck}
 }
 
 // revokeInVault is the offline revoke path's Vault step: the leases of the

@@ -32,6 +32,24 @@ func TestVaultConfigValidate(t *testing.T) {
 		{"both tokens", func(v *VaultConfig) {
 			v.VaultAddr, v.VaultToken, v.VaultTokenFile = "https://vault:8200", "hvs.x", "/run/token"
 		}, "not both"},
+		{"one audit device", func(v *VaultConfig) {
+			v.VaultAddr, v.VaultToken, v.VaultAuditDevice = "https://vault:8200", "hvs.x", "file"
+		}, ""},
+		{"audit devices", func(v *VaultConfig) {
+			v.VaultAddr, v.VaultToken, v.VaultAuditDevice = "https://vault:8200", "hvs.x", "file, socket/"
+			v.VaultLinkRevokes, v.VaultHashWanted = true, 200
+		}, ""},
+		{"no audit device in the list", func(v *VaultConfig) {
+			v.VaultAddr, v.VaultToken, v.VaultAuditDevice = "https://vault:8200", "hvs.x", " , "
+		}, "LEASEGUARD_VAULT_AUDIT_DEVICE: no audit device"},
+		{"audit device path", func(v *VaultConfig) {
+			v.VaultAddr, v.VaultToken, v.VaultAuditDevice = "https://vault:8200", "hvs.x", "file,../sys"
+		}, "LEASEGUARD_VAULT_AUDIT_DEVICE: \"../sys\" is not an audit device path"},
+		{"audit device without address", func(v *VaultConfig) { v.VaultAuditDevice = "file" }, "LEASEGUARD_VAULT_ADDR: must be set"},
+		{"no lease hashing budget", func(v *VaultConfig) {
+			v.VaultAddr, v.VaultToken, v.VaultAuditDevice = "https://vault:8200", "hvs.x", "file"
+			v.VaultLinkRevokes, v.VaultHashWanted = true, 0
+		}, "LEASEGUARD_VAULT_LEASE_HASH_WANTED"},
 		{"short backoff", func(v *VaultConfig) {
 			v.VaultAddr, v.VaultToken, v.VaultRetryMax = "https://vault:8200", "hvs.x", time.Second
 		}, "LEASEGUARD_VAULT_RETRY_MAX_BACKOFF"},
