@@ -582,10 +582,13 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		}
 		steps = append(steps, revokes...)
 	}
-	steps = append(steps,
-		roleStep("drop owned", "DROP OWNED BY ", ids, ""),
-		roleStep("drop role", "DROP ROLE IF EXISTS ", ids, ""),
-	)
+	steps = append(steps, roleStep("drop owned", "DROP OWNED BY ", ids, ""))
+	grantors, err := grantorSteps(ctx, tx, targets)
+	if err != nil {
+		return &runError{step: "read grantors", err: err}
+	}
+	steps = append(steps, grantors...)
+	steps = append(steps, roleStep("drop role", "DROP ROLE IF EXISTS ", ids, ""))
 	const firstActing = 4 // steps before it are not recorded
 	sqls := make([]string, len(steps))
 	for i, st := range steps {
@@ -616,6 +619,9 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	// evidence of a batch grew with the square of its size.)
 	for _, st := range steps[firstActing:max(acted, firstActing)] {
 		for _, it := range targets {
+			if st.only != nil && !st.only[it.name] {
+				continue // a statement for other roles of the batch
+			}
 			it.res.Statements = append(it.res.Statements, st.forRole(it.name))
 		}
 	}
@@ -695,6 +701,9 @@ type txStep struct {
 	step, sql      string
 	prefix, suffix string
 	perRole        bool
+	// only, when set, names the roles the statement acts on (a subset of
+	// the batch); the others' results leave it out.
+	only map[string]bool
 }
 
 // roleStep is a statement naming the batch's roles (ids, quoted and

@@ -31,9 +31,9 @@ const grantsSQL = `SELECT DISTINCT CASE WHEN d.classid = 'pg_namespace'::regclas
 // grantees on one table costs milliseconds a role (measured: 100 roles,
 // ACLs of 2,000 entries, 327 ms for DROP OWNED alone; 30 ms for one
 // REVOKE on two tables). REVOKE names only the batch's roles, so no one
-// else's privilege is touched; whatever it leaves (privileges granted by
-// someone other than the owner, other kinds of object) DROP OWNED still
-// removes.
+// else's privilege is touched; DROP OWNED removes what it leaves (other
+// kinds of object), and grantorSteps what DROP OWNED leaves in turn
+// (privileges granted by someone other than the owner).
 func revokeSteps(ctx context.Context, tx pgx.Tx, targets []*item, ids string) ([]txStep, error) {
 	oids := make([]uint32, len(targets))
 	for i, it := range targets {
