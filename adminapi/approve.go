@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/leaseguard/leaseguard/operator"
@@ -83,17 +82,10 @@ func (s *Server) listPending(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c := q.get("cursor"); c != "" {
-		key, err := decodeCursor(c)
-		ts, id, ok := strings.Cut(key, "|")
-		var at time.Time
-		if err == nil && ok {
-			at, err = time.Parse(time.RFC3339Nano, ts)
-		}
-		if err != nil || !ok || id == "" {
-			writeError(w, http.StatusBadRequest, "cursor is not one this API returned")
+		if p.AfterTime, p.AfterID, err = decodeTimeCursor(c); err != nil {
+			s.clientError(w, err)
 			return
 		}
-		p.AfterTime, p.AfterID = at, id
 	}
 	p.Limit = limit + 1
 	ps, err := store.ListPending(r.Context(), s.d.State, p)
@@ -105,7 +97,7 @@ func (s *Server) listPending(w http.ResponseWriter, r *http.Request) {
 	if len(ps) > limit {
 		ps = ps[:limit]
 		last := ps[limit-1]
-		page.NextCursor = encodeCursor(last.RequestedAt.UTC().Format(time.RFC3339Nano) + "|" + last.ID)
+		page.NextCursor = encodeTimeCursor(last.RequestedAt, last.ID)
 	}
 	for _, x := range ps {
 		page.Revocations = append(page.Revocations, pendingOut(x))

@@ -67,6 +67,25 @@ func (q *query) limit() (int, error) {
 // Cursors are opaque to clients: base64url of the paging key.
 func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
+// encodeTimeCursor is the cursor of a page ordered by (time, id).
+func encodeTimeCursor(at time.Time, id string) string {
+	return encodeCursor(at.UTC().Format(time.RFC3339Nano) + "|" + id)
+}
+
+// decodeTimeCursor reads a cursor of encodeTimeCursor.
+func decodeTimeCursor(c string) (time.Time, string, error) {
+	key, err := decodeCursor(c)
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	ts, id, ok := strings.Cut(key, "|")
+	at, terr := time.Parse(time.RFC3339Nano, ts)
+	if !ok || id == "" || terr != nil {
+		return time.Time{}, "", badRequest("cursor is not one this API returned")
+	}
+	return at, id, nil
+}
+
 func decodeCursor(s string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || !utf8.Valid(b) {
@@ -187,17 +206,10 @@ func (s *Server) listFindings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c := q.get("cursor"); c != "" {
-		key, err := decodeCursor(c)
-		ts, id, ok := strings.Cut(key, "|")
-		var at time.Time
-		if err == nil && ok {
-			at, err = time.Parse(time.RFC3339Nano, ts)
-		}
-		if err != nil || !ok || id == "" {
-			writeError(w, http.StatusBadRequest, "cursor is not one this API returned")
+		if p.BeforeTime, p.BeforeID, err = decodeTimeCursor(c); err != nil {
+			s.clientError(w, err)
 			return
 		}
-		p.BeforeTime, p.BeforeID = at, id
 	}
 	p.Limit = limit + 1
 	fs, err := store.ListFindings(r.Context(), s.d.State, p)
@@ -209,7 +221,7 @@ func (s *Server) listFindings(w http.ResponseWriter, r *http.Request) {
 	if len(fs) > limit {
 		fs = fs[:limit]
 		last := fs[limit-1]
-		page.NextCursor = encodeCursor(last.DetectedAt.Format(time.RFC3339Nano) + "|" + last.Finding.ID)
+		page.NextCursor = encodeTimeCursor(last.DetectedAt, last.Finding.ID)
 	}
 	for _, f := range fs {
 		page.Findings = append(page.Findings, findingJSON{Finding: f.Finding, EvidenceID: f.EvidenceID})
