@@ -112,18 +112,10 @@ func CleanDevices(devices []string) ([]string, error) {
 
 // Run resolves until ctx ends.
 func (h *HMACResolver) Run(ctx context.Context) error {
-	for {
-		if _, err := h.Pass(ctx); err != nil && ctx.Err() == nil {
-			h.logger.Warn("hmac resolution pass failed", "err", err)
-		}
-		t := time.NewTimer(h.cfg.Interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	return every(ctx, h.cfg.Interval, h.logger, "hmac resolution pass", func(ctx context.Context) error {
+		_, err := h.Pass(ctx)
+		return err
+	})
 }
 
 // Pass hashes, for each device, the names not hashed yet (one batch) and

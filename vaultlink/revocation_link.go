@@ -134,18 +134,10 @@ func NewRevocationLinker(cfg RevocationLinkerConfig, pool *pgxpool.Pool, ledger 
 
 // Run links until ctx ends.
 func (l *RevocationLinker) Run(ctx context.Context) error {
-	for {
-		if _, err := l.Pass(ctx); err != nil && ctx.Err() == nil {
-			l.logger.Warn("revocation linking pass failed", "err", err)
-		}
-		t := time.NewTimer(l.cfg.Interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	return every(ctx, l.cfg.Interval, l.logger, "revocation linking pass", func(ctx context.Context) error {
+		_, err := l.Pass(ctx)
+		return err
+	})
 }
 
 // Pass links what the known HMACs match, hashes one round of lease ids
