@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -15,5 +16,27 @@ func TestREADMEConfigurationTable(t *testing.T) {
 	}
 	if !strings.Contains(string(b), configTable()) {
 		t.Error("README.md's configuration table is stale: paste the output of `leaseguard config --markdown`")
+	}
+}
+
+// TestDeployEnvExampleListsEverySetting keeps the systemd environment
+// example complete: it promises every variable with its default.
+func TestDeployEnvExampleListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/systemd/leaseguard.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := string(b)
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(Config{})) {
+		name := f.Tag.Get("envconfig")
+		if name == "" {
+			continue
+		}
+		line := "#" + name + "=" + f.Tag.Get("default") + "\n"
+		if !strings.Contains(example, line) && !strings.Contains(example, "#"+name+"=") {
+			t.Errorf("deploy/systemd/leaseguard.env.example does not list %s", name)
+		} else if !strings.Contains(example, line) {
+			t.Errorf("deploy/systemd/leaseguard.env.example lists %s with another default than %q", name, f.Tag.Get("default"))
+		}
 	}
 }
