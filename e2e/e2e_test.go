@@ -32,6 +32,9 @@ type rig struct {
 	env    []string
 	lgLog  string
 	socket string
+	// proxy carries Vault's socket audit device to socket; scenario 5
+	// cuts it.
+	proxy  *socketProxy
 	pool   *pgxpool.Pool
 	schema string
 	// auditDevices is LEASEGUARD_VAULT_AUDIT_DEVICE: every device that
@@ -139,9 +142,10 @@ func setup(t *testing.T, vaultBin, lgBin string) *rig {
 	})
 
 	v := r.vault
+	r.proxy = startSocketProxy(t, r.socket)
 	v.must(t, "PUT", "sys/audit/file", map[string]any{"type": "file", "options": map[string]any{"file_path": auditFile, "mode": "0600"}})
 	v.must(t, "PUT", "sys/audit/socket", map[string]any{"type": "socket", "options": map[string]any{
-		"address": r.socket, "socket_type": "tcp", "write_timeout": "2s"}})
+		"address": r.proxy.addr, "socket_type": "tcp", "write_timeout": "2s"}})
 	v.must(t, "POST", "sys/mounts/"+r.tuned, map[string]any{"type": "database",
 		"config": map[string]any{"audit_non_hmac_response_keys": []string{"username"}}})
 	v.must(t, "POST", "sys/mounts/"+r.hashed, map[string]any{"type": "database"})
@@ -474,17 +478,78 @@ func scenarioGhostSession(t *testing.T, r *rig) {
 	})
 }
 
-// Scenario 5: the socket device is unavailable for a moment (leaseguard is
-// down) while the file device keeps working; Vault keeps serving, and the
-// credentials issued in the gap reach the ledger from the file.
+// Scenario 5: the socket device is unavailable for a moment while the file
+// device keeps working, twice: first the network between Vault and
+// leaseguard fails (the proxy is cut; leaseguard keeps running, and its
+// metrics show the disconnect, the connected gauge at 0, then back at 1),
+// then leaseguard itself is down. Vault keeps serving, the credentials
+// issued in each gap reach the ledger from the file, and no finding names
+// their users.
 func scenarioSocketGap(t *testing.T, r *rig) {
-	r.lg.stop(t)
+	const (
+		clients     = "leaseguard_ingest_audit_socket_clients"
+		connections = "leaseguard_ingest_audit_socket_connections_total"
+		disconnects = "leaseguard_ingest_audit_socket_disconnects_total"
+		entries     = "leaseguard_ingest_audit_source_entries_total"
+	)
+	url := metricsURL(t, r.lgLog)
+	// Vault wrote to the socket in the earlier scenarios.
+	waitMetric(t, url, "Vault connected to the socket", 1, clients)
+	conns, _ := metric(t, url, connections)
+	closed, _ := metric(t, url, disconnects, `reason="closed"`)
+
+	// The network fails: leaseguard notices and counts it.
 	begin := time.Now()
+	r.proxy.cut()
+	waitMetric(t, url, "the disconnect counted", closed+1, disconnects, `reason="closed"`)
+	waitMetric(t, url, "no socket device connected", 0, clients)
+	t.Logf("disconnect counted and the connected gauge at 0 after %s", time.Since(begin).Round(time.Millisecond))
+	fromFile, _ := metric(t, url, entries, `transport="file"`)
+	fromSocket, _ := metric(t, url, entries, `transport="socket"`)
 	c := r.vault.issue(t, r.tuned, "app")
+	r.gapUserKnown(t, c, "the network gap's lease, from the file device")
+	if v, _ := metric(t, url, entries, `transport="socket"`); v != fromSocket {
+		t.Errorf("the socket source stored %v entries during the network gap, want none", v-fromSocket)
+	}
+	if v, _ := metric(t, url, entries, `transport="file"`); v <= fromFile {
+		t.Errorf("the file source stored no entries during the network gap (%v, before %v)", v, fromFile)
+	}
+	// The network is back: Vault reconnects on its next write.
+	r.proxy.open(t)
+	after := r.vault.issue(t, r.tuned, "app")
+	r.waitLease(t, "a lease issued after the network gap", after.leaseID, 60*time.Second, func(l ledgerLease) bool { return l.found })
+	waitMetric(t, url, "Vault to reconnect to the socket", 1, clients)
+	waitMetric(t, url, "the reconnection counted", conns+1, connections)
+	if v, _ := metric(t, url, entries, `transport="socket"`); v <= fromSocket {
+		t.Errorf("the socket source stored nothing after the reconnection")
+	}
+
+	// leaseguard itself is down: Vault's socket device is refused.
+	r.proxy.cut()
+	r.lg.stop(t)
+	begin = time.Now()
+	c = r.vault.issue(t, r.tuned, "app")
 	t.Logf("credentials issued while the socket device was down, in %s", time.Since(begin).Round(time.Millisecond))
 	connected := countInLog(r.lgLog, "audit device connected")
 	r.lg = startLeaseguard(t, r.lgBin, r.env, r.lgLog)
-	l := r.waitLease(t, "the gap's lease, from the file device", c.leaseID, 60*time.Second, func(l ledgerLease) bool {
+	r.proxy.open(t)
+	r.gapUserKnown(t, c, "the gap's lease, from the file device")
+	// Vault reconnects to the socket on its next write.
+	after = r.vault.issue(t, r.tuned, "app")
+	r.waitLease(t, "a lease issued after the gap", after.leaseID, 60*time.Second, func(l ledgerLease) bool { return l.found })
+	poll(t, "Vault to reconnect to the socket", 30*time.Second, func() (bool, string) {
+		return countInLog(r.lgLog, "audit device connected") > connected, "no new connection"
+	})
+	waitMetric(t, metricsURL(t, r.lgLog), "the restarted leaseguard to see Vault connected", 1, clients)
+}
+
+// gapUserKnown checks that credentials issued while the socket device was
+// unavailable reached the ledger from the file device with their plain
+// user, and that no unknown user is left behind: the observer sees the
+// role, the ledger knows its lease, and no finding names it.
+func (r *rig) gapUserKnown(t *testing.T, c creds, what string) {
+	t.Helper()
+	l := r.waitLease(t, what, c.leaseID, 60*time.Second, func(l ledgerLease) bool {
 		return l.found && l.expireAt != nil
 	})
 	if l.dbUser != c.username || l.hmac {
@@ -493,8 +558,6 @@ func scenarioSocketGap(t *testing.T, r *rig) {
 	if n := r.count(t, `SELECT count(*) FROM lease_events WHERE lease_id = $1 AND kind = 'issued' AND source->>'subject' = 'vault.audit.file'`, c.leaseID); n != 1 {
 		t.Errorf("%d issue events from the file device, want 1", n)
 	}
-	// No unknown user left: the observer sees the role and the ledger
-	// knows its lease, so no orphan or unknown-lease finding names it.
 	poll(t, "the observer to see the gap's user", 60*time.Second, func() (bool, string) {
 		n := r.count(t, `SELECT count(*) FROM db_roles WHERE rolname = $1 AND gone_at IS NULL`, c.username)
 		return n == 1, "not observed yet"
@@ -502,10 +565,4 @@ func scenarioSocketGap(t *testing.T, r *rig) {
 	if n := r.count(t, `SELECT count(*) FROM findings WHERE db_user = $1`, c.username); n != 0 {
 		t.Errorf("%d findings name the gap's user %s", n, c.username)
 	}
-	// Vault reconnects to the socket on its next write.
-	after := r.vault.issue(t, r.tuned, "app")
-	r.waitLease(t, "a lease issued after the gap", after.leaseID, 60*time.Second, func(l ledgerLease) bool { return l.found })
-	poll(t, "Vault to reconnect to the socket", 30*time.Second, func() (bool, string) {
-		return countInLog(r.lgLog, "audit device connected") > connected, "no new connection"
-	})
 }

@@ -130,6 +130,7 @@ func (p *directPublisher) publish(ctx context.Context, lines []line) error {
 	for attempt := 1; ; attempt++ {
 		err := p.publishOnce(ctx, lines)
 		if err == nil {
+			p.metrics.stored(p.transport, len(lines))
 			for _, l := range lines {
 				if l.reason != "" {
 					p.logger.Warn("audit line dead-lettered", "reason", l.reason, "origin", l.origin)

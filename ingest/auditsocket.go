@@ -154,6 +154,9 @@ func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
 	peer := conn.RemoteAddr().String()
 	log := s.logger.With("peer", peer)
 	log.Info("audit device connected")
+	s.pub.metrics.socketConnected()
+	reason := disconnectClosed
+	defer func() { s.pub.metrics.socketDisconnected(reason) }()
 	// A line in hand when ctx ends is still stored (bounded by the
 	// publish timeout and one retry window).
 	pubCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -177,6 +180,7 @@ func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
 			classify(&l, size, s.cfg.MaxLineBytes)
 			if perr := s.pub.publish(pubCtx, []line{l}); perr != nil {
 				log.Warn("audit entry not stored; closing the connection so Vault sees the failure", "err", perr)
+				reason = disconnectStoreFailed
 				return
 			}
 			received++
@@ -185,15 +189,21 @@ func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
 			var ne net.Error
 			switch {
 			case ctx.Err() != nil:
+				reason = disconnectShutdown
 			case errors.As(err, &ne) && ne.Timeout():
+				reason = disconnectIdle
 				log.Info("audit device idle; closing the connection")
 			case err != nil:
+				reason = disconnectError
 				log.Warn("audit device connection failed", "err", err)
 			}
 			break
 		}
 	}
-	log.Info("audit device disconnected", "entries", received)
+	if ctx.Err() != nil {
+		reason = disconnectShutdown
+	}
+	log.Info("audit device disconnected", "entries", received, "reason", reason)
 }
 
 func (s *AuditSocket) pubTimeout() time.Duration {

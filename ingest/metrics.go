@@ -21,6 +21,7 @@ type Metrics struct {
 	applySeconds prometheus.Histogram
 	lag          prometheus.Histogram
 	unrouted     prometheus.Counter
+	direct       *directMetrics
 }
 
 // NewMetrics creates and registers ingest metrics.
@@ -60,9 +61,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "leaseguard_ingest_unrouted_leases_total",
 			Help: "Lease events whose mount and role match no route (no target database known).",
 		}),
+		direct: newDirectMetrics(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.entries, m.deadLetters, m.retries, m.commitErrors, m.applyErrors, m.applySeconds, m.lag, m.unrouted)
+		reg.MustRegister(m.direct.collectors()...)
 	}
 	return m
 }

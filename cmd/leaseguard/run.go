@@ -166,7 +166,8 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		}
 	}
 	if roles["relay"] {
-		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Logger: logger.With("part", "relay")}.WithDefaults()
+		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Logger: logger.With("part", "relay"),
+			Metrics: newRelayMetrics(p.registry, p.store.Pool())}.WithDefaults()
 		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
 			return nil, err
 		}
