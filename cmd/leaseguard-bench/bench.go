@@ -87,7 +87,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
 	fs.StringVar(&o.bin, "leaseguard", filepath.Join("bin", "leaseguard"), "leaseguard binary run as a child process by the expiry and memory scenarios")
 	fs.StringVar(&o.profileDir, "cpuprofile", "", "directory to write a CPU profile per in-process scenario (<scenario>.pprof)")
-	fs.DurationVar(&o.timeout, "timeout", 14*time.Minute, "give up after this long (cleanup still runs)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long (cleanup still runs)")
 	fs.StringVar(&o.dbURL, "database-url", "", "PostgreSQL URL (default TEST_DATABASE_URL, then LEASEGUARD_DATABASE_URL, then the local test database)")
 	fs.IntVar(&o.decodeEntries, "decode-entries", 0, "entries in the decode corpus (default 20000; -quick 10000)")
 	fs.IntVar(&o.e2eEntries, "e2e-entries", 0, "entries published per end-to-end run (default 200000; -quick 20000)")
@@ -104,7 +104,7 @@ func (m *Main) parse(args []string) (options, error) {
 	vaultBin := fs.String("vault", "", "Vault binary of the vault scenario (default "+vaultBinEnv+", then the binary scripts/ensure-vault.sh caches; none: the scenario is skipped)")
 	fs.IntVar(&o.vaultLeases, "vault-leases", 0, "leases Vault issues and revokes by prefix per vault run (default 2000; -quick 200)")
 	fs.IntVar(&o.vaultExpiryLeases, "vault-expiry-leases", 0, "leases expiring in about the same second per vault run (default 1000; -quick 100)")
-	fs.DurationVar(&o.vaultWait, "vault-wait", 3*time.Minute, "how long the vault scenario waits for Vault to drop the users of one phase")
+	fs.DurationVar(&o.vaultWait, "vault-wait", 12*time.Minute, "how long the vault scenario waits for Vault to drop the users of one phase")
 	fs.BoolVar(&o.vaultSharedDB, "vault-shared-db", false, "grant Vault's users on the harness's database instead of a database of the run's own on the same server")
 	fs.DurationVar(&o.rssWindow, "rss-window", 0, "how long the memory scenario runs leaseguard per ledger size (default 16s; -quick 11s)")
 	if err := fs.Parse(args); err != nil {

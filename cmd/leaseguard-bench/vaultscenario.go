@@ -47,10 +47,11 @@ func (b *Bench) vaultScenario(ctx context.Context) error {
 	}
 	b.logf("vault: %s %v dev server at %s", b.opt.vaultBin, out["version"], v.addr)
 
-	dbURL, appDB, err := b.vaultDatabase(ctx)
+	dbURL, appDB, dropDB, err := b.vaultDatabase(ctx)
 	if err != nil {
 		return err
 	}
+	defer func() { _ = dropDB(context.WithoutCancel(ctx)) }()
 	grants, err := b.appSchemaIn(ctx, appDB, "vault", revokeTables)
 	if err != nil {
 		return err
@@ -128,35 +129,40 @@ func (b *Bench) vaultScenario(ctx context.Context) error {
 // revocation reads information_schema.role_column_grants for each user, a
 // query whose cost grows with the database's catalog: on a database where
 // other clients keep creating and dropping schemas it takes seconds.
-func (b *Bench) vaultDatabase(ctx context.Context) (string, *pgxpool.Pool, error) {
+func (b *Bench) vaultDatabase(ctx context.Context) (string, *pgxpool.Pool, func(context.Context) error, error) {
 	if b.opt.vaultSharedDB {
-		return b.opt.dbURL, b.admin, nil
+		return b.opt.dbURL, b.admin, func(ctx context.Context) error { return b.dropSchema(ctx, b.schemaName("vault")) }, nil
 	}
 	name := b.schemaName("vault")
 	u, err := url.Parse(b.opt.dbURL)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return "", nil, errors.New("the vault scenario's own database needs a postgres:// URL (or use -vault-shared-db)")
+		return "", nil, nil, errors.New("the vault scenario's own database needs a postgres:// URL (or use -vault-shared-db)")
 	}
 	if _, err := b.admin.Exec(ctx, "CREATE DATABASE "+ident(name)); err != nil {
-		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+		return "", nil, nil, fmt.Errorf("create database %s: %w", name, err)
 	}
-	b.undo.add("drop vault database", func(ctx context.Context) error {
+	var pool *pgxpool.Pool
+	drop := func(ctx context.Context) error {
+		if pool != nil {
+			pool.Close()
+		}
+		// The users' grants live in this database: it goes before the
+		// sweep drops the users.
 		_, err := b.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)")
 		return err
-	})
+	}
+	b.undo.add("drop vault database", drop)
 	u.Path = "/" + name
 	cfg, err := pgxpool.ParseConfig(u.String())
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	cfg.MaxConns = 2
 	cfg.ConnConfig.RuntimeParams["application_name"] = "leaseguard-bench"
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return "", nil, err
+	if pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return "", nil, nil, err
 	}
-	b.undo.add("close vault database pool", func(context.Context) error { pool.Close(); return nil })
-	return u.String(), pool, nil
+	return u.String(), pool, drop, nil
 }
 
 // vaultCPU is cpuSince with the Vault server as the child (its PostgreSQL
