@@ -102,6 +102,9 @@ func formatValue(v float64, unit string) string {
 	}
 	switch unit {
 	case "/s":
+		if math.Abs(v) < 10 {
+			return fmt.Sprintf("%.1f/s", v)
+		}
 		return thousands(int64(math.Round(v))) + "/s"
 	case "ms":
 		if math.Abs(v) < 10 {
