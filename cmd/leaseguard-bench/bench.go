@@ -29,7 +29,7 @@ const (
 	exitOK      = 0
 	exitFailed  = 1
 	exitUsage   = 2
-	scenarioAll = "decode,nats,kafka,revoke,expiry,memory"
+	scenarioAll = "decode,nats,kafka,revoke,expiry,vault,memory"
 )
 
 // Main holds what the harness takes from its environment.
@@ -68,19 +68,26 @@ type options struct {
 
 	rssLeases []int
 	rssWindow time.Duration
+
+	vaultBin          string
+	vaultWhy          string // why there is no vaultBin
+	vaultLeases       int
+	vaultExpiryLeases int
+	vaultWait         time.Duration
+	vaultSharedDB     bool
 }
 
 func (m *Main) parse(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("leaseguard-bench", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
-	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, memory")
+	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, vault, memory")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes, one run per scenario (about a minute)")
 	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry 3, memory 1; -quick: 1)")
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
 	fs.StringVar(&o.bin, "leaseguard", filepath.Join("bin", "leaseguard"), "leaseguard binary run as a child process by the expiry and memory scenarios")
 	fs.StringVar(&o.profileDir, "cpuprofile", "", "directory to write a CPU profile per in-process scenario (<scenario>.pprof)")
-	fs.DurationVar(&o.timeout, "timeout", 14*time.Minute, "give up after this long (cleanup still runs)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long (cleanup still runs)")
 	fs.StringVar(&o.dbURL, "database-url", "", "PostgreSQL URL (default TEST_DATABASE_URL, then LEASEGUARD_DATABASE_URL, then the local test database)")
 	fs.IntVar(&o.decodeEntries, "decode-entries", 0, "entries in the decode corpus (default 20000; -quick 10000)")
 	fs.IntVar(&o.e2eEntries, "e2e-entries", 0, "entries published per end-to-end run (default 200000; -quick 20000)")
@@ -94,6 +101,11 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.DurationVar(&o.detectInterval, "detect-interval", 200*time.Millisecond, "LEASEGUARD_DETECT_INTERVAL of the expiry scenario")
 	fs.IntVar(&o.expiryRateLimit, "expiry-rate-limit", 100000, "LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE of the expiry scenario (the default 600 would hold 1,000 drops back by design)")
 	rss := fs.String("rss-leases", "", "ledger sizes of the memory scenario, comma-separated (default 10000,1000000; -quick 10000,100000)")
+	vaultBin := fs.String("vault", "", "Vault binary of the vault scenario (default "+vaultBinEnv+", then the binary scripts/ensure-vault.sh caches; none: the scenario is skipped)")
+	fs.IntVar(&o.vaultLeases, "vault-leases", 0, "leases Vault issues and revokes by prefix per vault run (default 2000; -quick 200)")
+	fs.IntVar(&o.vaultExpiryLeases, "vault-expiry-leases", 0, "leases expiring in about the same second per vault run (default 1000; -quick 100)")
+	fs.DurationVar(&o.vaultWait, "vault-wait", 12*time.Minute, "how long the vault scenario waits for Vault to drop the users of one phase")
+	fs.BoolVar(&o.vaultSharedDB, "vault-shared-db", false, "grant Vault's users on the harness's database instead of a database of the run's own on the same server")
 	fs.DurationVar(&o.rssWindow, "rss-window", 0, "how long the memory scenario runs leaseguard per ledger size (default 16s; -quick 11s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -107,7 +119,7 @@ func (m *Main) parse(args []string) (options, error) {
 		case "":
 		case "e2e":
 			o.only["nats"], o.only["kafka"] = true, true
-		case "decode", "nats", "kafka", "revoke", "expiry", "memory":
+		case "decode", "nats", "kafka", "revoke", "expiry", "vault", "memory":
 			o.only[s] = true
 		default:
 			return o, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
@@ -125,6 +137,11 @@ func (m *Main) parse(args []string) (options, error) {
 	pick(&o.e2eEntries, 200000, 20000)
 	pick(&o.revokeUsers, 2000, 200)
 	pick(&o.expiryLeases, 1000, 100)
+	pick(&o.vaultLeases, 2000, 200)
+	pick(&o.vaultExpiryLeases, 1000, 100)
+	if o.only["vault"] {
+		o.vaultBin, o.vaultWhy = m.vaultBinary(*vaultBin)
+	}
 	if o.revokeSessions <= 0 {
 		o.revokeSessions = max(1, o.revokeUsers/100)
 	}
@@ -191,7 +208,7 @@ func (o options) runsFor(scenario string) int {
 	switch scenario {
 	case "decode":
 		return 5
-	case "memory":
+	case "memory", "vault":
 		return 1
 	}
 	return 3
@@ -264,6 +281,7 @@ func (b *Bench) run(ctx context.Context) (failed bool) {
 		{"kafka", b.kafkaScenario},
 		{"revoke", b.revokeScenario},
 		{"expiry", b.expiryScenario},
+		{"vault", b.vaultScenario},
 		{"memory", b.memoryScenario},
 	}
 	for _, s := range scenarios {
@@ -289,6 +307,7 @@ func (b *Bench) run(ctx context.Context) (failed bool) {
 		}
 		b.logf("%s: done in %s", s.name, time.Since(start).Round(100*time.Millisecond))
 	}
+	b.vaultCompare()
 	return failed
 }
 

@@ -95,6 +95,11 @@ func pgTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.999
 // Vault role grants on, and returns the grant statements of a creation
 // statement ({{name}} is the user).
 func (b *Bench) appSchema(ctx context.Context, what string, tables int) ([]string, error) {
+	return b.appSchemaIn(ctx, b.admin, what, tables)
+}
+
+// appSchemaIn is appSchema in the database of db.
+func (b *Bench) appSchemaIn(ctx context.Context, db *pgxpool.Pool, what string, tables int) ([]string, error) {
 	s := b.schemaName(what)
 	stmts := []string{"CREATE SCHEMA " + ident(s)}
 	var names []string
@@ -103,7 +108,7 @@ func (b *Bench) appSchema(ctx context.Context, what string, tables int) ([]strin
 		stmts = append(stmts, "CREATE TABLE "+t+" (id bigint PRIMARY KEY, payload text)")
 		names = append(names, t)
 	}
-	if _, err := b.admin.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
+	if _, err := db.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
 		return nil, fmt.Errorf("create schema %s: %w", s, err)
 	}
 	return []string{

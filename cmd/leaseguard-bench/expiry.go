@@ -185,7 +185,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 
 	cs := sampleCPU(lg.pid())
 	goneAt, err := b.pollGone(ctx, names, first.Add(b.opt.expiryGrace).Add(-200*time.Millisecond),
-		first.Add(time.Second+b.opt.expiryGrace+90*time.Second))
+		first.Add(time.Second+b.opt.expiryGrace+90*time.Second), 20*time.Millisecond)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -271,9 +271,9 @@ func (b *Bench) waitResolved(ctx context.Context, schema string, n int, deadline
 	}
 }
 
-// pollGone polls pg_roles every 20 ms from start until every name is gone
-// or until deadline, and returns when each name was first seen gone.
-func (b *Bench) pollGone(ctx context.Context, names []string, start, deadline time.Time) (map[string]time.Time, error) {
+// pollGone polls pg_roles every interval from start until every name is
+// gone or until deadline, and returns when each name was first seen gone.
+func (b *Bench) pollGone(ctx context.Context, names []string, start, deadline time.Time, every time.Duration) (map[string]time.Time, error) {
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -285,7 +285,7 @@ func (b *Bench) pollGone(ctx context.Context, names []string, start, deadline ti
 	}
 	defer conn.Release()
 	gone := make(map[string]time.Time, len(names))
-	t := time.NewTicker(20 * time.Millisecond)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for len(gone) < len(names) && time.Now().Before(deadline) {
 		// A name missing from this poll was gone when its snapshot was

@@ -21,6 +21,8 @@ type row struct {
 	unit     string
 	target   string
 	verdict  string // PASS, FAIL, or "" (no target)
+	// inverse: lower is better, the ratio is baseline ÷ value.
+	inverse bool
 }
 
 // results collects the table rows, the JSON figures and notes.
@@ -65,7 +67,10 @@ func (r *results) print(w io.Writer, b *Bench) {
 			base, ratio := "—", "—"
 			if !math.IsNaN(rw.baseline) {
 				base = formatValue(rw.baseline, rw.unit)
-				if rw.baseline != 0 {
+				switch {
+				case rw.inverse && rw.value != 0:
+					ratio = fmt.Sprintf("%.2f×", rw.baseline/rw.value)
+				case !rw.inverse && rw.baseline != 0:
 					ratio = fmt.Sprintf("%.2f×", rw.value/rw.baseline)
 				}
 			}
@@ -97,9 +102,12 @@ func formatValue(v float64, unit string) string {
 	}
 	switch unit {
 	case "/s":
+		if math.Abs(v) < 10 {
+			return fmt.Sprintf("%.1f/s", v)
+		}
 		return thousands(int64(math.Round(v))) + "/s"
 	case "ms":
-		if v < 10 {
+		if math.Abs(v) < 10 {
 			return fmt.Sprintf("%.1f ms", v)
 		}
 		return thousands(int64(math.Round(v))) + " ms"
