@@ -143,33 +143,45 @@ func prepare(b Batch) (*preparedBatch, error) {
 }
 
 func (s *Store) applyOnce(ctx context.Context, p *preparedBatch) (st ApplyStats, err error) {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return st, err
 	}
+	defer conn.Release()
 	defer func() {
 		if err != nil {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
+			// A connection that cannot roll back is not returned to the pool
+			// in a transaction.
+			if _, rbErr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rbErr != nil {
+				_ = conn.Conn().Close(context.WithoutCancel(ctx))
+			}
 		}
 	}()
 
-	fresh, err := s.recordInputs(ctx, tx, p, &st)
-	if err != nil {
+	// First round trip: BEGIN, the inserts that need no answer from the
+	// ledger, and the reads (with row locks) the fold needs.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	fresh := s.recordInputs(b, p, &st)
+	reads := queueLeaseReads(b, p)
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return st, err
 	}
-	if len(fresh) > 0 {
-		if err := foldLeases(ctx, tx, fresh, &st); err != nil {
+	st.Duplicates = len(p.events) - len(*fresh)
+	if len(*fresh) > 0 {
+		if err := foldLeases(ctx, conn.Conn(), *fresh, reads, &st); err != nil {
 			return st, err
 		}
 	}
-	return st, tx.Commit(ctx)
+	_, err = conn.Exec(ctx, "COMMIT")
+	return st, err
 }
 
-// recordInputs is the first round trip: the prefix lock, then every insert
-// that needs no answer from the ledger. It returns the events not applied
-// before.
-func (s *Store) recordInputs(ctx context.Context, tx pgx.Tx, p *preparedBatch, st *ApplyStats) ([]*preparedEvent, error) {
-	var b pgx.Batch
+// recordInputs queues the prefix lock, then every insert that needs no
+// answer from the ledger. Once b is sent, *fresh holds the events not
+// applied before.
+func (s *Store) recordInputs(b *pgx.Batch, p *preparedBatch, st *ApplyStats) (fresh *[]*preparedEvent) {
+	fresh = new([]*preparedEvent)
 	if len(p.events) > 0 {
 		lock := "SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)"
 		if p.hasPrefix {
@@ -178,7 +190,6 @@ func (s *Store) recordInputs(ctx context.Context, tx pgx.Tx, p *preparedBatch, s
 		b.Queue(lock, lockClassPrefix, s.lockKey)
 	}
 
-	var fresh []*preparedEvent
 	if len(p.events) > 0 {
 		n := len(p.events)
 		ids, leaseIDs, prefixes, kinds, reqs, sources := make([]string, n), make([]*string, n), make([]*string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -206,7 +217,7 @@ func (s *Store) recordInputs(ctx context.Context, tx pgx.Tx, p *preparedBatch, s
 			Query(func(rows pgx.Rows) error {
 				var id string
 				_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
-					fresh = append(fresh, byID[id])
+					*fresh = append(*fresh, byID[id])
 					return nil
 				})
 				return err
@@ -245,18 +256,11 @@ func (s *Store) recordInputs(ctx context.Context, tx pgx.Tx, p *preparedBatch, s
 			Exec(func(ct pgconn.CommandTag) error { st.HashedRevocations = int(ct.RowsAffected()); return nil })
 	}
 	if len(p.creds) > 0 {
-		queueCredsUpsert(&b, p.creds)
+		queueCredsUpsert(b, p.creds)
 		st.Creds = len(p.creds)
 	}
-	queueSignalWrites(&b, p.signals)
-	if b.Len() == 0 {
-		return nil, nil
-	}
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, err
-	}
-	st.Duplicates = len(p.events) - len(fresh)
-	return fresh, nil
+	queueSignalWrites(b, p.signals)
+	return fresh
 }
 
 func prefixMethod(e *schemas.LeaseEvent) string {
@@ -270,11 +274,85 @@ func prefixMethod(e *schemas.LeaseEvent) string {
 // concurrent one. The batch is retried; the row is then locked and merged.
 var errLeaseRace = errors.New("lease inserted concurrently")
 
-// foldLeases is the second and third round trip: lock every existing row the
-// fresh events touch (named leases, and those under a new prefix) in lease id
-// order, load the prefix revocations that may cover the named leases, merge
-// in Go, then insert the new leases and update the changed ones.
-func foldLeases(ctx context.Context, tx pgx.Tx, fresh []*preparedEvent, st *ApplyStats) error {
+// leaseReads are the rows the fold starts from, read and locked in the
+// first round trip.
+type leaseReads struct {
+	rows     map[string]*Lease
+	orig     map[string]Lease
+	prefixes []prefixRevocation
+}
+
+// queueLeaseReads queues the reads of the fold: every existing row the
+// batch's events touch (named leases, and those under a prefix the batch
+// revokes), locked in lease id order, and the prefix revocations that may
+// cover the named leases (the batch's own too: they are inserted before).
+// It reads for every event of the batch, applied before or not: which are
+// new is only known once the batch has run, and a row that only old events
+// name is left unchanged by the fold.
+func queueLeaseReads(b *pgx.Batch, p *preparedBatch) *leaseReads {
+	r := &leaseReads{rows: map[string]*Lease{}, orig: map[string]Lease{}}
+	var ids []string
+	seen := map[string]bool{}
+	where := []string{"lease_id = ANY($1)"}
+	args := []any{nil}
+	for i := range p.events {
+		e := &p.events[i].ev
+		switch {
+		case e.LeasePrefix != "":
+			lo, hi := prefixRange(e.LeasePrefix)
+			n := len(args)
+			where = append(where, fmt.Sprintf("lease_id = $%d OR (lease_id >= $%d AND lease_id < $%d)", n+1, n+2, n+3))
+			args = append(args, e.LeasePrefix, lo, hi)
+		case e.LeaseIDHMAC:
+			// Recorded in hashed_revocations only.
+		case !seen[e.LeaseID]:
+			seen[e.LeaseID] = true
+			ids = append(ids, e.LeaseID)
+		}
+	}
+	if len(ids) == 0 && len(args) == 1 {
+		return r
+	}
+	sort.Strings(ids)
+	if ids == nil {
+		ids = []string{}
+	}
+	args[0] = ids
+	b.Queue("SELECT "+leaseSelect+" FROM leases WHERE "+strings.Join(where, " OR ")+" ORDER BY lease_id FOR UPDATE", args...).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				l, err := scanLease(rows)
+				if err != nil {
+					return err
+				}
+				r.orig[l.LeaseID] = l
+				r.rows[l.LeaseID] = &l
+			}
+			return rows.Err()
+		})
+	if len(ids) > 0 {
+		b.Queue(`SELECT p.prefix, p.revoked_at, p.method, COALESCE(p.namespace, ''), COALESCE(p.vault_request_id, '')
+			FROM prefix_revocations p
+			WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) AS l(id)
+			              WHERE l.id = p.prefix
+			                 OR starts_with(l.id, CASE WHEN right(p.prefix, 1) = '/' THEN p.prefix ELSE p.prefix || '/' END))
+			ORDER BY p.prefix, p.revoked_at`, ids).
+			Query(func(rows pgx.Rows) error {
+				var pr prefixRevocation
+				_, err := pgx.ForEachRow(rows, []any{&pr.Prefix, &pr.RevokedAt, &pr.Method, &pr.Namespace, &pr.RequestID}, func() error {
+					pr.RevokedAt = pr.RevokedAt.UTC()
+					r.prefixes = append(r.prefixes, pr)
+					return nil
+				})
+				return err
+			})
+	}
+	return r
+}
+
+// foldLeases merges the fresh events into the rows read (see merge.go) and
+// writes the new and changed rows in one statement: the second round trip.
+func foldLeases(ctx context.Context, conn *pgx.Conn, fresh []*preparedEvent, reads *leaseReads, st *ApplyStats) error {
 	named := map[string]bool{}
 	var newPrefixes []prefixRevocation
 	for _, pe := range fresh {
@@ -286,7 +364,6 @@ func foldLeases(ctx context.Context, tx pgx.Tx, fresh []*preparedEvent, st *Appl
 				Namespace: e.Namespace, RequestID: e.VaultRequestID,
 			})
 		case e.LeaseIDHMAC:
-			// Recorded in hashed_revocations only.
 		default:
 			named[e.LeaseID] = true
 		}
@@ -294,61 +371,7 @@ func foldLeases(ctx context.Context, tx pgx.Tx, fresh []*preparedEvent, st *Appl
 	if len(named) == 0 && len(newPrefixes) == 0 {
 		return nil
 	}
-	ids := make([]string, 0, len(named))
-	for id := range named {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-
-	// The rows to lock: the named leases, and for each new prefix the exact
-	// id and the key range under it.
-	where := []string{"lease_id = ANY($1)"}
-	args := []any{ids}
-	for _, pr := range newPrefixes {
-		lo, hi := prefixRange(pr.Prefix)
-		n := len(args)
-		where = append(where, fmt.Sprintf("lease_id = $%d OR (lease_id >= $%d AND lease_id < $%d)", n+1, n+2, n+3))
-		args = append(args, pr.Prefix, lo, hi)
-	}
-	rows := map[string]*Lease{}
-	orig := map[string]Lease{}
-	var b pgx.Batch
-	b.Queue("SELECT "+leaseSelect+" FROM leases WHERE "+strings.Join(where, " OR ")+" ORDER BY lease_id FOR UPDATE", args...).
-		Query(func(r pgx.Rows) error {
-			for r.Next() {
-				l, err := scanLease(r)
-				if err != nil {
-					return err
-				}
-				orig[l.LeaseID] = l
-				rows[l.LeaseID] = &l
-			}
-			return r.Err()
-		})
-
-	// Prefix revocations that may cover a named lease (the new ones too:
-	// they were inserted in the first round trip).
-	var prefixes []prefixRevocation
-	if len(ids) > 0 {
-		b.Queue(`SELECT p.prefix, p.revoked_at, p.method, COALESCE(p.namespace, ''), COALESCE(p.vault_request_id, '')
-			FROM prefix_revocations p
-			WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) AS l(id)
-			              WHERE l.id = p.prefix
-			                 OR starts_with(l.id, CASE WHEN right(p.prefix, 1) = '/' THEN p.prefix ELSE p.prefix || '/' END))
-			ORDER BY p.prefix, p.revoked_at`, ids).
-			Query(func(r pgx.Rows) error {
-				var pr prefixRevocation
-				_, err := pgx.ForEachRow(r, []any{&pr.Prefix, &pr.RevokedAt, &pr.Method, &pr.Namespace, &pr.RequestID}, func() error {
-					pr.RevokedAt = pr.RevokedAt.UTC()
-					prefixes = append(prefixes, pr)
-					return nil
-				})
-				return err
-			})
-	}
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return err
-	}
+	rows, orig, prefixes := reads.rows, reads.orig, reads.prefixes
 
 	inserted := map[string]bool{}
 	for _, pe := range fresh {
@@ -379,19 +402,13 @@ func foldLeases(ctx context.Context, tx pgx.Tx, fresh []*preparedEvent, st *Appl
 		}
 	}
 
-	var w pgx.Batch
+	var writes leaseRows
 	for _, id := range order {
 		l, o := rows[id], orig[id]
 		switch {
 		case inserted[id]:
 			st.LeasesInserted++
-			w.Queue(leaseInsertSQL, append([]any{id}, l.writeArgs()...)...).
-				Exec(func(ct pgconn.CommandTag) error {
-					if ct.RowsAffected() == 0 {
-						return errLeaseRace
-					}
-					return nil
-				})
+			writes.add(l)
 		case sameWrite(l, &o):
 			if named[id] {
 				st.LeasesUnchanged++
@@ -400,11 +417,26 @@ func foldLeases(ctx context.Context, tx pgx.Tx, fresh []*preparedEvent, st *Appl
 			if named[id] {
 				st.LeasesUpdated++
 			}
-			w.Queue(leaseUpdateSQL, append([]any{id}, l.writeArgs()...)...)
+			writes.add(l)
 		}
 	}
-	if w.Len() == 0 {
+	if writes.n == 0 {
 		return nil
 	}
-	return tx.SendBatch(ctx, &w).Close()
+	// One statement for the batch's new and changed rows. The changed ones
+	// are locked above; a new one that a concurrent batch inserted meanwhile
+	// comes back as not inserted, and the whole transaction is retried.
+	res, err := conn.Query(ctx, leaseUpsertSQL, writes.args()...)
+	if err != nil {
+		return err
+	}
+	var id string
+	var wasInserted bool
+	_, err = pgx.ForEachRow(res, []any{&id, &wasInserted}, func() error {
+		if inserted[id] && !wasInserted {
+			return errLeaseRace
+		}
+		return nil
+	})
+	return err
 }

@@ -110,28 +110,88 @@ func (l *Lease) writeArgs() []any {
 	}
 }
 
-// leaseUpdateSQL writes every leaseWriteCols column of one lease ($1).
-var leaseUpdateSQL = func() string {
+// leaseColTypes are the PostgreSQL types of leaseWriteCols, in order.
+var leaseColTypes = []string{
+	"text", "text", "text", "text", "text", "text", "bool",
+	"timestamptz", "timestamptz", "timestamptz", "timestamptz", "text",
+	"timestamptz", "int8", "timestamptz", "timestamptz", "text",
+	"text", "timestamptz", "text", "text", "text",
+	"text", "text",
+}
+
+// leaseUpsertSQL writes whole lease rows, one per element of its array
+// parameters ($1 the lease ids, then one array per leaseWriteCols column):
+// new rows are inserted, existing ones overwritten. It returns each lease id
+// and whether its row was inserted.
+var leaseUpsertSQL = func() string {
 	var b strings.Builder
-	b.WriteString("UPDATE leases SET ")
-	for i, c := range leaseWriteCols {
-		fmt.Fprintf(&b, "%s = $%d, ", c, i+2)
+	b.WriteString("INSERT INTO leases (lease_id, " + strings.Join(leaseWriteCols, ", ") + ")\n\tSELECT * FROM unnest($1::text[]")
+	for i, t := range leaseColTypes {
+		fmt.Fprintf(&b, ", $%d::%s[]", i+2, t)
 	}
-	b.WriteString("updated_at = now() WHERE lease_id = $1")
+	b.WriteString(") AS x(lease_id, " + strings.Join(leaseWriteCols, ", ") + ")\n\tORDER BY lease_id\n\tON CONFLICT (lease_id) DO UPDATE SET ")
+	for _, c := range leaseWriteCols {
+		fmt.Fprintf(&b, "%s = EXCLUDED.%s, ", c, c)
+	}
+	b.WriteString("updated_at = now()\n\tRETURNING lease_id, xmax = 0")
 	return b.String()
 }()
 
-// leaseInsertSQL inserts one lease ($1) with every leaseWriteCols column; it
-// inserts nothing if the lease exists.
-var leaseInsertSQL = func() string {
-	var b strings.Builder
-	b.WriteString("INSERT INTO leases (lease_id, " + strings.Join(leaseWriteCols, ", ") + ") VALUES ($1")
-	for i := range leaseWriteCols {
-		fmt.Fprintf(&b, ", $%d", i+2)
+// leaseRows holds lease rows column by column, the arguments of
+// leaseUpsertSQL.
+type leaseRows struct {
+	n    int
+	ids  []string
+	cols [][]any
+}
+
+func (r *leaseRows) add(l *Lease) {
+	if r.cols == nil {
+		r.cols = make([][]any, len(leaseWriteCols))
 	}
-	b.WriteString(") ON CONFLICT (lease_id) DO NOTHING")
-	return b.String()
-}()
+	r.n++
+	r.ids = append(r.ids, l.LeaseID)
+	for i, v := range l.writeArgs() {
+		r.cols[i] = append(r.cols[i], v)
+	}
+}
+
+// args converts the columns to typed arrays, NULL elements for nil values.
+func (r *leaseRows) args() []any {
+	args := make([]any, 0, 1+len(r.cols))
+	args = append(args, r.ids)
+	for i, col := range r.cols {
+		switch leaseColTypes[i] {
+		case "text":
+			a := make([]*string, len(col))
+			for j, v := range col {
+				if s, ok := v.(string); ok {
+					a[j] = &s
+				}
+			}
+			args = append(args, a)
+		case "bool":
+			a := make([]bool, len(col))
+			for j, v := range col {
+				a[j] = v.(bool)
+			}
+			args = append(args, a)
+		case "timestamptz":
+			a := make([]*time.Time, len(col))
+			for j, v := range col {
+				a[j] = v.(*time.Time)
+			}
+			args = append(args, a)
+		case "int8":
+			a := make([]*int64, len(col))
+			for j, v := range col {
+				a[j] = v.(*int64)
+			}
+			args = append(args, a)
+		}
+	}
+	return args
+}
 
 // sameWrite reports whether a and b would write the same values.
 func sameWrite(a, b *Lease) bool {
