@@ -43,9 +43,6 @@ type rig struct {
 	// tuned has audit_non_hmac_response_keys=username; hashed does not.
 	tuned, hashed string
 	userPrefix    string
-	// vaultCalls: this leaseguard build has the LEASEGUARD_VAULT_* settings
-	// (hashed-username resolution, lease revocation in Vault).
-	vaultCalls bool
 }
 
 func TestVaultEndToEnd(t *testing.T) {
@@ -101,7 +98,9 @@ func setup(t *testing.T, vaultBin, lgBin string) *rig {
 	if err != nil {
 		t.Fatalf("leaseguard config: %v", err)
 	}
-	r.vaultCalls = strings.Contains(string(out), "LEASEGUARD_VAULT_ADDR")
+	if !strings.Contains(string(out), "LEASEGUARD_VAULT_ADDR") {
+		t.Fatalf("%s has no Vault settings (LEASEGUARD_VAULT_ADDR): the scenarios need the Vault link", lgBin)
+	}
 
 	r.vault = startVault(t, vaultBin, dir)
 	auditFile := filepath.Join(dir, "audit", "vault-audit.log")
@@ -312,12 +311,6 @@ func scenarioIssue(t *testing.T, r *rig) {
 			}
 		}
 		t.Logf("the ledger holds the user's HMAC from %s; the devices' HMACs of it differ: %v", from, hashes["file"] != hashes["socket"])
-		if !r.vaultCalls {
-			if !l.hmac || (l.dbUser != hashes["file"] && l.dbUser != hashes["socket"]) {
-				t.Errorf("ledger %+v, want the user's HMAC, one of %v", l, hashes)
-			}
-			t.Skip("missing feature: resolving hashed usernames through sys/audit-hash (LEASEGUARD_VAULT_ADDR, LEASEGUARD_VAULT_AUDIT_DEVICE) is not in this leaseguard build")
-		}
 		want := r.vault.expireTime(t, c.leaseID)
 		issued := time.Now()
 		// Each device has its own salt: the resolver must hash through the
@@ -383,9 +376,6 @@ func scenarioRenewRevoke(t *testing.T, r *rig) {
 			n := r.count(t, `SELECT count(*) FROM hashed_revocations`)
 			return n > before, fmt.Sprintf("%d rows", n)
 		})
-		if !r.vaultCalls {
-			t.Skip("missing feature: linking a revocation by hashed lease id (sys/audit-hash through LEASEGUARD_VAULT_ADDR) is not in this leaseguard build")
-		}
 		r.waitLease(t, "the revocation by API body (only hashed_revocations names it: its lease id's HMAC must be linked)", c.leaseID, 60*time.Second, func(l ledgerLease) bool { return l.state == "revoked" })
 		t.Logf("revocation by API body in the ledger %s after Vault answered", time.Since(revoked).Round(100*time.Millisecond))
 	})
@@ -421,12 +411,6 @@ func scenarioFailedRevocation(t *testing.T, r *rig) {
 		n := r.count(t, `SELECT count(*) FROM evidence_outbox WHERE id = $1 AND published_at IS NOT NULL`, evidenceID)
 		return n == 1, "not published"
 	})
-	if !r.vaultCalls {
-		if !r.vault.leaseExists(t, c.leaseID) {
-			t.Errorf("Vault no longer knows lease %s, yet its revocation always fails", c.leaseID)
-		}
-		t.Skip("missing feature: revoking the lease in Vault after the drop (LEASEGUARD_VAULT_ADDR, LEASEGUARD_VAULT_FORCE) is not in this leaseguard build")
-	}
 	poll(t, "leaseguard to revoke the lease in Vault", 60*time.Second, func() (bool, string) {
 		return !r.vault.leaseExists(t, c.leaseID), "Vault still has the lease"
 	})
