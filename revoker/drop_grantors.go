@@ -15,8 +15,13 @@ import (
 // connection role, holding GRANT OPTION, is the usual one) survives it and
 // DROP ROLE then fails with "some objects depend on it". Such privileges
 // are revoked by acting as their grantor.
+//
+// Each object is read once (DISTINCT): the targets of one batch usually
+// share their objects, whose ACLs hold an entry for every Vault user
+// granted on them, and exploding each ACL once per target made the query
+// quadratic in the number of such users.
 const foreignGrantsSQL = `WITH dep AS (` +
-	`SELECT classid, objid, objsubid FROM pg_shdepend ` +
+	`SELECT DISTINCT classid, objid, objsubid FROM pg_shdepend ` +
 	`WHERE deptype = 'a' AND refclassid = 'pg_authid'::regclass AND refobjid = ANY($1::oid[]) ` +
 	`AND dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))), ` +
 	`acl AS (` +
