@@ -68,6 +68,12 @@ type expiryCandidate struct {
 // never overwritten, and a lease that changed since it was read is left for
 // the next call.
 //
+// A lease attempted without result (an HMAC'd user with no role TTL, a
+// user not in pg_roles, a database that could not be read) is attempted
+// again only ExpiryRetryAfter later, or as soon as a new event for it is
+// applied: without that, every pass (one per ingest batch that issued)
+// would re-read the same unresolvable leases.
+//
 // A reader error for one database does not stop the others: the result is
 // the number of leases given an expiry, and the reader errors joined.
 func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls RoleTTLs, now time.Time, limit int) (resolved int, err error) {
@@ -75,7 +81,7 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 		limit = DefaultResolveLimit
 	}
 	now = dbTime(now)
-	cands, err := s.expiryCandidates(ctx, limit)
+	cands, err := s.expiryCandidates(ctx, limit, now.Add(-ExpiryRetryAfter))
 	if err != nil || len(cands) == 0 {
 		return 0, err
 	}
@@ -172,7 +178,14 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 // the table was small scans the table for every element once it has grown.
 const customPlan = pgx.QueryExecModeExec
 
-func (s *Store) expiryCandidates(ctx context.Context, limit int) ([]expiryCandidate, error) {
+// ExpiryRetryAfter is how long ResolveExpiry leaves a lease it attempted
+// without result before it attempts it again (a new event for the lease
+// makes it due at once).
+const ExpiryRetryAfter = 30 * time.Second
+
+// expiryCandidates returns up to limit leases needing expiry that were
+// never attempted, or last attempted at or before retryBefore.
+func (s *Store) expiryCandidates(ctx context.Context, limit int, retryBefore time.Time) ([]expiryCandidate, error) {
 	rows, err := s.pool.Query(ctx, `SELECT lease_id, COALESCE(database, ''), COALESCE(db_user, ''),
 			db_user_hmac, COALESCE(mount, ''), COALESCE(role, ''), issued_at, renewed_at,
 			first_seen_at, expire_at, expire_checked_at, COALESCE(expire_source, ''), ttl_seconds
@@ -180,8 +193,9 @@ func (s *Store) expiryCandidates(ctx context.Context, limit int) ([]expiryCandid
 		WHERE state = 'active'
 		  AND (expire_at IS NULL
 		       OR (expire_checked_at IS NULL AND expire_source IN ('pg_valid_until', 'role_default')))
+		  AND (expire_attempt_at IS NULL OR expire_attempt_at <= $2)
 		ORDER BY expire_attempt_at NULLS FIRST, lease_id
-		LIMIT $1`, limit)
+		LIMIT $1`, limit, retryBefore)
 	if err != nil {
 		return nil, fmt.Errorf("leases needing expiry: %w", err)
 	}

@@ -278,3 +278,57 @@ func TestRoleTTLsLookup(t *testing.T) {
 		}
 	}
 }
+
+// A lease attempted without result waits ExpiryRetryAfter before the next
+// attempt, unless a new event for it arrives first.
+func TestResolveExpiryBackoff(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	lease := "database/creds/app/notYetInPgRoles000000001"
+	applyEvents(t, s, issued(lease, at(0), onDB("db1"), withUser("late", false), withRole("nottl")))
+	var mu sync.Mutex
+	var asked []string
+	visible := false
+	r := fakeReader{validUntil: func(_ context.Context, _ string, users []string) (map[string]time.Time, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, users...)
+		if visible {
+			return map[string]time.Time{"late": at(time.Hour)}, nil
+		}
+		return map[string]time.Time{}, nil
+	}}
+	pass := func(now time.Time) (asks int) {
+		t.Helper()
+		mu.Lock()
+		asked = nil
+		mu.Unlock()
+		if _, err := s.ResolveExpiry(ctx, r, nil, now, 10); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return len(asked)
+	}
+	if n := pass(at(time.Minute)); n != 1 {
+		t.Fatalf("first pass asked for %d users, want 1", n)
+	}
+	if n := pass(at(time.Minute + ExpiryRetryAfter - time.Second)); n != 0 {
+		t.Fatalf("pass within the retry delay asked for %d users, want 0", n)
+	}
+	if n := pass(at(time.Minute + ExpiryRetryAfter)); n != 1 {
+		t.Fatalf("pass after the retry delay asked for %d users, want 1", n)
+	}
+	// A renewal makes it due at once, and now the user is visible.
+	applyEvents(t, s, event(schemas.LeaseRenewed, lease, at(2*time.Minute)))
+	mu.Lock()
+	visible = true
+	mu.Unlock()
+	if n := pass(at(2*time.Minute + time.Second)); n != 1 {
+		t.Fatalf("pass after a renewal asked for %d users, want 1", n)
+	}
+	if l := mustLease(t, s, lease); l.ExpireSource != schemas.ExpireFromValidUntil || !sameValue(l.ExpireAt, dbTimePtr(tp(at(time.Hour)))) {
+		t.Fatalf("expiry %v (%q), want %v from pg_valid_until", l.ExpireAt, l.ExpireSource, at(time.Hour))
+	}
+}

@@ -133,7 +133,9 @@ var leaseUpsertSQL = func() string {
 	for _, c := range leaseWriteCols {
 		fmt.Fprintf(&b, "%s = EXCLUDED.%s, ", c, c)
 	}
-	b.WriteString("updated_at = now()\n\tRETURNING lease_id, xmax = 0")
+	// A new event makes the lease due for expiry resolution again at once
+	// (ResolveExpiry otherwise waits ExpiryRetryAfter after an attempt).
+	b.WriteString("expire_attempt_at = NULL, updated_at = now()\n\tRETURNING lease_id, xmax = 0")
 	return b.String()
 }()
 

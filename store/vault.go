@@ -294,7 +294,10 @@ func LinkHMACLeases(ctx context.Context, tx pgx.Tx, devices []string, at time.Ti
 		ids[i], users[i], sums[i], devs[i] = l.LeaseID, l.DBUser, l.UserHMAC, l.Device
 	}
 	b := &pgx.Batch{}
-	b.Queue(`UPDATE leases l SET db_user = x.u, db_user_hmac = false, updated_at = now()
+	// The user is now known by name: its rolvaliduntil can be read, at once.
+	b.Queue(`UPDATE leases l SET db_user = x.u, db_user_hmac = false, expire_attempt_at = NULL,
+			expire_checked_at = CASE WHEN l.expire_source = 'role_default' THEN NULL ELSE l.expire_checked_at END,
+			updated_at = now()
 		FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, u, h)
 		WHERE l.lease_id = x.id AND l.db_user_hmac AND l.db_user = x.h`, ids, users, sums)
 	b.Queue(`INSERT INTO vault_lease_links (lease_id, db_user, method, device, user_hmac, linked_at)
