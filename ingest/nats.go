@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -156,47 +157,104 @@ func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, err
 	return cons, nil
 }
 
-// Run consumes until ctx is cancelled. The batch in hand when ctx ends is
-// finished (committed and acknowledged, or left for redelivery), never
-// half-applied.
+// Run consumes until ctx is cancelled. Batches go through two stages:
+// while one batch's ledger transaction commits and its messages are
+// acknowledged, the next batch is pulled and decoded (Processor.Prepare),
+// so decoding does not wait for the database nor the database for
+// decoding. Batches commit in the order they were pulled. The batch
+// committing when ctx ends is finished (committed and acknowledged, or
+// left for redelivery), never half-applied; a batch decoded but not yet committing
+// when ctx ends is handed back at once (nak without delay).
 func (s *NATSSource) Run(ctx context.Context) error {
 	cons, err := s.EnsureStreams(ctx)
 	if err != nil {
 		return err
 	}
 	s.logger.Info("ingest consuming", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer)
-	if err := bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, s.handle); err != nil {
-		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, err)
+	// One prepared batch waits while another commits.
+	prepared := make(chan natsBatch, 1)
+	var pullErr error
+	go func() {
+		defer close(prepared)
+		pullErr = bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, func(_ context.Context, batch []jetstream.Msg) {
+			prepared <- s.prepare(batch)
+		})
+	}()
+	for b := range prepared {
+		if ctx.Err() != nil {
+			// Stopping: a batch not yet committing is handed back.
+			s.release(b)
+			continue
+		}
+		s.finish(context.WithoutCancel(ctx), b)
+	}
+	if pullErr != nil {
+		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, pullErr)
 	}
 	return nil
 }
 
-func (s *NATSSource) handle(ctx context.Context, batch []jetstream.Msg) {
+// natsBatch is a pulled batch, decoded.
+type natsBatch struct {
+	msgs []jetstream.Msg
+	in   []Message
+	prep *Prepared
+	// err: preparing panicked; every message is retried.
+	err error
+}
+
+// prepare decodes a pulled batch. The slice is copied: the puller reuses
+// its own.
+func (s *NATSSource) prepare(batch []jetstream.Msg) (b natsBatch) {
+	b.msgs = slices.Clone(batch)
+	b.in = make([]Message, len(batch))
+	for i, m := range batch {
+		b.in[i] = Message{Data: m.Data(), LeaseEvent: s.isLeaseSubject(m.Subject()), Source: s.sourceRef(m)}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			b.prep, b.err = nil, fmt.Errorf("panic in processing: %v", p)
+		}
+	}()
+	b.prep = s.proc.Prepare(b.in)
+	return b
+}
+
+// release hands a batch back for immediate redelivery: nothing of it was
+// committed.
+func (s *NATSSource) release(b natsBatch) {
+	s.logger.Info("ingest stopping; decoded batch handed back for redelivery", "messages", len(b.msgs))
+	for _, m := range b.msgs {
+		if err := m.Nak(); err != nil {
+			s.logger.Warn("nak failed; message will be redelivered after ack wait", "err", err)
+		}
+	}
+}
+
+// finish commits a prepared batch and acknowledges, dead-letters or naks
+// each of its messages.
+func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckWait)
 	defer cancel()
-	msgs := make([]Message, len(batch))
-	for i, m := range batch {
-		msgs[i] = Message{Data: m.Data(), LeaseEvent: s.isLeaseSubject(m.Subject()), Source: s.sourceRef(m)}
-	}
-	results, err := s.processSafely(ctx, msgs)
+	results, err := s.commitSafely(ctx, b)
 	if err != nil {
-		s.logger.Warn("ingest batch will be redelivered", "messages", len(batch), "err", err)
+		s.logger.Warn("ingest batch will be redelivered", "messages", len(b.msgs), "err", err)
 	}
 	if err == nil && s.beforeAck != nil {
 		if hookErr := s.beforeAck(); hookErr != nil {
 			return
 		}
 	}
-	for i, m := range batch {
+	for i, m := range b.msgs {
 		r := results[i]
 		switch r.Disposition {
 		case DeadLetter:
-			if dlErr := s.deadLetter(ctx, m, msgs[i], r.Reason); dlErr != nil {
+			if dlErr := s.deadLetter(ctx, m, b.in[i], r.Reason); dlErr != nil {
 				s.logger.Error("dead-letter publish failed; will retry", "err", dlErr, "reason", r.Reason)
 				s.nak(m)
 				continue
 			}
-			s.logger.Warn("audit entry dead-lettered", "reason", r.Reason, "subject", m.Subject(), "offset", msgs[i].Source.Offset)
+			s.logger.Warn("audit entry dead-lettered", "reason", r.Reason, "subject", m.Subject(), "offset", b.in[i].Source.Offset)
 			s.ack(m)
 		case Retry:
 			s.nak(m)
@@ -206,18 +264,26 @@ func (s *NATSSource) handle(ctx context.Context, batch []jetstream.Msg) {
 	}
 }
 
-// processSafely turns a panic in processing into a retry of the batch.
-func (s *NATSSource) processSafely(ctx context.Context, msgs []Message) (results []Result, err error) {
+// commitSafely turns a panic in preparing or committing into a retry of
+// the batch.
+func (s *NATSSource) commitSafely(ctx context.Context, b natsBatch) (results []Result, err error) {
+	retryAll := func(err error) []Result {
+		results := make([]Result, len(b.msgs))
+		for i := range results {
+			results[i] = Result{Disposition: Retry, Reason: err.Error()}
+		}
+		return results
+	}
+	if b.err != nil {
+		return retryAll(b.err), b.err
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic in processing: %v", p)
-			results = make([]Result, len(msgs))
-			for i := range results {
-				results[i] = Result{Disposition: Retry, Reason: err.Error()}
-			}
+			results = retryAll(err)
 		}
 	}()
-	return s.proc.Process(ctx, msgs)
+	return s.proc.Commit(ctx, b.prep)
 }
 
 func (s *NATSSource) ack(m jetstream.Msg) {

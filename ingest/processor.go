@@ -127,24 +127,42 @@ func NewProcessor(cfg ProcessorConfig) (*Processor, error) {
 // Process handles one batch. Every message gets a Result. The ledger
 // changes of the whole batch are committed in one transaction; when that
 // fails, every message that is not dead-lettered is marked Retry and the
-// error is returned.
+// error is returned. It is Commit(ctx, Prepare(msgs)).
 func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, error) {
-	results := make([]Result, len(msgs))
-	var batch store.Batch
-	var times []time.Time
-	issued := false
+	return p.Commit(ctx, p.Prepare(msgs))
+}
+
+// Prepared is a batch decoded and normalised, not yet committed. A
+// transport may prepare the next batch while the previous one commits.
+type Prepared struct {
+	msgs    []Message
+	results []Result
+	batch   store.Batch
+	times   []time.Time
+	issued  bool
+}
+
+// Len is the number of messages in the batch.
+func (b *Prepared) Len() int { return len(b.msgs) }
+
+// Prepare decodes and normalises msgs (on DecodeWorkers goroutines) and
+// builds the ledger batch; it touches neither the ledger nor the metrics
+// of committed entries. It may panic on a bug in decoding; transports
+// recover and retry the batch.
+func (p *Processor) Prepare(msgs []Message) *Prepared {
+	b := &Prepared{msgs: msgs, results: make([]Result, len(msgs))}
 	normalised, errs := p.normaliseAll(msgs)
 	for i := range msgs {
 		m := &msgs[i]
 		n, err := normalised[i], errs[i]
 		kind, lease, creds := n.Kind, n.Lease, n.Creds
-		results[i].Kind = kind
+		b.results[i].Kind = kind
 		if err != nil {
-			results[i] = Result{Disposition: DeadLetter, Kind: KindRejected, Reason: reasonOf(err)}
+			b.results[i] = Result{Disposition: DeadLetter, Kind: KindRejected, Reason: reasonOf(err)}
 			continue
 		}
 		if !m.LeaseEvent {
-			batch.Signals.Observe(n.Time, n.Signal, n.Device)
+			b.batch.Signals.Observe(n.Time, n.Signal, n.Device)
 		}
 		if lease != nil {
 			if lease.Database == "" && lease.Mount != "" && p.cfg.Router != nil {
@@ -154,19 +172,26 @@ func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, erro
 					p.cfg.Metrics.unrouted.Inc()
 				}
 			}
-			batch.Leases = append(batch.Leases, *lease)
-			times = append(times, lease.EventTime)
+			b.batch.Leases = append(b.batch.Leases, *lease)
+			b.times = append(b.times, lease.EventTime)
 			if lease.Kind == schemas.LeaseIssued || lease.Kind == schemas.LeaseRenewed {
-				issued = true
+				b.issued = true
 			}
 		}
 		if creds != nil {
-			batch.Creds = append(batch.Creds, *creds)
+			b.batch.Creds = append(b.batch.Creds, *creds)
 		}
 	}
-	if !batch.Empty() {
+	return b
+}
+
+// Commit writes a prepared batch's ledger changes in one transaction and
+// returns every message's Result (see Process). A batch is committed once.
+func (p *Processor) Commit(ctx context.Context, b *Prepared) ([]Result, error) {
+	results := b.results
+	if !b.batch.Empty() {
 		start := p.cfg.Clock()
-		if _, err := p.cfg.Ledger.Apply(ctx, batch); err != nil {
+		if _, err := p.cfg.Ledger.Apply(ctx, b.batch); err != nil {
 			for i := range results {
 				if results[i].Disposition != DeadLetter {
 					results[i].Disposition = Retry
@@ -176,24 +201,24 @@ func (p *Processor) Process(ctx context.Context, msgs []Message) ([]Result, erro
 			if p.cfg.Metrics != nil {
 				p.cfg.Metrics.applyErrors.Inc()
 			}
-			return results, fmt.Errorf("apply batch of %d messages: %w", len(msgs), err)
+			return results, fmt.Errorf("apply batch of %d messages: %w", len(b.msgs), err)
 		}
 		if p.cfg.Metrics != nil {
 			now := p.cfg.Clock()
 			p.cfg.Metrics.applySeconds.Observe(now.Sub(start).Seconds())
-			for _, t := range times {
+			for _, t := range b.times {
 				if !t.IsZero() {
 					p.cfg.Metrics.lag.Observe(now.Sub(t).Seconds())
 				}
 			}
 		}
-		if issued && p.cfg.OnIssued != nil {
+		if b.issued && p.cfg.OnIssued != nil {
 			p.cfg.OnIssued()
 		}
 	}
 	if p.cfg.Metrics != nil {
 		for i := range results {
-			p.cfg.Metrics.entries.WithLabelValues(msgs[i].Source.Transport, string(results[i].Kind)).Inc()
+			p.cfg.Metrics.entries.WithLabelValues(b.msgs[i].Source.Transport, string(results[i].Kind)).Inc()
 		}
 	}
 	return results, nil
