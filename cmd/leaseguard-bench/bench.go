@@ -83,7 +83,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.SetOutput(m.Stderr)
 	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, vault, memory")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes, one run per scenario (about a minute)")
-	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry 3, memory 1; -quick: 1)")
+	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry/vault 3, memory 1; -quick: 1)")
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
 	fs.StringVar(&o.bin, "leaseguard", filepath.Join("bin", "leaseguard"), "leaseguard binary run as a child process by the expiry and memory scenarios")
 	fs.StringVar(&o.profileDir, "cpuprofile", "", "directory to write a CPU profile per in-process scenario (<scenario>.pprof)")
@@ -208,7 +208,7 @@ func (o options) runsFor(scenario string) int {
 	switch scenario {
 	case "decode":
 		return 5
-	case "memory", "vault":
+	case "memory":
 		return 1
 	}
 	return 3

@@ -28,6 +28,7 @@ func (b *Bench) expiryScenario(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		b.vacuumCatalogs(ctx, b.admin, "expiry")
 		lat, rec, err := b.expiryRun(ctx, r)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", r+1, err)

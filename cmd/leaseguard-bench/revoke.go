@@ -44,6 +44,7 @@ func (b *Bench) revokeScenario(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			b.vacuumCatalogs(ctx, b.admin, "revoke")
 			rate, err := side(ctx, r)
 			if err != nil {
 				return fmt.Errorf("run %d: %w", r+1, err)

@@ -83,6 +83,7 @@ func (b *Bench) vaultScenario(ctx context.Context) error {
 	var rates, p50s, p99s, vu50s, vu99s []float64
 	var lags []float64
 	for r := range b.opt.runsFor("vault") {
+		b.vacuumCatalogs(ctx, appDB, "vault")
 		rp, ex := fmt.Sprintf("rp%d", r+1), fmt.Sprintf("ex%d", r+1)
 		if err := role(rp, "1h"); err != nil {
 			return err
