@@ -327,7 +327,7 @@ const churnedCatalogs = "pg_catalog.pg_authid, pg_catalog.pg_auth_members, pg_ca
 // before each run of the scenarios that create and drop thousands of
 // users. On a server without autovacuum (as the test server here) their
 // dead rows pile up run after run and every catalog scan slows (Vault's
-// revocation fell from 18 to 7 users/s over three runs); this keeps runs
+// revocation fell from 17 to 7 users/s over three runs); this keeps runs
 // comparable, as autovacuum would in production. Catalogs the harness's
 // role does not own are skipped by PostgreSQL with a warning; a failure is
 // logged, not fatal.
