@@ -332,3 +332,54 @@ func TestResolveExpiryBackoff(t *testing.T) {
 		t.Fatalf("expiry %v (%q), want %v from pg_valid_until", l.ExpireAt, l.ExpireSource, at(time.Hour))
 	}
 }
+
+// An HMAC'd lease linked to its plain user is due for expiry at once,
+// inside the retry delay of its last attempt, and its user is read.
+func TestResolveExpiryAfterHMACLink(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	lease := "database/creds/app/hashedUserLinkedLater001"
+	sum := "hmac-sha256:" + strings.Repeat("ab", 32)
+	applyEvents(t, s, issued(lease, at(0), onDB("db1"), withUser(sum, true), withRole("nottl")))
+	var mu sync.Mutex
+	var asked []string
+	r := fakeReader{validUntil: func(_ context.Context, _ string, users []string) (map[string]time.Time, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, users...)
+		return map[string]time.Time{"linked-user": at(time.Hour)}, nil
+	}}
+	if _, err := s.ResolveExpiry(ctx, r, nil, at(time.Minute), 10); err != nil {
+		t.Fatal(err)
+	}
+	if l := mustLease(t, s, lease); l.ExpireAttemptAt == nil || l.ExpireAt != nil {
+		t.Fatalf("after the first pass: attempt %v, expiry %v; want an attempt and no expiry", l.ExpireAttemptAt, l.ExpireAt)
+	}
+	if err := SaveUserHMACs(ctx, s.pool, "file", map[string]string{"linked-user": sum}, at(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := LinkHMACLeases(ctx, tx, []string{"file"}, at(time.Minute+time.Second))
+	if err != nil || len(links) != 1 {
+		t.Fatalf("links %v, %v; want one", links, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.ResolveExpiry(ctx, r, nil, at(time.Minute+2*time.Second), 10)
+	if err != nil || n != 1 {
+		t.Fatalf("pass after the link resolved %d, %v; want 1", n, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(asked, []string{"linked-user"}) {
+		t.Fatalf("reader asked for %v, want [linked-user]", asked)
+	}
+	if l := mustLease(t, s, lease); l.ExpireSource != schemas.ExpireFromValidUntil || l.DBUser != "linked-user" {
+		t.Fatalf("lease %s: user %q, expiry %v (%q)", lease, l.DBUser, l.ExpireAt, l.ExpireSource)
+	}
+}
