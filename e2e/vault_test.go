@@ -3,20 +3,19 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/leaseguard/leaseguard/internal/vaultdev"
 )
 
 // vaultServer is a `vault server -dev` process owned by one test run.
@@ -26,6 +25,7 @@ type vaultServer struct {
 	cmd   *exec.Cmd
 	log   string
 	hc    *http.Client
+	api   *api.Client
 }
 
 // freePort returns a loopback address that was free a moment ago.
@@ -46,6 +46,10 @@ func startVault(t *testing.T, bin, dir string) *vaultServer {
 	v := &vaultServer{
 		addr: "http://" + listen, token: "e2e-root-" + suffix, log: filepath.Join(dir, "vault.log"),
 		hc: &http.Client{Timeout: 60 * time.Second},
+	}
+	var err error
+	if v.api, err = vaultdev.NewClient(v.addr, v.token, v.hc); err != nil {
+		t.Fatal(err)
 	}
 	logf, err := os.Create(v.log)
 	if err != nil {
@@ -84,57 +88,13 @@ func startVault(t *testing.T, bin, dir string) *vaultServer {
 	return v
 }
 
-// vaultError is a non-2xx answer.
-type vaultError struct {
-	status int
-	errors []string
-}
-
-func (e *vaultError) Error() string {
-	return fmt.Sprintf("vault: %d: %s", e.status, strings.Join(e.errors, "; "))
-}
-
-// call sends one API request; the answer's JSON body is returned.
-func (v *vaultServer) call(ctx context.Context, method, path string, body any) (map[string]any, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, v.addr+"/v1/"+strings.TrimPrefix(path, "/"), rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("X-Vault-Token", v.token)
-	resp, err := v.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			return nil, fmt.Errorf("vault %s %s: %d: %s", method, path, resp.StatusCode, raw)
-		}
-	}
-	if resp.StatusCode >= 300 {
-		ve := &vaultError{status: resp.StatusCode}
-		if es, ok := out["errors"].([]any); ok {
-			for _, e := range es {
-				ve.errors = append(ve.errors, fmt.Sprint(e))
-			}
-		}
-		return out, fmt.Errorf("%s %s: %w", method, path, ve)
-	}
-	return out, nil
+// call sends one API request and returns the answer (vaultdev.Call).
+func (v *vaultServer) call(ctx context.Context, method, path string, body map[string]any) (map[string]any, error) {
+	return vaultdev.Call(ctx, v.api, method, path, body)
 }
 
 // must is call that fails the test on an error.
-func (v *vaultServer) must(t *testing.T, method, path string, body any) map[string]any {
+func (v *vaultServer) must(t *testing.T, method, path string, body map[string]any) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -188,25 +148,10 @@ func (v *vaultServer) leaseExists(t *testing.T, leaseID string) bool {
 	if err == nil {
 		return true
 	}
-	if ve := (*vaultError)(nil); asVaultError(err, &ve) && ve.status == http.StatusBadRequest {
+	if vaultdev.StatusCode(err) == http.StatusBadRequest {
 		return false
 	}
 	t.Fatalf("lookup %s: %v", leaseID, err)
-	return false
-}
-
-func asVaultError(err error, target **vaultError) bool {
-	for err != nil {
-		if ve, ok := err.(*vaultError); ok {
-			*target = ve
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
 	return false
 }
 

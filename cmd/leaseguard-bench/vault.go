@@ -2,12 +2,8 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +12,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/leaseguard/leaseguard/internal/vaultdev"
 )
 
 // vaultBinEnv names the Vault binary of the vault scenario; make bench
@@ -89,6 +89,7 @@ type vaultServer struct {
 	cmd   *exec.Cmd
 	logf  *os.File
 	hc    *http.Client
+	api   *api.Client
 	done  chan struct{}
 }
 
@@ -107,6 +108,10 @@ func (b *Bench) startVault(ctx context.Context, bin string) (*vaultServer, error
 	v := &vaultServer{
 		addr: "http://" + listen, token: "bench-root-" + randomString(16), dir: dir, done: make(chan struct{}),
 		hc: &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 32}},
+	}
+	if v.api, err = vaultdev.NewClient(v.addr, v.token, v.hc); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
 	}
 	if v.logf, err = os.Create(filepath.Join(dir, "vault.log")); err != nil {
 		_ = os.RemoveAll(dir)
@@ -177,56 +182,9 @@ func (v *vaultServer) lastLines() string {
 	return strings.Join(lines[max(0, len(lines)-8):], " | ")
 }
 
-// vaultError is an API answer outside 2xx.
-type vaultError struct {
-	status int
-	errors []string
-}
-
-func (e *vaultError) Error() string {
-	return fmt.Sprintf("vault answered %d: %s", e.status, strings.Join(e.errors, "; "))
-}
-
-// call sends one API request and returns the answer's JSON body.
-func (v *vaultServer) call(ctx context.Context, method, path string, body any) (map[string]any, error) {
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, v.addr+"/v1/"+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("X-Vault-Token", v.token)
-	resp, err := v.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("vault %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("vault %s %s: %w", method, path, err)
-	}
-	var out map[string]any
-	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			return nil, fmt.Errorf("vault %s %s: %d, not JSON", method, path, resp.StatusCode)
-		}
-	}
-	if resp.StatusCode >= 300 {
-		ve := &vaultError{status: resp.StatusCode}
-		if es, ok := out["errors"].([]any); ok {
-			for _, e := range es {
-				ve.errors = append(ve.errors, fmt.Sprint(e))
-			}
-		}
-		return out, fmt.Errorf("vault %s %s: %w", method, path, ve)
-	}
-	return out, nil
+// call sends one API request and returns the answer (vaultdev.Call).
+func (v *vaultServer) call(ctx context.Context, method, path string, body map[string]any) (map[string]any, error) {
+	return vaultdev.Call(ctx, v.api, method, path, body)
 }
 
 // vaultLease is one set of credentials Vault issued (the password is
@@ -244,8 +202,7 @@ func (v *vaultServer) issue(ctx context.Context, mount, role string) (vaultLease
 	retries := 0
 	for {
 		out, err := v.call(ctx, http.MethodGet, mount+"/creds/"+role, nil)
-		var ve *vaultError
-		if err != nil && errors.As(err, &ve) && retries < 20 && strings.Contains(strings.Join(ve.errors, " "), "concurrently") {
+		if err != nil && retries < 20 && strings.Contains(strings.Join(vaultdev.Errors(err), " "), "concurrently") {
 			retries++
 			continue
 		}

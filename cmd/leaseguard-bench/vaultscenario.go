@@ -41,11 +41,11 @@ func (b *Bench) vaultScenario(ctx context.Context) error {
 		return err
 	}
 	defer v.stop()
-	out, err := v.call(ctx, http.MethodGet, "sys/seal-status", nil)
+	seal, err := v.api.Sys().SealStatusWithContext(ctx)
 	if err != nil {
 		return err
 	}
-	b.logf("vault: %s %v dev server at %s", b.opt.vaultBin, out["version"], v.addr)
+	b.logf("vault: %s %s dev server at %s", b.opt.vaultBin, seal.Version, v.addr)
 
 	dbURL, appDB, dropDB, err := b.vaultDatabase(ctx)
 	if err != nil {
