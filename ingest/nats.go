@@ -163,8 +163,8 @@ func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, err
 // so decoding does not wait for the database nor the database for
 // decoding. Batches commit in the order they were pulled. The batch
 // committing when ctx ends is finished (committed and acknowledged, or
-// left for redelivery), never half-applied; a batch decoded but not yet committing
-// when ctx ends is handed back at once (nak without delay).
+// left for redelivery), never half-applied; a batch decoded but not yet
+// committing when ctx ends is handed back at once (nak without delay).
 func (s *NATSSource) Run(ctx context.Context) error {
 	cons, err := s.EnsureStreams(ctx)
 	if err != nil {
