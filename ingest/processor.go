@@ -142,9 +142,6 @@ type Prepared struct {
 	issued  bool
 }
 
-// Len is the number of messages in the batch.
-func (b *Prepared) Len() int { return len(b.msgs) }
-
 // Prepare decodes and normalises msgs (on DecodeWorkers goroutines) and
 // builds the ledger batch; it touches neither the ledger nor the metrics
 // of committed entries. It may panic on a bug in decoding; transports
