@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +35,7 @@ import (
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
 // testCA is a certificate authority made for one test.
@@ -149,18 +149,6 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-type targetMap map[string]*pgxpool.Pool
-
-func (m targetMap) Pool(name string) (*pgxpool.Pool, bool) { p, ok := m[name]; return p, ok }
-func (m targetMap) Names() []string {
-	var out []string
-	for n := range m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // rig is a state store in its own schema, the test database as target
 // "main", an operator service whose revoker manages only roles named
 // v-<tag>-…, so no role of another test can ever be selected, a token
@@ -209,21 +197,25 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := targetMap{"main": r.admin}
+	targets := target.Pools{"main": r.admin}
+	issuer, err := revoker.NewIssuer(signer, targets, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier,
 		Targets: targets, State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.svc, err = operator.New(operator.Deps{State: st.Pool(), Targets: targets, Guard: guard,
-		Executor: exec, Signer: signer, Backoff: 10 * time.Millisecond, Logger: r.logger})
+		Executor: exec, Issuer: issuer, Backoff: 10 * time.Millisecond, Logger: r.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	r.signer = signer
 	r.approve, err = operator.NewApprovals(operator.ApprovalDeps{State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
-		Executor: exec, Signer: signer, Backoff: 10 * time.Millisecond, Logger: r.logger})
+		Executor: exec, Issuer: issuer, Backoff: 10 * time.Millisecond, Logger: r.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,21 +412,24 @@ func (r *rig) addFinding(t *testing.T, id, rule, dbUser string, at time.Time) st
 }
 
 // pend holds a revocation of user c for approval, as the expiry detector in
-// approve mode does (its signed command, a pending row), and returns its id.
+// approve mode does (its unsigned proposal, a pending row), and returns its
+// id.
 func (r *rig) pend(t *testing.T, c vaultsim.Cred, ttl time.Duration) string {
 	t.Helper()
 	now := time.Now().UTC()
 	sum := sha256.Sum256([]byte(r.tag + c.Username))
 	id := hex.EncodeToString(sum[:16])
-	cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: id, IssuedAt: now, Issuer: "detector",
+	cmd := schemas.RevocationCommand{ID: id, Action: schemas.ActionDropRole, Issuer: "detector",
 		Rule: "lease-expired-not-revoked", FindingID: "f-" + id, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID,
-		Reason: "lease " + c.LeaseID + " expired"}
-	if err := r.signer.Sign(&cmd); err != nil {
+		Reason:        "lease " + c.LeaseID + " expired",
+		Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByVaultLookup, CheckedAt: now, Detail: "Vault no longer holds the lease"}}
+	sig, err := r.signer.SignProposal(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err := store.InsertPending(r.ctx, r.st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
+	_, err = store.InsertPending(r.ctx, r.st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
 		Severity: schemas.SeverityHigh, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID, Summary: cmd.Reason,
-		Command: cmd, RequestedAt: now, ExpiresAt: now.Add(ttl)}})
+		Command: cmd, ProposalSignature: sig, RequestedAt: now, ExpiresAt: now.Add(ttl)}})
 	if err != nil {
 		t.Fatal(err)
 	}

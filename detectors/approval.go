@@ -29,22 +29,29 @@ const DefaultApprovalTTL = 24 * time.Hour
 // (enforce) or after an owner's approval (approve).
 func Acts(m schemas.Mode) bool { return m == schemas.ModeEnforce || m == schemas.ModeApprove }
 
-// approvalHold collects the commands one detector pass holds for approval.
-type approvalHold struct {
-	ttl  time.Duration
-	held []store.PendingRevocation
+// ProposalSigner signs proposals held for approval (revoker.Issuer).
+type ProposalSigner interface {
+	SignProposal(p schemas.RevocationCommand) (string, error)
 }
 
-func newApprovalHold(ttl time.Duration) *approvalHold {
+// approvalHold collects the commands one detector pass holds for approval.
+type approvalHold struct {
+	ttl    time.Duration
+	signer ProposalSigner
+	held   []store.PendingRevocation
+}
+
+func newApprovalHold(ttl time.Duration, signer ProposalSigner) *approvalHold {
 	if ttl <= 0 {
 		ttl = DefaultApprovalTTL
 	}
-	return &approvalHold{ttl: ttl}
+	return &approvalHold{ttl: ttl, signer: signer}
 }
 
-// route takes the signed command of finding f. In approve mode it holds the
-// command as a pending revocation (f's action becomes approval_requested)
-// and returns nil; otherwise it returns cmd, to be queued.
+// route takes the command proposal of finding f. In approve mode it holds
+// it as a pending revocation, unsigned (f's action becomes
+// approval_requested), and returns nil; otherwise it returns cmd, to be
+// issued and queued.
 func (h *approvalHold) route(f *schemas.Finding, cmd *schemas.RevocationCommand, now time.Time) *schemas.RevocationCommand {
 	if cmd == nil || f.Mode != schemas.ModeApprove {
 		return cmd
@@ -60,10 +67,18 @@ func (h *approvalHold) route(f *schemas.Finding, cmd *schemas.RevocationCommand,
 	return nil
 }
 
-// save records the held commands in tx, the transaction of their findings.
+// save signs the held proposals and records them in tx, the transaction
+// of their findings.
 func (h *approvalHold) save(ctx context.Context, tx pgx.Tx) error {
 	if len(h.held) == 0 {
 		return nil
+	}
+	for i := range h.held {
+		sig, err := h.signer.SignProposal(h.held[i].Command)
+		if err != nil {
+			return err
+		}
+		h.held[i].ProposalSignature = sig
 	}
 	_, err := store.InsertPending(ctx, tx, h.held)
 	return err

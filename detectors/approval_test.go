@@ -10,12 +10,13 @@ import (
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
 // TestExpiryApproveMode: in approve mode, a due lease in scope gives a
-// finding that requests approval and a pending revocation holding exactly
-// the signed command enforce queues; nothing is queued. Out of scope, the
-// rule only observes.
+// finding that requests approval and a pending revocation holding the
+// command enforce queues as an unsigned proposal (signed only when an owner
+// approves it); nothing is queued. Out of scope, the rule only observes.
 func TestExpiryApproveMode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -33,13 +34,13 @@ func TestExpiryApproveMode(t *testing.T) {
 	}
 
 	f := newFixture(t)
-	f.reader["other"] = map[string]time.Time{}
+	f.reader["other"] = map[string]target.Role{}
 	f.lease(t, "postgres/creds/reporting/a", "main", "v-a", past)
 	f.lease(t, "postgres/creds/reporting/b", "other", "v-b", past)
 	d, err := detectors.NewExpiry(detectors.ExpiryConfig{Grace: 30 * time.Second, Interval: time.Second, Batch: 100,
 		Modes: mustModes(t, detectors.RuleLeaseExpired+"=approve"), Scope: detectors.Scope{Databases: []string{"main"}},
 		ApprovalTTL: 90 * time.Minute},
-		detectors.ExpiryDeps{Pool: f.st.Pool(), Reader: f.reader, Signer: f.signer, Sink: f.sink, Evidence: f.builder,
+		detectors.ExpiryDeps{Pool: f.st.Pool(), Reader: f.reader, Issuer: f.issuer, Sink: f.sink, Evidence: f.builder,
 			Clock: func() time.Time { return f.now }})
 	if err != nil {
 		t.Fatal(err)
@@ -75,13 +76,18 @@ func TestExpiryApproveMode(t *testing.T) {
 	}
 	p := pend[0]
 	got := p.Command
-	// The held command is enforce's but for the signature time and key.
+	// The held proposal is enforce's command before it is issued: same id,
+	// rule, user, role oid and corroboration; no signature, no lifetime.
 	if got.ID != want[0].ID || got.Rule != want[0].Rule || got.Issuer != "detector" || got.Database != "main" ||
-		got.DBUser != "v-a" || got.LeaseID != want[0].LeaseID || got.FindingID != a.ID || got.Reason != want[0].Reason {
+		got.DBUser != "v-a" || got.LeaseID != want[0].LeaseID || got.FindingID != a.ID || got.Reason != want[0].Reason ||
+		got.RoleOID != want[0].RoleOID || got.Corroboration != want[0].Corroboration || got.Action != schemas.ActionDropRole {
 		t.Errorf("held command %+v, enforce's %+v", got, want[0])
 	}
-	if err := f.verify.Verify(got); err != nil {
-		t.Errorf("held command does not verify: %v", err)
+	if got.Signature != "" || got.KeyID != "" || !got.ExpiresAt.IsZero() {
+		t.Errorf("the held proposal is signed or issued: %+v", got)
+	}
+	if err := f.verify.Verify(got); err == nil {
+		t.Error("the held proposal verifies as a command")
 	}
 	if p.FindingID != a.ID || p.State != schemas.ApprovalPending || !p.ExpiresAt.Equal(f.now.Add(90*time.Minute)) ||
 		p.Severity != schemas.SeverityHigh {
@@ -120,19 +126,18 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	ctx := context.Background()
 	f.lease(t, "postgres/creds/reporting/r1", "main", "v-r1", f.now.Add(time.Hour))
 	f.revoke(t, "postgres/creds/reporting/r1", f.now.Add(-time.Minute))
-	term := &terminator{ok: map[int32]bool{201: true}}
-	r := f.rules(t, detectors.RuleReuseAfterRevoke+"=approve,"+detectors.RuleGhostSession+"=approve", term,
+	r := f.rules(t, detectors.RuleReuseAfterRevoke+"=approve,"+detectors.RuleGhostSession+"=approve",
 		func(c *detectors.DBRulesConfig) { c.ApprovalTTL = 2 * time.Hour })
 	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles: []store.ObservedRole{observedRole("v-r1", 16001, f.now.Add(-time.Hour), nil)},
+		Roles: []store.ObservedRole{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
 		Sessions: []store.ObservedSession{liveSession(101, "v-r1", 16001, f.now.Add(-2*time.Minute)),
 			ghostSession(201, "v-g1", 16100, f.now.Add(-time.Hour))}}
 	rep, err := f.evaluate(t, r, pass, false)
-	if err != nil || len(rep.Findings) != 2 || rep.Commands != 0 || rep.Terminated != 0 {
+	if err != nil || len(rep.Findings) != 2 || rep.Commands != 0 {
 		t.Fatalf("pass: %+v, %v", rep, err)
 	}
-	if len(f.sink.all()) != 0 || len(term.calls) != 0 {
-		t.Fatalf("approve mode acted: commands %+v, terminations %+v", f.sink.all(), term.calls)
+	if len(f.sink.all()) != 0 {
+		t.Fatalf("approve mode acted: commands %+v", f.sink.all())
 	}
 	var reuse, ghost schemas.Finding
 	for _, fd := range f.findings(t) {
@@ -154,8 +159,8 @@ func TestObserverRulesApproveMode(t *testing.T) {
 		p.FindingID != reuse.ID || !p.ExpiresAt.Equal(f.now.Add(2*time.Hour)) {
 		t.Fatalf("pending %+v, %v", p, err)
 	}
-	if err := f.verify.Verify(p.Command); err != nil {
-		t.Errorf("held command does not verify: %v", err)
+	if p.Command.Signature != "" || p.Command.Corroboration.Source != schemas.CorroboratedByValidUntil {
+		t.Errorf("held proposal %+v: want it unsigned, corroborated by rolvaliduntil", p.Command)
 	}
 	// A lasting condition is one finding and one pending revocation.
 	if rep, err := f.evaluate(t, r, pass, false); err != nil || len(rep.Findings) != 0 {

@@ -94,8 +94,9 @@ type AuditRules struct {
 	clock    func() time.Time
 	logger   *slog.Logger
 	metrics  *Metrics
-	signer   Signer
+	issuer   Issuer
 	sink     CommandSink
+	vault    VaultLeases
 	// pruned is when the audit-signal scan last pruned its tables.
 	pruned time.Time
 }
@@ -108,10 +109,13 @@ type AuditRulesDeps struct {
 	Logger   *slog.Logger
 	Metrics  *Metrics
 	Clock    func() time.Time
-	// Signer and Sink are required when credential-foreign-address or
+	// Issuer and Sink are required when credential-foreign-address or
 	// renewal-past-max-ttl enforce.
-	Signer Signer
+	Issuer Issuer
 	Sink   CommandSink
+	// Vault corroborates those two rules (sys/leases/lookup); nil: their
+	// findings stay unconfirmed and nothing is dropped.
+	Vault VaultLeases
 }
 
 // NewAuditRules builds the rules.
@@ -124,8 +128,8 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 		return nil, err
 	}
 	for _, r := range []string{RuleForeignAddress, RuleRenewalPastMaxTTL} {
-		if Acts(cfg.Modes.Mode(r)) && (d.Signer == nil || d.Sink == nil) {
-			return nil, fmt.Errorf("audit rules: %s asks for revocations: signer and sink are required", r)
+		if Acts(cfg.Modes.Mode(r)) && (d.Issuer == nil || d.Sink == nil) {
+			return nil, fmt.Errorf("audit rules: %s asks for revocations: issuer and sink are required", r)
 		}
 	}
 	if d.Pool == nil {
@@ -141,7 +145,7 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 		d.Metrics = NewMetrics(nil)
 	}
 	return &AuditRules{cfg: cfg, pool: d.Pool, evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics,
-		signer: d.Signer, sink: d.Sink}, nil
+		issuer: d.Issuer, sink: d.Sink, vault: d.Vault}, nil
 }
 
 // Run ticks until ctx ends. A pass that claimed a full batch is followed at

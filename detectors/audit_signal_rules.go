@@ -83,7 +83,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 			return 0, nil, err
 		}
 		if v := judgeAuditSilence(live, sessions, now, sc.SilenceWindow); v != nil {
-			f, _, err := a.signalVerdict(v, "", now)
+			f, _, err := a.signalVerdict(ctx, v, "", now)
 			if err != nil {
 				return 0, nil, err
 			}
@@ -96,7 +96,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 		return 0, nil, err
 	}
 	for _, v := range vs {
-		f, cmd, err := a.signalVerdict(v.v, v.db, now)
+		f, cmd, err := a.signalVerdict(ctx, v.v, v.db, now)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -116,7 +116,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 		if v == nil {
 			continue
 		}
-		f, cmd, err := a.signalVerdict(v, l.Database, now)
+		f, cmd, err := a.signalVerdict(ctx, v, l.Database, now)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -181,9 +181,10 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 }
 
 // signalVerdict turns a verdict of an audit-signal rule into a finding
-// under its mode and the scope, with a signed revocation command when it is
-// enforced or held for an owner's approval (recordSignals routes it).
-func (a *AuditRules) signalVerdict(v *verdict, db string, now time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
+// under its mode and the scope, with a command proposal when it is
+// enforced or held for an owner's approval (recordSignals routes it). A
+// verdict that would act is corroborated by Vault first (corroborateSignal).
+func (a *AuditRules) signalVerdict(ctx context.Context, v *verdict, db string, now time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
 	mode := a.cfg.Modes.Mode(v.rule)
 	var mount, role, entity, leaseID string
 	if v.lease != nil {
@@ -209,16 +210,64 @@ func (a *AuditRules) signalVerdict(v *verdict, db string, now time.Time) (schema
 		f.Facts["not_enforced"] = "no database user to revoke"
 		return f, nil, nil
 	}
-	cmd := schemas.RevocationCommand{
-		Type: schemas.RevocationCommandType, ID: id("revoke", db, v.dbUser, leaseID, v.rule, f.ID),
-		IssuedAt: now.UTC(), Issuer: "detector", Rule: v.rule, FindingID: f.ID, Database: db, DBUser: v.dbUser,
-		LeaseID: leaseID, Reason: f.Summary,
+	c := a.corroborateSignal(ctx, v, now)
+	f.Facts["corroboration"] = c.facts()
+	if c.corroboration == nil {
+		f.ID = id(f.ID, "unconfirmed", c.result)
+		f.Action = schemas.ActionUnconfirmed
+		return f, nil, nil
 	}
-	if err := a.signer.Sign(&cmd); err != nil {
-		return f, nil, fmt.Errorf("sign command for %s: %w", v.dbUser, err)
+	cmd := schemas.RevocationCommand{
+		ID: id("revoke", db, v.dbUser, leaseID, v.rule, f.ID), Action: schemas.ActionDropRole, Issuer: "detector",
+		Rule: v.rule, FindingID: f.ID, Database: db, DBUser: v.dbUser, LeaseID: leaseID, Reason: f.Summary,
+		Corroboration: *c.corroboration,
 	}
 	f.Action, f.CommandID = schemas.ActionRevocationRequested, cmd.ID
 	return f, &cmd, nil
+}
+
+// corroborateSignal asks Vault about the lease of a foreign-address or
+// renewal-past-max-ttl verdict. Both rest on what the audit stream said of
+// a lease (its client addresses, its issue time and expiry), which a
+// forged entry can shape; Vault's own record of the lease must agree:
+//
+//   - credential-foreign-address: Vault holds the lease, live, issued when
+//     the ledger says (within the clock skew), so the addresses recorded
+//     for it are the genuine lease's.
+//   - renewal-past-max-ttl: Vault's own issue and expire times are further
+//     apart than the role's max TTL.
+func (a *AuditRules) corroborateSignal(ctx context.Context, v *verdict, now time.Time) expiryVerdict {
+	l := v.lease
+	if a.vault == nil || l == nil {
+		return unconfirmed(corrNoVault, "no Vault link is configured to confirm what the audit stream says of the lease", now)
+	}
+	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
+	defer cancel()
+	info, found, err := a.vault.LookupLease(ctx, l.LeaseID)
+	switch {
+	case err != nil:
+		return unconfirmed(corrVaultUnreachable, fmt.Sprintf("Vault could not be asked about lease %s (%v)", l.LeaseID, err), now)
+	case !found:
+		return unconfirmed(corrVaultNeverHeld, fmt.Sprintf("Vault does not hold lease %s", l.LeaseID), now)
+	}
+	skew := a.cfg.Signals.ClockSkew
+	switch v.rule {
+	case RuleForeignAddress:
+		if !info.Live(now) || l.IssuedAt == nil || info.IssueTime.Sub(*l.IssuedAt).Abs() > skew {
+			return unconfirmed("vault_disagrees", fmt.Sprintf("Vault's lease %s (issued %s, live %v) is not the one the ledger describes", l.LeaseID, rfc(info.IssueTime), info.Live(now)), now)
+		}
+		return confirmed(schemas.CorroboratedByVaultLookup, "vault_lease_live",
+			fmt.Sprintf("Vault holds lease %s, live, issued %s as the ledger says", l.LeaseID, rfc(info.IssueTime)), now)
+	case RuleRenewalPastMaxTTL:
+		maxTTL := a.cfg.Signals.MaxTTL(l.Mount, l.Role)
+		if info.ExpireTime == nil || info.ExpireTime.Sub(info.IssueTime) <= maxTTL+eventExpiryMargin {
+			return unconfirmed("vault_disagrees", fmt.Sprintf("Vault's lease %s does not outlive its max TTL of %s", l.LeaseID, maxTTL), now)
+		}
+		return confirmed(schemas.CorroboratedByVaultLookup, "vault_past_max_ttl",
+			fmt.Sprintf("Vault's lease %s was issued %s and expires %s, past its max TTL of %s", l.LeaseID,
+				rfc(info.IssueTime), rfc(*info.ExpireTime), maxTTL), now)
+	}
+	return unconfirmed("no_corroboration", "the rule has no corroboration", now)
 }
 
 // recordSignals records the findings not recorded yet: their commands are
@@ -238,7 +287,7 @@ func (a *AuditRules) recordSignals(ctx context.Context, tx pgx.Tx, fs []signalFi
 	}
 	var todo []signalFinding
 	var cmds []schemas.RevocationCommand
-	hold := newApprovalHold(a.cfg.ApprovalTTL)
+	hold := newApprovalHold(a.cfg.ApprovalTTL, a.issuer)
 	for _, s := range fs {
 		if recorded[s.f.ID] {
 			continue
@@ -250,6 +299,9 @@ func (a *AuditRules) recordSignals(ctx context.Context, tx pgx.Tx, fs []signalFi
 		todo = append(todo, s)
 	}
 	if len(cmds) > 0 {
+		if err := a.issuer.Issue(ctx, cmds); err != nil {
+			return nil, fmt.Errorf("issue %d revocations: %w", len(cmds), err)
+		}
 		if err := a.sink.Submit(ctx, cmds); err != nil {
 			return nil, fmt.Errorf("queue %d revocations: %w", len(cmds), err)
 		}

@@ -18,6 +18,12 @@ import (
 // configuration (zero fields: defaults), at clock c.
 func (f *fixture) signalRules(t *testing.T, c *clock, modes string, sc detectors.SignalRulesConfig) *detectors.AuditRules {
 	t.Helper()
+	return f.signalRulesWith(t, c, modes, sc, nil)
+}
+
+// signalRulesWith is signalRules with Vault to corroborate the rules that act.
+func (f *fixture) signalRulesWith(t *testing.T, c *clock, modes string, sc detectors.SignalRulesConfig, vault detectors.VaultLeases) *detectors.AuditRules {
+	t.Helper()
 	m, err := detectors.ParseModes(modes)
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +31,7 @@ func (f *fixture) signalRules(t *testing.T, c *clock, modes string, sc detectors
 	cfg := detectors.DefaultAuditRulesConfig()
 	cfg.Modes, cfg.UnauditedWindow, cfg.Interval, cfg.Signals = m, auditWindow, 10*time.Millisecond, sc
 	a, err := detectors.NewAuditRules(cfg, detectors.AuditRulesDeps{Pool: f.st.Pool(), Evidence: f.builder, Clock: c.now,
-		Signer: f.signer, Sink: f.sink})
+		Issuer: f.issuer, Sink: f.sink, Vault: vault})
 	if err != nil {
 		t.Fatal(err)
 	}

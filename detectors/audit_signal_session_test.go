@@ -25,6 +25,8 @@ import (
 // real ingest processor, and the real observer.
 type sessionRig struct {
 	*fixture
+	// issuer issues commands for the real target (its identity, its oids).
+	issuer  *revoker.Issuer
 	sim     *vaultsim.Sim
 	targets *target.Set
 	pattern *regexp.Regexp
@@ -44,6 +46,9 @@ func newSessionRig(t *testing.T) *sessionRig {
 	display := pgtest.Suffix()[:8]
 	r := &sessionRig{fixture: f, targets: ts, pattern: regexp.MustCompile("^v-" + display + "-"),
 		sim: &vaultsim.Sim{Pool: pgtest.Pool(t), Mount: "postgres", DisplayName: display, EntityID: "ent-" + display, RemoteAddress: "10.9.8.7"}}
+	if r.issuer, err = revoker.NewIssuer(f.signer, ts, 0, nil); err != nil {
+		t.Fatal(err)
+	}
 	if r.proc, err = ingest.NewProcessor(ingest.ProcessorConfig{Ledger: f.st}); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +105,12 @@ func (r *sessionRig) issue(t *testing.T) (vaultsim.Cred, *pgx.Conn) {
 
 func (r *sessionRig) rules(t *testing.T, modes, cidrs string, sink detectors.CommandSink) *detectors.AuditRules {
 	t.Helper()
+	return r.rulesWith(t, modes, cidrs, sink, nil)
+}
+
+// rulesWith is rules with Vault to corroborate what the rules act on.
+func (r *sessionRig) rulesWith(t *testing.T, modes, cidrs string, sink detectors.CommandSink, vault detectors.VaultLeases) *detectors.AuditRules {
+	t.Helper()
 	m, err := detectors.ParseModes(modes)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +125,7 @@ func (r *sessionRig) rules(t *testing.T, modes, cidrs string, sink detectors.Com
 	// The rules' clock is the real one, a little ahead: the sessions were
 	// first seen by the observer's pass just before.
 	a, err := detectors.NewAuditRules(cfg, detectors.AuditRulesDeps{Pool: r.st.Pool(), Evidence: r.builder,
-		Clock: func() time.Time { return time.Now().Add(time.Second) }, Signer: r.signer, Sink: sink})
+		Clock: func() time.Time { return time.Now().Add(time.Second) }, Issuer: r.issuer, Sink: sink, Vault: vault})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,13 +229,35 @@ func TestForeignAddressEnforced(t *testing.T) {
 		}
 		return nil
 	})
+	// Without Vault nothing corroborates what the audit stream said of the
+	// lease (its addresses): unconfirmed, the user stays.
 	tick(t, r.rules(t, "credential-foreign-address=enforce", "", sink))
 	got := r.ruleFindings(t, detectors.RuleForeignAddress)
-	if len(got) != 1 || got[0].Action != schemas.ActionRevocationRequested || got[0].CommandID == "" {
-		t.Fatalf("findings = %+v", got)
+	if len(got) != 1 || got[0].Action != schemas.ActionUnconfirmed || got[0].CommandID != "" {
+		t.Fatalf("findings without Vault = %+v", got)
+	}
+	admin := r.sim.Pool
+	if !roleExistsIn(t, admin, c.Username) {
+		t.Fatal("dropped on the audit stream's word alone")
+	}
+	// Vault holds the lease, live, issued when the ledger says: enforced.
+	l, err := r.st.Lease(context.Background(), c.LeaseID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault := vaultLeases{c.LeaseID: {IssueTime: *l.IssuedAt, ExpireTime: tptr(time.Now().Add(time.Hour))}}
+	tick(t, r.rulesWith(t, "credential-foreign-address=enforce", "", sink, vault))
+	got = r.ruleFindings(t, detectors.RuleForeignAddress)
+	var enforced *schemas.Finding
+	for i := range got {
+		if got[i].Action == schemas.ActionRevocationRequested && got[i].CommandID != "" {
+			enforced = &got[i]
+		}
+	}
+	if enforced == nil {
+		t.Fatalf("findings with Vault = %+v", got)
 	}
 	var exists, alive bool
-	admin := r.sim.Pool
 	if err := admin.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
 		EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $2)`, c.Username, pid).Scan(&exists, &alive); err != nil {
 		t.Fatal(err)
@@ -239,4 +272,25 @@ type sinkFunc func(ctx context.Context, cmds []schemas.RevocationCommand) error
 
 func (f sinkFunc) Submit(ctx context.Context, cmds []schemas.RevocationCommand) error {
 	return f(ctx, cmds)
+}
+
+// vaultLeases is a fake detectors.VaultLeases: the leases Vault holds.
+type vaultLeases map[string]schemas.VaultLease
+
+func (v vaultLeases) LookupLease(_ context.Context, id string) (schemas.VaultLease, bool, error) {
+	l, ok := v[id]
+	return l, ok, nil
+}
+
+func (v vaultLeases) ListLeases(context.Context, string) ([]string, error) { return nil, nil }
+
+func roleExistsIn(t *testing.T, pool interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, name string) bool {
+	t.Helper()
+	var ok bool
+	if err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }

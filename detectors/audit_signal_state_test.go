@@ -154,7 +154,15 @@ func TestRenewalPastMaxTTL(t *testing.T) {
 		}
 	}
 	sc := detectors.SignalRulesConfig{MaxTTLs: map[string]time.Duration{"reporting": 4 * time.Hour}}
-	a := f.signalRules(t, newClock(f.now), "renewal-past-max-ttl=enforce", sc)
+	// Vault's own record agrees the lease outlives its max TTL; a lease the
+	// audit stream says was renewed past it while Vault says otherwise (a
+	// forged renewal) is not acted on.
+	vault := vaultLeases{
+		"postgres/creds/reporting/past":   {IssueTime: issued, ExpireTime: tptr(issued.Add(5 * time.Hour))},
+		"postgres/creds/reporting/forged": {IssueTime: issued, ExpireTime: tptr(issued.Add(time.Hour))},
+	}
+	a := f.signalRulesWith(t, newClock(f.now), "renewal-past-max-ttl=enforce", sc, vault)
+	apply(ev(schemas.LeaseIssued, "forged", issued, exp), ev(schemas.LeaseRenewed, "forged", f.now.Add(-time.Minute), issued.Add(9*time.Hour)))
 	// Renewed within the max TTL, and renewed to exactly it (+1 s): nothing.
 	apply(ev(schemas.LeaseIssued, "ok", issued, exp), ev(schemas.LeaseRenewed, "ok", f.now.Add(-time.Minute), issued.Add(3*time.Hour)))
 	apply(ev(schemas.LeaseIssued, "edge", issued, exp), ev(schemas.LeaseRenewed, "edge", f.now.Add(-time.Minute), issued.Add(4*time.Hour+time.Second)))
@@ -163,8 +171,15 @@ func TestRenewalPastMaxTTL(t *testing.T) {
 	apply(ev(schemas.LeaseIssued, "past", issued, exp))
 	tick(t, a)
 	tick(t, a)
-	got := f.ruleFindings(t, detectors.RuleRenewalPastMaxTTL)
-	if len(got) != 1 || got[0].LeaseID != "postgres/creds/reporting/past" || got[0].Severity != schemas.SeverityHigh ||
+	byLease := map[string]schemas.Finding{}
+	for _, fd := range f.ruleFindings(t, detectors.RuleRenewalPastMaxTTL) {
+		byLease[fd.LeaseID] = fd
+	}
+	if len(byLease) != 2 || byLease["postgres/creds/reporting/forged"].Action != schemas.ActionUnconfirmed {
+		t.Fatalf("findings = %+v", byLease)
+	}
+	got := []schemas.Finding{byLease["postgres/creds/reporting/past"]}
+	if got[0].LeaseID != "postgres/creds/reporting/past" || got[0].Severity != schemas.SeverityHigh ||
 		got[0].Action != schemas.ActionRevocationRequested || got[0].Facts["excess_seconds"] != 3600.0 {
 		t.Fatalf("findings = %+v", got)
 	}
@@ -177,8 +192,9 @@ func TestRenewalPastMaxTTL(t *testing.T) {
 	}
 	// Renewed further still: a new finding.
 	apply(ev(schemas.LeaseRenewed, "past", f.now, issued.Add(6*time.Hour)))
+	vault["postgres/creds/reporting/past"] = schemas.VaultLease{IssueTime: issued, ExpireTime: tptr(issued.Add(6 * time.Hour))}
 	tick(t, a)
-	if got := f.ruleFindings(t, detectors.RuleRenewalPastMaxTTL); len(got) != 2 {
+	if got := f.ruleFindings(t, detectors.RuleRenewalPastMaxTTL); len(got) != 3 {
 		t.Fatalf("after a further renewal: %d findings", len(got))
 	}
 }
@@ -201,7 +217,8 @@ func TestRenewalPastMaxTTLApprove(t *testing.T) {
 	if _, err := f.st.Apply(ctx, store.Batch{Leases: evs}); err != nil {
 		t.Fatal(err)
 	}
-	tick(t, f.signalRules(t, newClock(f.now), "renewal-past-max-ttl=approve", detectors.SignalRulesConfig{}))
+	vault := vaultLeases{"postgres/creds/reporting/ap": {IssueTime: issued, ExpireTime: &exp}}
+	tick(t, f.signalRulesWith(t, newClock(f.now), "renewal-past-max-ttl=approve", detectors.SignalRulesConfig{}, vault))
 	got := f.ruleFindings(t, detectors.RuleRenewalPastMaxTTL)
 	if len(got) != 1 || got[0].Mode != schemas.ModeApprove || got[0].Action != schemas.ActionApprovalRequested || got[0].CommandID == "" {
 		t.Fatalf("findings = %+v", got)

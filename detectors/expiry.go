@@ -14,11 +14,14 @@ import (
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
-// Signer signs revocation commands.
-type Signer interface {
-	Sign(cmd *schemas.RevocationCommand) error
+// Issuer completes and signs revocation commands (revoker.Issuer): it
+// gives each its lifetime, nonce, the target's identity and the role's oid.
+type Issuer interface {
+	Issue(ctx context.Context, cmds []schemas.RevocationCommand) error
+	ProposalSigner
 }
 
 // CommandSink delivers revocation commands to the revoker. Submit returns
@@ -28,9 +31,10 @@ type CommandSink interface {
 	Submit(ctx context.Context, cmds []schemas.RevocationCommand) error
 }
 
-// ValidUntilReader reads pg_roles.rolvaliduntil in a target database.
-type ValidUntilReader interface {
-	ValidUntil(ctx context.Context, database string, users []string) (map[string]time.Time, error)
+// RoleReader reads pg_roles of users in a target database (target.Set):
+// each existing user's oid and rolvaliduntil (nil: NULL or infinity).
+type RoleReader interface {
+	Roles(ctx context.Context, database string, users []string) (map[string]target.Role, error)
 }
 
 // ExpiryConfig configures the expiry detector.
@@ -45,6 +49,9 @@ type ExpiryConfig struct {
 	// ApprovalTTL: how long a revocation of a rule in approve mode waits
 	// for an owner (approval.go); 0 means DefaultApprovalTTL.
 	ApprovalTTL time.Duration
+	// VaultRecheck: how long a lease whose end Vault could not be asked
+	// about waits before it is judged again (default 1m).
+	VaultRecheck time.Duration
 }
 
 // Validate checks the configuration.
@@ -56,19 +63,28 @@ func (c ExpiryConfig) Validate() error {
 		return errors.New("expiry interval must be positive")
 	case c.Batch <= 0:
 		return errors.New("expiry batch must be positive")
+	case c.VaultRecheck < 0:
+		return errors.New("expiry vault recheck is negative")
 	}
 	return nil
 }
 
-// Expiry finds leases past their expiry plus grace with no revocation, and
-// raises lease-expired-not-revoked: a finding, and in enforce mode a signed
-// revocation command.
+// Expiry finds leases past their expiry plus grace that it has not judged
+// (active ones, and ones revoked per the audit log: a revocation seen only
+// on the bus neither arms nor disarms a drop), and raises
+// lease-expired-not-revoked for those whose user is still in the database.
+// It acts only on corroboration, checked in the pass, just before the
+// command is issued: the role's rolvaliduntil is finite and has passed, or,
+// for a user whose password never expires (NULL or infinity), Vault says
+// the lease has ended. Without it, the finding is recorded unconfirmed (it
+// raises an alert) and nothing is dropped.
 type Expiry struct {
 	cfg      ExpiryConfig
 	pool     *pgxpool.Pool
-	reader   ValidUntilReader
-	signer   Signer
+	reader   RoleReader
+	issuer   Issuer
 	sink     CommandSink
+	vault    VaultLeases
 	evidence evidence.Builder
 	clock    func() time.Time
 	logger   *slog.Logger
@@ -78,10 +94,13 @@ type Expiry struct {
 // ExpiryDeps are the expiry detector's collaborators.
 type ExpiryDeps struct {
 	// Pool of the state store (search_path set to its schema).
-	Pool     *pgxpool.Pool
-	Reader   ValidUntilReader
-	Signer   Signer
-	Sink     CommandSink
+	Pool   *pgxpool.Pool
+	Reader RoleReader
+	Issuer Issuer
+	Sink   CommandSink
+	// Vault, when set, is asked about leases whose user's password never
+	// expires in the database. nil: such leases stay unconfirmed.
+	Vault    VaultLeases
 	Evidence evidence.Builder
 	Clock    func() time.Time
 	Logger   *slog.Logger
@@ -93,11 +112,14 @@ func NewExpiry(cfg ExpiryConfig, d ExpiryDeps) (*Expiry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.Pool == nil || d.Reader == nil || d.Signer == nil || d.Sink == nil {
-		return nil, errors.New("expiry detector: pool, reader, signer and sink are required")
+	if d.Pool == nil || d.Reader == nil || d.Issuer == nil || d.Sink == nil {
+		return nil, errors.New("expiry detector: pool, reader, issuer and sink are required")
 	}
 	if cfg.Modes == nil {
 		cfg.Modes, _ = ParseModes("")
+	}
+	if cfg.VaultRecheck == 0 {
+		cfg.VaultRecheck = time.Minute
 	}
 	if d.Clock == nil {
 		d.Clock = time.Now
@@ -108,7 +130,7 @@ func NewExpiry(cfg ExpiryConfig, d ExpiryDeps) (*Expiry, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	return &Expiry{cfg: cfg, pool: d.Pool, reader: d.Reader, signer: d.Signer, sink: d.Sink,
+	return &Expiry{cfg: cfg, pool: d.Pool, reader: d.Reader, issuer: d.Issuer, sink: d.Sink, vault: d.Vault,
 		evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics}, nil
 }
 
@@ -133,6 +155,17 @@ func (e *Expiry) Run(ctx context.Context) error {
 	}
 }
 
+// expiryPass is what one pass decided, applied in its transaction.
+type expiryPass struct {
+	now       time.Time
+	findings  []schemas.Finding
+	cmds      []schemas.RevocationCommand
+	judged    []string
+	postponed []string
+	seen      []string
+	hold      *approvalHold
+}
+
 // Tick handles one batch of due leases and returns how many it claimed.
 func (e *Expiry) Tick(ctx context.Context) (int, error) {
 	start := time.Now()
@@ -143,76 +176,72 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	due, err := store.ClaimDue(ctx, tx, now.Add(-e.cfg.Grace), e.cfg.Batch)
+	due, err := store.ClaimDue(ctx, tx, now.Add(-e.cfg.Grace), now, e.cfg.Batch)
 	if err != nil || len(due) == 0 {
 		return 0, err
 	}
-	validUntil := e.readValidUntil(ctx, due)
-
-	var findings []schemas.Finding
-	var expired []string
-	var cmds []schemas.RevocationCommand
-	hold := newApprovalHold(e.cfg.ApprovalTTL)
+	roles := e.readRoles(ctx, due)
+	p := &expiryPass{now: now, hold: newApprovalHold(e.cfg.ApprovalTTL, e.issuer)}
 	for _, l := range due {
-		vu, known := validUntil[l.Database]
+		vu, known := roles[l.Database]
 		if !known {
 			continue // target unreachable: leave the lease for a later pass
 		}
-		if until, ok := vu[l.DBUser]; ok && until.After(now) {
-			// The database still honours the password: Vault renewed the
-			// lease and the ledger has not seen it. Never drop on a stale
-			// expiry.
-			if err := store.ExtendExpiry(ctx, tx, l.LeaseID, until, now); err != nil {
-				return 0, err
-			}
-			e.metrics.extended.Inc()
-			e.logger.Info("lease still valid in the database; expiry moved", "lease_id", l.LeaseID, "valid_until", until)
-			continue
-		}
-		f, cmd, err := e.judge(l, now, vu)
-		if err != nil {
+		role, present := vu[l.DBUser]
+		if err := e.judgeLease(ctx, tx, p, l, role, present); err != nil {
 			return 0, err
 		}
-		if cmd = hold.route(&f, cmd, now); cmd != nil {
-			cmds = append(cmds, *cmd)
-		}
-		findings = append(findings, f)
-		expired = append(expired, l.LeaseID)
 	}
-	if len(cmds) > 0 {
-		if err := e.sink.Submit(ctx, cmds); err != nil {
-			return 0, fmt.Errorf("queue %d revocations: %w", len(cmds), err)
-		}
-	}
-	if err := store.MarkExpired(ctx, tx, expired, now); err != nil {
-		return 0, err
-	}
-	if err := hold.save(ctx, tx); err != nil {
-		return 0, err
-	}
-	// Evidence last: appending holds the chain head lock until commit.
-	if err := e.recordAll(ctx, tx, findings, due); err != nil {
+	if err := e.apply(ctx, tx, p, due); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit expiry pass: %w", err)
 	}
-	for _, f := range findings {
+	for _, f := range p.findings {
 		e.metrics.findings.WithLabelValues(f.Rule, string(f.Severity), string(f.Mode), f.Action).Inc()
 	}
 	return len(due), nil
 }
 
-// readValidUntil reads rolvaliduntil per database; a database that cannot
-// be read is missing from the result.
-func (e *Expiry) readValidUntil(ctx context.Context, due []store.DueLease) map[string]map[string]time.Time {
+// apply queues the pass's commands, then records its transitions, held
+// approvals and findings in tx. Commands go first: if they cannot be
+// queued the pass rolls back and the leases stay due.
+func (e *Expiry) apply(ctx context.Context, tx pgx.Tx, p *expiryPass, due []store.DueLease) error {
+	if len(p.cmds) > 0 {
+		if err := e.issuer.Issue(ctx, p.cmds); err != nil {
+			return fmt.Errorf("issue %d revocations: %w", len(p.cmds), err)
+		}
+		if err := e.sink.Submit(ctx, p.cmds); err != nil {
+			return fmt.Errorf("queue %d revocations: %w", len(p.cmds), err)
+		}
+	}
+	if err := store.MarkVaultSeen(ctx, tx, p.seen, p.now); err != nil {
+		return err
+	}
+	if err := store.MarkJudged(ctx, tx, p.judged, p.now); err != nil {
+		return err
+	}
+	if err := store.PostponeJudgement(ctx, tx, p.postponed, p.now.Add(e.cfg.VaultRecheck)); err != nil {
+		return err
+	}
+	if err := p.hold.save(ctx, tx); err != nil {
+		return err
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	return e.recordAll(ctx, tx, p.findings, due)
+}
+
+// readRoles reads pg_roles per database; a database that cannot be read is
+// missing from the result.
+func (e *Expiry) readRoles(ctx context.Context, due []store.DueLease) map[string]map[string]target.Role {
 	users := map[string][]string{}
 	for _, l := range due {
 		users[l.Database] = append(users[l.Database], l.DBUser)
 	}
-	out := map[string]map[string]time.Time{}
+	out := map[string]map[string]target.Role{}
 	for db, us := range users {
-		vu, err := e.reader.ValidUntil(ctx, db, us)
+		vu, err := e.reader.Roles(ctx, db, us)
 		if err != nil {
 			e.logger.Warn("cannot read target; its due leases wait", "database", db, "err", err)
 			e.metrics.targetErrors.WithLabelValues(db).Inc()
@@ -223,82 +252,135 @@ func (e *Expiry) readValidUntil(ctx context.Context, due []store.DueLease) map[s
 	return out
 }
 
-func (e *Expiry) judge(l store.DueLease, now time.Time, vu map[string]time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
+// judgeLease decides one due lease: still honoured (its expiry moves), gone
+// from the database (Vault's unaudited revocation did its job), or still
+// there after its end, corroborated or not.
+func (e *Expiry) judgeLease(ctx context.Context, tx pgx.Tx, p *expiryPass, l store.DueLease, role target.Role, present bool) error {
+	if !present {
+		p.judged = append(p.judged, l.LeaseID)
+		return nil
+	}
+	v := corroborateEnd(ctx, e.vault, l.LeaseID, l.VaultSeenAt, role, p.now)
+	if v.seen {
+		p.seen = append(p.seen, l.LeaseID)
+	}
+	if v.extendTo != nil {
+		e.metrics.extended.Inc()
+		e.logger.Info("lease still valid; expiry moved", "lease_id", l.LeaseID, "until", *v.extendTo, "source", v.extendSource)
+		return store.ExtendExpiry(ctx, tx, l.LeaseID, *v.extendTo, p.now, v.extendSource)
+	}
+	if v.postpone {
+		p.postponed = append(p.postponed, l.LeaseID)
+	} else {
+		p.judged = append(p.judged, l.LeaseID)
+	}
+	f, cmd := e.judge(l, role, p.now, v)
+	if cmd = p.hold.route(&f, cmd, p.now); cmd != nil {
+		p.cmds = append(p.cmds, *cmd)
+	}
+	p.findings = append(p.findings, f)
+	return nil
+}
+
+func (e *Expiry) judge(l store.DueLease, role target.Role, now time.Time, v expiryVerdict) (schemas.Finding, *schemas.RevocationCommand) {
 	mode := e.cfg.Modes.Mode(RuleLeaseExpired)
 	inScope := e.cfg.Scope.Contains(l.Database, l.Mount, l.Role)
+	f := expiryFinding(l, role, now, e.cfg.Grace, v)
+	f.Mode, f.InScope = mode, inScope
+	switch {
+	case !Acts(mode) || !inScope:
+		return f, nil
+	case v.corroboration == nil:
+		f.Action = schemas.ActionUnconfirmed
+		return f, nil
+	}
+	cmd := schemas.RevocationCommand{
+		ID:            id("revoke", l.Database, l.DBUser, l.LeaseID, RuleLeaseExpired),
+		Action:        schemas.ActionDropRole,
+		Issuer:        "detector",
+		Rule:          RuleLeaseExpired,
+		FindingID:     f.ID,
+		Database:      l.Database,
+		DBUser:        l.DBUser,
+		RoleOID:       role.OID,
+		LeaseID:       l.LeaseID,
+		Reason:        f.Summary,
+		Corroboration: *v.corroboration,
+	}
+	f.Action = schemas.ActionRevocationRequested
+	f.CommandID = cmd.ID
+	return f, &cmd
+}
+
+// expiryFinding is the finding of a judged lease, before mode and scope.
+func expiryFinding(l store.DueLease, role target.Role, now time.Time, grace time.Duration, v expiryVerdict) schemas.Finding {
 	facts := map[string]any{
-		"expire_at":     l.ExpireAt.UTC().Format(time.RFC3339Nano),
+		"expire_at":     rfc(l.ExpireAt),
 		"expire_source": l.ExpireSource,
-		"grace_seconds": e.cfg.Grace.Seconds(),
+		"grace_seconds": grace.Seconds(),
 		"last_event":    l.LastEvent,
+		"role_oid":      role.OID,
+		"corroboration": v.facts(),
 	}
 	if !l.LastEventAt.IsZero() {
-		facts["last_event_at"] = l.LastEventAt.UTC().Format(time.RFC3339Nano)
+		facts["last_event_at"] = rfc(l.LastEventAt)
 	}
 	if l.LastRequestID != "" {
 		facts["last_vault_request_id"] = l.LastRequestID
 	}
 	if l.IssuedAt != nil {
-		facts["issued_at"] = l.IssuedAt.UTC().Format(time.RFC3339Nano)
+		facts["issued_at"] = rfc(*l.IssuedAt)
 	}
-	if until, ok := vu[l.DBUser]; ok {
-		facts["pg_valid_until"] = until.UTC().Format(time.RFC3339Nano)
+	if role.ValidUntil != nil {
+		facts["pg_valid_until"] = rfc(*role.ValidUntil)
+	} else {
+		facts["pg_valid_until"] = "none (NULL or infinity)"
 	}
-	f := schemas.Finding{
-		Type:       schemas.FindingType,
-		ID:         id(RuleLeaseExpired, l.LeaseID, l.ExpireAt.UTC().Format(time.RFC3339Nano)),
-		Rule:       RuleLeaseExpired,
-		Severity:   schemas.SeverityHigh,
-		Mode:       mode,
-		InScope:    inScope,
-		DetectedAt: now.UTC(),
-		Database:   l.Database,
-		DBUser:     l.DBUser,
-		LeaseID:    l.LeaseID,
-		Mount:      l.Mount,
-		Role:       l.Role,
-		EntityID:   l.EntityID,
-		Summary: fmt.Sprintf("lease %s expired at %s (%s) and no revocation was seen within %s",
-			l.LeaseID, l.ExpireAt.UTC().Format(time.RFC3339), l.ExpireSource, e.cfg.Grace),
-		Facts:  facts,
-		Action: schemas.ActionNone,
+	summary := fmt.Sprintf("lease %s expired at %s (%s) and no revocation was seen within %s",
+		l.LeaseID, l.ExpireAt.UTC().Format(time.RFC3339), l.ExpireSource, grace)
+	if l.State == store.StateRevoked && l.RevokedAt != nil {
+		facts["revoked_per_audit_at"] = rfc(*l.RevokedAt)
+		summary = fmt.Sprintf("lease %s was revoked per the audit log at %s, and its user is still in the database after the lease's expiry at %s: Vault's revocation evidently failed",
+			l.LeaseID, l.RevokedAt.UTC().Format(time.RFC3339), l.ExpireAt.UTC().Format(time.RFC3339))
 	}
-	if !Acts(mode) || !inScope {
-		return f, nil, nil
+	fid := id(RuleLeaseExpired, l.LeaseID, rfc(l.ExpireAt))
+	if v.corroboration == nil {
+		fid = id(fid, "unconfirmed", v.result)
+		summary += "; not confirmed: " + v.why
 	}
-	cmd := schemas.RevocationCommand{
-		Type:      schemas.RevocationCommandType,
-		ID:        id("revoke", l.Database, l.DBUser, l.LeaseID, RuleLeaseExpired),
-		IssuedAt:  now.UTC(),
-		Issuer:    "detector",
-		Rule:      RuleLeaseExpired,
-		FindingID: f.ID,
-		Database:  l.Database,
-		DBUser:    l.DBUser,
-		LeaseID:   l.LeaseID,
-		Reason:    f.Summary,
+	return schemas.Finding{
+		Type: schemas.FindingType, ID: fid, Rule: RuleLeaseExpired, Severity: schemas.SeverityHigh,
+		DetectedAt: now.UTC(), Database: l.Database, DBUser: l.DBUser, LeaseID: l.LeaseID, Mount: l.Mount,
+		Role: l.Role, EntityID: l.EntityID, Summary: summary, Facts: facts, Action: schemas.ActionNone,
 	}
-	if err := e.signer.Sign(&cmd); err != nil {
-		return f, nil, fmt.Errorf("sign command for %s: %w", l.LeaseID, err)
-	}
-	f.Action = schemas.ActionRevocationRequested
-	f.CommandID = cmd.ID
-	return f, &cmd, nil
 }
 
-// recordAll appends the evidence of the findings to the outbox (the chain
-// head locked once for the pass) and records each finding with its
-// evidence id.
+// recordAll appends the evidence of the findings not recorded yet to the
+// outbox (the chain head locked once for the pass) and records each with
+// its evidence id. A finding recorded before (a lease whose judgement was
+// postponed and is unconfirmed again) gets no second evidence.
 func (e *Expiry) recordAll(ctx context.Context, tx pgx.Tx, findings []schemas.Finding, due []store.DueLease) error {
 	if len(findings) == 0 {
 		return nil
+	}
+	ids := make([]string, len(findings))
+	for i, f := range findings {
+		ids[i] = f.ID
+	}
+	recorded, err := existingFindings(ctx, tx, ids)
+	if err != nil {
+		return err
 	}
 	byLease := make(map[string]*store.DueLease, len(due))
 	for i := range due {
 		byLease[due[i].LeaseID] = &due[i]
 	}
-	evs := make([]evidence.Event, len(findings))
-	for i, f := range findings {
+	var fresh []schemas.Finding
+	var evs []evidence.Event
+	for _, f := range findings {
+		if recorded[f.ID] {
+			continue
+		}
 		var lc *evidence.LeaseContext
 		if l, ok := byLease[f.LeaseID]; ok {
 			lc = &evidence.LeaseContext{LeaseID: l.LeaseID, VaultRequestID: l.LastRequestID, EntityID: l.EntityID,
@@ -308,17 +390,20 @@ func (e *Expiry) recordAll(ctx context.Context, tx pgx.Tx, findings []schemas.Fi
 		if err != nil {
 			return fmt.Errorf("build finding evidence: %w", err)
 		}
-		evs[i] = ev
+		fresh, evs = append(fresh, f), append(evs, ev)
 	}
-	evs, err := evidence.AppendMany(ctx, tx, evs)
+	if len(fresh) == 0 {
+		return nil
+	}
+	evs, err = evidence.AppendMany(ctx, tx, evs)
 	if err != nil {
 		return fmt.Errorf("append finding evidence: %w", err)
 	}
-	ids := make([]string, len(evs))
+	evIDs := make([]string, len(evs))
 	for i, ev := range evs {
-		ids[i] = ev.ID
+		evIDs[i] = ev.ID
 	}
-	_, err = store.InsertFindings(ctx, tx, findings, ids)
+	_, err = store.InsertFindings(ctx, tx, fresh, evIDs)
 	return err
 }
 

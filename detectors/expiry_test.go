@@ -16,6 +16,7 @@ import (
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
 // sink records submitted commands; err, when set, fails Submit.
@@ -41,32 +42,53 @@ func (s *sink) all() []schemas.RevocationCommand {
 	return append([]schemas.RevocationCommand(nil), s.cmds...)
 }
 
-// validUntil is a fake reader: a map per database; a missing database
-// errors like an unreachable target.
-type validUntil map[string]map[string]time.Time
+// roles is a fake RoleReader (and the issuer's target facts): the roles of
+// each database; a missing database errors like an unreachable target.
+type roles map[string]map[string]target.Role
 
-func (v validUntil) ValidUntil(_ context.Context, db string, users []string) (map[string]time.Time, error) {
-	m, ok := v[db]
+func (r roles) Roles(_ context.Context, db string, users []string) (map[string]target.Role, error) {
+	m, ok := r[db]
 	if !ok {
 		return nil, context.DeadlineExceeded
 	}
-	out := map[string]time.Time{}
+	out := map[string]target.Role{}
 	for _, u := range users {
-		if t, ok := m[u]; ok {
-			out[u] = t
+		if role, ok := m[u]; ok {
+			out[u] = role
 		}
 	}
 	return out, nil
 }
 
+func (r roles) RoleOIDs(ctx context.Context, db string, users []string) (map[string]uint32, error) {
+	rs, err := r.Roles(ctx, db, users)
+	out := map[string]uint32{}
+	for n, role := range rs {
+		out[n] = role.OID
+	}
+	return out, err
+}
+
+// testIdentity is the identity every fake target has.
+var testIdentity = schemas.TargetIdentity{SystemIdentifier: "7716256923339417742", DatabaseOID: 16384}
+
+func (r roles) Identity(_ context.Context, db string) (schemas.TargetIdentity, error) {
+	if _, ok := r[db]; !ok {
+		return schemas.TargetIdentity{}, context.DeadlineExceeded
+	}
+	return testIdentity, nil
+}
+
 type fixture struct {
 	st      *store.Store
 	signer  *revoker.Signer
+	issuer  *revoker.Issuer
 	verify  *revoker.Verifier
 	now     time.Time
 	sink    *sink
-	reader  validUntil
+	reader  roles
 	builder evidence.Builder
+	nextOID uint32
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -88,12 +110,37 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
-	return &fixture{st: st, signer: s, verify: v, now: now, sink: &sink{}, reader: validUntil{"main": {}},
+	f := &fixture{st: st, signer: s, verify: v, now: now, sink: &sink{}, reader: roles{"main": {}}, nextOID: 40000,
 		builder: evidence.Builder{Source: "urn:leaseguard:test", Clock: func() time.Time { return now }}}
+	if f.issuer, err = revoker.NewIssuer(s, f.reader, 0, func() time.Time { return f.now }); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
-// lease issues a lease for user on database expiring at exp.
+// role puts user in db with rolvaliduntil until (nil: none).
+func (f *fixture) role(db, user string, until *time.Time) {
+	f.nextOID++
+	if f.reader[db] == nil {
+		f.reader[db] = map[string]target.Role{}
+	}
+	f.reader[db][user] = target.Role{OID: f.nextOID, ValidUntil: until}
+}
+
+// lease issues a lease for user on database expiring at exp; the user
+// exists there with rolvaliduntil exp + 5 s, as Vault's plugin sets it
+// (unless the database is unknown to the fake reader).
 func (f *fixture) lease(t *testing.T, id, db, user string, exp time.Time) {
+	t.Helper()
+	f.leaseOnly(t, id, db, user, exp)
+	if _, ok := f.reader[db]; ok {
+		until := exp.Add(5 * time.Second)
+		f.role(db, user, &until)
+	}
+}
+
+// leaseOnly records the lease in the ledger and leaves the database as it is.
+func (f *fixture) leaseOnly(t *testing.T, id, db, user string, exp time.Time) {
 	t.Helper()
 	issued := exp.Add(-time.Hour)
 	ev := schemas.LeaseEvent{
@@ -108,6 +155,11 @@ func (f *fixture) lease(t *testing.T, id, db, user string, exp time.Time) {
 
 func (f *fixture) detector(t *testing.T, modes, scope string) *detectors.Expiry {
 	t.Helper()
+	return f.detectorWith(t, modes, scope, nil)
+}
+
+func (f *fixture) detectorWith(t *testing.T, modes, scope string, vault detectors.VaultLeases) *detectors.Expiry {
+	t.Helper()
 	m, err := detectors.ParseModes(modes)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +169,7 @@ func (f *fixture) detector(t *testing.T, modes, scope string) *detectors.Expiry 
 		t.Fatal(err)
 	}
 	d, err := detectors.NewExpiry(detectors.ExpiryConfig{Grace: 30 * time.Second, Interval: time.Second, Batch: 100, Modes: m, Scope: sc},
-		detectors.ExpiryDeps{Pool: f.st.Pool(), Reader: f.reader, Signer: f.signer, Sink: f.sink, Evidence: f.builder,
+		detectors.ExpiryDeps{Pool: f.st.Pool(), Reader: f.reader, Issuer: f.issuer, Sink: f.sink, Vault: vault, Evidence: f.builder,
 			Clock: func() time.Time { return f.now }})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +244,7 @@ func TestExpiryGraceEdges(t *testing.T) {
 func TestExpiryObserveAndScope(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.reader["other"] = map[string]time.Time{}
+	f.reader["other"] = map[string]target.Role{}
 	past := f.now.Add(-time.Hour)
 	f.lease(t, "postgres/creds/reporting/a", "main", "v-a", past)
 	f.lease(t, "postgres/creds/reporting/b", "other", "v-b", past)
@@ -234,8 +286,8 @@ func TestExpiryDatabaseSaysStillValid(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	renewedUntil := f.now.Add(20 * time.Minute)
-	f.reader["main"]["v-renewed"] = renewedUntil
-	f.lease(t, "postgres/creds/reporting/r", "main", "v-renewed", f.now.Add(-time.Hour))
+	f.leaseOnly(t, "postgres/creds/reporting/r", "main", "v-renewed", f.now.Add(-time.Hour))
+	f.role("main", "v-renewed", &renewedUntil)
 	if _, err := f.detector(t, "", "").Tick(context.Background()); err != nil {
 		t.Fatal(err)
 	}

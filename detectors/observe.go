@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,12 +29,13 @@ const (
 // observer:
 //
 //   - ghost-session (critical; enforce by default): a session whose role
-//     was dropped under it (usesysid matches no role). In enforce mode it is
-//     terminated, by pid and only if its backend_start is still the one
-//     observed, and only a client backend whose former role matches the
-//     managed pattern or is unknown to the observer's history (unless
-//     GhostKnownOnly). No revocation command: no role is left to drop. The
-//     termination's result is in the finding's facts ("termination").
+//     was dropped under it (usesysid matches no role). In enforce mode a
+//     signed terminate_session command names it (pid, backend_start, user
+//     oid), for a client backend whose former role matches the managed
+//     pattern or is unknown to the observer's history (unless
+//     GhostKnownOnly); the revoker ends it only if the database still shows
+//     exactly that ghost, behind its guards, the blast-radius limit and its
+//     evidence.
 //   - credential-reuse-after-revoke (critical; enforce): a live session of
 //     a role whose lease in the ledger is revoked or expired, ReuseGrace
 //     after the lease ended. Enforce: a signed revocation command (the
@@ -122,24 +124,16 @@ func (c DBRulesConfig) Validate() error {
 	return nil
 }
 
-// GhostTerminator ends ghost sessions in a target database. Each session
-// is terminated only if, at that moment, the pid still has the observed
-// backend_start and usesysid, no role has that oid and it is a client
-// backend; it returns the pids terminated.
-type GhostTerminator interface {
-	TerminateGhosts(ctx context.Context, database string, sessions []store.DBSession) (map[int32]bool, error)
-}
-
 // DBRulesDeps are the observer rules' collaborators.
 type DBRulesDeps struct {
-	Signer     Signer
-	Sink       CommandSink
-	Terminator GhostTerminator
-	Evidence   evidence.Builder
-	Logger     *slog.Logger
+	Issuer   Issuer
+	Sink     CommandSink
+	Evidence evidence.Builder
+	Logger   *slog.Logger
 	// Metrics: share the expiry detector's (leaseguard_findings_total).
 	Metrics *Metrics
-	// Vault turns on verify-before-destroy (observe_vault.go); nil: off.
+	// Vault lets the rules ask Vault before they destroy (observe_vault.go);
+	// nil: only the database can corroborate.
 	Vault *VaultVerify
 }
 
@@ -150,22 +144,18 @@ type DBRules struct {
 	cfg DBRulesConfig
 	DBRulesDeps
 	mu sync.Mutex
-	// carry holds, per database, findings whose action (a command
-	// queued, a session terminated) happened in a pass whose commit may have
-	// failed: they are recorded again until a pass sees them recorded.
+	// carry holds, per database, findings whose command was queued in a
+	// pass whose commit may have failed: they are recorded again until a
+	// pass sees them recorded.
 	carry map[string][]pending
-	// ghostFailures counts failed terminations per finding id.
-	ghostFailures map[string]int
-	// vaultChecks: verify-before-destroy's answers by lease or role,
-	// reused until rechecked.
+	// vaultChecks: Vault's answers by lease or role, reused until
+	// rechecked.
 	vaultChecks map[string]vaultCheck
 }
 
 type pending struct {
 	f  schemas.Finding
 	lc *evidence.LeaseContext
-	// ghost is the session a ghost-session finding may terminate.
-	ghost *store.DBSession
 }
 
 // NewDBRules builds the rules; cfg's unset fields get the defaults.
@@ -174,8 +164,8 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.Signer == nil || d.Sink == nil || d.Terminator == nil {
-		return nil, errors.New("observer rules: signer, sink and terminator are required")
+	if d.Issuer == nil || d.Sink == nil {
+		return nil, errors.New("observer rules: issuer and sink are required")
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -183,16 +173,15 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]pending{}, ghostFailures: map[string]int{}}, nil
+	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]pending{}}, nil
 }
 
 // DBReport is what one evaluation did.
 type DBReport struct {
 	// Findings recorded by this pass (new ones, and carried ones).
 	Findings []schemas.Finding
-	// Commands queued, ghost sessions terminated.
-	Commands   int
-	Terminated int
+	// Commands queued (drops, and terminations of ghost sessions).
+	Commands int
 	// Ambiguous counts roles not judged "unknown" because HMAC'd leases
 	// issued while they were created might be theirs.
 	Ambiguous int
@@ -235,7 +224,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		if ls := exact[s.FormerUser]; s.FormerUser != "" && len(ls) > 0 {
 			l = &ls[0]
 		}
-		vs = append(vs, judgeGhost(p.Database, s, l, r.cfg))
+		vs = append(vs, judgeGhost(p.Database, s, l, now, r.cfg))
 	}
 	links, err := r.linkPass(ctx, tx, p, exact, hmac)
 	if err != nil {
@@ -257,7 +246,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		}
 	}
 
-	if err := r.verifyBeforeDestroy(ctx, tx, p.Database, now, vs); err != nil {
+	if err := r.corroborate(ctx, tx, p.Database, now, vs); err != nil {
 		return rep, err
 	}
 
@@ -290,52 +279,33 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 	defer func() { r.putCarry(p.Database, acted) }()
 
 	var cmds []schemas.RevocationCommand
-	var terminate []int
-	hold := newApprovalHold(r.cfg.ApprovalTTL)
+	hold := newApprovalHold(r.cfg.ApprovalTTL, r.Issuer)
 	fresh := len(todo)
 	for _, v := range vs {
 		if recorded[v.id] || inTodo[v.id] {
 			continue
 		}
 		inTodo[v.id] = true
-		f, cmd, err := r.finding(p.Database, now, v)
-		if err != nil {
-			return rep, err
-		}
+		f, cmd := r.finding(p.Database, now, v)
 		if cmd = hold.route(&f, cmd, now); cmd != nil {
 			cmds = append(cmds, *cmd)
 		}
-		pd := pending{f: f, lc: leaseContext(v.lease)}
-		if v.ghost != nil && f.Facts["termination"] == nil {
-			pd.ghost = &v.ghost.DBSession
-			terminate = append(terminate, len(todo))
-		}
-		todo = append(todo, pd)
+		todo = append(todo, pending{f: f, lc: leaseContext(v.lease)})
 	}
 
 	// Act, before any evidence is appended: appending holds the chain head
 	// until commit, and the revoker (when it runs in this process) appends
 	// evidence of its own.
 	if len(cmds) > 0 {
+		if err := r.Issuer.Issue(ctx, cmds); err != nil {
+			return rep, fmt.Errorf("issue %d commands: %w", len(cmds), err)
+		}
 		if err := r.Sink.Submit(ctx, cmds); err != nil {
-			return rep, fmt.Errorf("queue %d revocations: %w", len(cmds), err)
+			return rep, fmt.Errorf("queue %d commands: %w", len(cmds), err)
 		}
 		rep.Commands = len(cmds)
 		for i := fresh; i < len(todo); i++ {
 			if todo[i].f.Action == schemas.ActionRevocationRequested {
-				acted = append(acted, todo[i])
-			}
-		}
-	}
-	skip := map[int]bool{}
-	if len(terminate) > 0 {
-		var retry []int
-		rep.Terminated, retry = r.terminate(ctx, p.Database, todo, terminate)
-		for _, i := range retry {
-			skip[i] = true
-		}
-		for _, i := range terminate {
-			if !skip[i] {
 				acted = append(acted, todo[i])
 			}
 		}
@@ -345,9 +315,6 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		return rep, err
 	}
 	for i := range todo {
-		if skip[i] {
-			continue
-		}
 		if err := r.record(ctx, tx, &todo[i]); err != nil {
 			return rep, err
 		}
@@ -385,9 +352,10 @@ func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *store.Observ
 }
 
 // finding turns a verdict into a finding under the rule's mode and the
-// scope, and into a signed command when it is to be enforced by the
-// revoker.
-func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding, *schemas.RevocationCommand, error) {
+// scope, and into a command proposal (unsigned) when it is to be acted on:
+// a drop, or for a ghost session a termination. A verdict that would act
+// but is not corroborated is recorded unconfirmed.
+func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding, *schemas.RevocationCommand) {
 	mode := r.cfg.Modes.Mode(v.rule)
 	var mount, role, entity, leaseID string
 	if v.lease != nil {
@@ -399,93 +367,62 @@ func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding
 		DetectedAt: now.UTC(), Database: db, DBUser: v.dbUser, LeaseID: leaseID, Mount: mount, Role: role,
 		EntityID: entity, Summary: v.summary, Facts: v.facts, Action: schemas.ActionNone,
 	}
-	notAct := ""
-	switch {
-	case !Acts(mode):
-		notAct = "observe mode"
-	case mode == schemas.ModeApprove && v.ghost != nil:
-		notAct = "approve mode: a ghost session has no role left to approve dropping; only enforce terminates it"
-	case !inScope:
-		notAct = "outside the enforcement scope"
-	case !v.mayEnforce:
-		notAct = v.whyNot
-	}
-	if v.ghost != nil {
-		if notAct != "" {
+	if notAct := r.whyNotAct(mode, inScope, v); notAct != "" {
+		switch {
+		case v.ghost != nil:
 			f.Facts["termination"] = "not attempted: " + notAct
-		}
-		return f, nil, nil
-	}
-	if notAct != "" {
-		if Acts(mode) {
+		case Acts(mode):
 			f.Facts["not_enforced"] = notAct
 		}
-		return f, nil, nil
+		return f, nil
 	}
-	cmd := schemas.RevocationCommand{
-		Type:      schemas.RevocationCommandType,
-		ID:        id("revoke", db, v.dbUser, leaseID, v.rule, oidString(v.oid)),
-		IssuedAt:  now.UTC(),
-		Issuer:    "detector",
-		Rule:      v.rule,
-		FindingID: f.ID,
-		Database:  db,
-		DBUser:    v.dbUser,
-		LeaseID:   leaseID,
-		Reason:    f.Summary,
+	if v.corroboration == nil {
+		f.Action = schemas.ActionUnconfirmed
+		f.Facts["corroboration"] = map[string]any{"source": "none", "why": v.unconfirmed, "checked_at": rfc(now)}
+		return f, nil
 	}
-	if err := r.Signer.Sign(&cmd); err != nil {
-		return f, nil, fmt.Errorf("sign command for %s: %w", v.dbUser, err)
-	}
+	f.Facts["corroboration"] = map[string]any{"source": v.corroboration.Source, "detail": v.corroboration.Detail,
+		"checked_at": rfc(v.corroboration.CheckedAt)}
+	cmd := r.proposal(db, f, v)
 	f.Action = schemas.ActionRevocationRequested
 	f.CommandID = cmd.ID
-	return f, &cmd, nil
+	if v.ghost != nil {
+		f.Facts["termination"] = "requested"
+	}
+	return f, cmd
 }
 
-// ghostAttempts is how many passes in a row may fail to terminate a ghost
-// (the target refused the statement) before its finding is recorded with the
-// failure.
-const ghostAttempts = 3
+// whyNotAct says why a verdict is not acted on, or "" if it is.
+func (r *DBRules) whyNotAct(mode schemas.Mode, inScope bool, v *verdict) string {
+	switch {
+	case !Acts(mode):
+		return "observe mode"
+	case mode == schemas.ModeApprove && v.ghost != nil:
+		return "approve mode: a ghost session has no role left to approve dropping; only enforce terminates it"
+	case !inScope:
+		return "outside the enforcement scope"
+	case !v.mayEnforce:
+		return v.whyNot
+	}
+	return ""
+}
 
-// terminate ends the ghost sessions of todo[idx] and records each result in
-// its finding's facts. It returns how many were terminated, and the indexes
-// whose termination failed and is to be retried on the next pass (their
-// findings are not recorded yet).
-func (r *DBRules) terminate(ctx context.Context, db string, todo []pending, idx []int) (int, []int) {
-	sessions := make([]store.DBSession, 0, len(idx))
-	for _, i := range idx {
-		sessions = append(sessions, *todo[i].ghost)
+// proposal is the command a corroborated verdict asks for, to be issued
+// (signed) or held for approval.
+func (r *DBRules) proposal(db string, f schemas.Finding, v *verdict) *schemas.RevocationCommand {
+	cmd := &schemas.RevocationCommand{
+		Action: schemas.ActionDropRole, Issuer: "detector", Rule: v.rule, FindingID: f.ID, Database: db,
+		DBUser: v.dbUser, RoleOID: v.oid, LeaseID: f.LeaseID, Reason: f.Summary, Corroboration: *v.corroboration,
 	}
-	done, err := r.Terminator.TerminateGhosts(ctx, db, sessions)
-	n := 0
-	var retry []int
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, i := range idx {
-		facts := todo[i].f.Facts
-		id := todo[i].f.ID
-		if err != nil {
-			r.ghostFailures[id]++
-			if r.ghostFailures[id] < ghostAttempts {
-				r.Logger.Warn("cannot terminate ghost session; will retry", "database", db, "pid", sessions[k].PID, "err", err)
-				retry = append(retry, i)
-				continue
-			}
-		}
-		delete(r.ghostFailures, id)
-		switch {
-		case err != nil:
-			facts["termination"] = fmt.Sprintf("failed %d times: %v", ghostAttempts, err)
-		case done[sessions[k].PID]:
-			facts["termination"] = "terminated"
-			n++
-		default:
-			facts["termination"] = "not terminated: the session had ended, or its pid, start or role no longer matched"
-		}
-		r.Logger.Warn("ghost session", "database", db, "pid", sessions[k].PID, "former_user", todo[i].f.DBUser,
-			"termination", facts["termination"], "finding_id", id)
+	if v.ghost == nil {
+		cmd.ID = id("revoke", db, v.dbUser, f.LeaseID, v.rule, oidString(v.oid))
+		return cmd
 	}
-	return n, retry
+	s := v.ghost
+	cmd.ID = id("terminate", db, strconv.Itoa(int(s.PID)), strconv.FormatInt(s.BackendStart.UnixMicro(), 10))
+	cmd.Action, cmd.RoleOID = schemas.ActionTerminateSession, 0
+	cmd.Session = &schemas.SessionRef{PID: s.PID, BackendStart: s.BackendStart.UTC(), UserOID: s.UserOID}
+	return cmd
 }
 
 // record appends the finding's evidence and inserts it. A client chooses

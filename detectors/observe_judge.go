@@ -30,12 +30,17 @@ type verdict struct {
 	whyNot     string
 	// ghost is the session to terminate (ghost-session).
 	ghost *store.ObservedSession
-	// verify: the rule relies on data that is missing (no lease, or an
-	// ended lease the ledger may have wrong): before it destroys, Vault is
-	// asked whether a live lease exists (verify-before-destroy). role is
-	// the role judged, with its link.
+	// verify: the rule relies on what the ledger says (no lease, or an
+	// ended lease the ledger may have from a forged entry): before it
+	// destroys, the database (rolvaliduntil) or Vault must agree
+	// (corroborate, observe_vault.go). role is the role judged, with its
+	// link.
 	verify bool
 	role   *roleCase
+	// corroboration is what agreed, besides the ledger; unconfirmed says
+	// why nothing did. A verdict acts only when corroborated.
+	corroboration *schemas.Corroboration
+	unconfirmed   string
 }
 
 // roleCase is one managed role with its live sessions and its link to the
@@ -156,7 +161,7 @@ func judgeReuseAfterRevoke(db string, c roleCase, now time.Time, cfg DBRulesConf
 		id: id(RuleReuseAfterRevoke, db, c.role.Name, oidString(c.role.OID), l.LeaseID),
 		summary: fmt.Sprintf("user %s has %d live session(s) although its lease %s was %s at %s",
 			c.role.Name, len(c.sessions), l.LeaseID, l.State, end.UTC().Format(time.RFC3339)),
-		facts: facts, mayEnforce: true,
+		facts: facts, mayEnforce: true, verify: true, role: &c,
 	}
 	if c.link.kind == linkExact || c.link.kind == linkHMAC {
 		v.lease = l
@@ -247,8 +252,10 @@ func createdAfterCoverage(r store.ObservedRole, coverage time.Time) bool {
 }
 
 // judgeGhost: a session whose role no longer exists. lease is the lease of
-// the former user, when the ledger has one.
-func judgeGhost(db string, s store.ObservedSession, lease *store.Lease, cfg DBRulesConfig) *verdict {
+// the former user, when the ledger has one. The database itself shows it
+// (pg_stat_activity against pg_roles, read in the pass at now): that is its
+// corroboration, and the revoker checks it again before it terminates.
+func judgeGhost(db string, s store.ObservedSession, lease *store.Lease, now time.Time, cfg DBRulesConfig) *verdict {
 	facts := map[string]any{
 		"pid":               s.PID,
 		"backend_start":     rfc(s.BackendStart),
@@ -272,6 +279,8 @@ func judgeGhost(db string, s store.ObservedSession, lease *store.Lease, cfg DBRu
 		rule: RuleGhostSession, severity: schemas.SeverityCritical, dbUser: s.FormerUser, oid: s.UserOID,
 		id:    id(RuleGhostSession, db, strconv.Itoa(int(s.PID)), strconv.FormatInt(s.BackendStart.UnixMicro(), 10)),
 		facts: facts, lease: lease, ghost: &s, mayEnforce: true,
+		corroboration: &schemas.Corroboration{Source: schemas.CorroboratedByDatabase, CheckedAt: now.UTC(),
+			Detail: fmt.Sprintf("pg_stat_activity shows pid %d running as role oid %d, which no role in pg_roles has", s.PID, s.UserOID)},
 	}
 	if s.FormerUser != "" {
 		facts["former_user"] = s.FormerUser

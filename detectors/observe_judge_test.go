@@ -229,7 +229,7 @@ func TestJudgeGhost(t *testing.T) {
 		{"unknown, background worker", ghost("", "background worker"), known, false},
 	}
 	for _, c := range cases {
-		v := judgeGhost("main", c.s, nil, c.cfg)
+		v := judgeGhost("main", c.s, nil, time.Now(), c.cfg)
 		if v.mayEnforce != c.enforce || v.severity != schemas.SeverityCritical || v.ghost == nil || v.dbUser != c.s.FormerUser {
 			t.Errorf("%s: verdict enforce %v (%s), user %q", c.name, v.mayEnforce, v.whyNot, v.dbUser)
 		}
@@ -239,10 +239,10 @@ func TestJudgeGhost(t *testing.T) {
 	}
 	// The id names the session by pid and backend_start: a reused pid is
 	// another session.
-	a := judgeGhost("main", ghost("v-x", "client backend"), nil, known)
+	a := judgeGhost("main", ghost("v-x", "client backend"), nil, time.Now(), known)
 	s := ghost("v-x", "client backend")
 	s.BackendStart = s.BackendStart.Add(time.Microsecond)
-	if b := judgeGhost("main", s, nil, known); a.id == b.id {
+	if b := judgeGhost("main", s, nil, time.Now(), known); a.id == b.id {
 		t.Error("same finding id for a reused pid")
 	}
 }

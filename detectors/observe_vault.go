@@ -12,37 +12,39 @@ import (
 	"github.com/leaseguard/leaseguard/store"
 )
 
-// VaultLeases is what verify-before-destroy asks of Vault
-// (vaultlink.Client).
+// VaultLeases is what corroboration and verify-before-destroy ask of
+// Vault (vaultlink.Client).
 type VaultLeases interface {
-	// LookupLiveLease looks a lease up (sys/leases/lookup): found when Vault
-	// holds it, live when it has not expired at the lookup, issued its
-	// issue time.
-	LookupLiveLease(ctx context.Context, leaseID string) (found, live bool, issued time.Time, err error)
+	// LookupLease looks a lease up (sys/leases/lookup): found when Vault
+	// holds it.
+	LookupLease(ctx context.Context, leaseID string) (schemas.VaultLease, bool, error)
 	// ListLeases lists the lease ids Vault holds under a prefix (LIST
 	// sys/leases/lookup/<prefix>).
 	ListLeases(ctx context.Context, prefix string) ([]string, error)
 }
 
-// VaultVerify turns on verify-before-destroy: before a rule that relies on
-// missing data (orphan-role, credential-reuse-unknown-lease) drops a user,
-// Vault is asked whether a live lease exists for it.
+// VaultVerify lets the observer's rules ask Vault before they destroy. A
+// rule that would act on what the ledger says is corroborated first:
 //
-//   - A lease the ledger links (exact or hmac): sys/leases/lookup. Vault
-//     holds it and it has not expired: a live lease exists.
-//   - No lease linked: LIST sys/leases/lookup/<mount>/creds/<role>/ for
-//     every mount and role the ledger has seen route to the database (narrowed
-//     by the role part of Vault's default username template). A live lease
-//     there that the ledger cannot attribute to another user (its plain
-//     user, the HMAC of this user's name, or an issue time outside this
-//     user's creation window) may be this user's.
+//   - An ended lease (credential-reuse-after-revoke, orphan-role with a
+//     lease): the database's rolvaliduntil has passed; else Vault holds the
+//     lease past its expiry, or no longer holds a lease it held before. A
+//     lease Vault never confirmed holding (the ledger may have it from a
+//     forged entry) is treated as no lease.
+//   - No lease linked (credential-reuse-unknown-lease, orphan-role with no
+//     lease): LIST sys/leases/lookup/<mount>/creds/<role>/ for every mount
+//     and role the ledger has seen route to the database (narrowed by the
+//     role part of Vault's default username template). A live lease there
+//     that the ledger cannot attribute to another user (its plain user, the
+//     HMAC of this user's name, or an issue time outside this user's
+//     creation window) may be this user's.
 //
-// Either way the finding is downgraded (one severity lower), says why, and
-// nothing is dropped. Vault unreachable, refusing, or nothing to ask
-// (no mount known): nothing is dropped either, and the finding says so. A
-// finding that was not enforced for these reasons has its own id, so once
-// Vault answers that no live lease exists (asked again at most every
-// Recheck), the rule enforces.
+// Vault holding a live lease that may be the user's downgrades the finding
+// one severity. Whatever the reason Vault does not confirm (a live lease,
+// Vault unreachable, nothing to ask), the finding is recorded unconfirmed
+// (an alert), says why, and nothing is dropped; it has its own id, so once
+// Vault confirms (asked again at most every Recheck), the rule acts (a new
+// finding). Without a Vault link only the database can corroborate.
 type VaultVerify struct {
 	Leases VaultLeases
 	// AuditDevices whose HMACs of user names are recorded
@@ -71,23 +73,49 @@ const (
 type vaultCheck struct {
 	result string
 	why    string
+	// detail says, for a clear check, what Vault showed (the corroboration).
+	detail string
 	facts  map[string]any
-	at     time.Time
+	// seen lists the leases Vault was found to hold.
+	seen []string
+	at   time.Time
 }
 
-// verifyBeforeDestroy asks Vault about each verdict that relies on missing
-// data and would otherwise be acted upon (mode not observe, in scope, facts
-// firm enough), unless its finding is already recorded. A verdict Vault does
-// not clear is downgraded and not enforced.
-func (r *DBRules) verifyBeforeDestroy(ctx context.Context, tx pgx.Tx, db string, now time.Time, vs []*verdict) error {
-	vv := r.Vault
-	if vv == nil || vv.Leases == nil {
-		return nil
+// corroborate asks the database, then Vault, about each verdict that would
+// act (mode not observe, in scope, facts firm enough) and is not
+// corroborated yet, unless its finding is already recorded.
+func (r *DBRules) corroborate(ctx context.Context, tx pgx.Tx, db string, now time.Time, vs []*verdict) error {
+	todo, err := r.toCorroborate(ctx, tx, db, vs)
+	if err != nil || len(todo) == 0 {
+		return err
 	}
+	r.pruneVaultChecks(now)
+	var seen []string
+	for _, v := range todo {
+		if ended := v.lease; v.verify && ended != nil && endedByValidUntil(ended, v.role, now) {
+			v.corroboration = &schemas.Corroboration{Source: schemas.CorroboratedByValidUntil, CheckedAt: now.UTC(),
+				Detail: fmt.Sprintf("rolvaliduntil %s has passed", rfc(*v.role.role.ValidUntil))}
+			continue
+		}
+		if r.Vault == nil || r.Vault.Leases == nil {
+			v.unconfirmed = "no Vault link is configured to ask whether the user's lease ended, and the database does not show it over (rolvaliduntil not passed)"
+			v.id = id(v.id, "unconfirmed", corrNoVault)
+			continue
+		}
+		c := r.vaultCheckFor(ctx, tx, db, v, now)
+		seen = append(seen, c.seen...)
+		applyVaultCheck(v, c)
+	}
+	return store.MarkVaultSeen(ctx, tx, seen, now)
+}
+
+// toCorroborate returns the verdicts that would act and need corroboration,
+// leaving out those whose finding is recorded.
+func (r *DBRules) toCorroborate(ctx context.Context, tx pgx.Tx, db string, vs []*verdict) ([]*verdict, error) {
 	var todo []*verdict
 	var ids []string
 	for _, v := range vs {
-		if !v.verify || !v.mayEnforce || v.role == nil || !Acts(r.cfg.Modes.Mode(v.rule)) {
+		if !v.verify || v.corroboration != nil || !v.mayEnforce || v.role == nil || !Acts(r.cfg.Modes.Mode(v.rule)) {
 			continue
 		}
 		var mount, role string
@@ -100,53 +128,77 @@ func (r *DBRules) verifyBeforeDestroy(ctx context.Context, tx pgx.Tx, db string,
 		todo, ids = append(todo, v), append(ids, v.id)
 	}
 	if len(todo) == 0 {
-		return nil
+		return nil, nil
 	}
 	recorded, err := existingFindings(ctx, tx, ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	recheck := vv.Recheck
-	if recheck <= 0 {
-		recheck = time.Minute
+	out := todo[:0]
+	for _, v := range todo {
+		if !recorded[v.id] {
+			out = append(out, v)
+		}
 	}
+	return out, nil
+}
+
+// endedByValidUntil: the role of an ended lease no longer has a valid
+// password in the database (rolvaliduntil finite and passed).
+func endedByValidUntil(l *store.Lease, c *roleCase, now time.Time) bool {
+	return l.State != store.StateActive && c != nil && c.role.ValidUntil != nil && !c.role.ValidUntil.After(now)
+}
+
+func (r *DBRules) recheck() time.Duration {
+	if r.Vault.Recheck > 0 {
+		return r.Vault.Recheck
+	}
+	return time.Minute
+}
+
+func (r *DBRules) pruneVaultChecks(now time.Time) {
+	if r.Vault == nil {
+		return
+	}
+	recheck := r.recheck()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	for k, c := range r.vaultChecks {
 		if now.Sub(c.at) > 2*recheck || now.Before(c.at.Add(-recheck)) {
 			delete(r.vaultChecks, k)
 		}
 	}
-	r.mu.Unlock()
-	for _, v := range todo {
-		if recorded[v.id] {
-			continue
-		}
-		// One question per lease, or per role with none, whatever the
-		// number of rules judging it.
-		key := "role\x00" + db + "\x00" + v.role.role.Name + "\x00" + oidString(v.role.role.OID)
-		if v.lease != nil {
-			key = "lease\x00" + v.lease.LeaseID
-		}
-		r.mu.Lock()
-		c, ok := r.vaultChecks[key]
-		r.mu.Unlock()
-		if !ok || now.Sub(c.at) >= recheck || now.Before(c.at) || (c.result == vaultClear && !c.at.Equal(now)) {
-			c = r.checkVault(ctx, tx, db, v)
-			c.at = now
-			r.mu.Lock()
-			if r.vaultChecks == nil {
-				r.vaultChecks = map[string]vaultCheck{}
-			}
-			r.vaultChecks[key] = c
-			r.mu.Unlock()
-		}
-		applyVaultCheck(v, c)
-	}
-	return nil
 }
 
-// applyVaultCheck records the check in the verdict; one that is not clear
-// downgrades a live-lease verdict, and stops enforcement under its own id.
+// vaultCheckFor asks Vault once per lease (or per role with none) and
+// Recheck, whatever the number of rules judging it.
+func (r *DBRules) vaultCheckFor(ctx context.Context, q store.Querier, db string, v *verdict, now time.Time) vaultCheck {
+	key := "role\x00" + db + "\x00" + v.role.role.Name + "\x00" + oidString(v.role.role.OID)
+	if v.lease != nil {
+		key = "lease\x00" + v.lease.LeaseID
+	}
+	r.mu.Lock()
+	c, ok := r.vaultChecks[key]
+	r.mu.Unlock()
+	if ok && now.Sub(c.at) < r.recheck() && !now.Before(c.at) && (c.result != vaultClear || c.at.Equal(now)) {
+		return c
+	}
+	ctx, cancel := context.WithTimeout(ctx, vaultTimeout)
+	defer cancel()
+	c = r.checkVault(ctx, q, db, v, now)
+	c.at = now
+	r.mu.Lock()
+	if r.vaultChecks == nil {
+		r.vaultChecks = map[string]vaultCheck{}
+	}
+	r.vaultChecks[key] = c
+	r.mu.Unlock()
+	return c
+}
+
+// applyVaultCheck records the check in the verdict: a clear one
+// corroborates it; any other leaves it unconfirmed under its own id (and
+// downgrades a verdict Vault contradicts with a live lease).
 func applyVaultCheck(v *verdict, c vaultCheck) {
 	check := map[string]any{"result": c.result, "checked_at": rfc(c.at)}
 	for k, x := range c.facts {
@@ -154,6 +206,7 @@ func applyVaultCheck(v *verdict, c vaultCheck) {
 	}
 	v.facts["vault_check"] = check
 	if c.result == vaultClear {
+		v.corroboration = &schemas.Corroboration{Source: schemas.CorroboratedByVaultLookup, CheckedAt: c.at.UTC(), Detail: c.detail}
 		return
 	}
 	if c.result == vaultLive || c.result == vaultMayBeLive {
@@ -162,7 +215,7 @@ func applyVaultCheck(v *verdict, c vaultCheck) {
 			v.severity = lower
 		}
 	}
-	v.mayEnforce, v.whyNot = false, "verify-before-destroy: "+c.why
+	v.unconfirmed = "Vault does not confirm: " + c.why
 	v.id = id(v.id, "vault", c.result)
 }
 
@@ -180,11 +233,19 @@ func lowerSeverity(s schemas.Severity) schemas.Severity {
 	return s
 }
 
-func (r *DBRules) checkVault(ctx context.Context, q store.Querier, db string, v *verdict) vaultCheck {
+func (r *DBRules) checkVault(ctx context.Context, q store.Querier, db string, v *verdict, now time.Time) vaultCheck {
 	if v.lease != nil {
-		return r.checkLinkedLease(ctx, v.lease.LeaseID)
+		c := r.checkLinkedLease(ctx, v.lease, now)
+		if c.result != vaultCannotVerify {
+			return c
+		}
+		// Vault never held the lease the ledger links: ask as if there
+		// were none.
+		u := r.checkUnlinked(ctx, q, db, v.role, now)
+		u.facts["linked_lease_unknown_to_vault"] = v.lease.LeaseID
+		return u
 	}
-	return r.checkUnlinked(ctx, q, db, v.role)
+	return r.checkUnlinked(ctx, q, db, v.role, now)
 }
 
 func unreachable(err error) vaultCheck {
@@ -192,23 +253,35 @@ func unreachable(err error) vaultCheck {
 		facts: map[string]any{"error": err.Error()}}
 }
 
-func (r *DBRules) checkLinkedLease(ctx context.Context, leaseID string) vaultCheck {
-	found, live, _, err := r.Vault.Leases.LookupLiveLease(ctx, leaseID)
-	facts := map[string]any{"lease_id": leaseID, "vault_holds_lease": found}
+// checkLinkedLease asks Vault about the lease the ledger links: live (not
+// clear), held past its expiry or gone after Vault held it (clear), or
+// never held by Vault (cannot verify: the caller asks as if unlinked).
+func (r *DBRules) checkLinkedLease(ctx context.Context, l *store.Lease, now time.Time) vaultCheck {
+	info, found, err := r.Vault.Leases.LookupLease(ctx, l.LeaseID)
+	facts := map[string]any{"lease_id": l.LeaseID, "vault_holds_lease": found}
+	c := vaultCheck{facts: facts}
+	if found {
+		c.seen = []string{l.LeaseID}
+	}
 	switch {
 	case err != nil:
 		return unreachable(err)
-	case found && live:
-		return vaultCheck{result: vaultLive, why: fmt.Sprintf("Vault still holds lease %s and it has not expired", leaseID), facts: facts}
+	case found && info.Live(now):
+		c.result, c.why = vaultLive, fmt.Sprintf("Vault still holds lease %s and it has not expired", l.LeaseID)
+	case found:
+		c.result, c.detail = vaultClear, fmt.Sprintf("Vault holds lease %s past its expiry: its revocation is pending or failing", l.LeaseID)
+	case l.VaultSeenAt != nil:
+		c.result, c.detail = vaultClear, fmt.Sprintf("Vault held lease %s at %s and no longer does", l.LeaseID, rfc(*l.VaultSeenAt))
+	default:
+		c.result, c.why = vaultCannotVerify, fmt.Sprintf("Vault does not hold lease %s and never confirmed holding it", l.LeaseID)
 	}
-	facts["lease_live"] = live
-	return vaultCheck{result: vaultClear, facts: facts}
+	return c
 }
 
 // checkUnlinked lists the leases Vault holds under the creds paths that may
 // have issued the role, and looks for one the ledger cannot attribute to
 // another user.
-func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string, c *roleCase) vaultCheck {
+func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string, c *roleCase, now time.Time) vaultCheck {
 	name := c.role.Name
 	paths, err := store.CredsPathsOf(ctx, q, db)
 	if err != nil {
@@ -234,8 +307,10 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 		listed = append(listed, ids...)
 	}
 	facts := map[string]any{"prefixes": prefixes, "leases_listed": len(listed)}
+	clear := vaultCheck{result: vaultClear, facts: facts,
+		detail: fmt.Sprintf("Vault holds no live lease under %s that may be user %s's", strings.Join(prefixes, ", "), name)}
 	if len(listed) == 0 {
-		return vaultCheck{result: vaultClear, facts: facts}
+		return clear
 	}
 	known, err := store.LeasesByID(ctx, q, listed)
 	if err != nil {
@@ -286,13 +361,14 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 			continue
 		}
 		lookups++
-		found, live, issued, err := r.Vault.Leases.LookupLiveLease(ctx, id)
+		info, found, err := r.Vault.Leases.LookupLease(ctx, id)
 		if err != nil {
 			return unreachable(err)
 		}
-		if !found || !live {
+		if !found || !info.Live(now) {
 			continue
 		}
+		issued := info.IssueTime
 		if windowKnown && !issued.IsZero() && (issued.Before(from) || issued.After(to)) {
 			others++
 			continue
@@ -301,7 +377,7 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 	}
 	facts["attributed_to_others"] = others
 	if len(unattributed) == 0 {
-		return vaultCheck{result: vaultClear, facts: facts}
+		return clear
 	}
 	if len(unattributed) > 10 {
 		facts["unattributed_leases"] = unattributed[:10]

@@ -37,12 +37,19 @@ func (f *fixture) vaultRulesDevices(t *testing.T, modes string, clock func() tim
 		t.Fatal(err)
 	}
 	r, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: m, ManagedPattern: regexp.MustCompile(`^v-`)},
-		detectors.DBRulesDeps{Signer: f.signer, Sink: f.sink, Terminator: &terminator{}, Evidence: f.builder,
+		detectors.DBRulesDeps{Issuer: f.issuer, Sink: f.sink, Evidence: f.builder,
 			Vault: &detectors.VaultVerify{Leases: c, AuditDevices: devices, Recheck: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r, v
+}
+
+// corroborationWhy is why a finding was not corroborated ("" if it was).
+func corroborationWhy(f schemas.Finding) string {
+	c, _ := f.Facts["corroboration"].(map[string]any)
+	why, _ := c["why"].(string)
+	return why
 }
 
 func vaultFacts(t *testing.T, f schemas.Finding) map[string]any {
@@ -103,8 +110,8 @@ func TestVerifyBeforeDestroyUnlinkedRole(t *testing.T) {
 	}
 	vc := vaultFacts(t, orphan)
 	if vc["result"] != "live_lease_may_exist" || vc["attributed_to_others"] != 2 || vc["unattributed_count"] != 1 ||
-		!strings.Contains(orphan.Facts["not_enforced"].(string), "verify-before-destroy") {
-		t.Errorf("vault check = %+v, facts %+v", vc, orphan.Facts)
+		orphan.Action != schemas.ActionUnconfirmed || !strings.Contains(corroborationWhy(orphan), "Vault does not confirm") {
+		t.Errorf("vault check = %+v, finding %+v", vc, orphan)
 	}
 	for _, fd := range rep.Findings {
 		if err := schemas.ValidateValue("finding", fd); err != nil {
@@ -173,7 +180,7 @@ func TestVerifyBeforeDestroyVaultUnreachable(t *testing.T) {
 	}
 	reuse := byRule(rep.Findings)[detectors.RuleReuseUnknownLease]
 	if rep.Commands != 0 || reuse.Severity != schemas.SeverityCritical || vaultFacts(t, reuse)["result"] != "vault_unreachable" ||
-		!strings.Contains(reuse.Facts["not_enforced"].(string), "Vault could not be asked") {
+		reuse.Action != schemas.ActionUnconfirmed || !strings.Contains(corroborationWhy(reuse), "Vault could not be asked") {
 		t.Fatalf("sealed: %+v", rep)
 	}
 	v.SetSealed(false)
@@ -189,7 +196,10 @@ func TestVerifyBeforeDestroyVaultUnreachable(t *testing.T) {
 
 // A role whose linked lease the ledger says revoked, while Vault still holds
 // it live: the ledger is wrong (or a revocation was forged); nothing is
-// dropped. An ended lease Vault no longer holds: enforced.
+// dropped. An ended lease Vault held before and no longer holds: enforced.
+// A lease Vault never held (the ledger has it from the bus alone) does not
+// corroborate its own end: Vault is asked as if the role had no lease, and
+// a live lease there that may be the user's keeps it.
 func TestVerifyBeforeDestroyLinkedLease(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -200,11 +210,20 @@ func TestVerifyBeforeDestroyLinkedLease(t *testing.T) {
 	heldID, goneID := "postgres/creds/reporting/"+strings.Repeat("h", 24), "postgres/creds/reporting/"+strings.Repeat("g", 24)
 	f.lease(t, heldID, "main", held, f.now.Add(time.Hour))
 	f.lease(t, goneID, "main", gone, f.now.Add(time.Hour))
+	forged, forgedID := "v-token-reportin-F"+suffix, "postgres/creds/reporting/"+strings.Repeat("f", 24)
+	f.lease(t, forgedID, "main", forged, f.now.Add(time.Hour))
 	f.revoke(t, heldID, f.now.Add(-10*time.Minute))
 	f.revoke(t, goneID, f.now.Add(-10*time.Minute))
+	f.revoke(t, forgedID, f.now.Add(-10*time.Minute))
+	if err := store.MarkVaultSeen(context.Background(), f.st.Pool(), []string{goneID}, f.now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	v.AddLease(heldID, vaulttest.Lease{IssueTime: f.now.Add(-time.Hour), ExpireTime: f.now.Add(time.Hour)})
+	// The forged user's own lease, HMAC'd in the audit log: live in Vault.
+	v.AddLease("postgres/creds/reporting/"+strings.Repeat("r", 24), vaulttest.Lease{IssueTime: f.now.Add(-time.Hour), ExpireTime: f.now.Add(time.Hour)})
 	pass := &store.ObservedPass{Database: "main", ObservedAt: now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles: []store.ObservedRole{observedRole(held, 17200, f.now.Add(-time.Hour), nil), observedRole(gone, 17201, f.now.Add(-time.Hour), nil)}}
+		Roles: []store.ObservedRole{observedRole(held, 17200, f.now.Add(-time.Hour), nil), observedRole(gone, 17201, f.now.Add(-time.Hour), nil),
+			observedRole(forged, 17202, f.now.Add(-time.Hour), tptr(f.now.Add(-time.Hour-time.Second)))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil {
 		t.Fatal(err)
@@ -217,17 +236,21 @@ func TestVerifyBeforeDestroyLinkedLease(t *testing.T) {
 		vc := vaultFacts(t, fd)
 		switch fd.DBUser {
 		case held:
-			if vc["result"] != "live_lease" || fd.Severity != schemas.SeverityMedium || fd.Action != schemas.ActionNone {
+			if vc["result"] != "live_lease" || fd.Severity != schemas.SeverityMedium || fd.Action != schemas.ActionUnconfirmed {
 				t.Errorf("held: %+v", fd)
 			}
 		case gone:
 			if vc["result"] != "no_live_lease" || vc["vault_holds_lease"] != false || fd.Action != schemas.ActionRevocationRequested {
 				t.Errorf("gone: %+v", fd)
 			}
+		case forged:
+			if vc["result"] != "live_lease_may_exist" || vc["linked_lease_unknown_to_vault"] != forgedID || fd.Action != schemas.ActionUnconfirmed {
+				t.Errorf("forged: %+v", fd)
+			}
 		}
 	}
-	if calls := v.Calls("lookup"); len(calls) != 2 {
-		t.Errorf("lookups = %+v", calls)
+	if held, err := f.st.Lease(context.Background(), heldID); err != nil || held.VaultSeenAt == nil {
+		t.Errorf("Vault held %s and the ledger did not record it: %+v, %v", heldID, held.VaultSeenAt, err)
 	}
 }
 
@@ -262,9 +285,9 @@ func TestHMACLinkEnforces(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r := f.rules(t, "", &terminator{}, nil)
+	r := f.rules(t, "", nil)
 	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles:    []store.ObservedRole{observedRole(name, 17300, f.now.Add(-time.Hour), nil)},
+		Roles:    []store.ObservedRole{expiredRole(name, 17300, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
 		Sessions: []store.ObservedSession{liveSession(702, name, 17300, f.now.Add(-time.Minute))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil {
@@ -363,7 +386,7 @@ func TestRevocationLinkedByHMACInFinding(t *testing.T) {
 	if err := store.RecordRevocationLinks(ctx, f.st.Pool(), []store.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
 		t.Fatal(err)
 	}
-	r := f.rules(t, "", &terminator{}, nil)
+	r := f.rules(t, "", nil)
 	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
 		Roles: []store.ObservedRole{observedRole(viaHMAC, 17500, f.now.Add(-time.Hour), nil), observedRole(viaPath, 17501, f.now.Add(-time.Hour), nil)},
 		Sessions: []store.ObservedSession{liveSession(710, viaHMAC, 17500, f.now.Add(-time.Minute)),

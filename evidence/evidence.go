@@ -136,8 +136,13 @@ func (b Builder) Revocation(cmd schemas.RevocationCommand, res schemas.Revocatio
 		occurred = b.now()
 	}
 	id := eventID("revocation", cmd.ID, string(res.Outcome))
+	if res.CommandHash != "" {
+		// Refused before it was recorded under its id: keyed by its bytes,
+		// so a forged command cannot take a real command's evidence id.
+		id = eventID("revocation-refused", res.CommandHash)
+	}
 	data := revocationData(id, cmd, res, lc, occurred)
-	return b.event(TypeRevocation, id, res.Database+"/"+res.DBUser, occurred, data)
+	return b.event(TypeRevocation, id, revocationSubject(cmd, res), occurred, data)
 }
 
 // Finding builds the evidence of one finding. lease may be nil.
@@ -224,8 +229,10 @@ func checkRevocation(cmd schemas.RevocationCommand, res schemas.RevocationResult
 		return fmt.Errorf("%w: revocation command has no id", ErrInvalidInput)
 	case res.CommandID != cmd.ID:
 		return fmt.Errorf("%w: result is for command %q, not %q", ErrInvalidInput, res.CommandID, cmd.ID)
-	case res.Database == "" || res.DBUser == "":
+	case res.Database == "" || (res.DBUser == "" && cmd.Action != schemas.ActionTerminateSession):
 		return fmt.Errorf("%w: result names no database or user", ErrInvalidInput)
+	case cmd.Action == schemas.ActionTerminateSession && cmd.Session == nil:
+		return fmt.Errorf("%w: a session termination names no session", ErrInvalidInput)
 	case res.Database != cmd.Database || res.DBUser != cmd.DBUser:
 		return fmt.Errorf("%w: result is for %s/%s, command for %s/%s", ErrInvalidInput,
 			res.Database, res.DBUser, cmd.Database, cmd.DBUser)
@@ -254,6 +261,15 @@ func mergeLease(leaseID string, lease *LeaseContext) (LeaseContext, error) {
 
 // findingSubject is "<database>/<user>" when both are known, else the lease
 // id, else empty (the attribute is then left out).
+// revocationSubject is the database user, or for the termination of a
+// ghost session whose former user nobody knows, the session.
+func revocationSubject(cmd schemas.RevocationCommand, res schemas.RevocationResult) string {
+	if res.DBUser == "" && cmd.Session != nil {
+		return fmt.Sprintf("%s/pid:%d", res.Database, cmd.Session.PID)
+	}
+	return res.Database + "/" + res.DBUser
+}
+
 func findingSubject(f schemas.Finding) string {
 	switch {
 	case f.Database != "" && f.DBUser != "":

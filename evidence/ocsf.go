@@ -130,41 +130,49 @@ type accountChange struct {
 }
 
 type revocationUnmapped struct {
-	Rule               string   `json:"rule"`
-	CommandID          string   `json:"command_id"`
-	FindingID          string   `json:"finding_id,omitempty"`
-	Issuer             string   `json:"issuer"`
-	Actor              string   `json:"actor,omitempty"`
-	Emergency          bool     `json:"emergency"`
-	KeyID              string   `json:"key_id,omitempty"`
-	CommandReason      string   `json:"command_reason,omitempty"`
-	Database           string   `json:"database"`
-	DBUser             string   `json:"db_user"`
-	LeaseID            string   `json:"lease_id,omitempty"`
-	VaultRequestID     string   `json:"vault_request_id,omitempty"`
-	EntityID           string   `json:"entity_id,omitempty"`
-	Mount              string   `json:"mount,omitempty"`
-	Role               string   `json:"role,omitempty"`
-	LeaseRemoteAddress string   `json:"lease_remote_address,omitempty"`
-	Outcome            string   `json:"outcome"`
-	Guard              string   `json:"guard,omitempty"`
-	Reason             string   `json:"reason,omitempty"`
-	SQLState           string   `json:"sqlstate,omitempty"`
-	Statements         []string `json:"statements"`
-	SessionsTerminated int      `json:"sessions_terminated"`
-	ReassignedTo       string   `json:"reassigned_to,omitempty"`
-	RoleAbsentAfter    bool     `json:"role_absent_after"`
-	SessionsLeftAfter  int      `json:"sessions_left_after"`
-	StartedAt          string   `json:"started_at,omitempty"`
-	FinishedAt         string   `json:"finished_at,omitempty"`
-	DurationMS         *int64   `json:"duration_ms,omitempty"`
+	Rule               string                  `json:"rule"`
+	CommandID          string                  `json:"command_id"`
+	FindingID          string                  `json:"finding_id,omitempty"`
+	Issuer             string                  `json:"issuer"`
+	Actor              string                  `json:"actor,omitempty"`
+	Emergency          bool                    `json:"emergency"`
+	KeyID              string                  `json:"key_id,omitempty"`
+	CommandReason      string                  `json:"command_reason,omitempty"`
+	Database           string                  `json:"database"`
+	DBUser             string                  `json:"db_user"`
+	LeaseID            string                  `json:"lease_id,omitempty"`
+	VaultRequestID     string                  `json:"vault_request_id,omitempty"`
+	EntityID           string                  `json:"entity_id,omitempty"`
+	Mount              string                  `json:"mount,omitempty"`
+	Role               string                  `json:"role,omitempty"`
+	LeaseRemoteAddress string                  `json:"lease_remote_address,omitempty"`
+	Action             string                  `json:"action,omitempty"`
+	CommandHash        string                  `json:"command_hash,omitempty"`
+	RoleOID            uint32                  `json:"role_oid,omitempty"`
+	Target             *schemas.TargetIdentity `json:"target,omitempty"`
+	Session            *schemas.SessionRef     `json:"session,omitempty"`
+	Corroboration      *schemas.Corroboration  `json:"corroboration,omitempty"`
+	IssuedAt           string                  `json:"command_issued_at,omitempty"`
+	ExpiresAt          string                  `json:"command_expires_at,omitempty"`
+	Outcome            string                  `json:"outcome"`
+	Guard              string                  `json:"guard,omitempty"`
+	Reason             string                  `json:"reason,omitempty"`
+	SQLState           string                  `json:"sqlstate,omitempty"`
+	Statements         []string                `json:"statements"`
+	SessionsTerminated int                     `json:"sessions_terminated"`
+	ReassignedTo       string                  `json:"reassigned_to,omitempty"`
+	RoleAbsentAfter    bool                    `json:"role_absent_after"`
+	SessionsLeftAfter  int                     `json:"sessions_left_after"`
+	StartedAt          string                  `json:"started_at,omitempty"`
+	FinishedAt         string                  `json:"finished_at,omitempty"`
+	DurationMS         *int64                  `json:"duration_ms,omitempty"`
 }
 
 // outcomeStatus maps an outcome to an OCSF status: the role is gone
 // (dropped, already absent) or it is not (failed, refused).
 func outcomeStatus(o schemas.Outcome) (int, bool) {
 	switch o {
-	case schemas.OutcomeDropped, schemas.OutcomeAlreadyAbsent:
+	case schemas.OutcomeDropped, schemas.OutcomeTerminated, schemas.OutcomeAlreadyAbsent:
 		return ocsfStatusSuccess, true
 	case schemas.OutcomeFailed, schemas.OutcomeRefused:
 		return ocsfStatusFailure, true
@@ -186,7 +194,10 @@ func outcomeSeverity(o schemas.Outcome) int {
 	return 1
 }
 
-func revocationMessage(res schemas.RevocationResult) string {
+func revocationMessage(cmd schemas.RevocationCommand, res schemas.RevocationResult) string {
+	if cmd.Action == schemas.ActionTerminateSession && cmd.Session != nil {
+		return terminationMessage(cmd, res)
+	}
 	switch res.Outcome {
 	case schemas.OutcomeDropped:
 		return fmt.Sprintf("leaseguard dropped database user %q on %q", res.DBUser, res.Database)
@@ -196,6 +207,22 @@ func revocationMessage(res schemas.RevocationResult) string {
 		return fmt.Sprintf("leaseguard refused to drop database user %q on %q (guard %s)", res.DBUser, res.Database, res.Guard)
 	}
 	return fmt.Sprintf("leaseguard could not drop database user %q on %q", res.DBUser, res.Database)
+}
+
+func terminationMessage(cmd schemas.RevocationCommand, res schemas.RevocationResult) string {
+	who := "an unknown former user"
+	if res.DBUser != "" {
+		who = fmt.Sprintf("former user %q", res.DBUser)
+	}
+	switch res.Outcome {
+	case schemas.OutcomeTerminated:
+		return fmt.Sprintf("leaseguard terminated ghost session pid %d of %s on %q", cmd.Session.PID, who, res.Database)
+	case schemas.OutcomeAlreadyAbsent:
+		return fmt.Sprintf("ghost session pid %d of %s on %q was already gone", cmd.Session.PID, who, res.Database)
+	case schemas.OutcomeRefused:
+		return fmt.Sprintf("leaseguard refused to terminate ghost session pid %d of %s on %q (guard %s)", cmd.Session.PID, who, res.Database, res.Guard)
+	}
+	return fmt.Sprintf("leaseguard could not terminate ghost session pid %d of %s on %q", cmd.Session.PID, who, res.Database)
 }
 
 func revocationData(id string, cmd schemas.RevocationCommand, res schemas.RevocationResult, lc LeaseContext, occurred time.Time) accountChange {
@@ -226,7 +253,7 @@ func revocationData(id string, cmd schemas.RevocationCommand, res schemas.Revoca
 		Time:         occurred.UnixMilli(),
 		StartTime:    epochMS(res.StartedAt),
 		EndTime:      epochMS(res.FinishedAt),
-		Message:      revocationMessage(res),
+		Message:      revocationMessage(cmd, res),
 		Metadata: ocsfMetadata{
 			Version:        OCSFVersion,
 			Product:        ocsfProduct{Name: productName, VendorName: productName},
@@ -258,6 +285,12 @@ func revocationData(id string, cmd schemas.RevocationCommand, res schemas.Revoca
 			Mount:              lc.Mount,
 			Role:               lc.Role,
 			LeaseRemoteAddress: lc.RemoteAddress,
+			Action:             cmd.Action,
+			CommandHash:        res.CommandHash,
+			RoleOID:            cmd.RoleOID,
+			Session:            cmd.Session,
+			IssuedAt:           rfc3339(cmd.IssuedAt),
+			ExpiresAt:          rfc3339(cmd.ExpiresAt),
 			Outcome:            string(res.Outcome),
 			Guard:              res.Guard,
 			Reason:             res.Reason,
@@ -270,6 +303,15 @@ func revocationData(id string, cmd schemas.RevocationCommand, res schemas.Revoca
 			StartedAt:          rfc3339(res.StartedAt),
 			FinishedAt:         rfc3339(res.FinishedAt),
 		},
+	}
+	if cmd.Target != (schemas.TargetIdentity{}) {
+		t := cmd.Target
+		ev.Unmapped.Target = &t
+	}
+	if cmd.Corroboration.Source != "" {
+		c := cmd.Corroboration
+		c.CheckedAt = c.CheckedAt.UTC()
+		ev.Unmapped.Corroboration = &c
 	}
 	if !res.StartedAt.IsZero() && !res.FinishedAt.IsZero() {
 		d := res.FinishedAt.Sub(res.StartedAt).Milliseconds()

@@ -18,15 +18,15 @@ import (
 )
 
 // How a process wires the observer and its rules: the same managed pattern,
-// modes, scope, signer, queue, evidence builder and detector metrics as the
-// expiry detector.
+// modes, scope, command issuer, queue, evidence builder and detector
+// metrics as the expiry detector.
 func Example() {
 	var (
 		ctx      context.Context
 		st       *store.Store
 		targets  *target.Set
 		js       jetstream.JetStream
-		signer   *revoker.Signer
+		issuer   *revoker.Issuer // revoker.NewIssuer(signer, targets, ttl, nil)
 		queue    *revoker.Queue
 		builder  evidence.Builder
 		reg      prometheus.Registerer
@@ -41,8 +41,7 @@ func Example() {
 		return // the wiring only: nothing here is connected
 	}
 	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed},
-		detectors.DBRulesDeps{Signer: signer, Sink: queue, Terminator: observer.Terminator{Targets: targets},
-			Evidence: builder, Logger: logger, Metrics: dm})
+		detectors.DBRulesDeps{Issuer: issuer, Sink: queue, Evidence: builder, Logger: logger, Metrics: dm})
 	if err != nil {
 		panic(err)
 	}

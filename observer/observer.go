@@ -131,7 +131,7 @@ func (o *Observer) step(ctx context.Context, db string) {
 		if n := len(rep.Rules.Findings); n > 0 || rep.RoleEvents+rep.SessionEvents > 0 {
 			o.Logger.Info("observer pass", "database", db, "baseline", rep.Baseline, "role_events", rep.RoleEvents,
 				"session_events", rep.SessionEvents, "findings", n, "commands", rep.Rules.Commands,
-				"ghosts_terminated", rep.Rules.Terminated, "published", rep.Published)
+				"published", rep.Published)
 		}
 	}
 }

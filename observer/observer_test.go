@@ -144,8 +144,12 @@ func (e *env) executorSink(t *testing.T) detectors.CommandSink {
 
 func (e *env) rules(t *testing.T, sink detectors.CommandSink) *detectors.DBRules {
 	t.Helper()
+	issuer, err := revoker.NewIssuer(e.signer, e.targets, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := detectors.NewDBRules(detectors.DBRulesConfig{ManagedPattern: e.pattern, GhostKnownOnly: true},
-		detectors.DBRulesDeps{Signer: e.signer, Sink: sink, Terminator: observer.Terminator{Targets: e.targets}, Evidence: e.builder})
+		detectors.DBRulesDeps{Issuer: issuer, Sink: sink, Evidence: e.builder})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +232,8 @@ func events(t *testing.T, js jetstream.JetStream, want int) []jetstream.Msg {
 
 // TestGhostSessionFoundAndTerminated drops a role under its live session,
 // as Vault's own revocation does, and checks the ghost is found, named and
-// terminated, with evidence, and that the changes reach JetStream.
+// terminated through the revoker (a signed terminate_session command), with
+// evidence, and that the changes reach JetStream.
 func TestGhostSessionFoundAndTerminated(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -245,9 +250,7 @@ func TestGhostSessionFoundAndTerminated(t *testing.T) {
 	}
 	cred, conn := e.issue(t, ctx)
 	pid := conn.PgConn().PID()
-	o := e.observer(t, e.st, time.Second, e.rules(t, sinkFunc(func(context.Context, []schemas.RevocationCommand) error {
-		return errors.New("no revocation expected")
-	})), pub)
+	o := e.observer(t, e.st, time.Second, e.rules(t, e.executorSink(t)), pub)
 
 	rep, err := o.Pass(ctx, "main")
 	if err != nil || !rep.Baseline || rep.Roles != 1 || rep.Sessions != 1 || rep.RoleEvents != 1 || rep.SessionEvents != 1 || rep.Published != 2 {
@@ -264,7 +267,7 @@ func TestGhostSessionFoundAndTerminated(t *testing.T) {
 	}
 
 	rep, err = o.Pass(ctx, "main")
-	if err != nil || rep.Rules.Terminated != 1 || len(rep.Rules.Findings) != 1 {
+	if err != nil || rep.Rules.Commands != 1 || len(rep.Rules.Findings) != 1 {
 		t.Fatalf("ghost pass: %+v, %v", rep, err)
 	}
 	waitFor(t, 5*time.Second, "the ghost session ends", func() bool { return !e.sessionAlive(t, pid) })
@@ -277,7 +280,7 @@ func TestGhostSessionFoundAndTerminated(t *testing.T) {
 		t.Fatalf("ghost findings = %+v", fs)
 	}
 	g := fs[0]
-	if g.DBUser != cred.Username || g.LeaseID != cred.LeaseID || g.Facts["termination"] != "terminated" || g.Facts["former_user"] != cred.Username ||
+	if g.DBUser != cred.Username || g.LeaseID != cred.LeaseID || g.Facts["termination"] != "requested" || g.Facts["former_user"] != cred.Username ||
 		g.Facts["application_name"] != "reporting-job" || g.Severity != schemas.SeverityCritical || g.Mode != schemas.ModeEnforce {
 		t.Errorf("ghost finding = %+v", g)
 	}
@@ -303,8 +306,14 @@ func TestGhostSessionFoundAndTerminated(t *testing.T) {
 		} `json:"unmapped"`
 	}
 	if err := json.Unmarshal(ev.Data, &data); err != nil || data.Unmapped.Rule != detectors.RuleGhostSession ||
-		data.Unmapped.DBUser != cred.Username || data.Unmapped.Facts["termination"] != "terminated" {
+		data.Unmapped.DBUser != cred.Username || data.Unmapped.Facts["termination"] != "requested" {
 		t.Errorf("evidence data = %+v, %v", data.Unmapped, err)
+	}
+	// The revoker's evidence: the session terminated, by that command.
+	revs, err := store.RevocationsByUser(ctx, e.st.Pool(), "main", cred.Username)
+	if err != nil || len(revs) != 1 || revs[0].Outcome != schemas.OutcomeTerminated || revs[0].CommandID != g.CommandID ||
+		revs[0].Result.SessionsTerminated != 1 || revs[0].Result.SessionsLeftAfter != 0 {
+		t.Errorf("revocations = %+v, %v", revs, err)
 	}
 	if vr, err := evidence.VerifyOutbox(ctx, e.st.Pool()); err != nil || !vr.OK() {
 		t.Errorf("outbox verify = %+v, %v", vr, err)
@@ -370,7 +379,11 @@ func TestReuseAfterRevokeEndsSessionAndDropsRole(t *testing.T) {
 
 	// Vault revoked the lease 15 s ago (its clock); its own revocation
 	// failed, the user and its session are still there; the ledger learns
-	// of it now.
+	// of it now. The database shows the credential over (rolvaliduntil has
+	// passed): that, not the audit entry, is what lets the rule act.
+	if _, err := e.admin.Exec(ctx, "ALTER ROLE "+pgx.Identifier{cred.Username}.Sanitize()+" VALID UNTIL '2000-01-01'"); err != nil {
+		t.Fatal(err)
+	}
 	revokedAt := time.Now().Add(-15 * time.Second)
 	e.apply(t, schemas.LeaseEvent{Type: schemas.LeaseEventType, Kind: schemas.LeaseRevoked, LeaseID: cred.LeaseID,
 		RevokeBy: schemas.RevokeByPath, EventTime: revokedAt, VaultRequestID: "req-revoke", Source: schemas.SourceRef{Transport: "test"}})

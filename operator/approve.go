@@ -18,15 +18,21 @@ import (
 )
 
 // Owner approval: a rule in approve mode holds the command it would have
-// issued as a pending revocation (detectors/approval.go). Approvals decides
-// them.
+// issued as a pending revocation: an unsigned proposal
+// (detectors/approval.go). Approvals decides them.
 //
-//   - Approve: the held command — verified against the configured keys,
-//     so a row nobody signed is refused — gets the approver as its actor,
-//     is signed again and executed through the revoker, as `leaseguard
+//   - Approve: the proposal — its signature as a proposal checked
+//     against the configured keys, so a row nobody proposed, or changed in
+//     the state store, is refused — gets the approver as its actor and is issued
+//     (signed, with a fresh lifetime and nonce) at that moment, as an
+//     "approval" command, and executed through the revoker, as `leaseguard
 //     revoke` executes its commands: same id (the idempotency key enforce
 //     would have used), same guards, outcome and evidence recorded in the
-//     state store, no NATS needed.
+//     state store, no NATS needed. The revoker carries out a command of a
+//     rule in approve mode only if the pending revocation of its id is
+//     approved with exactly that command, so a stored proposal republished
+//     on the bus (unsigned) or a command issued before a rejection does
+//     nothing.
 //   - Reject: nothing is dropped.
 //   - Expire: nobody decided before the pending revocation's expires_at;
 //     nothing is dropped.
@@ -45,15 +51,15 @@ var (
 	ErrApprovalExpired = errors.New("the pending revocation expired")
 )
 
-// ApprovalDeps are what deciding needs. Executor and Signer are needed by
+// ApprovalDeps are what deciding needs. Executor and Issuer are needed by
 // Approve only, so rejecting and expiring need no signing key.
 type ApprovalDeps struct {
 	// State is the state-store pool (search_path set to its schema).
 	State    *pgxpool.Pool
 	Evidence evidence.Builder
-	// Executor runs approved commands; its Verifier checks the held ones.
+	// Executor runs approved commands.
 	Executor *revoker.Executor
-	Signer   Signer
+	Issuer   Issuer
 	// Attempts bounds the tries of an approved command that fails
 	// transiently (default 3); Backoff is the first pause (default 500ms).
 	Attempts int
@@ -117,8 +123,8 @@ func (a *Approvals) Approve(ctx context.Context, id, actor, comment string) (Dec
 	if err := checkDecider(id, actor, comment); err != nil {
 		return Decided{}, err
 	}
-	if a.d.Executor == nil || a.d.Signer == nil {
-		return Decided{}, errors.New("approvals: no executor or signer configured")
+	if a.d.Executor == nil || a.d.Issuer == nil {
+		return Decided{}, errors.New("approvals: no executor or signing key configured")
 	}
 	p, err := a.decide(ctx, id, actor, comment, schemas.ApprovalApproved)
 	if err != nil {
@@ -173,19 +179,9 @@ func (a *Approvals) decide(ctx context.Context, id, actor, comment string, decis
 		}
 		var approved *schemas.RevocationCommand
 		if decision == schemas.ApprovalApproved {
-			// Only a command a configured key signed is approved: the row
-			// is not trusted on its own.
-			if err := a.d.Executor.Verifier.Verify(p.Command); err != nil {
-				return fmt.Errorf("pending revocation %s: held command: %w", id, err)
-			}
-			if p.Command.ID != p.ID || p.Command.Database != p.Database || p.Command.DBUser != p.DBUser {
-				return fmt.Errorf("pending revocation %s: held command %s is for %s/%s", id, p.Command.ID,
-					p.Command.Database, p.Command.DBUser)
-			}
-			cmd := p.Command
-			cmd.Actor = actor
-			if err := a.d.Signer.Sign(&cmd); err != nil {
-				return fmt.Errorf("sign approved command %s: %w", id, err)
+			cmd, err := a.approvedCommand(ctx, p, actor, now)
+			if err != nil {
+				return err
 			}
 			approved = &cmd
 		}
@@ -195,6 +191,41 @@ func (a *Approvals) decide(ctx context.Context, id, actor, comment string, decis
 		return p, err
 	}
 	return p, result
+}
+
+// approvedCommand issues the proposal of p as approved by actor: signed
+// now, with a fresh lifetime, as the approval's command.
+func (a *Approvals) approvedCommand(ctx context.Context, p store.PendingRevocation, actor string, now time.Time) (schemas.RevocationCommand, error) {
+	cmd := p.Command
+	if cmd.ID != p.ID || cmd.Database != p.Database || cmd.DBUser != p.DBUser {
+		return cmd, fmt.Errorf("pending revocation %s: its proposal %s is for %s/%s", p.ID, cmd.ID, cmd.Database, cmd.DBUser)
+	}
+	// Only a proposal this installation signed is approved: the row is not
+	// trusted on its own.
+	if err := a.d.Executor.Verifier.VerifyProposal(cmd, p.ProposalSignature); err != nil {
+		return cmd, fmt.Errorf("pending revocation %s: its proposal: %w", p.ID, err)
+	}
+	cmd.Issuer, cmd.Actor = revoker.IssuerApproval, actor
+	cmd.KeyID, cmd.Signature = "", ""
+	detail := fmt.Sprintf("approved by %s at %s", actor, now.Format(time.RFC3339))
+	if cmd.Corroboration.Detail != "" {
+		detail = cmd.Corroboration.Detail + "; " + detail
+	}
+	cmd.Corroboration.Detail = detail
+	cmd, err := a.issueOne(ctx, cmd)
+	if err != nil {
+		return cmd, fmt.Errorf("issue approved command %s: %w", p.ID, err)
+	}
+	return cmd, nil
+}
+
+// issueOne issues one command and returns it completed.
+func (a *Approvals) issueOne(ctx context.Context, cmd schemas.RevocationCommand) (schemas.RevocationCommand, error) {
+	cmds := []schemas.RevocationCommand{cmd}
+	if err := a.d.Issuer.Issue(ctx, cmds); err != nil {
+		return cmd, err
+	}
+	return cmds[0], nil
 }
 
 // record appends the evidence of a decision and stores it, in tx, under
@@ -245,7 +276,13 @@ func (a *Approvals) Resume(ctx context.Context, id string) (Decided, error) {
 	if done {
 		return Decided{Pending: p}, fmt.Errorf("%w: the revocation of %s already has its outcome", ErrAlreadyDecided, id)
 	}
-	x := a.execute(ctx, *p.Approved)
+	cmd := *p.Approved
+	if a.d.Issuer != nil && !a.d.Clock().Add(time.Minute).Before(cmd.ExpiresAt) {
+		if cmd, err = a.reissue(ctx, p); err != nil {
+			return Decided{Pending: p}, err
+		}
+	}
+	x := a.execute(ctx, cmd)
 	a.d.Logger.Info("approved revocation resumed", "id", id, "recorded", x.Recorded, "outcome", x.Result.Outcome)
 	return Decided{Pending: p, Executed: &x}, nil
 }
@@ -311,7 +348,9 @@ func (a *Approvals) ExpireDue(ctx context.Context, limit int) ([]store.PendingRe
 
 // Stranded returns the approved commands decided before cutoff that have
 // no recorded outcome (the approving process stopped first), to be sent to
-// the revoker again.
+// the revoker again. A command whose lifetime is over, or nearly, is issued
+// again (same id, new nonce and lifetime) and the approval records the new
+// one: the revoker accepts only the command the approval names.
 func (a *Approvals) Stranded(ctx context.Context, cutoff time.Time, limit int) ([]schemas.RevocationCommand, error) {
 	ps, err := store.StrandedApprovals(ctx, a.d.State, cutoff, limit)
 	if err != nil {
@@ -319,11 +358,32 @@ func (a *Approvals) Stranded(ctx context.Context, cutoff time.Time, limit int) (
 	}
 	out := make([]schemas.RevocationCommand, 0, len(ps))
 	for _, p := range ps {
-		if p.Approved != nil {
-			out = append(out, *p.Approved)
+		if p.Approved == nil {
+			continue
 		}
+		cmd := *p.Approved
+		if a.d.Issuer != nil && !a.d.Clock().Add(time.Minute).Before(cmd.ExpiresAt) {
+			if cmd, err = a.reissue(ctx, p); err != nil {
+				return out, err
+			}
+		}
+		out = append(out, cmd)
 	}
 	return out, nil
+}
+
+// reissue issues the approved command of p again and records it.
+func (a *Approvals) reissue(ctx context.Context, p store.PendingRevocation) (schemas.RevocationCommand, error) {
+	cmd := *p.Approved
+	cmd.KeyID, cmd.Signature = "", ""
+	cmd, err := a.issueOne(ctx, cmd)
+	if err != nil {
+		return cmd, fmt.Errorf("issue approved command %s again: %w", p.ID, err)
+	}
+	if err := store.ReplaceApproved(ctx, a.d.State, p.ID, p.Approved.Nonce, cmd); err != nil {
+		return cmd, err
+	}
+	return cmd, nil
 }
 
 // Sweep is the periodic work of `leaseguard run`: expire what ran out, and

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
@@ -20,6 +19,7 @@ import (
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
 // approvalRig: the operator rig, plus the expiry detector in approve mode
@@ -27,25 +27,10 @@ import (
 // an Approvals over the same revoker keys.
 type approvalRig struct {
 	*rig
-	signer   *revoker.Signer
+	issuer   *revoker.Issuer
 	executor *revoker.Executor
 	ahead    time.Time
 	ttl      time.Duration
-}
-
-// pgValidUntil reads rolvaliduntil from the test database (target main).
-type pgValidUntil struct{ pool *pgxpool.Pool }
-
-func (v pgValidUntil) ValidUntil(ctx context.Context, _ string, users []string) (map[string]time.Time, error) {
-	rows, err := v.pool.Query(ctx, `SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname = ANY($1) AND rolvaliduntil IS NOT NULL`, users)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]time.Time{}
-	var name string
-	var until time.Time
-	_, err = pgx.ForEachRow(rows, []any{&name, &until}, func() error { out[name] = until; return nil })
-	return out, err
 }
 
 func newApprovalRig(t *testing.T, tag string) *approvalRig {
@@ -61,26 +46,32 @@ func newApprovalRig(t *testing.T, tag string) *approvalRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: targetMap{"main": r.admin},
-		State: r.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}})
+	targets := target.Pools{"main": r.admin}
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: targets,
+		State: r.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
+		RequiresApproval: func(rule string) bool { return rule == detectors.RuleLeaseExpired }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &approvalRig{rig: r, signer: signer, executor: exec, ahead: time.Now().Add(2 * time.Hour), ttl: time.Hour}
+	issuer, err := revoker.NewIssuer(signer, targets, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &approvalRig{rig: r, issuer: issuer, executor: exec, ahead: time.Now().Add(2 * time.Hour), ttl: time.Hour}
 }
 
-// pend issues a user whose lease expires in an hour and runs the expiry
-// detector (two hours ahead, approve mode): it returns the user and the
-// pending revocation's id.
+// pend issues a user whose lease expired an hour ago (its VALID UNTIL too)
+// and runs the expiry detector (two hours ahead, approve mode): it returns
+// the user and the pending revocation's id.
 func (a *approvalRig) pend(t *testing.T, role string) (string, string) {
 	t.Helper()
-	c, _, err := a.sim.Issue(a.ctx, role, time.Hour)
+	c, _, err := a.sim.Issue(a.ctx, role, -time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pendDrop(t, a.rig, c.Username)
 	now := time.Now().UTC()
-	exp := now.Add(time.Hour)
+	exp := now.Add(-time.Hour)
 	a.apply(t, schemas.LeaseEvent{Type: schemas.LeaseEventType, Kind: schemas.LeaseIssued, LeaseID: c.LeaseID,
 		Mount: a.sim.Mount, Role: role, Database: "main", DBUser: c.Username, IssueTime: &now, ExpireTime: &exp,
 		ExpireSource: schemas.ExpireFromEvent, EventTime: now, Source: schemas.SourceRef{Transport: "file", Offset: 1}})
@@ -90,7 +81,7 @@ func (a *approvalRig) pend(t *testing.T, role string) (string, string) {
 	}
 	d, err := detectors.NewExpiry(detectors.ExpiryConfig{Grace: 30 * time.Second, Interval: time.Second, Batch: 10,
 		Modes: modes, ApprovalTTL: a.ttl},
-		detectors.ExpiryDeps{Pool: a.st.Pool(), Reader: pgValidUntil{a.admin}, Signer: a.signer, Sink: refuseSink{t},
+		detectors.ExpiryDeps{Pool: a.st.Pool(), Reader: target.Pools{"main": a.admin}, Issuer: a.issuer, Sink: refuseSink{t},
 			Evidence: evidence.Builder{Source: "urn:leaseguard:test"}, Clock: func() time.Time { return a.ahead }})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +117,7 @@ func (s refuseSink) Submit(_ context.Context, cmds []schemas.RevocationCommand) 
 func (a *approvalRig) approvals(t *testing.T, at func() time.Time) *operator.Approvals {
 	t.Helper()
 	ap, err := operator.NewApprovals(operator.ApprovalDeps{State: a.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
-		Executor: a.executor, Signer: a.signer, Backoff: 10 * time.Millisecond, Clock: at})
+		Executor: a.executor, Issuer: a.issuer, Backoff: 10 * time.Millisecond, Clock: at})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +188,7 @@ func TestApproveDrops(t *testing.T) {
 	}
 	cmd := got.Executed.Command
 	hc := held.Command
-	if cmd.ID != id || cmd.ID != hc.ID || cmd.Issuer != hc.Issuer || cmd.Rule != hc.Rule || cmd.FindingID != hc.FindingID ||
+	if cmd.ID != id || cmd.ID != hc.ID || cmd.Issuer != revoker.IssuerApproval || cmd.Rule != hc.Rule || cmd.FindingID != hc.FindingID ||
 		cmd.LeaseID != hc.LeaseID || cmd.Reason != hc.Reason || cmd.Actor != "alice" || cmd.Emergency {
 		t.Errorf("executed command %+v, held %+v", cmd, hc)
 	}
@@ -356,7 +347,7 @@ func TestApprovalRace(t *testing.T) {
 	a.verifyChain(t)
 }
 
-// TestApproveRefusesForgedRow: a pending revocation whose command was
+// TestApproveRefusesForgedRow: a pending revocation whose proposal was
 // changed in the state store no longer verifies and is not approved.
 func TestApproveRefusesForgedRow(t *testing.T) {
 	t.Parallel()

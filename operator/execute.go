@@ -50,21 +50,34 @@ func CommandID(requestID, database, dbUser, leaseID, reason, actor string) strin
 }
 
 // Commands returns the signed command of each planned item, in order.
-func (s *Service) Commands(p Plan) ([]schemas.RevocationCommand, error) {
-	if s.d.Signer == nil {
-		return nil, errors.New("operator: no signer configured")
+func (s *Service) Commands(ctx context.Context, p Plan) ([]schemas.RevocationCommand, error) {
+	cmds, err := s.proposals(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.d.Issuer.Issue(ctx, cmds); err != nil {
+		return nil, fmt.Errorf("sign commands: %w", err)
+	}
+	return cmds, nil
+}
+
+// proposals returns the command of each planned item, not issued yet. An
+// operator's request is its own corroboration: a person asked, with a
+// reason, and the evidence names them.
+func (s *Service) proposals(p Plan) ([]schemas.RevocationCommand, error) {
+	if s.d.Issuer == nil {
+		return nil, errors.New("operator: no signing key configured")
 	}
 	req := p.Request
 	if req.RequestID == "" {
 		return nil, errors.New("operator: the plan has no request id (plans come from Plan)")
 	}
-	issued := s.d.Clock().UTC()
+	now := s.d.Clock().UTC()
 	cmds := make([]schemas.RevocationCommand, len(p.Items))
 	for i, it := range p.Items {
-		cmd := schemas.RevocationCommand{
-			Type:      schemas.RevocationCommandType,
+		cmds[i] = schemas.RevocationCommand{
 			ID:        CommandID(req.RequestID, it.Database, it.DBUser, it.LeaseID, req.Reason, req.Actor),
-			IssuedAt:  issued,
+			Action:    schemas.ActionDropRole,
 			Issuer:    IssuerOperator,
 			Actor:     req.Actor,
 			Rule:      RuleOperatorRevoke,
@@ -73,11 +86,9 @@ func (s *Service) Commands(p Plan) ([]schemas.RevocationCommand, error) {
 			LeaseID:   it.LeaseID,
 			Reason:    req.Reason,
 			Emergency: req.Emergency,
+			Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByOperator, CheckedAt: now,
+				Detail: fmt.Sprintf("requested by %s (request %s)", req.Actor, req.RequestID)},
 		}
-		if err := s.d.Signer.Sign(&cmd); err != nil {
-			return nil, fmt.Errorf("sign command for %s/%s: %w", it.Database, it.DBUser, err)
-		}
-		cmds[i] = cmd
 	}
 	return cmds, nil
 }
@@ -104,7 +115,7 @@ func (s *Service) Execute(ctx context.Context, p Plan, progress func(done, total
 	if err := p.Request.Validate(); err != nil {
 		return nil, err
 	}
-	cmds, err := s.Commands(p)
+	cmds, err := s.proposals(p)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +130,17 @@ func (s *Service) Execute(ctx context.Context, p Plan, progress func(done, total
 			return out, err
 		}
 		end := min(start+s.d.Batch, len(cmds))
+		// Each batch is issued just before it runs: a command lives
+		// LEASEGUARD_COMMAND_TTL, and a long request outlives that.
+		if err := s.d.Issuer.Issue(ctx, cmds[start:end]); err != nil {
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+			for i := start; i < end; i++ {
+				out[i].Err = fmt.Errorf("sign command: %w", err)
+			}
+			continue
+		}
 		bctx, cancel := s.batchContext(ctx)
 		s.executeBatch(bctx, ctx, cmds[start:end], out[start:end])
 		cancel()

@@ -13,6 +13,7 @@
 package operator
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -39,12 +40,12 @@ type Targets interface {
 	Names() []string
 }
 
-// Signer signs revocation commands.
-type Signer interface {
-	Sign(cmd *schemas.RevocationCommand) error
+// Issuer completes and signs revocation commands (revoker.Issuer).
+type Issuer interface {
+	Issue(ctx context.Context, cmds []schemas.RevocationCommand) error
 }
 
-// Deps are what planning and executing need. Executor and Signer are
+// Deps are what planning and executing need. Executor and Issuer are
 // needed by Execute only, so a dry run can go without a signing key.
 type Deps struct {
 	// State is the state-store pool (search_path set to its schema).
@@ -54,7 +55,7 @@ type Deps struct {
 	// so that the plan shows the refusals execution will make.
 	Guard    revoker.GuardConfig
 	Executor *revoker.Executor
-	Signer   Signer
+	Issuer   Issuer
 	// Batch is the number of commands per executor call, and so the most
 	// roles dropped in one target transaction. Default 100.
 	Batch int

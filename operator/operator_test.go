@@ -23,6 +23,7 @@ import (
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
 func TestSelectorValidate(t *testing.T) {
@@ -121,18 +122,6 @@ type rig struct {
 	guard revoker.GuardConfig
 }
 
-type targetMap map[string]*pgxpool.Pool
-
-func (m targetMap) Pool(name string) (*pgxpool.Pool, bool) { p, ok := m[name]; return p, ok }
-func (m targetMap) Names() []string {
-	var out []string
-	for n := range m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func newRig(t *testing.T, tag string, protected []string, limiter *revoker.Limiter) *rig {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -158,14 +147,18 @@ func newRig(t *testing.T, tag string, protected []string, limiter *revoker.Limit
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := targetMap{"main": r.admin}
+	targets := target.Pools{"main": r.admin}
+	issuer, err := revoker.NewIssuer(signer, targets, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Limiter: limiter,
 		Targets: targets, State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.svc, err = operator.New(operator.Deps{State: st.Pool(), Targets: targets, Guard: r.guard,
-		Executor: exec, Signer: signer, Batch: 2, Backoff: 10 * time.Millisecond})
+		Executor: exec, Issuer: issuer, Batch: 2, Backoff: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +582,7 @@ func TestResumeUnfinished(t *testing.T) {
 	if err != nil || len(p.Items) != 1 {
 		t.Fatalf("plan: %v %+v", err, p.Items)
 	}
-	cmds, err := r.svc.Commands(p)
+	cmds, err := r.svc.Commands(r.ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,13 +37,22 @@ const (
 	lockSQL = `SELECT pg_advisory_xact_lock(k) FROM (` +
 		`SELECT DISTINCT hashtextextended('leaseguard.role:' || n, 0) AS k ` +
 		`FROM unnest($1::text[]) AS n ORDER BY k) AS keys`
-	// readSQL reads the revoker's own roles and pg_roles for each name.
-	// Names are passed as text and compared with name's cross-type
-	// operator, which uses the index and truncates nothing (names longer
-	// than 63 bytes are refused before, too).
-	readSQL = `SELECT current_user::text, session_user::text, n.name, r.oid IS NOT NULL, ` +
+	// readSQL reads the revoker's own roles, the identity of the database
+	// it is in, and pg_roles for each name. A role has members when a role
+	// other than the revoker's own is granted it (a non-superuser revoker
+	// is made a member of each user it may drop, see docs). Names are passed as text and
+	// compared with name's cross-type operator, which uses the index and
+	// truncates nothing (names longer than 63 bytes are refused before,
+	// too). rolvaliduntil is compared with now(), the transaction's start,
+	// on the database's own clock.
+	readSQL = `SELECT current_user::text, session_user::text, ` +
+		`(SELECT system_identifier FROM pg_control_system())::text, ` +
+		`(SELECT oid FROM pg_database WHERE datname = current_database()), n.name, r.oid IS NOT NULL, ` +
 		`COALESCE(r.oid, 0), COALESCE(r.rolsuper, false), COALESCE(r.rolreplication, false), ` +
-		`COALESCE(r.rolbypassrls, false) ` +
+		`COALESCE(r.rolbypassrls, false), COALESCE(r.rolcreaterole, false), ` +
+		`COALESCE(EXISTS (SELECT 1 FROM pg_auth_members AS m WHERE m.roleid = r.oid ` +
+		`AND m.member NOT IN (SELECT oid FROM pg_roles WHERE rolname IN (current_user, session_user))), false), ` +
+		`COALESCE(r.rolvaliduntil < now(), false) ` +
 		`FROM unnest($1::text[]) AS n(name) LEFT JOIN pg_roles AS r ON r.rolname = n.name`
 	// afterSQL is the check the outcome rests on: is a role of that name
 	// in pg_roles, and how many sessions are there of the role by its
@@ -183,7 +192,9 @@ type item struct {
 	name  string
 	res   schemas.RevocationResult
 	state itemState
-	role  roleFacts
+	// want is what the command says the target and the role were.
+	want expectation
+	role roleFacts
 	// dropped: the transaction that dropped it committed.
 	dropped bool
 	// mayTerminate: sessions found by oid after the transaction may be
@@ -201,6 +212,7 @@ type item struct {
 func (d *Dropper) newItem(cmd schemas.RevocationCommand, database string) *item {
 	return &item{
 		name: cmd.DBUser,
+		want: expect(cmd),
 		res: schemas.RevocationResult{
 			CommandID: cmd.ID,
 			Database:  database,
@@ -259,14 +271,14 @@ func (d *Dropper) precheck(it *item, cmd schemas.RevocationCommand, database str
 func (d *Dropper) Drop(ctx context.Context, pool *pgxpool.Pool, database string, cmd schemas.RevocationCommand) schemas.RevocationResult {
 	it := d.newItem(cmd, database)
 	if !d.precheck(it, cmd, database) {
-		d.dropOne(ctx, pool, it)
+		d.dropOne(ctx, pool, it, nil)
 	}
 	it.res.FinishedAt = d.now()
 	return it.res
 }
 
-func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item) {
-	if err := d.run(ctx, pool, []*item{it}); err != nil {
+func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item, hook BeforeCommitFunc) {
+	if err := d.run(ctx, pool, []*item{it}, hook); err != nil {
 		d.failItem(ctx, pool, it, err)
 	}
 }
@@ -329,7 +341,11 @@ func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, er
 // Results are in the order of cmds. Each result lists the statements as
 // they apply to its own role: a statement that named the batch's roles is
 // recorded with the role's name alone in place of the list.
-func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand) []schemas.RevocationResult {
+//
+// hook, if not nil, is called inside each drop transaction just before it
+// commits (see BeforeCommitFunc).
+func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
+	hook BeforeCommitFunc) []schemas.RevocationResult {
 	items := make([]*item, len(cmds))
 	first := make(map[string]int, len(cmds))
 	dupOf := make(map[int]int)
@@ -350,9 +366,9 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 
 	switch {
 	case len(run) == 1:
-		d.dropOne(ctx, pool, run[0])
+		d.dropOne(ctx, pool, run[0], hook)
 	case len(run) > 1:
-		err := d.run(ctx, pool, run)
+		err := d.run(ctx, pool, run, hook)
 		var re *runError
 		switch {
 		case err == nil:
@@ -363,7 +379,7 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 				d.failItem(ctx, pool, it, err)
 			}
 		default:
-			d.fallback(ctx, pool, run)
+			d.fallback(ctx, pool, run, hook)
 		}
 	}
 
@@ -395,7 +411,7 @@ func duplicateResult(own, first schemas.RevocationResult, firstID string) schema
 }
 
 // fallback runs each command of a failed batch alone.
-func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item) {
+func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
 	for _, it := range items {
 		var stmts []string
 		if it.keptNologin {
@@ -408,7 +424,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 		if it.terminateRan {
 			terminated = it.terminated
 		}
-		fresh := &item{name: it.name, res: schemas.RevocationResult{
+		fresh := &item{name: it.name, want: it.want, res: schemas.RevocationResult{
 			CommandID:          it.res.CommandID,
 			Database:           it.res.Database,
 			DBUser:             it.res.DBUser,
@@ -416,7 +432,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 			Statements:         stmts,
 			SessionsTerminated: terminated,
 		}}
-		d.dropOne(ctx, pool, fresh)
+		d.dropOne(ctx, pool, fresh, hook)
 		*it = *fresh
 	}
 }
@@ -435,7 +451,7 @@ func (e *runError) Unwrap() error { return e.err }
 // run is the drop transaction for items (all past precheck, distinct
 // names). It sets each item's result except when it returns an error, in
 // which case the caller decides (fail, or run each item alone).
-func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
+func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) error {
 	names := make([]string, len(items))
 	for i, it := range items {
 		names[i] = it.name
@@ -478,23 +494,7 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	if reassignTo == "" {
 		reassignTo = sess.CurrentUser
 	}
-	var targets, absent []*item
-	for _, it := range items {
-		f, ok := facts[it.name]
-		if !ok {
-			it.state = stateAbsent
-			it.res.Outcome = schemas.OutcomeAlreadyAbsent
-			absent = append(absent, it)
-			continue
-		}
-		it.role = f
-		if err := checkRole(f, sess, reassignTo); err != nil {
-			it.refuse(err)
-			continue
-		}
-		it.state = stateTarget
-		targets = append(targets, it)
-	}
+	targets, absent := d.judge(items, sess, facts, reassignTo)
 	if len(targets) == 0 {
 		finished = true
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -647,7 +647,7 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 	// Let the caller record this transaction's id before it commits, so a
 	// crash between COMMIT and recording the outcome can be resolved with
 	// txid_status after a restart.
-	if hook := beforeCommit(ctx); hook != nil {
+	if hook != nil {
 		var xid int64
 		if err := tx.QueryRow(ctx, "SELECT txid_current()").Scan(&xid); err != nil {
 			return &runError{step: "txid", err: err}
@@ -687,6 +687,32 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item) er
 		}
 	}
 	return nil
+}
+
+// judge applies the guards that need the database to items and sorts
+// them: to drop, already absent, or refused (their result set).
+func (d *Dropper) judge(items []*item, sess sessionFacts, facts map[string]roleFacts, reassignTo string) (targets, absent []*item) {
+	for _, it := range items {
+		if err := checkTarget(sess, it.want); err != nil {
+			it.refuse(err)
+			continue
+		}
+		f, ok := facts[it.name]
+		if !ok {
+			it.state = stateAbsent
+			it.res.Outcome = schemas.OutcomeAlreadyAbsent
+			absent = append(absent, it)
+			continue
+		}
+		it.role = f
+		if err := checkRole(f, sess, reassignTo, it.want, d.guard); err != nil {
+			it.refuse(err)
+			continue
+		}
+		it.state = stateTarget
+		targets = append(targets, it)
+	}
+	return targets, absent
 }
 
 // queryer is what readRoles and queryCounts need of a pool or transaction.
@@ -730,7 +756,9 @@ func scanRead(rows pgx.Rows, err error) (sessionFacts, map[string]roleFacts, err
 	facts := make(map[string]roleFacts)
 	var f roleFacts
 	var exists bool
-	_, err = pgx.ForEachRow(rows, []any{&sess.CurrentUser, &sess.SessionUser, &f.Name, &exists, &f.OID, &f.Superuser, &f.Replication, &f.BypassRLS}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&sess.CurrentUser, &sess.SessionUser, &sess.Target.SystemIdentifier,
+		&sess.Target.DatabaseOID, &f.Name, &exists, &f.OID, &f.Superuser, &f.Replication, &f.BypassRLS,
+		&f.CreateRole, &f.HasMembers, &f.ValidUntilPassed}, func() error {
 		if exists {
 			facts[f.Name] = f
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -129,17 +130,11 @@ func poolAs(t *testing.T, role string, params map[string]string) *pgxpool.Pool {
 	return pool
 }
 
-func command(name string) schemas.RevocationCommand {
-	return schemas.RevocationCommand{
-		Type:     schemas.RevocationCommandType,
-		ID:       "cmd-" + name,
-		IssuedAt: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC),
-		Issuer:   "detector",
-		Rule:     "lease_expired",
-		Database: testTarget,
-		DBUser:   name,
-		Reason:   "lease expired",
-	}
+// command is a drop command for name in testTarget, as an Issuer makes it
+// (the target's identity, the role's oid as it is now).
+func command(t testing.TB, pool *pgxpool.Pool, name string) schemas.RevocationCommand {
+	t.Helper()
+	return cmdtest.Drop(t, pool, testTarget, name)
 }
 
 // stepClock returns a clock that moves one second per reading.
@@ -170,7 +165,7 @@ func TestDropVaultUser(t *testing.T) {
 	createVaultUser(t, pool, name, schema)
 	d := newTestDropper(t, DropperConfig{Clock: stepClock()})
 
-	res := d.Drop(ctx, pool, testTarget, command(name))
+	res := d.Drop(ctx, pool, testTarget, command(t, pool, name))
 	wantOutcome(t, res, schemas.OutcomeDropped)
 	id := `"` + name + `"`
 	me := currentUser(t, pool)
@@ -197,7 +192,7 @@ func TestDropVaultUser(t *testing.T) {
 		t.Fatal("role still exists")
 	}
 
-	again := d.Drop(ctx, pool, testTarget, command(name))
+	again := d.Drop(ctx, pool, testTarget, command(t, pool, name))
 	wantOutcome(t, again, schemas.OutcomeAlreadyAbsent)
 	if len(again.Statements) != 0 || !again.RoleAbsentAfter || again.SessionsLeftAfter != 0 {
 		t.Errorf("second drop: %+v", again)
@@ -237,7 +232,7 @@ func TestDropOwnerWithLiveSession(t *testing.T) {
 			}
 			second := connectAs(t, name)
 
-			res := d.Drop(ctx, pool, testTarget, command(name))
+			res := d.Drop(ctx, pool, testTarget, command(t, pool, name))
 			wantOutcome(t, res, schemas.OutcomeDropped)
 			if res.SessionsTerminated < 2 || res.SessionsLeftAfter != 0 || !res.RoleAbsentAfter {
 				t.Errorf("terminated %d, left %d, absent %v", res.SessionsTerminated, res.SessionsLeftAfter, res.RoleAbsentAfter)
@@ -277,7 +272,7 @@ func TestDropWeirdName(t *testing.T) {
 	createVaultUser(t, pool, neighbour, schema)
 	d := newTestDropper(t, DropperConfig{})
 
-	res := d.Drop(ctx, pool, testTarget, command(name))
+	res := d.Drop(ctx, pool, testTarget, command(t, pool, name))
 	wantOutcome(t, res, schemas.OutcomeDropped)
 	quoted := `"v-we""ird name-ü-` + name[len(`v-we"ird name-ü-`):] + `"`
 	if res.Statements[0] != "ALTER ROLE "+quoted+" NOLOGIN" || res.Statements[4] != "DROP ROLE IF EXISTS "+quoted {
@@ -308,18 +303,18 @@ func TestDropBatch(t *testing.T) {
 		n := fmt.Sprintf("v-batch-%s-%02d", sfx, i)
 		createVaultUser(t, pool, n, schema)
 		names = append(names, n)
-		cmds = append(cmds, command(n))
+		cmds = append(cmds, command(t, pool, n))
 	}
 	// Sessions on three of them.
 	for _, n := range names[:3] {
 		connectAs(t, n)
 	}
-	cmds = append(cmds, command(protected), command(absent))
-	dup := command(names[5])
+	cmds = append(cmds, command(t, pool, protected), command(t, pool, absent))
+	dup := command(t, pool, names[5])
 	dup.ID = "cmd-duplicate"
 	cmds = append(cmds, dup)
 
-	results := d.DropBatch(ctx, pool, testTarget, cmds)
+	results := d.DropBatch(ctx, pool, testTarget, cmds, nil)
 	if len(results) != len(cmds) {
 		t.Fatalf("%d results for %d commands", len(results), len(cmds))
 	}
@@ -427,7 +422,7 @@ func TestDropFailureKeepsNologin(t *testing.T) {
 	lockTable(t, pgtest.Pool(t), ownTable(t, pool, schema, name))
 	d := newTestDropper(t, DropperConfig{LockTimeout: 200 * time.Millisecond})
 
-	res := d.Drop(ctx, pool, testTarget, command(name))
+	res := d.Drop(ctx, pool, testTarget, command(t, pool, name))
 	wantOutcome(t, res, schemas.OutcomeFailed)
 	if res.SQLState != "55P03" || !strings.Contains(res.Reason, "reassign owned") || !strings.Contains(res.Reason, "NOLOGIN") {
 		t.Errorf("sqlstate %q, reason %q", res.SQLState, res.Reason)
@@ -450,14 +445,14 @@ func TestDropBatchFallsBackPerRole(t *testing.T) {
 	for i := range 5 {
 		n := fmt.Sprintf("v-fallback-%s-%d", sfx, i)
 		createVaultUser(t, pool, n, schema)
-		cmds = append(cmds, command(n))
+		cmds = append(cmds, command(t, pool, n))
 	}
 	bad := cmds[2].DBUser
 	lockTable(t, pgtest.Pool(t), ownTable(t, pool, schema, bad))
 	connectAs(t, cmds[0].DBUser)
 	d := newTestDropper(t, DropperConfig{LockTimeout: 200 * time.Millisecond})
 
-	results := d.DropBatch(ctx, pool, testTarget, cmds)
+	results := d.DropBatch(ctx, pool, testTarget, cmds, nil)
 	for i, res := range results {
 		n := cmds[i].DBUser
 		if n == bad {
@@ -497,7 +492,7 @@ func TestConcurrentDropOfOneRole(t *testing.T) {
 		results := make([]schemas.RevocationResult, 2)
 		for i := range results {
 			wg.Go(func() {
-				results[i] = d.Drop(ctx, pool, testTarget, command(name))
+				results[i] = d.Drop(ctx, pool, testTarget, command(t, pool, name))
 			})
 		}
 		wg.Wait()
@@ -592,11 +587,11 @@ func TestConcurrentDropsSharingGrants(t *testing.T) {
 			for i := w; i < len(names); i += 4 {
 				if i%8 == w {
 					// Some as small batches, racing the single drops.
-					batch := d.DropBatch(ctx, pool, testTarget, []schemas.RevocationCommand{command(names[i])})
+					batch := d.DropBatch(ctx, pool, testTarget, []schemas.RevocationCommand{command(t, pool, names[i])}, nil)
 					results[i] = batch[0]
 					continue
 				}
-				results[i] = d.Drop(ctx, pool, testTarget, command(names[i]))
+				results[i] = d.Drop(ctx, pool, testTarget, command(t, pool, names[i]))
 			}
 		})
 	}

@@ -15,6 +15,9 @@ import (
 	"github.com/leaseguard/leaseguard/store"
 )
 
+// IssuerApproval issues the commands of approved pending revocations.
+const IssuerApproval = "approval"
+
 // ExecutorDeps are what carrying out a revocation needs.
 type ExecutorDeps struct {
 	Dropper  *Dropper
@@ -25,17 +28,23 @@ type ExecutorDeps struct {
 	// State is the state-store pool (search_path set to its schema).
 	State    *pgxpool.Pool
 	Evidence evidence.Builder
-	Logger   *slog.Logger
-	Metrics  *Metrics
-	Clock    func() time.Time
+	// RequiresApproval reports whether a rule is in approve mode: its
+	// commands are carried out only if an owner approved exactly that
+	// command. nil: no rule is.
+	RequiresApproval func(rule string) bool
+	Logger           *slog.Logger
+	Metrics          *Metrics
+	Clock            func() time.Time
 }
 
-// Executor carries out revocation commands: it authenticates each one,
-// claims it in the state store, waits on the blast-radius limit, drops the
-// users (batched per target database) and records every outcome with its
-// evidence in one state-store transaction. The JetStream consumer and the
-// operator's direct path (pipeline down) both go through it, so both apply
-// the same guards and the same idempotency.
+// Executor carries out revocation commands: it authenticates each one
+// (signature, lifetime, target, approval) before recording anything under
+// its id, claims it in the state store, waits on the blast-radius limit,
+// drops the users or ends the ghost sessions (batched per target database)
+// and records every outcome with its evidence in one state-store
+// transaction. The JetStream consumer and the operator's direct path
+// (pipeline down) both go through it, so both apply the same guards and the
+// same idempotency.
 type Executor struct {
 	ExecutorDeps
 }
@@ -75,93 +84,218 @@ type Executed struct {
 // instead of being handed back for a retry.
 func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand, final func(i int) bool) []Executed {
 	out := make([]Executed, len(cmds))
-	claims := make([]store.Claim, len(cmds))
-	byDB := map[string][]int{}
-	var order []string
-	var candidates []int
-	for i, cmd := range cmds {
-		out[i].Command = cmd
-		if err := x.Verifier.Verify(cmd); err != nil {
-			out[i] = x.settle(ctx, cmd, x.refusal(cmd, err))
-			continue
-		}
-		if _, ok := x.Targets.Pool(cmd.Database); !ok {
-			out[i] = x.settle(ctx, cmd, x.refusal(cmd, &Refusal{Guard: "unknown_target",
-				Reason: fmt.Sprintf("no target database named %q is configured", cmd.Database)}))
-			continue
-		}
-		candidates = append(candidates, i)
+	for i := range cmds {
+		out[i].Command = cmds[i]
 	}
-	// Claim every command in one statement (one commit for the batch).
-	claimCmds := make([]schemas.RevocationCommand, len(candidates))
-	for k, i := range candidates {
-		claimCmds[k] = cmds[i]
-	}
-	got, err := store.ClaimRevocations(ctx, x.State, claimCmds)
+	admitted := x.admitAll(ctx, cmds, out)
+	claims, err := x.claim(ctx, cmds, admitted)
 	if err != nil {
-		x.Logger.Warn("cannot claim revocations; will retry", "commands", len(candidates), "err", err)
-		for _, i := range candidates {
+		x.Logger.Warn("cannot claim revocations; will retry", "commands", len(admitted), "err", err)
+		for _, i := range admitted {
 			out[i].Retry, out[i].Err = true, err
 		}
 		return out
 	}
-	for k, i := range candidates {
+	byDB, order := x.schedule(ctx, cmds, admitted, claims, out)
+	for _, db := range order {
+		x.runIn(ctx, db, byDB[db], cmds, claims, final, out)
+	}
+	return out
+}
+
+// admitAll authenticates each command. A refused one is recorded under its
+// own hash (refuseUnrecorded) and takes no id; one whose check could not be
+// made (the target unreachable) is handed back for a retry. It returns the
+// indexes of the admitted commands.
+func (x *Executor) admitAll(ctx context.Context, cmds []schemas.RevocationCommand, out []Executed) []int {
+	var admitted []int
+	for i, cmd := range cmds {
+		err := x.admit(ctx, cmd)
+		var r *Refusal
+		switch {
+		case err == nil:
+			admitted = append(admitted, i)
+		case errors.As(err, &r):
+			out[i] = x.refuseUnrecorded(ctx, cmd, r)
+		default:
+			x.Logger.Warn("cannot check revocation command; will retry", "command_id", cmd.ID, "err", err)
+			out[i].Retry, out[i].Err = true, err
+		}
+	}
+	return admitted
+}
+
+// admit is everything a command must pass before anything is recorded
+// under its id: a valid signature by a trusted key, its lifetime, an action
+// that fits, a configured target whose identity it carries, and, for a rule
+// in approve mode, an owner's approval of exactly this command.
+func (x *Executor) admit(ctx context.Context, cmd schemas.RevocationCommand) error {
+	if err := x.Verifier.Verify(cmd); err != nil {
+		return err
+	}
+	if err := CheckFresh(cmd, x.Clock()); err != nil {
+		return err
+	}
+	if _, ok := x.Targets.Pool(cmd.Database); !ok {
+		return refuse(GuardUnknownTarget, "no target database named %q is configured", cmd.Database)
+	}
+	if err := CheckShape(cmd); err != nil {
+		return err
+	}
+	id, err := x.Targets.Identity(ctx, cmd.Database)
+	if err != nil {
+		return err
+	}
+	if err := checkTarget(sessionFacts{Target: id}, expect(cmd)); err != nil {
+		return err
+	}
+	return x.checkApproval(ctx, cmd)
+}
+
+// checkApproval refuses a command of a rule in approve mode (or one issued
+// as approved) unless an owner approved exactly this command: the pending
+// revocation of its id is approved, and the command the approval issued
+// has this command's nonce.
+func (x *Executor) checkApproval(ctx context.Context, cmd schemas.RevocationCommand) error {
+	needs := cmd.Issuer == IssuerApproval || (x.RequiresApproval != nil && x.RequiresApproval(cmd.Rule))
+	if !needs {
+		return nil
+	}
+	p, err := store.GetPending(ctx, x.State, cmd.ID)
+	switch {
+	case errors.Is(err, store.ErrPendingNotFound):
+		return refuse(GuardApproval, "rule %s needs an owner's approval and none is recorded for command %s", cmd.Rule, cmd.ID)
+	case err != nil:
+		return err
+	case p.State != schemas.ApprovalApproved || p.Approved == nil:
+		return refuse(GuardApproval, "the pending revocation %s is %s, not approved", cmd.ID, p.State)
+	case p.Approved.Nonce != cmd.Nonce || p.Database != cmd.Database || p.DBUser != cmd.DBUser:
+		return refuse(GuardApproval, "the pending revocation %s was approved for another command", cmd.ID)
+	}
+	return nil
+}
+
+// claim records every admitted command in one statement (one commit for
+// the batch) and returns the claims by command index.
+func (x *Executor) claim(ctx context.Context, cmds []schemas.RevocationCommand, admitted []int) ([]store.Claim, error) {
+	claims := make([]store.Claim, len(cmds))
+	batch := make([]schemas.RevocationCommand, len(admitted))
+	for k, i := range admitted {
+		batch[k] = cmds[i]
+	}
+	got, err := store.ClaimRevocations(ctx, x.State, batch)
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range admitted {
 		claims[i] = got[k]
 	}
-	for _, i := range candidates {
-		cmd, claim := cmds[i], claims[i]
-		if claim.Done {
-			x.Metrics.duplicates.Inc()
-			out[i].Recorded, out[i].Duplicate = true, true
-			if rev, err := store.GetRevocation(ctx, x.State, cmd.ID); err == nil && rev.Result != nil {
-				out[i].Result = *rev.Result
-			} else {
-				out[i].Result = schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser, Outcome: claim.Outcome}
-			}
+	return claims, nil
+}
+
+// schedule settles the commands an earlier attempt finished, waits on the
+// blast-radius limit for the others and groups them by target database.
+func (x *Executor) schedule(ctx context.Context, cmds []schemas.RevocationCommand, admitted []int, claims []store.Claim,
+	out []Executed) (map[string][]int, []string) {
+	byDB := map[string][]int{}
+	var order []string
+	for _, i := range admitted {
+		cmd := cmds[i]
+		if claims[i].Done {
+			out[i] = x.duplicate(ctx, cmd, claims[i])
 			continue
 		}
-		if x.Limiter != nil {
-			waited, err := x.Limiter.Wait(ctx, cmd.Emergency)
-			if waited > 0 {
-				x.Metrics.throttled.Add(waited.Seconds())
-			}
-			if err != nil {
-				out[i].Retry, out[i].Err = true, fmt.Errorf("blast-radius limit: %w", err)
-				continue
-			}
+		if err := x.waitLimit(ctx, cmd); err != nil {
+			out[i].Retry, out[i].Err = true, err
+			continue
 		}
 		if _, seen := byDB[cmd.Database]; !seen {
 			order = append(order, cmd.Database)
 		}
 		byDB[cmd.Database] = append(byDB[cmd.Database], i)
 	}
-	for _, db := range order {
-		x.dropAndRecord(ctx, db, byDB[db], cmds, claims, final, out)
+	return byDB, order
+}
+
+// duplicate is the result of a command an earlier attempt recorded.
+func (x *Executor) duplicate(ctx context.Context, cmd schemas.RevocationCommand, claim store.Claim) Executed {
+	x.Metrics.duplicates.Inc()
+	e := Executed{Command: cmd, Recorded: true, Duplicate: true}
+	if rev, err := store.GetRevocation(ctx, x.State, cmd.ID); err == nil && rev.Result != nil {
+		e.Result = *rev.Result
+	} else {
+		e.Result = schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser, Outcome: claim.Outcome}
+	}
+	return e
+}
+
+func (x *Executor) waitLimit(ctx context.Context, cmd schemas.RevocationCommand) error {
+	if x.Limiter == nil {
+		return nil
+	}
+	waited, err := x.Limiter.Wait(ctx, cmd.Emergency)
+	if waited > 0 {
+		x.Metrics.throttled.Add(waited.Seconds())
+	}
+	if err != nil {
+		return fmt.Errorf("blast-radius limit: %w", err)
+	}
+	return nil
+}
+
+// runIn carries out one target's commands, drops and terminations, and
+// records their outcomes.
+func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schemas.RevocationCommand,
+	claims []store.Claim, final func(int) bool, out []Executed) {
+	var drops, terms []int
+	for _, i := range idx {
+		if cmds[i].Action == schemas.ActionTerminateSession {
+			terms = append(terms, i)
+		} else {
+			drops = append(drops, i)
+		}
+	}
+	pool, _ := x.Targets.Pool(db)
+	results := make(map[int]schemas.RevocationResult, len(idx))
+	start := time.Now()
+	if len(drops) > 0 {
+		for k, res := range x.drop(ctx, pool, db, pick(cmds, drops), claims, drops) {
+			results[drops[k]] = res
+		}
+	}
+	if len(terms) > 0 {
+		for k, res := range x.Dropper.TerminateBatch(ctx, pool, db, pick(cmds, terms)) {
+			results[terms[k]] = res
+		}
+	}
+	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	x.record(ctx, db, idx, cmds, results, final, out)
+}
+
+func pick(cmds []schemas.RevocationCommand, idx []int) []schemas.RevocationCommand {
+	out := make([]schemas.RevocationCommand, len(idx))
+	for k, i := range idx {
+		out[k] = cmds[i]
 	}
 	return out
 }
 
-func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds []schemas.RevocationCommand,
-	claims []store.Claim, final func(int) bool, out []Executed) {
-	pool, _ := x.Targets.Pool(db)
-	batch := make([]schemas.RevocationCommand, len(idx))
-	for j, i := range idx {
-		batch[j] = cmds[i]
-	}
-	hookCtx := WithBeforeCommit(ctx, func(ctx context.Context, xid int64, ids []string) error {
+// drop runs DropBatch, recording the target transaction id before it
+// commits, and resolves roles found absent that an earlier attempt of the
+// same command dropped without recording it.
+func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batch []schemas.RevocationCommand,
+	claims []store.Claim, idx []int) []schemas.RevocationResult {
+	results := x.Dropper.DropBatch(ctx, pool, db, batch, func(ctx context.Context, xid int64, ids []string) error {
 		return store.SetTargetXID(ctx, x.State, ids, xid)
 	})
-	start := time.Now()
-	results := x.Dropper.DropBatch(hookCtx, pool, db, batch)
-	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
 	// A role found absent may have been dropped by another attempt of the
 	// same command (a redelivery, another revoker) that has not recorded
 	// its outcome yet: its drop transaction id is recorded before that
 	// transaction commits, so read it now, not as it was at the claim.
 	var absentIDs []string
-	for j := range idx {
-		if results[j].Outcome == schemas.OutcomeAlreadyAbsent {
-			absentIDs = append(absentIDs, results[j].CommandID)
+	for _, res := range results {
+		if res.Outcome == schemas.OutcomeAlreadyAbsent {
+			absentIDs = append(absentIDs, res.CommandID)
 		}
 	}
 	xids, err := store.TargetXIDs(ctx, x.State, absentIDs)
@@ -169,22 +303,33 @@ func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds
 		x.Logger.Warn("cannot read target transactions; using the claims'", "err", err)
 		xids = nil
 	}
-	var settleIdx []int
-	var settleRes []schemas.RevocationResult
-	for j, i := range idx {
-		res := results[j]
-		xid := claims[i].TargetXID
+	for k := range results {
+		res := &results[k]
+		xid := claims[idx[k]].TargetXID
 		if v, ok := xids[res.CommandID]; ok {
 			xid = v
 		}
-		if res.Outcome == schemas.OutcomeAlreadyAbsent && xid != 0 {
-			if status, err := txidStatus(ctx, pool, xid); err == nil && status == "committed" {
-				// An earlier attempt dropped the role and ended before it
-				// recorded the outcome: the drop is that attempt's, and ours.
-				res.Outcome = schemas.OutcomeDropped
-				res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", xid)
-			}
+		if res.Outcome != schemas.OutcomeAlreadyAbsent || xid == 0 {
+			continue
 		}
+		if status, err := txidStatus(ctx, pool, xid); err == nil && status == "committed" {
+			// An earlier attempt dropped the role and ended before it
+			// recorded the outcome: the drop is that attempt's, and ours.
+			res.Outcome = schemas.OutcomeDropped
+			res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", xid)
+		}
+	}
+	return results
+}
+
+// record hands transient failures back for a retry (unless it is the last
+// attempt) and records every other outcome with its evidence.
+func (x *Executor) record(ctx context.Context, db string, idx []int, cmds []schemas.RevocationCommand,
+	results map[int]schemas.RevocationResult, final func(int) bool, out []Executed) {
+	var settleIdx []int
+	var settleRes []schemas.RevocationResult
+	for _, i := range idx {
+		res := results[i]
 		if res.Outcome == schemas.OutcomeFailed && transient(res.SQLState) && (final == nil || !final(i)) {
 			x.Logger.Warn("revocation failed; will retry", "database", db, "db_user", res.DBUser, "sqlstate", res.SQLState, "reason", res.Reason)
 			out[i] = Executed{Command: cmds[i], Result: res, Retry: true, Err: errors.New(res.Reason)}
@@ -193,27 +338,22 @@ func (x *Executor) dropAndRecord(ctx context.Context, db string, idx []int, cmds
 		settleIdx = append(settleIdx, i)
 		settleRes = append(settleRes, res)
 	}
-	// One state-store transaction (one commit) for the whole batch's
-	// outcomes and evidence; per command if that fails.
-	settleCmds := make([]schemas.RevocationCommand, len(settleIdx))
-	for k, i := range settleIdx {
-		settleCmds[k] = cmds[i]
-	}
-	for k, e := range x.settleMany(ctx, settleCmds, settleRes) {
+	for k, e := range x.settle(ctx, pick(cmds, settleIdx), settleRes) {
 		out[settleIdx[k]] = e
 	}
 }
 
-// settleMany records several outcomes and their evidence in one
-// transaction; if that fails, each is recorded on its own so one bad record
-// does not hold back the others.
-func (x *Executor) settleMany(ctx context.Context, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) []Executed {
+// settle records outcomes and their evidence in one transaction; if that
+// fails for several, each is recorded on its own so one bad record does
+// not hold back the others. An outcome that cannot be recorded is handed
+// back for a retry.
+func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) []Executed {
 	out := make([]Executed, len(cmds))
 	if len(cmds) == 0 {
 		return out
 	}
 	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
-		evs, err := x.finishMany(ctx, tx, cmds, results)
+		evs, err := x.finish(ctx, tx, cmds, results)
 		if err != nil {
 			return err
 		}
@@ -223,105 +363,44 @@ func (x *Executor) settleMany(ctx context.Context, cmds []schemas.RevocationComm
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+		for i := range cmds {
+			out[i] = x.recorded(cmds[i], results[i])
+		}
+	case len(cmds) > 1:
 		x.Logger.Warn("recording a batch of outcomes failed; recording one by one", "commands", len(cmds), "err", err)
 		for i := range cmds {
-			out[i] = x.settle(ctx, cmds[i], results[i])
+			out[i] = x.settle(ctx, cmds[i:i+1], results[i:i+1])[0]
 		}
-		return out
-	}
-	for i := range cmds {
-		out[i] = x.recorded(cmds[i], results[i])
+	default:
+		x.Logger.Warn("cannot record revocation outcome; will retry", "command_id", cmds[0].ID, "err", err)
+		out[0] = Executed{Command: cmds[0], Result: results[0], Retry: true, Err: err}
 	}
 	return out
-}
-
-func (x *Executor) refusal(cmd schemas.RevocationCommand, err error) schemas.RevocationResult {
-	now := x.Clock()
-	res := schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser,
-		Outcome: schemas.OutcomeRefused, Reason: err.Error(), StartedAt: now, FinishedAt: now}
-	var r *Refusal
-	if errors.As(err, &r) {
-		res.Guard, res.Reason = r.Guard, r.Reason
-	}
-	return res
-}
-
-// settle records the outcome and its evidence in one transaction.
-func (x *Executor) settle(ctx context.Context, cmd schemas.RevocationCommand, res schemas.RevocationResult) Executed {
-	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error { return x.recordTx(ctx, tx, cmd, res) })
-	if err != nil {
-		x.Logger.Warn("cannot record revocation outcome; will retry", "command_id", cmd.ID, "err", err)
-		return Executed{Command: cmd, Result: res, Retry: true, Err: err}
-	}
-	return x.recorded(cmd, res)
 }
 
 // recorded counts and logs an outcome that is committed.
 func (x *Executor) recorded(cmd schemas.RevocationCommand, res schemas.RevocationResult) Executed {
 	x.Metrics.outcomes.WithLabelValues(string(res.Outcome), res.Guard).Inc()
-	x.Logger.Info("revocation", "outcome", res.Outcome, "database", res.Database, "db_user", res.DBUser,
+	x.Logger.Info("revocation", "outcome", res.Outcome, "action", cmd.Action, "database", res.Database, "db_user", res.DBUser,
 		"command_id", res.CommandID, "rule", cmd.Rule, "issuer", cmd.Issuer, "actor", cmd.Actor, "guard", res.Guard,
-		"reason", res.Reason, "sessions_terminated", res.SessionsTerminated)
+		"reason", res.Reason, "sessions_terminated", res.SessionsTerminated, "corroboration", cmd.Corroboration.Source)
 	return Executed{Command: cmd, Result: res, Recorded: true}
 }
 
-// recordTx records one outcome and its evidence inside tx.
-func (x *Executor) recordTx(ctx context.Context, tx pgx.Tx, cmd schemas.RevocationCommand, res schemas.RevocationResult) error {
-	ev, ok, err := x.finish(ctx, tx, cmd, res)
-	if err != nil || !ok {
-		return err
-	}
-	if _, err := evidence.Append(ctx, tx, ev); err != nil {
-		return fmt.Errorf("append evidence: %w", err)
-	}
-	return nil
-}
-
-// finishMany is finish for many commands, in a few statements whatever
-// their number: it returns the evidence of the outcomes recorded now, in
-// the order of cmds.
-func (x *Executor) finishMany(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, error) {
-	var refused []schemas.RevocationCommand
-	var leaseIDs []string
-	for i, cmd := range cmds {
-		if results[i].Outcome == schemas.OutcomeRefused {
-			refused = append(refused, cmd) // may never have been claimed
-		}
-		if cmd.LeaseID != "" {
-			leaseIDs = append(leaseIDs, cmd.LeaseID)
-		}
-	}
-	if _, err := store.ClaimRevocations(ctx, tx, refused); err != nil {
+// finish records the outcomes of cmds inside tx, in a few statements
+// whatever their number, and returns the evidence of those recorded now
+// (an outcome an earlier attempt recorded gets no second evidence).
+func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, error) {
+	leases, err := leaseContexts(ctx, tx, cmds)
+	if err != nil {
 		return nil, err
-	}
-	leases := map[string]evidence.LeaseContext{}
-	if len(leaseIDs) > 0 {
-		rows, err := tx.Query(ctx, `SELECT lease_id, coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
-			coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = ANY($1)`, leaseIDs)
-		if err != nil {
-			return nil, fmt.Errorf("read leases: %w", err)
-		}
-		var lc evidence.LeaseContext
-		if _, err := pgx.ForEachRow(rows, []any{&lc.LeaseID, &lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role}, func() error {
-			leases[lc.LeaseID] = lc
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("read leases: %w", err)
-		}
 	}
 	evs := make([]evidence.Event, len(cmds))
 	fs := make([]store.Finish, len(cmds))
 	for i, cmd := range cmds {
-		var lc *evidence.LeaseContext
-		if cmd.LeaseID != "" {
-			c, ok := leases[cmd.LeaseID]
-			if !ok {
-				c = evidence.LeaseContext{LeaseID: cmd.LeaseID}
-			}
-			lc = &c
-		}
-		ev, err := x.Evidence.Revocation(cmd, results[i], lc)
+		ev, err := x.Evidence.Revocation(cmd, results[i], leases[cmd.LeaseID])
 		if err != nil {
 			return nil, fmt.Errorf("build evidence: %w", err)
 		}
@@ -341,30 +420,32 @@ func (x *Executor) finishMany(ctx context.Context, tx pgx.Tx, cmds []schemas.Rev
 	return out, nil
 }
 
-// finish records the outcome of cmd inside tx and returns its evidence
-// event, to be appended by the caller; ok is false when an earlier attempt
-// already recorded it (no second evidence).
-func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmd schemas.RevocationCommand, res schemas.RevocationResult) (evidence.Event, bool, error) {
-	if res.Outcome == schemas.OutcomeRefused {
-		// Refused commands may never have been claimed.
-		if _, err := store.ClaimRevocation(ctx, tx, cmd); err != nil {
-			return evidence.Event{}, false, err
+// leaseContexts reads what the ledger knows of the commands' leases, for
+// their evidence. A lease the ledger does not know has only its id.
+func leaseContexts(ctx context.Context, q store.Querier, cmds []schemas.RevocationCommand) (map[string]*evidence.LeaseContext, error) {
+	out := map[string]*evidence.LeaseContext{}
+	var ids []string
+	for _, cmd := range cmds {
+		if cmd.LeaseID != "" && out[cmd.LeaseID] == nil {
+			out[cmd.LeaseID] = &evidence.LeaseContext{LeaseID: cmd.LeaseID}
+			ids = append(ids, cmd.LeaseID)
 		}
 	}
-	var lc *evidence.LeaseContext
-	if cmd.LeaseID != "" {
-		lc = &evidence.LeaseContext{LeaseID: cmd.LeaseID}
-		_ = tx.QueryRow(ctx, `SELECT coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
-			coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = $1`, cmd.LeaseID).
-			Scan(&lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role)
+	if len(ids) == 0 {
+		return out, nil
 	}
-	ev, err := x.Evidence.Revocation(cmd, res, lc)
+	rows, err := q.Query(ctx, `SELECT lease_id, coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
+		coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = ANY($1)`, ids)
 	if err != nil {
-		return evidence.Event{}, false, fmt.Errorf("build evidence: %w", err)
+		return nil, fmt.Errorf("read leases: %w", err)
 	}
-	fresh, err := store.FinishRevocation(ctx, tx, res, ev.ID, x.Clock())
-	if err != nil || !fresh {
-		return evidence.Event{}, false, err
+	var lc evidence.LeaseContext
+	if _, err := pgx.ForEachRow(rows, []any{&lc.LeaseID, &lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role}, func() error {
+		c := lc
+		out[c.LeaseID] = &c
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
 	}
-	return ev, true, nil
+	return out, nil
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/leaseguard/leaseguard/schemas"
 )
 
 // Guard names, as recorded in RevocationResult.Guard.
@@ -26,6 +28,18 @@ const (
 	GuardBypassRLS      = "bypassrls"
 	GuardReassignTarget = "reassign_target"
 	GuardSignature      = "signature"
+	// The guards below are checked before a command is recorded under its
+	// id (except role_oid, corroboration, group_role and createrole, which
+	// the target answers under the role's lock).
+	GuardExpired       = "expired"
+	GuardAction        = "action"
+	GuardTarget        = "target"
+	GuardUnknownTarget = "unknown_target"
+	GuardApproval      = "approval"
+	GuardRoleOID       = "role_oid"
+	GuardCorroboration = "corroboration"
+	GuardGroupRole     = "group_role"
+	GuardCreateRole    = "createrole"
 )
 
 // DefaultManagedPattern matches the names Vault's PostgreSQL plugin gives
@@ -59,6 +73,13 @@ type GuardConfig struct {
 	ManagedPattern *regexp.Regexp
 	// Protected names are never dropped (exact, case-sensitive match).
 	Protected []string
+	// AllowGroupRoles lets the revoker drop a role that has members.
+	// Vault's plugin creates login roles with no members; a role others are
+	// granted is a group role, and dropping it takes their privileges away.
+	AllowGroupRoles bool
+	// AllowCreateRole lets the revoker drop a role with CREATEROLE, which
+	// Vault's default creation statements never grant.
+	AllowCreateRole bool
 }
 
 func (g GuardConfig) withDefaults() GuardConfig {
@@ -90,26 +111,60 @@ func (g GuardConfig) CheckName(name string) error {
 }
 
 // roleFacts is what pg_roles says about a role, read under the role's
-// advisory lock in the transaction that drops it.
+// advisory lock in the transaction that drops it. It is comparable: the
+// revoker reads it twice and compares.
 type roleFacts struct {
 	Name        string
 	OID         uint32
 	Superuser   bool
 	Replication bool
 	BypassRLS   bool
+	CreateRole  bool
+	// HasMembers: roles other than the revoker's own are members of it (a
+	// group role).
+	HasMembers bool
+	// ValidUntilPassed: rolvaliduntil is finite and before the
+	// transaction's start (the database no longer honours the password).
+	ValidUntilPassed bool
 }
 
 // sessionFacts describes the revoker's own connection to the target.
 type sessionFacts struct {
 	CurrentUser string
 	SessionUser string
+	// Target is the identity of the database the connection is in.
+	Target schemas.TargetIdentity
+}
+
+// expectation is what a command says the target and its role were when it
+// was issued; the revoker refuses when the database disagrees.
+type expectation struct {
+	target        schemas.TargetIdentity
+	oid           uint32
+	corroboration string
+}
+
+func expect(cmd schemas.RevocationCommand) expectation {
+	return expectation{target: cmd.Target, oid: cmd.RoleOID, corroboration: cmd.Corroboration.Source}
+}
+
+// checkTarget refuses a command issued for another database than the one
+// the connection is in.
+func checkTarget(s sessionFacts, e expectation) error {
+	if s.Target != e.target {
+		return refuse(GuardTarget, "the command was issued for database %s/%d, and this target is %s/%d",
+			e.target.SystemIdentifier, e.target.DatabaseOID, s.Target.SystemIdentifier, s.Target.DatabaseOID)
+	}
+	return nil
 }
 
 // checkRole applies the guards that need the database, in order:
-// superuser, own_role, replication, bypassrls, reassign_target. It returns
-// nil or a *Refusal.
-func checkRole(r roleFacts, s sessionFacts, reassignTo string) error {
+// role_oid, superuser, own_role, replication, bypassrls, reassign_target,
+// group_role, createrole, corroboration. It returns nil or a *Refusal.
+func checkRole(r roleFacts, s sessionFacts, reassignTo string, e expectation, g GuardConfig) error {
 	switch {
+	case r.OID != e.oid:
+		return refuse(GuardRoleOID, "role %q has oid %d; the command was issued for oid %d (the role was replaced)", r.Name, r.OID, e.oid)
 	case r.Superuser:
 		return refuse(GuardSuperuser, "role %q is a superuser", r.Name)
 	case r.Name == s.CurrentUser || r.Name == s.SessionUser:
@@ -120,6 +175,12 @@ func checkRole(r roleFacts, s sessionFacts, reassignTo string) error {
 		return refuse(GuardBypassRLS, "role %q has BYPASSRLS", r.Name)
 	case r.Name == reassignTo:
 		return refuse(GuardReassignTarget, "role %q is the role its objects would be reassigned to", r.Name)
+	case r.HasMembers && !g.AllowGroupRoles:
+		return refuse(GuardGroupRole, "role %q has members: it is a group role", r.Name)
+	case r.CreateRole && !g.AllowCreateRole:
+		return refuse(GuardCreateRole, "role %q has CREATEROLE", r.Name)
+	case e.corroboration == schemas.CorroboratedByValidUntil && !r.ValidUntilPassed:
+		return refuse(GuardCorroboration, "the command rests on rolvaliduntil having passed, and the database honours the password of %q again (renewed since)", r.Name)
 	}
 	return nil
 }

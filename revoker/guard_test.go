@@ -117,6 +117,58 @@ func TestGuardsRefuse(t *testing.T) {
 			createRole(t, admin, n, "LOGIN")
 			return setup{pool: admin, target: n, db: "another"}
 		}},
+		{"role replaced since the command", GuardRoleOID, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n := "v-token-oid-" + sfx
+			createRole(t, admin, n, "LOGIN")
+			return setup{pool: admin, target: n, cmd: func(c schemas.RevocationCommand) schemas.RevocationCommand {
+				c.RoleOID++ // issued for the role of that name before it was re-created
+				return c
+			}}
+		}},
+		{"issued for another database", GuardTarget, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n := "v-token-tgt-" + sfx
+			createRole(t, admin, n, "LOGIN")
+			return setup{pool: admin, target: n, cmd: func(c schemas.RevocationCommand) schemas.RevocationCommand {
+				c.Target.DatabaseOID++
+				return c
+			}}
+		}},
+		{"issued for another cluster", GuardTarget, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n := "v-token-cluster-" + sfx
+			createRole(t, admin, n, "LOGIN")
+			return setup{pool: admin, target: n, cmd: func(c schemas.RevocationCommand) schemas.RevocationCommand {
+				c.Target.SystemIdentifier = "1"
+				return c
+			}}
+		}},
+		{"group role", GuardGroupRole, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n, member := "v-token-group-"+sfx, "lg_member_"+sfx
+			createRole(t, admin, n, "LOGIN")
+			createRole(t, admin, member, "LOGIN")
+			mustExec(t, admin, "GRANT "+ident(n)+" TO "+ident(member))
+			return setup{pool: admin, target: n}
+		}},
+		{"createrole", GuardCreateRole, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n := "v-token-cr-" + sfx
+			createRole(t, admin, n, "LOGIN CREATEROLE")
+			return setup{pool: admin, target: n}
+		}},
+		{"password valid again (renewed since)", GuardCorroboration, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n := "v-token-renewed-" + sfx
+			createRole(t, admin, n, "LOGIN VALID UNTIL 'infinity'")
+			return setup{pool: admin, target: n, cmd: func(c schemas.RevocationCommand) schemas.RevocationCommand {
+				c.Corroboration.Source = schemas.CorroboratedByValidUntil
+				return c
+			}}
+		}},
+		{"password valid in the future", GuardCorroboration, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
+			n := "v-token-future-" + sfx
+			createRole(t, admin, n, "LOGIN VALID UNTIL '2999-01-01'")
+			return setup{pool: admin, target: n, cmd: func(c schemas.RevocationCommand) schemas.RevocationCommand {
+				c.Corroboration.Source = schemas.CorroboratedByValidUntil
+				return c
+			}}
+		}},
 		{"name too long", GuardInvalidName, func(t *testing.T, admin *pgxpool.Pool, sfx string) setup {
 			// 63 bytes exist; the command names 64, which the server
 			// would truncate to the existing role.
@@ -134,7 +186,7 @@ func TestGuardsRefuse(t *testing.T) {
 			admin := pgtest.Pool(t)
 			s := tc.setup(t, admin, pgtest.Suffix())
 			d := newTestDropper(t, s.cfg)
-			cmd := command(s.target)
+			cmd := command(t, s.pool, s.target)
 			if s.cmd != nil {
 				cmd = s.cmd(cmd)
 			}
@@ -158,7 +210,7 @@ func TestGuardsRefuse(t *testing.T) {
 			}
 
 			// The batch path refuses the same way.
-			batch := d.DropBatch(ctx, s.pool, db, []schemas.RevocationCommand{cmd, command("v-absent-" + pgtest.Suffix())})
+			batch := d.DropBatch(ctx, s.pool, db, []schemas.RevocationCommand{cmd, command(t, s.pool, "v-absent-"+pgtest.Suffix())}, nil)
 			wantOutcome(t, batch[0], schemas.OutcomeRefused)
 			if batch[0].Guard != tc.guard || len(batch[0].Statements) != 0 {
 				t.Errorf("batch: guard %q, statements %q", batch[0].Guard, batch[0].Statements)
@@ -170,29 +222,68 @@ func TestGuardsRefuse(t *testing.T) {
 	}
 }
 
+// TestGuardsAllowWhenConfigured drops a group role, a CREATEROLE role and a
+// role whose password has expired when the configuration (or the database)
+// allows it: the guards above refuse for the reason they name, not always.
+func TestGuardsAllowWhenConfigured(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	admin := pgtest.Pool(t)
+	sfx := pgtest.Suffix()
+	group, member, cr, expired := "v-token-g-"+sfx, "lg_m_"+sfx, "v-token-c-"+sfx, "v-token-e-"+sfx
+	createRole(t, admin, group, "LOGIN")
+	createRole(t, admin, member, "LOGIN")
+	mustExec(t, admin, "GRANT "+ident(group)+" TO "+ident(member))
+	createRole(t, admin, cr, "LOGIN CREATEROLE")
+	createRole(t, admin, expired, "LOGIN VALID UNTIL '2000-01-01'")
+	d := newTestDropper(t, DropperConfig{Guard: GuardConfig{AllowGroupRoles: true, AllowCreateRole: true}})
+	exp := command(t, admin, expired)
+	exp.Corroboration.Source = schemas.CorroboratedByValidUntil
+	for _, cmd := range []schemas.RevocationCommand{command(t, admin, group), command(t, admin, cr), exp} {
+		wantOutcome(t, d.Drop(ctx, admin, testTarget, cmd), schemas.OutcomeDropped)
+	}
+}
+
 func TestCheckRoleOrder(t *testing.T) {
 	t.Parallel()
 	s := sessionFacts{CurrentUser: "leaseguard", SessionUser: "leaseguard"}
-	all := roleFacts{Name: "leaseguard", Superuser: true, Replication: true, BypassRLS: true}
-	want := []string{GuardSuperuser, GuardOwnRole, GuardReplication, GuardBypassRLS}
+	all := roleFacts{Name: "leaseguard", OID: 7, Superuser: true, Replication: true, BypassRLS: true, CreateRole: true, HasMembers: true}
+	e := expectation{oid: 8, corroboration: schemas.CorroboratedByValidUntil}
+	want := []string{GuardRoleOID, GuardSuperuser, GuardOwnRole, GuardReplication, GuardBypassRLS, GuardGroupRole, GuardCreateRole, GuardCorroboration}
 	for _, g := range want {
-		r, ok := asRefusal(checkRole(all, s, "x"))
+		r, ok := asRefusal(checkRole(all, s, "x", e, GuardConfig{}))
 		if !ok || r.Guard != g {
 			t.Fatalf("got %v, want guard %s", r, g)
 		}
 		switch g {
+		case GuardRoleOID:
+			e.oid = 7
 		case GuardSuperuser:
 			all.Superuser = false
 		case GuardOwnRole:
 			all.Name = "v-x"
 		case GuardReplication:
 			all.Replication = false
+		case GuardBypassRLS:
+			all.BypassRLS = false
+		case GuardGroupRole:
+			all.HasMembers = false
+		case GuardCreateRole:
+			all.CreateRole = false
 		}
 	}
-	if r, ok := asRefusal(checkRole(roleFacts{Name: "keeper"}, s, "keeper")); !ok || r.Guard != GuardReassignTarget {
+	all.ValidUntilPassed = true
+	if err := checkRole(all, s, "x", e, GuardConfig{}); err != nil {
+		t.Errorf("role past its validity refused: %v", err)
+	}
+	if r, ok := asRefusal(checkRole(roleFacts{Name: "keeper"}, s, "keeper", expectation{}, GuardConfig{})); !ok || r.Guard != GuardReassignTarget {
 		t.Errorf("reassign target not refused: %v", r)
 	}
-	if err := checkRole(roleFacts{Name: "v-ok"}, s, "keeper"); err != nil {
+	if err := checkRole(roleFacts{Name: "v-ok"}, s, "keeper", expectation{}, GuardConfig{}); err != nil {
 		t.Errorf("plain role refused: %v", err)
+	}
+	if err := checkTarget(sessionFacts{Target: schemas.TargetIdentity{SystemIdentifier: "1", DatabaseOID: 2}},
+		expectation{target: schemas.TargetIdentity{SystemIdentifier: "1", DatabaseOID: 3}}); err == nil {
+		t.Error("another database's command accepted")
 	}
 }

@@ -73,7 +73,7 @@ func TestDropAsNonSuperuser(t *testing.T) {
 		t.Fatalf("revoker pool is superuser %v (%v)", super, err)
 	}
 	d := newTestDropper(t, DropperConfig{Clock: stepClock()})
-	res := d.Drop(ctx, rp, testTarget, command(name))
+	res := d.Drop(ctx, rp, testTarget, command(t, admin, name))
 	wantOutcome(t, res, schemas.OutcomeDropped)
 	if res.SessionsTerminated != 1 || res.SessionsLeftAfter != 0 || !res.RoleAbsentAfter {
 		t.Errorf("terminated %d, left %d, absent %v", res.SessionsTerminated, res.SessionsLeftAfter, res.RoleAbsentAfter)
@@ -109,7 +109,7 @@ func TestDropAsNonSuperuserWithoutMembership(t *testing.T) {
 	// Cleanups run last first: the role goes here, with the privileges
 	// Vault's role granted it, which a superuser's DROP OWNED leaves.
 	t.Cleanup(func() {
-		res := newTestDropper(t, DropperConfig{}).Drop(context.Background(), admin, testTarget, command(name))
+		res := newTestDropper(t, DropperConfig{}).Drop(context.Background(), admin, testTarget, command(t, admin, name))
 		if res.Outcome != schemas.OutcomeDropped {
 			t.Errorf("cleanup drop: %s %s", res.Outcome, res.Reason)
 		}
@@ -117,7 +117,7 @@ func TestDropAsNonSuperuserWithoutMembership(t *testing.T) {
 
 	rp := poolAs(t, revokerRole, nil)
 	d := newTestDropper(t, DropperConfig{Clock: stepClock()})
-	res := d.Drop(ctx, rp, testTarget, command(name))
+	res := d.Drop(ctx, rp, testTarget, command(t, admin, name))
 	wantOutcome(t, res, schemas.OutcomeFailed)
 	if res.SQLState != "42501" || res.RoleAbsentAfter {
 		t.Errorf("sqlstate %q (want 42501, insufficient privilege), absent %v, reason %q", res.SQLState, res.RoleAbsentAfter, res.Reason)
@@ -151,7 +151,7 @@ func TestDropGrantsOfAnotherGrantor(t *testing.T) {
 	createVaultUser(t, admin, plain, schema)
 
 	d := newTestDropper(t, DropperConfig{Clock: stepClock()})
-	res := d.DropBatch(ctx, admin, testTarget, []schemas.RevocationCommand{command(byVault), command(plain)})
+	res := d.DropBatch(ctx, admin, testTarget, []schemas.RevocationCommand{command(t, admin, byVault), command(t, admin, plain)}, nil)
 	for _, r := range res {
 		wantOutcome(t, r, schemas.OutcomeDropped)
 		if exists, _ := roleState(t, admin, r.DBUser); exists {

@@ -65,9 +65,11 @@ func (q *Queue) EnsureStream(ctx context.Context) error {
 }
 
 // Submit publishes the commands and waits until JetStream has stored every
-// one. The message id is the command id, so a resubmission within the
-// duplicates window is dropped by the server (and outside it, the revoker's
-// own idempotency applies).
+// one. The message id is derived from the signed bytes (MessageID): the
+// same command published twice within the duplicates window is stored
+// once, and nobody can occupy the id of a command before it exists. A
+// command issued again (a new nonce) is a new message, which the revoker's
+// own idempotency (the command id) makes harmless.
 func (q *Queue) Submit(ctx context.Context, cmds []schemas.RevocationCommand) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(cmds))
 	for i := range cmds {
@@ -75,7 +77,7 @@ func (q *Queue) Submit(ctx context.Context, cmds []schemas.RevocationCommand) er
 		if err != nil {
 			return fmt.Errorf("encode command %s: %w", cmds[i].ID, err)
 		}
-		f, err := q.js.PublishAsync(q.cfg.Subject, body, jetstream.WithMsgID(cmds[i].ID))
+		f, err := q.js.PublishAsync(q.cfg.Subject, body, jetstream.WithMsgID(MessageID(body)))
 		if err != nil {
 			return fmt.Errorf("publish command %s: %w", cmds[i].ID, err)
 		}

@@ -19,9 +19,10 @@ import (
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
-// Targets resolves a target database name to its pool.
+// Targets resolves a target database name to its pool and its identity.
 type Targets interface {
 	Pool(name string) (*pgxpool.Pool, bool)
+	Identity(ctx context.Context, name string) (schemas.TargetIdentity, error)
 }
 
 // ServiceConfig configures the revocation consumer.

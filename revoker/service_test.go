@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -16,16 +17,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/natstest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
-
-type targets map[string]*pgxpool.Pool
-
-func (t targets) Pool(name string) (*pgxpool.Pool, bool) { p, ok := t[name]; return p, ok }
 
 type svcRig struct {
 	st      *store.Store
@@ -66,7 +65,7 @@ func newSvcRig(t *testing.T) *svcRig {
 	cfg.AckWait = 5 * time.Second
 	cfg.Backoff = []time.Duration{100 * time.Millisecond}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
-		Dropper: dropper, Verifier: verifier, Targets: targets{"main": admin}, State: st.Pool(),
+		Dropper: dropper, Verifier: verifier, Targets: target.Pools{"main": admin}, State: st.Pool(),
 		Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
 	})
 	if err != nil {
@@ -99,11 +98,12 @@ func (r *svcRig) role(t *testing.T, name string) {
 	pgtest.DropRoleAtCleanup(t, r.admin, name)
 }
 
-func (r *svcRig) command(id, user string) schemas.RevocationCommand {
-	cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: id, IssuedAt: time.Now().UTC(),
-		Issuer: "detector", Rule: "lease-expired-not-revoked", Database: "main", DBUser: user, Reason: "test"}
+func (r *svcRig) command(t *testing.T, id, user string) schemas.RevocationCommand {
+	t.Helper()
+	cmd := cmdtest.Drop(t, r.admin, "main", user)
+	cmd.ID = id
 	if err := r.signer.Sign(&cmd); err != nil {
-		panic(err)
+		t.Fatal(err)
 	}
 	return cmd
 }
@@ -182,7 +182,7 @@ func TestServiceDuplicateDeliveryAndSecondCommand(t *testing.T) {
 	r := newSvcRig(t)
 	user := "v-token-dup-" + pgtest.Suffix()
 	r.role(t, user)
-	cmd := r.command("cmd-"+user, user)
+	cmd := r.command(t, "cmd-"+user, user)
 	r.publish(t, cmd)
 	r.publish(t, cmd) // the same command delivered twice
 	r.drained(t)
@@ -193,7 +193,7 @@ func TestServiceDuplicateDeliveryAndSecondCommand(t *testing.T) {
 		t.Fatalf("evidence outcomes after a duplicate delivery = %v, want [dropped]", got)
 	}
 	// A second command (another id) for the same user.
-	r.publish(t, r.command("cmd2-"+user, user))
+	r.publish(t, r.command(t, "cmd2-"+user, user))
 	r.drained(t)
 	if got := r.outcomes(t, user); len(got) != 2 || got[0] != "dropped" || got[1] != "already_absent" {
 		t.Fatalf("evidence outcomes after a second command = %v, want [dropped already_absent]", got)
@@ -213,19 +213,20 @@ func TestServiceRefusesUnsignedAndForged(t *testing.T) {
 	r := newSvcRig(t)
 	user := "v-token-forged-" + pgtest.Suffix()
 	r.role(t, user)
-	unsigned := r.command("unsigned-"+user, user)
+	unsigned := r.command(t, "unsigned-"+user, user)
 	unsigned.Signature, unsigned.KeyID = "", ""
-	forged := r.command("forged-"+user, user)
+	forged := r.command(t, "forged-"+user, user)
 	forged.DBUser = user // re-signed below with another key
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 	if err := revoker.NewSigner(otherKey).Sign(&forged); err != nil {
 		t.Fatal(err)
 	}
-	tampered := r.command("tampered-"+user, "v-token-someone-else")
+	tampered := r.command(t, "tampered-"+user, "v-token-someone-else")
 	tampered.DBUser = user
 	r.publish(t, unsigned)
 	r.publish(t, forged)
 	r.publish(t, tampered)
+	r.publish(t, tampered) // redelivered: recorded once
 	r.drained(t)
 	if !exists(t, r.admin, user) {
 		t.Fatal("a user was dropped on the word of an unsigned or forged command")
@@ -233,6 +234,27 @@ func TestServiceRefusesUnsignedAndForged(t *testing.T) {
 	got := r.outcomes(t, user)
 	if len(got) != 3 || got[0] != "refused" || got[1] != "refused" || got[2] != "refused" {
 		t.Fatalf("outcomes = %v, want three refusals", got)
+	}
+	// Refused before anything was recorded under their ids: no claim, so
+	// none of them can take the id of a real command.
+	for _, id := range []string{unsigned.ID, forged.ID, tampered.ID} {
+		if _, err := store.GetRevocation(context.Background(), r.st.Pool(), id); !errors.Is(err, store.ErrNoRevocation) {
+			t.Errorf("command %s was recorded under its id: %v", id, err)
+		}
+	}
+	var refused, findings int
+	if err := r.st.Pool().QueryRow(context.Background(), `SELECT (SELECT count(*) FROM refused_commands WHERE guard = 'signature'),
+		(SELECT count(*) FROM findings WHERE rule = 'command-refused' AND severity = 'critical')`).Scan(&refused, &findings); err != nil {
+		t.Fatal(err)
+	}
+	if refused != 3 || findings != 3 {
+		t.Errorf("refused commands %d, critical findings %d; want 3 and 3", refused, findings)
+	}
+	// The real command of one of those ids still acts.
+	r.publish(t, r.command(t, unsigned.ID, user))
+	r.drained(t)
+	if exists(t, r.admin, user) {
+		t.Error("the real command was not carried out after a forged one took its id")
 	}
 }
 
@@ -250,10 +272,10 @@ func TestServiceDeadLettersMalformedAndRefusesUnknownTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	r.publish(t, []byte(`{"type":"io.leaseguard.revocation_command.v1","id":"x","db_user":"v-a","database":"main","rule":"r","extra":1}`))
+	r.publish(t, []byte(`{"type":"io.leaseguard.revocation_command.v2","id":"x","db_user":"v-a","database":"main","rule":"r","extra":1}`))
 	r.publish(t, []byte(`not json`))
 	user := "v-token-elsewhere-" + pgtest.Suffix()
-	cmd := r.command("elsewhere-"+user, user)
+	cmd := r.command(t, "elsewhere-"+user, user)
 	cmd.Database = "nowhere"
 	if err := r.signer.Sign(&cmd); err != nil {
 		t.Fatal(err)
@@ -271,9 +293,9 @@ func TestServiceDeadLettersMalformedAndRefusesUnknownTarget(t *testing.T) {
 			t.Errorf("dead letter without reason: %q", m.Data)
 		}
 	}
-	revs, err := store.RevocationsByUser(context.Background(), r.st.Pool(), "nowhere", user)
-	if err != nil || len(revs) != 1 || revs[0].Outcome != schemas.OutcomeRefused || revs[0].Result.Guard != "unknown_target" {
-		t.Fatalf("unknown target revocation = %+v, %v", revs, err)
+	var guard string
+	if err := r.st.Pool().QueryRow(context.Background(), `SELECT guard FROM refused_commands WHERE database = 'nowhere' AND db_user = $1`, user).Scan(&guard); err != nil || guard != "unknown_target" {
+		t.Fatalf("unknown target refusal = %q, %v", guard, err)
 	}
 }
 
@@ -286,16 +308,15 @@ func TestServiceCrashAfterDropBeforeRecord(t *testing.T) {
 	ctx := context.Background()
 	user := "v-token-crash-" + pgtest.Suffix()
 	r.role(t, user)
-	cmd := r.command("crash-"+user, user)
+	cmd := r.command(t, "crash-"+user, user)
 	// The first attempt: claimed, transaction id recorded, drop committed,
 	// then the process dies.
 	if _, err := store.ClaimRevocation(ctx, r.st.Pool(), cmd); err != nil {
 		t.Fatal(err)
 	}
-	hookCtx := revoker.WithBeforeCommit(ctx, func(ctx context.Context, xid int64, ids []string) error {
+	res := r.dropper.DropBatch(ctx, r.admin, "main", []schemas.RevocationCommand{cmd}, func(ctx context.Context, xid int64, ids []string) error {
 		return store.SetTargetXID(ctx, r.st.Pool(), ids, xid)
 	})
-	res := r.dropper.DropBatch(hookCtx, r.admin, "main", []schemas.RevocationCommand{cmd})
 	if res[0].Outcome != schemas.OutcomeDropped {
 		t.Fatalf("first attempt = %+v", res[0])
 	}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/leaseguard/leaseguard/schemas"
@@ -35,13 +37,49 @@ func SigningBytes(cmd schemas.RevocationCommand) []byte {
 
 func signingBytes(cmd schemas.RevocationCommand) ([]byte, error) {
 	cmd.Signature = ""
-	v := reflect.ValueOf(cmd)
-	for i := range v.NumField() {
-		if f := v.Field(i); f.Kind() == reflect.String && !utf8.ValidString(f.String()) {
-			return nil, fmt.Errorf("field %s is not valid UTF-8", v.Type().Field(i).Name)
-		}
+	if path, ok := invalidUTF8(reflect.ValueOf(cmd), "command"); !ok {
+		return nil, fmt.Errorf("field %s is not valid UTF-8", path)
 	}
 	return json.Marshal(cmd)
+}
+
+// invalidUTF8 walks v (structs, pointers to them) and reports the first
+// string field that is not valid UTF-8.
+func invalidUTF8(v reflect.Value, path string) (string, bool) {
+	switch v.Kind() {
+	case reflect.String:
+		return path, utf8.ValidString(v.String())
+	case reflect.Pointer:
+		if v.IsNil() {
+			return "", true
+		}
+		return invalidUTF8(v.Elem(), path)
+	case reflect.Struct:
+		if v.Type() == timeType {
+			return "", true
+		}
+		for i := range v.NumField() {
+			if p, ok := invalidUTF8(v.Field(i), path+"."+v.Type().Field(i).Name); !ok {
+				return p, false
+			}
+		}
+	}
+	return "", true
+}
+
+var timeType = reflect.TypeOf(time.Time{})
+
+// MessageID is the JetStream de-duplication id of a command as published:
+// the hex SHA-256 of its encoded bytes, signature included. Nobody without
+// the signing key can know it before the command exists, so nobody can
+// occupy it in advance; the same command published twice has the same id.
+func MessageID(body []byte) string { return CommandHash(body) }
+
+// CommandHash is the hex SHA-256 of a command's bytes as received: the key
+// of a refusal recorded before the command's own id may be used.
+func CommandHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
 }
 
 // KeyID names a public key: the first 16 hex characters of its SHA-256.
@@ -128,6 +166,54 @@ func (v *Verifier) Verify(cmd schemas.RevocationCommand) error {
 	}
 	if !ed25519.Verify(pub, msg, sig) {
 		return refuse(GuardSignature, "signature does not verify")
+	}
+	return nil
+}
+
+// proposalDomain prefixes what a proposal signature covers, so that a
+// signed proposal can never pass for a signed command (and the reverse).
+const proposalDomain = "leaseguard.revocation_proposal.v1\x00"
+
+func proposalBytes(p schemas.RevocationCommand) ([]byte, error) {
+	p.KeyID, p.Signature = "", ""
+	b, err := signingBytes(p)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(proposalDomain), b...), nil
+}
+
+// SignProposal signs a proposal held for an owner's approval (an unsigned
+// command of a rule in approve mode), so that the approval can check that
+// this installation proposed it and nobody changed it in the state store.
+// It returns "<key id>:<base64 signature>". The proposal itself stays
+// unsigned as a command: republished on the bus, the revoker refuses it.
+func (s *Signer) SignProposal(p schemas.RevocationCommand) (string, error) {
+	msg, err := proposalBytes(p)
+	if err != nil {
+		return "", fmt.Errorf("sign proposal %q: %w", p.ID, err)
+	}
+	return s.keyID + ":" + base64.StdEncoding.EncodeToString(ed25519.Sign(s.priv, msg)), nil
+}
+
+// VerifyProposal checks a proposal signature made by SignProposal with a
+// trusted key; it returns a *Refusal with guard signature otherwise.
+func (v *Verifier) VerifyProposal(p schemas.RevocationCommand, sig string) error {
+	keyID, b64, ok := strings.Cut(sig, ":")
+	if !ok || sig == "" {
+		return refuse(GuardSignature, "the proposal is not signed")
+	}
+	pub, ok := v.keys[keyID]
+	if !ok {
+		return refuse(GuardSignature, "unknown key id %q", keyID)
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(b64)
+	if err != nil || len(raw) != ed25519.SignatureSize {
+		return refuse(GuardSignature, "proposal signature does not verify (not base64 of %d bytes)", ed25519.SignatureSize)
+	}
+	msg, err := proposalBytes(p)
+	if err != nil || !ed25519.Verify(pub, msg, raw) {
+		return refuse(GuardSignature, "proposal signature does not verify")
 	}
 	return nil
 }

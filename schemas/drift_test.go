@@ -242,18 +242,36 @@ func populated() map[string][]any {
 			schemas.RevocationCommand{
 				Type:      schemas.RevocationCommandType,
 				ID:        "216e34caed2d7caee8976a46c3c33762",
+				Action:    schemas.ActionDropRole,
 				IssuedAt:  t0,
+				ExpiresAt: t0.Add(10 * time.Minute),
+				Nonce:     "3f1c6d0b9e2a47c58d6e0f1a2b3c4d5e",
 				Issuer:    "operator",
 				Actor:     "alice@example.com",
 				Rule:      "manual-revocation",
 				FindingID: "623da6c13eb1ac4adc657ff5e02c7171",
 				Database:  "main",
+				Target:    schemas.TargetIdentity{SystemIdentifier: "7716256923339417742", DatabaseOID: 16384},
 				DBUser:    "v-userpass-reportin-k1B0cLsSUMNiuIuIwYGR-1795634613",
+				RoleOID:   24601,
 				LeaseID:   "postgres/creds/reporting/BVxdHcrIEYFA7L6GbncZv1h1",
 				Reason:    "credential leaked in a CI log",
+				Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByOperator, CheckedAt: t0,
+					Detail: "requested by alice@example.com"},
 				Emergency: true,
 				KeyID:     "80898a946096b8fb",
 				Signature: "egfkozXx0833gM4fB8Qye0EcBJ2PH7LLLh5B2-1Vmojmab2FzONbQcgr7GRkXmtbZxB0y_TsHD4fvOVpLL7Q2A",
+			},
+			// A ghost session's termination names the session, and no role.
+			schemas.RevocationCommand{
+				Type: schemas.RevocationCommandType, ID: "5f1e0b9c7a2d48e3b6c4a0d9e8f7b312", Action: schemas.ActionTerminateSession,
+				IssuedAt: t0, ExpiresAt: t0.Add(10 * time.Minute), Nonce: "0123456789abcdef0123456789abcdef",
+				Issuer: "detector", Rule: "ghost-session", Database: "main",
+				Target:  schemas.TargetIdentity{SystemIdentifier: "7716256923339417742", DatabaseOID: 16384},
+				Session: &schemas.SessionRef{PID: 4711, BackendStart: t0.Add(-time.Hour), UserOID: 24601},
+				Reason:  "ghost session",
+				Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByDatabase, CheckedAt: t0,
+					Detail: "pg_stat_activity shows pid 4711 running as role oid 24601, which no role in pg_roles has"},
 			},
 		},
 		"revocation-result": {
@@ -271,6 +289,14 @@ func populated() map[string][]any {
 				SessionsLeftAfter:  1,
 				StartedAt:          t0,
 				FinishedAt:         t0.Add(27 * time.Millisecond).In(cet),
+			},
+			// A command refused before it was recorded is keyed by its hash.
+			schemas.RevocationResult{
+				CommandID:   "forged-216e34caed2d7caee8976a46c3c33762",
+				CommandHash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+				Database:    "main", DBUser: "v-userpass-reportin-k1B0cLsSUMNiuIuIwYGR-1795634613",
+				Outcome: schemas.OutcomeRefused, Guard: "signature", Reason: "unsigned",
+				StartedAt: t0, FinishedAt: t0,
 			},
 			// Guard is set on refusals only.
 			schemas.RevocationResult{

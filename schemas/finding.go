@@ -69,8 +69,10 @@ type Finding struct {
 	// source, last Vault event, …), named so a reviewer can check each.
 	Facts map[string]any `json:"facts,omitempty"`
 	// Action is "none" (observe, or out of scope), "revocation_requested"
-	// (enforce) or "approval_requested" (approve: CommandID names the
-	// pending revocation, which is the command enforce would have issued).
+	// (enforce), "approval_requested" (approve: CommandID names the
+	// pending revocation, which is the command enforce would have issued)
+	// or "unconfirmed" (the rule would act, but neither the target database
+	// nor Vault corroborated it: nothing is done, and someone must look).
 	Action    string `json:"action"`
 	CommandID string `json:"command_id,omitempty"`
 }
@@ -80,4 +82,5 @@ const (
 	ActionNone                = "none"
 	ActionRevocationRequested = "revocation_requested"
 	ActionApprovalRequested   = "approval_requested"
+	ActionUnconfirmed         = "unconfirmed"
 )

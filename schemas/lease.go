@@ -38,6 +38,9 @@ const (
 	ExpireFromValidUntil ExpireSource = "pg_valid_until"
 	// ExpireFromRoleDefault: the configured default TTL of the Vault role.
 	ExpireFromRoleDefault ExpireSource = "role_default"
+	// ExpireFromVault: Vault's own expire_time (sys/leases/lookup), read by
+	// the Vault link.
+	ExpireFromVault ExpireSource = "vault_lookup"
 )
 
 // RevokeMethod says how Vault was asked to revoke.
@@ -129,4 +132,21 @@ func (e *LeaseEvent) Validate() error {
 		return fmt.Errorf("expire_source without expire_time")
 	}
 	return nil
+}
+
+// VaultLease is what Vault's sys/leases/lookup says of a lease.
+type VaultLease struct {
+	ID          string     `json:"id"`
+	IssueTime   time.Time  `json:"issue_time"`
+	ExpireTime  *time.Time `json:"expire_time"`
+	LastRenewal *time.Time `json:"last_renewal"`
+	Renewable   bool       `json:"renewable"`
+	TTL         int64      `json:"ttl"`
+}
+
+// Live reports whether the lease still grants access at now: Vault holds it
+// and it has not expired (an expired lease still held is one whose
+// revocation is pending or failing).
+func (l VaultLease) Live(now time.Time) bool {
+	return l.ExpireTime == nil || l.ExpireTime.IsZero() || l.ExpireTime.After(now)
 }

@@ -201,6 +201,28 @@ func TestSchemaCases(t *testing.T) {
 			}, false},
 		{"command: missing reason", "revocation-command", "revocation-command.json",
 			func(d map[string]any) { delete(d, "reason") }, false},
+		{"command: version 1", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { d["type"] = "io.leaseguard.revocation_command.v1" }, false},
+		{"command: no lifetime", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { delete(d, "expires_at") }, false},
+		{"command: no nonce", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { delete(d, "nonce") }, false},
+		{"command: no target identity", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { delete(d, "target") }, false},
+		{"command: no role oid", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { delete(d, "role_oid") }, false},
+		{"command: no corroboration", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { delete(d, "corroboration") }, false},
+		{"command: corroborated by the bus", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { d["corroboration"].(map[string]any)["source"] = "audit_log" }, false},
+		{"command: unknown action", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { d["action"] = "disable" }, false},
+		{"command: termination without session", "revocation-command", "revocation-command.json",
+			func(d map[string]any) { d["action"] = "terminate_session" }, false},
+		{"command: drop naming a session", "revocation-command", "revocation-command.json",
+			func(d map[string]any) {
+				d["session"] = map[string]any{"pid": 1, "backend_start": "2026-11-25T19:00:00Z", "user_oid": 5}
+			}, false},
 
 		// revocation-result.
 		{"result: extra field", "revocation-result", "revocation-result.json",

@@ -12,10 +12,13 @@ import (
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
-// DueLease is an active lease whose expiry (plus grace) has passed, as the
-// expiry detector sees it.
+// DueLease is a lease whose expiry (plus grace) has passed and that the
+// expiry detector has not judged yet, as the detector sees it. A lease
+// revoked per the audit log is due too: a revocation seen only on the bus
+// neither arms nor disarms a drop.
 type DueLease struct {
 	LeaseID       string
+	State         LeaseState
 	Database      string
 	DBUser        string
 	Mount         string
@@ -26,37 +29,43 @@ type DueLease struct {
 	IssuedAt      *time.Time
 	ExpireAt      time.Time
 	ExpireSource  string
+	RevokedAt     *time.Time
+	// VaultSeenAt is when Vault last confirmed it held the lease.
+	VaultSeenAt   *time.Time
 	LastEvent     string
 	LastEventAt   time.Time
 	LastRequestID string
 }
 
-// ClaimDue locks up to limit active leases that expired at or before cutoff
-// and that have a known plain database user and database. Rows locked by
-// another process are skipped (FOR UPDATE SKIP LOCKED), so several
-// leaseguard processes share the work without doing it twice. The locks last
-// until tx ends.
-func ClaimDue(ctx context.Context, tx pgx.Tx, cutoff time.Time, limit int) ([]DueLease, error) {
+// ClaimDue locks up to limit leases, active or revoked per the audit log,
+// not judged yet, that expired at or before cutoff, whose judgement is not
+// postponed past now, and that have a known plain database user and
+// database. Rows locked by another process are skipped (FOR UPDATE SKIP
+// LOCKED), so several leaseguard processes share the work without doing it
+// twice. The locks last until tx ends.
+func ClaimDue(ctx context.Context, tx pgx.Tx, cutoff, now time.Time, limit int) ([]DueLease, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT lease_id, database, db_user, coalesce(mount, ''), coalesce(role, ''), coalesce(namespace, ''),
+		SELECT lease_id, state, database, db_user, coalesce(mount, ''), coalesce(role, ''), coalesce(namespace, ''),
 		       coalesce(entity_id, ''), coalesce(remote_address, ''), issued_at, expire_at,
-		       coalesce(expire_source, ''), coalesce(last_event, ''), last_event_at, coalesce(last_request_id, '')
+		       coalesce(expire_source, ''), revoked_at, vault_seen_at, coalesce(last_event, ''), last_event_at,
+		       coalesce(last_request_id, '')
 		FROM leases
-		WHERE state = 'active'
+		WHERE state IN ('active', 'revoked') AND expiry_judged_at IS NULL
 		  AND expire_at IS NOT NULL AND expire_at <= $1
+		  AND (expiry_recheck_at IS NULL OR expiry_recheck_at <= $3)
 		  AND db_user IS NOT NULL AND NOT db_user_hmac AND database IS NOT NULL
 		ORDER BY expire_at
 		LIMIT $2
-		FOR UPDATE SKIP LOCKED`, cutoff, limit)
+		FOR UPDATE SKIP LOCKED`, cutoff, limit, now)
 	if err != nil {
 		return nil, fmt.Errorf("claim due leases: %w", err)
 	}
 	var out []DueLease
 	var d DueLease
-	var issued pgtype.Timestamptz
-	var lastAt pgtype.Timestamptz
-	_, err = pgx.ForEachRow(rows, []any{&d.LeaseID, &d.Database, &d.DBUser, &d.Mount, &d.Role, &d.Namespace,
-		&d.EntityID, &d.RemoteAddress, &issued, &d.ExpireAt, &d.ExpireSource, &d.LastEvent, &lastAt, &d.LastRequestID}, func() error {
+	var issued, lastAt pgtype.Timestamptz
+	_, err = pgx.ForEachRow(rows, []any{&d.LeaseID, &d.State, &d.Database, &d.DBUser, &d.Mount, &d.Role, &d.Namespace,
+		&d.EntityID, &d.RemoteAddress, &issued, &d.ExpireAt, &d.ExpireSource, &d.RevokedAt, &d.VaultSeenAt,
+		&d.LastEvent, &lastAt, &d.LastRequestID}, func() error {
 		c := d
 		if issued.Valid {
 			t := issued.Time
@@ -74,30 +83,63 @@ func ClaimDue(ctx context.Context, tx pgx.Tx, cutoff time.Time, limit int) ([]Du
 	return out, nil
 }
 
-// MarkExpired moves active leases to expired at the given time.
-func MarkExpired(ctx context.Context, tx pgx.Tx, leaseIDs []string, at time.Time) error {
+// MarkJudged records that the expiry detector judged the leases: active
+// ones move to expired; revoked ones stay revoked. Judged leases are never
+// due again.
+func MarkJudged(ctx context.Context, tx pgx.Tx, leaseIDs []string, at time.Time) error {
 	if len(leaseIDs) == 0 {
 		return nil
 	}
 	_, err := tx.Exec(ctx, `
-		UPDATE leases SET state = 'expired', updated_at = now(),
-		       last_event = CASE WHEN last_event_at <= $2 THEN 'expired' ELSE last_event END,
-		       last_event_at = GREATEST(last_event_at, $2)
-		WHERE lease_id = ANY($1) AND state = 'active'`, leaseIDs, at)
+		UPDATE leases SET expiry_judged_at = $2, expiry_recheck_at = NULL, updated_at = now(),
+		       state = CASE WHEN state = 'active' THEN 'expired' ELSE state END,
+		       last_event = CASE WHEN state = 'active' AND last_event_at <= $2 THEN 'expired' ELSE last_event END,
+		       last_event_at = CASE WHEN state = 'active' THEN GREATEST(last_event_at, $2) ELSE last_event_at END
+		WHERE lease_id = ANY($1) AND expiry_judged_at IS NULL`, leaseIDs, at)
 	if err != nil {
-		return fmt.Errorf("mark leases expired: %w", err)
+		return fmt.Errorf("mark leases judged: %w", err)
 	}
 	return nil
 }
 
-// ExtendExpiry records a later expiry read from the database (the lease was
-// renewed, and leaseguard missed or has not yet seen the renewal).
-func ExtendExpiry(ctx context.Context, tx pgx.Tx, leaseID string, expireAt, checkedAt time.Time) error {
+// PostponeJudgement leaves leases due, to be judged again at until (their
+// judgement could not be corroborated yet: Vault unreachable).
+func PostponeJudgement(ctx context.Context, tx pgx.Tx, leaseIDs []string, until time.Time) error {
+	if len(leaseIDs) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `UPDATE leases SET expiry_recheck_at = $2, updated_at = now()
+		WHERE lease_id = ANY($1) AND expiry_judged_at IS NULL`, leaseIDs, until)
+	if err != nil {
+		return fmt.Errorf("postpone judgement of leases: %w", err)
+	}
+	return nil
+}
+
+// ExtendExpiry records a later expiry read from the database
+// (pg_valid_until) or from Vault (vault_lookup): the lease was renewed, and
+// leaseguard missed or has not yet seen the renewal.
+func ExtendExpiry(ctx context.Context, tx pgx.Tx, leaseID string, expireAt, checkedAt time.Time, source schemas.ExpireSource) error {
 	_, err := tx.Exec(ctx, `
-		UPDATE leases SET expire_at = $2, expire_source = 'pg_valid_until', expire_checked_at = $3, updated_at = now()
-		WHERE lease_id = $1 AND state = 'active' AND (expire_at IS NULL OR expire_at < $2)`, leaseID, expireAt, checkedAt)
+		UPDATE leases SET expire_at = $2, expire_source = $4, expire_checked_at = $3, updated_at = now()
+		WHERE lease_id = $1 AND expiry_judged_at IS NULL AND (expire_at IS NULL OR expire_at < $2)`,
+		leaseID, expireAt, checkedAt, string(source))
 	if err != nil {
 		return fmt.Errorf("extend expiry of %s: %w", leaseID, err)
+	}
+	return nil
+}
+
+// MarkVaultSeen records that Vault held the leases at at (a lookup found
+// them); the first time is kept.
+func MarkVaultSeen(ctx context.Context, q Querier, leaseIDs []string, at time.Time) error {
+	if len(leaseIDs) == 0 {
+		return nil
+	}
+	_, err := q.Exec(ctx, `UPDATE leases SET vault_seen_at = COALESCE(vault_seen_at, $2), vault_checked_at = $2
+		WHERE lease_id = ANY($1)`, leaseIDs, at)
+	if err != nil {
+		return fmt.Errorf("record leases seen in vault: %w", err)
 	}
 	return nil
 }

@@ -47,6 +47,8 @@ type Lease struct {
 	ExpireAttemptAt *time.Time
 	RevokedAt       *time.Time
 	RevokeMethod    schemas.RevokeMethod
+	// VaultSeenAt: Vault held the lease then (a sys/leases/lookup found it).
+	VaultSeenAt *time.Time
 	LastEvent       schemas.LeaseEventKind
 	LastEventAt     *time.Time
 	LastRequestID   string
@@ -65,7 +67,7 @@ const leaseSelect = `lease_id, state, COALESCE(mount, ''), COALESCE(role, ''),
 	expire_event_at, ttl_seconds, expire_checked_at, expire_attempt_at, revoked_at,
 	COALESCE(revoke_method, ''), COALESCE(last_event, ''), last_event_at,
 	COALESCE(last_request_id, ''), COALESCE(entity_id, ''), COALESCE(token_accessor, ''),
-	COALESCE(display_name, ''), COALESCE(remote_address, ''), created_at, updated_at`
+	COALESCE(display_name, ''), COALESCE(remote_address, ''), created_at, updated_at, vault_seen_at`
 
 func scanLease(row pgx.Row) (Lease, error) {
 	var l Lease
@@ -73,12 +75,12 @@ func scanLease(row pgx.Row) (Lease, error) {
 		&l.DBUser, &l.DBUserHMAC, &l.IssuedAt, &l.RenewedAt, &l.FirstSeenAt, &l.ExpireAt,
 		&l.ExpireSource, &l.ExpireEventAt, &l.TTLSeconds, &l.ExpireCheckedAt, &l.ExpireAttemptAt,
 		&l.RevokedAt, &l.RevokeMethod, &l.LastEvent, &l.LastEventAt, &l.LastRequestID,
-		&l.EntityID, &l.TokenAccessor, &l.DisplayName, &l.RemoteAddress, &l.CreatedAt, &l.UpdatedAt)
+		&l.EntityID, &l.TokenAccessor, &l.DisplayName, &l.RemoteAddress, &l.CreatedAt, &l.UpdatedAt, &l.VaultSeenAt)
 	if err != nil {
 		return Lease{}, err
 	}
 	for _, t := range []**time.Time{&l.IssuedAt, &l.RenewedAt, &l.FirstSeenAt, &l.ExpireAt,
-		&l.ExpireEventAt, &l.ExpireCheckedAt, &l.ExpireAttemptAt, &l.RevokedAt, &l.LastEventAt} {
+		&l.ExpireEventAt, &l.ExpireCheckedAt, &l.ExpireAttemptAt, &l.RevokedAt, &l.LastEventAt, &l.VaultSeenAt} {
 		if *t != nil {
 			u := (*t).UTC()
 			*t = &u

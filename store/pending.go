@@ -30,8 +30,11 @@ type PendingRevocation struct {
 	DBUser    string
 	LeaseID   string
 	Summary   string
-	// Command is the command as the detector signed it.
-	Command     schemas.RevocationCommand
+	// Command is the detector's proposal: the command enforce would have
+	// issued, unsigned (issued only when an owner approves it).
+	Command schemas.RevocationCommand
+	// ProposalSignature signs Command as a proposal (revoker.SignProposal).
+	ProposalSignature string
 	State       schemas.ApprovalState
 	RequestedAt time.Time
 	ExpiresAt   time.Time
@@ -69,11 +72,11 @@ func InsertPending(ctx context.Context, q Querier, ps []PendingRevocation) (int,
 		}
 		tag, err := q.Exec(ctx, `
 			INSERT INTO pending_revocations (id, finding_id, rule, severity, database, db_user, lease_id, summary,
-			                                 command, requested_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11)
+			                                 command, requested_at, expires_at, proposal_signature)
+			VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11, NULLIF($12, ''))
 			ON CONFLICT (id) DO NOTHING`,
 			p.ID, p.FindingID, p.Rule, string(p.Severity), p.Database, p.DBUser, p.LeaseID, p.Summary, doc,
-			p.RequestedAt, p.ExpiresAt)
+			p.RequestedAt, p.ExpiresAt, p.ProposalSignature)
 		if err != nil {
 			return n, fmt.Errorf("insert pending revocation %s: %w", p.ID, err)
 		}
@@ -83,7 +86,8 @@ func InsertPending(ctx context.Context, q Querier, ps []PendingRevocation) (int,
 }
 
 const pendingSelect = `id, finding_id, rule, severity, database, db_user, lease_id, summary, command, state,
-	requested_at, expires_at, decided_by, decided_at, decision_comment, approved_command, evidence_id`
+	requested_at, expires_at, decided_by, decided_at, decision_comment, approved_command, evidence_id,
+	COALESCE(proposal_signature, '')`
 
 func scanPending(row pgx.Row) (PendingRevocation, error) {
 	var p PendingRevocation
@@ -91,7 +95,7 @@ func scanPending(row pgx.Row) (PendingRevocation, error) {
 	var cmd, approved []byte
 	var severity, state string
 	err := row.Scan(&p.ID, &p.FindingID, &p.Rule, &severity, &p.Database, &p.DBUser, &lease, &p.Summary, &cmd, &state,
-		&p.RequestedAt, &p.ExpiresAt, &by, &p.DecidedAt, &comment, &approved, &evID)
+		&p.RequestedAt, &p.ExpiresAt, &by, &p.DecidedAt, &comment, &approved, &evID, &p.ProposalSignature)
 	if err != nil {
 		return p, err
 	}
@@ -156,6 +160,25 @@ func DecidePending(ctx context.Context, tx pgx.Tx, d schemas.ApprovalDecision, a
 		return false, fmt.Errorf("record decision on pending revocation %s: %w", d.PendingID, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// ReplaceApproved records cmd as the approved command of pending
+// revocation id, in place of the one whose nonce is oldNonce (a
+// compare-and-set: of two processes issuing it again, one wins).
+func ReplaceApproved(ctx context.Context, q Querier, id, oldNonce string, cmd schemas.RevocationCommand) error {
+	doc, err := json.Marshal(cmd)
+	if err != nil {
+		return fmt.Errorf("encode approved command: %w", err)
+	}
+	tag, err := q.Exec(ctx, `UPDATE pending_revocations SET approved_command = $2
+		WHERE id = $1 AND state = 'approved' AND approved_command->>'nonce' = $3`, id, doc, oldNonce)
+	if err != nil {
+		return fmt.Errorf("replace approved command of %s: %w", id, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("replace approved command of %s: it changed meanwhile", id)
+	}
+	return nil
 }
 
 // ClaimDuePending locks up to limit pending revocations whose time ran out

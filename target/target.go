@@ -124,6 +124,7 @@ func (c Config) Validate() error {
 type Set struct {
 	cfg   Config
 	pools map[string]*pgxpool.Pool
+	ids   *identities
 }
 
 // Open creates (lazily connecting) pools for every target.
@@ -135,7 +136,7 @@ func Open(ctx context.Context, cfg Config) (*Set, error) {
 	if maxConns <= 0 {
 		maxConns = 4
 	}
-	s := &Set{cfg: cfg, pools: map[string]*pgxpool.Pool{}}
+	s := &Set{cfg: cfg, pools: map[string]*pgxpool.Pool{}, ids: newIdentities()}
 	for _, t := range cfg.Targets {
 		pc, err := pgxpool.ParseConfig(t.URL)
 		if err != nil {

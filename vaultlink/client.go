@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/leaseguard/leaseguard/schemas"
 )
 
 // Client calls the few Vault endpoints leaseguard needs. It is safe for
@@ -238,21 +240,7 @@ func (c *Client) RevokeForce(ctx context.Context, leaseID string) error {
 }
 
 // LeaseInfo is what sys/leases/lookup says of a lease.
-type LeaseInfo struct {
-	ID          string     `json:"id"`
-	IssueTime   time.Time  `json:"issue_time"`
-	ExpireTime  *time.Time `json:"expire_time"`
-	LastRenewal *time.Time `json:"last_renewal"`
-	Renewable   bool       `json:"renewable"`
-	TTL         int64      `json:"ttl"`
-}
-
-// Live reports whether the lease still grants access at now: Vault holds it
-// and it has not expired (an expired lease still held is one whose
-// revocation is pending or failing).
-func (l LeaseInfo) Live(now time.Time) bool {
-	return l.ExpireTime == nil || l.ExpireTime.IsZero() || l.ExpireTime.After(now)
-}
+type LeaseInfo = schemas.VaultLease
 
 // LookupLease looks one lease up (sys/leases/lookup). found is false when
 // Vault does not hold it (it answers 400 "invalid lease").

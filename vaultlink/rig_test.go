@@ -14,11 +14,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaulttest"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 	"github.com/leaseguard/leaseguard/vaultlink"
 )
 
@@ -48,9 +50,6 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-type targets map[string]*pgxpool.Pool
-
-func (t targets) Pool(name string) (*pgxpool.Pool, bool) { p, ok := t[name]; return p, ok }
 
 // rig: a migrated state store, the test server as target "main", a fake
 // Vault, and the real revoker to drop users.
@@ -89,7 +88,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
-		Dropper: dropper, Verifier: verifier, Targets: targets{"main": admin}, State: st.Pool(),
+		Dropper: dropper, Verifier: verifier, Targets: target.Pools{"main": admin}, State: st.Pool(),
 		Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
 	})
 	if err != nil {
@@ -124,7 +123,7 @@ func (r *rig) reconciler(t *testing.T, c vaultlink.LeaseRevoker, force bool) *va
 	cfg := vaultlink.DefaultReconcilerConfig()
 	cfg.Force = force
 	rec, err := vaultlink.NewReconciler(cfg, vaultlink.ReconcilerDeps{
-		Pool: r.st.Pool(), Vault: c, Targets: targets{"main": r.admin},
+		Pool: r.st.Pool(), Vault: c, Targets: target.Pools{"main": r.admin},
 		Evidence: evidence.Builder{Source: "urn:leaseguard:test", Clock: r.clock.Now}, Logger: r.logger(), Clock: r.clock.Now,
 	})
 	if err != nil {
@@ -146,8 +145,8 @@ func (r *rig) role(t *testing.T, name string) {
 // and returns the outcome.
 func (r *rig) drop(t *testing.T, user, leaseID string) schemas.Outcome {
 	t.Helper()
-	cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: "cmd-" + user, IssuedAt: time.Now().UTC(),
-		Issuer: "detector", Rule: "lease-expired-not-revoked", Database: "main", DBUser: user, LeaseID: leaseID, Reason: "test"}
+	cmd := cmdtest.Drop(t, r.admin, "main", user)
+	cmd.Issuer, cmd.Rule, cmd.LeaseID = "detector", "lease-expired-not-revoked", leaseID
 	if err := r.signer.Sign(&cmd); err != nil {
 		t.Fatal(err)
 	}

@@ -145,17 +145,22 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	issuer, err := revoker.NewIssuer(signer, targets, time.Hour, nil)
+	if err != nil {
+		return 0, err
+	}
 	cmds := make([]schemas.RevocationCommand, len(names))
 	now := time.Now().UTC()
 	for i, u := range names {
 		cmds[i] = schemas.RevocationCommand{
-			Type: schemas.RevocationCommandType, ID: fmt.Sprintf("bench-%s-%d-%d", b.sfx, r, i), IssuedAt: now,
+			ID: fmt.Sprintf("bench-%s-%d-%d", b.sfx, r, i), Action: schemas.ActionDropRole,
 			Issuer: "detector", Rule: "lease-expired-not-revoked", Database: db, DBUser: u,
 			LeaseID: fmt.Sprintf("postgres/creds/revoke/%s", randomString(24)), Reason: "benchmark",
+			Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByOperator, CheckedAt: now, Detail: "benchmark"},
 		}
-		if err := signer.Sign(&cmds[i]); err != nil {
-			return 0, err
-		}
+	}
+	if err := issuer.Issue(ctx, cmds); err != nil {
+		return 0, err
 	}
 
 	cs := sampleCPU()

@@ -73,7 +73,7 @@ func (p *pipeline) startAdmin(cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	svc, err := operator.New(operator.Deps{State: p.store.Pool(), Targets: p.targets, Guard: cfg.dropperConfig().Guard,
-		Executor: exec.executor, Signer: exec.signer, Batch: cfg.RevocationBatch, Logger: logger})
+		Executor: exec.executor, Issuer: exec.issuer, Batch: cfg.RevocationBatch, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ const strandedAfter = 2 * time.Minute
 func newApprovals(cfg Config, pool *pgxpool.Pool, exec *operatorExecutor, logger *slog.Logger) (*operator.Approvals, error) {
 	d := operator.ApprovalDeps{State: pool, Evidence: evidence.Builder{Source: evidenceSource(cfg)}, Logger: logger}
 	if exec != nil {
-		d.Executor, d.Signer = exec.executor, exec.signer
+		d.Executor, d.Issuer = exec.executor, exec.issuer
 	}
 	return operator.NewApprovals(d)
 }

@@ -39,14 +39,16 @@ func TestApproveRejectCLI(t *testing.T) {
 	pend := func(c vaultsim.Cred) string {
 		now := time.Now().UTC()
 		id := strings.ReplaceAll(c.Username, "-", "")[:20]
-		cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: id, IssuedAt: now, Issuer: "detector",
-			Rule: "orphan-role", FindingID: "f" + id, Database: r.db, DBUser: c.Username, Reason: "orphan"}
-		if err := signer.Sign(&cmd); err != nil {
+		cmd := schemas.RevocationCommand{ID: id, Action: schemas.ActionDropRole, Issuer: "detector",
+			Rule: "orphan-role", FindingID: "f" + id, Database: r.db, DBUser: c.Username, Reason: "orphan",
+			Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByVaultLookup, CheckedAt: now, Detail: "no live lease"}}
+		sig, err := signer.SignProposal(cmd)
+		if err != nil {
 			t.Fatal(err)
 		}
-		_, err := store.InsertPending(r.ctx, st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID,
+		_, err = store.InsertPending(r.ctx, st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID,
 			Rule: cmd.Rule, Severity: schemas.SeverityMedium, Database: r.db, DBUser: c.Username, Summary: "orphan",
-			Command: cmd, RequestedAt: now, ExpiresAt: now.Add(time.Hour)}})
+			Command: cmd, ProposalSignature: sig, RequestedAt: now, ExpiresAt: now.Add(time.Hour)}})
 		if err != nil {
 			t.Fatal(err)
 		}

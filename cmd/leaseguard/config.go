@@ -68,6 +68,9 @@ type Config struct {
 	ReassignOwnedTo      string        `envconfig:"LEASEGUARD_REASSIGN_OWNED_TO" desc:"role that receives objects owned by dropped users (default: the revoker's login role)"`
 	CommandSigningKey    string        `envconfig:"LEASEGUARD_COMMAND_SIGNING_KEY" desc:"Ed25519 key signing revocation commands: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
 	CommandVerifyKeys    string        `envconfig:"LEASEGUARD_COMMAND_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose commands the revoker accepts (the signing key's own is always accepted)"`
+	CommandTTL           time.Duration `envconfig:"LEASEGUARD_COMMAND_TTL" default:"10m" desc:"how long a signed revocation command stays valid; the revoker refuses it after (1s to 24h)"`
+	RevokeGroupRoles     bool          `envconfig:"LEASEGUARD_REVOKE_GROUP_ROLES" default:"false" desc:"let the revoker drop roles that have members (group roles); refused by default"`
+	RevokeCreateRole     bool          `envconfig:"LEASEGUARD_REVOKE_CREATEROLE" default:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
 	MaxRevocationsPerMin int           `envconfig:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" default:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
 	RevocationBatch      int           `envconfig:"LEASEGUARD_REVOCATION_BATCH" default:"100" desc:"roles dropped per target transaction"`
 	StatementTimeout     time.Duration `envconfig:"LEASEGUARD_STATEMENT_TIMEOUT" default:"10s" desc:"statement_timeout of drop transactions"`
@@ -106,6 +109,13 @@ func loadConfig() (Config, error) {
 }
 
 func env(name string) string { return envPrefix + "_" + name }
+
+// requiresApproval says which rules are in approve mode: the revoker
+// carries out their commands only if an owner approved them.
+func (c Config) requiresApproval() func(rule string) bool {
+	modes, _ := detectors.ParseModes(c.RuleModes)
+	return func(rule string) bool { return modes.Mode(rule) == schemas.ModeApprove }
+}
 
 var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true, "alerts": true}
 
@@ -192,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := revoker.ParsePublicKeys(c.CommandVerifyKeys); err != nil {
 		bad("COMMAND_VERIFY_KEYS", "%v", err)
+	}
+	if c.CommandTTL < time.Second || c.CommandTTL > revoker.MaxCommandTTL {
+		bad("COMMAND_TTL", "%s is outside 1s..%s", c.CommandTTL, revoker.MaxCommandTTL)
 	}
 	if c.MaxRevocationsPerMin < 1 {
 		bad("MAX_REVOCATIONS_PER_MINUTE", "must be positive")

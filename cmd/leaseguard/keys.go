@@ -9,6 +9,21 @@ import (
 	"github.com/leaseguard/leaseguard/revoker"
 )
 
+// commandAuth returns the issuer of revocation commands (which signs them
+// with the command key and fills in what the revoker checks from targets)
+// and the verifier the revoker checks them with.
+func commandAuth(cfg Config, logger *slog.Logger, targets revoker.TargetFacts) (*revoker.Issuer, *revoker.Verifier, error) {
+	signer, verifier, err := commandKeys(cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	issuer, err := revoker.NewIssuer(signer, targets, cfg.CommandTTL, nil)
+	if err != nil {
+		return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_TTL"), err)}
+	}
+	return issuer, verifier, nil
+}
+
 // commandKeys returns the key that signs revocation commands and the
 // verifier the revoker checks them with. Without a configured signing key,
 // a key pair is created in DATA_DIR on first start (single node).

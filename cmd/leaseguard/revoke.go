@@ -114,7 +114,7 @@ func revokeCmd(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	deps.Executor, deps.Signer = exec.executor, exec.signer
+	deps.Executor, deps.Issuer = exec.executor, exec.issuer
 	svc, err := operator.New(deps)
 	if err != nil {
 		return err
@@ -173,11 +173,11 @@ func actor(flagValue string) string {
 // guards, keys and blast-radius limit as `leaseguard run`.
 type operatorExecutor struct {
 	executor *revoker.Executor
-	signer   *revoker.Signer
+	issuer   *revoker.Issuer
 }
 
 func newOperatorExecutor(cfg Config, st *store.Store, targets *target.Set, logger *slog.Logger) (operatorExecutor, error) {
-	signer, verifier, err := commandKeys(cfg, logger)
+	issuer, verifier, err := commandAuth(cfg, logger, targets)
 	if err != nil {
 		return operatorExecutor{}, err
 	}
@@ -192,11 +192,12 @@ func newOperatorExecutor(cfg Config, st *store.Store, targets *target.Set, logge
 	x, err := revoker.NewExecutor(revoker.ExecutorDeps{
 		Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: targets, State: st.Pool(),
 		Evidence: evidence.Builder{Source: evidenceSource(cfg)}, Logger: logger.With("part", "revoker"),
+		RequiresApproval: cfg.requiresApproval(),
 	})
 	if err != nil {
 		return operatorExecutor{}, err
 	}
-	return operatorExecutor{executor: x, signer: signer}, nil
+	return operatorExecutor{executor: x, issuer: issuer}, nil
 }
 
 // errNotConfirmed: the operator did not say yes.

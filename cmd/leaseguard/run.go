@@ -224,7 +224,7 @@ func (p *pipeline) evidencePublisher(cfg Config, rcfg evidence.RelayConfig) (evi
 
 // startEnforcement starts the expiry detector and the revoker.
 func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles map[string]bool) error {
-	signer, verifier, err := commandKeys(cfg, p.logger)
+	issuer, verifier, err := commandAuth(cfg, p.logger, p.targets)
 	if err != nil {
 		return err
 	}
@@ -264,6 +264,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
 			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
+			RequiresApproval: cfg.requiresApproval(),
 		})
 		if err != nil {
 			return err
@@ -279,7 +280,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 	}
 	dm := detectors.NewMetrics(p.registry)
 	if roles["observer"] {
-		if err := p.startObserver(ctx, gctx, cfg, signer, queue, builder, dm); err != nil {
+		if err := p.startObserver(ctx, gctx, cfg, issuer, queue, builder, dm); err != nil {
 			return err
 		}
 	}
@@ -290,8 +291,8 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch, Modes: modes, Scope: scope,
 			ApprovalTTL: cfg.ApprovalTTL,
 		}, detectors.ExpiryDeps{
-			Pool: p.store.Pool(), Reader: p.targets, Signer: signer, Sink: queue, Evidence: builder,
-			Logger: p.logger.With("part", "detectors"), Metrics: dm,
+			Pool: p.store.Pool(), Reader: p.targets, Issuer: issuer, Sink: queue, Vault: p.vaultLeases(),
+			Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,
 		})
 		if err != nil {
 			return err
@@ -302,7 +303,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		acfg.Interval, acfg.Signals, acfg.ApprovalTTL = cfg.AuditRulesInterval, cfg.signalRulesConfig(), cfg.ApprovalTTL
 		ar, err := detectors.NewAuditRules(acfg, detectors.AuditRulesDeps{
 			Pool: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,
-			Signer: signer, Sink: queue,
+			Issuer: issuer, Sink: queue, Vault: p.vaultLeases(),
 		})
 		if err != nil {
 			return configError{err}
@@ -317,15 +318,14 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 
 // startObserver watches the target databases (roles and sessions) and runs
 // the database rules: ghost sessions, credential reuse, orphans.
-func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, signer *revoker.Signer, queue *revoker.Queue,
+func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, issuer *revoker.Issuer, queue *revoker.Queue,
 	builder evidence.Builder, dm *detectors.Metrics) error {
 	managed := regexp.MustCompile(cfg.ManagedRolePattern)
 	modes, _ := detectors.ParseModes(cfg.RuleModes)
 	scope, _ := detectors.ParseScope(cfg.EnforceScope)
 	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed,
 		ApprovalTTL: cfg.ApprovalTTL},
-		detectors.DBRulesDeps{Signer: signer, Sink: queue, Terminator: observer.Terminator{Targets: p.targets},
-			Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm, Vault: p.vaultVerify(cfg)})
+		detectors.DBRulesDeps{Issuer: issuer, Sink: queue, Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm, Vault: p.vaultVerify(cfg)})
 	if err != nil {
 		return err
 	}
@@ -354,7 +354,8 @@ func (c Config) dropperConfig() revoker.DropperConfig {
 		}
 	}
 	return revoker.DropperConfig{
-		Guard:            revoker.GuardConfig{ManagedPattern: regexp.MustCompile(c.ManagedRolePattern), Protected: protected},
+		Guard: revoker.GuardConfig{ManagedPattern: regexp.MustCompile(c.ManagedRolePattern), Protected: protected,
+			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole},
 		ReassignTo:       c.ReassignOwnedTo,
 		StatementTimeout: c.StatementTimeout,
 		LockTimeout:      c.LockTimeout,

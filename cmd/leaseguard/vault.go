@@ -148,6 +148,15 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 }
 
 // vaultVerify is the observer rules' verify-before-destroy, or nil.
+// vaultLeases is the Vault link the detectors ask to corroborate a drop;
+// nil without one.
+func (p *pipeline) vaultLeases() detectors.VaultLeases {
+	if p.vault == nil {
+		return nil
+	}
+	return p.vault
+}
+
 func (p *pipeline) vaultVerify(cfg Config) *detectors.VaultVerify {
 	if p.vault == nil || !cfg.VaultVerify {
 		return nil
