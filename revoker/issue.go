@@ -67,7 +67,9 @@ func NewIssuer(signer *Signer, targets TargetFacts, ttl time.Duration, clock fun
 func (i *Issuer) KeyID() string { return i.signer.KeyID() }
 
 // SignProposal signs a proposal held for approval (Signer.SignProposal).
-func (i *Issuer) SignProposal(p schemas.RevocationCommand) (string, error) { return i.signer.SignProposal(p) }
+func (i *Issuer) SignProposal(p schemas.RevocationCommand) (string, error) {
+	return i.signer.SignProposal(p)
+}
 
 // Issue completes cmds in place and signs them. The caller sets what the
 // command is about (id, action, rule, database, user or session, lease,

@@ -104,15 +104,19 @@ var tamperings = map[string]func(*schemas.RevocationCommand){
 	"db_user":                  func(c *schemas.RevocationCommand) { c.DBUser = "v-token-readonly-abc-1795634399" },
 	"role_oid":                 func(c *schemas.RevocationCommand) { c.RoleOID++ },
 	"session.pid":              func(c *schemas.RevocationCommand) { c.Session.PID++ },
-	"session.backend_start":    func(c *schemas.RevocationCommand) { c.Session.BackendStart = c.Session.BackendStart.Add(time.Microsecond) },
-	"session.user_oid":         func(c *schemas.RevocationCommand) { c.Session.UserOID++ },
-	"lease_id":                 func(c *schemas.RevocationCommand) { c.LeaseID = "" },
-	"reason":                   func(c *schemas.RevocationCommand) { c.Reason += "!" },
-	"corroboration.source":     func(c *schemas.RevocationCommand) { c.Corroboration.Source = schemas.CorroboratedByOperator },
-	"corroboration.checked_at": func(c *schemas.RevocationCommand) { c.Corroboration.CheckedAt = c.Corroboration.CheckedAt.Add(time.Second) },
-	"corroboration.detail":     func(c *schemas.RevocationCommand) { c.Corroboration.Detail = "" },
-	"emergency":                func(c *schemas.RevocationCommand) { c.Emergency = true },
-	"key_id":                   func(c *schemas.RevocationCommand) { c.KeyID = "0000000000000000" },
+	"session.backend_start": func(c *schemas.RevocationCommand) {
+		c.Session.BackendStart = c.Session.BackendStart.Add(time.Microsecond)
+	},
+	"session.user_oid":     func(c *schemas.RevocationCommand) { c.Session.UserOID++ },
+	"lease_id":             func(c *schemas.RevocationCommand) { c.LeaseID = "" },
+	"reason":               func(c *schemas.RevocationCommand) { c.Reason += "!" },
+	"corroboration.source": func(c *schemas.RevocationCommand) { c.Corroboration.Source = schemas.CorroboratedByOperator },
+	"corroboration.checked_at": func(c *schemas.RevocationCommand) {
+		c.Corroboration.CheckedAt = c.Corroboration.CheckedAt.Add(time.Second)
+	},
+	"corroboration.detail": func(c *schemas.RevocationCommand) { c.Corroboration.Detail = "" },
+	"emergency":            func(c *schemas.RevocationCommand) { c.Emergency = true },
+	"key_id":               func(c *schemas.RevocationCommand) { c.KeyID = "0000000000000000" },
 }
 
 // TestSignatureCoversEveryField tampers with each field of a signed

@@ -48,16 +48,16 @@ type Lease struct {
 	RevokedAt       *time.Time
 	RevokeMethod    schemas.RevokeMethod
 	// VaultSeenAt: Vault held the lease then (a sys/leases/lookup found it).
-	VaultSeenAt *time.Time
-	LastEvent       schemas.LeaseEventKind
-	LastEventAt     *time.Time
-	LastRequestID   string
-	EntityID        string
-	TokenAccessor   string
-	DisplayName     string
-	RemoteAddress   string
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	VaultSeenAt   *time.Time
+	LastEvent     schemas.LeaseEventKind
+	LastEventAt   *time.Time
+	LastRequestID string
+	EntityID      string
+	TokenAccessor string
+	DisplayName   string
+	RemoteAddress string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // leaseSelect lists the columns scanLease reads, in order.

@@ -35,12 +35,12 @@ type PendingRevocation struct {
 	Command schemas.RevocationCommand
 	// ProposalSignature signs Command as a proposal (revoker.SignProposal).
 	ProposalSignature string
-	State       schemas.ApprovalState
-	RequestedAt time.Time
-	ExpiresAt   time.Time
-	DecidedBy   string
-	DecidedAt   *time.Time
-	Comment     string
+	State             schemas.ApprovalState
+	RequestedAt       time.Time
+	ExpiresAt         time.Time
+	DecidedBy         string
+	DecidedAt         *time.Time
+	Comment           string
 	// Approved is the command sent to the revoker (approved only).
 	Approved   *schemas.RevocationCommand
 	EvidenceID string

@@ -50,7 +50,6 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-
 // rig: a migrated state store, the test server as target "main", a fake
 // Vault, and the real revoker to drop users.
 type rig struct {
