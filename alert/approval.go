@@ -18,8 +18,13 @@ import (
 // resolveByApproval is the resolution kind counted for these.
 const resolveByApproval = "approval"
 
-// alwaysAlert reports whether f is alerted below the severity threshold.
-func alwaysAlert(f schemas.Finding) bool { return f.Action == schemas.ActionApprovalRequested }
+// alwaysAlert reports whether f is alerted below the severity threshold:
+// a finding that waits for an owner's decision, and one a rule would have
+// acted on but that neither the database nor Vault corroborated (someone
+// must look: the bus says one thing, the systems of record another).
+func alwaysAlert(f schemas.Finding) bool {
+	return f.Action == schemas.ActionApprovalRequested || f.Action == schemas.ActionUnconfirmed
+}
 
 // resolveApprovals ends the open alerts whose pending revocation was
 // decided.

@@ -155,7 +155,7 @@ func (x *Dispatcher) take(ctx context.Context, tx pgx.Tx, f schemas.Finding, now
 		FirstDetectedAt: f.DetectedAt, LastDetectedAt: f.DetectedAt, OpenedAt: now,
 	}
 	by := resolveByTimeout
-	if (slices.Contains(x.cfg.RevocationRules, f.Rule) || alwaysAlert(f)) && f.Database != "" && f.DBUser != "" {
+	if (slices.Contains(x.cfg.RevocationRules, f.Rule) || f.Action == schemas.ActionApprovalRequested) && f.Database != "" && f.DBUser != "" {
 		by = resolveByRevocation
 	}
 	doc, err := json.Marshal(f)

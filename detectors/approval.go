@@ -58,6 +58,7 @@ func (h *approvalHold) route(f *schemas.Finding, cmd *schemas.RevocationCommand,
 	}
 	f.Action = schemas.ActionApprovalRequested
 	f.CommandID = cmd.ID
+	cmd.Type = schemas.RevocationCommandType
 	f.Facts = withFact(f.Facts, "approval_expires_at", now.Add(h.ttl).UTC().Format(time.RFC3339Nano))
 	h.held = append(h.held, store.PendingRevocation{
 		ID: cmd.ID, FindingID: f.ID, Rule: f.Rule, Severity: f.Severity, Database: cmd.Database, DBUser: cmd.DBUser,

@@ -82,13 +82,22 @@ type Executed struct {
 // Execute carries out cmds. final(i) says whether this is the last attempt
 // of cmds[i]: a transient failure on the last attempt is recorded as failed
 // instead of being handed back for a retry.
+//
+// The blast-radius limit is applied command by command, in order: the
+// commands that find a token are carried out together, then the next
+// ones as tokens come. A throttled call lasts as long as the limit says;
+// ctx bounds it (a command not reached when ctx ends is handed back).
 func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand, final func(i int) bool) []Executed {
 	out := make([]Executed, len(cmds))
 	for i := range cmds {
 		out[i].Command = cmds[i]
 	}
-	admitted := x.admitAll(ctx, cmds, out)
-	claims, err := x.claim(ctx, cmds, admitted)
+	// Work once started is finished (a drop is not left half recorded)
+	// within workTimeout; only waiting for the limit ends with ctx.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), workTimeout)
+	defer cancel()
+	admitted := x.admitAll(wctx, cmds, out)
+	claims, err := x.claim(wctx, cmds, admitted)
 	if err != nil {
 		x.Logger.Warn("cannot claim revocations; will retry", "commands", len(admitted), "err", err)
 		for _, i := range admitted {
@@ -96,11 +105,37 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 		}
 		return out
 	}
-	byDB, order := x.schedule(ctx, cmds, admitted, claims, out)
-	for _, db := range order {
-		x.runIn(ctx, db, byDB[db], cmds, claims, final, out)
+	todo := x.triage(wctx, cmds, admitted, claims, out)
+	defer x.setThrottling(false)
+	for len(todo) > 0 {
+		chunk, rest, err := x.takeTokens(ctx, cmds, todo)
+		if err != nil {
+			for _, i := range todo {
+				out[i].Retry, out[i].Err = true, err
+			}
+			return out
+		}
+		x.runChunk(cmds, chunk, claims, final, out)
+		todo = rest
 	}
 	return out
+}
+
+// workTimeout bounds the work on one chunk of commands: the drops (which
+// have their own statement and lock timeouts) and the records.
+const workTimeout = 2 * time.Minute
+
+// runChunk carries out the commands of chunk, per target database.
+func (x *Executor) runChunk(cmds []schemas.RevocationCommand, chunk []int, claims []store.Claim, final func(int) bool, out []Executed) {
+	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
+	defer cancel()
+	byDB := map[string][]int{}
+	for _, i := range chunk {
+		byDB[cmds[i].Database] = append(byDB[cmds[i].Database], i)
+	}
+	for _, db := range dbOrder(cmds, byDB) {
+		x.runIn(ctx, db, byDB[db], cmds, claims, final, out)
+	}
 }
 
 // admitAll authenticates each command. A refused one is recorded under its
@@ -193,28 +228,80 @@ func (x *Executor) claim(ctx context.Context, cmds []schemas.RevocationCommand, 
 	return claims, nil
 }
 
-// schedule settles the commands an earlier attempt finished, waits on the
-// blast-radius limit for the others and groups them by target database.
-func (x *Executor) schedule(ctx context.Context, cmds []schemas.RevocationCommand, admitted []int, claims []store.Claim,
-	out []Executed) (map[string][]int, []string) {
-	byDB := map[string][]int{}
-	var order []string
+// triage settles the commands an earlier attempt finished, and refuses at
+// once those a guard that needs no database refuses (they take no
+// blast-radius token); it returns the others, in order.
+func (x *Executor) triage(ctx context.Context, cmds []schemas.RevocationCommand, admitted []int, claims []store.Claim,
+	out []Executed) []int {
+	var todo, refusedIdx []int
+	var refused []schemas.RevocationResult
 	for _, i := range admitted {
 		cmd := cmds[i]
 		if claims[i].Done {
 			out[i] = x.duplicate(ctx, cmd, claims[i])
 			continue
 		}
-		if err := x.waitLimit(ctx, cmd); err != nil {
-			out[i].Retry, out[i].Err = true, err
+		if res, ok := x.Dropper.refuseByName(cmd, x.Clock()); ok {
+			refusedIdx, refused = append(refusedIdx, i), append(refused, res)
 			continue
 		}
-		if _, seen := byDB[cmd.Database]; !seen {
-			order = append(order, cmd.Database)
-		}
-		byDB[cmd.Database] = append(byDB[cmd.Database], i)
+		todo = append(todo, i)
 	}
-	return byDB, order
+	for k, e := range x.settle(ctx, pick(cmds, refusedIdx), refused) {
+		out[refusedIdx[k]] = e
+	}
+	return todo
+}
+
+// takeTokens returns the longest head of todo the blast-radius limit lets
+// through now, and the rest. When it lets none through, it waits for one
+// token (the revoker reports throttling meanwhile).
+func (x *Executor) takeTokens(ctx context.Context, cmds []schemas.RevocationCommand, todo []int) (chunk, rest []int, err error) {
+	if x.Limiter == nil {
+		return todo, nil, nil
+	}
+	for k, i := range todo {
+		if ok, _ := x.Limiter.TryTake(cmds[i].Emergency); !ok {
+			if k > 0 {
+				return todo[:k], todo[k:], nil
+			}
+			break
+		}
+		if k == len(todo)-1 {
+			return todo, nil, nil
+		}
+	}
+	x.setThrottling(true)
+	waited, err := x.Limiter.Wait(ctx, cmds[todo[0]].Emergency)
+	if waited > 0 {
+		x.Metrics.throttled.Add(waited.Seconds())
+	}
+	if err != nil {
+		return nil, todo, fmt.Errorf("blast-radius limit: %w", err)
+	}
+	return todo[:1], todo[1:], nil
+}
+
+func (x *Executor) setThrottling(on bool) {
+	if on {
+		x.Metrics.Throttling.Set(1)
+	} else {
+		x.Metrics.Throttling.Set(0)
+	}
+}
+
+// dbOrder lists the databases of byDB in the order their first command
+// appears in cmds.
+func dbOrder(cmds []schemas.RevocationCommand, byDB map[string][]int) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, c := range cmds {
+		if _, ok := byDB[c.Database]; ok && !seen[c.Database] {
+			seen[c.Database] = true
+			out = append(out, c.Database)
+		}
+	}
+	return out
 }
 
 // duplicate is the result of a command an earlier attempt recorded.
@@ -227,20 +314,6 @@ func (x *Executor) duplicate(ctx context.Context, cmd schemas.RevocationCommand,
 		e.Result = schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser, Outcome: claim.Outcome}
 	}
 	return e
-}
-
-func (x *Executor) waitLimit(ctx context.Context, cmd schemas.RevocationCommand) error {
-	if x.Limiter == nil {
-		return nil
-	}
-	waited, err := x.Limiter.Wait(ctx, cmd.Emergency)
-	if waited > 0 {
-		x.Metrics.throttled.Add(waited.Seconds())
-	}
-	if err != nil {
-		return fmt.Errorf("blast-radius limit: %w", err)
-	}
-	return nil
 }
 
 // runIn carries out one target's commands, drops and terminations, and

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/leaseguard/leaseguard/schemas"
@@ -190,4 +191,20 @@ func asRefusal(err error) (*Refusal, bool) {
 	var r *Refusal
 	ok := errors.As(err, &r)
 	return r, ok
+}
+
+// refuseByName applies the guards that need neither the database nor the
+// blast-radius limit (the name: managed pattern, protected, valid): a
+// command they refuse takes no token. It returns the refusal and true, or
+// false.
+func (d *Dropper) refuseByName(cmd schemas.RevocationCommand, now time.Time) (schemas.RevocationResult, bool) {
+	if cmd.Action == schemas.ActionTerminateSession && cmd.DBUser == "" {
+		return schemas.RevocationResult{}, false // a ghost of a role nobody knows
+	}
+	r, ok := asRefusal(d.guard.CheckName(cmd.DBUser))
+	if !ok {
+		return schemas.RevocationResult{}, false
+	}
+	return schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser,
+		Outcome: schemas.OutcomeRefused, Guard: r.Guard, Reason: r.Reason, StartedAt: now, FinishedAt: now}, true
 }

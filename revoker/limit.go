@@ -63,6 +63,25 @@ func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
 // outlast the context's deadline; no token is taken.
 var ErrWouldExceedDeadline = errors.New("limiter: wait would exceed the context deadline")
 
+// TryTake takes a token if one is there now. Otherwise it takes none and
+// returns how long until one will be. An emergency revocation always
+// passes and takes no token.
+func (l *Limiter) TryTake(emergency bool) (ok bool, next time.Duration) {
+	if emergency {
+		return true, 0
+	}
+	now := l.now()
+	r := l.lim.ReserveN(now, 1)
+	if !r.OK() {
+		return false, time.Minute
+	}
+	if delay := r.DelayFrom(now); delay > 0 {
+		r.CancelAt(now)
+		return false, delay
+	}
+	return true, 0
+}
+
 // Wait takes a token, waiting for one if the bucket is empty, and returns
 // how long it waited. An emergency revocation neither waits nor takes a
 // token. If ctx ends first (or its deadline is too close), Wait returns

@@ -124,22 +124,33 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, s.handle); err != nil {
+	// handle gets the run's own context: a batch in hand is finished, but
+	// commands still waiting on the blast-radius limit at shutdown are
+	// handed back at once (the Executor finishes work it started).
+	handle := func(_ context.Context, msgs []jetstream.Msg) { s.handle(ctx, msgs) }
+	if err := bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, handle); err != nil {
 		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, err)
 	}
 	return nil
 }
 
 func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckWait)
+	// A batch may wait on the blast-radius limit for longer than the ack
+	// wait: the messages are kept in progress meanwhile, and the batch is
+	// bounded by the longest a command may live.
+	ctx, cancel := context.WithTimeout(ctx, MaxCommandTTL)
 	defer cancel()
+	defer s.keepInProgress(ctx, msgs)()
+	// Dead letters are written even while shutting down.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer wcancel()
 	var cmds []schemas.RevocationCommand
 	var held []jetstream.Msg
 	var delivered []int
 	for _, m := range msgs {
 		cmd, err := DecodeCommand(m.Data())
 		if err != nil {
-			s.deadLetter(ctx, m, err.Error())
+			s.deadLetter(wctx, m, err.Error())
 			continue
 		}
 		n := 1
@@ -156,11 +167,35 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 		case d.Retry:
 			s.nak(held[i], delivered[i])
 		case d.Result.Outcome == schemas.OutcomeFailed:
-			s.deadLetter(ctx, held[i], "revocation failed after "+strconv.Itoa(delivered[i])+" attempts: "+d.Result.Reason)
+			s.deadLetter(wctx, held[i], "revocation failed after "+strconv.Itoa(delivered[i])+" attempts: "+d.Result.Reason)
 		default:
 			s.ack(held[i])
 		}
 	}
+}
+
+// keepInProgress tells JetStream, every third of the ack wait until the
+// returned stop is called, that msgs are being worked on, so that a long
+// batch is not redelivered to another revoker meanwhile.
+func (s *Service) keepInProgress(ctx context.Context, msgs []jetstream.Msg) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func (s *Service) ack(m jetstream.Msg) {

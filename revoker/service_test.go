@@ -124,17 +124,29 @@ func (r *svcRig) publish(t *testing.T, v any) {
 	}
 }
 
+// drained waits until the revoker has acknowledged every command published
+// so far: its ack floor reaches the stream's last sequence.
 func (r *svcRig) drained(t *testing.T) {
 	t.Helper()
+	ctx := context.Background()
+	stream, err := r.js.Stream(ctx, r.cfg.Queue.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := si.State.LastSeq
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := r.js.Consumer(context.Background(), r.cfg.Queue.Stream, r.cfg.Consumer)
+		c, err := r.js.Consumer(ctx, r.cfg.Queue.Stream, r.cfg.Consumer)
 		if err == nil {
-			if info, err := c.Info(context.Background()); err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0 {
+			if info, err := c.Info(ctx); err == nil && info.AckFloor.Stream >= last && info.NumAckPending == 0 {
 				return
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("revocation queue not drained")
 }

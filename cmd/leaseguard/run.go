@@ -240,16 +240,8 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 	}
 	if roles["revoker"] {
 		rm := revoker.NewMetrics(p.registry)
-		limiter, err := revoker.NewLimiter(revoker.LimiterConfig{
-			PerMinute: cfg.MaxRevocationsPerMin,
-			OnThrottle: func(waiting bool) {
-				if waiting {
-					rm.Throttling.Inc()
-				} else {
-					rm.Throttling.Dec()
-				}
-			},
-		})
+		// The executor reports throttling (rm.Throttling) while it waits.
+		limiter, err := revoker.NewLimiter(revoker.LimiterConfig{PerMinute: cfg.MaxRevocationsPerMin})
 		if err != nil {
 			return err
 		}

@@ -232,3 +232,19 @@ func newUUID() string {
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
+
+// RevokePrefixEntries returns the audit entries of a sys/leases/revoke-prefix
+// of prefix at s's clock, and does nothing to the database: what a forged
+// revocation, or one whose revocation statements failed, looks like on the
+// audit stream.
+func (s *Sim) RevokePrefixEntries(prefix string) [][]byte {
+	now := s.now()
+	path := "sys/leases/revoke-prefix/" + strings.TrimSuffix(prefix, "/")
+	reqID := newUUID()
+	data := map[string]any{"sync": true}
+	req := s.entry("request", now, reqID, "update", path, "system", data)
+	resp := s.entry("response", now.Add(20*time.Millisecond), reqID, "update", path, "system", data)
+	resp["response"] = map[string]any{"mount_type": "system", "mount_point": "sys/",
+		"data": map[string]any{"http_content_type": s.HMAC("application/json"), "http_status_code": 204}}
+	return [][]byte{mustJSON(req), mustJSON(resp)}
+}
