@@ -111,8 +111,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, d: d, auth: newAuthenticator(cfg.Tokens), limits: newLimiters(cfg.RatePerMinute),
-		fails: newFailureGate(cfg.AuthFailures, cfg.AuthFailureWindow, DefaultMaxTrackedAddresses),
-		m:     m, mux: http.NewServeMux(), scopeOf: map[string]Scope{}}
+		m: m, mux: http.NewServeMux(), scopeOf: map[string]Scope{}}
+	s.fails = newFailureGate(cfg.AuthFailures, cfg.AuthFailureWindow, DefaultMaxTrackedAddresses)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	for _, rt := range s.routes() {
 		s.mux.HandleFunc(rt.pattern, rt.handler)

@@ -51,12 +51,13 @@ func (c AuditSocketConfig) Validate() error {
 
 // AuditSocket accepts Vault socket audit devices: TCP or a unix socket,
 // one JSON entry per line, any number of connections. TCP peers outside
-// the allowed networks are closed on before anything is read from them. Every line is stored in JetStream
-// before the next one is read from its connection, so a line counts as
-// received only once it is durable, and a slow or unavailable JetStream
-// slows Vault's writes down through TCP instead of losing entries (Vault
-// times a write out after the device's write_timeout). Lines over
-// MaxLineBytes and lines that are not JSON objects are dead-lettered.
+// the allowed networks are closed on before anything is read from them.
+// Every line is stored in JetStream before the next one is read from its
+// connection, so a line counts as received only once it is durable, and
+// a slow or unavailable JetStream slows Vault's writes down through the
+// socket instead of losing entries (Vault times a write out after the
+// device's write_timeout). Lines over MaxLineBytes and lines that are not
+// JSON objects are dead-lettered.
 type AuditSocket struct {
 	cfg    AuditSocketConfig
 	nets   []netip.Prefix
