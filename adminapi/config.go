@@ -20,6 +20,10 @@ const (
 	DefaultRatePerMinute  = 60
 	DefaultMaxBodyBytes   = 64 << 10
 	DefaultRequestTimeout = 2 * time.Minute
+	// DefaultAuthFailures failed authentications from one client address
+	// within DefaultAuthFailureWindow turn it away for that window.
+	DefaultAuthFailures      = 10
+	DefaultAuthFailureWindow = time.Minute
 )
 
 // Scope is a permission a principal holds.
@@ -196,6 +200,13 @@ type Config struct {
 	// RequestTimeout bounds one revocation request: planning and executing
 	// (a batch in flight gets the operator's grace on top). Default 2m.
 	RequestTimeout time.Duration
+	// AuthFailures failed authentications (a wrong token, a certificate of
+	// no principal) from one client address within AuthFailureWindow turn
+	// that address away (429) for AuthFailureWindow, before any credential
+	// it presents is examined. Defaults 10 and 1m. Behind a proxy, every
+	// client has the proxy's address.
+	AuthFailures      int
+	AuthFailureWindow time.Duration
 }
 
 // Enabled reports whether the API is configured to listen.
@@ -249,6 +260,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("admin api: max body bytes %d is negative", c.MaxBodyBytes)
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("admin api: request timeout %s is negative", c.RequestTimeout)
+	case c.AuthFailures < 0:
+		return fmt.Errorf("admin api: authentication failures %d is negative", c.AuthFailures)
+	case c.AuthFailureWindow < 0:
+		return fmt.Errorf("admin api: authentication failure window %s is negative", c.AuthFailureWindow)
 	}
 	return nil
 }
@@ -272,6 +287,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.AuthFailures == 0 {
+		c.AuthFailures = DefaultAuthFailures
+	}
+	if c.AuthFailureWindow == 0 {
+		c.AuthFailureWindow = DefaultAuthFailureWindow
 	}
 	return c
 }

@@ -15,6 +15,9 @@ const (
 	DeniedUnknownClientCert  = "unknown_client_certificate"
 	DeniedInsufficientScope  = "insufficient_scope"
 	DeniedRateLimited        = "rate_limited"
+	// DeniedAuthFailures: the client address failed authentication too
+	// often; its credentials were not examined.
+	DeniedAuthFailures = "too_many_auth_failures"
 )
 
 // metrics are the admin API's Prometheus metrics.
@@ -38,10 +41,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaseguard_admin_denied_total",
 			Help: "Admin API requests refused before reaching a handler, by reason: " +
-				"missing_credentials, invalid_token, unknown_client_certificate (401), insufficient_scope (403), rate_limited (429).",
+				"missing_credentials, invalid_token, unknown_client_certificate (401), insufficient_scope (403), rate_limited (429, per principal), " +
+				"too_many_auth_failures (429, per client address, credentials not examined).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{DeniedMissingCredentials, DeniedInvalidToken, DeniedUnknownClientCert, DeniedInsufficientScope, DeniedRateLimited} {
+	for _, r := range []string{DeniedMissingCredentials, DeniedInvalidToken, DeniedUnknownClientCert, DeniedInsufficientScope, DeniedRateLimited, DeniedAuthFailures} {
 		m.denied.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.seconds, m.denied} {

@@ -9,7 +9,9 @@
 // name of that table, and needs the scope of its route (read for GETs,
 // revoke for POST). Refusals are counted by reason and logged with the
 // principal or "anonymous" and the remote address, never with a token.
-// Requests are rate limited per principal.
+// Requests are rate limited per principal, and a client address that
+// failed authentication too often is turned away (failures.go) before any
+// credential it presents is examined.
 package adminapi
 
 import (
@@ -68,6 +70,7 @@ type Server struct {
 	d       Deps
 	auth    *authenticator
 	limits  *limiters
+	fails   *failureGate
 	m       *metrics
 	mux     *http.ServeMux
 	scopeOf map[string]Scope
@@ -109,6 +112,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, d: d, auth: newAuthenticator(cfg.Tokens), limits: newLimiters(cfg.RatePerMinute),
 		m: m, mux: http.NewServeMux(), scopeOf: map[string]Scope{}}
+	s.fails = newFailureGate(cfg.AuthFailures, cfg.AuthFailureWindow, DefaultMaxTrackedAddresses)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	for _, rt := range s.routes() {
 		s.mux.HandleFunc(rt.pattern, rt.handler)
@@ -174,8 +178,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// ServeHTTP authenticates, rate limits, routes and checks the scope, in
-// that order, then serves the request. Unknown routes are answered only to
+// ServeHTTP turns away client addresses that failed authentication too
+// often, authenticates, rate limits, routes and checks the scope, in that
+// order, then serves the request. Unknown routes are answered only to
 // authenticated principals.
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -201,11 +206,8 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 
-	p, denied := s.auth.authenticate(r)
-	if denied != "" {
-		s.deny(r, "", denied)
-		h.Set("WWW-Authenticate", challenge(denied, ""))
-		writeError(w, http.StatusUnauthorized, "%s", deniedText(denied))
+	p, ok := s.authenticate(w, r)
+	if !ok {
 		return
 	}
 	if ok, wait := s.limits.allow(p.Name, s.d.Clock()); !ok {
@@ -229,6 +231,32 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	s.d.Logger.Debug("admin api request", "principal", p.Name, "via", p.via, "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	s.mux.ServeHTTP(w, r.WithContext(withPrincipal(r.Context(), p)))
+}
+
+// authenticate resolves the request's principal, or answers it: 429 when
+// its client address is serving a penalty for failed authentications (its
+// credentials are not examined), 401 when it has no valid credential (a
+// wrong token or an unknown certificate counts toward that penalty).
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal, bool) {
+	client, now := clientKey(r.RemoteAddr), s.d.Clock()
+	if blocked, wait := s.fails.check(client, now); blocked {
+		s.deny(r, "", DeniedAuthFailures)
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+		writeError(w, http.StatusTooManyRequests, "too many failed authentications from this address; retry later")
+		return principal{}, false
+	}
+	p, denied := s.auth.authenticate(r)
+	if denied == "" {
+		return p, true
+	}
+	s.deny(r, "", denied)
+	if denied != DeniedMissingCredentials && s.fails.failed(client, now) {
+		s.d.Logger.Warn("admin api client address turned away after failed authentications",
+			"client", client, "failures", s.cfg.AuthFailures, "for", s.cfg.AuthFailureWindow.String())
+	}
+	w.Header().Set("WWW-Authenticate", challenge(denied, ""))
+	writeError(w, http.StatusUnauthorized, "%s", deniedText(denied))
+	return principal{}, false
 }
 
 // deny records a refused request: the metric, and a log line naming the

@@ -20,6 +20,9 @@ type directMetrics struct {
 	// and closed; disconnects by reason.
 	connections prometheus.Counter
 	disconnects *prometheus.CounterVec
+	// refused counts TCP connections closed unread because the peer is
+	// outside the allowed networks.
+	refused prometheus.Counter
 }
 
 func newDirectMetrics() *directMetrics {
@@ -44,11 +47,15 @@ func newDirectMetrics() *directMetrics {
 			Name: "leaseguard_ingest_audit_socket_disconnects_total",
 			Help: "Socket audit device connections that ended, by reason: closed (by Vault), error, idle, store_failed, shutdown.",
 		}, []string{"reason"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "leaseguard_ingest_audit_socket_refused_total",
+			Help: "Connections to the socket audit source closed before anything was read, because the peer's address is outside the allowed networks.",
+		}),
 	}
 }
 
 func (d *directMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{d.entries, d.lastEntry, d.clients, d.connections, d.disconnects}
+	return []prometheus.Collector{d.entries, d.lastEntry, d.clients, d.connections, d.disconnects, d.refused}
 }
 
 // Disconnect reasons (leaseguard_ingest_audit_socket_disconnects_total).
@@ -85,4 +92,12 @@ func (m *Metrics) socketDisconnected(reason string) {
 	}
 	m.direct.disconnects.WithLabelValues(reason).Inc()
 	m.direct.clients.Dec()
+}
+
+// socketRefused records a connection refused for its peer's address.
+func (m *Metrics) socketRefused() {
+	if m == nil {
+		return
+	}
+	m.direct.refused.Inc()
 }

@@ -23,6 +23,8 @@ type AdminConfig struct {
 	AdminRatePerMinute  int           `envconfig:"LEASEGUARD_ADMIN_RATE_PER_MINUTE" default:"60" desc:"requests per principal per minute (and burst)"`
 	AdminMaxBodyBytes   int64         `envconfig:"LEASEGUARD_ADMIN_MAX_BODY_BYTES" default:"65536" desc:"request body limit"`
 	AdminRequestTimeout time.Duration `envconfig:"LEASEGUARD_ADMIN_REQUEST_TIMEOUT" default:"2m" desc:"time limit for planning and executing one revocation request"`
+	AdminAuthFailures   int           `envconfig:"LEASEGUARD_ADMIN_AUTH_FAILURES" default:"10" desc:"failed authentications (wrong token, certificate of no principal) from one client address within LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW before that address gets 429 for the window, its credentials not even examined"`
+	AdminAuthWindow     time.Duration `envconfig:"LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW" default:"1m" desc:"window of LEASEGUARD_ADMIN_AUTH_FAILURES, and how long an address that reached it is turned away"`
 }
 
 func (a AdminConfig) validate(bad func(name, format string, args ...any)) {
@@ -32,11 +34,17 @@ func (a AdminConfig) validate(bad func(name, format string, args ...any)) {
 	if _, err := a.apiConfig(); err != nil {
 		bad("ADMIN_ADDR", "%v", err)
 	}
+	if a.AdminAuthFailures < 1 {
+		bad("ADMIN_AUTH_FAILURES", "must be positive")
+	}
+	if a.AdminAuthWindow <= 0 {
+		bad("ADMIN_AUTH_FAILURE_WINDOW", "must be positive")
+	}
 }
 
 func (a AdminConfig) apiConfig() (adminapi.Config, error) {
 	c := adminapi.Config{Addr: a.AdminAddr, RatePerMinute: a.AdminRatePerMinute, MaxBodyBytes: a.AdminMaxBodyBytes,
-		RequestTimeout: a.AdminRequestTimeout}
+		RequestTimeout: a.AdminRequestTimeout, AuthFailures: a.AdminAuthFailures, AuthFailureWindow: a.AdminAuthWindow}
 	var err error
 	if c.Tokens, err = adminapi.ParseTokens(a.AdminTokens); err != nil {
 		return c, fmt.Errorf("%s: %w", env("ADMIN_TOKENS"), err)

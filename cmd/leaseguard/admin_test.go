@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,27 @@ func TestRunServesAdminAPI(t *testing.T) {
 	}
 	if code := get(token); code != http.StatusOK {
 		t.Errorf("read token: %d, want 200", code)
+	}
+}
+
+// TestAdminAuthFailureSettings: the failed-authentication limit reaches
+// the API's configuration, and a non-positive value is refused.
+func TestAdminAuthFailureSettings(t *testing.T) {
+	admin := map[string]string{"LEASEGUARD_ADMIN_ADDR": "127.0.0.1:8443", "LEASEGUARD_ADMIN_TOKENS": digestSpec}
+	cfg, err := loadWith(t, admin, map[string]string{"LEASEGUARD_ADMIN_AUTH_FAILURES": "5", "LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW": "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := cfg.apiConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac.AuthFailures != 5 || ac.AuthFailureWindow != 10*time.Minute {
+		t.Errorf("auth failures %d within %s, want 5 within 10m", ac.AuthFailures, ac.AuthFailureWindow)
+	}
+	for name, value := range map[string]string{"LEASEGUARD_ADMIN_AUTH_FAILURES": "0", "LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW": "0s"} {
+		if _, err := loadWith(t, admin, map[string]string{name: value}); err == nil || !strings.Contains(err.Error(), name+": ") {
+			t.Errorf("%s=%s: %v, want an error naming it", name, value, err)
+		}
 	}
 }

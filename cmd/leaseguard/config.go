@@ -85,6 +85,8 @@ type Config struct {
 	SignalRulesConfig
 	VaultConfig
 
+	AllowInsecure bool `envconfig:"LEASEGUARD_ALLOW_INSECURE" default:"false" desc:"accept settings refused outside loopback (admin API without TLS, Kafka SASL without TLS, Vault over http, NATS without TLS or credentials, PostgreSQL with sslmode=disable, a world-writable audit socket), each logged as a warning at start"`
+
 	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
 
@@ -222,6 +224,7 @@ func (c Config) Validate() error {
 	c.ApprovalConfig.validate(bad)
 	c.SignalRulesConfig.validate(c.RuleModes, bad)
 	c.VaultConfig.validate(bad)
+	c.validatePosture(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
 	}

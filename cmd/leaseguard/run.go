@@ -81,6 +81,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	p := &pipeline{logger: logger, registry: registry}
+	warnInsecure(logger, cfg)
 	defer func() {
 		if err != nil {
 			p.close()
