@@ -191,7 +191,11 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	if err := p.startAdmin(cfg, logger.With("part", "adminapi")); err != nil {
 		return nil, err
 	}
-	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", redactURL(p.nc.ConnectedUrl()), "targets", strings.Join(p.targets.Names(), ","))
+	natsAt := redactURL(p.nc.ConnectedUrl())
+	if p.embedded != nil {
+		natsAt = "embedded, in-process" // the URL would be a placeholder
+	}
+	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
 	return p, nil
 }
 
