@@ -31,11 +31,14 @@ postgres:
 	@scripts/ensure-postgres.sh
 
 # rsyslog with omkafka and kcat (end-to-end shipping test) and a real
-# Alertmanager (alert sink test), installed from Debian when missing.
+# Alertmanager (alert sink test), installed from Debian when missing; the
+# nats-server go.mod pins (deploy/nats test), built once into a cache
+# directory outside the repository.
 .PHONY: tools
 tools:
 	@scripts/ensure-tools.sh
 	@scripts/ensure-alertmanager.sh
+	@scripts/ensure-nats-server.sh >/dev/null
 
 # Longer fuzzing of the audit decoder (not part of make test).
 fuzz:

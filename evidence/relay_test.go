@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net/url"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -236,25 +235,14 @@ func TestRelayNATSDownThenUp(t *testing.T) {
 	ctx := context.Background()
 	storeDir := t.TempDir()
 
-	var mu sync.Mutex
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: storeDir, Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		srv.Shutdown()
-	})
+	// A listener, so that the server can come back at the same address.
+	srv := natstest.StartWith(t, natstest.Config{StoreDir: storeDir, Listen: "127.0.0.1:0"})
+	creds := srv.Creds
 	u, err := url.Parse(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, err := strconv.Atoi(u.Port())
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), srv.UserOption(t, bus.UserLeaseguard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,9 +265,7 @@ func TestRelayNATSDownThenUp(t *testing.T) {
 		t.Fatalf("before the outage: %d, %v", n, err)
 	}
 
-	mu.Lock()
 	srv.Shutdown()
-	mu.Unlock()
 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -299,12 +285,7 @@ func TestRelayNATSDownThenUp(t *testing.T) {
 		t.Fatalf("%d unpublished while NATS is down, want 15", got)
 	}
 
-	mu.Lock()
-	srv, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: storeDir, Port: port})
-	mu.Unlock()
-	if err != nil {
-		t.Fatalf("restart nats on port %d: %v", port, err)
-	}
+	natstest.StartWith(t, natstest.Config{StoreDir: storeDir, Listen: u.Host, Credentials: creds})
 	waitFor(t, "the outbox to drain", 30*time.Second, func() bool { return unpublished(t, pool) == 0 })
 	checkStream(t, js, 20)
 	var attempts int

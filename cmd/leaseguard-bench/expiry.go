@@ -67,7 +67,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats"), Port: -1})
+	srv, err := startBenchNATS(filepath.Join(dir, "nats"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -85,6 +85,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 	lg, err := b.startLeaseguard(ctx, map[string]string{
 		"LEASEGUARD_DATABASE_SCHEMA":            stateSchema,
 		"LEASEGUARD_NATS_URL":                   srv.URL(),
+		"LEASEGUARD_NATS_NKEY_FILE":             srv.seedFile(bus.UserLeaseguard),
 		"LEASEGUARD_DATA_DIR":                   filepath.Join(dir, "data"),
 		"LEASEGUARD_EXPIRY_GRACE":               b.opt.expiryGrace.String(),
 		"LEASEGUARD_DETECT_INTERVAL":            b.opt.detectInterval.String(),
@@ -154,7 +155,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 	}
 
 	// Vault's audit entries, published as a shipper would.
-	nc, err := nats.Connect(srv.URL(), nats.Name("bench-publisher"))
+	nc, err := srv.connectAs(bus.UserShipper, nats.Name("bench-publisher"))
 	if err != nil {
 		return nil, nil, err
 	}

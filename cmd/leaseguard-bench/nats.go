@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -55,7 +56,7 @@ func (b *Bench) natsRun(ctx context.Context, name string, burst, paced *corpus, 
 		return e2eRun{}, err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Port: -1})
+	srv, err := startBenchNATS(dir)
 	if err != nil {
 		return e2eRun{}, err
 	}
@@ -67,9 +68,13 @@ func (b *Bench) natsRun(ctx context.Context, name string, burst, paced *corpus, 
 	}
 	defer rig.close(b)
 
-	// The source's connection, as in run; the publisher has its own, as
-	// Vault's shipper would.
-	nc, err := nats.Connect(srv.URL(), nats.Name("leaseguard"))
+	// The source's connection, in-process as in run; the publisher has its
+	// own, over the listener as Vault's shipper would.
+	own, err := srv.ConnectOptions()
+	if err != nil {
+		return e2eRun{}, err
+	}
+	nc, err := nats.Connect("", append(own, nats.Name("leaseguard"))...)
 	if err != nil {
 		return e2eRun{}, err
 	}
@@ -97,7 +102,7 @@ func (b *Bench) natsRun(ctx context.Context, name string, burst, paced *corpus, 
 		}
 	}()
 
-	pc, err := nats.Connect(srv.URL(), nats.Name("bench-publisher"))
+	pc, err := srv.connectAs(bus.UserShipper, nats.Name("bench-publisher"))
 	if err != nil {
 		return e2eRun{}, err
 	}
@@ -134,4 +139,40 @@ func (b *Bench) natsRun(ctx context.Context, name string, burst, paced *corpus, 
 		return e2eRun{}, fmt.Errorf("warm-up: %w", err)
 	}
 	return b.e2eRunOnce(ctx, rig, burst, paced, publish)
+}
+
+// benchNATS is an embedded JetStream server listening on loopback, as
+// `leaseguard run` has it with LEASEGUARD_NATS_LISTEN: every client
+// authenticates with an nkey kept in the store's directory.
+type benchNATS struct {
+	*bus.Embedded
+	creds *bus.Credentials
+}
+
+func startBenchNATS(dir string) (*benchNATS, error) {
+	creds, err := bus.LoadOrCreateCredentials(filepath.Join(dir, "credentials"), bus.UserLeaseguard, bus.UserShipper, bus.UserSIEM)
+	if err != nil {
+		return nil, err
+	}
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, "store"), Listen: "127.0.0.1:0", Credentials: creds})
+	if err != nil {
+		return nil, err
+	}
+	return &benchNATS{Embedded: e, creds: creds}, nil
+}
+
+// connectAs connects over the listener as user.
+func (s *benchNATS) connectAs(user string, opts ...nats.Option) (*nats.Conn, error) {
+	cr, _ := s.creds.User(user)
+	auth, err := cr.Option()
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(s.URL(), append(opts, auth)...)
+}
+
+// seedFile is the nkey seed file of user, for a leaseguard child process.
+func (s *benchNATS) seedFile(user string) string {
+	cr, _ := s.creds.User(user)
+	return cr.SeedFile
 }

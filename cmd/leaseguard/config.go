@@ -218,6 +218,7 @@ func (c Config) Validate() error {
 		bad("STATEMENT_TIMEOUT", "statement and lock timeouts must be positive")
 	}
 	c.TransportConfig.validate(bad)
+	c.validateNATSListen(bad)
 	c.validateAuditSources(bad)
 	c.AdminConfig.validate(bad)
 	c.AlertConfig.validate(bad)

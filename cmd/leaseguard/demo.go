@@ -46,7 +46,7 @@ func demoCmd(ctx context.Context, m *Main, args []string) error {
 	defer os.RemoveAll(dataDir)
 	cfg.DatabaseSchema = "leaseguard_demo_" + sfx
 	cfg.DataDir = dataDir
-	cfg.NATSURL = ""
+	cfg.NATSURL, cfg.NATSListen = "", ""
 	cfg.MetricsAddr = "127.0.0.1:0"
 	cfg.ExpiryGrace = 2 * time.Second
 	cfg.DetectInterval = 250 * time.Millisecond

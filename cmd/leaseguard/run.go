@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -172,6 +171,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
 			return nil, err
 		}
+		if err := p.ensureSIEMConsumer(ctx, cfg); err != nil {
+			return nil, err
+		}
 		pub, err := p.evidencePublisher(cfg, rcfg)
 		if err != nil {
 			return nil, err
@@ -190,7 +192,11 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	if err := p.startAdmin(cfg, logger.With("part", "adminapi")); err != nil {
 		return nil, err
 	}
-	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", redactURL(p.nc.ConnectedUrl()), "targets", strings.Join(p.targets.Names(), ","))
+	natsAt := redactURL(p.nc.ConnectedUrl())
+	if p.embedded != nil {
+		natsAt = "embedded, in-process" // the URL would be a placeholder
+	}
+	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
 	return p, nil
 }
 
@@ -381,22 +387,9 @@ func (c Config) natsSourceConfig() ingest.NATSConfig {
 }
 
 // connectNATS joins the configured cluster, or starts an embedded server
-// with its store under DATA_DIR.
+// with its store under DATA_DIR and connects to it in-process.
 func (p *pipeline) connectNATS(cfg Config) error {
 	url := cfg.NATSURL
-	if url == "" {
-		dir := filepath.Join(cfg.DataDir, "jetstream")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("%s: %w", env("DATA_DIR"), err)
-		}
-		e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Port: -1})
-		if err != nil {
-			return err
-		}
-		p.embedded = e
-		url = e.URL()
-		p.logger.Info("embedded JetStream started", "url", url, "store", dir)
-	}
 	opts := []nats.Option{
 		nats.Name("leaseguard"),
 		nats.MaxReconnects(-1),
@@ -409,13 +402,20 @@ func (p *pipeline) connectNATS(cfg Config) error {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { p.logger.Info("nats reconnected", "url", redactURL(c.ConnectedUrl())) }),
 	}
-	if p.embedded == nil {
-		sec, err := cfg.natsOptions()
-		if err != nil {
-			return configError{err}
+	var sec []nats.Option
+	var err error
+	if url == "" {
+		if p.embedded, err = startEmbeddedNATS(cfg, p.logger); err != nil {
+			return err
 		}
-		opts = append(opts, sec...)
+		sec, err = p.embedded.ConnectOptions()
+	} else if sec, err = cfg.natsOptions(); err != nil {
+		err = configError{err}
 	}
+	if err != nil {
+		return err
+	}
+	opts = append(opts, sec...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)

@@ -18,6 +18,7 @@ import (
 // TransportConfig holds the NATS and Kafka connection settings. It is
 // embedded in Config.
 type TransportConfig struct {
+	NATSListen      string `envconfig:"LEASEGUARD_NATS_LISTEN" desc:"host:port where the embedded JetStream (NATS_URL empty) accepts a shipper and SIEM readers, each with an nkey generated in DATA_DIR/nats (deploy/nats/README.md); empty: no listener at all, leaseguard connects in-process"`
 	NATSCredsFile   string `envconfig:"LEASEGUARD_NATS_CREDS_FILE" desc:"NATS user credentials file (JWT + nkey seed)"`
 	NATSNkeyFile    string `envconfig:"LEASEGUARD_NATS_NKEY_FILE" desc:"NATS nkey seed file"`
 	NATSTLSCAFile   string `envconfig:"LEASEGUARD_NATS_TLS_CA_FILE" desc:"CA bundle to verify the NATS servers (turns TLS on)"`
