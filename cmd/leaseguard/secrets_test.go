@@ -62,6 +62,7 @@ func TestSecretsNeverStored(t *testing.T) {
 	t.Setenv("LEASEGUARD_AUDIT_FILE", auditLog)
 	t.Setenv("LEASEGUARD_AUDIT_FILE_POLL", "50ms")
 	t.Setenv("LEASEGUARD_AUDIT_SOCKET_ADDR", sockAddr)
+	t.Setenv("LEASEGUARD_DEADLETTER_MAX_AGE", "72h")
 	cfg, err := loadConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +190,9 @@ func TestSecretsNeverStored(t *testing.T) {
 	}
 	if dl := sinks["stream LEASEGUARD_DEADLETTER"]; !strings.Contains(dl, "Leaseguard-Reason") {
 		t.Errorf("dead letters carry no reason: %.500s", dl)
+	}
+	if s, err := p.js.Stream(ctx, "LEASEGUARD_DEADLETTER"); err != nil || s.CachedInfo().Config.MaxAge != 72*time.Hour {
+		t.Errorf("the dead-letter stream does not keep dead letters for LEASEGUARD_DEADLETTER_MAX_AGE: %v", err)
 	}
 	// The shipper's four messages with a secret were erased; every path
 	// counted the entries that arrived with one.
