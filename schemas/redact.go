@@ -178,27 +178,44 @@ func valueIsSecret(raw []byte, escaped, secretKey bool) bool {
 	return textMayHoldSecret(raw) && LooksLikeSecret(string(raw))
 }
 
-// textMayHoldSecret is a cheap screen, one pass: text without a quote for
-// which it is false holds nothing RedactText redacts (no token shape, no
-// "passw", "pwd" or "://").
+// textMayHoldSecret is a cheap screen: text without a quote for which it
+// is false holds nothing RedactText redacts (no token shape, no "passw",
+// "pwd" or "://"). It looks only at dots, colons and p's.
 func textMayHoldSecret[T string | []byte](s T) bool {
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
+		k := indexAny3(s[i:])
+		if k < 0 {
+			return false
+		}
+		i += k
 		switch s[i] {
 		case '.':
 			if i > 0 && i+1 < len(s) && tokenDot(s[i-1], s[i+1]) {
-				return true
-			}
-		case 'p', 'P':
-			if foldAt(s, i, "passw") || foldAt(s, i, "pwd") {
 				return true
 			}
 		case ':':
 			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' {
 				return true
 			}
+		default:
+			if foldAt(s, i, "passw") || foldAt(s, i, "pwd") {
+				return true
+			}
 		}
+		i++
 	}
 	return false
+}
+
+// indexAny3 returns the index of the first '.', ':', 'p' or 'P' in s, or -1.
+func indexAny3[T string | []byte](s T) int {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '.', ':', 'p', 'P':
+			return i
+		}
+	}
+	return -1
 }
 
 // foldAt reports whether s has the lowercase ASCII word w at i, in any case.

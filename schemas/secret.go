@@ -52,26 +52,28 @@ var (
 )
 
 // PasswordKey reports whether an object key names a password.
-func PasswordKey[T string | []byte](k T) bool { return keyNames(k, passwordWords, false) }
+func PasswordKey[T string | []byte](k T) bool { return keyNames([]byte(k), passwordWords, false) }
 
 // SecretKey reports whether an object key names a secret: a password,
 // secret, private or API key, or a token ("client_token", "token"; not
 // "token_type" or "token_ttl"). A key naming an accessor does not: an
 // accessor cannot authenticate, and leaseguard reads accessors.
-func SecretKey[T string | []byte](k T) bool { return keyNames(k, secretWords, true) }
+func SecretKey[T string | []byte](k T) bool { return keyNames([]byte(k), secretWords, true) }
 
-func keyNames[T string | []byte](k T, words [][]byte, tokens bool) bool {
+func keyNames(k []byte, words [][]byte, tokens bool) bool {
 	var buf [64]byte
-	norm := buf[:0]
-	for i := 0; i < len(k); i++ {
+	n := 0
+	for i := 0; i < len(k) && n < len(buf); i++ {
 		c := k[i]
 		if c >= 'A' && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
-			norm = append(norm, c)
+			buf[n] = c
+			n++
 		}
 	}
+	norm := buf[:n]
 	if tokens && bytes.HasSuffix(norm, []byte("accessor")) {
 		return false
 	}
