@@ -270,8 +270,9 @@ func redactTokens(s string) (string, bool) {
 }
 
 // redactSQLPasswords redacts the quoted value after PASSWORD: a string
-// literal ('' doubles a quote; E'…' also escapes with a backslash) or a
-// dollar-quoted string, to its closing quote or the end of the text.
+// literal (a doubled quote stands for one; E'…' also escapes with a
+// backslash) or a dollar-quoted string, to its closing quote or the end
+// of the text.
 func redactSQLPasswords(s string) (string, bool) {
 	if !containsFold(s, "password") {
 		return s, false

@@ -101,7 +101,9 @@ func TestJSONHasSecretAgreesWithRedact(t *testing.T) {
 	}
 	plants := []func(string) string{
 		func(s string) string { return s },
-		func(s string) string { return strings.Replace(s, `"remote_address":"`, `"remote_address":"`+testToken+` `, 1) },
+		func(s string) string {
+			return strings.Replace(s, `"remote_address":"`, `"remote_address":"`+testToken+` `, 1)
+		},
 		func(s string) string {
 			return strings.Replace(s, `"client_token":"hmac-sha256:`, `"client_token":"x`, 1)
 		},
