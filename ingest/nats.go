@@ -252,6 +252,7 @@ func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
 			return
 		}
 	}
+	var toErase []jetstream.Msg // acknowledged, carrying a plaintext secret
 	for i, m := range b.msgs {
 		r := results[i]
 		switch r.Disposition {
@@ -271,8 +272,13 @@ func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
 			s.ack(m)
 		}
 		if r.PlaintextSecret {
-			s.erase(ctx, m)
+			toErase = append(toErase, m)
 		}
+	}
+	// Erased once every message is acknowledged, so a slow erase holds
+	// back no acknowledgement.
+	for _, m := range toErase {
+		s.erase(ctx, m)
 	}
 }
 
