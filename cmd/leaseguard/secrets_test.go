@@ -35,8 +35,9 @@ import (
 // is ingested, dropped and relayed, no secret may be found in any sink:
 // logs, metrics, every table of the state store, every JetStream stream
 // (the raw audit stream included, after ingest committed; dead letters
-// with their headers; evidence) and the evidence as a subscriber received
-// it.
+// with their headers; evidence), the embedded JetStream server's files on
+// disk (an erased message must be overwritten, not only marked deleted)
+// and the evidence as a subscriber received it.
 func TestSecretsNeverStored(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -211,6 +212,7 @@ func TestSecretsNeverStored(t *testing.T) {
 		t.Errorf("stop: %v", err)
 	}
 	sinks["logs"] = logs.String()
+	sinks["files of the embedded JetStream server"] = dumpFiles(t, filepath.Join(dir, "data"))
 	sinks["state store"] = dumpAllTables(t, ctx, admin, schema)
 	if !strings.Contains(sinks["state store"], users[0]) {
 		t.Errorf("the ledger does not hold the issued users")
@@ -220,6 +222,24 @@ func TestSecretsNeverStored(t *testing.T) {
 			t.Errorf("%d plaintext secrets (of %d) appear in the %s, e.g. as %s", len(leaked), len(secrets), name, leaked[0])
 		}
 	}
+}
+
+// dumpFiles concatenates every file under root.
+func dumpFiles(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		b.Write(data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // metricValue reads one series from a Prometheus text exposition (-1:
