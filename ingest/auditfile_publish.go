@@ -105,12 +105,12 @@ func isJSONObject(b []byte) bool {
 	return false
 }
 
-// prepare classifies a line read by a direct source (size is its full
+// prepareLine classifies a line read by a direct source (size is its full
 // length), redacts the secrets it carries (schemas.Redact: neither the
 // audit stream nor a dead letter ever holds a plaintext secret) and gives
 // it a message id derived from idOrigin and the redacted bytes: redaction
 // is deterministic, so a line read again gets the same id.
-func prepare(l line, size int64, maxBytes int, idPrefix, idOrigin string) line {
+func prepareLine(l line, size int64, maxBytes int, idPrefix, idOrigin string) line {
 	classify(&l, size, maxBytes)
 	l.data, l.redacted = schemas.Redact(l.data)
 	l.id = lineID(idPrefix, idOrigin, l.data)

@@ -177,7 +177,7 @@ func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
 			if !complete {
 				l.reason = "connection closed in the middle of a line"
 			}
-			l = prepare(l, size, s.cfg.MaxLineBytes, "auditsocket", "")
+			l = prepareLine(l, size, s.cfg.MaxLineBytes, "auditsocket", "")
 			if perr := s.pub.publish(pubCtx, []line{l}); perr != nil {
 				log.Warn("audit entry not stored; closing the connection so Vault sees the failure", "err", perr)
 				reason = disconnectStoreFailed
