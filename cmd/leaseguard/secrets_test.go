@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -41,161 +42,225 @@ import (
 func TestSecretsNeverStored(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	admin := pgtest.Pool(t)
-	schema := pgtest.Schema(t, "lg_secrets")
-	dir := t.TempDir()
-	auditLog := filepath.Join(dir, "audit.log")
-	if err := os.WriteFile(auditLog, nil, 0o600); err != nil {
-		t.Fatal(err)
+	r := startSecretsRig(t, ctx)
+	defer r.stop()
+	paths := []string{"shipper", "file", "socket"}
+	lines := r.credentials(paths)
+	bad := r.badEntries(paths)
+	r.feed(lines, bad)
+	r.waitDone()
+	r.waitAuditStreamClean()
+	sinks := r.liveSinks()
+	r.stop()
+	sinks["logs"] = r.logs.String()
+	sinks["files of the embedded JetStream server"] = dumpFiles(t, filepath.Join(r.dir, "data"))
+	sinks["state store"] = dumpAllTables(t, ctx, r.admin, r.schema)
+	if !strings.Contains(sinks["state store"], r.users[0]) {
+		t.Errorf("the ledger does not hold the issued users")
 	}
-	sockAddr := freeAddr(t)
-	const maxEntry = 4096
-
-	t.Setenv("LEASEGUARD_DATABASE_URL", pgtest.URL())
-	t.Setenv("LEASEGUARD_DATABASE_SCHEMA", schema)
-	t.Setenv("LEASEGUARD_DATA_DIR", filepath.Join(dir, "data"))
-	t.Setenv("LEASEGUARD_ROLES", "ingest,detectors,revoker,relay")
-	t.Setenv("LEASEGUARD_METRICS_ADDR", "127.0.0.1:0")
-	t.Setenv("LEASEGUARD_EXPIRY_GRACE", "1s")
-	t.Setenv("LEASEGUARD_DETECT_INTERVAL", "200ms")
-	t.Setenv("LEASEGUARD_LOG_LEVEL", "debug")
-	t.Setenv("LEASEGUARD_MAX_ENTRY_BYTES", fmt.Sprint(maxEntry))
-	t.Setenv("LEASEGUARD_AUDIT_FILE", auditLog)
-	t.Setenv("LEASEGUARD_AUDIT_FILE_POLL", "50ms")
-	t.Setenv("LEASEGUARD_AUDIT_SOCKET_ADDR", sockAddr)
-	t.Setenv("LEASEGUARD_DEADLETTER_MAX_AGE", "72h")
-	cfg, err := loadConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	p, err := startPipeline(ctx, cfg, newLogger(logs, "debug", "json"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = p.stop()
+	for name, hay := range sinks {
+		if leaked := findSecrets(hay, r.secrets); len(leaked) > 0 {
+			t.Errorf("%d plaintext secrets (of %d) appear in the %s, e.g. as %s", len(leaked), len(r.secrets), name, leaked[0])
 		}
-	}()
-	relayed := &syncBuffer{}
-	sub, err := p.nc.Subscribe(cfg.EvidenceSubject, func(m *nats.Msg) {
-		_, _ = relayed.Write(append(append([]byte(nil), m.Data...), '\n'))
+	}
+}
+
+// maxEntry is LEASEGUARD_MAX_ENTRY_BYTES in TestSecretsNeverStored.
+const maxEntry = 4096
+
+// secretsRig is a running leaseguard with every ingest path on, and what
+// was fed to it.
+type secretsRig struct {
+	t             *testing.T
+	ctx           context.Context
+	admin         *pgxpool.Pool
+	schema, dir   string
+	auditLog      string
+	sockAddr      string
+	cfg           Config
+	p             *pipeline
+	stopped       bool
+	logs, relayed *syncBuffer
+	sim           *vaultsim.Sim
+	// secrets fed; users issued, one per path.
+	secrets, users []string
+}
+
+func startSecretsRig(t *testing.T, ctx context.Context) *secretsRig {
+	r := &secretsRig{t: t, ctx: ctx, admin: pgtest.Pool(t), schema: pgtest.Schema(t, "lg_secrets"), dir: t.TempDir(),
+		sockAddr: freeAddr(t), logs: &syncBuffer{}, relayed: &syncBuffer{}}
+	r.auditLog = filepath.Join(r.dir, "audit.log")
+	if err := os.WriteFile(r.auditLog, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"DATABASE_URL": pgtest.URL(), "DATABASE_SCHEMA": r.schema, "DATA_DIR": filepath.Join(r.dir, "data"),
+		"ROLES": "ingest,detectors,revoker,relay", "METRICS_ADDR": "127.0.0.1:0", "EXPIRY_GRACE": "1s",
+		"DETECT_INTERVAL": "200ms", "LOG_LEVEL": "debug", "MAX_ENTRY_BYTES": fmt.Sprint(maxEntry),
+		"AUDIT_FILE": r.auditLog, "AUDIT_FILE_POLL": "50ms", "AUDIT_SOCKET_ADDR": r.sockAddr, "DEADLETTER_MAX_AGE": "72h",
+	} {
+		t.Setenv(env(k), v)
+	}
+	var err error
+	if r.cfg, err = loadConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if r.p, err = startPipeline(ctx, r.cfg, newLogger(r.logs, "debug", "json"), nil); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := r.p.nc.Subscribe(r.cfg.EvidenceSubject, func(m *nats.Msg) {
+		_, _ = r.relayed.Write(append(append([]byte(nil), m.Data...), '\n'))
 	})
 	if err != nil {
+		r.stop()
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
-
-	// One credential per ingest path, from a mount that logs passwords in
-	// clear, written by an audit device that logs client tokens in clear.
-	sim := &vaultsim.Sim{Pool: admin, Mount: "postgres", DisplayName: "token", EntityID: "ent-" + pgtest.Suffix(),
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	r.sim = &vaultsim.Sim{Pool: r.admin, Mount: "postgres", DisplayName: "token", EntityID: "ent-" + pgtest.Suffix(),
 		RemoteAddress: "10.1.2.3", PlaintextPasswords: true}
-	var secrets []string
-	paths := []string{"shipper", "file", "socket"}
+	return r
+}
+
+func (r *secretsRig) stop() {
+	if r.stopped {
+		return
+	}
+	r.stopped = true
+	if err := r.p.stop(); err != nil {
+		r.t.Errorf("stop: %v", err)
+	}
+}
+
+// credentials issues one credential per ingest path, from a mount that
+// logs passwords in clear, written by an audit device that logs client
+// tokens in clear, and returns each path's entries.
+func (r *secretsRig) credentials(paths []string) map[string][][]byte {
 	lines := map[string][][]byte{}
-	var users []string
 	for _, path := range paths {
-		c, entries, err := sim.Issue(ctx, "reporting", 2*time.Second)
+		c, entries, err := r.sim.Issue(r.ctx, "reporting", 2*time.Second)
 		if err != nil {
-			t.Fatal(err)
+			r.t.Fatal(err)
 		}
-		pgtest.DropRoleAtCleanup(t, admin, c.Username)
+		pgtest.DropRoleAtCleanup(r.t, r.admin, c.Username)
 		token := "hvs." + randomBase62(30)
 		// The device also logs the token as the client's display name, as
 		// a forged entry could: a field the ledger keeps.
 		for _, e := range entries {
-			l := strings.ReplaceAll(string(e), sim.HMAC("token"), token)
+			l := strings.ReplaceAll(string(e), r.sim.HMAC("token"), token)
 			lines[path] = append(lines[path], []byte(strings.ReplaceAll(l, `"display_name":"token"`, `"display_name":"`+token+`"`)))
 		}
 		if !strings.Contains(string(lines[path][1]), `"password":"`+c.Password+`"`) {
-			t.Fatalf("the tuned mount's response does not carry the password in clear: %s", lines[path][1])
+			r.t.Fatalf("the tuned mount's response does not carry the password in clear: %s", lines[path][1])
 		}
-		users = append(users, c.Username)
-		secrets = append(secrets, c.Password, token)
+		r.users = append(r.users, c.Username)
+		r.secrets = append(r.secrets, c.Password, token)
 	}
-	// Entries that carry a secret and are dead-lettered, on every path:
-	// over the size limit (the direct sources cut it), and cut short in
-	// the middle of the password's value (no closing quote).
+	return lines
+}
+
+// badEntries returns, per path, entries that carry a secret and are
+// dead-lettered: over the size limit (the direct sources cut it), and cut
+// short in the middle of the password's value (no closing quote).
+func (r *secretsRig) badEntries(paths []string) map[string][][]byte {
 	bad := map[string][][]byte{}
 	for _, path := range paths {
 		pw1, pw2 := "A1a-"+randomBase62(20), "A1a-"+randomBase62(20)
-		secrets = append(secrets, pw1, pw2)
+		r.secrets = append(r.secrets, pw1, pw2)
 		oversize := fmt.Sprintf(`{"time":"2026-11-25T20:00:00Z","type":"response","request":{"id":"big-%s"},"response":{"data":{"password":%q}},"pad":%q}`,
 			path, pw1, strings.Repeat("x", maxEntry+500))
 		cut := fmt.Sprintf(`{"time":"2026-11-25T20:00:00Z","type":"response","request":{"id":"cut-%s"},"response":{"data":{"username":"v-x","password":"%s`, path, pw2)
 		bad[path] = [][]byte{[]byte(oversize), []byte(cut)}
 	}
-	// A forged message on the revocation queue.
-	forgedPW := "A1a-" + randomBase62(20)
-	secrets = append(secrets, forgedPW)
+	return bad
+}
 
+// feed sends each path its entries, the socket's last one cut by a closed
+// connection, and a forged message with a password to the revocation
+// queue.
+func (r *secretsRig) feed(lines, bad map[string][][]byte) {
 	for _, l := range append(lines["shipper"], bad["shipper"]...) {
-		if _, err := p.js.Publish(ctx, "vault.audit.shipper", l); err != nil {
-			t.Fatal(err)
+		if _, err := r.p.js.Publish(r.ctx, "vault.audit.shipper", l); err != nil {
+			r.t.Fatal(err)
 		}
 	}
-	appendLines(t, auditLog, append(lines["file"], bad["file"]...))
-	writeSocket(t, sockAddr, append(lines["socket"], bad["socket"][0]), bad["socket"][1])
-	if _, err := p.js.Publish(ctx, cfg.RevocationSubject, []byte(`{"type":"io.leaseguard.revocation-command.v1","password":"`+forgedPW+`"}`)); err != nil {
-		t.Fatal(err)
+	appendLines(r.t, r.auditLog, append(lines["file"], bad["file"]...))
+	writeSocket(r.t, r.sockAddr, append(lines["socket"], bad["socket"][0]), bad["socket"][1])
+	forged := "A1a-" + randomBase62(20)
+	r.secrets = append(r.secrets, forged)
+	if _, err := r.p.js.Publish(r.ctx, r.cfg.RevocationSubject, []byte(`{"type":"io.leaseguard.revocation-command.v1","password":"`+forged+`"}`)); err != nil {
+		r.t.Fatal(err)
 	}
+}
 
-	// Every credential reaches the ledger and is dropped after expiry, with
-	// its evidence relayed; every bad entry is dead-lettered.
-	for _, u := range users {
-		waitFor(t, ctx, 45*time.Second, "expired user "+u+" dropped", func() bool { return !roleExists(ctx, admin, u) })
+// waitDone waits until every credential reached the ledger and was
+// dropped after expiry with its evidence relayed, every bad entry is
+// dead-lettered, and ingest has nothing pending.
+func (r *secretsRig) waitDone() {
+	t, ctx, js := r.t, r.ctx, r.p.js
+	for _, u := range r.users {
+		waitFor(t, ctx, 45*time.Second, "expired user "+u+" dropped", func() bool { return !roleExists(ctx, r.admin, u) })
 	}
 	waitFor(t, ctx, 30*time.Second, "revocation evidence relayed", func() bool {
-		n := 0
-		for _, u := range users {
-			if strings.Contains(relayed.String(), `"subject":"`+cfg.targetName()+"/"+u+`"`) {
-				n++
+		for _, u := range r.users {
+			if !strings.Contains(r.relayed.String(), `"subject":"`+r.cfg.targetName()+"/"+u+`"`) {
+				return false
 			}
 		}
-		return n == len(users)
+		return true
 	})
 	const wantDead = 7 // two per ingest path, one forged command
-	waitFor(t, ctx, 30*time.Second, "dead letters stored", func() bool { return streamMsgs(t, ctx, p.js, "LEASEGUARD_DEADLETTER") >= wantDead })
+	waitFor(t, ctx, 30*time.Second, "dead letters stored", func() bool { return streamMsgs(t, ctx, js, "LEASEGUARD_DEADLETTER") >= wantDead })
 	waitFor(t, ctx, 30*time.Second, "ingest consumer idle", func() bool {
-		c, err := p.js.Consumer(ctx, cfg.AuditStream, cfg.IngestConsumer)
+		c, err := js.Consumer(ctx, r.cfg.AuditStream, r.cfg.IngestConsumer)
 		if err != nil {
 			return false
 		}
 		ci, err := c.Info(ctx)
 		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
 	})
+}
 
-	// The raw audit stream: what ingest committed is erased or redacted
-	// (erasing follows the acknowledgement, so give it a moment).
+// waitAuditStreamClean checks the raw audit stream: what ingest committed
+// is erased or was redacted (erasing follows the acknowledgement, so it is
+// given a moment).
+func (r *secretsRig) waitAuditStreamClean() {
 	deadline := time.Now().Add(10 * time.Second)
-	for leaked := findSecrets(dumpStream(t, ctx, p.js, cfg.AuditStream), secrets); len(leaked) > 0; leaked = findSecrets(dumpStream(t, ctx, p.js, cfg.AuditStream), secrets) {
+	for {
+		leaked := findSecrets(dumpStream(r.t, r.ctx, r.p.js, r.cfg.AuditStream), r.secrets)
+		if len(leaked) == 0 {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Errorf("the raw audit stream %s still holds %d plaintext secrets after ingest", cfg.AuditStream, len(leaked))
-			break
+			r.t.Errorf("the raw audit stream %s still holds %d plaintext secrets after ingest", r.cfg.AuditStream, len(leaked))
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	names := p.js.StreamNames(ctx)
+}
+
+// liveSinks gathers what the running process keeps (metrics, every
+// stream, the evidence a subscriber received) and checks the dead-letter
+// stream and the secret metrics.
+func (r *secretsRig) liveSinks() map[string]string {
+	t, ctx := r.t, r.ctx
 	var streams []string
-	for n := range names.Name() {
+	for n := range r.p.js.StreamNames(ctx).Name() {
 		streams = append(streams, n)
 	}
 	if len(streams) < 4 {
 		t.Errorf("streams = %v, want the audit, dead-letter, revocation and evidence streams", streams)
 	}
 	sinks := map[string]string{
-		"metrics":                         httpGet(t, "http://"+p.opsSrv.Addr()+"/metrics"),
-		"evidence as a subscriber got it": relayed.String(),
+		"metrics":                         httpGet(t, "http://"+r.p.opsSrv.Addr()+"/metrics"),
+		"evidence as a subscriber got it": r.relayed.String(),
 	}
 	for _, n := range streams {
-		sinks["stream "+n] = dumpStream(t, ctx, p.js, n)
+		sinks["stream "+n] = dumpStream(t, ctx, r.p.js, n)
 	}
 	if dl := sinks["stream LEASEGUARD_DEADLETTER"]; !strings.Contains(dl, "Leaseguard-Reason") {
 		t.Errorf("dead letters carry no reason: %.500s", dl)
 	}
-	if s, err := p.js.Stream(ctx, "LEASEGUARD_DEADLETTER"); err != nil || s.CachedInfo().Config.MaxAge != 72*time.Hour {
+	if s, err := r.p.js.Stream(ctx, "LEASEGUARD_DEADLETTER"); err != nil || s.CachedInfo().Config.MaxAge != 72*time.Hour {
 		t.Errorf("the dead-letter stream does not keep dead letters for LEASEGUARD_DEADLETTER_MAX_AGE: %v", err)
 	}
 	// The shipper's four messages with a secret were erased; every path
@@ -210,21 +275,7 @@ func TestSecretsNeverStored(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
-	stopped = true
-	if err := p.stop(); err != nil {
-		t.Errorf("stop: %v", err)
-	}
-	sinks["logs"] = logs.String()
-	sinks["files of the embedded JetStream server"] = dumpFiles(t, filepath.Join(dir, "data"))
-	sinks["state store"] = dumpAllTables(t, ctx, admin, schema)
-	if !strings.Contains(sinks["state store"], users[0]) {
-		t.Errorf("the ledger does not hold the issued users")
-	}
-	for name, hay := range sinks {
-		if leaked := findSecrets(hay, secrets); len(leaked) > 0 {
-			t.Errorf("%d plaintext secrets (of %d) appear in the %s, e.g. as %s", len(leaked), len(secrets), name, leaked[0])
-		}
-	}
+	return sinks
 }
 
 // dumpFiles concatenates every file under root.
