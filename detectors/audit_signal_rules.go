@@ -2,7 +2,6 @@ package detectors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -312,11 +311,6 @@ func (a *AuditRules) recordSignals(ctx context.Context, tx pgx.Tx, fs []signalFi
 	var fresh []schemas.Finding
 	for _, s := range todo {
 		isNew, err := a.record(ctx, tx, s.f, s.lc)
-		if errors.Is(err, evidence.ErrSecret) && withholdApplicationNames(s.f.Facts) {
-			// A client chooses its application_name: one that looks like
-			// a secret is withheld rather than blocking the rules.
-			isNew, err = a.record(ctx, tx, s.f, s.lc)
-		}
 		if err != nil {
 			return nil, err
 		}

@@ -193,7 +193,7 @@ func TestForeignAddressRealSession(t *testing.T) {
 		t.Errorf("lease addresses = %v", fd.Facts["lease_addresses"])
 	}
 	if ss, _ := fd.Facts["sessions"].([]any); len(ss) != 1 || ss[0].(map[string]any)["pid"] != float64(pid) ||
-		ss[0].(map[string]any)["application_name"] != "(withheld)" {
+		ss[0].(map[string]any)["application_name"] != schemas.Withheld {
 		t.Errorf("sessions = %v", fd.Facts["sessions"])
 	}
 	if _, err := netip.ParseAddr(fmt.Sprint(fd.Facts["client_addr"])); err != nil {

@@ -426,13 +426,10 @@ func (r *DBRules) proposal(db string, f schemas.Finding, v *verdict) *schemas.Re
 }
 
 // record appends the finding's evidence and inserts it. A client chooses
-// its application_name: if it makes the evidence look like it carries a
-// secret, it is withheld rather than letting a client block detection.
+// its application_name: one that looks like a secret is withheld from both
+// (evidence.Builder, store.InsertFinding), never a reason to stop.
 func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *pending) error {
 	ev, err := r.Evidence.Finding(p.f, p.lc)
-	if errors.Is(err, evidence.ErrSecret) && withholdApplicationNames(p.f.Facts) {
-		ev, err = r.Evidence.Finding(p.f, p.lc)
-	}
 	if err != nil {
 		return fmt.Errorf("build finding evidence %s: %w", p.f.ID, err)
 	}
@@ -444,25 +441,6 @@ func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *pending) error {
 		return err
 	}
 	return nil
-}
-
-// withholdApplicationNames replaces every application_name fact; it reports
-// whether there was one.
-func withholdApplicationNames(facts map[string]any) bool {
-	found := false
-	if _, ok := facts[factApplicationName]; ok {
-		facts[factApplicationName] = "(withheld)"
-		found = true
-	}
-	if ss, ok := facts["sessions"].([]map[string]any); ok {
-		for _, s := range ss {
-			if _, ok := s[factApplicationName]; ok {
-				s[factApplicationName] = "(withheld)"
-				found = true
-			}
-		}
-	}
-	return found
 }
 
 func leaseContext(l *store.Lease) *evidence.LeaseContext {

@@ -96,7 +96,8 @@ var (
 	// ErrInvalidInput: the inputs are incomplete or disagree.
 	ErrInvalidInput = errors.New("evidence: invalid input")
 	// ErrSecret: the event would carry something that looks like a password
-	// or a plaintext token. Such an event is never built.
+	// or a plaintext token. The Builder withholds such fields instead (see
+	// secret.go); Append refuses an event that still carries one.
 	ErrSecret = errors.New("evidence: event would carry a secret")
 )
 
@@ -166,6 +167,8 @@ func (b Builder) Finding(f schemas.Finding, lease *LeaseContext) (Event, error) 
 	if lc.EntityID == "" {
 		lc.EntityID = f.EntityID
 	}
+	// The evidence carries the finding as the state store keeps it.
+	f = schemas.WithholdFinding(f)
 	occurred := f.DetectedAt
 	if occurred.IsZero() {
 		occurred = b.now()
@@ -179,6 +182,9 @@ func (b Builder) event(typ, id, subject string, occurred time.Time, data any) (E
 	raw, err := encodeJSON(data)
 	if err != nil {
 		return Event{}, fmt.Errorf("encode %s data: %w", typ, err)
+	}
+	if raw, subject, err = withholdSecrets(raw, subject); err != nil {
+		return Event{}, err
 	}
 	ev := Event{
 		SpecVersion:     SpecVersion,

@@ -301,52 +301,119 @@ func TestNoSecretInEvents(t *testing.T) {
 		}
 	})
 
+	// A field that looks like a secret is withheld, not a reason to refuse
+	// the event: the value becomes the marker, and the event lists where —
+	// a finding in its facts (as the state store keeps it), anything else
+	// in unmapped.withheld.
+	token := "hvs.CAESIJ8vR2kPq0aLx7WnZq8vR2kPq0aLx7Wn"
 	tests := []struct {
-		name  string
-		build func() (Event, error)
+		name   string
+		build  func() (Event, error)
+		secret string
+		// list is where the paths are, want the paths.
+		list string
+		want []string
 	}{
 		{"facts key password", func() (Event, error) {
 			f := sampleFinding(5)
 			f.Facts = map[string]any{"creation": map[string]any{"Password": samplePassword}}
 			return b.Finding(f, nil)
-		}},
+		}, samplePassword, "facts", []string{"$.facts.creation.Password"}},
 		{"facts key db_passwd", func() (Event, error) {
 			f := sampleFinding(5)
 			f.Facts = map[string]any{"db_passwd": samplePassword}
 			return b.Finding(f, nil)
-		}},
+		}, samplePassword, "facts", []string{"$.facts.db_passwd"}},
 		{"statement sets a password", func() (Event, error) {
 			res := sampleResult(cmd, schemas.OutcomeFailed)
 			res.Statements = []string{`ALTER ROLE "x" WITH PASSWORD '` + samplePassword + `'`}
 			return b.Revocation(cmd, res, nil)
-		}},
+		}, samplePassword, "unmapped", []string{"$.data.unmapped.statements[0]"}},
 		{"reason carries an encrypted password", func() (Event, error) {
 			res := sampleResult(cmd, schemas.OutcomeFailed)
 			res.Reason = `syntax error near ENCRYPTED PASSWORD E'` + samplePassword + `'`
 			return b.Revocation(cmd, res, nil)
-		}},
+		}, samplePassword, "unmapped", []string{"$.data.status_detail", "$.data.unmapped.reason"}},
 		{"vault token in facts", func() (Event, error) {
 			f := sampleFinding(5)
-			f.Facts = map[string]any{"token": "hvs.CAESIJ8vR2kPq0aLx7WnZq8vR2kPq0aLx7Wn"}
+			f.Facts = map[string]any{"token": token}
 			return b.Finding(f, nil)
-		}},
+		}, token, "facts", []string{"$.facts.token"}},
 		{"legacy vault token in summary", func() (Event, error) {
 			f := sampleFinding(5)
 			f.Summary = "client used s.Zq8vR2kPq0aLx7WnZq8vR2kP to read creds"
 			return b.Finding(f, nil)
-		}},
+		}, "s.Zq8vR2kPq0aLx7WnZq8vR2kP", "facts", []string{"$.summary"}},
+		{"token as the lease's remote address", func() (Event, error) {
+			lc := sampleLease(5)
+			lc.RemoteAddress = token
+			return b.Finding(sampleFinding(5), lc)
+		}, token, "unmapped", []string{"$.data.unmapped.lease_remote_address"}},
+		{"token as the lease id, in the finding and its lease", func() (Event, error) {
+			f := sampleFinding(5)
+			f.LeaseID = "postgres/creds/reporting/" + token
+			lc := sampleLease(5)
+			lc.LeaseID = f.LeaseID
+			return b.Finding(f, lc)
+		}, token, "both", nil},
+		{"token as the user of a revocation", func() (Event, error) {
+			c := cmd
+			c.DBUser = token
+			res := sampleResult(c, schemas.OutcomeRefused)
+			return b.Revocation(c, res, nil)
+		}, token, "unmapped", []string{"$.subject", "$.data.message", "$.data.unmapped.db_user", "$.data.user.name"}},
 	}
+	sch := evidenceSchema(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev, err := tt.build()
-			if !errors.Is(err, ErrSecret) {
-				t.Fatalf("err = %v, want ErrSecret; event %s", err, mustJSON(t, ev))
+			if err != nil {
+				t.Fatalf("err = %v, want the secret withheld", err)
 			}
-			if strings.Contains(err.Error(), samplePassword) || strings.Contains(err.Error(), "hvs.") {
-				t.Errorf("the error repeats the secret: %v", err)
+			doc := mustJSON(t, ev)
+			if strings.Contains(string(doc), tt.secret) {
+				t.Errorf("event keeps the secret: %s", doc)
+			}
+			if err := checkEvent(ev); err != nil {
+				t.Errorf("the built event does not pass the outbox's check: %v", err)
+			}
+			if err := validateDoc(sch, doc); err != nil {
+				t.Errorf("schema: %v", err)
+			}
+			var data struct {
+				Unmapped struct {
+					Withheld []string `json:"withheld"`
+					Facts    struct {
+						Withheld []string `json:"withheld"`
+					} `json:"facts"`
+				} `json:"unmapped"`
+			}
+			if err := json.Unmarshal(ev.Data, &data); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]string{"unmapped": data.Unmapped.Withheld, "facts": data.Unmapped.Facts.Withheld}
+			if tt.list == "both" {
+				if len(got["unmapped"]) == 0 || len(got["facts"]) == 0 {
+					t.Errorf("withheld = %v", got)
+				}
+				return
+			}
+			if strings.Join(got[tt.list], " ") != strings.Join(tt.want, " ") {
+				t.Errorf("withheld = %v, want %s: %v", got, tt.list, tt.want)
 			}
 		})
 	}
+
+	t.Run("the outbox refuses an event that still carries one", func(t *testing.T) {
+		ev, err := b.Finding(sampleFinding(5), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Subject = token
+		if err := checkEvent(ev); !errors.Is(err, ErrSecret) || strings.Contains(err.Error(), "hvs.") {
+			t.Errorf("err = %v, want ErrSecret without the secret", err)
+		}
+	})
 
 	t.Run("hmac and password-free text pass", func(t *testing.T) {
 		f := sampleFinding(5)

@@ -2,33 +2,29 @@ package evidence
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
-	"strings"
+
+	"github.com/leaseguard/leaseguard/schemas"
 )
 
-// The inputs of evidence never carry a password or a token: Vault's audit
-// log hashes them, and the revoker records only DROP/REVOKE/REASSIGN
-// statements. checkNoSecrets is the belt to those braces: an event whose
-// JSON has a key that names a password, or a value that looks like one, is
-// refused. The error names where, never what.
-
-var (
-	// passwordKeys match object keys after lowercasing and removing
-	// everything but letters and digits ("Password", "db_passwd", …).
-	passwordKeys = []string{"password", "passwd", "passphrase"}
-	// sqlPassword: a statement that sets a password ("PASSWORD 'x'",
-	// "ENCRYPTED PASSWORD E'x'", "PASSWORD $$x$$").
-	sqlPassword = regexp.MustCompile(`(?i)\bpassword\s+(e?'|\$)`)
-	// vaultToken: a plaintext Vault token (service, batch, recovery), new
-	// ("hvs.…") or legacy ("s.…" with 24 base62 characters) format.
-	vaultToken = regexp.MustCompile(`\bhv[sbr]\.[A-Za-z0-9_-]{20,}|(^|[^A-Za-z0-9./])[sbr]\.[A-Za-z0-9]{24}\b`)
-)
+// The inputs of evidence should never carry a password or a token: Vault's
+// audit log hashes them, and the revoker records only DROP/REVOKE/REASSIGN
+// statements. But a forged audit entry, a client's application_name or a
+// Vault error text can make any field look like one. The Builder withholds
+// such a field (withholdSecrets: the value becomes schemas.Withheld, and
+// data.unmapped.withheld lists the JSON paths), so one poisoned input never
+// stops the evidence of everything recorded with it; checkNoSecrets is the
+// last gate: an event whose JSON has a key that names a password, or a
+// value that looks like a secret, is refused. Its error names where, never
+// what.
 
 func checkNoSecrets(doc []byte) error {
 	v, err := parseJSON(doc)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidInput, err)
+	}
+	if !schemas.MayHoldSecret(doc) {
+		return nil
 	}
 	return walkSecrets("$", v)
 }
@@ -42,11 +38,10 @@ func walkSecrets(path string, v any) error {
 		}
 		sort.Strings(keys) // the first offending path is deterministic
 		for _, k := range keys {
-			p := path + "." + k
-			if passwordKey(k) {
-				return fmt.Errorf("%w: field %s names a password", ErrSecret, p)
+			if schemas.PasswordKey(k) || schemas.LooksLikeSecret(k) {
+				return fmt.Errorf("%w: a key of %s names a password or looks like a secret", ErrSecret, path)
 			}
-			if err := walkSecrets(p, v[k]); err != nil {
+			if err := walkSecrets(path+"."+k, v[k]); err != nil {
 				return err
 			}
 		}
@@ -57,66 +52,47 @@ func walkSecrets(path string, v any) error {
 			}
 		}
 	case string:
-		// Cheap screens first: evidence carries long statement lists, and
-		// the regular expressions only need to run where they could match.
 		switch {
-		case containsFold(v, "password") && sqlPassword.MatchString(v):
-			return fmt.Errorf("%w: %s sets a password", ErrSecret, path)
-		case mayHoldToken(v) && vaultToken.MatchString(v):
+		case schemas.HoldsToken(v):
 			return fmt.Errorf("%w: %s holds what looks like a Vault token", ErrSecret, path)
+		case schemas.LooksLikeSecret(v):
+			return fmt.Errorf("%w: %s looks like it holds a password", ErrSecret, path)
 		}
 	}
 	return nil
 }
 
-func passwordKey(k string) bool {
-	var b strings.Builder
-	for _, r := range strings.ToLower(k) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
+// withholdSecrets withholds what looks like a secret in an event's subject
+// and data (schemas.Withhold) and lists the JSON paths of the event it
+// withheld in data.unmapped.withheld. Data without any is returned as is.
+func withholdSecrets(data []byte, subject string) ([]byte, string, error) {
+	var paths []string
+	if schemas.LooksLikeSecret(subject) {
+		subject = schemas.Withheld
+		paths = append(paths, "$.subject")
 	}
-	norm := b.String()
-	for _, p := range passwordKeys {
-		if strings.Contains(norm, p) {
-			return true
-		}
+	if len(paths) == 0 && !schemas.MayHoldSecret(data) {
+		return data, subject, nil
 	}
-	return false
-}
-
-// containsFold reports whether s contains the lowercase ASCII word w in any
-// case.
-func containsFold(s, w string) bool {
-	for i := 0; i+len(w) <= len(s); i++ {
-		j := 0
-		for ; j < len(w); j++ {
-			c := s[i+j]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != w[j] {
-				break
-			}
-		}
-		if j == len(w) {
-			return true
-		}
+	v, err := parseJSON(data)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
-	return false
-}
-
-// mayHoldToken reports whether s has a dot preceded by s, b or r and
-// followed by a letter or digit: the shape every Vault token starts with.
-func mayHoldToken(s string) bool {
-	for i := 1; i+1 < len(s); i++ {
-		if s[i] != '.' {
-			continue
-		}
-		p, n := s[i-1], s[i+1]
-		if (p == 's' || p == 'b' || p == 'r') && (n >= 'a' && n <= 'z' || n >= 'A' && n <= 'Z' || n >= '0' && n <= '9') {
-			return true
-		}
+	v, more := schemas.Withhold(v, "$.data")
+	paths = append(paths, more...)
+	m, ok := v.(map[string]any)
+	if len(paths) == 0 || !ok {
+		return data, subject, nil
 	}
-	return false
+	unmapped, _ := m["unmapped"].(map[string]any)
+	if unmapped == nil {
+		unmapped = map[string]any{}
+		m["unmapped"] = unmapped
+	}
+	unmapped["withheld"] = paths
+	out, err := encodeJSON(m)
+	if err != nil {
+		return nil, "", fmt.Errorf("encode data: %w", err)
+	}
+	return out, subject, nil
 }

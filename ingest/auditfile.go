@@ -330,12 +330,8 @@ func (a *AuditFile) pump(ctx context.Context, final bool) (int64, error) {
 		if len(bytes.TrimSpace(data)) == 0 {
 			continue
 		}
-		l := line{
-			data:   data,
-			origin: fmt.Sprintf("%s@%d", a.cfg.Path, start),
-			id:     lineID("auditfile", fmt.Sprintf("%d:%d:%d", a.ident.dev, a.ident.ino, start), data),
-		}
-		classify(&l, size, a.cfg.MaxLineBytes)
+		l := prepareLine(line{data: data, origin: fmt.Sprintf("%s@%d", a.cfg.Path, start)}, size, a.cfg.MaxLineBytes,
+			"auditfile", fmt.Sprintf("%d:%d:%d", a.ident.dev, a.ident.ino, start))
 		batch = append(batch, l)
 		if !complete {
 			break

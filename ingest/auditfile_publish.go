@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/schemas"
 )
 
 // Dead-letter header naming where a direct audit source read a bad line.
@@ -57,6 +59,8 @@ type line struct {
 	origin string
 	// reason is set when the line is dead-lettered instead of published.
 	reason string
+	// redacted: the line carried a plaintext secret, redacted from data.
+	redacted bool
 }
 
 // directPublisher stores lines in JetStream: valid entries on the audit
@@ -101,6 +105,18 @@ func isJSONObject(b []byte) bool {
 	return false
 }
 
+// prepareLine classifies a line read by a direct source (size is its full
+// length), redacts the secrets it carries (schemas.Redact: neither the
+// audit stream nor a dead letter ever holds a plaintext secret) and gives
+// it a message id derived from idOrigin and the redacted bytes: redaction
+// is deterministic, so a line read again gets the same id.
+func prepareLine(l line, size int64, maxBytes int, idPrefix, idOrigin string) line {
+	classify(&l, size, maxBytes)
+	l.data, l.redacted = schemas.Redact(l.data)
+	l.id = lineID(idPrefix, idOrigin, l.data)
+	return l
+}
+
 // lineID is a deterministic message id for a line read at origin.
 func lineID(prefix, origin string, data []byte) string {
 	h := sha256.New()
@@ -132,6 +148,9 @@ func (p *directPublisher) publish(ctx context.Context, lines []line) error {
 		if err == nil {
 			p.metrics.stored(p.transport, len(lines))
 			for _, l := range lines {
+				if l.redacted && p.metrics != nil {
+					p.metrics.secrets.entries.WithLabelValues(p.transport).Inc()
+				}
 				if l.reason != "" {
 					p.logger.Warn("audit line dead-lettered", "reason", l.reason, "origin", l.origin)
 					if p.metrics != nil {

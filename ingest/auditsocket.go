@@ -246,11 +246,11 @@ func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
 		}
 		data, size, _, complete, err := readLine(r, s.cfg.MaxLineBytes)
 		if len(bytes.TrimSpace(data)) > 0 || size > int64(len(data)) {
-			l := line{data: data, origin: "socket:" + peer, id: lineID("auditsocket", "", data)}
+			l := line{data: data, origin: "socket:" + peer}
 			if !complete {
 				l.reason = "connection closed in the middle of a line"
 			}
-			classify(&l, size, s.cfg.MaxLineBytes)
+			l = prepareLine(l, size, s.cfg.MaxLineBytes, "auditsocket", "")
 			if perr := s.pub.publish(pubCtx, []line{l}); perr != nil {
 				log.Warn("audit entry not stored; closing the connection so Vault sees the failure", "err", perr)
 				reason = disconnectStoreFailed

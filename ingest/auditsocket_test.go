@@ -143,7 +143,7 @@ func TestAuditSocketOversizeAndInvalidLines(t *testing.T) {
 func TestAuditSocketStoresBeforeReadingOn(t *testing.T) {
 	t.Parallel()
 	_, js := natstest.Start(t).Connect(t)
-	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL); err != nil {
+	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL, 0); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()

@@ -370,6 +370,7 @@ var contractCases = []contractCase{
 	{"RedeliveryAfterCrash", contractRedeliveryAfterCrash},
 	{"NoLossAcrossRestart", contractNoLossAcrossRestart},
 	{"DeadLetters", contractDeadLetters},
+	{"DeadLettersHoldNoSecrets", contractDeadLettersHoldNoSecrets},
 	{"GracefulShutdown", contractGracefulShutdown},
 	{"BackPressure", contractBackPressure},
 	{"TransientLedgerFailure", contractTransientLedgerFailure},
@@ -592,6 +593,59 @@ func contractDeadLetters(t *testing.T, h sourceHarness) {
 	}
 	if s := leaseState(t, st, issuedLease); s != "active" {
 		t.Errorf("the whole long entry was not applied: lease %s is %s", issuedLease, s)
+	}
+}
+
+// secretEntries are input that carries plaintext secrets and is
+// dead-lettered: an entry over the size limit, one cut short inside the
+// password's value, a line that is not JSON with a Vault token, a lease
+// event with a password field. secrets lists the secrets.
+func secretEntries(t *testing.T) (recs []testRecord, secrets []string) {
+	t.Helper()
+	pw1, pw2, pw3 := "A1a-oversizeSecret0001", "A1a-cutShortSecret0002", "A1a-leaseEventSecret03"
+	token := "hvs.CAESIGx2J0xSecretToken0004"
+	long := fmt.Sprintf(`{"time":"2026-11-25T19:00:00Z","type":"response","request":{"id":"r-big"},"response":{"data":{"username":"v-x","password":%q}},"pad":%q}`,
+		pw1, strings.Repeat("p", 70<<10))
+	cut := `{"time":"2026-11-25T19:00:00Z","type":"response","request":{"id":"r-cut"},"response":{"data":{"username":"v-x","password":"` + pw2
+	lease := `{"type":"io.leaseguard.lease.v1","kind":"issued","lease_id":"db/creds/app/x","password":"` + pw3 + `"}`
+	return []testRecord{
+		{key: "vault-1", value: []byte(long)},
+		{key: "vault-1", value: []byte(cut)},
+		{key: "vault-1", value: []byte("token " + token + " in a line that is not json")},
+		{key: "db/creds/app/x", lease: true, value: []byte(lease)},
+	}, []string{pw1, pw2, pw3, token}
+}
+
+// Dead letters never keep a plaintext secret: the password-like fields of
+// a JSON body and anything token-shaped are redacted before the dead
+// letter is stored, and so are the same in a body that is not valid JSON,
+// even with the closing quote cut off. What is not secret is kept.
+func contractDeadLettersHoldNoSecrets(t *testing.T, h sourceHarness) {
+	st := newLedger(t)
+	recs, secrets := secretEntries(t)
+	h.publish(t, recs...)
+	src := h.start(t, st, runOpts{batch: 10})
+	drained(t, h, 20*time.Second)
+	if err := src.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	dls := h.deadLetters(t)
+	if len(dls) != len(recs) {
+		t.Fatalf("%d dead letters, want %d", len(dls), len(recs))
+	}
+	for i, d := range dls {
+		for _, s := range secrets {
+			if strings.Contains(string(d.value), s) || strings.Contains(d.reason, s) {
+				t.Errorf("dead letter %d keeps a secret: %.200s (reason %q)", i, d.value, d.reason)
+			}
+		}
+		if d.reason == "" || !strings.Contains(string(d.value), "[redacted]") {
+			t.Errorf("dead letter %d: reason %q, body %.200s", i, d.reason, d.value)
+		}
+	}
+	if i := slices.IndexFunc(dls, func(d storedDeadLetter) bool { return strings.Contains(string(d.value), `"id":"r-cut"`) }); i < 0 ||
+		!strings.HasSuffix(string(dls[i].value), `"username":"v-x","password":"[redacted]`) {
+		t.Errorf("the cut entry is not kept up to its password")
 	}
 }
 

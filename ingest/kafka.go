@@ -544,6 +544,7 @@ func (c *kafkaConsumer) handle(ctx context.Context, batch []*kafkaRecord) ([]*ka
 	if err != nil {
 		c.s.logger.Warn("ingest batch will be retried", "transport", "kafka", "messages", len(msgs), "err", err)
 	}
+	c.warnPlaintext(results)
 	if err == nil && c.s.beforeCommit != nil {
 		if hookErr := c.s.beforeCommit(); hookErr != nil {
 			return nil, hookErr
@@ -579,6 +580,22 @@ func (c *kafkaConsumer) handle(ctx context.Context, batch []*kafkaRecord) ([]*ka
 		c.s.metrics.retries.WithLabelValues("kafka").Add(float64(n))
 	}
 	return kept, nil
+}
+
+// warnPlaintext says when records carried plaintext secrets: the ledger
+// and dead letters got them redacted, but Kafka keeps the records until
+// the topic's retention (the topic must not receive plaintext).
+func (c *kafkaConsumer) warnPlaintext(results []Result) {
+	n := 0
+	for _, r := range results {
+		if r.PlaintextSecret {
+			n++
+		}
+	}
+	if n > 0 {
+		c.s.logger.Warn("audit records carried plaintext secrets; leaseguard stored them redacted, but the Kafka topic keeps them: "+
+			"tune the Vault mount to hash them or redact in the shipper", "entries", n)
+	}
 }
 
 // finishedInOrder marks the records that may be committed: ok, and no

@@ -48,17 +48,21 @@ func (r *kafkaRecord) sourceRef() schemas.SourceRef {
 
 // deadLetter is the dead-letter record of d: the original record value,
 // or, for one entry of a record that carries several, that entry's bytes
-// with its position in HeaderSourceEntry. The key is the original's.
+// with its position in HeaderSourceEntry, secrets redacted from value and
+// reason. The key is the original's.
 func (r *kafkaRecord) deadLetter(d deadEntry) kafka.Message {
 	value := r.msg.Value
+	if d.entry >= 0 && len(r.entries) > 1 {
+		value = r.entries[d.entry]
+	}
+	value, reason := redactDeadLetter(value, d.reason)
 	headers := []kafka.Header{
-		{Key: HeaderReason, Value: []byte(d.reason)},
+		{Key: HeaderReason, Value: []byte(reason)},
 		{Key: HeaderSourceTopic, Value: []byte(r.msg.Topic)},
 		{Key: HeaderSourcePartition, Value: formatInt(int64(r.msg.Partition))},
 		{Key: HeaderSourceOffset, Value: formatInt(r.msg.Offset)},
 	}
 	if d.entry >= 0 && len(r.entries) > 1 {
-		value = r.entries[d.entry]
 		headers = append(headers, kafka.Header{Key: HeaderSourceEntry, Value: []byte(strconv.Itoa(d.entry + 1))})
 	}
 	return kafka.Message{Key: r.msg.Key, Value: value, Headers: headers}

@@ -471,3 +471,41 @@ func TestKafkaRunLeavesNoGoroutines(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A shipper's envelope around an entry with a plaintext password: when
+// the envelope itself is cut short, the whole record is dead-lettered, and
+// the password inside its escaped JSON is redacted too; so is a token on a
+// bad line of a record that carries several entries.
+func TestKafkaEnvelopeDeadLettersHoldNoSecrets(t *testing.T) {
+	t.Parallel()
+	h := newKafkaHarness(t).(*kafkaHarness)
+	st := newLedger(t)
+	pw, token := "A1a-envelopeSecretPw0001", "hvs.CAESIEnvelopeSecretToken01"
+	lines := fixtureLines(t)
+	several, err := json.Marshal(map[string]string{"message": string(lines[19]) + "\nbad line " + token + "\n" + string(lines[21])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish(t,
+		testRecord{key: "a", value: []byte(`{"message":"{\"type\":\"response\",\"response\":{\"data\":{\"password\":\"` + pw + `\"}}`)},
+		testRecord{key: "a", value: several},
+	)
+	cfg := testKafkaConfig(h.brokers, runOpts{batch: 50})
+	cfg.EnvelopeField = "message"
+	src := startKafkaSource(t, cfg, st)
+	drained(t, h, 20*time.Second)
+	if err := src.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	msgs := readTopic(t, h.brokers[0], testDeadLetterTopic, 0)
+	if len(msgs) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(msgs))
+	}
+	for i, m := range msgs {
+		hs := headers(m)
+		if v := string(m.Value); strings.Contains(v, pw) || strings.Contains(v, token) || !strings.Contains(v, "[redacted]") ||
+			strings.Contains(hs[ingest.HeaderReason], token) || hs[ingest.HeaderReason] == "" {
+			t.Errorf("dead letter %d = %q, reason %q", i, m.Value, hs[ingest.HeaderReason])
+		}
+	}
+}

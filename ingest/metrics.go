@@ -22,6 +22,7 @@ type Metrics struct {
 	lag          prometheus.Histogram
 	unrouted     prometheus.Counter
 	direct       *directMetrics
+	secrets      *secretMetrics
 }
 
 // NewMetrics creates and registers ingest metrics.
@@ -61,11 +62,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "leaseguard_ingest_unrouted_leases_total",
 			Help: "Lease events whose mount and role match no route (no target database known).",
 		}),
-		direct: newDirectMetrics(),
+		direct:  newDirectMetrics(),
+		secrets: newSecretMetrics(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.entries, m.deadLetters, m.retries, m.commitErrors, m.applyErrors, m.applySeconds, m.lag, m.unrouted)
 		reg.MustRegister(m.direct.collectors()...)
+		reg.MustRegister(m.secrets.collectors()...)
 	}
 	return m
 }

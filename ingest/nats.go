@@ -37,6 +37,8 @@ type NATSConfig struct {
 	// Its stream (DeadLetterStream) is created if absent.
 	DeadLetterSubject string
 	DeadLetterStream  string
+	// DeadLetterMaxAge bounds how long dead letters are kept (0: 7 days).
+	DeadLetterMaxAge time.Duration
 	// MaxAge bounds how long the audit stream keeps entries (0: 7 days).
 	MaxAge        time.Duration
 	Batch         int
@@ -95,6 +97,8 @@ type NATSSource struct {
 	proc    *Processor
 	metrics *Metrics
 	logger  *slog.Logger
+	// stream is the audit stream (EnsureStreams), to erase messages from.
+	stream jetstream.Stream
 	// beforeAck, when set (tests), runs after a batch is committed and
 	// before it is acknowledged; an error simulates a crash there.
 	beforeAck func() error
@@ -128,17 +132,19 @@ func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, err
 	if maxAge <= 0 {
 		maxAge = 7 * 24 * time.Hour
 	}
-	if _, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       s.cfg.Stream,
 		Subjects:   subjects,
 		Retention:  jetstream.LimitsPolicy,
 		Storage:    jetstream.FileStorage,
 		MaxAge:     maxAge,
 		Duplicates: 2 * time.Minute,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", s.cfg.Stream, err)
 	}
-	if err := bus.EnsureDeadLetterStream(ctx, s.js, s.cfg.DeadLetterStream, s.cfg.DeadLetterSubject); err != nil {
+	s.stream = stream
+	if err := bus.EnsureDeadLetterStream(ctx, s.js, s.cfg.DeadLetterStream, s.cfg.DeadLetterSubject, s.cfg.DeadLetterMaxAge); err != nil {
 		return nil, err
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, jetstream.ConsumerConfig{
@@ -232,7 +238,8 @@ func (s *NATSSource) release(b natsBatch) {
 }
 
 // finish commits a prepared batch and acknowledges, dead-letters or naks
-// each of its messages.
+// each of its messages; a message that carried a plaintext secret is then
+// erased from the audit stream.
 func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckWait)
 	defer cancel()
@@ -245,22 +252,33 @@ func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
 			return
 		}
 	}
+	var toErase []jetstream.Msg // acknowledged, carrying a plaintext secret
 	for i, m := range b.msgs {
 		r := results[i]
 		switch r.Disposition {
 		case DeadLetter:
-			if dlErr := s.deadLetter(ctx, m, b.in[i], r.Reason); dlErr != nil {
-				s.logger.Error("dead-letter publish failed; will retry", "err", dlErr, "reason", r.Reason)
+			reason, _ := schemas.RedactText(r.Reason)
+			if dlErr := s.deadLetter(ctx, m, b.in[i], reason); dlErr != nil {
+				s.logger.Error("dead-letter publish failed; will retry", "err", dlErr, "reason", reason)
 				s.nak(m)
 				continue
 			}
-			s.logger.Warn("audit entry dead-lettered", "reason", r.Reason, "subject", m.Subject(), "offset", b.in[i].Source.Offset)
+			s.logger.Warn("audit entry dead-lettered", "reason", reason, "subject", m.Subject(), "offset", b.in[i].Source.Offset)
 			s.ack(m)
 		case Retry:
 			s.nak(m)
+			continue
 		default:
 			s.ack(m)
 		}
+		if r.PlaintextSecret {
+			toErase = append(toErase, m)
+		}
+	}
+	// Erased once every message is acknowledged, so a slow erase holds
+	// back no acknowledgement.
+	for _, m := range toErase {
+		s.erase(ctx, m)
 	}
 }
 
@@ -315,7 +333,7 @@ func (s *NATSSource) deadLetter(ctx context.Context, m jetstream.Msg, msg Messag
 		kind = "lease"
 	}
 	out := nats.NewMsg(s.cfg.DeadLetterSubject + "." + kind)
-	out.Data = m.Data()
+	out.Data, reason = redactDeadLetter(m.Data(), reason)
 	out.Header.Set(HeaderReason, reason)
 	out.Header.Set(HeaderSourceSubject, m.Subject())
 	out.Header.Set(HeaderSourceStream, msg.Source.Stream)

@@ -57,6 +57,12 @@ type Result struct {
 	Disposition Disposition
 	Kind        Kind
 	Reason      string
+	// PlaintextSecret: the message carried a plaintext secret (a password
+	// from a mount tuned not to hash it, a raw token, …). The ledger read
+	// it redacted; a transport that can should erase the message once it
+	// is done with it (see NATSSource), and a dead letter of it is
+	// redacted.
+	PlaintextSecret bool
 }
 
 // Ledger is where lease changes are committed.
@@ -148,14 +154,14 @@ type Prepared struct {
 // recover and retry the batch.
 func (p *Processor) Prepare(msgs []Message) *Prepared {
 	b := &Prepared{msgs: msgs, results: make([]Result, len(msgs))}
-	normalised, errs := p.normaliseAll(msgs)
+	normalised, secrets, errs := p.normaliseAll(msgs)
 	for i := range msgs {
 		m := &msgs[i]
 		n, err := normalised[i], errs[i]
 		kind, lease, creds := n.Kind, n.Lease, n.Creds
-		b.results[i].Kind = kind
+		b.results[i].Kind, b.results[i].PlaintextSecret = kind, secrets[i]
 		if err != nil {
-			b.results[i] = Result{Disposition: DeadLetter, Kind: KindRejected, Reason: reasonOf(err)}
+			b.results[i] = Result{Disposition: DeadLetter, Kind: KindRejected, Reason: reasonOf(err), PlaintextSecret: secrets[i]}
 			continue
 		}
 		if !m.LeaseEvent {
@@ -216,6 +222,9 @@ func (p *Processor) Commit(ctx context.Context, b *Prepared) ([]Result, error) {
 	if p.cfg.Metrics != nil {
 		for i := range results {
 			p.cfg.Metrics.entries.WithLabelValues(b.msgs[i].Source.Transport, string(results[i].Kind)).Inc()
+			if results[i].PlaintextSecret {
+				p.cfg.Metrics.secrets.entries.WithLabelValues(b.msgs[i].Source.Transport).Inc()
+			}
 		}
 	}
 	return results, nil
@@ -228,18 +237,19 @@ const minDecodeChunk = 64
 // DecodeWorkers goroutines when the batch is large enough. A panic in a
 // chunk is raised again on the caller's goroutine (where the transports
 // turn it into a retry of the batch) once every chunk has stopped.
-func (p *Processor) normaliseAll(msgs []Message) ([]Normalized, []error) {
+func (p *Processor) normaliseAll(msgs []Message) ([]Normalized, []bool, []error) {
 	out := make([]Normalized, len(msgs))
+	secrets := make([]bool, len(msgs))
 	errs := make([]error, len(msgs))
 	run := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			out[i], errs[i] = p.normalise(&msgs[i])
+			out[i], secrets[i], errs[i] = p.normalise(&msgs[i])
 		}
 	}
 	workers := min(p.cfg.DecodeWorkers, len(msgs)/minDecodeChunk)
 	if workers <= 1 {
 		run(0, len(msgs))
-		return out, errs
+		return out, secrets, errs
 	}
 	chunk := (len(msgs) + workers - 1) / workers
 	var (
@@ -267,21 +277,38 @@ func (p *Processor) normaliseAll(msgs []Message) ([]Normalized, []error) {
 	if panicked != nil {
 		panic(fmt.Sprintf("normalise: %v", panicked))
 	}
-	return out, errs
+	return out, secrets, errs
 }
 
 // normalise decodes one message into at most one lease event, one creds
-// observation and the audit signals of the entry.
-func (p *Processor) normalise(m *Message) (Normalized, error) {
+// observation and the audit signals of the entry, and reports whether the
+// message carried a plaintext secret. Such a message is decoded again
+// redacted (schemas.Redact), so no plaintext secret, nor anything shaped
+// like one, reaches the ledger.
+func (p *Processor) normalise(m *Message) (Normalized, bool, error) {
+	n, err := p.decodeNormalise(m.Data, m)
+	if err != nil {
+		return n, schemas.HasSecret(m.Data), err
+	}
+	// Decoded: the message is valid JSON.
+	if !schemas.JSONHasSecret(m.Data) {
+		return n, false, nil
+	}
+	clean, _ := schemas.Redact(m.Data)
+	n, err = p.decodeNormalise(clean, m)
+	return n, true, err
+}
+
+func (p *Processor) decodeNormalise(data []byte, m *Message) (Normalized, error) {
 	if m.LeaseEvent {
-		ev, err := DecodeLeaseEvent(m.Data)
+		ev, err := DecodeLeaseEvent(data)
 		if err != nil {
 			return Normalized{Kind: KindRejected}, err
 		}
 		ev.Source = m.Source
 		return Normalized{Kind: KindLeaseEvent, Lease: &ev}, nil
 	}
-	entry, err := p.decoder.Decode(m.Data)
+	entry, err := p.decoder.Decode(data)
 	if err != nil {
 		return Normalized{Kind: KindRejected}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -98,5 +99,45 @@ func TestProcessParallelDecodeKeepsOrder(t *testing.T) {
 		if !reflect.DeepEqual(batches, serialBatches) {
 			t.Fatalf("%d workers: the ledger batch differs from the serial run's", workers)
 		}
+	}
+}
+
+// An entry that carries a plaintext secret is read redacted: nothing the
+// ledger keeps holds the secret, not even a forged field shaped like a
+// token; the result says so, for the transport to erase the message.
+func TestProcessReadsSecretsRedacted(t *testing.T) {
+	t.Parallel()
+	token := "hvs.CAESIProcessorSecretToken01"
+	line := fixtureLine(t, 20)
+	line = bytes.Replace(line, []byte(`"remote_address":"127.0.0.1"`), []byte(`"remote_address":"`+token+`"`), -1)
+	line = bytes.Replace(line, []byte(`"display_name":"userpass-alice"`), []byte(`"display_name":"alice `+token+`"`), -1)
+	if !bytes.Contains(line, []byte(token)) {
+		t.Fatal("the fixture line was not poisoned")
+	}
+	ledger := &batchLog{}
+	p, err := NewProcessor(ProcessorConfig{Ledger: ledger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{
+		{Data: line, Source: schemas.SourceRef{Transport: "nats"}},
+		{Data: fixtureLine(t, 21), Source: schemas.SourceRef{Transport: "nats"}},
+	}
+	results, err := p.Process(context.Background(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !results[0].PlaintextSecret || results[0].Disposition != Done || results[1].PlaintextSecret {
+		t.Errorf("results = %+v", results)
+	}
+	var leases int
+	for _, b := range ledger.batches {
+		leases += len(b.Leases)
+		if s := fmt.Sprintf("%+v", b); strings.Contains(s, token) || strings.Contains(s, "hvs.") {
+			t.Errorf("the ledger batch holds the token: %s", s)
+		}
+	}
+	if leases == 0 {
+		t.Error("the entry did not reach the ledger")
 	}
 }

@@ -31,7 +31,9 @@ type ServiceConfig struct {
 	Consumer string
 	// DeadLetterSubject prefixes dead letters (<prefix>.revocation).
 	DeadLetterSubject string
-	AckWait           time.Duration
+	// DeadLetterMaxAge bounds how long dead letters are kept (0: 7 days).
+	DeadLetterMaxAge time.Duration
+	AckWait          time.Duration
 	// MaxDeliver bounds attempts; the last failure is recorded as failed
 	// and the command dead-lettered.
 	MaxDeliver int
@@ -100,7 +102,7 @@ func (s *Service) EnsureConsumer(ctx context.Context) (jetstream.Consumer, error
 	if err := q.EnsureStream(ctx); err != nil {
 		return nil, err
 	}
-	if err := bus.EnsureDeadLetterStream(ctx, s.js, "", s.cfg.DeadLetterSubject); err != nil {
+	if err := bus.EnsureDeadLetterStream(ctx, s.js, "", s.cfg.DeadLetterSubject, s.cfg.DeadLetterMaxAge); err != nil {
 		return nil, err
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Queue.Stream, jetstream.ConsumerConfig{
@@ -218,9 +220,13 @@ func (s *Service) nak(m jetstream.Msg, delivered int) {
 	}
 }
 
+// deadLetter stores a command that cannot be carried out, with its reason.
+// Anything in it that looks like a secret (a forged message can carry
+// one) is redacted first, body and reason.
 func (s *Service) deadLetter(ctx context.Context, m jetstream.Msg, reason string) {
 	out := nats.NewMsg(s.cfg.DeadLetterSubject + ".revocation")
-	out.Data = m.Data()
+	out.Data, _ = schemas.Redact(m.Data())
+	reason, _ = schemas.RedactText(reason)
 	out.Header.Set("Leaseguard-Reason", reason)
 	out.Header.Set("Leaseguard-Source-Subject", m.Subject())
 	id := "revocation"

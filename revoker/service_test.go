@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseguard/leaseguard/bus"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/natstest"
@@ -345,5 +346,59 @@ func TestServiceCrashAfterDropBeforeRecord(t *testing.T) {
 	rev, err := store.GetRevocation(ctx, r.st.Pool(), cmd.ID)
 	if err != nil || rev.Result == nil || !strings.Contains(rev.Result.Reason, "earlier attempt") {
 		t.Fatalf("revocation = %+v, %v", rev, err)
+	}
+}
+
+// TestServiceDeadLettersHoldNoSecrets: a forged message on the queue that
+// carries a password or a token is dead-lettered with those redacted,
+// body and headers, in a dead-letter stream that forgets after its max age.
+func TestServiceDeadLettersHoldNoSecrets(t *testing.T) {
+	t.Parallel()
+	r := newSvcRig(t)
+	pw, token := "A1a-forgedCommandSecret1", "hvs.CAESIForgedCommandToken0001"
+	r.publish(t, []byte(`{"type":"io.leaseguard.revocation_command.v1","id":"x","db_user":"v-a","database":"main","password":"`+pw+`"}`))
+	r.publish(t, []byte(`{"id":"y","reason":"leaked `+token+`","db_user":"v-b","pass`))
+	ctx := context.Background()
+	s, err := r.js.Stream(ctx, bus.DefaultDeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dump []string
+	waitFor(t, 20*time.Second, "two dead letters", func() bool {
+		dump = dump[:0]
+		info, err := s.Info(ctx)
+		if err != nil {
+			return false
+		}
+		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil {
+				return false
+			}
+			hdr, _ := json.Marshal(m.Header)
+			dump = append(dump, string(hdr)+" "+string(m.Data))
+		}
+		return len(dump) == 2
+	})
+	for i, d := range dump {
+		if strings.Contains(d, pw) || strings.Contains(d, token) || !strings.Contains(d, "[redacted]") || !strings.Contains(d, "Leaseguard-Reason") {
+			t.Errorf("dead letter %d: %s", i, d)
+		}
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Config.MaxAge != bus.DefaultDeadLetterMaxAge {
+		t.Errorf("dead-letter stream max age = %v, want %v (%v)", info.Config.MaxAge, bus.DefaultDeadLetterMaxAge, err)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

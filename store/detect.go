@@ -145,8 +145,10 @@ func MarkVaultSeen(ctx context.Context, q Querier, leaseIDs []string, at time.Ti
 }
 
 // InsertFinding records a finding once (its id is deterministic); it
-// reports whether the finding is new.
+// reports whether the finding is new. Whatever in it looks like a secret is
+// withheld first (schemas.WithholdFinding), as in its evidence.
 func InsertFinding(ctx context.Context, tx pgx.Tx, f schemas.Finding, evidenceID string) (bool, error) {
+	f = schemas.WithholdFinding(f)
 	doc, err := json.Marshal(f)
 	if err != nil {
 		return false, fmt.Errorf("encode finding: %w", err)

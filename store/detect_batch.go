@@ -30,6 +30,7 @@ func InsertFindings(ctx context.Context, tx pgx.Tx, fs []schemas.Finding, eviden
 		docs                                        = make([][]byte, n)
 	)
 	for i, f := range fs {
+		f = schemas.WithholdFinding(f)
 		doc, err := json.Marshal(f)
 		if err != nil {
 			return 0, fmt.Errorf("encode finding: %w", err)

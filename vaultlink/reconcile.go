@@ -383,18 +383,10 @@ func (r *Reconciler) finding(it store.VaultRevocation, kind string, sev schemas.
 // record appends the finding's evidence and inserts it in tx; it returns
 // the evidence id.
 func (r *Reconciler) record(ctx context.Context, tx pgx.Tx, f schemas.Finding) (string, error) {
+	// A Vault error text that looks like a secret is withheld from the
+	// evidence and the stored finding alike (evidence.Builder,
+	// store.InsertFinding).
 	ev, err := r.Evidence.Finding(f, nil)
-	if errors.Is(err, evidence.ErrSecret) {
-		// Vault's error text made the event look like it carries a secret:
-		// keep the facts, withhold the texts.
-		for k := range f.Facts {
-			if strings.HasSuffix(k, "_error") || strings.HasSuffix(k, "_errors") {
-				f.Facts[k] = "(withheld)"
-			}
-		}
-		f.Summary = fmt.Sprintf("%s of lease %s (user %s of %s): Vault's error text withheld", f.Rule, f.LeaseID, f.DBUser, f.Database)
-		ev, err = r.Evidence.Finding(f, nil)
-	}
 	if err != nil {
 		return "", fmt.Errorf("build vault revocation evidence: %w", err)
 	}

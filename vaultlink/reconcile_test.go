@@ -2,6 +2,7 @@ package vaultlink_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -309,4 +310,47 @@ func evidenceOf(ctx context.Context, r *rig, ids []string) ([][]byte, error) {
 		out = append(out, ev)
 	}
 	return out, rows.Err()
+}
+
+// Vault's error text is the backend's: when it looks like it carries a
+// secret (a statement with a password), the text is withheld from the
+// finding and its evidence, where it was is noted, and the reconciler
+// goes on.
+func TestReconcilerWithholdsSecretLookingVaultErrors(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	user := "v-token-secret-" + pgtest.Suffix()
+	r.role(t, user)
+	lease := newLeaseID("secret")
+	leak := `failed to revoke lease: ERROR: syntax error at or near "ALTER ROLE x PASSWORD 'hunter2-in-vault-error'"`
+	r.vault.AddLease(lease, vaulttest.Lease{IssueTime: r.clock.Now().Add(-time.Hour), ExpireTime: r.clock.Now().Add(-time.Minute),
+		RevokeFails: true, RevokeError: leak})
+	r.drop(t, user, lease)
+	r.role(t, user) // still there: a failure is recorded, no force
+	rec := r.reconciler(t, r.client(t, nil), true)
+	if _, err := rec.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	q := r.queued(t, lease)
+	if q.FailureEvidenceID == "" {
+		t.Fatalf("no failure evidence: %+v", q)
+	}
+	fs := r.findings(t, lease)
+	if len(fs) != 1 {
+		t.Fatalf("findings = %+v", fs)
+	}
+	withheld, _ := fs[0].Facts["withheld"].([]any)
+	if len(withheld) == 0 || fs[0].Facts["revoke_error"] != schemas.Withheld {
+		t.Errorf("facts = %v", fs[0].Facts)
+	}
+	evs, err := evidenceOf(ctx, r, []string{q.FailureEvidenceID})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("outbox: %d events, %v", len(evs), err)
+	}
+	for _, doc := range append([]string{string(evs[0])}, fmt.Sprint(fs[0])) {
+		if strings.Contains(doc, "hunter2") {
+			t.Errorf("the error text reached the evidence or the finding: %s", doc)
+		}
+	}
 }

@@ -125,6 +125,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		"LEASEGUARD_COMMAND_VERIFY_KEYS":        "not-base64!",
 		"LEASEGUARD_EXPIRY_GRACE":               "soon",
 		"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE": "0",
+		"LEASEGUARD_DEADLETTER_MAX_AGE":         "0s",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {

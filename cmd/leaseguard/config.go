@@ -41,6 +41,7 @@ type Config struct {
 	AuditStream       string        `envconfig:"LEASEGUARD_AUDIT_STREAM" default:"VAULT_AUDIT" desc:"JetStream stream holding both subjects (created if absent)"`
 	IngestConsumer    string        `envconfig:"LEASEGUARD_INGEST_CONSUMER" default:"leaseguard-ingest" desc:"durable pull consumer name"`
 	DeadletterSubject string        `envconfig:"LEASEGUARD_DEADLETTER_SUBJECT" default:"leaseguard.deadletter" desc:"prefix for dead letters (<prefix>.audit, <prefix>.lease), stream LEASEGUARD_DEADLETTER"`
+	DeadletterMaxAge  time.Duration `envconfig:"LEASEGUARD_DEADLETTER_MAX_AGE" default:"168h" desc:"how long the dead-letter stream keeps dead letters (secrets in them are redacted before they are stored)"`
 	AuditMaxAge       time.Duration `envconfig:"LEASEGUARD_AUDIT_MAX_AGE" default:"168h" desc:"how long the audit stream keeps entries"`
 
 	MetricsAddr string `envconfig:"LEASEGUARD_METRICS_ADDR" default:":9464" desc:"listen address for /metrics, /healthz, /readyz"`
@@ -155,6 +156,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseRoleTTLs(c.RoleTTLs); err != nil {
 		bad("ROLE_TTLS", "%v", err)
+	}
+	if c.DeadletterMaxAge <= 0 {
+		bad("DEADLETTER_MAX_AGE", "must be positive")
 	}
 	if c.MaxEntryBytes < 1024 {
 		bad("MAX_ENTRY_BYTES", "%d is below 1024", c.MaxEntryBytes)

@@ -160,7 +160,9 @@ func replayFile(ctx context.Context, m *Main, proc *ingest.Processor, name strin
 				rep.Rejected++
 				rejected.Add(1)
 				if len(rep.Rejections) < maxListedRejections {
-					rep.Rejections = append(rep.Rejections, replayReject{File: display, Line: batch[i].Source.Offset, Reason: res.Reason})
+					// A reason may quote the input: never a secret of it.
+					reason, _ := schemas.RedactText(res.Reason)
+					rep.Rejections = append(rep.Rejections, replayReject{File: display, Line: batch[i].Source.Offset, Reason: reason})
 				} else {
 					rep.RejectionsOmitted++
 				}

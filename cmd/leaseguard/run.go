@@ -259,6 +259,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scfg := revoker.DefaultServiceConfig()
 		scfg.Queue = qcfg
 		scfg.DeadLetterSubject = cfg.DeadletterSubject
+		scfg.DeadLetterMaxAge = cfg.DeadletterMaxAge
 		scfg.Batch = cfg.RevocationBatch
 		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
@@ -380,6 +381,7 @@ func (c Config) natsSourceConfig() ingest.NATSConfig {
 	nc.LeaseSubject = c.LeaseSubject
 	nc.Consumer = c.IngestConsumer
 	nc.DeadLetterSubject = c.DeadletterSubject
+	nc.DeadLetterMaxAge = c.DeadletterMaxAge
 	nc.MaxAge = c.AuditMaxAge
 	nc.Batch = c.IngestBatch
 	nc.MaxAckPending = c.MaxAckPending

@@ -35,6 +35,11 @@ type Sim struct {
 	// HashUsernames leaves the mount untuned: usernames in responses are
 	// HMAC'd like every other response string.
 	HashUsernames bool
+	// PlaintextPasswords tunes the mount with
+	// audit_non_hmac_response_keys=username,password: the password of an
+	// issued credential appears in clear in response.data.password, as a
+	// real Vault writes it with that tuning.
+	PlaintextPasswords bool
 	// Clock defaults to time.Now.
 	Clock func() time.Time
 	salt  []byte
@@ -127,12 +132,16 @@ func (s *Sim) Issue(ctx context.Context, role string, ttl time.Duration, grants 
 	if s.HashUsernames {
 		username = s.HMAC(username)
 	}
+	password := s.HMAC(c.Password)
+	if s.PlaintextPasswords {
+		password = c.Password
+	}
 	req := s.entry("request", now, reqID, "read", path, "database", nil)
 	resp := s.entry("response", now.Add(30*time.Millisecond), reqID, "read", path, "database", nil)
 	resp["response"] = map[string]any{
 		"mount_type": "database", "mount_point": s.Mount + "/", "mount_class": "secret",
 		"mount_accessor": "database_0f55551a", "mount_running_plugin_version": "v1.21.0+builtin.vault",
-		"data":   map[string]any{"username": username, "password": s.HMAC(c.Password)},
+		"data":   map[string]any{"username": username, "password": password},
 		"secret": map[string]any{"lease_id": c.LeaseID},
 	}
 	return c, [][]byte{mustJSON(req), mustJSON(resp)}, nil

@@ -29,6 +29,8 @@ type Lease struct {
 	// RevokeFails makes sys/leases/revoke fail as a backend error does (the
 	// role's revocation statements failed): 400.
 	RevokeFails bool
+	// RevokeError replaces the error text of a failed revoke.
+	RevokeError string
 }
 
 // Token is a token the server knows.
@@ -285,7 +287,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if l.RevokeFails {
-			fail(http.StatusBadRequest, "failed to revoke entry: resp: (*logical.Response)(nil) err: failed to revoke lease: ERROR: role \"x\" cannot be dropped because some objects depend on it (SQLSTATE 2BP01)")
+			msg := "failed to revoke entry: resp: (*logical.Response)(nil) err: failed to revoke lease: ERROR: role \"x\" cannot be dropped because some objects depend on it (SQLSTATE 2BP01)"
+			if l.RevokeError != "" {
+				msg = l.RevokeError
+			}
+			fail(http.StatusBadRequest, msg)
 			return
 		}
 		delete(s.leases, call.Arg)
