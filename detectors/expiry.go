@@ -52,6 +52,10 @@ type ExpiryConfig struct {
 	// VaultRecheck: how long a lease whose end Vault could not be asked
 	// about waits before it is judged again (default 1m).
 	VaultRecheck time.Duration
+	// CommandTTL is the lifetime of the commands issued (default 10m): a
+	// command that never reached the revoker's record within it is issued
+	// again (RearmStranded).
+	CommandTTL time.Duration
 }
 
 // Validate checks the configuration.
@@ -79,7 +83,9 @@ func (c ExpiryConfig) Validate() error {
 // the lease has ended. Without it, the finding is recorded unconfirmed (it
 // raises an alert) and nothing is dropped.
 type Expiry struct {
-	cfg      ExpiryConfig
+	cfg ExpiryConfig
+	// rearmed is when stranded commands were last looked for.
+	rearmed  time.Time
 	pool     *pgxpool.Pool
 	reader   RoleReader
 	issuer   Issuer
@@ -121,6 +127,9 @@ func NewExpiry(cfg ExpiryConfig, d ExpiryDeps) (*Expiry, error) {
 	if cfg.VaultRecheck == 0 {
 		cfg.VaultRecheck = time.Minute
 	}
+	if cfg.CommandTTL == 0 {
+		cfg.CommandTTL = 10 * time.Minute
+	}
 	if d.Clock == nil {
 		d.Clock = time.Now
 	}
@@ -140,6 +149,7 @@ func (e *Expiry) Run(ctx context.Context) error {
 	t := time.NewTicker(e.cfg.Interval)
 	defer t.Stop()
 	for {
+		e.rearm(ctx)
 		n, err := e.Tick(ctx)
 		if err != nil && ctx.Err() == nil {
 			e.logger.Warn("expiry pass failed; will retry", "err", err)
@@ -152,6 +162,30 @@ func (e *Expiry) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// rearm makes due again, every quarter of the command lifetime, the leases
+// whose command never reached the revoker's record within its lifetime
+// (expired in a long queue, or refused before it was recorded): their
+// users would otherwise stay.
+func (e *Expiry) rearm(ctx context.Context) {
+	now := e.clock()
+	if now.Sub(e.rearmed) < e.cfg.CommandTTL/4 {
+		return
+	}
+	e.rearmed = now
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ids, err := store.RearmStranded(ctx, e.pool, RuleLeaseExpired, now.Add(-e.cfg.CommandTTL), e.cfg.Batch)
+	if err != nil {
+		e.logger.Warn("cannot look for stranded revocation commands; will retry", "err", err)
+		return
+	}
+	if len(ids) > 0 {
+		e.metrics.rearmed.Add(float64(len(ids)))
+		e.logger.Warn("revocation commands never reached the revoker within their lifetime; the leases are judged again",
+			"leases", len(ids))
 	}
 }
 
@@ -411,6 +445,7 @@ func (e *Expiry) recordAll(ctx context.Context, tx pgx.Tx, findings []schemas.Fi
 type Metrics struct {
 	findings     *prometheus.CounterVec
 	extended     prometheus.Counter
+	rearmed      prometheus.Counter
 	targetErrors *prometheus.CounterVec
 	tick         prometheus.Histogram
 }
@@ -422,6 +457,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "leaseguard_findings_total",
 			Help: "Findings raised, by rule, severity, mode and action.",
 		}, []string{"rule", "severity", "mode", "action"}),
+		rearmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "leaseguard_expiry_commands_reissued_total",
+			Help: "Leases judged again because their revocation command never reached the revoker within its lifetime.",
+		}),
 		extended: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "leaseguard_expiry_extended_total",
 			Help: "Due leases whose user the database still showed valid (a renewal the ledger missed); not revoked.",
@@ -437,7 +476,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.findings, m.extended, m.targetErrors, m.tick)
+		reg.MustRegister(m.findings, m.extended, m.rearmed, m.targetErrors, m.tick)
 	}
 	return m
 }

@@ -181,3 +181,54 @@ func TestExpiryRevokedPerAuditStaysDue(t *testing.T) {
 		t.Errorf("judged leases are due again: %d, %v", n, err)
 	}
 }
+
+// TestExpiryReissuesStrandedCommands: a command that never reached the
+// revoker's record within its lifetime (it expired in a long queue, or the
+// revoker refused it before recording it) is issued again, under the same
+// id, after the lease is corroborated again; one that the revoker recorded
+// is not.
+func TestExpiryReissuesStrandedCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	f.lease(t, "postgres/creds/reporting/lost", "main", "v-lost", f.now.Add(-time.Hour))
+	f.lease(t, "postgres/creds/reporting/done", "main", "v-done", f.now.Add(-time.Hour))
+	d := f.detector(t, "", "")
+	if _, err := d.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := f.sink.all()
+	if len(first) != 2 {
+		t.Fatalf("commands = %+v", first)
+	}
+	// The revoker recorded one of them; the other never reached it.
+	for _, c := range first {
+		if c.DBUser == "v-done" {
+			if _, err := store.ClaimRevocations(ctx, f.st.Pool(), []schemas.RevocationCommand{c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.now = f.now.Add(11 * time.Minute)
+	ids, err := store.RearmStranded(ctx, f.st.Pool(), detectors.RuleLeaseExpired, f.now.Add(-10*time.Minute), 100)
+	if err != nil || len(ids) != 1 || ids[0] != "postgres/creds/reporting/lost" {
+		t.Fatalf("rearmed %v, %v", ids, err)
+	}
+	if _, err := d.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all := f.sink.all()
+	if len(all) != 3 || all[2].DBUser != "v-lost" || all[2].ID != first[0].ID && all[2].ID != first[1].ID || all[2].Nonce == "" {
+		t.Fatalf("commands after the rearm = %+v", all)
+	}
+	if !all[2].IssuedAt.Equal(f.now) {
+		t.Errorf("the command was not issued again: issued %s", all[2].IssuedAt)
+	}
+	if n := len(f.findings(t)); n != 2 {
+		t.Errorf("%d findings, want the 2 of the first pass (no second one for the same expiry)", n)
+	}
+	// Recently judged: not rearmed again before another lifetime passes.
+	if ids, err := store.RearmStranded(ctx, f.st.Pool(), detectors.RuleLeaseExpired, f.now.Add(-10*time.Minute), 100); err != nil || len(ids) != 0 {
+		t.Errorf("rearmed again at once: %v, %v", ids, err)
+	}
+}

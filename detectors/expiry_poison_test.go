@@ -42,6 +42,8 @@ func TestExpiryPoisonedLeaseDoesNotStallThePass(t *testing.T) {
 			ev.VaultRequestID = token
 		}
 		evs = append(evs, ev)
+		until := exp.Add(5 * time.Second)
+		f.role("main", "v-"+name, &until) // still in the database, its password expired
 	}
 	if _, err := f.st.Apply(ctx, store.Batch{Leases: evs}); err != nil {
 		t.Fatal(err)

@@ -237,7 +237,7 @@ func checkRevocation(cmd schemas.RevocationCommand, res schemas.RevocationResult
 		return fmt.Errorf("%w: result is for command %q, not %q", ErrInvalidInput, res.CommandID, cmd.ID)
 	case res.Database == "" || (res.DBUser == "" && cmd.Action != schemas.ActionTerminateSession):
 		return fmt.Errorf("%w: result names no database or user", ErrInvalidInput)
-	case cmd.Action == schemas.ActionTerminateSession && cmd.Session == nil:
+	case cmd.Action == schemas.ActionTerminateSession && cmd.Session == nil && res.Outcome != schemas.OutcomeRefused:
 		return fmt.Errorf("%w: a session termination names no session", ErrInvalidInput)
 	case res.Database != cmd.Database || res.DBUser != cmd.DBUser:
 		return fmt.Errorf("%w: result is for %s/%s, command for %s/%s", ErrInvalidInput,

@@ -37,8 +37,8 @@ type DueLease struct {
 	LastRequestID string
 }
 
-// ClaimDue locks up to limit leases, active or revoked per the audit log,
-// not judged yet, that expired at or before cutoff, whose judgement is not
+// ClaimDue locks up to limit leases not judged yet (whatever their state:
+// revoked or expired per the bus is no proof), that expired at or before cutoff, whose judgement is not
 // postponed past now, and that have a known plain database user and
 // database. Rows locked by another process are skipped (FOR UPDATE SKIP
 // LOCKED), so several leaseguard processes share the work without doing it
@@ -50,7 +50,7 @@ func ClaimDue(ctx context.Context, tx pgx.Tx, cutoff, now time.Time, limit int) 
 		       coalesce(expire_source, ''), revoked_at, vault_seen_at, coalesce(last_event, ''), last_event_at,
 		       coalesce(last_request_id, '')
 		FROM leases
-		WHERE state IN ('active', 'revoked') AND expiry_judged_at IS NULL
+		WHERE expiry_judged_at IS NULL
 		  AND expire_at IS NOT NULL AND expire_at <= $1
 		  AND (expiry_recheck_at IS NULL OR expiry_recheck_at <= $3)
 		  AND db_user IS NOT NULL AND NOT db_user_hmac AND database IS NOT NULL
@@ -170,4 +170,31 @@ func FindingExists(ctx context.Context, q Querier, id string) (bool, error) {
 	var ok bool
 	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM findings WHERE id = $1)`, id).Scan(&ok)
 	return ok, err
+}
+
+// RearmStranded makes due again up to limit judged leases whose
+// lease-expired-not-revoked command never reached the revoker's record
+// (no revocations row for its id) although it was issued before cutoff:
+// the command expired in the queue, or was refused before it was recorded
+// (a key the revoker did not know yet). The next pass corroborates the
+// lease again and issues a fresh command under the same id. Only findings
+// of the day before cutoff are looked at: the sweep runs far more often.
+func RearmStranded(ctx context.Context, q Querier, rule string, cutoff time.Time, limit int) ([]string, error) {
+	rows, err := q.Query(ctx, `
+		UPDATE leases AS l SET expiry_judged_at = NULL, expiry_recheck_at = NULL, updated_at = now()
+		FROM (SELECT f.lease_id FROM findings AS f
+		      WHERE f.detected_at < $2 AND f.detected_at > $2 - interval '1 day'
+		        AND f.rule = $1 AND f.action = 'revocation_requested' AND f.lease_id IS NOT NULL
+		        AND NOT EXISTS (SELECT 1 FROM revocations AS r WHERE r.command_id = f.command_id)
+		      ORDER BY f.detected_at LIMIT $3) AS s
+		WHERE l.lease_id = s.lease_id AND l.expiry_judged_at IS NOT NULL AND l.expiry_judged_at < $2
+		RETURNING l.lease_id`, rule, cutoff, limit)
+	if err != nil {
+		return nil, fmt.Errorf("rearm stranded leases: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("rearm stranded leases: %w", err)
+	}
+	return ids, nil
 }

@@ -148,7 +148,7 @@ func (s *Store) ResolveExpiry(ctx context.Context, r ValidUntilReader, ttls Role
 			$7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[])
 			AS t(lease_id, expire_at, source, ttl, checked, old_source, old_expire_at, old_checked, old_renewed, old_issued)
 			ORDER BY lease_id) AS u
-		WHERE l.lease_id = u.lease_id AND l.state IN ('active', 'revoked') AND l.expiry_judged_at IS NULL
+		WHERE l.lease_id = u.lease_id AND l.expiry_judged_at IS NULL
 		  AND l.expire_source IS NOT DISTINCT FROM u.old_source
 		  AND l.expire_at IS NOT DISTINCT FROM u.old_expire_at
 		  AND l.expire_checked_at IS NOT DISTINCT FROM u.old_checked
@@ -190,7 +190,7 @@ func (s *Store) expiryCandidates(ctx context.Context, limit int, retryBefore tim
 			db_user_hmac, COALESCE(mount, ''), COALESCE(role, ''), issued_at, renewed_at,
 			first_seen_at, expire_at, expire_checked_at, COALESCE(expire_source, ''), ttl_seconds
 		FROM leases
-		WHERE state IN ('active', 'revoked') AND expiry_judged_at IS NULL
+		WHERE expiry_judged_at IS NULL
 		  AND (expire_at IS NULL
 		       OR (expire_checked_at IS NULL AND expire_source IN ('pg_valid_until', 'role_default')))
 		  AND (expire_attempt_at IS NULL OR expire_attempt_at <= $2)

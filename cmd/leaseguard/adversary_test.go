@@ -193,13 +193,13 @@ func (a *adversary) wantIntact(user string, conn *pgx.Conn) {
 	}
 }
 
-// wantDropped waits for a truly expired user to be dropped: the legitimate
-// path works beside the attack.
+// wantDropped waits for a truly expired user to be dropped and its outcome
+// recorded: the legitimate path works beside the attack.
 func (a *adversary) wantDropped(user string) {
 	a.t.Helper()
-	waitFor(a.t, a.ctx, 30*time.Second, "the expired user "+user+" dropped", func() bool {
+	waitFor(a.t, a.ctx, 30*time.Second, "the expired user "+user+" dropped, and recorded", func() bool {
 		exists, _ := a.login(user)
-		return !exists
+		return !exists && a.count(`SELECT count(*) FROM $schema.revocations WHERE db_user = $1 AND outcome = 'dropped'`, user) == 1
 	})
 }
 
@@ -401,19 +401,36 @@ func TestAdversaryReplayedCommand(t *testing.T) {
 	c.wantIntact(victim.Username, conn)
 }
 
-// 7. A forged audit entry whose remote address looks like a Vault token
-// must not stall the expiry detector: the lease's finding is recorded with
-// the field withheld, and the other leases of the pass are handled.
+// 7. A forged audit entry whose Vault request id looks like a Vault token
+// must not stall the expiry detector: the value is kept out of the ledger
+// and the evidence, and every lease of the pass is handled.
 func TestAdversaryPoisonedLease(t *testing.T) {
 	a := startAdversary(t, nil)
-	a.sim.RemoteAddress = "hvs.CAESIJlWq2Vj0MeWl0AbcDefGhIjKlMnOpQr"
-	poisoned := a.issue("app", -10*time.Second)
-	a.sim.RemoteAddress = "10.9.8.7"
+	const token = "hvs.CAESIJlWq2Vj0MeWl0AbcDefGhIjKlMnOpQr"
+	poisoned, lines, err := a.sim.Issue(a.ctx, "app", -10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, a.admin, poisoned.Username)
+	for _, l := range lines {
+		var e map[string]any
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		e["request"].(map[string]any)["id"] = token
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.publish("vault.audit.forged", b)
+	}
 	expired := a.issue("old", -10*time.Second)
 	a.wantDropped(expired.Username)
 	a.wantDropped(poisoned.Username)
-	if n := a.count(`SELECT count(*) FROM $schema.evidence_outbox WHERE convert_from(event, 'UTF8') LIKE '%hvs.CAESIJlWq2Vj0MeWl0AbcDefGhIjKlMnOpQr%'`); n != 0 {
-		t.Errorf("the token-shaped value reached %d evidence events", n)
+	if n := a.count(`SELECT (SELECT count(*) FROM $schema.evidence_outbox WHERE convert_from(event, 'UTF8') LIKE '%' || $1 || '%')
+		+ (SELECT count(*) FROM $schema.findings WHERE finding::text LIKE '%' || $1 || '%')
+		+ (SELECT count(*) FROM $schema.leases WHERE last_request_id = $1)`, token); n != 0 {
+		t.Errorf("the token-shaped value reached the ledger, findings or evidence %d times", n)
 	}
 }
 

@@ -289,7 +289,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scope, _ := detectors.ParseScope(cfg.EnforceScope)
 		exp, err := detectors.NewExpiry(detectors.ExpiryConfig{
 			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch, Modes: modes, Scope: scope,
-			ApprovalTTL: cfg.ApprovalTTL,
+			ApprovalTTL: cfg.ApprovalTTL, CommandTTL: cfg.CommandTTL,
 		}, detectors.ExpiryDeps{
 			Pool: p.store.Pool(), Reader: p.targets, Issuer: issuer, Sink: queue, Vault: p.vaultLeases(),
 			Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,

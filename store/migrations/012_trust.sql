@@ -1,9 +1,9 @@
 -- Corroboration before destruction (issue "trust").
 --
--- A revocation seen only on the bus (the audit stream or a LeaseEvent) is
--- evidence, never proof: a lease revoked per audit stays due for the expiry
--- detector, which judges it at its expiry like any other lease (a forged
--- revoke must not hide a leaked credential). expiry_judged_at records that
+-- A revocation or an expiry seen only on the bus (the audit stream or a
+-- LeaseEvent) is evidence, never proof: a lease revoked or expired per the
+-- bus stays due for the expiry detector, which judges it at its expiry like
+-- any other lease (a forged revoke must not hide a leaked credential). expiry_judged_at records that
 -- the detector judged a lease, whatever its state; expiry_recheck_at
 -- postpones a lease whose judgement could not be corroborated yet (Vault
 -- unreachable).
@@ -25,17 +25,17 @@ ALTER TABLE leases ADD CONSTRAINT leases_expire_source_check
 
 DROP INDEX leases_due_idx;
 CREATE INDEX leases_due_idx ON leases (expire_at)
-    WHERE state IN ('active', 'revoked') AND expiry_judged_at IS NULL;
+    WHERE expiry_judged_at IS NULL;
 
 DROP INDEX leases_expiry_unresolved_idx;
 CREATE INDEX leases_expiry_unresolved_idx ON leases (expire_attempt_at NULLS FIRST, lease_id)
-    WHERE state IN ('active', 'revoked') AND expiry_judged_at IS NULL
+    WHERE expiry_judged_at IS NULL
       AND (expire_at IS NULL
            OR (expire_checked_at IS NULL AND expire_source IN ('pg_valid_until', 'role_default')));
 
 -- Leases Vault has not confirmed yet, for the Vault link to look up.
 CREATE INDEX leases_vault_unseen ON leases (vault_checked_at NULLS FIRST, lease_id)
-    WHERE vault_seen_at IS NULL AND state IN ('active', 'revoked') AND expiry_judged_at IS NULL;
+    WHERE vault_seen_at IS NULL AND expiry_judged_at IS NULL;
 
 -- Revocation commands refused before anything was recorded under their id
 -- (unsigned, forged, expired, for another target, not approved): keyed by

@@ -1,0 +1,169 @@
+package revoker_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/cmdtest"
+	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+)
+
+// admitRig is an Executor over the test database as target "main", whose
+// rule "approved-rule" is in approve mode.
+type admitRig struct {
+	st     *store.Store
+	signer *revoker.Signer
+	exec   *revoker.Executor
+	targets target.Pools
+}
+
+func newAdmitRig(t *testing.T, now func() time.Time) *admitRig {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_admit")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer := revoker.NewSigner(priv)
+	verifier, err := revoker.NewVerifier(signer.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropper, err := revoker.NewDropper(revoker.DropperConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := target.Pools{"main": pgtest.Pool(t)}
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: targets,
+		State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}, Clock: now,
+		RequiresApproval: func(rule string) bool { return rule == "approved-rule" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &admitRig{st: st, signer: signer, exec: exec, targets: targets}
+}
+
+// TestAdmitRefusesBeforeRecording: a command that is expired, issued in
+// the future, shaped wrong, for another target or for a rule in approve
+// mode without the approval is refused under its hash: nothing is recorded
+// under its id, and the user stays.
+func TestAdmitRefusesBeforeRecording(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	r := newAdmitRig(t, func() time.Time { return now })
+	admin := r.targets["main"]
+	user := "v-token-admit-" + pgtest.Suffix()
+	if _, err := admin.Exec(context.Background(), `CREATE ROLE "`+user+`" LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, admin, user)
+	for _, tc := range []struct {
+		name, guard string
+		change      func(*schemas.RevocationCommand)
+	}{
+		{"expired", revoker.GuardExpired, func(c *schemas.RevocationCommand) {
+			c.IssuedAt, c.ExpiresAt = now.Add(-time.Hour), now.Add(-time.Second)
+		}},
+		{"issued in the future", revoker.GuardExpired, func(c *schemas.RevocationCommand) {
+			c.IssuedAt, c.ExpiresAt = now.Add(time.Hour), now.Add(2*time.Hour)
+		}},
+		{"lifetime beyond the limit", revoker.GuardExpired, func(c *schemas.RevocationCommand) {
+			c.IssuedAt, c.ExpiresAt = now.Add(-time.Minute), now.Add(25*time.Hour)
+		}},
+		{"no lifetime", revoker.GuardExpired, func(c *schemas.RevocationCommand) { c.ExpiresAt = time.Time{} }},
+		{"unknown action", revoker.GuardAction, func(c *schemas.RevocationCommand) { c.Action = "disable" }},
+		{"termination without a session", revoker.GuardAction, func(c *schemas.RevocationCommand) {
+			c.Action = schemas.ActionTerminateSession
+		}},
+		{"another database", revoker.GuardTarget, func(c *schemas.RevocationCommand) { c.Target.DatabaseOID++ }},
+		{"no target identity", revoker.GuardTarget, func(c *schemas.RevocationCommand) { c.Target = schemas.TargetIdentity{} }},
+		{"unknown target", revoker.GuardUnknownTarget, func(c *schemas.RevocationCommand) { c.Database = "elsewhere" }},
+		{"approve mode, never approved", revoker.GuardApproval, func(c *schemas.RevocationCommand) { c.Rule = "approved-rule" }},
+		{"issued as approved, never approved", revoker.GuardApproval, func(c *schemas.RevocationCommand) {
+			c.Issuer = revoker.IssuerApproval
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := cmdtest.Drop(t, admin, "main", user)
+			cmd.ID = "admit-" + tc.guard + "-" + pgtest.Suffix()
+			tc.change(&cmd)
+			if err := r.signer.Sign(&cmd); err != nil {
+				t.Fatal(err)
+			}
+			x := r.exec.Execute(context.Background(), []schemas.RevocationCommand{cmd}, nil)[0]
+			if !x.Recorded || x.Result.Outcome != schemas.OutcomeRefused || x.Result.Guard != tc.guard || x.Result.CommandHash == "" {
+				t.Fatalf("executed %+v, want a refusal by %s keyed by hash", x.Result, tc.guard)
+			}
+			if _, err := store.GetRevocation(context.Background(), r.st.Pool(), cmd.ID); !errors.Is(err, store.ErrNoRevocation) {
+				t.Errorf("recorded under its id: %v", err)
+			}
+			if !exists(t, admin, user) {
+				t.Fatal("the user was dropped")
+			}
+		})
+	}
+}
+
+// TestAdmitApproval: a command of a rule in approve mode is carried out only
+// when the pending revocation of its id is approved with exactly that
+// command (its nonce).
+func TestAdmitApproval(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newAdmitRig(t, nil)
+	admin := r.targets["main"]
+	user := "v-token-approved-" + pgtest.Suffix()
+	if _, err := admin.Exec(ctx, `CREATE ROLE "`+user+`" LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, admin, user)
+	approved := cmdtest.Drop(t, admin, "main", user)
+	approved.ID, approved.Rule, approved.Issuer = "pending-"+user, "approved-rule", revoker.IssuerApproval
+	if err := r.signer.Sign(&approved); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	p := store.PendingRevocation{ID: approved.ID, FindingID: "f", Rule: approved.Rule, Severity: schemas.SeverityHigh,
+		Database: "main", DBUser: user, Summary: "s", Command: approved, RequestedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := store.InsertPending(ctx, r.st.Pool(), []store.PendingRevocation{p}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := r.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Decision()
+	d.Decision, d.DecidedBy, d.DecidedAt = schemas.ApprovalApproved, "owner", now
+	if ok, err := store.DecidePending(ctx, tx, d, &approved, ""); err != nil || !ok {
+		t.Fatalf("decide: %v %v", ok, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another command of the same id (another nonce) is not the approved one.
+	other := approved
+	other.Nonce = cmdtest.Nonce()
+	if err := r.signer.Sign(&other); err != nil {
+		t.Fatal(err)
+	}
+	if x := r.exec.Execute(ctx, []schemas.RevocationCommand{other}, nil)[0]; x.Result.Guard != revoker.GuardApproval {
+		t.Fatalf("another command under the approved id: %+v", x.Result)
+	}
+	if x := r.exec.Execute(ctx, []schemas.RevocationCommand{approved}, nil)[0]; x.Result.Outcome != schemas.OutcomeDropped {
+		t.Fatalf("the approved command: %+v", x.Result)
+	}
+}
