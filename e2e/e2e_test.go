@@ -417,7 +417,8 @@ func scenarioFailedRevocation(t *testing.T, r *rig) {
 }
 
 // Scenario 4: Vault revokes a lease whose user holds a session; the plugin
-// drops the role and leaves the session; leaseguard terminates it.
+// drops the role and leaves the session; leaseguard terminates it, through
+// the revoker.
 func scenarioGhostSession(t *testing.T, r *rig) {
 	c := r.vault.issue(t, r.tuned, "app")
 	cfg, err := pgx.ParseConfig(pgtest.URL())
@@ -455,10 +456,14 @@ func scenarioGhostSession(t *testing.T, r *rig) {
 		return err != nil, "session alive"
 	})
 	t.Logf("ghost session ended %s after the revocation", time.Since(revoked).Round(100*time.Millisecond))
-	poll(t, "the ghost-session finding (terminated) with evidence", 30*time.Second, func() (bool, string) {
-		n := r.count(t, `SELECT count(*) FROM findings WHERE rule = 'ghost-session' AND db_user = $1 AND evidence_id IS NOT NULL
-			AND finding->'facts'->>'pid' = $2 AND finding->'facts'->>'termination' = 'terminated'`, c.username, fmt.Sprint(pid))
-		return n >= 1, "no finding yet"
+	// The observer asked the revoker, which ended the session through a
+	// signed terminate_session command, corroborated by the database.
+	poll(t, "the ghost-session finding and the revoker's termination, with evidence", 30*time.Second, func() (bool, string) {
+		n := r.count(t, `SELECT count(*) FROM findings f JOIN revocations v ON v.command_id = f.command_id
+			WHERE f.rule = 'ghost-session' AND f.db_user = $1 AND f.evidence_id IS NOT NULL AND v.evidence_id IS NOT NULL
+			AND f.finding->'facts'->>'pid' = $2 AND f.finding->'facts'->>'termination' = 'requested'
+			AND v.outcome = 'terminated' AND v.result->>'sessions_left_after' = '0'`, c.username, fmt.Sprint(pid))
+		return n >= 1, "no finding or termination yet"
 	})
 }
 

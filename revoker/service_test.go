@@ -402,3 +402,128 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestKeyRotationWithCommandsInFlight follows the documented rotation:
+// commands signed with the old key are still in the queue when the revoker
+// restarts trusting both keys (step 2) and are carried out; commands of the
+// new key too; once the old key is dropped from the verify keys (step 3),
+// a command it signed is refused, and nothing is recorded under its id.
+func TestKeyRotationWithCommandsInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newSvcRig(t)
+	_, oldPriv, _ := ed25519.GenerateKey(rand.Reader)
+	_, newPriv, _ := ed25519.GenerateKey(rand.Reader)
+	oldKey, newKey := revoker.NewSigner(oldPriv), revoker.NewSigner(newPriv)
+	sfx := pgtest.Suffix()
+	users := []string{"v-rot-a-" + sfx, "v-rot-b-" + sfx, "v-rot-c-" + sfx, "v-rot-late-" + sfx}
+	for _, u := range users {
+		r.role(t, u)
+	}
+	signed := func(s *revoker.Signer, user string) schemas.RevocationCommand {
+		cmd := cmdtest.Drop(t, r.admin, "main", user)
+		cmd.ID = "rot-" + user
+		if err := s.Sign(&cmd); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// In flight: two commands of the old key, queued before the restart.
+	inFlight := []schemas.RevocationCommand{signed(oldKey, users[0]), signed(oldKey, users[1])}
+	late := signed(oldKey, users[3])
+
+	// Step 2: a revoker that trusts both keys drains the queue.
+	both := r.service(t, "rotation", oldKey.PublicKey(), newKey.PublicKey())
+	stop := both.start(t)
+	for _, c := range inFlight {
+		r.publishTo(t, both.subject, c)
+	}
+	r.publishTo(t, both.subject, signed(newKey, users[2]))
+	both.drained(t)
+	stop()
+	for _, u := range users[:3] {
+		if exists(t, r.admin, u) {
+			t.Errorf("%s was not dropped during the rotation", u)
+		}
+	}
+	// Step 3: the old key is no longer trusted.
+	onlyNew := r.service(t, "rotation", newKey.PublicKey())
+	defer onlyNew.start(t)()
+	r.publishTo(t, onlyNew.subject, late)
+	onlyNew.drained(t)
+	if !exists(t, r.admin, users[3]) {
+		t.Fatal("a command of the retired key was carried out")
+	}
+	if _, err := store.GetRevocation(ctx, r.st.Pool(), late.ID); !errors.Is(err, store.ErrNoRevocation) {
+		t.Errorf("the retired key's command was recorded under its id: %v", err)
+	}
+	var guard string
+	if err := r.st.Pool().QueryRow(ctx, `SELECT guard FROM refused_commands WHERE command_id = $1`, late.ID).Scan(&guard); err != nil || guard != "signature" {
+		t.Errorf("refusal of the retired key's command: %q, %v", guard, err)
+	}
+}
+
+// queueService is a revoker on a queue of its own, trusting the given keys.
+type queueService struct {
+	r       *svcRig
+	svc     *revoker.Service
+	cfg     revoker.ServiceConfig
+	subject string
+}
+
+// service builds a revoker on queue name (its own stream and subject),
+// whose verifier trusts pubs; start runs it until the returned stop.
+func (r *svcRig) service(t *testing.T, name string, pubs ...ed25519.PublicKey) *queueService {
+	t.Helper()
+	verifier, err := revoker.NewVerifier(pubs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: r.dropper, Verifier: verifier,
+		Targets: target.Pools{"main": r.admin}, State: r.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := r.cfg
+	cfg.Queue.Stream, cfg.Queue.Subject, cfg.Consumer = "Q_"+strings.ToUpper(name), "q."+name, "revoker-"+name
+	svc, err := revoker.NewService(cfg, r.js, exec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.EnsureConsumer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return &queueService{r: r, svc: svc, cfg: cfg, subject: cfg.Queue.Subject}
+}
+
+func (q *queueService) start(t *testing.T) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.svc.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("revoker stopped with error: %v", err)
+		}
+	}
+}
+
+func (q *queueService) drained(t *testing.T) {
+	t.Helper()
+	saved := q.r.cfg
+	q.r.cfg = q.cfg
+	defer func() { q.r.cfg = saved }()
+	q.r.drained(t)
+}
+
+func (r *svcRig) publishTo(t *testing.T, subject string, cmd schemas.RevocationCommand) {
+	t.Helper()
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.js.Publish(context.Background(), subject, b); err != nil {
+		t.Fatal(err)
+	}
+}

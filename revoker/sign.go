@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -143,6 +144,16 @@ func NewVerifier(pubs ...ed25519.PublicKey) (*Verifier, error) {
 		v.keys[KeyID(p)] = p
 	}
 	return v, nil
+}
+
+// KeyIDs lists the ids of the trusted keys, sorted.
+func (v *Verifier) KeyIDs() []string {
+	ids := make([]string, 0, len(v.keys))
+	for id := range v.keys {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // Verify returns nil if cmd carries a valid signature by a trusted key,

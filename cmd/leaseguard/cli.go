@@ -62,6 +62,7 @@ func NewMain(stdin io.Reader, stdout, stderr io.Writer) *Main {
 		"revoke":   {"drop the database users of a lease, user, prefix, entity or token now (operator, break-glass)", revokeCmd},
 		"approve":  {"approve a pending revocation (rule mode approve) and drop its user; --list shows them", approveCmd},
 		"reject":   {"reject a pending revocation (rule mode approve): nothing is dropped", rejectCmd},
+		"keys":     {"show the command signing key's id and public key; --generate makes a new one (rotation)", keysCmd},
 	}
 	return m
 }

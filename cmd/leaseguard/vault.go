@@ -35,6 +35,7 @@ type VaultConfig struct {
 	VaultLinkRevokes   bool          `envconfig:"LEASEGUARD_VAULT_LINK_REVOCATIONS" default:"true" desc:"with LEASEGUARD_VAULT_AUDIT_DEVICE: link revocations through the API body (lease id logged as an HMAC) to their leases by hashing lease ids, each at most once per device, and apply them as plain revocations"`
 	VaultHashAhead     int           `envconfig:"LEASEGUARD_VAULT_LEASE_HASH_AHEAD" default:"20" desc:"newly issued lease ids hashed per audit device per second before any revocation names them, so the link is usually immediate; 0: only when a hashed revocation waits"`
 	VaultHashWanted    int           `envconfig:"LEASEGUARD_VAULT_LEASE_HASH_WANTED" default:"200" desc:"lease ids hashed per audit device per second while a hashed revocation waits for its lease (newest first, issued before the revocation)"`
+	VaultConfirmRate   int           `envconfig:"LEASEGUARD_VAULT_LEASE_CONFIRM_RATE" default:"20" desc:"leases looked up in Vault per second to record that Vault holds them (a lease's end is corroborated by Vault only if Vault held it); 0: off"`
 }
 
 // auditDevices is the list in LEASEGUARD_VAULT_AUDIT_DEVICE.
@@ -79,6 +80,9 @@ func (v VaultConfig) validate(bad func(name, format string, args ...any)) {
 	}
 	if v.VaultLinkRevokes && v.VaultHashWanted <= 0 {
 		bad("VAULT_LEASE_HASH_WANTED", "must be positive")
+	}
+	if v.VaultConfirmRate < 0 {
+		bad("VAULT_LEASE_CONFIRM_RATE", "must not be negative")
 	}
 }
 
@@ -129,6 +133,13 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 		}
 		p.group.Go(func() error { return res.Run(gctx) })
 	}
+	if (roles["detectors"] || roles["observer"]) && cfg.VaultConfirmRate > 0 {
+		conf, err := vaultlink.NewLeaseConfirmer(vaultlink.ConfirmerConfig{PerSecond: cfg.VaultConfirmRate}, p.store.Pool(), c, logger, nil)
+		if err != nil {
+			return err
+		}
+		p.group.Go(func() error { return conf.Run(gctx) })
+	}
 	linkRevokes := roles["ingest"] && len(devices) > 0 && cfg.VaultLinkRevokes
 	if linkRevokes {
 		ahead := cfg.VaultHashAhead
@@ -147,7 +158,6 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 	return nil
 }
 
-// vaultVerify is the observer rules' verify-before-destroy, or nil.
 // vaultLeases is the Vault link the detectors ask to corroborate a drop;
 // nil without one.
 func (p *pipeline) vaultLeases() detectors.VaultLeases {
@@ -157,6 +167,7 @@ func (p *pipeline) vaultLeases() detectors.VaultLeases {
 	return p.vault
 }
 
+// vaultVerify is the observer rules' verify-before-destroy, or nil.
 func (p *pipeline) vaultVerify(cfg Config) *detectors.VaultVerify {
 	if p.vault == nil || !cfg.VaultVerify {
 		return nil
