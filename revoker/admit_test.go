@@ -20,9 +20,9 @@ import (
 // admitRig is an Executor over the test database as target "main", whose
 // rule "approved-rule" is in approve mode.
 type admitRig struct {
-	st     *store.Store
-	signer *revoker.Signer
-	exec   *revoker.Executor
+	st      *store.Store
+	signer  *revoker.Signer
+	exec    *revoker.Executor
 	targets target.Pools
 }
 
