@@ -3,14 +3,14 @@ package bus
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/leaseguard/leaseguard/internal/privfile"
 )
 
 // The users of the embedded server. Each has its own account (see
@@ -85,18 +85,8 @@ func LoadOrCreateCredentials(dir string, users ...string) (*Credentials, error) 
 // ensurePrivateDir creates dir with mode 0700, or checks that an existing
 // one is not open to group or others.
 func ensurePrivateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := privfile.EnsureDir(dir); err != nil {
 		return fmt.Errorf("nats credentials directory: %w", err)
-	}
-	info, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("nats credentials directory: %w", err)
-	}
-	if !info.IsDir() {
-		return fmt.Errorf("nats credentials directory %s is not a directory", dir)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("nats credentials directory %s has mode %v: open to others (want 0700)", dir, perm)
 	}
 	return nil
 }
@@ -118,13 +108,8 @@ func loadOrCreateSeed(path string) (Credential, error) {
 	if err != nil {
 		return Credential{}, fmt.Errorf("generate nkey: %w", err)
 	}
-	tmp, err := writePrivateTemp(filepath.Dir(path), filepath.Base(path), append(seed, '\n'))
-	if err != nil {
-		return Credential{}, err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return Credential{}, fmt.Errorf("install nkey %s: %w", path, err)
+	if _, err := privfile.CreateOnce(path, append(seed, '\n')); err != nil {
+		return Credential{}, fmt.Errorf("nkey: %w", err)
 	}
 	return readSeedFile(path)
 }
@@ -132,24 +117,9 @@ func loadOrCreateSeed(path string) (Credential, error) {
 // readSeedFile reads and checks a user seed file: a regular file, mode
 // 0600 or stricter, holding one user seed.
 func readSeedFile(path string) (Credential, error) {
-	f, err := os.Open(path)
+	b, err := privfile.Read(path)
 	if err != nil {
-		return Credential{}, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return Credential{}, err
-	}
-	if !info.Mode().IsRegular() {
-		return Credential{}, fmt.Errorf("nkey %s is not a regular file", path)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return Credential{}, fmt.Errorf("nkey %s has mode %v: readable by others (want 0600)", path, perm)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 4096))
-	if err != nil {
-		return Credential{}, fmt.Errorf("read nkey %s: %w", path, err)
+		return Credential{}, fmt.Errorf("nkey: %w", err)
 	}
 	kp, err := nkeys.ParseDecoratedUserNKey(b)
 	if err != nil {
@@ -162,27 +132,4 @@ func readSeedFile(path string) (Credential, error) {
 		return Credential{}, fmt.Errorf("nkey %s: %w", path, err)
 	}
 	return Credential{SeedFile: path, PublicKey: pub}, nil
-}
-
-func writePrivateTemp(dir, name string, content []byte) (string, error) {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return "", fmt.Errorf("write nkey: %w", err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(content)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("write nkey: %w", err)
-	}
-	return tmp, nil
 }

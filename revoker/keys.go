@@ -6,11 +6,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
+
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/leaseguard/leaseguard/internal/privfile"
 )
 
 // SigningKeyFile is the name of the key LoadOrCreateKeyPair keeps in the
@@ -82,11 +84,9 @@ func ParsePublicKeys(s string) ([]ed25519.PublicKey, error) {
 
 // LoadOrCreateKeyPair returns the signing key kept in dataDir/
 // command-signing.key, creating it (mode 0600, base64 of a random seed)
-// if it does not exist; created reports that this call made it. The file
-// is written under a temporary name and linked into place, which fails if
-// the file exists: of processes racing to create it, one wins and the
-// others read and return its key. A key file readable by group or others
-// is refused.
+// if it does not exist; created reports that this call made it. Of
+// processes racing to create it, one wins and the others read and return
+// its key. A key file readable by group or others is refused.
 func LoadOrCreateKeyPair(dataDir string) (priv ed25519.PrivateKey, created bool, err error) {
 	path := filepath.Join(dataDir, SigningKeyFile)
 	if priv, err := readKeyFile(path); !errors.Is(err, fs.ErrNotExist) {
@@ -99,80 +99,24 @@ func LoadOrCreateKeyPair(dataDir string) (priv ed25519.PrivateKey, created bool,
 	if err != nil {
 		return nil, false, fmt.Errorf("generate signing key: %w", err)
 	}
-	tmp, err := writeTemp(dataDir, base64.StdEncoding.EncodeToString(priv.Seed())+"\n")
+	created, err = privfile.CreateOnce(path, []byte(base64.StdEncoding.EncodeToString(priv.Seed())+"\n"))
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("signing key: %w", err)
 	}
-	defer os.Remove(tmp)
-
-	switch err := os.Link(tmp, path); {
-	case err == nil:
-		syncDir(dataDir)
-		return priv, true, nil
-	case errors.Is(err, fs.ErrExist):
-		// Another process created it first: use theirs.
-		priv, err := readKeyFile(path)
-		return priv, false, err
-	default:
-		return nil, false, fmt.Errorf("install signing key: %w", err)
+	if !created { // another process created it first: use theirs
+		priv, err = readKeyFile(path)
 	}
+	return priv, created, err
 }
 
 func readKeyFile(path string) (ed25519.PrivateKey, error) {
-	f, err := os.Open(path)
+	b, err := privfile.Read(path)
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("signing key %s is not a regular file", path)
-	}
-	if info.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("signing key %s has mode %v: readable by others (want 0600)", path, info.Mode().Perm())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 4096))
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("signing key: %w", err)
 	}
 	priv, err := decodePrivateKey(strings.TrimSpace(string(b)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return priv, nil
-}
-
-func writeTemp(dir, content string) (string, error) {
-	f, err := os.CreateTemp(dir, "."+SigningKeyFile+".*.tmp")
-	if err != nil {
-		return "", fmt.Errorf("write signing key: %w", err)
-	}
-	name := f.Name()
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.WriteString(content)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("write signing key: %w", err)
-	}
-	return name, nil
-}
-
-// syncDir makes the new directory entry durable; failure only weakens
-// durability, so it is ignored.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
 }
