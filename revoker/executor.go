@@ -2,6 +2,7 @@ package revoker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -426,13 +427,23 @@ func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand,
 		return out
 	}
 	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
-		evs, err := x.finish(ctx, tx, cmds, results)
+		evs, fresh, err := x.finish(ctx, tx, cmds, results)
+		if err != nil {
+			return err
+		}
+		fs, fevs, err := x.trustFindings(cmds, results, fresh)
 		if err != nil {
 			return err
 		}
 		// Evidence last: the chain head stays locked until commit.
-		if _, err := evidence.AppendMany(ctx, tx, evs); err != nil {
+		appended, err := evidence.AppendMany(ctx, tx, append(evs, fevs...))
+		if err != nil {
 			return fmt.Errorf("append evidence: %w", err)
+		}
+		for k, f := range fs {
+			if _, err := store.InsertFinding(ctx, tx, f, appended[len(evs)+k].ID); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -464,33 +475,57 @@ func (x *Executor) recorded(cmd schemas.RevocationCommand, res schemas.Revocatio
 
 // finish records the outcomes of cmds inside tx, in a few statements
 // whatever their number, and returns the evidence of those recorded now
-// (an outcome an earlier attempt recorded gets no second evidence).
-func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, error) {
+// (an outcome an earlier attempt recorded gets no second evidence) and
+// which those are.
+func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, []bool, error) {
 	leases, err := leaseContexts(ctx, tx, cmds)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	evs := make([]evidence.Event, len(cmds))
 	fs := make([]store.Finish, len(cmds))
 	for i, cmd := range cmds {
 		ev, err := x.Evidence.Revocation(cmd, results[i], leases[cmd.LeaseID])
 		if err != nil {
-			return nil, fmt.Errorf("build evidence: %w", err)
+			return nil, nil, fmt.Errorf("build evidence: %w", err)
 		}
 		evs[i] = ev
 		fs[i] = store.Finish{Result: results[i], EvidenceID: ev.ID}
 	}
 	fresh, err := store.FinishRevocations(ctx, tx, fs, x.Clock())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := evs[:0]
+	var out []evidence.Event
 	for i, ev := range evs {
 		if fresh[i] {
 			out = append(out, ev)
 		}
 	}
-	return out, nil
+	return out, fresh, nil
+}
+
+// trustFindings are the command-refused findings (alerts) of the outcomes
+// recorded now that the database refused because the command does not fit
+// it: a role replaced since the command was signed, or another database. A
+// genuine command does not meet either; a replayed one does.
+func (x *Executor) trustFindings(cmds []schemas.RevocationCommand, results []schemas.RevocationResult, fresh []bool) ([]schemas.Finding, []evidence.Event, error) {
+	var fs []schemas.Finding
+	var evs []evidence.Event
+	for i, res := range results {
+		if !fresh[i] || res.Outcome != schemas.OutcomeRefused || (res.Guard != GuardRoleOID && res.Guard != GuardTarget) {
+			continue
+		}
+		body, _ := json.Marshal(cmds[i])
+		res.CommandHash = CommandHash(body)
+		f := refusedFinding(cmds[i], res)
+		ev, err := x.Evidence.Finding(f, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("build refusal finding evidence: %w", err)
+		}
+		fs, evs = append(fs, f), append(evs, ev)
+	}
+	return fs, evs, nil
 }
 
 // leaseContexts reads what the ledger knows of the commands' leases, for

@@ -381,6 +381,9 @@ func TestAdversaryReplayedCommand(t *testing.T) {
 		return !exists || b.count(`SELECT count(*) FROM $schema.revocations WHERE db_user = $1 AND result->>'guard' = 'role_oid'`, victim.Username) > 0
 	})
 	b.wantIntact(victim.Username, conn)
+	if n := b.findings("command-refused", victim.Username, "none"); n != 1 {
+		t.Errorf("%d command-refused findings for the replay on a re-created user, want 1", n)
+	}
 	_ = b.p.stop()
 
 	// A third installation whose target of the same name is another
@@ -399,6 +402,9 @@ func TestAdversaryReplayedCommand(t *testing.T) {
 		return !exists || c.count(`SELECT count(*) FROM $schema.refused_commands WHERE db_user = $1 AND guard = 'target'`, victim.Username) > 0
 	})
 	c.wantIntact(victim.Username, conn)
+	if n := c.findings("command-refused", victim.Username, "none"); n != 1 {
+		t.Errorf("%d command-refused findings for the replay on another database, want 1", n)
+	}
 }
 
 // 7. A forged audit entry whose Vault request id looks like a Vault token
