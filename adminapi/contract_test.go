@@ -20,9 +20,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/rollout"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -274,6 +276,22 @@ func (f fakeApprover) Reject(ctx context.Context, id, actor, comment string) (op
 	return f.Approve(ctx, id, actor, comment)
 }
 
+// fakeRollout fails everything with err.
+type fakeRollout struct{ err error }
+
+func (f fakeRollout) Overview(context.Context, int) (rollout.Overview, error) {
+	return rollout.Overview{}, f.err
+}
+func (f fakeRollout) Expand(context.Context, rollout.Expand) (rollout.Record, error) {
+	return rollout.Record{}, f.err
+}
+func (f fakeRollout) Rollback(context.Context, rollout.Rollback) (rollout.Record, error) {
+	return rollout.Record{}, f.err
+}
+func (f fakeRollout) Report(context.Context, rollout.ReportConfig) (rollout.Report, error) {
+	return rollout.Report{}, f.err
+}
+
 // fakeOperator is an Operator whose answers a test chooses.
 type fakeOperator struct {
 	plan    func(ctx context.Context, req operator.Request) (operator.Plan, error)
@@ -357,6 +375,20 @@ func TestOpenAPIContract(t *testing.T) {
 		{call{method: "POST", path: "/v1/revocations/" + pendA + "/approve", token: ops, body: `{"comment":"contract"}`}, 200},
 		{call{method: "POST", path: "/v1/revocations/" + pendA + "/reject", token: ops}, 409},
 		{call{method: "POST", path: "/v1/revocations/" + pendB + "/reject", token: ops}, 200},
+		{call{method: "GET", path: "/v1/scope", token: dash}, 200},
+		{call{method: "GET", path: "/v1/scope?history=1", token: dash}, 400},
+		{call{method: "POST", path: "/v1/scope/expand", token: ops, body: `{"reason":"contract","add":"db:main"}`}, 201},
+		{call{method: "POST", path: "/v1/scope/expand", token: ops, body: `{"add":"*"}`}, 400},
+		{call{method: "POST", path: "/v1/scope/expand", token: ops, body: `{"reason":"again","add":"db:main"}`}, 409},
+		{call{method: "POST", path: "/v1/scope/expand", token: ops, body: `{"reason":"` + strings.Repeat("x", DefaultMaxBodyBytes) + `"}`}, 413},
+		{call{method: "POST", path: "/v1/scope/expand", token: ops, body: "x", contentType: "text/plain"}, 415},
+		{call{method: "POST", path: "/v1/scope/rollback", token: ops, body: `{"reason":"contract"}`}, 201},
+		{call{method: "POST", path: "/v1/scope/rollback", token: ops, body: `{"reason":"contract","to":99}`}, 400},
+		{call{method: "POST", path: "/v1/scope/rollback", token: ops, body: `{"reason":"contract","to":1}`}, 409},
+		{call{method: "POST", path: "/v1/scope/rollback", token: ops, body: `{"reason":"` + strings.Repeat("x", DefaultMaxBodyBytes) + `"}`}, 413},
+		{call{method: "POST", path: "/v1/scope/rollback", token: ops, body: "x", contentType: "text/plain"}, 415},
+		{call{method: "GET", path: "/v1/pilot/report?since=24h", token: dash}, 200},
+		{call{method: "GET", path: "/v1/pilot/report?since=yesterday", token: dash}, 400},
 	} {
 		expect(t, do(t, c, base, cl.call), cl.want)
 	}
@@ -387,6 +419,10 @@ func TestOpenAPIContract(t *testing.T) {
 		"GET /v1/revocations":               {method: "GET", path: "/v1/revocations?state=pending"},
 		"POST /v1/revocations/{id}/approve": {method: "POST", path: "/v1/revocations/" + pendA + "/approve", body: `{"comment":"x"}`},
 		"POST /v1/revocations/{id}/reject":  {method: "POST", path: "/v1/revocations/" + pendB + "/reject", body: `{"comment":"x"}`},
+		"GET /v1/scope":                     {method: "GET", path: "/v1/scope"},
+		"POST /v1/scope/expand":             {method: "POST", path: "/v1/scope/expand", body: `{"reason":"x","add":"db:x"}`},
+		"POST /v1/scope/rollback":           {method: "POST", path: "/v1/scope/rollback", body: `{"reason":"x"}`},
+		"GET /v1/pilot/report":              {method: "GET", path: "/v1/pilot/report"},
 	}
 	slowCfg := r.config()
 	slowCfg.RatePerMinute = 1
@@ -410,14 +446,15 @@ func TestOpenAPIContract(t *testing.T) {
 	}
 	closed.Close()
 	fail := errors.New("the target is on fire")
-	broken, err := New(Config{Tokens: r.table}, Deps{State: closed, Approvals: fakeApprover{err: fail}, Operator: fakeOperator{
-		plan: func(_ context.Context, req operator.Request) (operator.Plan, error) {
-			if req.Reason == "slow" {
-				return operator.Plan{}, fmt.Errorf("read roles: %w", context.DeadlineExceeded)
-			}
-			return operator.Plan{}, fail
-		},
-	}})
+	broken, err := New(Config{Tokens: r.table}, Deps{State: closed, Approvals: fakeApprover{err: fail},
+		Rollout: rollout.New(closed, evidence.Builder{Source: "urn:leaseguard:test"}, rollout.Spec{}), Operator: fakeOperator{
+			plan: func(_ context.Context, req operator.Request) (operator.Plan, error) {
+				if req.Reason == "slow" {
+					return operator.Plan{}, fmt.Errorf("read roles: %w", context.DeadlineExceeded)
+				}
+				return operator.Plan{}, fail
+			},
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,6 +467,19 @@ func TestOpenAPIContract(t *testing.T) {
 	expect(t, do(t, ts.Client(), ts.URL, call{method: "POST", path: "/v1/revocations", token: ops, body: `{"db_user":"x","reason":"slow"}`}), 503)
 	for _, verb := range []string{"approve", "reject"} {
 		expect(t, do(t, ts.Client(), ts.URL, call{method: "POST", path: "/v1/revocations/" + pendA + "/" + verb, token: ops, body: `{"comment":"slow"}`}), 503)
+	}
+	// No policy recorded yet on this state store: 503 on every rollout route.
+	nopolicy, err := New(Config{Tokens: r.table}, Deps{State: r.st.Pool(), Operator: r.svc, Rollout: fakeRollout{err: rollout.ErrNoPolicy}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := httptest.NewServer(ck.wrap(nopolicy))
+	defer tn.Close()
+	for key, ex := range examples {
+		if strings.Contains(key, "/scope") || strings.Contains(key, "/pilot/") {
+			ex.token = ops
+			expect(t, do(t, tn.Client(), tn.URL, ex), 503)
+		}
 	}
 	// A request whose context ends (the client went away, or Shutdown gave
 	// up waiting) before the store answers.

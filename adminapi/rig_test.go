@@ -33,6 +33,7 @@ import (
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/rollout"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
@@ -159,6 +160,7 @@ type rig struct {
 	admin    *pgxpool.Pool
 	svc      *operator.Service
 	approve  *operator.Approvals
+	policies *rollout.Policies
 	signer   *revoker.Signer
 	tag      string
 	sim      *vaultsim.Sim
@@ -220,6 +222,11 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 
+	r.policies = rollout.New(st.Pool(), evidence.Builder{Source: "urn:leaseguard:test"}, rollout.Spec{}).WithGuard(guard)
+	if _, err := r.policies.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	r.tokens = map[string]string{}
 	var spec []string
 	for _, e := range []struct{ name, scopes string }{{"ops", "read,revoke"}, {"dash", "read"}, {"writer", "revoke"}} {
@@ -250,7 +257,7 @@ func (r *rig) start(t *testing.T, cfg Config, clock func() time.Time, ck *checke
 	if ck == nil {
 		ck = newChecker(t)
 	}
-	s, err := New(cfg, Deps{Operator: r.svc, Approvals: r.approve, State: r.st.Pool(), Registerer: prometheus.NewRegistry(), Logger: r.logger, Clock: clock})
+	s, err := New(cfg, Deps{Operator: r.svc, Approvals: r.approve, State: r.st.Pool(), Rollout: r.policies, Registerer: prometheus.NewRegistry(), Logger: r.logger, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

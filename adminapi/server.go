@@ -1,13 +1,14 @@
 // Package adminapi is leaseguard's authenticated admin HTTP API: operator
 // revocations (POST /v1/revocations, through the same operator.Service as
 // the `leaseguard revoke` CLI, so the same revoker, guards, idempotency and
-// evidence) and read access to revocations, leases, findings and evidence.
+// evidence), read access to revocations, leases, findings and evidence, and
+// safe rollout: the enforcement policy and the pilot report (scope.go).
 // schemas/openapi.json describes it; a test keeps the two in agreement.
 //
 // Every request is authenticated, by a bearer token whose SHA-256 is in the
 // token table or by a client certificate (mutual TLS) whose subject CN is a
 // name of that table, and needs the scope of its route (read for GETs,
-// revoke for POST). Refusals are counted by reason and logged with the
+// revoke for POSTs). Refusals are counted by reason and logged with the
 // principal or "anonymous" and the remote address, never with a token.
 // Requests are rate limited per principal, and a client address that
 // failed authentication too often is turned away (failures.go) before any
@@ -51,6 +52,9 @@ type Deps struct {
 	Approvals Approver
 	// State is the state-store pool (store.Store.Pool).
 	State store.Querier
+	// Rollout is the enforcement policy (scope.go); nil answers its
+	// routes 503.
+	Rollout Rollout
 	// Registerer gets the API's metrics; nil registers them nowhere.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -143,6 +147,10 @@ func (s *Server) routes() []route {
 		{"GET /v1/leases", ScopeRead, s.listLeases},
 		{"GET /v1/findings", ScopeRead, s.listFindings},
 		{"GET /v1/evidence/{id}", ScopeRead, s.getEvidence},
+		{"GET /v1/scope", ScopeRead, s.getScope},
+		{"POST /v1/scope/expand", ScopeRevoke, s.expandScope},
+		{"POST /v1/scope/rollback", ScopeRevoke, s.rollbackScope},
+		{"GET /v1/pilot/report", ScopeRead, s.pilotReport},
 	}
 }
 

@@ -48,7 +48,7 @@ func TestApprovalAlerts(t *testing.T) {
 	waitFor(t, 5*time.Second, "both approval alerts", func() bool {
 		return events(pd, "trigger", dedupKey(rejected)) == 1 && events(pd, "trigger", dedupKey(approved)) == 1
 	})
-	time.Sleep(200 * time.Millisecond)
+	r.quiet() // the observed finding taken in, everything due sent
 	if n := events(pd, "trigger", dedupKey(quiet)); n != 0 || len(r.alerts(dedupKey(quiet))) != 0 {
 		t.Errorf("a medium observed finding paged")
 	}
@@ -70,13 +70,13 @@ func TestApprovalAlerts(t *testing.T) {
 
 	// Still waiting past the auto-resolve time: still open.
 	r.advance(DefaultAutoResolve + time.Minute)
-	time.Sleep(200 * time.Millisecond)
+	r.intakePassed()
 	if as := r.alerts(dedupKey(approved)); len(as) != 1 || as[0].resolved {
 		t.Fatalf("waiting approval alert %+v, want open", as)
 	}
 	// Approved: open until the revocation of its command is done.
 	decide(apID, "approved", true)
-	time.Sleep(200 * time.Millisecond)
+	r.intakePassed()
 	if as := r.alerts(dedupKey(approved)); len(as) != 1 || as[0].resolved {
 		t.Fatalf("approved alert %+v, want open until the drop", as)
 	}

@@ -19,9 +19,14 @@ const (
 	DefaultInterval           = time.Second
 	DefaultTimeout            = 10 * time.Second
 	DefaultMaxBackoff         = 5 * time.Minute
-	DefaultAutoResolve        = time.Hour
-	DefaultDedupWindow        = 10 * time.Minute
-	DefaultBatch              = 100
+	DefaultStoreTimeout       = 10 * time.Second
+	// StoreBackoff caps the wait after a failure of the state store (not
+	// of a sink): retrying a store costs a connection attempt, and alerts
+	// must flow again as soon as it is back.
+	StoreBackoff       = 5 * time.Second
+	DefaultAutoResolve = time.Hour
+	DefaultDedupWindow = 10 * time.Minute
+	DefaultBatch       = 100
 )
 
 // DefaultRevocationRules are the rules whose alerts resolve when the user
@@ -82,6 +87,9 @@ type Config struct {
 	// Batch is how many findings, or deliveries of one sink, a pass takes.
 	// Default 100.
 	Batch int
+	// StoreTimeout bounds an intake pass and each state-store step of a
+	// delivery pass (begin, lock, read, each mark, commit). Default 10s.
+	StoreTimeout time.Duration
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -115,6 +123,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = DefaultStoreTimeout
 	}
 	return c
 }
@@ -159,8 +170,8 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case c.Interval <= 0 || c.Timeout <= 0 || c.MaxBackoff <= 0 || c.AutoResolve <= 0 ||
-		c.DedupWindow <= 0 || c.AlertmanagerResend <= 0:
-		return errors.New("alert: interval, timeout, max backoff, auto-resolve, dedup window and alertmanager resend must be positive")
+		c.DedupWindow <= 0 || c.AlertmanagerResend <= 0 || c.StoreTimeout <= 0:
+		return errors.New("alert: interval, timeouts, max backoff, auto-resolve, dedup window and alertmanager resend must be positive")
 	case c.MaxBackoff < c.Interval:
 		return fmt.Errorf("alert: max backoff %s is shorter than the interval %s", c.MaxBackoff, c.Interval)
 	case c.AlertmanagerResend < c.Interval:

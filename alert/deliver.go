@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -19,6 +20,8 @@ type worker struct {
 	sink sink
 	// wake is signalled when intake raised or resolved an alert.
 	wake chan struct{}
+	// progress hears of each delivery pass.
+	progress *progress.Worker
 }
 
 // run delivers until ctx is done. A pass that failed transiently (the sink
@@ -34,7 +37,9 @@ func (w *worker) run(ctx context.Context, ready <-chan struct{}) {
 	log := w.x.log.With("sink", w.sink.Name())
 	failures := 0
 	for {
+		w.progress.Start()
 		n, err := w.pass(ctx)
+		w.progress.Finish(err)
 		if ctx.Err() != nil {
 			return
 		}
@@ -43,7 +48,11 @@ func (w *worker) run(ctx context.Context, ready <-chan struct{}) {
 		switch {
 		case err != nil:
 			failures++
-			wait = backoff(cfg.Interval, cfg.MaxBackoff, failures)
+			ceiling := cfg.MaxBackoff
+			if !isSinkFailure(err) {
+				ceiling = min(ceiling, StoreBackoff) // the state store failed: retry soon
+			}
+			wait = backoff(cfg.Interval, ceiling, failures)
 			log.Warn("alert delivery failed, will retry", "err", err, "failures", failures, "retry_in", wait)
 		case n >= cfg.Batch:
 			failures = 0 // more may be due
@@ -76,13 +85,15 @@ type due struct {
 func (w *worker) pass(ctx context.Context) (int, error) {
 	x := w.x
 	name := w.sink.Name()
-	tx, err := x.db.Begin(ctx)
+	bctx, cancel := context.WithTimeout(ctx, x.cfg.StoreTimeout)
+	defer cancel()
+	tx, err := x.db.Begin(bctx)
 	if err != nil {
 		return 0, fmt.Errorf("alert delivery: begin: %w", err)
 	}
 	defer rollback(ctx, tx)
 	var got string
-	err = tx.QueryRow(ctx, `SELECT sink FROM alert_sinks WHERE sink = $1 FOR NO KEY UPDATE SKIP LOCKED`, name).Scan(&got)
+	err = tx.QueryRow(bctx, `SELECT sink FROM alert_sinks WHERE sink = $1 FOR NO KEY UPDATE SKIP LOCKED`, name).Scan(&got)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil // another dispatcher is delivering to this sink
 	}
@@ -91,7 +102,7 @@ func (w *worker) pass(ctx context.Context) (int, error) {
 	}
 	now := x.now()
 	resend := w.sink.Resend()
-	rows, err := tx.Query(ctx, `
+	rows, err := tx.Query(bctx, `
 		SELECT d.delivered, d.attempts, a.id, a.dedup_key, a.rule, a.severity, coalesce(a.database, ''),
 		       coalesce(a.db_user, ''), a.finding, a.last_finding_id, a.findings, a.first_detected_at,
 		       a.last_detected_at, a.opened_at, a.resolved_at, coalesce(a.resolve_reason, '')
@@ -110,8 +121,8 @@ func (w *worker) pass(ctx context.Context) (int, error) {
 	n, sendErr := w.deliver(ctx, tx, batch)
 	// Record what was delivered even if ctx is done: the marks save sending
 	// again after a shutdown.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
+	cctx, ccancel := x.storeCtx(ctx)
+	defer ccancel()
 	if err := tx.Commit(cctx); err != nil {
 		return 0, errors.Join(sendErr, fmt.Errorf("alert delivery: commit: %w", err))
 	}
@@ -147,7 +158,6 @@ func scanDue(r pgx.CollectableRow) (due, error) {
 func (w *worker) deliver(ctx context.Context, tx pgx.Tx, batch []due) (int, error) {
 	x := w.x
 	name := w.sink.Name()
-	dbctx := context.WithoutCancel(ctx)
 	n := 0
 	refused := []int64{} // not nil: "<> ALL(NULL)" is never true
 	for _, d := range batch {
@@ -178,19 +188,19 @@ func (w *worker) deliver(ctx context.Context, tx pgx.Tx, batch []due) (int, erro
 				x.m.failed.WithLabelValues(name).Inc()
 				d.attempts++
 				next := at.Add(backoff(x.cfg.Interval, x.cfg.MaxBackoff, d.attempts))
-				_, uerr := tx.Exec(dbctx, `
+				uerr := x.mark(ctx, tx, `
 					UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4
 					WHERE alert_id = $1 AND sink = $2`, d.alert.ID, name, truncate(err.Error(), 1000), next)
 				if uerr != nil {
 					return n, errors.Join(err, fmt.Errorf("alert delivery: record failure of alert %d: %w", d.alert.ID, uerr))
 				}
 				if !isPermanent(err) {
-					return n, fmt.Errorf("alert %d (%s): %w", d.alert.ID, step, err)
+					return n, sinkFailure{fmt.Errorf("alert %d (%s): %w", d.alert.ID, step, err)}
 				}
 				permanent = err
 				break
 			}
-			_, uerr := tx.Exec(dbctx, `
+			uerr := x.mark(ctx, tx, `
 				UPDATE alert_deliveries SET delivered = $3, attempts = 0, last_error = NULL,
 				       last_sent_at = $4, next_attempt_at = $4
 				WHERE alert_id = $1 AND sink = $2`, d.alert.ID, name, string(step), at)
@@ -198,6 +208,7 @@ func (w *worker) deliver(ctx context.Context, tx pgx.Tx, batch []due) (int, erro
 				return n, fmt.Errorf("alert delivery: record delivery of alert %d: %w", d.alert.ID, uerr)
 			}
 			x.m.sent.WithLabelValues(name, string(step)).Inc()
+			w.progress.Advance() // a slow sink that answers is not stuck
 			d.attempts = 0
 		}
 		if permanent != nil {
@@ -211,7 +222,7 @@ func (w *worker) deliver(ctx context.Context, tx pgx.Tx, batch []due) (int, erro
 	if n > 0 {
 		// The sink takes deliveries again: what waits in a backoff from
 		// earlier failures is due now, not up to MaxBackoff later.
-		_, err := tx.Exec(dbctx, `
+		err := x.mark(ctx, tx, `
 			UPDATE alert_deliveries SET next_attempt_at = $2
 			WHERE sink = $1 AND delivered <> 'resolve' AND attempts > 0 AND next_attempt_at > $2
 			  AND alert_id <> ALL($3)`, name, x.now(), refused)
@@ -220,4 +231,25 @@ func (w *worker) deliver(ctx context.Context, tx pgx.Tx, batch []due) (int, erro
 		}
 	}
 	return n, nil
+}
+
+// mark runs one recording statement of a delivery pass in tx, written even
+// if ctx ended, within StoreTimeout.
+func (x *Dispatcher) mark(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
+	mctx, cancel := x.storeCtx(ctx)
+	defer cancel()
+	_, err := tx.Exec(mctx, sql, args...)
+	return err
+}
+
+// sinkFailure marks a transient failure of a sink, as opposed to one of
+// the state store.
+type sinkFailure struct{ err error }
+
+func (e sinkFailure) Error() string { return e.err.Error() }
+func (e sinkFailure) Unwrap() error { return e.err }
+
+func isSinkFailure(err error) bool {
+	var sf sinkFailure
+	return errors.As(err, &sf)
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
 
@@ -60,6 +61,9 @@ type Deps struct {
 	// HTTPClient sends to the sinks (say, for a proxy or a private CA). The
 	// dispatcher never follows redirects: nil gets a client that does not.
 	HTTPClient *http.Client
+	// Progress hears of each intake pass (child "intake") and each
+	// delivery pass (one child per sink); nil: nobody.
+	Progress *progress.Worker
 }
 
 // Dispatcher raises, delivers and resolves alerts. Any number of
@@ -76,6 +80,8 @@ type Dispatcher struct {
 	names   []string
 	workers []*worker
 	running atomic.Bool
+	// intakeProgress hears of intake passes.
+	intakeProgress *progress.Worker
 }
 
 // New checks cfg and builds a dispatcher; Run starts it.
@@ -129,9 +135,10 @@ func newDispatcher(cfg Config, d Deps, sinks []sink) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	x := &Dispatcher{cfg: cfg, db: d.Pool, log: d.Logger, now: d.Clock, m: m, sinks: sinks, names: names}
+	x := &Dispatcher{cfg: cfg, db: d.Pool, log: d.Logger, now: d.Clock, m: m, sinks: sinks, names: names,
+		intakeProgress: d.Progress.Child("intake")}
 	for _, s := range sinks {
-		x.workers = append(x.workers, &worker{x: x, sink: s, wake: make(chan struct{}, 1)})
+		x.workers = append(x.workers, &worker{x: x, sink: s, wake: make(chan struct{}, 1), progress: d.Progress.Child(s.Name())})
 	}
 	return x, nil
 }
@@ -167,16 +174,22 @@ func (x *Dispatcher) runIntake(ctx context.Context, ready chan struct{}) {
 	for {
 		var err error
 		n, changed := 0, false
+		x.intakeProgress.Start()
 		if !prepared {
-			if err = x.prepare(ctx); err == nil {
+			if err = x.bounded(ctx, x.prepare); err == nil {
 				prepared = true
 				close(ready)
 			}
 		}
 		if prepared {
-			n, changed, err = x.intake(ctx)
-			x.updatePending(ctx)
+			err = x.bounded(ctx, func(ctx context.Context) error {
+				var err error
+				n, changed, err = x.intake(ctx)
+				return err
+			})
+			_ = x.bounded(ctx, func(ctx context.Context) error { x.updatePending(ctx); return nil })
 		}
+		x.intakeProgress.Finish(err)
 		if ctx.Err() != nil {
 			return
 		}
@@ -186,8 +199,9 @@ func (x *Dispatcher) runIntake(ctx context.Context, ready chan struct{}) {
 		var wait time.Duration
 		switch {
 		case err != nil:
+			// Intake fails only on the state store: retry soon.
 			failures++
-			wait = backoff(x.cfg.Interval, x.cfg.MaxBackoff, failures)
+			wait = backoff(x.cfg.Interval, min(x.cfg.MaxBackoff, StoreBackoff), failures)
 			x.log.Warn("alert intake failed, will retry", "err", err, "failures", failures, "retry_in", wait)
 		case n >= x.cfg.Batch:
 			failures = 0 // more may be waiting
@@ -295,12 +309,26 @@ func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	return true
 }
 
-// commitTimeout bounds the commits and marks written after ctx ended.
-const commitTimeout = 10 * time.Second
+// bounded runs step within StoreTimeout.
+func (x *Dispatcher) bounded(ctx context.Context, step func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.StoreTimeout)
+	defer cancel()
+	return step(ctx)
+}
+
+// storeCtx bounds a state-store step that records what was sent: it is
+// written even after ctx ended (so it is not sent again), within
+// StoreTimeout.
+func (x *Dispatcher) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), x.cfg.StoreTimeout)
+}
+
+// rollbackTimeout bounds a rollback.
+const rollbackTimeout = 10 * time.Second
 
 // rollback ends tx when it was not committed.
 func rollback(ctx context.Context, tx pgx.Tx) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
 	_ = tx.Rollback(rctx) // after a commit, a no-op
 }

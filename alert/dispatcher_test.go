@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -55,7 +57,7 @@ func TestIdenticalFindingsRaiseOneAlert(t *testing.T) {
 	waitFor(t, 5*time.Second, "both alerts triggered", func() bool {
 		return events(pd, "trigger", key) >= 1 && events(pd, "trigger", dedupKey(other)) >= 1
 	})
-	time.Sleep(300 * time.Millisecond) // time for a wrong second trigger
+	r.quiet() // every finding taken in, everything due sent
 	if n := events(pd, "trigger", key); n != 1 {
 		t.Errorf("%d triggers for two identical findings, want 1", n)
 	}
@@ -85,6 +87,7 @@ func TestIdenticalFindingsRaiseOneAlert(t *testing.T) {
 	echo := r.finding("orphan-role", schemas.SeverityHigh, "appdb", user)
 	r.insert(echo)
 	waitFor(t, 5*time.Second, "the echo taken in", func() bool { return r.alerts(key)[0].findings == 3 })
+	r.quiet()
 	if n := events(pd, "trigger", key); n != 1 {
 		t.Errorf("%d triggers after an echo within the window, want 1", n)
 	}
@@ -134,22 +137,27 @@ func TestSinkDownIsRetriedAndLosesNothing(t *testing.T) {
 	}
 	// Two deliveries sit in a long backoff, as after hours of an outage.
 	// Once the sink takes the third, they are due again at once.
-	waitFor(t, 5*time.Second, "two deliveries held back an hour", func() bool {
-		_, err := r.st.Pool().Exec(context.Background(), `
+	// Under the sink's lock row, which a delivery pass holds from its read
+	// to its record: taking it waits for a pass under way, and no pass
+	// runs until the change is committed.
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, r.st.Pool(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT sink FROM alert_sinks WHERE sink = $1 FOR NO KEY UPDATE`, sinkPagerDuty); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
 			UPDATE alert_deliveries SET next_attempt_at = $2, attempts = 20
 			WHERE alert_id IN (SELECT id FROM alerts WHERE dedup_key = ANY($1))`, keys[:2], r.now().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // a pass that had read them may still record a failure
-		var held int
-		err = r.st.Pool().QueryRow(context.Background(), `
-			SELECT count(*) FROM alert_deliveries WHERE next_attempt_at > $1`, r.now().Add(30*time.Minute)).Scan(&held)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return held == 2
+		return err
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held int
+	if err := r.st.Pool().QueryRow(ctx, `SELECT count(*) FROM alert_deliveries WHERE next_attempt_at > $1`,
+		r.now().Add(30*time.Minute)).Scan(&held); err != nil || held != 2 {
+		t.Fatalf("%d deliveries held back (%v), want 2", held, err)
+	}
 
 	up.Store(true)
 	waitFor(t, 5*time.Second, "the backlog delivered", func() bool {
@@ -188,7 +196,7 @@ func TestSinkAnswering503ThenAcceptedIsDeliveredOnce(t *testing.T) {
 	if v := metricValue(t, x.m.failed.WithLabelValues(sinkPagerDuty)); v != 2 {
 		t.Errorf("failed %v, want 2", v)
 	}
-	time.Sleep(200 * time.Millisecond)
+	r.quiet()
 	if n := len(pd.docs()); n != 1 {
 		t.Errorf("%d events, want 1", n)
 	}
@@ -245,8 +253,8 @@ func TestAutoResolve(t *testing.T) {
 	waitFor(t, 5*time.Second, "both triggers", func() bool { return events(pd, "trigger", gk) == 1 && events(pd, "trigger", ok) == 1 })
 
 	r.advance(59 * time.Minute)
-	time.Sleep(200 * time.Millisecond)
-	if events(pd, "resolve", gk) != 0 {
+	r.quiet() // an intake pass at the new time, and its deliveries
+	if events(pd, "resolve", gk) != 0 || r.alerts(gk)[0].resolved {
 		t.Fatalf("resolved before the auto-resolve time")
 	}
 	r.advance(2 * time.Minute)
@@ -277,7 +285,7 @@ func TestRevocationBeforeTheWindowDoesNotResolve(t *testing.T) {
 	f := r.finding("lease-expired-not-revoked", schemas.SeverityHigh, "appdb", user)
 	r.insert(f)
 	waitFor(t, 5*time.Second, "the trigger", func() bool { return events(pd, "trigger", dedupKey(f)) == 1 })
-	time.Sleep(200 * time.Millisecond)
+	r.intakePassed() // one that could have resolved it
 	if as := r.alerts(dedupKey(f)); len(as) != 1 || as[0].resolved {
 		t.Fatalf("alerts %+v, want one open", as)
 	}
@@ -298,7 +306,7 @@ func TestTwoDispatchersDeliverOnce(t *testing.T) {
 		keys = append(keys, dedupKey(f))
 	}
 	waitFor(t, 5*time.Second, "five triggers", func() bool { return len(pd.docs()) >= 5 })
-	time.Sleep(300 * time.Millisecond)
+	r.quiet()
 	for _, k := range keys {
 		if n := events(pd, "trigger", k); n != 1 {
 			t.Errorf("%s: %d triggers, want 1", k, n)
@@ -425,4 +433,43 @@ func TestNewRefusesWhatItCannotRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Each notification a sink accepts is progress, even while the pass goes
+// on: a slow sink that answers is not reported stalled.
+func TestSinkDeliveriesReportProgress(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	pd := newReceiver(t)
+	gate := make(chan struct{})
+	pd.setBlock(gate)
+	t.Cleanup(func() { close(gate) }) // runs before the server closes
+	for range 2 {
+		r.insert(r.finding("orphan-role", schemas.SeverityHigh, "appdb", "v-token-"+pgtest.Suffix()))
+	}
+	tracker := progress.NewTracker(nil)
+	x, err := New(pdConfig(pd), Deps{Pool: r.st.Pool(), Registerer: prometheus.NewRegistry(), Clock: r.now,
+		Progress: tracker.Worker("alerts")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.run(x)
+	sink := func() progress.Status {
+		for _, s := range tracker.Status() {
+			if s.Worker == "alerts."+sinkPagerDuty {
+				return s
+			}
+		}
+		t.Fatalf("no worker for the sink in %+v", tracker.Status())
+		return progress.Status{}
+	}
+	waitFor(t, 10*time.Second, "a delivery pass waiting on the sink", func() bool { return sink().Held > 100*time.Millisecond })
+	before := time.Now()
+	gate <- struct{}{} // the first of the pass's two notifications
+	waitFor(t, 10*time.Second, "progress for the notification accepted, within the pass", func() bool {
+		s := sink()
+		return !s.LastProgress.Before(before) && s.Held > 0
+	})
+	gate <- struct{}{}
+	waitFor(t, 10*time.Second, "the pass over", func() bool { return !sink().Busy })
 }

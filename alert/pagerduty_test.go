@@ -65,7 +65,7 @@ func TestPagerDutyTriggerAndResolve(t *testing.T) {
 		t.Fatalf("alerts %+v, want one resolved", as)
 	}
 	// Nothing more is sent once the sink has the resolve.
-	time.Sleep(200 * time.Millisecond)
+	r.quiet()
 	if n := len(pd.docs()); n != 2 {
 		t.Errorf("%d events, want 2", n)
 	}

@@ -160,6 +160,52 @@ func (r *rig) alerts(key string) []alertRow {
 	return out
 }
 
+// intakePassed waits until an intake pass that began after the call has
+// committed: what that pass would have raised or resolved (with the clock
+// as it is now) is in the alerts table. It takes in two sentinel findings,
+// one after the other, below any alert threshold: the pass that takes the
+// second began after the one that took the first had ended, and so after
+// the call.
+func (r *rig) intakePassed() {
+	r.t.Helper()
+	for range 2 {
+		f := r.finding("sentinel", schemas.SeverityInfo, "appdb", "v-sentinel-"+pgtest.Suffix())
+		f.Mode, f.Action = schemas.ModeObserve, schemas.ActionNone
+		r.insert(f)
+		waitFor(r.t, 10*time.Second, "an intake pass", func() bool {
+			var seen bool
+			err := r.st.Pool().QueryRow(context.Background(), `SELECT alert_seen_at IS NOT NULL FROM findings WHERE id = $1`, f.ID).Scan(&seen)
+			return err == nil && seen
+		})
+	}
+}
+
+// quiet waits until the dispatchers have done everything there is to do:
+// an intake pass began after the call and ended, every delivery is
+// acknowledged by its sink, and no delivery pass is under way (each sink's
+// lock row is free). Whatever they will send was sent by then.
+func (r *rig) quiet() {
+	r.t.Helper()
+	r.intakePassed()
+	ctx := context.Background()
+	waitFor(r.t, 10*time.Second, "every delivery acknowledged", func() bool {
+		var pending int
+		err := r.st.Pool().QueryRow(ctx, `
+			SELECT count(*) FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+			WHERE d.delivered <> 'resolve' AND (d.delivered = 'none' OR a.resolved_at IS NOT NULL)`).Scan(&pending)
+		return err == nil && pending == 0
+	})
+	// A pass holds its sink's row from before it reads the deliveries until
+	// it recorded what it sent: taking every row waits for passes under way.
+	err := pgx.BeginFunc(ctx, r.st.Pool(), func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT sink FROM alert_sinks FOR NO KEY UPDATE`)
+		return err
+	})
+	if err != nil {
+		r.t.Fatalf("wait for delivery passes: %v", err)
+	}
+}
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

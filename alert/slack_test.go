@@ -67,7 +67,7 @@ func TestSlackTriggerAndResolve(t *testing.T) {
 	if !strings.Contains(string(raw), "already_absent") {
 		t.Errorf("resolve blocks do not say why: %s", raw)
 	}
-	time.Sleep(200 * time.Millisecond)
+	r.quiet()
 	if n := len(sl.docs()); n != 2 {
 		t.Errorf("%d messages, want one on trigger and one on resolve", n)
 	}

@@ -16,7 +16,8 @@ import (
 // TestExpiryApproveMode: in approve mode, a due lease in scope gives a
 // finding that requests approval and a pending revocation holding the
 // command enforce queues as an unsigned proposal (signed only when an owner
-// approves it); nothing is queued. Out of scope, the rule only observes.
+// approves it); nothing is queued. Out of scope, the rule records what it
+// would have done (would_drop) and holds nothing.
 func TestExpiryApproveMode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -25,7 +26,7 @@ func TestExpiryApproveMode(t *testing.T) {
 	// The command enforce would have queued, for comparison.
 	enf := newFixture(t)
 	enf.lease(t, "postgres/creds/reporting/a", "main", "v-a", past)
-	if _, err := enf.detector(t, "", "").Tick(ctx); err != nil {
+	if _, err := enf.detector(t, "", "*").Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	want := enf.sink.all()
@@ -59,7 +60,9 @@ func TestExpiryApproveMode(t *testing.T) {
 	if a.Mode != schemas.ModeApprove || a.Action != schemas.ActionApprovalRequested || a.CommandID != want[0].ID {
 		t.Errorf("in-scope finding = %+v", a)
 	}
-	if b.Action != schemas.ActionNone || b.CommandID != "" || b.InScope {
+	// Out of scope: a pilot, noting that the drop would have waited for
+	// an owner.
+	if b.Action != schemas.ActionWouldDrop || b.CommandID != "" || b.InScope || b.Facts["would_need_approval"] != true {
 		t.Errorf("out-of-scope finding = %+v", b)
 	}
 	for _, fd := range fs {

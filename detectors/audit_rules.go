@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -37,11 +38,12 @@ const (
 
 // AuditRulesConfig configures the audit-log rules.
 type AuditRulesConfig struct {
-	// Modes: both rules only observe; enforce is refused.
+	// Modes: both rules only observe; enforce is refused. Modes and Scope
+	// are the policy when AuditRulesDeps.Policy is nil.
 	Modes Modes
 	// Scope sets Finding.InScope: an unaudited issue is placed by its Vault
 	// mount and role (its database is unknown); a prefix revocation is in
-	// scope only when the scope is unrestricted.
+	// scope only when the scope is everywhere ("*").
 	Scope Scope
 	// UnauditedWindow is how long a creds request may wait for its
 	// response entry before unaudited-issue reports it.
@@ -54,6 +56,8 @@ type AuditRulesConfig struct {
 	// ApprovalTTL: how long a revocation of an audit-signal rule in approve
 	// mode waits for an owner (approval.go); 0 means DefaultApprovalTTL.
 	ApprovalTTL time.Duration
+	// PassTimeout bounds one pass of every rule (0: DefaultPassTimeout).
+	PassTimeout time.Duration
 }
 
 // DefaultAuditRulesConfig returns the documented defaults.
@@ -71,6 +75,8 @@ func (c AuditRulesConfig) Validate() error {
 		return errors.New("audit rules interval must be positive")
 	case c.Batch <= 0:
 		return errors.New("audit rules batch must be positive")
+	case c.PassTimeout < 0:
+		return errors.New("audit rules pass timeout is negative")
 	}
 	for _, r := range []string{RuleUnauditedIssue, RuleMassRevocation} {
 		if Acts(c.Modes.Mode(r)) {
@@ -97,6 +103,8 @@ type AuditRules struct {
 	issuer   Issuer
 	sink     CommandSink
 	vault    VaultLeases
+	policy   PolicySource
+	progress *progress.Worker
 	// pruned is when the audit-signal scan last pruned its tables.
 	pruned time.Time
 }
@@ -116,6 +124,12 @@ type AuditRulesDeps struct {
 	// Vault corroborates those two rules (sys/leases/lookup); nil: their
 	// findings stay unconfirmed and nothing is dropped.
 	Vault VaultLeases
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
+	// Policy is read at the start of every pass (nil: AuditRulesConfig's
+	// Modes and Scope). With a policy that may change at run time, Issuer
+	// and Sink are required.
+	Policy PolicySource
 }
 
 // NewAuditRules builds the rules.
@@ -124,13 +138,19 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 		cfg.Modes, _ = ParseModes("")
 	}
 	cfg.Signals = cfg.Signals.WithDefaults()
+	if cfg.PassTimeout == 0 {
+		cfg.PassTimeout = DefaultPassTimeout
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	for _, r := range []string{RuleForeignAddress, RuleRenewalPastMaxTTL} {
-		if Acts(cfg.Modes.Mode(r)) && (d.Issuer == nil || d.Sink == nil) {
-			return nil, fmt.Errorf("audit rules: %s asks for revocations: issuer and sink are required", r)
+		if (d.Policy != nil || Acts(cfg.Modes.Mode(r))) && (d.Issuer == nil || d.Sink == nil) {
+			return nil, fmt.Errorf("audit rules: %s may ask for revocations: issuer and sink are required", r)
 		}
+	}
+	if d.Policy == nil {
+		d.Policy = StaticPolicy(cfg.Modes, cfg.Scope)
 	}
 	if d.Pool == nil {
 		return nil, errors.New("audit rules: pool is required")
@@ -145,7 +165,7 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 		d.Metrics = NewMetrics(nil)
 	}
 	return &AuditRules{cfg: cfg, pool: d.Pool, evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics,
-		issuer: d.Issuer, sink: d.Sink, vault: d.Vault}, nil
+		issuer: d.Issuer, sink: d.Sink, vault: d.Vault, policy: d.Policy, progress: d.Progress}, nil
 }
 
 // Run ticks until ctx ends. A pass that claimed a full batch is followed at
@@ -154,7 +174,9 @@ func (a *AuditRules) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
-		n, err := a.Tick(ctx)
+		a.progress.Start()
+		n, err := a.tick(ctx)
+		a.progress.Finish(err)
 		if err != nil && ctx.Err() == nil {
 			a.logger.Warn("audit rules pass failed; will retry", "err", err)
 		}
@@ -169,6 +191,14 @@ func (a *AuditRules) Run(ctx context.Context) error {
 	}
 }
 
+// tick is Tick within PassTimeout: a pass that runs out (a silent state
+// store) is rolled back and tried again at the next interval.
+func (a *AuditRules) tick(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.PassTimeout)
+	defer cancel()
+	return a.Tick(ctx)
+}
+
 // Tick runs one pass of each rule and returns how many queued events
 // (creds requests, prefix revocations, audit-device entries) they claimed.
 // The rules use separate transactions: one failing does not hold up the
@@ -178,20 +208,28 @@ func (a *AuditRules) Tick(ctx context.Context) (int, error) {
 	start := time.Now()
 	defer func() { a.metrics.tick.Observe(time.Since(start).Seconds()) }()
 	now := a.clock()
-	n1, err1 := a.inTx(ctx, false, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.unaudited(ctx, tx, now) })
-	n2, err2 := a.inTx(ctx, false, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.massRevocations(ctx, tx, now) })
-	n3, err3 := a.inTx(ctx, false, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.auditDevices(ctx, tx, now) })
-	_, err4 := a.inTx(ctx, true, func(tx pgx.Tx) (int, []schemas.Finding, error) { return a.signalScan(ctx, tx, now) })
+	n1, err1 := a.inTx(ctx, false, func(tx pgx.Tx, pol Policy) (int, []schemas.Finding, error) { return a.unaudited(ctx, tx, pol, now) })
+	n2, err2 := a.inTx(ctx, false, func(tx pgx.Tx, pol Policy) (int, []schemas.Finding, error) {
+		return a.massRevocations(ctx, tx, pol, now)
+	})
+	n3, err3 := a.inTx(ctx, false, func(tx pgx.Tx, pol Policy) (int, []schemas.Finding, error) { return a.auditDevices(ctx, tx, pol, now) })
+	_, err4 := a.inTx(ctx, true, func(tx pgx.Tx, pol Policy) (int, []schemas.Finding, error) { return a.signalScan(ctx, tx, pol, now) })
 	return n1 + n2 + n3, errors.Join(err1, err2, err3, err4)
 }
 
-func (a *AuditRules) inTx(ctx context.Context, always bool, pass func(pgx.Tx) (int, []schemas.Finding, error)) (int, error) {
+// inTx runs one pass in its own transaction, under the policy read in it
+// (never kept for the next pass).
+func (a *AuditRules) inTx(ctx context.Context, always bool, pass func(pgx.Tx, Policy) (int, []schemas.Finding, error)) (int, error) {
 	tx, err := a.pool.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	n, fresh, err := pass(tx)
+	defer rollback(ctx, tx)
+	pol, err := a.policy.Policy(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("read the enforcement policy: %w", err)
+	}
+	n, fresh, err := pass(tx, pol)
 	if err != nil || (n == 0 && !always) {
 		return 0, err
 	}
@@ -204,7 +242,7 @@ func (a *AuditRules) inTx(ctx context.Context, always bool, pass func(pgx.Tx) (i
 	return n, nil
 }
 
-func (a *AuditRules) unaudited(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+func (a *AuditRules) unaudited(ctx context.Context, tx pgx.Tx, pol Policy, now time.Time) (int, []schemas.Finding, error) {
 	reqs, err := store.ClaimUnauditedIssues(ctx, tx, now.Add(-a.cfg.UnauditedWindow), a.cfg.Batch)
 	if err != nil || len(reqs) == 0 {
 		return 0, nil, err
@@ -219,7 +257,7 @@ func (a *AuditRules) unaudited(ctx context.Context, tx pgx.Tx, now time.Time) (i
 	// Evidence last: appending holds the chain head lock until commit.
 	var fresh []schemas.Finding
 	for _, r := range reqs {
-		f := a.unauditedFinding(r, now)
+		f := a.unauditedFinding(pol, r, now)
 		lc := &evidence.LeaseContext{VaultRequestID: r.RequestID, EntityID: r.EntityID,
 			RemoteAddress: r.RemoteAddress, Mount: r.Mount, Role: r.Role}
 		isNew, err := a.record(ctx, tx, f, lc)
@@ -233,7 +271,7 @@ func (a *AuditRules) unaudited(ctx context.Context, tx pgx.Tx, now time.Time) (i
 	return len(reqs), fresh, nil
 }
 
-func (a *AuditRules) unauditedFinding(r store.CredsRecord, now time.Time) schemas.Finding {
+func (a *AuditRules) unauditedFinding(pol Policy, r store.CredsRecord, now time.Time) schemas.Finding {
 	facts := map[string]any{
 		"vault_request_id": r.RequestID,
 		"path":             r.Path,
@@ -258,8 +296,8 @@ func (a *AuditRules) unauditedFinding(r store.CredsRecord, now time.Time) schema
 		ID:         id(RuleUnauditedIssue, r.RequestID),
 		Rule:       RuleUnauditedIssue,
 		Severity:   schemas.SeverityHigh,
-		Mode:       a.cfg.Modes.Mode(RuleUnauditedIssue),
-		InScope:    a.cfg.Scope.Contains("", r.Mount, r.Role),
+		Mode:       pol.Modes.Mode(RuleUnauditedIssue),
+		InScope:    pol.Scope.Contains("", r.Mount, r.Role),
 		DetectedAt: now.UTC(),
 		Mount:      r.Mount,
 		Role:       r.Role,
@@ -271,7 +309,7 @@ func (a *AuditRules) unauditedFinding(r store.CredsRecord, now time.Time) schema
 	}
 }
 
-func (a *AuditRules) massRevocations(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+func (a *AuditRules) massRevocations(ctx context.Context, tx pgx.Tx, pol Policy, now time.Time) (int, []schemas.Finding, error) {
 	ps, err := store.ClaimPrefixRevocations(ctx, tx, a.cfg.Batch)
 	if err != nil || len(ps) == 0 {
 		return 0, nil, err
@@ -281,7 +319,7 @@ func (a *AuditRules) massRevocations(ctx context.Context, tx pgx.Tx, now time.Ti
 	}
 	var fresh []schemas.Finding
 	for _, p := range ps {
-		f := a.massRevocationFinding(p, now)
+		f := massRevocationFinding(pol, p, now)
 		isNew, err := a.record(ctx, tx, f, &evidence.LeaseContext{VaultRequestID: p.VaultRequestID})
 		if err != nil {
 			return 0, nil, err
@@ -293,7 +331,7 @@ func (a *AuditRules) massRevocations(ctx context.Context, tx pgx.Tx, now time.Ti
 	return len(ps), fresh, nil
 }
 
-func (a *AuditRules) massRevocationFinding(p store.PrefixRevocation, now time.Time) schemas.Finding {
+func massRevocationFinding(pol Policy, p store.PrefixRevocation, now time.Time) schemas.Finding {
 	at := p.RevokedAt.UTC().Format(time.RFC3339Nano)
 	facts := map[string]any{
 		"prefix":         p.Prefix,
@@ -312,8 +350,8 @@ func (a *AuditRules) massRevocationFinding(p store.PrefixRevocation, now time.Ti
 		ID:         id(RuleMassRevocation, p.Prefix, at),
 		Rule:       RuleMassRevocation,
 		Severity:   schemas.SeverityMedium,
-		Mode:       a.cfg.Modes.Mode(RuleMassRevocation),
-		InScope:    len(a.cfg.Scope.Databases) == 0 && len(a.cfg.Scope.Roles) == 0,
+		Mode:       pol.Modes.Mode(RuleMassRevocation),
+		InScope:    pol.Scope.All,
 		DetectedAt: now.UTC(),
 		Summary: fmt.Sprintf("%s of prefix %q at %s revoked %d lease(s) known to the ledger",
 			p.Method, p.Prefix, p.RevokedAt.UTC().Format(time.RFC3339), p.LeasesRevoked),

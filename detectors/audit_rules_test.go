@@ -29,7 +29,7 @@ func (c *clock) now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
 func (f *fixture) auditRules(t *testing.T, c *clock, batch int, reg prometheus.Registerer) *detectors.AuditRules {
 	t.Helper()
 	cfg := detectors.DefaultAuditRulesConfig()
-	cfg.UnauditedWindow, cfg.Batch, cfg.Interval = auditWindow, batch, 10*time.Millisecond
+	cfg.UnauditedWindow, cfg.Batch, cfg.Interval, cfg.Scope = auditWindow, batch, 10*time.Millisecond, detectors.Everywhere()
 	a, err := detectors.NewAuditRules(cfg, detectors.AuditRulesDeps{Pool: f.st.Pool(), Evidence: f.builder,
 		Clock: c.now, Metrics: detectors.NewMetrics(reg)})
 	if err != nil {

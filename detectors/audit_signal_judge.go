@@ -198,9 +198,17 @@ func sameHost(a, b netip.Addr) bool {
 // CIDR of their Vault role contains. Sessions without a client address
 // (local sockets) and leases with nothing to compare with are not judged.
 func judgeForeignAddress(s store.OpenSession, leases []store.Lease, addrs map[string][]string, cfg SignalRulesConfig) *verdict {
+	v, _ := judgeForeign(s, leases, addrs, cfg)
+	return v
+}
+
+// judgeForeign is judgeForeignAddress that also says which allowed CIDR
+// spared a session its lease's addresses do not explain (an exception hit,
+// for the pilot report).
+func judgeForeign(s store.OpenSession, leases []store.Lease, addrs map[string][]string, cfg SignalRulesConfig) (*verdict, *netip.Prefix) {
 	client, ok := parseHost(s.ClientAddr)
 	if !ok || len(leases) == 0 {
-		return nil
+		return nil, nil
 	}
 	var known []string
 	var allowed []netip.Prefix
@@ -215,16 +223,16 @@ func judgeForeignAddress(s store.OpenSession, leases []store.Lease, addrs map[st
 		allowed = append(allowed, cfg.Allowed(l.Mount, l.Role)...)
 	}
 	if len(known) == 0 && len(allowed) == 0 {
-		return nil
+		return nil, nil
 	}
 	for _, a := range known {
 		if h, ok := parseHost(a); ok && sameHost(h, client) {
-			return nil
+			return nil, nil
 		}
 	}
 	for _, p := range allowed {
 		if p.Contains(client) {
-			return nil
+			return nil, &p
 		}
 	}
 	sort.Strings(known)
@@ -250,7 +258,7 @@ func judgeForeignAddress(s store.OpenSession, leases []store.Lease, addrs map[st
 		summary: fmt.Sprintf("user %s has a session (pid %d) from %s, an address none of its lease's Vault requests came from (%s) and outside the allowed CIDRs of %s/%s",
 			s.UserName, s.PID, client, strings.Join(known, ", "), l.Mount, l.Role),
 		facts: facts, lease: &l, mayEnforce: true,
-	}
+	}, nil
 }
 
 // judgeRenewalPastMaxTTL: a renewed lease whose expiry is past its issue
@@ -390,7 +398,7 @@ func deviceFinding(d store.DeviceChange, now time.Time, modes Modes, scope Scope
 	return &schemas.Finding{
 		Type: schemas.FindingType, ID: id(RuleAuditDeviceDisabled, d.RequestID), Rule: RuleAuditDeviceDisabled,
 		Severity: sev, Mode: modes.Mode(RuleAuditDeviceDisabled),
-		InScope:    len(scope.Databases) == 0 && len(scope.Roles) == 0,
+		InScope:    scope.All,
 		DetectedAt: now.UTC(), EntityID: d.EntityID, Summary: summary, Facts: facts, Action: schemas.ActionNone,
 	}
 }

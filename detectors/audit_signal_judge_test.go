@@ -72,7 +72,7 @@ func TestWindowFinding(t *testing.T) {
 	w := store.WindowCount{Mount: "postgres", Principal: "accessor:hmac-sha256:x", RemoteAddress: "10.0.0.9",
 		End: sigNow.Truncate(time.Minute), Count: 11, FirstAt: sigNow.Add(-4 * time.Minute), LastAt: sigNow}
 	m, _ := ParseModes("")
-	f := windowFinding(denied, w, "threshold", sigNow, m, Scope{})
+	f := windowFinding(denied, w, "threshold", sigNow, m, Everywhere())
 	if f.Rule != RuleDeniedBurst || f.Severity != schemas.SeverityMedium || f.Mode != schemas.ModeObserve || !f.InScope {
 		t.Errorf("finding = %+v", f)
 	}
@@ -81,11 +81,11 @@ func TestWindowFinding(t *testing.T) {
 		t.Errorf("facts = %v", f.Facts)
 	}
 	// The same window is the same finding; the next window is another.
-	if g := windowFinding(denied, w, "threshold", sigNow.Add(time.Hour), m, Scope{}); g.ID != f.ID {
+	if g := windowFinding(denied, w, "threshold", sigNow.Add(time.Hour), m, Everywhere()); g.ID != f.ID {
 		t.Error("finding id depends on the detection time")
 	}
 	w.End = w.End.Add(time.Minute)
-	if g := windowFinding(denied, w, "threshold", sigNow, m, Scope{}); g.ID == f.ID {
+	if g := windowFinding(denied, w, "threshold", sigNow, m, Everywhere()); g.ID == f.ID {
 		t.Error("another window has the same finding id")
 	}
 }
@@ -265,7 +265,7 @@ func TestDeviceFinding(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := deviceFinding(tc.d, sigNow, m, Scope{})
+			f := deviceFinding(tc.d, sigNow, m, Everywhere())
 			switch {
 			case tc.want == "" && f != nil:
 				t.Fatalf("finding %+v, want none", f)
@@ -275,8 +275,8 @@ func TestDeviceFinding(t *testing.T) {
 		})
 	}
 	// The request and the response of one disable are one finding.
-	a := deviceFinding(dc(false, false, false, store.AuditDeviceDisable), sigNow, m, Scope{})
-	b := deviceFinding(dc(true, true, false, store.AuditDeviceDisable), sigNow, m, Scope{})
+	a := deviceFinding(dc(false, false, false, store.AuditDeviceDisable), sigNow, m, Everywhere())
+	b := deviceFinding(dc(true, true, false, store.AuditDeviceDisable), sigNow, m, Everywhere())
 	if a.ID != b.ID {
 		t.Error("request and response of one disable are two findings")
 	}

@@ -3,6 +3,8 @@ package detectors
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,7 +27,7 @@ type signalFinding struct {
 
 // auditDevices reports audit-device changes, each entry once (claimed FOR
 // UPDATE SKIP LOCKED, marked in the same transaction).
-func (a *AuditRules) auditDevices(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+func (a *AuditRules) auditDevices(ctx context.Context, tx pgx.Tx, pol Policy, now time.Time) (int, []schemas.Finding, error) {
 	ds, err := store.ClaimAuditDeviceChanges(ctx, tx, now.Add(-a.cfg.UnauditedWindow), a.cfg.Batch)
 	if err != nil || len(ds) == 0 {
 		return 0, nil, err
@@ -35,7 +37,7 @@ func (a *AuditRules) auditDevices(ctx context.Context, tx pgx.Tx, now time.Time)
 	}
 	var fs []signalFinding
 	for _, d := range ds {
-		if f := deviceFinding(d, now, a.cfg.Modes, a.cfg.Scope); f != nil {
+		if f := deviceFinding(d, now, pol.Modes, pol.Scope); f != nil {
 			fs = append(fs, signalFinding{f: *f, lc: &evidence.LeaseContext{VaultRequestID: d.RequestID,
 				EntityID: d.EntityID, RemoteAddress: d.RemoteAddress}})
 		}
@@ -47,7 +49,7 @@ func (a *AuditRules) auditDevices(ctx context.Context, tx pgx.Tx, now time.Time)
 // signalScan runs the scanning audit-signal rules (windows, silence, foreign
 // addresses, renewals) under a lock only one process holds at a time, and
 // prunes what they no longer need. It returns how many findings it made.
-func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (int, []schemas.Finding, error) {
+func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now time.Time) (int, []schemas.Finding, error) {
 	ok, err := store.TryAuditSignalRules(ctx, tx)
 	if err != nil || !ok {
 		return 0, nil, err
@@ -65,7 +67,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 			if !hit {
 				continue
 			}
-			f := windowFinding(r, w, trigger, now, a.cfg.Modes, a.cfg.Scope)
+			f := windowFinding(r, w, trigger, now, pol.Modes, pol.Scope)
 			fs = append(fs, signalFinding{f: f, markKey: w.Key(), markUntil: w.End.Add(r.window - store.BucketWidth),
 				lc: &evidence.LeaseContext{VaultRequestID: w.SampleRequestID, EntityID: f.EntityID,
 					RemoteAddress: w.RemoteAddress, Mount: w.Mount, Role: w.Role}})
@@ -82,7 +84,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 			return 0, nil, err
 		}
 		if v := judgeAuditSilence(live, sessions, now, sc.SilenceWindow); v != nil {
-			f, _, err := a.signalVerdict(ctx, v, "", now)
+			f, _, err := a.signalVerdict(ctx, pol, v, "", now)
 			if err != nil {
 				return 0, nil, err
 			}
@@ -90,12 +92,15 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 		}
 	}
 
-	vs, err := a.foreignAddresses(ctx, tx, now)
+	vs, hits, err := a.foreignAddresses(ctx, tx, now)
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := store.RecordExceptionHits(ctx, tx, hits); err != nil {
+		return 0, nil, err
+	}
 	for _, v := range vs {
-		f, cmd, err := a.signalVerdict(ctx, v.v, v.db, now)
+		f, cmd, err := a.signalVerdict(ctx, pol, v.v, v.db, now)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -115,7 +120,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 		if v == nil {
 			continue
 		}
-		f, cmd, err := a.signalVerdict(ctx, v, l.Database, now)
+		f, cmd, err := a.signalVerdict(ctx, pol, v, l.Database, now)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -125,6 +130,9 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, now time.Time) (
 	if now.Sub(a.pruned) >= store.BucketWidth || now.Before(a.pruned) {
 		keep := max(sc.Lookback+max(sc.IssuanceWindow+sc.IssuanceBaseline, sc.DeniedWindow, sc.RootTokenWindow), 2*sc.SilenceWindow)
 		if err := store.PruneAuditSignals(ctx, tx, now.Add(-keep).Truncate(store.BucketWidth)); err != nil {
+			return 0, nil, err
+		}
+		if err := store.PruneExceptionHits(ctx, tx, now.Add(-exceptionHitsKept)); err != nil {
 			return 0, nil, err
 		}
 		// Set before the commit: a failed pass prunes again a minute later.
@@ -142,15 +150,20 @@ type dbVerdict struct {
 	v  *verdict
 }
 
+// exceptionHitsKept is how long the pilot report can look back at the
+// exceptions hit.
+const exceptionHitsKept = 90 * 24 * time.Hour
+
 // foreignAddresses judges the open sessions the observer first saw more
-// than ForeignGrace ago.
-func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, error) {
+// than ForeignGrace ago; it also returns the sessions an allowed CIDR
+// spared (exception hits).
+func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, []store.ExceptionHit, error) {
 	sc := a.cfg.Signals
 	// Sessions of databases the observer still watches (a pass within the
 	// grace, or a minute).
 	ss, err := store.OpenSessionsSeenBefore(ctx, tx, now.Add(-sc.ForeignGrace), now.Add(-max(sc.ForeignGrace, time.Minute)), DefaultSignalSessionsLimit)
 	if err != nil || len(ss) == 0 {
-		return nil, err
+		return nil, nil, err
 	}
 	users := make([]string, 0, len(ss))
 	for _, s := range ss {
@@ -158,7 +171,7 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 	}
 	byUser, err := store.LeasesNamingUsers(ctx, tx, users)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var ids []string
 	for _, ls := range byUser {
@@ -168,28 +181,43 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 	}
 	addrs, err := store.LeaseAddresses(ctx, tx, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []dbVerdict
+	var hits []store.ExceptionHit
 	for _, s := range ss {
-		if v := judgeForeignAddress(s, byUser[s.UserName], addrs, sc); v != nil {
+		v, spared := judgeForeign(s, byUser[s.UserName], addrs, sc)
+		switch {
+		case v != nil:
 			out = append(out, dbVerdict{db: s.Database, v: v})
+		case spared != nil:
+			hits = append(hits, allowedCIDRHit(s, byUser[s.UserName][0], *spared, now))
 		}
 	}
-	return out, nil
+	return out, hits, nil
+}
+
+// allowedCIDRHit records that an allowed CIDR spared a session.
+func allowedCIDRHit(s store.OpenSession, l store.Lease, p netip.Prefix, now time.Time) store.ExceptionHit {
+	return store.ExceptionHit{Rule: RuleForeignAddress, Database: s.Database,
+		ObjectKey: strconv.Itoa(int(s.PID)) + "/" + strconv.FormatInt(s.BackendStart.UnixMicro(), 10),
+		Exception: store.ExceptionAllowedCIDR, Value: p.String(), DBUser: s.UserName, Mount: l.Mount, Role: l.Role,
+		ClientAddr: s.ClientAddr, SeenAt: now.UTC()}
 }
 
 // signalVerdict turns a verdict of an audit-signal rule into a finding
 // under its mode and the scope, with a command proposal when it is
 // enforced or held for an owner's approval (recordSignals routes it). A
-// verdict that would act is corroborated by Vault first (corroborateSignal).
-func (a *AuditRules) signalVerdict(ctx context.Context, v *verdict, db string, now time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
-	mode := a.cfg.Modes.Mode(v.rule)
-	var mount, role, entity, leaseID string
+// verdict that would act is corroborated by Vault first (corroborateSignal),
+// outside the scope too: there it is a pilot, recorded as would_drop.
+func (a *AuditRules) signalVerdict(ctx context.Context, pol Policy, v *verdict, db string, now time.Time) (schemas.Finding, *schemas.RevocationCommand, error) {
+	mode := pol.Modes.Mode(v.rule)
+	var entity, leaseID string
 	if v.lease != nil {
-		mount, role, entity, leaseID = v.lease.Mount, v.lease.Role, v.lease.EntityID, v.lease.LeaseID
+		entity, leaseID = v.lease.EntityID, v.lease.LeaseID
 	}
-	inScope := a.cfg.Scope.Contains(db, mount, role)
+	mount, role := v.leaseRole()
+	inScope := pol.Scope.Contains(db, mount, role)
 	f := schemas.Finding{
 		Type: schemas.FindingType, ID: v.id, Rule: v.rule, Severity: v.severity, Mode: mode, InScope: inScope,
 		DetectedAt: now.UTC(), Database: db, DBUser: v.dbUser, LeaseID: leaseID, Mount: mount, Role: role,
@@ -199,9 +227,6 @@ func (a *AuditRules) signalVerdict(ctx context.Context, v *verdict, db string, n
 		return f, nil, nil
 	}
 	switch {
-	case !inScope:
-		f.Facts["not_enforced"] = "outside the enforcement scope"
-		return f, nil, nil
 	case !v.mayEnforce:
 		f.Facts["not_enforced"] = v.whyNot
 		return f, nil, nil
@@ -209,8 +234,19 @@ func (a *AuditRules) signalVerdict(ctx context.Context, v *verdict, db string, n
 		f.Facts["not_enforced"] = "no database user to revoke"
 		return f, nil, nil
 	}
+	pol.note(f.Facts)
 	c := a.corroborateSignal(ctx, v, now)
 	f.Facts["corroboration"] = c.facts()
+	if !inScope {
+		f.ID = pilotID(f.ID)
+		pilotFacts(f.Facts, mode)
+		if c.corroboration == nil {
+			f.ID = id(f.ID, "unconfirmed", c.result)
+		} else {
+			f.Action = schemas.ActionWouldDrop
+		}
+		return f, nil, nil
+	}
 	if c.corroboration == nil {
 		f.ID = id(f.ID, "unconfirmed", c.result)
 		f.Action = schemas.ActionUnconfirmed

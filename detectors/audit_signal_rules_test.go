@@ -29,7 +29,7 @@ func (f *fixture) signalRulesWith(t *testing.T, c *clock, modes string, sc detec
 		t.Fatal(err)
 	}
 	cfg := detectors.DefaultAuditRulesConfig()
-	cfg.Modes, cfg.UnauditedWindow, cfg.Interval, cfg.Signals = m, auditWindow, 10*time.Millisecond, sc
+	cfg.Modes, cfg.Scope, cfg.UnauditedWindow, cfg.Interval, cfg.Signals = m, detectors.Everywhere(), auditWindow, 10*time.Millisecond, sc
 	a, err := detectors.NewAuditRules(cfg, detectors.AuditRulesDeps{Pool: f.st.Pool(), Evidence: f.builder, Clock: c.now,
 		Issuer: f.issuer, Sink: f.sink, Vault: vault})
 	if err != nil {

@@ -120,7 +120,7 @@ func (r *sessionRig) rulesWith(t *testing.T, modes, cidrs string, sink detectors
 		t.Fatal(err)
 	}
 	cfg := detectors.DefaultAuditRulesConfig()
-	cfg.Modes = m
+	cfg.Modes, cfg.Scope = m, detectors.Everywhere()
 	cfg.Signals.ForeignGrace, cfg.Signals.AllowedCIDRs = time.Millisecond, allowed
 	// The rules' clock is the real one, a little ahead: the sessions were
 	// first seen by the observer's pass just before.
@@ -175,6 +175,16 @@ func TestForeignAddressRealSession(t *testing.T) {
 	tick(t, r.rules(t, "", "reporting=127.0.0.0/8", nil))
 	if got := r.ruleFindings(t, detectors.RuleForeignAddress); len(got) != 0 {
 		t.Fatalf("allowed CIDR: %+v", got)
+	}
+	// The exception is recorded as hit, once, for the session it spared
+	// (not for the renewed user's, whose address its lease explains).
+	tick(t, r.rules(t, "", "reporting=127.0.0.0/8", nil))
+	var hits int
+	var user, value string
+	if err := r.st.Pool().QueryRow(context.Background(), `SELECT count(*), min(db_user), min(value) FROM exception_hits
+		WHERE rule = $1 AND exception = 'allowed_cidr'`, detectors.RuleForeignAddress).Scan(&hits, &user, &value); err != nil ||
+		hits != 1 || user != foreign.Username || value != "127.0.0.0/8" {
+		t.Fatalf("exception hits = %d (%s, %s), %v; want 1 for %s", hits, user, value, err, foreign.Username)
 	}
 	// Allowed elsewhere only: the first user's session is foreign.
 	a := r.rules(t, "", "other=127.0.0.0/8;*=192.0.2.0/24", nil)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
@@ -44,8 +45,9 @@ type ExpiryConfig struct {
 	Grace    time.Duration
 	Interval time.Duration
 	Batch    int
-	Modes    Modes
-	Scope    Scope
+	// Modes and Scope are the policy when ExpiryDeps.Policy is nil.
+	Modes Modes
+	Scope Scope
 	// ApprovalTTL: how long a revocation of a rule in approve mode waits
 	// for an owner (approval.go); 0 means DefaultApprovalTTL.
 	ApprovalTTL time.Duration
@@ -56,7 +58,26 @@ type ExpiryConfig struct {
 	// command that never reached the revoker's record within it is issued
 	// again (RearmStranded).
 	CommandTTL time.Duration
+	// PassTimeout bounds one pass, every call in it included: state
+	// store, targets, Vault, the queue (default DefaultPassTimeout). A
+	// pass that runs out is rolled back and tried again.
+	PassTimeout time.Duration
 }
+
+// DefaultPassTimeout bounds a detector pass when its configuration gives
+// no PassTimeout.
+const DefaultPassTimeout = 10 * time.Second
+
+// rollback ends tx after a failed pass, within a bound of its own: ctx may
+// have ended, and a silent server must not hold the loop.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_ = tx.Rollback(rctx) // after a commit, a no-op
+}
+
+// rollbackTimeout bounds a rollback.
+const rollbackTimeout = 5 * time.Second
 
 // Validate checks the configuration.
 func (c ExpiryConfig) Validate() error {
@@ -69,6 +90,8 @@ func (c ExpiryConfig) Validate() error {
 		return errors.New("expiry batch must be positive")
 	case c.VaultRecheck < 0:
 		return errors.New("expiry vault recheck is negative")
+	case c.PassTimeout < 0:
+		return errors.New("expiry pass timeout is negative")
 	}
 	return nil
 }
@@ -91,10 +114,12 @@ type Expiry struct {
 	issuer   Issuer
 	sink     CommandSink
 	vault    VaultLeases
+	policy   PolicySource
 	evidence evidence.Builder
 	clock    func() time.Time
 	logger   *slog.Logger
 	metrics  *Metrics
+	progress *progress.Worker
 }
 
 // ExpiryDeps are the expiry detector's collaborators.
@@ -106,11 +131,16 @@ type ExpiryDeps struct {
 	Sink   CommandSink
 	// Vault, when set, is asked about leases whose user's password never
 	// expires in the database. nil: such leases stay unconfirmed.
-	Vault    VaultLeases
+	Vault VaultLeases
+	// Policy is read at the start of every pass (nil: ExpiryConfig's
+	// Modes and Scope).
+	Policy   PolicySource
 	Evidence evidence.Builder
 	Clock    func() time.Time
 	Logger   *slog.Logger
 	Metrics  *Metrics
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
 }
 
 // NewExpiry builds the detector.
@@ -130,6 +160,9 @@ func NewExpiry(cfg ExpiryConfig, d ExpiryDeps) (*Expiry, error) {
 	if cfg.CommandTTL == 0 {
 		cfg.CommandTTL = 10 * time.Minute
 	}
+	if cfg.PassTimeout == 0 {
+		cfg.PassTimeout = DefaultPassTimeout
+	}
 	if d.Clock == nil {
 		d.Clock = time.Now
 	}
@@ -139,18 +172,25 @@ func NewExpiry(cfg ExpiryConfig, d ExpiryDeps) (*Expiry, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
+	if d.Policy == nil {
+		d.Policy = StaticPolicy(cfg.Modes, cfg.Scope)
+	}
 	return &Expiry{cfg: cfg, pool: d.Pool, reader: d.Reader, issuer: d.Issuer, sink: d.Sink, vault: d.Vault,
-		evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics}, nil
+		policy: d.Policy, evidence: d.Evidence, clock: d.Clock, logger: d.Logger, metrics: d.Metrics, progress: d.Progress}, nil
 }
 
 // Run ticks until ctx ends. A tick that found a full batch is followed at
 // once by another, so a mass expiry drains without waiting for the interval.
+// Each tick is bounded by PassTimeout: one that runs out (a silent state
+// store, target or queue) is logged and tried again at the next interval.
 func (e *Expiry) Run(ctx context.Context) error {
 	t := time.NewTicker(e.cfg.Interval)
 	defer t.Stop()
 	for {
+		e.progress.Start()
 		e.rearm(ctx)
-		n, err := e.Tick(ctx)
+		n, err := e.tick(ctx)
+		e.progress.Finish(err)
 		if err != nil && ctx.Err() == nil {
 			e.logger.Warn("expiry pass failed; will retry", "err", err)
 		}
@@ -175,7 +215,7 @@ func (e *Expiry) rearm(ctx context.Context) {
 		return
 	}
 	e.rearmed = now
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.PassTimeout)
 	defer cancel()
 	ids, err := store.RearmStranded(ctx, e.pool, RuleLeaseExpired, now.Add(-e.cfg.CommandTTL), e.cfg.Batch)
 	if err != nil {
@@ -192,12 +232,20 @@ func (e *Expiry) rearm(ctx context.Context) {
 // expiryPass is what one pass decided, applied in its transaction.
 type expiryPass struct {
 	now       time.Time
+	policy    Policy
 	findings  []schemas.Finding
 	cmds      []schemas.RevocationCommand
 	judged    []string
 	postponed []string
 	seen      []string
 	hold      *approvalHold
+}
+
+// tick is Tick within PassTimeout.
+func (e *Expiry) tick(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.PassTimeout)
+	defer cancel()
+	return e.Tick(ctx)
 }
 
 // Tick handles one batch of due leases and returns how many it claimed.
@@ -209,13 +257,19 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	defer rollback(ctx, tx)
+	// Read first in the pass's transaction (a change of the policy waits
+	// for the pass), never kept for the next pass.
+	pol, err := e.policy.Policy(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("read the enforcement policy: %w", err)
+	}
 	due, err := store.ClaimDue(ctx, tx, now.Add(-e.cfg.Grace), now, e.cfg.Batch)
 	if err != nil || len(due) == 0 {
 		return 0, err
 	}
 	roles := e.readRoles(ctx, due)
-	p := &expiryPass{now: now, hold: newApprovalHold(e.cfg.ApprovalTTL, e.issuer)}
+	p := &expiryPass{now: now, policy: pol, hold: newApprovalHold(e.cfg.ApprovalTTL, e.issuer)}
 	for _, l := range due {
 		vu, known := roles[l.Database]
 		if !known {
@@ -308,7 +362,7 @@ func (e *Expiry) judgeLease(ctx context.Context, tx pgx.Tx, p *expiryPass, l sto
 	} else {
 		p.judged = append(p.judged, l.LeaseID)
 	}
-	f, cmd := e.judge(l, role, p.now, v)
+	f, cmd := e.judge(p.policy, l, role, p.now, v)
 	if cmd = p.hold.route(&f, cmd, p.now); cmd != nil {
 		p.cmds = append(p.cmds, *cmd)
 	}
@@ -316,15 +370,28 @@ func (e *Expiry) judgeLease(ctx context.Context, tx pgx.Tx, p *expiryPass, l sto
 	return nil
 }
 
-func (e *Expiry) judge(l store.DueLease, role target.Role, now time.Time, v expiryVerdict) (schemas.Finding, *schemas.RevocationCommand) {
-	mode := e.cfg.Modes.Mode(RuleLeaseExpired)
-	inScope := e.cfg.Scope.Contains(l.Database, l.Mount, l.Role)
+// judge turns a verdict into a finding under the pass's policy, and into a
+// command when the rule enforces (or holds it for approval) in scope. A
+// lease outside the scope of a rule that would act is a pilot: corroborated
+// like any other, recorded as would_drop, and not acted on.
+func (e *Expiry) judge(pol Policy, l store.DueLease, role target.Role, now time.Time, v expiryVerdict) (schemas.Finding, *schemas.RevocationCommand) {
+	mode := pol.Modes.Mode(RuleLeaseExpired)
+	inScope := pol.Scope.Contains(l.Database, l.Mount, l.Role)
 	f := expiryFinding(l, role, now, e.cfg.Grace, v)
 	f.Mode, f.InScope = mode, inScope
-	switch {
-	case !Acts(mode) || !inScope:
+	if !Acts(mode) {
 		return f, nil
-	case v.corroboration == nil:
+	}
+	pol.note(f.Facts)
+	if !inScope {
+		f.ID = pilotID(f.ID)
+		pilotFacts(f.Facts, mode)
+		if v.corroboration != nil {
+			f.Action = schemas.ActionWouldDrop
+		}
+		return f, nil
+	}
+	if v.corroboration == nil {
 		f.Action = schemas.ActionUnconfirmed
 		return f, nil
 	}

@@ -49,7 +49,7 @@ func TestExpiryNeedsCorroboration(t *testing.T) {
 	f.role("main", "v-nolimit", nil)
 	f.leaseOnly(t, "postgres/creds/reporting/gone", "main", "v-gone", past) // no user in the database
 	f.lease(t, "postgres/creds/reporting/expired", "main", "v-expired", past)
-	if _, err := f.detector(t, "", "").Tick(ctx); err != nil {
+	if _, err := f.detector(t, "", "*").Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cmds := f.sink.all()
@@ -100,7 +100,7 @@ func TestExpiryAsksVault(t *testing.T) {
 		ids["live"]: {IssueTime: past.Add(-time.Hour), ExpireTime: &later},
 		ids["held"]: {IssueTime: past.Add(-time.Hour), ExpireTime: &past},
 	}
-	if _, err := f.detectorWith(t, "", "", vault).Tick(ctx); err != nil {
+	if _, err := f.detectorWith(t, "", "*", vault).Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
@@ -125,7 +125,7 @@ func TestExpiryAsksVault(t *testing.T) {
 	g.leaseOnly(t, "postgres/creds/reporting/wait", "main", "v-wait", past)
 	g.role("main", "v-wait", nil)
 	for range 2 {
-		if _, err := g.detectorWith(t, "", "", failingVault{}).Tick(ctx); err != nil {
+		if _, err := g.detectorWith(t, "", "*", failingVault{}).Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
 		g.now = g.now.Add(2 * time.Minute)
@@ -136,7 +136,7 @@ func TestExpiryAsksVault(t *testing.T) {
 	if got := g.state(t, "postgres/creds/reporting/wait"); got != "active" {
 		t.Errorf("state while Vault is unreachable = %s", got)
 	}
-	if _, err := g.detectorWith(t, "", "", vaultLeases{"postgres/creds/reporting/wait": {ExpireTime: &past}}).Tick(ctx); err != nil {
+	if _, err := g.detectorWith(t, "", "*", vaultLeases{"postgres/creds/reporting/wait": {ExpireTime: &past}}).Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if cmds := g.sink.all(); len(cmds) != 1 || cmds[0].DBUser != "v-wait" {
@@ -158,7 +158,7 @@ func TestExpiryRevokedPerAuditStaysDue(t *testing.T) {
 	f.leaseOnly(t, "postgres/creds/reporting/revoked", "main", "v-revoked", soon)
 	f.revoke(t, "postgres/creds/reporting/leaked", f.now.Add(-time.Minute))
 	f.revoke(t, "postgres/creds/reporting/revoked", f.now.Add(-time.Minute))
-	d := f.detector(t, "", "")
+	d := f.detector(t, "", "*")
 	if n, err := d.Tick(ctx); err != nil || n != 0 || len(f.sink.all()) != 0 {
 		t.Fatalf("before the expiry: %d, %v, %+v", n, err, f.sink.all())
 	}
@@ -193,7 +193,7 @@ func TestExpiryReissuesStrandedCommands(t *testing.T) {
 	f := newFixture(t)
 	f.lease(t, "postgres/creds/reporting/lost", "main", "v-lost", f.now.Add(-time.Hour))
 	f.lease(t, "postgres/creds/reporting/done", "main", "v-done", f.now.Add(-time.Hour))
-	d := f.detector(t, "", "")
+	d := f.detector(t, "", "*")
 	if _, err := d.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func TestExpiryPoisonedLeaseDoesNotStallThePass(t *testing.T) {
 	if _, err := f.st.Apply(ctx, store.Batch{Leases: evs}); err != nil {
 		t.Fatal(err)
 	}
-	d := f.detector(t, "", "")
+	d := f.detector(t, "", "*")
 	n, err := d.Tick(ctx)
 	if err != nil || n != len(evs) {
 		t.Fatalf("Tick = %d, %v; want %d due leases handled", n, err, len(evs))

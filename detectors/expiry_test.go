@@ -207,7 +207,7 @@ func TestExpiryGraceEdges(t *testing.T) {
 	f.lease(t, "postgres/creds/reporting/due", "main", "v-due", f.now.Add(-grace))                           // exactly due
 	f.lease(t, "postgres/creds/reporting/early", "main", "v-early", f.now.Add(-grace).Add(time.Millisecond)) // just not yet
 	f.lease(t, "postgres/creds/reporting/future", "main", "v-future", f.now.Add(time.Hour))                  // far from due
-	d := f.detector(t, "", "")
+	d := f.detector(t, "", "*")
 	n, err := d.Tick(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("Tick = %d, %v; want 1 due", n, err)
@@ -263,7 +263,8 @@ func TestExpiryObserveAndScope(t *testing.T) {
 				t.Errorf("in-scope finding = %+v", fd)
 			}
 		case "v-b":
-			if fd.InScope || fd.Action != schemas.ActionNone || fd.CommandID != "" {
+			// Outside the scope: a pilot, recorded as what would be done.
+			if fd.InScope || fd.Action != schemas.ActionWouldDrop || fd.CommandID != "" || fd.Facts["not_enforced"] != "outside the enforcement scope" {
 				t.Errorf("out-of-scope finding = %+v", fd)
 			}
 		}
@@ -271,7 +272,7 @@ func TestExpiryObserveAndScope(t *testing.T) {
 
 	g := newFixture(t)
 	g.lease(t, "postgres/creds/reporting/c", "main", "v-c", past)
-	if _, err := g.detector(t, "lease-expired-not-revoked=observe", "").Tick(context.Background()); err != nil {
+	if _, err := g.detector(t, "lease-expired-not-revoked=observe", "*").Tick(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if len(g.sink.all()) != 0 {
@@ -288,7 +289,7 @@ func TestExpiryDatabaseSaysStillValid(t *testing.T) {
 	renewedUntil := f.now.Add(20 * time.Minute)
 	f.leaseOnly(t, "postgres/creds/reporting/r", "main", "v-renewed", f.now.Add(-time.Hour))
 	f.role("main", "v-renewed", &renewedUntil)
-	if _, err := f.detector(t, "", "").Tick(context.Background()); err != nil {
+	if _, err := f.detector(t, "", "*").Tick(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.sink.all()) != 0 || len(f.findings(t)) != 0 {
@@ -307,7 +308,7 @@ func TestExpiryTargetDownOrQueueDownLeavesLeaseDue(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.lease(t, "postgres/creds/reporting/x", "unreachable", "v-x", f.now.Add(-time.Hour))
-	d := f.detector(t, "", "")
+	d := f.detector(t, "", "*")
 	if _, err := d.Tick(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestExpiryTargetDownOrQueueDownLeavesLeaseDue(t *testing.T) {
 	g := newFixture(t)
 	g.sink.err = context.DeadlineExceeded
 	g.lease(t, "postgres/creds/reporting/y", "main", "v-y", g.now.Add(-time.Hour))
-	if _, err := g.detector(t, "", "").Tick(context.Background()); err == nil {
+	if _, err := g.detector(t, "", "*").Tick(context.Background()); err == nil {
 		t.Fatal("Tick hid a queue failure")
 	}
 	if got := g.state(t, "postgres/creds/reporting/y"); got != "active" || len(g.findings(t)) != 0 {
@@ -339,7 +340,7 @@ func TestExpiryConcurrentDetectorsClaimEachLeaseOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := f.detector(t, "", "")
+			d := f.detector(t, "", "*")
 			for {
 				k, err := d.Tick(context.Background())
 				if err != nil {

@@ -31,11 +31,12 @@ const (
 //   - ghost-session (critical; enforce by default): a session whose role
 //     was dropped under it (usesysid matches no role). In enforce mode a
 //     signed terminate_session command names it (pid, backend_start, user
-//     oid), for a client backend whose former role matches the managed
-//     pattern or is unknown to the observer's history (unless
-//     GhostKnownOnly); the revoker ends it only if the database still shows
-//     exactly that ghost, behind its guards, the blast-radius limit and its
-//     evidence.
+//     oid), for a client backend whose former role the observer's history
+//     knows and that matches the managed pattern; the revoker ends it only
+//     if the database still shows exactly that ghost, behind its guards,
+//     the blast-radius limit and its evidence. The ghost of a role history
+//     does not know (dropped before leaseguard saw it) is reported, never
+//     ended: nothing shows that leaseguard manages it.
 //   - credential-reuse-after-revoke (critical; enforce): a live session of
 //     a role whose lease in the ledger is revoked or expired, ReuseGrace
 //     after the lease ended. Enforce: a signed revocation command (the
@@ -53,6 +54,7 @@ const (
 // username template (its user was HMAC'd in the audit log) gives findings
 // but never enforcement.
 type DBRulesConfig struct {
+	// Modes and Scope are the policy when DBRulesDeps.Policy is nil.
 	Modes Modes
 	Scope Scope
 	// ManagedPattern decides which ghost sessions may be terminated
@@ -76,11 +78,10 @@ type DBRulesConfig struct {
 	// ApprovalTTL: how long a revocation of a rule in approve mode waits
 	// for an owner (approval.go); 0 means DefaultApprovalTTL.
 	ApprovalTTL time.Duration
-	// GhostKnownOnly terminates only ghosts whose former role the
-	// observer's history knows (and that matches the managed pattern);
-	// by default a client backend of a role history does not know is
-	// terminated too.
-	GhostKnownOnly bool
+	// CommandTTL is the lifetime of the commands issued (default 10m): a
+	// command that never reached the revoker's record within it is issued
+	// again while its condition lasts.
+	CommandTTL time.Duration
 }
 
 // DefaultDBRulesConfig returns the documented defaults.
@@ -93,6 +94,7 @@ func DefaultDBRulesConfig() DBRulesConfig {
 		UnknownLeaseGrace: DefaultUnknownLeaseGrace,
 		OrphanGrace:       DefaultOrphanGrace,
 		ClockSkew:         DefaultClockSkew,
+		CommandTTL:        10 * time.Minute,
 	}
 }
 
@@ -107,7 +109,7 @@ func (c DBRulesConfig) WithDefaults() DBRulesConfig {
 	}
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&c.ReuseGrace, &d.ReuseGrace}, {&c.UnknownLeaseGrace, &d.UnknownLeaseGrace},
-		{&c.OrphanGrace, &d.OrphanGrace}, {&c.ClockSkew, &d.ClockSkew},
+		{&c.OrphanGrace, &d.OrphanGrace}, {&c.ClockSkew, &d.ClockSkew}, {&c.CommandTTL, &d.CommandTTL},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def
@@ -135,6 +137,9 @@ type DBRulesDeps struct {
 	// Vault lets the rules ask Vault before they destroy (observe_vault.go);
 	// nil: only the database can corroborate.
 	Vault *VaultVerify
+	// Policy is read at the start of every evaluation (nil: DBRulesConfig's
+	// Modes and Scope).
+	Policy PolicySource
 }
 
 // DBRules judges each pass of the database observer (see DBRulesConfig).
@@ -173,6 +178,9 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
+	if d.Policy == nil {
+		d.Policy = StaticPolicy(cfg.Modes, cfg.Scope)
+	}
 	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]pending{}}, nil
 }
 
@@ -193,6 +201,11 @@ type DBReport struct {
 func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass) (DBReport, error) {
 	var rep DBReport
 	now := p.ObservedAt
+	// Read in the pass's transaction, never kept for the next pass.
+	pol, err := r.Policy.Policy(ctx, tx)
+	if err != nil {
+		return rep, fmt.Errorf("read the enforcement policy: %w", err)
+	}
 	live := map[string][]store.ObservedSession{}
 	var ghosts []store.ObservedSession
 	names := make([]string, 0, len(p.Roles))
@@ -246,7 +259,11 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		}
 	}
 
-	if err := r.corroborate(ctx, tx, p.Database, now, vs); err != nil {
+	markPilots(pol, p.Database, vs)
+	if err := r.markStranded(ctx, tx, now, vs); err != nil {
+		return rep, err
+	}
+	if err := r.corroborate(ctx, tx, pol, p.Database, now, vs); err != nil {
 		return rep, err
 	}
 
@@ -279,14 +296,21 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 	defer func() { r.putCarry(p.Database, acted) }()
 
 	var cmds []schemas.RevocationCommand
+	var reissued []string
 	hold := newApprovalHold(r.cfg.ApprovalTTL, r.Issuer)
 	fresh := len(todo)
 	for _, v := range vs {
+		if recorded[v.id] && v.reissue {
+			if f, cmd := r.finding(pol, p.Database, now, v); cmd != nil && f.Action == schemas.ActionRevocationRequested {
+				cmds, reissued = append(cmds, *cmd), append(reissued, f.ID)
+			}
+			continue
+		}
 		if recorded[v.id] || inTodo[v.id] {
 			continue
 		}
 		inTodo[v.id] = true
-		f, cmd := r.finding(p.Database, now, v)
+		f, cmd := r.finding(pol, p.Database, now, v)
 		if cmd = hold.route(&f, cmd, now); cmd != nil {
 			cmds = append(cmds, *cmd)
 		}
@@ -314,6 +338,9 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 	if err := hold.save(ctx, tx); err != nil {
 		return rep, err
 	}
+	if err := store.MarkCommandIssued(ctx, tx, reissued, now); err != nil {
+		return rep, err
+	}
 	for i := range todo {
 		if err := r.record(ctx, tx, &todo[i]); err != nil {
 			return rep, err
@@ -324,6 +351,25 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		r.Metrics.findings.WithLabelValues(f.Rule, string(f.Severity), string(f.Mode), f.Action).Inc()
 	}
 	return rep, nil
+}
+
+// markStranded marks the verdicts whose finding is recorded with a command
+// that never reached the revoker's record within a command's lifetime (it
+// expired in a queue, or was refused for a key not yet accepted): while
+// the condition lasts, the command is issued again.
+func (r *DBRules) markStranded(ctx context.Context, tx pgx.Tx, now time.Time, vs []*verdict) error {
+	ids := make([]string, len(vs))
+	for i, v := range vs {
+		ids[i] = v.id
+	}
+	stranded, err := store.StrandedFindings(ctx, tx, ids, now.Add(-r.cfg.CommandTTL))
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		v.reissue = stranded[v.id] // corroborated again before it is issued
+	}
+	return nil
 }
 
 // hmacCandidates reads the HMAC'd leases issued while roles without an
@@ -351,23 +397,44 @@ func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *store.Observ
 	return store.HMACLeases(ctx, tx, p.Database, from, to)
 }
 
+// markPilots gives the verdicts a rule would act on outside the scope
+// their pilot finding id, before anything looks their findings up.
+func markPilots(pol Policy, db string, vs []*verdict) {
+	for _, v := range vs {
+		mount, role := v.leaseRole()
+		if pol.pilot(v.rule, db, mount, role) {
+			v.id = pilotID(v.id)
+		}
+	}
+}
+
+// leaseRole is the Vault mount and role of the verdict's lease, if any.
+func (v *verdict) leaseRole() (mount, role string) {
+	if v.lease == nil {
+		return "", ""
+	}
+	return v.lease.Mount, v.lease.Role
+}
+
 // finding turns a verdict into a finding under the rule's mode and the
 // scope, and into a command proposal (unsigned) when it is to be acted on:
 // a drop, or for a ghost session a termination. A verdict that would act
-// but is not corroborated is recorded unconfirmed.
-func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding, *schemas.RevocationCommand) {
-	mode := r.cfg.Modes.Mode(v.rule)
-	var mount, role, entity, leaseID string
+// but is not corroborated is recorded unconfirmed; one outside the scope is
+// a pilot (pilotFinding).
+func (r *DBRules) finding(pol Policy, db string, now time.Time, v *verdict) (schemas.Finding, *schemas.RevocationCommand) {
+	mode := pol.Modes.Mode(v.rule)
+	var entity, leaseID string
 	if v.lease != nil {
-		mount, role, entity, leaseID = v.lease.Mount, v.lease.Role, v.lease.EntityID, v.lease.LeaseID
+		entity, leaseID = v.lease.EntityID, v.lease.LeaseID
 	}
-	inScope := r.cfg.Scope.Contains(db, mount, role)
+	mount, role := v.leaseRole()
+	inScope := pol.Scope.Contains(db, mount, role)
 	f := schemas.Finding{
 		Type: schemas.FindingType, ID: v.id, Rule: v.rule, Severity: v.severity, Mode: mode, InScope: inScope,
 		DetectedAt: now.UTC(), Database: db, DBUser: v.dbUser, LeaseID: leaseID, Mount: mount, Role: role,
 		EntityID: entity, Summary: v.summary, Facts: v.facts, Action: schemas.ActionNone,
 	}
-	if notAct := r.whyNotAct(mode, inScope, v); notAct != "" {
+	if notAct := r.whyNotAct(mode, v); notAct != "" {
 		switch {
 		case v.ghost != nil:
 			f.Facts["termination"] = "not attempted: " + notAct
@@ -376,13 +443,15 @@ func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding
 		}
 		return f, nil
 	}
+	pol.note(f.Facts)
+	if !inScope {
+		return r.pilotFinding(f, db, now, v), nil
+	}
+	f.Facts["corroboration"] = corroborationFacts(v, now)
 	if v.corroboration == nil {
 		f.Action = schemas.ActionUnconfirmed
-		f.Facts["corroboration"] = map[string]any{"source": "none", "why": v.unconfirmed, "checked_at": rfc(now)}
 		return f, nil
 	}
-	f.Facts["corroboration"] = map[string]any{"source": v.corroboration.Source, "detail": v.corroboration.Detail,
-		"checked_at": rfc(v.corroboration.CheckedAt)}
 	cmd := r.proposal(db, f, v)
 	f.Action = schemas.ActionRevocationRequested
 	f.CommandID = cmd.ID
@@ -392,15 +461,36 @@ func (r *DBRules) finding(db string, now time.Time, v *verdict) (schemas.Finding
 	return f, cmd
 }
 
-// whyNotAct says why a verdict is not acted on, or "" if it is.
-func (r *DBRules) whyNotAct(mode schemas.Mode, inScope bool, v *verdict) string {
+// pilotFinding records what a verdict outside the scope would have done:
+// would_drop or would_terminate when corroborated, nothing otherwise.
+func (r *DBRules) pilotFinding(f schemas.Finding, db string, now time.Time, v *verdict) schemas.Finding {
+	pilotFacts(f.Facts, f.Mode)
+	f.Facts["corroboration"] = corroborationFacts(v, now)
+	if v.ghost != nil {
+		f.Facts["termination"] = "not attempted: outside the enforcement scope"
+	}
+	if v.corroboration != nil {
+		f.Action = wouldAction(r.proposal(db, f, v))
+	}
+	return f
+}
+
+func corroborationFacts(v *verdict, now time.Time) map[string]any {
+	if v.corroboration == nil {
+		return map[string]any{"source": "none", "why": v.unconfirmed, "checked_at": rfc(now)}
+	}
+	return map[string]any{"source": v.corroboration.Source, "detail": v.corroboration.Detail,
+		"checked_at": rfc(v.corroboration.CheckedAt)}
+}
+
+// whyNotAct says why a verdict is not acted on (nor would be, outside the
+// scope), or "" if it is.
+func (r *DBRules) whyNotAct(mode schemas.Mode, v *verdict) string {
 	switch {
 	case !Acts(mode):
 		return "observe mode"
 	case mode == schemas.ModeApprove && v.ghost != nil:
 		return "approve mode: a ghost session has no role left to approve dropping; only enforce terminates it"
-	case !inScope:
-		return "outside the enforcement scope"
 	case !v.mayEnforce:
 		return v.whyNot
 	}

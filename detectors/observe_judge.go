@@ -41,6 +41,9 @@ type verdict struct {
 	// why nothing did. A verdict acts only when corroborated.
 	corroboration *schemas.Corroboration
 	unconfirmed   string
+	// reissue: the finding is recorded and its command never reached the
+	// revoker's record within its lifetime: issue it again.
+	reissue bool
 }
 
 // roleCase is one managed role with its live sessions and its link to the
@@ -296,8 +299,8 @@ func judgeGhost(db string, s store.ObservedSession, lease *store.Lease, now time
 		v.mayEnforce, v.whyNot = false, fmt.Sprintf("backend type %q is not a client backend", s.BackendType)
 	case s.FormerUser != "" && !managed:
 		v.mayEnforce, v.whyNot = false, fmt.Sprintf("the former user %s does not match the managed pattern", s.FormerUser)
-	case s.FormerUser == "" && cfg.GhostKnownOnly:
-		v.mayEnforce, v.whyNot = false, "the former role is unknown to the observer's history and only known ones are terminated"
+	case s.FormerUser == "":
+		v.mayEnforce, v.whyNot = false, "the former role is unknown to the observer's history, so nothing shows leaseguard manages it"
 	}
 	return v
 }

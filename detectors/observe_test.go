@@ -20,7 +20,7 @@ func (f *fixture) rules(t *testing.T, modes string, mod func(*detectors.DBRulesC
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := detectors.DBRulesConfig{Modes: m, ManagedPattern: regexp.MustCompile(`^v-`)}
+	cfg := detectors.DBRulesConfig{Modes: m, Scope: detectors.Everywhere(), ManagedPattern: regexp.MustCompile(`^v-`)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -163,7 +163,7 @@ func TestObserverRulesObserveScopeAndSinkFailure(t *testing.T) {
 	}
 	f.sink.err = nil
 
-	// Out of scope: a finding, no command, and it says why.
+	// Out of scope: a pilot finding (would_drop), no command, and it says why.
 	r := f.rules(t, "", func(c *detectors.DBRulesConfig) { c.Scope = detectors.Scope{Databases: []string{"other"}} })
 	if _, err := f.evaluate(t, r, pass, false); err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestObserverRulesObserveScopeAndSinkFailure(t *testing.T) {
 		byRule[fd.Rule] = fd
 	}
 	reuse, orphan := byRule[detectors.RuleReuseAfterRevoke], byRule[detectors.RuleOrphanRole]
-	if reuse.Action != schemas.ActionNone || reuse.InScope || reuse.Facts["not_enforced"] != "outside the enforcement scope" {
+	if reuse.Action != schemas.ActionWouldDrop || reuse.InScope || reuse.Facts["not_enforced"] != "outside the enforcement scope" || reuse.CommandID != "" {
 		t.Errorf("out of scope finding = %+v", reuse)
 	}
 	if orphan.Mode != schemas.ModeObserve || orphan.Facts["reason"] != "lease_ended" || orphan.Severity != schemas.SeverityHigh {
@@ -198,10 +198,10 @@ func TestObserverRulesGhost(t *testing.T) {
 		Sessions: []store.ObservedSession{
 			ghostSession(201, "v-g1", 16100, start),  // a Vault user dropped under its session
 			ghostSession(202, "alice", 16101, start), // a human dropped under hers: not ours to end
-			ghostSession(203, "", 16102, start),      // unknown to history: a client backend, to end
+			ghostSession(203, "", 16102, start),      // unknown to history: reported, not ours to end
 		}}
 	rep, err := f.evaluate(t, r, pass, false)
-	if err != nil || len(rep.Findings) != 3 || rep.Commands != 2 {
+	if err != nil || len(rep.Findings) != 3 || rep.Commands != 1 {
 		t.Fatalf("ghost pass: %+v, %v", rep, err)
 	}
 	byPID := map[int32]schemas.RevocationCommand{}
@@ -219,8 +219,8 @@ func TestObserverRulesGhost(t *testing.T) {
 	if c := byPID[201]; c.DBUser != "v-g1" || c.Session.UserOID != 16100 || !c.Session.BackendStart.Equal(start) {
 		t.Errorf("command for pid 201 = %+v", c)
 	}
-	if c, ok := byPID[203]; !ok || c.DBUser != "" || c.Session.UserOID != 16102 {
-		t.Errorf("command for pid 203 = %+v", c)
+	if c, ok := byPID[203]; ok {
+		t.Errorf("a command ends the ghost of a role nobody showed to be managed: %+v", c)
 	}
 	got := map[int32]schemas.Finding{}
 	for _, fd := range f.findings(t) {
@@ -233,7 +233,8 @@ func TestObserverRulesGhost(t *testing.T) {
 	if g := got[202]; g.Facts["termination"] != "not attempted: the former user alice does not match the managed pattern" || g.Action != schemas.ActionNone {
 		t.Errorf("ghost of alice = %+v", g.Facts)
 	}
-	if g := got[203]; g.DBUser != "" || g.Facts["former_user_known"] != false || g.Action != schemas.ActionRevocationRequested {
+	if g := got[203]; g.DBUser != "" || g.Facts["former_user_known"] != false || g.Action != schemas.ActionNone ||
+		g.Facts["termination"] != "not attempted: the former role is unknown to the observer's history, so nothing shows leaseguard manages it" {
 		t.Errorf("unknown ghost = %+v", g)
 	}
 	// The evidence names the former user.
@@ -390,3 +391,42 @@ func TestDBRulesConfig(t *testing.T) {
 }
 
 func tptr(t time.Time) *time.Time { return &t }
+
+// TestObserverRulesReissueStrandedCommands: a ghost's termination command
+// that never reached the revoker's record within its lifetime is issued
+// again while the ghost lasts; once the revoker recorded it, it is not.
+func TestObserverRulesReissueStrandedCommands(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	r := f.rules(t, "", nil)
+	pass := func(at time.Time) *store.ObservedPass {
+		return &store.ObservedPass{Database: "main", ObservedAt: at, Coverage: f.now,
+			Sessions: []store.ObservedSession{ghostSession(801, "v-stranded", 16800, f.now.Add(-time.Minute))}}
+	}
+	if rep, err := f.evaluate(t, r, pass(f.now), false); err != nil || rep.Commands != 1 {
+		t.Fatalf("first pass: %+v, %v", rep, err)
+	}
+	// Within the command's lifetime: nothing more.
+	if rep, err := f.evaluate(t, r, pass(f.now.Add(5*time.Minute)), false); err != nil || rep.Commands != 0 {
+		t.Fatalf("within the lifetime: %+v, %v", rep, err)
+	}
+	// Past it, the ghost still there and no outcome recorded: issued again,
+	// with the same id, and no second finding.
+	later := f.now.Add(11 * time.Minute)
+	rep, err := f.evaluate(t, r, pass(later), false)
+	cmds := f.sink.all()
+	if err != nil || rep.Commands != 1 || len(cmds) != 2 || cmds[1].ID != cmds[0].ID || cmds[1].Nonce == cmds[0].Nonce || !cmds[1].Corroboration.CheckedAt.Equal(later) {
+		t.Fatalf("past the lifetime: %+v, %v, commands %+v", rep, err, cmds)
+	}
+	if n := len(f.findings(t)); n != 1 {
+		t.Errorf("%d findings, want 1", n)
+	}
+	// The revoker records it: never again.
+	if _, err := store.ClaimRevocations(ctx, f.st.Pool(), cmds[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.evaluate(t, r, pass(later.Add(11*time.Minute)), false); err != nil || rep.Commands != 0 {
+		t.Errorf("after the revoker recorded it: %+v, %v", rep, err)
+	}
+}

@@ -84,8 +84,8 @@ type vaultCheck struct {
 // corroborate asks the database, then Vault, about each verdict that would
 // act (mode not observe, in scope, facts firm enough) and is not
 // corroborated yet, unless its finding is already recorded.
-func (r *DBRules) corroborate(ctx context.Context, tx pgx.Tx, db string, now time.Time, vs []*verdict) error {
-	todo, err := r.toCorroborate(ctx, tx, db, vs)
+func (r *DBRules) corroborate(ctx context.Context, tx pgx.Tx, pol Policy, db string, now time.Time, vs []*verdict) error {
+	todo, err := r.toCorroborate(ctx, tx, pol, vs)
 	if err != nil || len(todo) == 0 {
 		return err
 	}
@@ -110,19 +110,14 @@ func (r *DBRules) corroborate(ctx context.Context, tx pgx.Tx, db string, now tim
 }
 
 // toCorroborate returns the verdicts that would act and need corroboration,
-// leaving out those whose finding is recorded.
-func (r *DBRules) toCorroborate(ctx context.Context, tx pgx.Tx, db string, vs []*verdict) ([]*verdict, error) {
+// leaving out those whose finding is recorded. Verdicts outside the scope
+// are corroborated too: a pilot reports what enforcement would have done,
+// which only a corroborated verdict does.
+func (r *DBRules) toCorroborate(ctx context.Context, tx pgx.Tx, pol Policy, vs []*verdict) ([]*verdict, error) {
 	var todo []*verdict
 	var ids []string
 	for _, v := range vs {
-		if !v.verify || v.corroboration != nil || !v.mayEnforce || v.role == nil || !Acts(r.cfg.Modes.Mode(v.rule)) {
-			continue
-		}
-		var mount, role string
-		if v.lease != nil {
-			mount, role = v.lease.Mount, v.lease.Role
-		}
-		if !r.cfg.Scope.Contains(db, mount, role) {
+		if !v.verify || v.corroboration != nil || !v.mayEnforce || v.role == nil || !Acts(pol.Modes.Mode(v.rule)) {
 			continue
 		}
 		todo, ids = append(todo, v), append(ids, v.id)
@@ -136,7 +131,7 @@ func (r *DBRules) toCorroborate(ctx context.Context, tx pgx.Tx, db string, vs []
 	}
 	out := todo[:0]
 	for _, v := range todo {
-		if !recorded[v.id] {
+		if v.reissue || !recorded[v.id] {
 			out = append(out, v)
 		}
 	}

@@ -36,7 +36,7 @@ func (f *fixture) vaultRulesDevices(t *testing.T, modes string, clock func() tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: m, ManagedPattern: regexp.MustCompile(`^v-`)},
+	r, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: m, Scope: detectors.Everywhere(), ManagedPattern: regexp.MustCompile(`^v-`)},
 		detectors.DBRulesDeps{Issuer: f.issuer, Sink: f.sink, Evidence: f.builder,
 			Vault: &detectors.VaultVerify{Leases: c, AuditDevices: devices, Recheck: time.Minute}})
 	if err != nil {

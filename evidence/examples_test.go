@@ -51,6 +51,7 @@ func TestExamples(t *testing.T) {
 	}{
 		{"evidence-finding.json", finding},
 		{"evidence-revocation.json", revocation},
+		{"evidence-policy.json", examplePolicy(t, revocation.Hash)},
 	} {
 		path := filepath.Join("..", "schemas", "examples", ex.file)
 		compact, err := encodeJSON(ex.ev)
@@ -85,7 +86,23 @@ func TestExamples(t *testing.T) {
 			t.Errorf("%s does not verify: %s", ex.file, v.report.FirstBreak)
 		}
 	}
-	if v.report.Checked != 2 {
+	if v.report.Checked != 3 {
 		t.Errorf("examples chain: %+v", v.report)
 	}
+}
+
+// examplePolicy is the evidence of an expansion of the enforcement scope,
+// third in the examples' chain.
+func examplePolicy(t *testing.T, prev string) Event {
+	t.Helper()
+	b := Builder{Source: "urn:leaseguard:prod-eu-1", Clock: func() time.Time { return t0 }}
+	c := samplePolicyChange()
+	ev, err := b.Policy(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Seal(&ev, prev, 3); err != nil {
+		t.Fatal(err)
+	}
+	return ev
 }

@@ -404,7 +404,7 @@ func findingData(id string, f schemas.Finding, lc LeaseContext, occurred time.Ti
 			UID:         f.ID,
 			Title:       f.Rule,
 			Desc:        f.Summary,
-			Types:       []string{f.Rule},
+			Types:       findingTypes(f),
 			CreatedTime: occurred.UnixMilli(),
 			Analytic:    ocsfAnalytic{Name: f.Rule, UID: f.Rule, Type: "Rule", TypeID: ocsfAnalyticRule},
 		},
@@ -444,6 +444,16 @@ func findingData(id string, f schemas.Finding, lc LeaseContext, occurred time.Ti
 		ev.Evidences = []ocsfEvidence{evd}
 	}
 	return ev
+}
+
+// findingTypes are the rule and, for a pilot (would_drop, would_terminate:
+// the rule would have acted outside the enforcement scope), "Pilot", so a
+// SIEM can tell what leaseguard did from what it would have done.
+func findingTypes(f schemas.Finding) []string {
+	if f.Action == schemas.ActionWouldDrop || f.Action == schemas.ActionWouldTerminate {
+		return []string{f.Rule, "Pilot"}
+	}
+	return []string{f.Rule}
 }
 
 // endpoint parses a remote address as Vault logs it: an IP, "ip:port" or

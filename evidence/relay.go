@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 // Publisher sends one event to the evidence bus. body is the event exactly
@@ -41,7 +43,8 @@ const (
 	DefaultBatch           = 100
 	DefaultInterval        = time.Second
 	DefaultPublishTimeout  = 5 * time.Second
-	DefaultMaxBackoff      = 30 * time.Second
+	DefaultStoreTimeout    = 10 * time.Second
+	DefaultMaxBackoff      = 5 * time.Second
 	DefaultDuplicateWindow = 10 * time.Minute
 )
 
@@ -58,8 +61,13 @@ type RelayConfig struct {
 	Interval time.Duration
 	// PublishTimeout bounds one publish, ack included.
 	PublishTimeout time.Duration
+	// StoreTimeout bounds each state-store step of a pass (begin, lock,
+	// read, each mark, commit) and each probe of a store that was down.
+	StoreTimeout time.Duration
 	// MaxBackoff caps the wait between failed passes (it doubles from
-	// Interval).
+	// Interval). While the state store is what failed, the relay probes it
+	// every Interval during the wait and goes on as soon as it answers, so
+	// the cap matters for a failing bus.
 	MaxBackoff time.Duration
 	// DuplicateWindow is the stream's de-duplication window on the message
 	// id. The relay publishes an event again when it could not record the
@@ -75,6 +83,8 @@ type RelayConfig struct {
 	Logger *slog.Logger
 	// Metrics; nil counts nothing.
 	Metrics RelayMetrics
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -93,6 +103,9 @@ func (c RelayConfig) WithDefaults() RelayConfig {
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = DefaultStoreTimeout
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
@@ -122,8 +135,8 @@ func (c RelayConfig) Validate() error {
 		return fmt.Errorf("evidence relay: stream name %q is invalid", c.Stream)
 	case c.Batch <= 0:
 		return fmt.Errorf("evidence relay: batch %d must be positive", c.Batch)
-	case c.Interval <= 0 || c.PublishTimeout <= 0 || c.MaxBackoff <= 0:
-		return errors.New("evidence relay: interval, publish timeout and max backoff must be positive")
+	case c.Interval <= 0 || c.PublishTimeout <= 0 || c.StoreTimeout <= 0 || c.MaxBackoff <= 0:
+		return errors.New("evidence relay: interval, publish and store timeouts and max backoff must be positive")
 	case c.MaxBackoff < c.Interval:
 		return fmt.Errorf("evidence relay: max backoff %s is shorter than the interval %s", c.MaxBackoff, c.Interval)
 	case c.DuplicateWindow < 2*(c.MaxBackoff+c.PublishTimeout):
@@ -161,6 +174,8 @@ type Relay struct {
 	pub Publisher
 	cfg RelayConfig
 	log *slog.Logger
+	// wake cuts a wait short (Wake).
+	wake chan struct{}
 }
 
 // NewRelay makes a relay from the outbox in db to pub.
@@ -172,27 +187,42 @@ func NewRelay(db TxBeginner, pub Publisher, cfg RelayConfig) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Relay{db: db, pub: pub, cfg: cfg, log: cfg.Logger}, nil
+	return &Relay{db: db, pub: pub, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}, nil
+}
+
+// Wake makes a waiting relay start its next pass now (the bus is back,
+// events were appended); it never blocks.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Run relays until ctx is done, then returns nil. Failures (bus or database
 // down) are logged and retried with a backoff doubling from Interval to
-// MaxBackoff.
+// MaxBackoff. A pass that published something is followed by the next at
+// once. While the state store is down the relay probes it every Interval
+// and starts the next pass as soon as it answers: a backlog leaves as soon
+// as the store is back, not after the backoff.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
 	for {
+		r.cfg.Progress.Start()
 		n, err := r.PublishPending(ctx)
+		r.cfg.Progress.Finish(err)
 		if ctx.Err() != nil {
 			return nil
 		}
 		var wait time.Duration
+		probe := false
 		switch {
-		case err != nil:
+		case err != nil && n == 0:
 			failures++
-			wait = r.backoff(failures)
+			wait, probe = r.backoff(failures), !isPublishFailure(err)
 			r.log.Warn("evidence relay: publishing failed, will retry", "err", err, "failures", failures, "retry_in", wait)
-		case n >= r.cfg.Batch:
-			failures = 0 // more may be waiting
+		case err != nil || n >= r.cfg.Batch:
+			failures = 0 // the bus took events: more may go now
 		default:
 			if failures > 0 {
 				r.log.Info("evidence relay: publishing again", "after_failures", failures)
@@ -200,15 +230,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			failures = 0
 			wait = r.cfg.Interval
 		}
-		if wait == 0 {
-			continue
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait > 0 && !r.sleep(ctx, wait, probe) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
@@ -221,21 +244,84 @@ func (r *Relay) backoff(failures int) time.Duration {
 	return min(d, r.cfg.MaxBackoff)
 }
 
+// sleep waits d, or until woken. With probe (the store failed) it asks the
+// store every Interval whether it answers again and ends the wait when it
+// does. It returns false when ctx ended.
+func (r *Relay) sleep(ctx context.Context, d time.Duration, probe bool) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	var tick <-chan time.Time
+	if probe && d > r.cfg.Interval {
+		t := time.NewTicker(r.cfg.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-r.wake:
+			return true
+		case <-tick:
+			if r.storeAnswers(ctx) {
+				r.log.Info("evidence relay: state store answers again")
+				return true
+			}
+		}
+	}
+}
+
+// storeAnswers makes one round trip to the state store, within
+// StoreTimeout.
+func (r *Relay) storeAnswers(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.StoreTimeout)
+	defer cancel()
+	tx, err := r.db.Begin(ctx)
+	if err != nil {
+		return false
+	}
+	return tx.Rollback(ctx) == nil
+}
+
+// publishFailure marks an error of the bus, as opposed to the store's.
+type publishFailure struct{ err error }
+
+func (e publishFailure) Error() string { return e.err.Error() }
+func (e publishFailure) Unwrap() error { return e.err }
+
+func isPublishFailure(err error) bool {
+	var pf publishFailure
+	return errors.As(err, &pf)
+}
+
+// storeCtx bounds one state-store step. The steps that record what was
+// published are not cancelled with ctx (the marks save republishing after
+// a shutdown), only bounded.
+func (r *Relay) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), r.cfg.StoreTimeout)
+}
+
 // PublishPending makes one pass: it publishes up to Batch unpublished events
 // in seq order and returns how many it published. It returns 0, nil when
-// another relay holds the relay lock.
+// another relay holds the relay lock. Every state-store step is bounded by
+// StoreTimeout, every publish by PublishTimeout: a silent store or bus
+// fails the pass, never wedges it.
 func (r *Relay) PublishPending(ctx context.Context) (int, error) {
-	tx, err := r.db.Begin(ctx)
+	bctx, cancel := context.WithTimeout(ctx, r.cfg.StoreTimeout)
+	defer cancel()
+	tx, err := r.db.Begin(bctx)
 	if err != nil {
 		return 0, fmt.Errorf("evidence relay: begin: %w", err)
 	}
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		rctx, cancel := r.storeCtx(ctx)
 		defer cancel()
 		_ = tx.Rollback(rctx) // after a commit, a no-op
 	}()
 	var one int
-	err = tx.QueryRow(ctx, `SELECT id FROM evidence_relay_lock WHERE id = 1 FOR UPDATE SKIP LOCKED`).Scan(&one)
+	err = tx.QueryRow(bctx, `SELECT id FROM evidence_relay_lock WHERE id = 1 FOR UPDATE SKIP LOCKED`).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil // another relay is publishing
 	}
@@ -245,7 +331,7 @@ func (r *Relay) PublishPending(ctx context.Context) (int, error) {
 	n, pubErr := r.publishBatch(ctx, tx)
 	// Record what was published even if ctx is done: the marks save
 	// republishing after a shutdown.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	cctx, cancel := r.storeCtx(ctx)
 	defer cancel()
 	if err := tx.Commit(cctx); err != nil {
 		return 0, errors.Join(pubErr, fmt.Errorf("evidence relay: commit: %w", err))
@@ -259,14 +345,15 @@ type pendingEvent struct {
 	raw  []byte
 }
 
-// publishBatch publishes, in tx (which holds the relay lock), the next
-// unpublished events and marks each published after its ack.
-func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
+// readPending reads, in tx, the next unpublished events.
+func (r *Relay) readPending(ctx context.Context, tx pgx.Tx) ([]pendingEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.StoreTimeout)
+	defer cancel()
 	rows, err := tx.Query(ctx, `
 		SELECT seq, hash, event FROM evidence_outbox
 		WHERE published_at IS NULL ORDER BY seq LIMIT $1`, r.cfg.Batch)
 	if err != nil {
-		return 0, fmt.Errorf("evidence relay: read outbox: %w", err)
+		return nil, fmt.Errorf("evidence relay: read outbox: %w", err)
 	}
 	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingEvent, error) {
 		var p pendingEvent
@@ -274,10 +361,18 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
 		return p, err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("evidence relay: read outbox: %w", err)
+		return nil, fmt.Errorf("evidence relay: read outbox: %w", err)
 	}
-	// Marks are written even if ctx ends mid-batch.
-	dbctx := context.WithoutCancel(ctx)
+	return batch, nil
+}
+
+// publishBatch publishes, in tx (which holds the relay lock), the next
+// unpublished events and marks each published after its ack.
+func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
+	batch, err := r.readPending(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
 	for _, p := range batch {
 		if ctx.Err() != nil {
@@ -296,23 +391,32 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
 		}
 		if err != nil {
 			r.cfg.Metrics.PublishFailed(ev, err)
-			_, uerr := tx.Exec(dbctx, `
+			uerr := r.mark(ctx, tx, `
 				UPDATE evidence_outbox SET publish_attempts = publish_attempts + 1, last_error = $2
 				WHERE seq = $1`, p.seq, truncate(err.Error(), 1000))
 			if uerr != nil {
 				uerr = fmt.Errorf("evidence relay: record failure of seq %d: %w", p.seq, uerr)
 			}
-			return n, errors.Join(fmt.Errorf("evidence relay: publish seq %d: %w", p.seq, err), uerr)
+			return n, errors.Join(publishFailure{fmt.Errorf("evidence relay: publish seq %d: %w", p.seq, err)}, uerr)
 		}
-		if _, err := tx.Exec(dbctx, `
+		if err := r.mark(ctx, tx, `
 			UPDATE evidence_outbox SET published_at = now(), publish_attempts = publish_attempts + 1, last_error = NULL
 			WHERE seq = $1`, p.seq); err != nil {
 			return n, fmt.Errorf("evidence relay: mark seq %d published: %w", p.seq, err)
 		}
 		r.cfg.Metrics.Published(ev)
+		r.cfg.Progress.Advance() // a slow bus that answers is not stuck
 		n++
 	}
 	return n, nil
+}
+
+// mark runs one marking statement in tx, written even if ctx ends.
+func (r *Relay) mark(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
+	mctx, cancel := r.storeCtx(ctx)
+	defer cancel()
+	_, err := tx.Exec(mctx, sql, args...)
+	return err
 }
 
 // ErrTampered: an outbox row does not verify; the relay will not publish it.

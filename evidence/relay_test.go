@@ -16,6 +16,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/bus"
 	"github.com/leaseguard/leaseguard/internal/natstest"
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 type countMetrics struct {
@@ -381,7 +382,8 @@ func TestRelayConfigValidate(t *testing.T) {
 		"wildcard subject":    {Subject: "leaseguard.>"},
 		"dotted stream":       {Stream: "a.b"},
 		"negative batch":      {Batch: -1},
-		"window too short":    {DuplicateWindow: time.Minute},
+		"window too short":    {DuplicateWindow: 10 * time.Second},
+		"store timeout":       {StoreTimeout: -time.Second},
 		"backoff < interval":  {Interval: time.Minute, MaxBackoff: time.Second},
 		"empty subject token": {Subject: "leaseguard..evidence"},
 	}
@@ -399,5 +401,54 @@ func TestTruncate(t *testing.T) {
 	}
 	if got := truncate("abc", 4); got != "abc" {
 		t.Errorf("truncate = %q", got)
+	}
+}
+
+// gatedPublisher accepts an event each time the test lets it.
+type gatedPublisher struct {
+	gate chan struct{}
+	sent atomic.Int64
+}
+
+func (p *gatedPublisher) Publish(ctx context.Context, _ Event, _ []byte) error {
+	select {
+	case <-p.gate:
+		p.sent.Add(1)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A pass over a slow bus that still accepts events is progress event by
+// event: the relay is not reported stalled while it works through a
+// batch, only when the bus stops answering.
+func TestRelayReportsEachEventPublished(t *testing.T) {
+	t.Parallel()
+	pool := testDB(t)
+	for _, ev := range sampleEvents(t, 3) {
+		appendOne(t, pool, ev)
+	}
+	tracker := progress.NewTracker(nil)
+	cfg := fastRelayConfig(nil)
+	cfg.PublishTimeout = time.Minute
+	cfg.DuplicateWindow = 10 * time.Minute
+	cfg.Progress = tracker.Worker("evidence.relay")
+	pub := &gatedPublisher{gate: make(chan struct{})}
+	r, err := NewRelay(pool, pub, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	units := func() uint64 { return tracker.Status()[0].Units }
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _, err := r.PublishPending(ctx); done <- err }()
+	for i := range 3 {
+		pub.gate <- struct{}{}
+		waitFor(t, "progress for the event published", 10*time.Second, func() bool { return units() == uint64(i+1) })
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -29,6 +29,9 @@ type AuditFileConfig struct {
 	PollInterval time.Duration
 	// Batch: lines per JetStream round trip and offset commit (default 500).
 	Batch int
+	// StoreTimeout bounds one read or write of the offset in the state
+	// store (default 10s); a failed one is retried.
+	StoreTimeout time.Duration
 }
 
 // Validate checks the configuration.
@@ -36,8 +39,8 @@ func (c AuditFileConfig) Validate() error {
 	if c.Path == "" {
 		return errors.New("audit file: path is required")
 	}
-	if c.Batch < 0 || c.PollInterval < 0 {
-		return errors.New("audit file: batch and poll interval must not be negative")
+	if c.Batch < 0 || c.PollInterval < 0 || c.StoreTimeout < 0 {
+		return errors.New("audit file: batch, poll interval and store timeout must not be negative")
 	}
 	return c.DirectConfig.validate("file")
 }
@@ -85,6 +88,9 @@ func NewAuditFile(cfg AuditFileConfig, js jetstream.JetStream, offsets OffsetSto
 	if cfg.Batch == 0 {
 		cfg.Batch = 500
 	}
+	if cfg.StoreTimeout == 0 {
+		cfg.StoreTimeout = 10 * time.Second
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -108,7 +114,9 @@ func (a *AuditFile) Run(ctx context.Context) error {
 	tick := time.NewTicker(a.cfg.PollInterval)
 	defer tick.Stop()
 	for {
+		a.cfg.Progress.Start()
 		n, err := a.pump(ctx, false)
+		a.cfg.Progress.Finish(err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -118,7 +126,10 @@ func (a *AuditFile) Run(ctx context.Context) error {
 		if n > 0 {
 			continue
 		}
-		if err := a.checkPath(ctx); err != nil {
+		a.cfg.Progress.Start()
+		err = a.checkPath(ctx)
+		a.cfg.Progress.Finish(err)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -141,7 +152,7 @@ func (a *AuditFile) resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stored, err := a.offsets.AuditFileOffset(ctx, a.cfg.Path)
+	stored, err := a.storedOffset(ctx)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		_ = cur.Close()
 		return err
@@ -356,16 +367,46 @@ func (a *AuditFile) pump(ctx context.Context, final bool) (int64, error) {
 // saveOffset stores the committed offset, retrying until ctx ends.
 func (a *AuditFile) saveOffset(ctx context.Context) error {
 	o := store.AuditFileOffset{Path: a.cfg.Path, Device: a.ident.dev, Inode: a.ident.ino, Offset: a.off}
+	return a.retryStore(ctx, "storing the audit file offset", func(ctx context.Context) error {
+		return a.offsets.SaveAuditFileOffset(ctx, o)
+	})
+}
+
+// storedOffset reads the stored offset (or store.ErrNotFound), retrying
+// until ctx ends.
+func (a *AuditFile) storedOffset(ctx context.Context) (store.AuditFileOffset, error) {
+	var o store.AuditFileOffset
+	var lookup error
+	err := a.retryStore(ctx, "reading the audit file offset", func(ctx context.Context) error {
+		o, lookup = a.offsets.AuditFileOffset(ctx, a.cfg.Path)
+		if errors.Is(lookup, store.ErrNotFound) {
+			return nil
+		}
+		return lookup
+	})
+	if err != nil {
+		return o, err
+	}
+	return o, lookup
+}
+
+// retryStore runs call, each attempt within StoreTimeout, until it
+// succeeds or ctx ends: a state store down or silent holds the source up,
+// never stops it.
+func (a *AuditFile) retryStore(ctx context.Context, what string, call func(context.Context) error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := a.offsets.SaveAuditFileOffset(ctx, o)
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.StoreTimeout)
+		err := call(cctx)
+		cancel()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.logger.Warn("storing the audit file offset failed; retrying", "err", err)
+		a.cfg.Progress.Retry()
+		a.logger.Warn(what+" failed; retrying", "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -34,6 +35,9 @@ type DirectConfig struct {
 	MaxLineBytes int
 	// PublishTimeout bounds one attempt to have entries stored (default 10s).
 	PublishTimeout time.Duration
+	// Progress hears of each batch (file) or line (socket) stored, and of
+	// retries (nil: nobody).
+	Progress *progress.Worker
 }
 
 func (c DirectConfig) validate(kind string) error {
@@ -163,6 +167,7 @@ func (p *directPublisher) publish(ctx context.Context, lines []line) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		p.cfg.Progress.Retry()
 		p.logger.Warn("publishing audit entries failed; retrying", "entries", len(lines), "attempt", attempt, "err", err)
 		if p.metrics != nil {
 			p.metrics.retries.WithLabelValues(p.transport).Inc()

@@ -251,7 +251,10 @@ func (s *AuditSocket) serve(ctx context.Context, conn net.Conn) {
 				l.reason = "connection closed in the middle of a line"
 			}
 			l = prepareLine(l, size, s.cfg.MaxLineBytes, "auditsocket", "")
-			if perr := s.pub.publish(pubCtx, []line{l}); perr != nil {
+			s.cfg.Progress.Start()
+			perr := s.pub.publish(pubCtx, []line{l})
+			s.cfg.Progress.Finish(perr)
+			if perr != nil {
 				log.Warn("audit entry not stored; closing the connection so Vault sees the failure", "err", perr)
 				reason = disconnectStoreFailed
 				return

@@ -17,11 +17,17 @@ import (
 	"github.com/leaseguard/leaseguard/bus"
 	"github.com/leaseguard/leaseguard/ingest"
 	"github.com/leaseguard/leaseguard/internal/natstest"
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 func startSocket(t *testing.T, js jetstream.JetStream, metrics *ingest.Metrics) string {
 	t.Helper()
-	s, err := ingest.NewAuditSocket(ingest.AuditSocketConfig{DirectConfig: directConfig("vault.audit.socket"), Addr: "127.0.0.1:0"}, js, metrics, nil)
+	return startSocketWith(t, js, metrics, ingest.AuditSocketConfig{DirectConfig: directConfig("vault.audit.socket"), Addr: "127.0.0.1:0"})
+}
+
+func startSocketWith(t *testing.T, js jetstream.JetStream, metrics *ingest.Metrics, cfg ingest.AuditSocketConfig) string {
+	t.Helper()
+	s, err := ingest.NewAuditSocket(cfg, js, metrics, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,4 +174,40 @@ func TestAuditSocketStoresBeforeReadingOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLines(t, js, "vault.audit.socket", e)
+}
+
+// A line whose publish is retried (JetStream has no stream for it) keeps
+// the socket source busy without progress, so it stalls; but each retry
+// shows it is not blocked, so it never counts as wedged. Stored, the
+// lines are progress and the source is idle again.
+func TestAuditSocketReportsProgress(t *testing.T) {
+	t.Parallel()
+	_, js := natstest.Start(t).Connect(t)
+	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL, 0); err != nil {
+		t.Fatal(err)
+	}
+	tracker := progress.NewTracker(nil)
+	cfg := ingest.AuditSocketConfig{DirectConfig: directConfig("vault.audit.socket"), Addr: "127.0.0.1:0"}
+	cfg.Progress = tracker.Worker("ingest.audit_socket")
+	addr := startSocketWith(t, js, ingest.NewMetrics(nil), cfg)
+	e := entries("progress", 3)
+	send(t, dial(t, addr), lines(e...))
+	var s progress.Status
+	waitUntil(t, "the socket source stalled on its first line", 20*time.Second, func() bool {
+		s = tracker.Status()[0]
+		return s.Stalled >= 2*time.Second
+	})
+	if !s.Busy || s.Held >= s.Stalled-300*time.Millisecond {
+		t.Errorf("retrying a publish: %+v, want a unit held for less than the stall (retries)", s)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: directStream, Subjects: []string{"vault.audit.>"}, Duplicates: time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitLines(t, js, "vault.audit.socket", e)
+	waitUntil(t, "the socket source idle again", 20*time.Second, func() bool {
+		s = tracker.Status()[0]
+		return !s.Busy && s.Units == 3
+	})
 }

@@ -668,13 +668,12 @@ func contractGracefulShutdown(t *testing.T, h sourceHarness) {
 		t.Fatalf("the source finished before it was stopped")
 	}
 	// Acknowledgements may be asynchronous; they settle on the applied
-	// count and never pass it.
+	// count.
 	waitUntil(t, "acks to settle", 5*time.Second, func() bool { return h.acked(t) == applied })
-	time.Sleep(100 * time.Millisecond)
-	if n := h.acked(t); n != applied {
-		t.Fatalf("%d records acknowledged, %d applied", n, applied)
-	}
 
+	// That they never pass it shows once the next consumer has drained the
+	// rest: a record acknowledged and not applied by the first is never
+	// delivered again, and is missing from the two runs together.
 	rest := newLeaseLog(st)
 	src = h.start(t, rest, runOpts{batch: 10})
 	drained(t, h, 20*time.Second)
@@ -682,7 +681,7 @@ func contractGracefulShutdown(t *testing.T, h sourceHarness) {
 		t.Fatalf("run: %v", err)
 	}
 	if !sameSet(append(log.events(), rest.events()...), expectedEvents(t, recs)) {
-		t.Errorf("the two runs together did not apply every event")
+		t.Errorf("the two runs together did not apply every event: the first acknowledged records it had not applied")
 	}
 	if n := countLeaseEvents(t, st); n != len(recs) {
 		t.Errorf("ledger holds %d events, want %d", n, len(recs))

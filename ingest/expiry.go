@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
 
@@ -27,7 +28,12 @@ type ExpiryResolver struct {
 	Batch    int
 	Clock    func() time.Time
 	Logger   *slog.Logger
-	kick     chan struct{}
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
+	// PassTimeout bounds one pass (state store and target reads): one
+	// that runs out is tried again on the next kick or interval.
+	PassTimeout time.Duration
+	kick        chan struct{}
 }
 
 // NewExpiryResolver builds a resolver with defaults filled in.
@@ -37,7 +43,7 @@ func NewExpiryResolver(st ExpiryStore, r store.ValidUntilReader, ttls store.Role
 	}
 	return &ExpiryResolver{
 		Store: st, Reader: r, TTLs: ttls, Interval: 5 * time.Second, Batch: 1000,
-		Clock: time.Now, Logger: logger, kick: make(chan struct{}, 1),
+		Clock: time.Now, Logger: logger, PassTimeout: DefaultCommitTimeout, kick: make(chan struct{}, 1),
 	}
 }
 
@@ -53,13 +59,23 @@ func (r *ExpiryResolver) Kick() {
 func (r *ExpiryResolver) ResolveAll(ctx context.Context) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
-		n, err := r.Store.ResolveExpiry(ctx, r.Reader, r.TTLs, r.Clock(), r.Batch)
+		n, err := r.pass(ctx)
 		total += n
 		if err != nil || n < r.Batch {
 			return total, err
 		}
 	}
 	return total, ctx.Err()
+}
+
+// pass resolves one batch within PassTimeout.
+func (r *ExpiryResolver) pass(ctx context.Context) (int, error) {
+	if r.PassTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.PassTimeout)
+		defer cancel()
+	}
+	return r.Store.ResolveExpiry(ctx, r.Reader, r.TTLs, r.Clock(), r.Batch)
 }
 
 // Run resolves on every kick and interval until ctx ends.
@@ -73,7 +89,10 @@ func (r *ExpiryResolver) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-r.kick:
 		}
-		if n, err := r.ResolveAll(ctx); err != nil && ctx.Err() == nil {
+		r.Progress.Start()
+		n, err := r.ResolveAll(ctx)
+		r.Progress.Finish(err)
+		if err != nil && ctx.Err() == nil {
 			r.Logger.Warn("expiry resolution incomplete; will retry", "resolved", n, "err", err)
 		} else if n > 0 {
 			r.Logger.Debug("expiry resolved", "leases", n)

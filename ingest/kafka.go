@@ -19,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 // Dead-letter record headers that only Kafka has (HeaderReason and
@@ -91,6 +92,8 @@ type KafkaConfig struct {
 	// SASL, when set, authenticates to the brokers (see NewKafkaSASL).
 	// PLAIN sends the password as is: use it with TLS.
 	SASL sasl.Mechanism
+	// Progress hears of each batch handled (nil: nobody).
+	Progress *progress.Worker
 }
 
 // DefaultKafkaConfig returns the defaults (no brokers).
@@ -106,8 +109,10 @@ func DefaultKafkaConfig() KafkaConfig {
 		QueueCapacity:   1000,
 		MaxFetchBytes:   16 << 20,
 		ProcessTimeout:  30 * time.Second,
-		Backoff:         []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute},
-		ClientID:        "leaseguard",
+		// Capped at a few seconds: ingest resumes as soon as the ledger or
+		// the dead-letter topic is back.
+		Backoff:  []time.Duration{time.Second, 2 * time.Second, 5 * time.Second},
+		ClientID: "leaseguard",
 	}
 }
 
@@ -426,7 +431,9 @@ func (c *kafkaConsumer) run(ctx context.Context) error {
 		}
 		// Finish the batch even if ctx ends now: its ledger changes, dead
 		// letters and offsets belong together.
+		c.s.cfg.Progress.Start()
 		pending, err = c.handle(context.WithoutCancel(ctx), batch)
+		c.s.cfg.Progress.Finish(unfinished(len(pending), err))
 		if err != nil {
 			return err
 		}
@@ -441,6 +448,18 @@ func (c *kafkaConsumer) run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// errUnfinished: records of the batch wait for a retry.
+var errUnfinished = errors.New("records left for a retry")
+
+// unfinished is what a batch that left n records for a retry (or failed
+// with err) tells the progress tracker.
+func unfinished(n int, err error) error {
+	if err == nil && n > 0 {
+		return errUnfinished
+	}
+	return err
 }
 
 func (c *kafkaConsumer) stopping(pending []*kafkaRecord) {

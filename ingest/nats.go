@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -48,6 +49,8 @@ type NATSConfig struct {
 	FillWait time.Duration
 	// Backoff for redelivery after a transient failure, by delivery count.
 	Backoff []time.Duration
+	// Progress hears of each batch committed (nil: nobody).
+	Progress *progress.Worker
 }
 
 // DefaultNATSConfig returns the defaults documented in the README.
@@ -64,7 +67,9 @@ func DefaultNATSConfig() NATSConfig {
 		MaxAckPending:     4096,
 		AckWait:           30 * time.Second,
 		FillWait:          5 * time.Millisecond,
-		Backoff:           []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute},
+		// Capped at a few seconds: a ledger failure is a state store that
+		// is down or silent, and ingest must resume as soon as it is back.
+		Backoff: []time.Duration{time.Second, 2 * time.Second, 5 * time.Second},
 	}
 }
 
@@ -140,6 +145,9 @@ func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, err
 		MaxAge:     maxAge,
 		Duplicates: 2 * time.Minute,
 	})
+	if err := bus.CheckServer(s.js.Conn()); err != nil {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", s.cfg.Stream, err)
 	}
@@ -192,7 +200,8 @@ func (s *NATSSource) Run(ctx context.Context) error {
 			s.release(b)
 			continue
 		}
-		s.finish(context.WithoutCancel(ctx), b)
+		s.cfg.Progress.Start()
+		s.cfg.Progress.Finish(s.finish(context.WithoutCancel(ctx), b))
 	}
 	if pullErr != nil {
 		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, pullErr)
@@ -239,17 +248,18 @@ func (s *NATSSource) release(b natsBatch) {
 
 // finish commits a prepared batch and acknowledges, dead-letters or naks
 // each of its messages; a message that carried a plaintext secret is then
-// erased from the audit stream.
-func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
+// erased from the audit stream. It returns why the batch did not commit.
+func (s *NATSSource) finish(ctx context.Context, b natsBatch) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckWait)
 	defer cancel()
+	defer bus.KeepInProgress(ctx, b.msgs, s.cfg.AckWait/3)()
 	results, err := s.commitSafely(ctx, b)
 	if err != nil {
 		s.logger.Warn("ingest batch will be redelivered", "messages", len(b.msgs), "err", err)
 	}
 	if err == nil && s.beforeAck != nil {
 		if hookErr := s.beforeAck(); hookErr != nil {
-			return
+			return hookErr
 		}
 	}
 	var toErase []jetstream.Msg // acknowledged, carrying a plaintext secret
@@ -280,6 +290,7 @@ func (s *NATSSource) finish(ctx context.Context, b natsBatch) {
 	for _, m := range toErase {
 		s.erase(ctx, m)
 	}
+	return err
 }
 
 // commitSafely turns a panic in preparing or committing into a retry of

@@ -135,6 +135,10 @@ func TestNATSErasesCommittedPlaintextSecrets(t *testing.T) {
 			t.Errorf("message %d, without a secret, was erased", i)
 		}
 	}
+	// The counter moves just after the delete the loop above saw.
+	waitUntil(t, "five erasures counted", 5*time.Second, func() bool {
+		return counterSum(t, reg, "leaseguard_ingest_secret_messages_erased_total") >= 5
+	})
 	if got := counterSum(t, reg, "leaseguard_ingest_secret_messages_erased_total"); got != 5 {
 		t.Errorf("erased count = %v, want 5", got)
 	}

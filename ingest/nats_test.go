@@ -265,7 +265,7 @@ func TestNATSDeadLetter(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	r.start()
-	bad := [][]byte{[]byte("this is not json"), []byte(`{"type":"response","time":"2026-11-25T19:23:33Z","request":{"path":"x"}}`)}
+	bad := [][]byte{[]byte("this is not json"), []byte(`{"type":"response","time":"2026-11-25T19:23:33Z","request":{"id":5,"path":"x"}}`)}
 	for _, b := range bad {
 		if _, err := r.js.Publish(ctx, "vault.audit.file", b); err != nil {
 			t.Fatal(err)

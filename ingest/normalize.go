@@ -127,7 +127,7 @@ const mountTypeDatabase = "database"
 // Every lease event returned passes Validate.
 func Normalize(e *schemas.AuditEntry, src schemas.SourceRef) (Normalized, error) {
 	if e == nil || e.Request == nil {
-		return Normalized{}, &DecodeError{Reason: "missing request"}
+		return Normalized{}, &DecodeError{Reason: "not a Vault audit entry: missing request"}
 	}
 	var (
 		n   Normalized
@@ -274,7 +274,9 @@ func normalizeResponse(e *schemas.AuditEntry, src schemas.SourceRef) (Normalized
 		return Normalized{Kind: KindError}, nil
 	}
 	rest, ok := strings.CutPrefix(e.Request.Path, "sys/")
-	if !ok {
+	if !ok || !writes(e.Request.Operation) {
+		// Only a write renews or revokes: help on sys/leases/revoke-prefix/…
+		// (vault path-help) revokes nothing.
 		return Normalized{Kind: KindOtherResponse}, nil
 	}
 	// sys/leases/<action> and the legacy sys/<action> are routed alike.
@@ -292,6 +294,10 @@ func normalizeResponse(e *schemas.AuditEntry, src schemas.SourceRef) (Normalized
 	}
 	return Normalized{Kind: KindOtherResponse}, nil
 }
+
+// writes reports whether op is how Vault logs a PUT or POST: update, or
+// create on a path with an existence check.
+func writes(op string) bool { return op == "update" || op == "create" }
 
 func normalizeIssue(e *schemas.AuditEntry, creds *CredsObservation, src schemas.SourceRef) (Normalized, error) {
 	if e.Response == nil || e.Response.Secret == nil {

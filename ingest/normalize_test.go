@@ -376,7 +376,7 @@ func TestNormalizeDeadLetters(t *testing.T) {
 	})
 	t.Run("hand-built entry with no time", func(t *testing.T) {
 		t.Parallel()
-		e := schemas.AuditEntry{Type: "response", Request: &schemas.AuditRequest{ID: "x", Path: "sys/leases/revoke/a/creds/b/c"}}
+		e := schemas.AuditEntry{Type: "response", Request: &schemas.AuditRequest{ID: "x", Operation: "update", Path: "sys/leases/revoke/a/creds/b/c"}}
 		_, err := Normalize(&e, testSource)
 		if de := requireDecodeError(t, err); !strings.Contains(de.Reason, "event_time is missing") {
 			t.Errorf("reason = %q", de.Reason)

@@ -86,6 +86,10 @@ type ProcessorConfig struct {
 	// OnIssued is called after a batch that issued or renewed leases is
 	// committed, so expiry can be read from the database right away.
 	OnIssued func()
+	// CommitTimeout bounds one ledger transaction (0:
+	// DefaultCommitTimeout): a commit that runs out (a silent state store)
+	// fails, and its messages are retried.
+	CommitTimeout time.Duration
 	// DecodeWorkers is how many goroutines decode and normalise one batch
 	// (0: GOMAXPROCS). Decoding is most of ingest's CPU; while it runs the
 	// ledger is idle, so spreading a batch over the cores shortens the
@@ -104,8 +108,15 @@ func (c ProcessorConfig) Validate() error {
 	if c.DecodeWorkers < 0 {
 		return errors.New("processor: decode workers is negative")
 	}
+	if c.CommitTimeout < 0 {
+		return errors.New("processor: commit timeout is negative")
+	}
 	return nil
 }
+
+// DefaultCommitTimeout bounds a ledger transaction when ProcessorConfig
+// gives no CommitTimeout.
+const DefaultCommitTimeout = 10 * time.Second
 
 // Processor decodes, normalises and commits batches of messages.
 type Processor struct {
@@ -126,6 +137,9 @@ func NewProcessor(cfg ProcessorConfig) (*Processor, error) {
 	}
 	if cfg.DecodeWorkers == 0 {
 		cfg.DecodeWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.CommitTimeout == 0 {
+		cfg.CommitTimeout = DefaultCommitTimeout
 	}
 	return &Processor{cfg: cfg, decoder: Decoder{MaxEntryBytes: cfg.MaxEntryBytes}}, nil
 }
@@ -194,7 +208,7 @@ func (p *Processor) Commit(ctx context.Context, b *Prepared) ([]Result, error) {
 	results := b.results
 	if !b.batch.Empty() {
 		start := p.cfg.Clock()
-		if _, err := p.cfg.Ledger.Apply(ctx, b.batch); err != nil {
+		if err := p.apply(ctx, b.batch); err != nil {
 			for i := range results {
 				if results[i].Disposition != DeadLetter {
 					results[i].Disposition = Retry
@@ -228,6 +242,14 @@ func (p *Processor) Commit(ctx context.Context, b *Prepared) ([]Result, error) {
 		}
 	}
 	return results, nil
+}
+
+// apply commits a ledger batch within CommitTimeout.
+func (p *Processor) apply(ctx context.Context, b store.Batch) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CommitTimeout)
+	defer cancel()
+	_, err := p.cfg.Ledger.Apply(ctx, b)
+	return err
 }
 
 // minDecodeChunk is the fewest messages worth a goroutine of their own.

@@ -26,6 +26,7 @@ const (
 	DefaultSubjectPrefix = "leaseguard.db"
 	DefaultStream        = "LEASEGUARD_DB"
 	DefaultReadTimeout   = 10 * time.Second
+	DefaultPassTimeout   = 10 * time.Second
 	DefaultPublishBatch  = 1000
 	DefaultRetention     = 24 * time.Hour
 	DefaultStreamMaxAge  = 7 * 24 * time.Hour
@@ -55,6 +56,11 @@ type Config struct {
 	Holder string
 	// ReadTimeout bounds one read of a target. Default 10s.
 	ReadTimeout time.Duration
+	// PassTimeout bounds the rest of a pass: the duty, the state-store
+	// transaction and the publishing (a pass as a whole gets ReadTimeout +
+	// PassTimeout). A pass that runs out is rolled back and tried again at
+	// the next interval. Default 10s.
+	PassTimeout time.Duration
 	// PublishBatch is the most events published after one pass (the rest
 	// follow after the next). Default 1000.
 	PublishBatch int
@@ -96,6 +102,9 @@ func (c Config) WithDefaults() Config {
 	if c.ReadTimeout == 0 {
 		c.ReadTimeout = DefaultReadTimeout
 	}
+	if c.PassTimeout == 0 {
+		c.PassTimeout = DefaultPassTimeout
+	}
 	if c.PublishBatch == 0 {
 		c.PublishBatch = DefaultPublishBatch
 	}
@@ -110,8 +119,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Interval <= 0:
 		return errors.New("observe interval must be positive")
-	case c.ReadTimeout <= 0 || c.StreamMaxAge <= 0 || c.Retention <= 0:
-		return errors.New("observer: read timeout, stream max age and retention must be positive")
+	case c.ReadTimeout <= 0 || c.PassTimeout <= 0 || c.StreamMaxAge <= 0 || c.Retention <= 0:
+		return errors.New("observer: read and pass timeouts, stream max age and retention must be positive")
 	case c.PublishBatch <= 0:
 		return errors.New("observer: publish batch must be positive")
 	case c.ManagedPattern == nil:

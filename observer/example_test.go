@@ -33,7 +33,7 @@ func Example() {
 		dm       *detectors.Metrics // detectors.NewMetrics(reg), shared with the expiry detector
 		logger   *slog.Logger
 		modes    detectors.Modes // detectors.ParseModes(LEASEGUARD_RULE_MODES)
-		scope    detectors.Scope // detectors.ParseScope(LEASEGUARD_ENFORCE_SCOPE)
+		scope    detectors.Scope // detectors.ParseScope(LEASEGUARD_ENFORCE_SCOPE); empty enforces nowhere
 		managed  = regexp.MustCompile(`^v-`)
 		interval = 5 * time.Second // LEASEGUARD_OBSERVE_INTERVAL
 	)

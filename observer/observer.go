@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
 
@@ -39,6 +40,9 @@ type Deps struct {
 	Clock     func() time.Time
 	Logger    *slog.Logger
 	Metrics   *Metrics
+	// Progress hears of each pass, through one child per target (nil:
+	// nobody).
+	Progress *progress.Worker
 }
 
 // Observer observes the target databases (see the package comment).
@@ -107,8 +111,10 @@ func (o *Observer) Run(ctx context.Context) error {
 func (o *Observer) loop(ctx context.Context, db string) {
 	t := time.NewTicker(o.cfg.Interval)
 	defer t.Stop()
+	w := o.Progress.Child(db)
 	for {
-		o.step(ctx, db)
+		w.Start()
+		w.Finish(o.step(ctx, db))
 		select {
 		case <-ctx.Done():
 			return
@@ -117,8 +123,14 @@ func (o *Observer) loop(ctx context.Context, db string) {
 	}
 }
 
-func (o *Observer) step(ctx context.Context, db string) {
-	rep, err := o.Pass(ctx, db)
+// step makes one pass within ReadTimeout + PassTimeout (a pass that runs
+// out, on a silent state store or target, is logged and tried again) and
+// returns its error if it failed (standing by while another process
+// observes is not a failure).
+func (o *Observer) step(ctx context.Context, db string) error {
+	pctx, cancel := context.WithTimeout(ctx, o.cfg.ReadTimeout+o.cfg.PassTimeout)
+	rep, err := o.Pass(pctx, db)
+	cancel()
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, ErrNotHolder):
@@ -127,6 +139,7 @@ func (o *Observer) step(ctx context.Context, db string) {
 		o.Logger.Warn("observer duty lost; observing stops until it can be taken again", "database", db, "err", err)
 	case err != nil:
 		o.Logger.Warn("observer pass failed; will retry", "database", db, "err", err)
+		return err
 	default:
 		if n := len(rep.Rules.Findings); n > 0 || rep.RoleEvents+rep.SessionEvents > 0 {
 			o.Logger.Info("observer pass", "database", db, "baseline", rep.Baseline, "role_events", rep.RoleEvents,
@@ -134,6 +147,7 @@ func (o *Observer) step(ctx context.Context, db string) {
 				"published", rep.Published)
 		}
 	}
+	return nil
 }
 
 // PassReport is what one pass saw and did.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -14,11 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
-	"github.com/leaseguard/leaseguard/internal/natstest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
 	"github.com/leaseguard/leaseguard/observer"
@@ -32,8 +29,8 @@ import (
 // server as target "main", and Vault-style users whose names only this test
 // uses. PostgreSQL roles and sessions are cluster-wide and other packages'
 // tests run alongside: every rule here is limited to this test's users
-// (the managed pattern), and ghosts unknown to the observer are left alone
-// (GhostKnownOnly).
+// (the managed pattern), and ghosts unknown to the observer are never
+// ended.
 type env struct {
 	admin   *pgxpool.Pool
 	st      *store.Store
@@ -148,7 +145,8 @@ func (e *env) rules(t *testing.T, sink detectors.CommandSink) *detectors.DBRules
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := detectors.NewDBRules(detectors.DBRulesConfig{ManagedPattern: e.pattern, GhostKnownOnly: true},
+	// Everywhere: the managed pattern keeps the rules on this test's users.
+	r, err := detectors.NewDBRules(detectors.DBRulesConfig{Scope: detectors.Everywhere(), ManagedPattern: e.pattern},
 		detectors.DBRulesDeps{Issuer: issuer, Sink: sink, Evidence: e.builder})
 	if err != nil {
 		t.Fatal(err)
@@ -208,147 +206,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(start)
-}
-
-// events reads every message of the observer's stream.
-func events(t *testing.T, js jetstream.JetStream, want int) []jetstream.Msg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, observer.DefaultStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for len(out) < want {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatalf("after %d of %d events: %v", len(out), want, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// TestGhostSessionFoundAndTerminated drops a role under its live session,
-// as Vault's own revocation does, and checks the ghost is found, named and
-// terminated through the revoker (a signed terminate_session command), with
-// evidence, and that the changes reach JetStream.
-func TestGhostSessionFoundAndTerminated(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	if err := observer.EnsureStream(ctx, js, observer.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := observer.NewJetStreamPublisher(js, observer.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cred, conn := e.issue(t, ctx)
-	pid := conn.PgConn().PID()
-	o := e.observer(t, e.st, time.Second, e.rules(t, e.executorSink(t)), pub)
-
-	rep, err := o.Pass(ctx, "main")
-	if err != nil || !rep.Baseline || rep.Roles != 1 || rep.Sessions != 1 || rep.RoleEvents != 1 || rep.SessionEvents != 1 || rep.Published != 2 {
-		t.Fatalf("baseline pass: %+v, %v", rep, err)
-	}
-
-	// Vault revokes: DROP ROLE, the session lives on with no user.
-	if _, err := e.sim.Revoke(ctx, cred); err != nil {
-		t.Fatal(err)
-	}
-	var usename *string
-	if err := e.admin.QueryRow(ctx, `SELECT usename FROM pg_stat_activity WHERE pid = $1`, int32(pid)).Scan(&usename); err != nil || usename != nil {
-		t.Fatalf("after DROP ROLE: usename %v, %v; want a live session with no user", usename, err)
-	}
-
-	rep, err = o.Pass(ctx, "main")
-	if err != nil || rep.Rules.Commands != 1 || len(rep.Rules.Findings) != 1 {
-		t.Fatalf("ghost pass: %+v, %v", rep, err)
-	}
-	waitFor(t, 5*time.Second, "the ghost session ends", func() bool { return !e.sessionAlive(t, pid) })
-	if err := conn.Ping(ctx); err == nil {
-		t.Error("the ghost's connection still answers")
-	}
-
-	fs := e.findings(t, detectors.RuleGhostSession)
-	if len(fs) != 1 {
-		t.Fatalf("ghost findings = %+v", fs)
-	}
-	g := fs[0]
-	if g.DBUser != cred.Username || g.LeaseID != cred.LeaseID || g.Facts["termination"] != "requested" || g.Facts["former_user"] != cred.Username ||
-		g.Facts["application_name"] != "reporting-job" || g.Severity != schemas.SeverityCritical || g.Mode != schemas.ModeEnforce {
-		t.Errorf("ghost finding = %+v", g)
-	}
-	// The evidence names the former user, and the chain holds.
-	evs, err := evidence.ReadOutbox(ctx, e.st.Pool(), 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ev *evidence.Event
-	for i := range evs {
-		if evs[i].Subject == "main/"+cred.Username && evs[i].Type == evidence.TypeFinding {
-			ev = &evs[i]
-		}
-	}
-	if ev == nil {
-		t.Fatalf("no finding evidence for main/%s", cred.Username)
-	}
-	var data struct {
-		Unmapped struct {
-			Rule   string         `json:"rule"`
-			DBUser string         `json:"db_user"`
-			Facts  map[string]any `json:"facts"`
-		} `json:"unmapped"`
-	}
-	if err := json.Unmarshal(ev.Data, &data); err != nil || data.Unmapped.Rule != detectors.RuleGhostSession ||
-		data.Unmapped.DBUser != cred.Username || data.Unmapped.Facts["termination"] != "requested" {
-		t.Errorf("evidence data = %+v, %v", data.Unmapped, err)
-	}
-	// The revoker's evidence: the session terminated, by that command.
-	revs, err := store.RevocationsByUser(ctx, e.st.Pool(), "main", cred.Username)
-	if err != nil || len(revs) != 1 || revs[0].Outcome != schemas.OutcomeTerminated || revs[0].CommandID != g.CommandID ||
-		revs[0].Result.SessionsTerminated != 1 || revs[0].Result.SessionsLeftAfter != 0 {
-		t.Errorf("revocations = %+v, %v", revs, err)
-	}
-	if vr, err := evidence.VerifyOutbox(ctx, e.st.Pool()); err != nil || !vr.OK() {
-		t.Errorf("outbox verify = %+v, %v", vr, err)
-	}
-
-	// The next pass sees the session gone; the ghost is one finding.
-	rep, err = o.Pass(ctx, "main")
-	if err != nil || len(rep.Rules.Findings) != 0 || rep.SessionEvents != 1 {
-		t.Fatalf("pass after termination: %+v, %v", rep, err)
-	}
-
-	// On JetStream, in order: the baseline role and session, the role
-	// disappearing and the session turning ghost, the session ending.
-	msgs := events(t, js, 5)
-	type seen struct{ subject, kind string }
-	var got []seen
-	for _, m := range msgs {
-		var doc struct {
-			Type string `json:"type"`
-			Kind string `json:"kind"`
-		}
-		if err := json.Unmarshal(m.Data(), &doc); err != nil {
-			t.Fatal(err)
-		}
-		name := map[string]string{schemas.RoleEventType: "role-event", schemas.SessionEventType: "session-event"}[doc.Type]
-		if err := schemas.ValidateJSON(name, m.Data()); err != nil {
-			t.Errorf("%s: %v", m.Subject(), err)
-		}
-		got = append(got, seen{m.Subject(), doc.Kind})
-	}
-	want := []seen{{"leaseguard.db.main.role", "appeared"}, {"leaseguard.db.main.session", "started"},
-		{"leaseguard.db.main.role", "disappeared"}, {"leaseguard.db.main.session", "ghost"}, {"leaseguard.db.main.session", "ended"}}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("events = %v, want %v", got, want)
-	}
 }
 
 // TestReuseAfterRevokeEndsSessionAndDropsRole: a live session of a user

@@ -80,7 +80,7 @@ func (a *approvalRig) pend(t *testing.T, role string) (string, string) {
 		t.Fatal(err)
 	}
 	d, err := detectors.NewExpiry(detectors.ExpiryConfig{Grace: 30 * time.Second, Interval: time.Second, Batch: 10,
-		Modes: modes, ApprovalTTL: a.ttl},
+		Modes: modes, Scope: detectors.Everywhere(), ApprovalTTL: a.ttl},
 		detectors.ExpiryDeps{Pool: a.st.Pool(), Reader: target.Pools{"main": a.admin}, Issuer: a.issuer, Sink: refuseSink{t},
 			Evidence: evidence.Builder{Source: "urn:leaseguard:test"}, Clock: func() time.Time { return a.ahead }})
 	if err != nil {

@@ -1,5 +1,14 @@
 // Package ops serves what operators and orchestrators poll: Prometheus
-// metrics on /metrics, liveness on /healthz and readiness on /readyz.
+// metrics on /metrics, liveness on /livez (and /healthz, its older name)
+// and readiness on /readyz.
+//
+// Readiness is the dependency checks plus the workers' progress: a worker
+// that has had work without progress for StallTimeout makes /readyz fail,
+// naming it. Liveness is the workers alone: one that has held a unit of
+// work for WedgeTimeout without progress or a retry is blocked in a call,
+// and /livez fails so that an orchestrator restarts the process. A
+// dependency that is down makes workers stall, never wedge: restarting
+// would not bring it back (see package progress).
 package ops
 
 import (
@@ -10,11 +19,14 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 // Check reports whether one dependency is usable; nil means ready.
@@ -25,6 +37,13 @@ type Config struct {
 	Addr     string
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Workers report their progress here; nil: no worker is judged.
+	Workers *progress.Tracker
+	// StallTimeout: a worker with work and no progress for this long makes
+	// /readyz fail. WedgeTimeout (at least StallTimeout): a worker holding
+	// one unit this long without progress or retry makes /livez fail.
+	StallTimeout time.Duration
+	WedgeTimeout time.Duration
 }
 
 // Validate checks the configuration.
@@ -37,6 +56,12 @@ func (c Config) Validate() error {
 	}
 	if c.Gatherer == nil {
 		return errors.New("metrics gatherer is nil")
+	}
+	if c.Workers != nil && c.StallTimeout <= 0 {
+		return errors.New("stall timeout must be positive")
+	}
+	if c.Workers != nil && c.WedgeTimeout < c.StallTimeout {
+		return fmt.Errorf("wedge timeout %s is shorter than the stall timeout %s", c.WedgeTimeout, c.StallTimeout)
 	}
 	return nil
 }
@@ -62,10 +87,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, checks: map[string]Check{}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError)}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /livez", s.live)
+	mux.HandleFunc("GET /healthz", s.live)
 	mux.HandleFunc("GET /readyz", s.ready)
 	s.srv = &http.Server{
 		Handler:           mux,
@@ -88,30 +111,95 @@ func (s *Server) AddCheck(name string, c Check) {
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
+	ok, body := s.runChecks(ctx)
+	workersOK, workers := s.stalled()
+	respond(w, ok && workersOK, body+workers)
+}
+
+// live answers /livez (and /healthz): the process serves, and no worker
+// is wedged.
+func (s *Server) live(w http.ResponseWriter, _ *http.Request) {
+	ok, body := s.wedged()
+	if len(body) == 0 {
+		body = "ok\n"
+	}
+	respond(w, ok, body)
+}
+
+func respond(w http.ResponseWriter, ok bool, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_, _ = w.Write([]byte(body))
+}
+
+// runChecks runs the dependency checks, one line each, sorted by name.
+func (s *Server) runChecks(ctx context.Context) (bool, string) {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.checks))
-	for n := range s.checks {
-		names = append(names, n)
-	}
 	checks := make(map[string]Check, len(s.checks))
 	for n, c := range s.checks {
+		names = append(names, n)
 		checks[n] = c
 	}
 	s.mu.Unlock()
 	sort.Strings(names)
-	status := http.StatusOK
-	body := ""
+	ok := true
+	var b strings.Builder
 	for _, n := range names {
 		if err := checks[n](ctx); err != nil {
-			status = http.StatusServiceUnavailable
-			body += n + ": " + err.Error() + "\n"
+			ok = false
+			fmt.Fprintf(&b, "%s: %v\n", n, err)
 			continue
 		}
-		body += n + ": ok\n"
+		fmt.Fprintf(&b, "%s: ok\n", n)
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
+	return ok, b.String()
+}
+
+// stalled says, one line per worker, which have had work without progress
+// for the stall timeout.
+func (s *Server) stalled() (bool, string) {
+	ok := true
+	var b strings.Builder
+	for _, st := range s.cfg.Workers.Status() {
+		switch {
+		case !st.Busy:
+			fmt.Fprintf(&b, "worker %s: ok, idle\n", st.Worker)
+		case st.Stalled < s.cfg.StallTimeout:
+			fmt.Fprintf(&b, "worker %s: ok, busy, no progress for %s\n", st.Worker, round(st.Stalled))
+		default:
+			ok = false
+			fmt.Fprintf(&b, "worker %s: stalled: work pending since %s, no progress for %s\n", st.Worker,
+				st.BusySince.UTC().Format(time.RFC3339), round(st.Stalled))
+		}
+	}
+	return ok, b.String()
+}
+
+// wedged says, one line per worker, which have held a unit of work for
+// the wedge timeout without progress or retry.
+func (s *Server) wedged() (bool, string) {
+	ok := true
+	var b strings.Builder
+	for _, st := range s.cfg.Workers.Status() {
+		if st.Held < s.cfg.WedgeTimeout {
+			fmt.Fprintf(&b, "worker %s: ok\n", st.Worker)
+			continue
+		}
+		ok = false
+		fmt.Fprintf(&b, "worker %s: wedged: one unit in hand for %s without progress\n", st.Worker, round(st.Held))
+	}
+	return ok, b.String()
+}
+
+func round(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // Start listens on the configured address and serves in the background.

@@ -167,3 +167,39 @@ func TestAdmitApproval(t *testing.T) {
 		t.Fatalf("the approved command: %+v", x.Result)
 	}
 }
+
+// TestRefusedKeyOfARegisteredProcess: a command signed with the key of a
+// live process this revoker does not accept (two processes configured
+// apart) is refused, and its critical finding names that process and the
+// setting to fix.
+func TestRefusedKeyOfARegisteredProcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newAdmitRig(t, nil)
+	admin := r.targets["main"]
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	other := revoker.NewSigner(otherPriv)
+	if _, err := r.st.Pool().Exec(ctx, `INSERT INTO nodes (node_id, instance, host, issues_commands, runs_revoker,
+			signing_key_id, signing_public_key, accepted_key_ids, started_at, last_seen_at)
+		VALUES ('n2', 'site-b', 'host-b', true, false, $1, 'PUB', '{}', now(), now())`, other.KeyID()); err != nil {
+		t.Fatal(err)
+	}
+	user := "v-token-otherkey-" + pgtest.Suffix()
+	if _, err := admin.Exec(ctx, `CREATE ROLE "`+user+`" LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, admin, user)
+	cmd := cmdtest.Drop(t, admin, "main", user)
+	if err := other.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	x := r.exec.Execute(ctx, []schemas.RevocationCommand{cmd}, nil)[0]
+	if x.Result.Guard != revoker.GuardSignature || !exists(t, admin, user) {
+		t.Fatalf("executed %+v", x.Result)
+	}
+	var who, severity string
+	if err := r.st.Pool().QueryRow(ctx, `SELECT finding->'facts'->>'key_of_registered_process', severity FROM findings
+		WHERE rule = 'command-refused' AND db_user = $1`, user).Scan(&who, &severity); err != nil || who != "site-b on host-b" || severity != "critical" {
+		t.Errorf("finding: %q %q %v", who, severity, err)
+	}
+}

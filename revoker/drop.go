@@ -58,13 +58,17 @@ const (
 	// in pg_roles, and how many sessions are there of the role by its
 	// former oid or of a role now carrying the name. A session of a dropped
 	// role lives on with usename NULL in pg_stat_activity (seen on
-	// PostgreSQL 15), so usesysid is what finds it.
+	// PostgreSQL 15), so usesysid is what finds it. The former oid counts
+	// unless a role of another name has it (the role was renamed): those
+	// sessions are that role's.
 	afterSQL = `WITH s AS (SELECT usesysid, count(*) AS n FROM pg_stat_get_activity(NULL) ` +
 		`WHERE usesysid IS NOT NULL GROUP BY usesysid), ` +
-		`t AS (SELECT t.name, t.oid, r.oid AS now_oid FROM unnest($1::text[], $2::oid[]) AS t(name, oid) ` +
+		`t AS (SELECT t.name, t.oid, r.oid AS now_oid, ` +
+		`EXISTS (SELECT 1 FROM pg_roles AS o WHERE o.oid = t.oid AND o.rolname <> t.name) AS renamed ` +
+		`FROM unnest($1::text[], $2::oid[]) AS t(name, oid) ` +
 		`LEFT JOIN pg_roles AS r ON r.rolname = t.name) ` +
 		`SELECT t.name, t.now_oid IS NULL, ` +
-		`COALESCE((SELECT sum(s.n) FROM s WHERE s.usesysid = t.oid OR s.usesysid = t.now_oid), 0)::int ` +
+		`COALESCE((SELECT sum(s.n) FROM s WHERE (s.usesysid = t.oid AND NOT t.renamed) OR s.usesysid = t.now_oid), 0)::int ` +
 		`FROM t`
 )
 
@@ -80,6 +84,12 @@ const (
 	// by name, which a new role could carry by then.
 	terminateByOIDSQL = `SELECT usesysid, count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
 		`FROM pg_stat_activity WHERE usesysid = ANY($1) GROUP BY usesysid`
+	// terminateGhostsByOIDSQL ends the sessions left of a role found
+	// absent, by the oid its command was signed for, and only while no role
+	// has that oid: a role that took the oid since is never touched.
+	terminateGhostsByOIDSQL = `SELECT usesysid, count(*) FILTER (WHERE pg_terminate_backend(pid)) ` +
+		`FROM pg_stat_activity WHERE usesysid = ANY($1) ` +
+		`AND NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.oid = usesysid) GROUP BY usesysid`
 	// dropLockSQL serialises steps 5 and 6 of all revocations in a
 	// database: two concurrent DROP OWNED of roles granted on the same
 	// table both rewrite its ACL, and one fails with "tuple concurrently
@@ -104,6 +114,9 @@ type DropperConfig struct {
 	LockTimeout      time.Duration
 	// Clock stamps StartedAt and FinishedAt. Default time.Now.
 	Clock func() time.Time
+	// Faults, if set, is called at each step of a drop (see FaultFunc).
+	// Tests only: it stops or holds a drop at a step.
+	Faults FaultFunc
 }
 
 // Validate reports a configuration the Dropper cannot work with.
@@ -134,6 +147,7 @@ type Dropper struct {
 	now              func() time.Time
 	settle           time.Duration
 	beginSQL         string
+	faults           FaultFunc
 }
 
 // NewDropper validates cfg and returns a Dropper.
@@ -148,6 +162,7 @@ func NewDropper(cfg DropperConfig) (*Dropper, error) {
 		lockTimeout:      cfg.LockTimeout,
 		now:              cfg.Clock,
 		settle:           defaultSettle,
+		faults:           cfg.Faults,
 	}
 	if d.statementTimeout == 0 {
 		d.statementTimeout = defaultStatementTimeout
@@ -289,15 +304,17 @@ func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, er
 	it.res.Outcome = schemas.OutcomeFailed
 	it.res.Reason = err.Error()
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	var he *hookError
+	if errors.As(err, &pgErr) && !errors.As(err, &he) {
 		it.res.SQLState = pgErr.Code
 	}
 	var re *runError
 	if errors.As(err, &re) && re.keptNologin {
 		it.res.Reason += "; the role was left NOLOGIN and its sessions terminated"
 	}
-	if it.state != stateTarget {
-		return
+	var fe *faultError
+	if it.state != stateTarget || errors.As(err, &fe) {
+		return // a drop stopped by a fault does nothing more, as after a crash
 	}
 	if it.res.SQLState == sqlStateUndefinedObject {
 		// Dropped by someone else after it passed the guards: its
@@ -370,11 +387,13 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 	case len(run) > 1:
 		err := d.run(ctx, pool, run, hook)
 		var re *runError
+		var fe *faultError
 		switch {
 		case err == nil:
-		case ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin"):
+		case ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin") || errors.As(err, &fe):
 			// No connection, or no time left: running each alone would
-			// only repeat the failure once per role.
+			// only repeat the failure once per role. A fault stops the
+			// batch where it is.
 			for _, it := range run {
 				d.failItem(ctx, pool, it, err)
 			}
@@ -448,6 +467,15 @@ type runError struct {
 func (e *runError) Error() string { return e.step + ": " + e.err.Error() }
 func (e *runError) Unwrap() error { return e.err }
 
+// hookError is the before-commit hook's failure: the state store's, not
+// the target's. Its SQLSTATE says nothing of the target, so it is not the
+// result's: the attempt is retried (the drop was rolled back), whatever
+// the state store answered.
+type hookError struct{ err error }
+
+func (e *hookError) Error() string { return e.err.Error() }
+func (e *hookError) Unwrap() error { return e.err }
+
 // run is the drop transaction for items (all past precheck, distinct
 // names). It sets each item's result except when it returns an error, in
 // which case the caller decides (fail, or run each item alone).
@@ -504,6 +532,10 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, ho
 		return nil
 	}
 
+	if err := d.fault(ctx, StepBeforeNologin, targets); err != nil {
+		return err
+	}
+
 	// 3) NOLOGIN. ALTER ROLE takes one role; the statements go in one
 	// round trip.
 	alters := make([]string, len(targets))
@@ -514,6 +546,9 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, ho
 	}
 	if _, err := tx.Exec(ctx, strings.Join(alters, "; ")); err != nil {
 		return &runError{step: "alter role nologin", err: err}
+	}
+	if err := d.fault(ctx, StepAfterNologin, targets); err != nil {
+		return err
 	}
 	// Our update now holds the pg_authid rows: nobody can change or drop
 	// these roles until we end. Re-read them, so that a role replaced or
@@ -657,14 +692,20 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, ho
 			ids = append(ids, it.res.CommandID)
 		}
 		if err := hook(ctx, xid, ids); err != nil {
-			return &runError{step: "record target transaction", err: err}
+			return &runError{step: "before commit", err: &hookError{err: err}}
 		}
+	}
+	if err := d.fault(ctx, StepBeforeCommit, targets); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		finished = true
 		return &runError{step: "commit", err: err}
 	}
 	finished = true
+	if err := d.fault(ctx, StepAfterCommit, targets); err != nil {
+		return err
+	}
 	for _, it := range targets {
 		it.dropped = true
 		it.mayTerminate = true
@@ -673,20 +714,27 @@ func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, ho
 	// 7) The checks the outcome rests on.
 	d.afterCheck(ctx, pool, append(targets, absent...))
 	for _, it := range targets {
-		switch {
-		case it.res.Reason != "":
-			it.res.Outcome = schemas.OutcomeFailed // the after-check failed
-		case !it.res.RoleAbsentAfter:
-			it.res.Outcome = schemas.OutcomeFailed
-			it.res.Reason = "role still in pg_roles after the drop committed"
-		case it.res.SessionsLeftAfter > 0:
-			it.res.Outcome = schemas.OutcomeFailed
-			it.res.Reason = fmt.Sprintf("%d session(s) of the role left after the drop", it.res.SessionsLeftAfter)
-		default:
-			it.res.Outcome = schemas.OutcomeDropped
-		}
+		judgeDropped(&it.res)
 	}
 	return nil
+}
+
+// judgeDropped sets the outcome of a drop that committed from the check
+// after it: dropped only if the check was made, the role is absent and no
+// session of it is left.
+func judgeDropped(res *schemas.RevocationResult) {
+	switch {
+	case res.Reason != "":
+		res.Outcome = schemas.OutcomeFailed // the after-check failed
+	case !res.RoleAbsentAfter:
+		res.Outcome = schemas.OutcomeFailed
+		res.Reason = "role still in pg_roles after the drop committed"
+	case res.SessionsLeftAfter > 0:
+		res.Outcome = schemas.OutcomeFailed
+		res.Reason = fmt.Sprintf("%d session(s) of the role left after the drop", res.SessionsLeftAfter)
+	default:
+		res.Outcome = schemas.OutcomeDropped
+	}
 }
 
 // judge applies the guards that need the database to items and sorts
@@ -701,6 +749,12 @@ func (d *Dropper) judge(items []*item, sess sessionFacts, facts map[string]roleF
 		if !ok {
 			it.state = stateAbsent
 			it.res.Outcome = schemas.OutcomeAlreadyAbsent
+			// Sessions can outlive the role (an attempt that died between
+			// its COMMIT and its check after it, Vault's own revocation):
+			// the check after looks for those of the role the command was
+			// signed for, by its oid, and ends them.
+			it.role = roleFacts{Name: it.name, OID: it.want.oid}
+			it.mayTerminate = true
 			absent = append(absent, it)
 			continue
 		}

@@ -77,22 +77,42 @@ func (d *Dropper) afterCheck(ctx context.Context, pool *pgxpool.Pool, items []*i
 
 // terminateByOID terminates the sessions of the items that may be
 // terminated, matched by the role's oid only.
+// Those of a role found absent are ended only while no role has its oid.
 func (d *Dropper) terminateByOID(ctx context.Context, pool *pgxpool.Pool, items []*item) error {
-	var oids []uint32
-	byOID := make(map[uint32]*item)
+	var ours, ghosts []*item
 	for _, it := range items {
-		if it.mayTerminate && it.role.OID != 0 {
-			oids = append(oids, it.role.OID)
-			byOID[it.role.OID] = it
+		switch {
+		case !it.mayTerminate || it.role.OID == 0:
+		case it.state == stateAbsent:
+			ghosts = append(ghosts, it)
+		default:
+			ours = append(ours, it)
 		}
 	}
-	if len(oids) == 0 {
+	if err := terminateOIDs(ctx, pool, terminateByOIDSQL, ours); err != nil {
+		return err
+	}
+	return terminateOIDs(ctx, pool, terminateGhostsByOIDSQL, ghosts)
+}
+
+// terminateOIDs runs sql, a terminate by oid, for items' roles and counts
+// what it terminated in their results.
+func terminateOIDs(ctx context.Context, pool *pgxpool.Pool, sql string, items []*item) error {
+	if len(items) == 0 {
 		return nil
 	}
-	for _, it := range byOID {
-		it.res.Statements = append(it.res.Statements, terminateByOIDSQL)
+	oids := make([]uint32, 0, len(items))
+	byOID := make(map[uint32]*item, len(items))
+	for _, it := range items {
+		if _, dup := byOID[it.role.OID]; !dup {
+			oids = append(oids, it.role.OID)
+		}
+		byOID[it.role.OID] = it
 	}
-	counts, err := queryCounts[uint32](ctx, pool, terminateByOIDSQL, oids)
+	for _, it := range byOID {
+		it.res.Statements = append(it.res.Statements, sql)
+	}
+	counts, err := queryCounts[uint32](ctx, pool, sql, oids)
 	if err != nil {
 		return err
 	}

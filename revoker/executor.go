@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -36,7 +37,20 @@ type ExecutorDeps struct {
 	Logger           *slog.Logger
 	Metrics          *Metrics
 	Clock            func() time.Time
+	// Progress hears of each chunk carried out, and of each batch of the
+	// consumer (Service); nil: nobody.
+	Progress *progress.Worker
+	// StateTimeout bounds each state-store step (claim, approval check,
+	// target transaction id, outcome records; default
+	// DefaultStateTimeout): a silent store fails the step, and the
+	// commands are handed back for a retry, instead of holding the batch
+	// for the whole work timeout.
+	StateTimeout time.Duration
 }
+
+// DefaultStateTimeout bounds a state-store step of the Executor when its
+// deps give no StateTimeout.
+const DefaultStateTimeout = 10 * time.Second
 
 // Executor carries out revocation commands: it authenticates each one
 // (signature, lifetime, target, approval) before recording anything under
@@ -64,7 +78,15 @@ func NewExecutor(d ExecutorDeps) (*Executor, error) {
 	if d.Clock == nil {
 		d.Clock = time.Now
 	}
+	if d.StateTimeout <= 0 {
+		d.StateTimeout = DefaultStateTimeout
+	}
 	return &Executor{ExecutorDeps: d}, nil
+}
+
+// stateCtx bounds one state-store step.
+func (x *Executor) stateCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, x.StateTimeout)
 }
 
 // Executed is what became of one command.
@@ -117,6 +139,7 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 			return out
 		}
 		x.runChunk(cmds, chunk, claims, final, out)
+		x.Progress.Advance() // a throttled batch is slow, not stuck
 		todo = rest
 	}
 	return out
@@ -197,7 +220,9 @@ func (x *Executor) checkApproval(ctx context.Context, cmd schemas.RevocationComm
 	if !needs {
 		return nil
 	}
-	p, err := store.GetPending(ctx, x.State, cmd.ID)
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	p, err := store.GetPending(sctx, x.State, cmd.ID)
 	switch {
 	case errors.Is(err, store.ErrPendingNotFound):
 		return refuse(GuardApproval, "rule %s needs an owner's approval and none is recorded for command %s", cmd.Rule, cmd.ID)
@@ -219,7 +244,9 @@ func (x *Executor) claim(ctx context.Context, cmds []schemas.RevocationCommand, 
 	for k, i := range admitted {
 		batch[k] = cmds[i]
 	}
-	got, err := store.ClaimRevocations(ctx, x.State, batch)
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	got, err := store.ClaimRevocations(sctx, x.State, batch)
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +336,9 @@ func dbOrder(cmds []schemas.RevocationCommand, byDB map[string][]int) []string {
 func (x *Executor) duplicate(ctx context.Context, cmd schemas.RevocationCommand, claim store.Claim) Executed {
 	x.Metrics.duplicates.Inc()
 	e := Executed{Command: cmd, Recorded: true, Duplicate: true}
-	if rev, err := store.GetRevocation(ctx, x.State, cmd.ID); err == nil && rev.Result != nil {
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	if rev, err := store.GetRevocation(sctx, x.State, cmd.ID); err == nil && rev.Result != nil {
 		e.Result = *rev.Result
 	} else {
 		e.Result = schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser, Outcome: claim.Outcome}
@@ -343,7 +372,21 @@ func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schem
 		}
 	}
 	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	if err := x.Dropper.faultIDs(ctx, StepBeforeRecord, pickIDs(cmds, idx)); err != nil {
+		for _, i := range idx {
+			out[i] = Executed{Command: cmds[i], Result: results[i], Retry: true, Err: err}
+		}
+		return
+	}
 	x.record(ctx, db, idx, cmds, results, final, out)
+}
+
+func pickIDs(cmds []schemas.RevocationCommand, idx []int) []string {
+	out := make([]string, len(idx))
+	for k, i := range idx {
+		out[k] = cmds[i].ID
+	}
+	return out
 }
 
 func pick(cmds []schemas.RevocationCommand, idx []int) []schemas.RevocationCommand {
@@ -360,7 +403,9 @@ func pick(cmds []schemas.RevocationCommand, idx []int) []schemas.RevocationComma
 func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batch []schemas.RevocationCommand,
 	claims []store.Claim, idx []int) []schemas.RevocationResult {
 	results := x.Dropper.DropBatch(ctx, pool, db, batch, func(ctx context.Context, xid int64, ids []string) error {
-		return store.SetTargetXID(ctx, x.State, ids, xid)
+		sctx, cancel := x.stateCtx(ctx)
+		defer cancel()
+		return store.SetTargetXID(sctx, x.State, ids, xid)
 	})
 	// A role found absent may have been dropped by another attempt of the
 	// same command (a redelivery, another revoker) that has not recorded
@@ -372,7 +417,9 @@ func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batc
 			absentIDs = append(absentIDs, res.CommandID)
 		}
 	}
-	xids, err := store.TargetXIDs(ctx, x.State, absentIDs)
+	sctx, cancel := x.stateCtx(ctx)
+	xids, err := store.TargetXIDs(sctx, x.State, absentIDs)
+	cancel()
 	if err != nil {
 		x.Logger.Warn("cannot read target transactions; using the claims'", "err", err)
 		xids = nil
@@ -386,14 +433,27 @@ func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batc
 		if res.Outcome != schemas.OutcomeAlreadyAbsent || xid == 0 {
 			continue
 		}
-		if status, err := txidStatus(ctx, pool, xid); err == nil && status == "committed" {
+		if status, err := x.targetXIDStatus(ctx, pool, xid); err == nil && status == "committed" {
 			// An earlier attempt dropped the role and ended before it
-			// recorded the outcome: the drop is that attempt's, and ours.
-			res.Outcome = schemas.OutcomeDropped
+			// recorded the outcome: the drop is that attempt's, and ours,
+			// on the same terms (no session of the role left).
 			res.Reason = fmt.Sprintf("dropped by an earlier attempt (target transaction %d committed) that ended before recording", xid)
+			res.Outcome = schemas.OutcomeDropped
+			if res.SessionsLeftAfter > 0 {
+				res.Outcome = schemas.OutcomeFailed
+				res.Reason += fmt.Sprintf("; %d session(s) of the role left", res.SessionsLeftAfter)
+			}
 		}
 	}
 	return results
+}
+
+// targetXIDStatus asks the target about a drop transaction, within
+// StateTimeout.
+func (x *Executor) targetXIDStatus(ctx context.Context, pool *pgxpool.Pool, xid int64) (string, error) {
+	ctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	return txidStatus(ctx, pool, xid)
 }
 
 // record hands transient failures back for a retry (unless it is the last
@@ -426,11 +486,16 @@ func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand,
 	if len(cmds) == 0 {
 		return out
 	}
-	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error {
-		evs, fresh, err := x.finish(ctx, tx, cmds, results)
+	var fresh []bool
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(sctx, x.State, func(tx pgx.Tx) error {
+		ctx := sctx
+		evs, f, err := x.finish(ctx, tx, cmds, results)
 		if err != nil {
 			return err
 		}
+		fresh = f
 		fs, fevs, err := x.trustFindings(cmds, results, fresh)
 		if err != nil {
 			return err
@@ -450,6 +515,13 @@ func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand,
 	switch {
 	case err == nil:
 		for i := range cmds {
+			if !fresh[i] {
+				// Another attempt of the command (a redelivery racing this
+				// one, another revoker) recorded its outcome first: that
+				// one is the command's, with its evidence.
+				out[i] = x.duplicate(ctx, cmds[i], store.Claim{Outcome: results[i].Outcome})
+				continue
+			}
 			out[i] = x.recorded(cmds[i], results[i])
 		}
 	case len(cmds) > 1:

@@ -2,6 +2,7 @@ package revoker
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -65,6 +66,9 @@ func NewIssuer(signer *Signer, targets TargetFacts, ttl time.Duration, clock fun
 
 // KeyID is the id of the key the Issuer signs with.
 func (i *Issuer) KeyID() string { return i.signer.KeyID() }
+
+// PublicKey is the key that verifies the Issuer's commands.
+func (i *Issuer) PublicKey() ed25519.PublicKey { return i.signer.PublicKey() }
 
 // SignProposal signs a proposal held for approval (Signer.SignProposal).
 func (i *Issuer) SignProposal(p schemas.RevocationCommand) (string, error) {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/nodes"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -37,7 +38,9 @@ func (x *Executor) refuseUnrecorded(ctx context.Context, cmd schemas.RevocationC
 	now := x.Clock()
 	res := schemas.RevocationResult{CommandID: cmd.ID, CommandHash: CommandHash(body), Database: cmd.Database,
 		DBUser: cmd.DBUser, Outcome: schemas.OutcomeRefused, Guard: r.Guard, Reason: r.Reason, StartedAt: now, FinishedAt: now}
-	err := pgx.BeginFunc(ctx, x.State, func(tx pgx.Tx) error { return x.recordRefused(ctx, tx, cmd, res) })
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(sctx, x.State, func(tx pgx.Tx) error { return x.recordRefused(sctx, tx, cmd, res) })
 	if err != nil {
 		x.Logger.Warn("cannot record refused command; will retry", "command_hash", res.CommandHash, "err", err)
 		return Executed{Command: cmd, Result: res, Retry: true, Err: err}
@@ -62,6 +65,14 @@ func (x *Executor) recordRefused(ctx context.Context, tx pgx.Tx, cmd schemas.Rev
 		return nil // a redelivery: recorded before
 	}
 	f := refusedFinding(cmd, res)
+	if res.Guard == GuardSignature && cmd.KeyID != "" {
+		// A key a live process signs with, which this revoker does not
+		// accept yet: the configurations disagree (see docs/operations.md).
+		if who, ok := nodes.Owner(ctx, tx, cmd.KeyID, nodes.DefaultLiveFor); ok {
+			f.Facts["key_of_registered_process"] = who
+			f.Summary += "; the key is the signing key of " + who + ", which this revoker does not accept: add its public key to LEASEGUARD_COMMAND_VERIFY_KEYS"
+		}
+	}
 	fev, err := x.Evidence.Finding(f, nil)
 	if err != nil {
 		return fmt.Errorf("build refusal finding evidence: %w", err)

@@ -49,7 +49,7 @@ func DefaultServiceConfig() ServiceConfig {
 		Queue:             DefaultQueueConfig(),
 		Consumer:          "leaseguard-revoker",
 		DeadLetterSubject: "leaseguard.deadletter",
-		AckWait:           2 * time.Minute,
+		AckWait:           30 * time.Second,
 		MaxDeliver:        8,
 		Backoff:           []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute},
 		Batch:             100,
@@ -142,7 +142,8 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 	// bounded by the longest a command may live.
 	ctx, cancel := context.WithTimeout(ctx, MaxCommandTTL)
 	defer cancel()
-	defer s.keepInProgress(ctx, msgs)()
+	s.exec.Progress.Start()
+	defer bus.KeepInProgress(ctx, msgs, s.cfg.AckWait/3)()
 	// Dead letters are written even while shutting down.
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer wcancel()
@@ -164,9 +165,11 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 		delivered = append(delivered, n)
 	}
 	done := s.exec.Execute(ctx, cmds, func(i int) bool { return delivered[i] >= s.cfg.MaxDeliver })
+	retried := 0
 	for i, d := range done {
 		switch {
 		case d.Retry:
+			retried++
 			s.nak(held[i], delivered[i])
 		case d.Result.Outcome == schemas.OutcomeFailed:
 			s.deadLetter(wctx, held[i], "revocation failed after "+strconv.Itoa(delivered[i])+" attempts: "+d.Result.Reason)
@@ -174,30 +177,19 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 			s.ack(held[i])
 		}
 	}
+	s.exec.Progress.Finish(handedBack(retried, len(msgs)))
 }
 
-// keepInProgress tells JetStream, every third of the ack wait until the
-// returned stop is called, that msgs are being worked on, so that a long
-// batch is not redelivered to another revoker meanwhile.
-func (s *Service) keepInProgress(ctx context.Context, msgs []jetstream.Msg) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(s.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
-				}
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
+// errHandedBack: every command of a batch went back for a retry.
+var errHandedBack = errors.New("every command handed back for a retry")
+
+// handedBack is what a batch tells the progress tracker: no progress when
+// all its commands went back for a retry; any other batch settled some.
+func handedBack(retried, msgs int) error {
+	if retried > 0 && retried == msgs {
+		return errHandedBack
+	}
+	return nil
 }
 
 func (s *Service) ack(m jetstream.Msg) {

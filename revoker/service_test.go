@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,16 +27,24 @@ import (
 )
 
 type svcRig struct {
-	st      *store.Store
-	admin   *pgxpool.Pool
-	js      jetstream.JetStream
-	nc      *nats.Conn
-	signer  *revoker.Signer
-	dropper *revoker.Dropper
-	cfg     revoker.ServiceConfig
+	st       *store.Store
+	admin    *pgxpool.Pool
+	js       jetstream.JetStream
+	nc       *nats.Conn
+	signer   *revoker.Signer
+	verifier *revoker.Verifier
+	dropper  *revoker.Dropper
+	cfg      revoker.ServiceConfig
 }
 
 func newSvcRig(t *testing.T) *svcRig {
+	t.Helper()
+	return newSvcRigWith(t, revoker.DropperConfig{})
+}
+
+// newSvcRigWith is newSvcRig whose revoker drops with a Dropper of dcfg
+// (its faults, say).
+func newSvcRigWith(t *testing.T, dcfg revoker.DropperConfig) *svcRig {
 	t.Helper()
 	ctx := context.Background()
 	schema := pgtest.Schema(t, "lg_revoker")
@@ -57,7 +64,7 @@ func newSvcRig(t *testing.T) *svcRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dropper, err := revoker.NewDropper(revoker.DropperConfig{})
+	dropper, err := revoker.NewDropper(dcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +95,7 @@ func newSvcRig(t *testing.T) *svcRig {
 			t.Errorf("revoker stopped with error: %v", err)
 		}
 	})
-	return &svcRig{st: st, admin: admin, js: js, nc: nc, signer: signer, dropper: dropper, cfg: cfg}
+	return &svcRig{st: st, admin: admin, js: js, nc: nc, signer: signer, verifier: verifier, dropper: dropper, cfg: cfg}
 }
 
 func (r *svcRig) role(t *testing.T, name string) {
@@ -274,17 +281,6 @@ func TestServiceRefusesUnsignedAndForged(t *testing.T) {
 func TestServiceDeadLettersMalformedAndRefusesUnknownTarget(t *testing.T) {
 	t.Parallel()
 	r := newSvcRig(t)
-	var mu sync.Mutex
-	var dead []*nats.Msg
-	sub, err := r.nc.Subscribe(r.cfg.DeadLetterSubject+".revocation", func(m *nats.Msg) {
-		mu.Lock()
-		dead = append(dead, m)
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	r.publish(t, []byte(`{"type":"io.leaseguard.revocation_command.v2","id":"x","db_user":"v-a","database":"main","rule":"r","extra":1}`))
 	r.publish(t, []byte(`not json`))
 	user := "v-token-elsewhere-" + pgtest.Suffix()
@@ -295,9 +291,9 @@ func TestServiceDeadLettersMalformedAndRefusesUnknownTarget(t *testing.T) {
 	}
 	r.publish(t, cmd)
 	r.drained(t)
-	time.Sleep(200 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
+	// A dead letter is stored before its command is acknowledged: once the
+	// queue is drained, every dead letter there will be is in the stream.
+	dead := r.deadLetters(t)
 	if len(dead) != 2 {
 		t.Fatalf("dead letters = %d, want 2", len(dead))
 	}
@@ -310,6 +306,29 @@ func TestServiceDeadLettersMalformedAndRefusesUnknownTarget(t *testing.T) {
 	if err := r.st.Pool().QueryRow(context.Background(), `SELECT guard FROM refused_commands WHERE database = 'nowhere' AND db_user = $1`, user).Scan(&guard); err != nil || guard != "unknown_target" {
 		t.Fatalf("unknown target refusal = %q, %v", guard, err)
 	}
+}
+
+// deadLetters reads the dead-letter stream.
+func (r *svcRig) deadLetters(t *testing.T) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := r.js.Stream(ctx, bus.DefaultDeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // TestServiceCrashAfterDropBeforeRecord: an earlier attempt dropped the

@@ -37,20 +37,25 @@ type AuditEntry struct {
 	// Error is set for errors Vault itself raised (permission denied, …).
 	// Errors from a backend appear as response.data.error instead.
 	Error string `json:"error,omitempty"`
+	// RequestIDDerived says Request.ID was not in the entry (help
+	// operations, Enterprise KMIP entries) and was derived from the entry's
+	// bytes by the decoder: it is stable across deliveries of the same line,
+	// and links nothing to anything else.
+	RequestIDDerived bool `json:"-"`
 }
 
 // AuditAuth is the token that made the request, as Vault logged it.
+// metadata is not read: Vault 1.21 writes any JSON value in it.
 type AuditAuth struct {
-	ClientToken    string            `json:"client_token,omitempty"`
-	Accessor       string            `json:"accessor,omitempty"`
-	DisplayName    string            `json:"display_name,omitempty"`
-	Policies       []string          `json:"policies,omitempty"`
-	TokenPolicies  []string          `json:"token_policies,omitempty"`
-	Metadata       map[string]string `json:"metadata,omitempty"`
-	EntityID       string            `json:"entity_id,omitempty"`
-	TokenType      string            `json:"token_type,omitempty"`
-	TokenTTL       int64             `json:"token_ttl,omitempty"`
-	TokenIssueTime string            `json:"token_issue_time,omitempty"`
+	ClientToken    string   `json:"client_token,omitempty"`
+	Accessor       string   `json:"accessor,omitempty"`
+	DisplayName    string   `json:"display_name,omitempty"`
+	Policies       []string `json:"policies,omitempty"`
+	TokenPolicies  []string `json:"token_policies,omitempty"`
+	EntityID       string   `json:"entity_id,omitempty"`
+	TokenType      string   `json:"token_type,omitempty"`
+	TokenTTL       int64    `json:"token_ttl,omitempty"`
+	TokenIssueTime string   `json:"token_issue_time,omitempty"`
 }
 
 // AuditNamespace is the Vault namespace of a request ("root" outside Enterprise).

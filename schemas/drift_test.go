@@ -139,7 +139,6 @@ func populated() map[string][]any {
 					DisplayName:    "userpass-alice",
 					Policies:       []string{"default", "rep"},
 					TokenPolicies:  []string{"default", "rep"},
-					Metadata:       map[string]string{"username": "alice"},
 					EntityID:       "ffe23c2c-69ab-e043-c810-bf24e5df3f4b",
 					TokenType:      "service",
 					TokenTTL:       2764800,
@@ -378,8 +377,8 @@ func walkFields(v reflect.Value, prefix string, all, set map[string]bool) {
 	t := v.Type()
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if !sf.IsExported() {
-			continue
+		if !sf.IsExported() || sf.Tag.Get("json") == "-" {
+			continue // not on the wire
 		}
 		path := prefix + sf.Name
 		all[path] = true

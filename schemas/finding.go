@@ -73,6 +73,9 @@ type Finding struct {
 	// pending revocation, which is the command enforce would have issued)
 	// or "unconfirmed" (the rule would act, but neither the target database
 	// nor Vault corroborated it: nothing is done, and someone must look).
+	// A rule that would act (enforce or approve, corroborated) on an object
+	// outside the enforcement scope records "would_drop" or
+	// "would_terminate" (a ghost session): a pilot, nothing is done.
 	Action    string `json:"action"`
 	CommandID string `json:"command_id,omitempty"`
 }
@@ -83,4 +86,6 @@ const (
 	ActionRevocationRequested = "revocation_requested"
 	ActionApprovalRequested   = "approval_requested"
 	ActionUnconfirmed         = "unconfirmed"
+	ActionWouldDrop           = "would_drop"
+	ActionWouldTerminate      = "would_terminate"
 )

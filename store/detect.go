@@ -198,3 +198,64 @@ func RearmStranded(ctx context.Context, q Querier, rule string, cutoff time.Time
 	}
 	return ids, nil
 }
+
+// StrandedFindings returns which of ids are findings that requested a
+// revocation whose command never reached the revoker's record (no
+// revocations row for its id), last issued before cutoff.
+func StrandedFindings(ctx context.Context, q Querier, ids []string, cutoff time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, `SELECT f.id FROM findings AS f
+		WHERE f.id = ANY($1) AND f.action = 'revocation_requested' AND COALESCE(f.command_issued_at, f.detected_at) < $2
+		  AND NOT EXISTS (SELECT 1 FROM revocations AS r WHERE r.command_id = f.command_id)`, ids, cutoff)
+	if err != nil {
+		return nil, fmt.Errorf("stranded findings: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("stranded findings: %w", err)
+	}
+	for _, id := range found {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// MarkCommandIssued records that the commands of the findings ids were
+// issued (again) at at.
+func MarkCommandIssued(ctx context.Context, q Querier, ids []string, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := q.Exec(ctx, `UPDATE findings SET command_issued_at = $2 WHERE id = ANY($1)`, ids, at); err != nil {
+		return fmt.Errorf("record commands issued again: %w", err)
+	}
+	return nil
+}
+
+// RearmPilots makes the judgements of pilot findings (action would_drop)
+// due again after a change of the enforcement policy, so that the next pass
+// judges them under the new policy: the leases of expiryRule's pilots, not
+// acted on since, are due again, and the rule marks of markedRules' pilots
+// (keyed by lease id) are removed. A lease still outside the scope gets its
+// pilot finding again, which is already recorded: nothing is repeated.
+func RearmPilots(ctx context.Context, q Querier, expiryRule string, markedRules []string) (int64, error) {
+	tag, err := q.Exec(ctx, `
+		UPDATE leases AS l SET expiry_judged_at = NULL, expiry_recheck_at = NULL, updated_at = now()
+		FROM (SELECT DISTINCT f.lease_id FROM findings AS f
+		      WHERE f.rule = $1 AND f.action = 'would_drop' AND f.lease_id IS NOT NULL
+		        AND NOT EXISTS (SELECT 1 FROM findings AS g WHERE g.lease_id = f.lease_id AND g.rule = $1
+		                        AND g.action IN ('revocation_requested', 'approval_requested'))) AS s
+		WHERE l.lease_id = s.lease_id AND l.expiry_judged_at IS NOT NULL`, expiryRule)
+	if err != nil {
+		return 0, fmt.Errorf("rearm pilot leases: %w", err)
+	}
+	if _, err := q.Exec(ctx, `
+		DELETE FROM rule_marks AS m USING findings AS f
+		WHERE m.rule = ANY($1) AND f.rule = m.rule AND f.lease_id = m.key AND f.action = 'would_drop'`, markedRules); err != nil {
+		return 0, fmt.Errorf("rearm pilot rule marks: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

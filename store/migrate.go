@@ -11,6 +11,8 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/internal/dbpool"
 )
 
 //go:embed migrations/*.sql
@@ -62,7 +64,10 @@ func migrations() ([]migration, error) {
 // transaction. Every step holds a transaction-level advisory lock for the
 // schema, so processes that start together apply each file exactly once.
 // Versions the database has but this binary does not know are left alone.
+// A migration may run long: its statements get no default deadline
+// (Config.Conn.CallTimeout), only ctx's.
 func (s *Store) Migrate(ctx context.Context) error {
+	ctx = dbpool.WithoutDefaultDeadline(ctx)
 	ms, err := migrations()
 	if err != nil {
 		return err
@@ -116,6 +121,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 // migrateTx runs fn in a transaction that holds the schema's migration lock.
 func (s *Store) migrateTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// A migration may rewrite a large table, and waits for another
+		// process's migration: the connection's statement and lock
+		// timeouts, meant for the running parts, do not apply.
+		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0"); err != nil {
+			return fmt.Errorf("migration timeouts: %w", err)
+		}
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", lockClassMigrate, s.lockKey); err != nil {
 			return fmt.Errorf("migration lock: %w", err)
 		}

@@ -268,7 +268,7 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	// a's lock connection dies (the server ends its session): b takes over,
 	// and a's next pass is fenced off.
 	var pid int
-	if err := da.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+	if err := a.Pool().QueryRow(ctx, "SELECT holder_pid FROM observer_targets WHERE database = 'main'").Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Pool().Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {

@@ -14,9 +14,10 @@ import (
 	"hash/fnv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/leaseguard/leaseguard/internal/dbpool"
 )
 
 // DefaultSchema is the schema used when Config.Schema is empty.
@@ -32,9 +33,18 @@ type Config struct {
 	URL string
 	// Schema holds every table of the ledger (default "leaseguard").
 	Schema string
-	// MaxConns caps the pool (0: the pgxpool default).
+	// MaxConns caps the pool (0: DefaultMaxConns).
 	MaxConns int32
+	// Conn: connect timeout, server-side statement, lock and
+	// idle-in-transaction timeouts, TCP keepalive and user timeout of
+	// every connection (internal/dbpool; zero fields take its defaults).
+	Conn dbpool.Settings
 }
+
+// DefaultMaxConns is the pool size when Config.MaxConns is 0. Every part of
+// leaseguard run shares the pool; a connection given up on (a silent
+// server) keeps its slot while it closes, so there is room to spare.
+const DefaultMaxConns = 10
 
 func (c Config) withDefaults() Config {
 	if c.Schema == "" {
@@ -60,7 +70,7 @@ func (c Config) Validate() error {
 	if c.MaxConns < 0 {
 		return fmt.Errorf("max conns %d is negative", c.MaxConns)
 	}
-	return nil
+	return c.Conn.Validate()
 }
 
 // Store is the lease ledger. It is safe for concurrent use, also by several
@@ -86,6 +96,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("database url: %w", err)
 	}
 	pcfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{cfg.Schema}.Sanitize()
+	dbpool.Apply(pcfg, cfg.Conn)
+	pcfg.MaxConns = DefaultMaxConns
 	if cfg.MaxConns > 0 {
 		pcfg.MaxConns = cfg.MaxConns
 	}

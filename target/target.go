@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/internal/dbpool"
 )
 
 // Target is one database leaseguard watches and revokes in.
@@ -95,6 +97,11 @@ type Config struct {
 	Routes  []Route
 	// MaxConns per target pool (default 4).
 	MaxConns int32
+	// Conn: connect timeout, server-side statement, lock and
+	// idle-in-transaction timeouts, TCP keepalive and user timeout of
+	// every connection (internal/dbpool). The revoker's drop transactions
+	// set their own statement and lock timeouts on top.
+	Conn dbpool.Settings
 }
 
 // Validate checks names are unique and routes name known targets.
@@ -117,7 +124,7 @@ func (c Config) Validate() error {
 	if len(c.Targets) > 1 && len(c.Routes) == 0 {
 		return errors.New("several targets but no routes: set which mount goes where")
 	}
-	return nil
+	return c.Conn.Validate()
 }
 
 // Set holds a pool per target and answers routing questions.
@@ -145,6 +152,7 @@ func Open(ctx context.Context, cfg Config) (*Set, error) {
 		}
 		pc.MaxConns = maxConns
 		pc.ConnConfig.RuntimeParams["application_name"] = "leaseguard"
+		dbpool.Apply(pc, cfg.Conn)
 		pool, err := pgxpool.NewWithConfig(ctx, pc)
 		if err != nil {
 			s.Close()

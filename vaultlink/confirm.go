@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -46,6 +47,8 @@ type ConfirmerConfig struct {
 	// RetryAfter: a lease Vault did not hold is asked again after this
 	// (default 1m): its issue may be newer than the audit entry's order.
 	RetryAfter time.Duration
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
 }
 
 func (c ConfirmerConfig) withDefaults() ConfirmerConfig {
@@ -77,7 +80,7 @@ func NewLeaseConfirmer(cfg ConfirmerConfig, pool *pgxpool.Pool, vault LeaseLooku
 
 // Run confirms leases, PerSecond each second, until ctx ends.
 func (c *LeaseConfirmer) Run(ctx context.Context) error {
-	return every(ctx, time.Second, c.logger, "lease confirmation", func(ctx context.Context) error {
+	return every(ctx, time.Second, c.logger, "lease confirmation", c.cfg.Progress, func(ctx context.Context) error {
 		_, err := c.Pass(ctx)
 		return err
 	})

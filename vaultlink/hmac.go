@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
 
@@ -35,6 +36,8 @@ type HMACResolverConfig struct {
 	// per pass (default 200).
 	Interval time.Duration
 	Batch    int
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
 }
 
 // HMACResolver links leases whose user the audit log showed only as an
@@ -112,7 +115,7 @@ func CleanDevices(devices []string) ([]string, error) {
 
 // Run resolves until ctx ends.
 func (h *HMACResolver) Run(ctx context.Context) error {
-	return every(ctx, h.cfg.Interval, h.logger, "hmac resolution pass", func(ctx context.Context) error {
+	return every(ctx, h.cfg.Interval, h.logger, "hmac resolution pass", h.cfg.Progress, func(ctx context.Context) error {
 		_, err := h.Pass(ctx)
 		return err
 	})

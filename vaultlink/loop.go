@@ -4,13 +4,20 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 // every runs pass, then waits interval, until ctx ends. A failed pass is
-// logged as what and tried again at the next interval.
-func every(ctx context.Context, interval time.Duration, logger *slog.Logger, what string, pass func(context.Context) error) error {
+// logged as what and tried again at the next interval. w hears of each
+// pass.
+func every(ctx context.Context, interval time.Duration, logger *slog.Logger, what string, w *progress.Worker,
+	pass func(context.Context) error) error {
 	for {
-		if err := pass(ctx); err != nil && ctx.Err() == nil {
+		w.Start()
+		err := pass(ctx)
+		w.Finish(err)
+		if err != nil && ctx.Err() == nil {
 			logger.Warn(what+" failed", "err", err)
 		}
 		t := time.NewTimer(interval)

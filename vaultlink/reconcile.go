@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -104,6 +105,8 @@ type ReconcilerDeps struct {
 	Logger   *slog.Logger
 	Metrics  *Metrics
 	Clock    func() time.Time
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
 }
 
 // Reconciler revokes in Vault the leases whose users leaseguard dropped, so
@@ -147,7 +150,9 @@ func NewReconciler(cfg ReconcilerConfig, d ReconcilerDeps) (*Reconciler, error) 
 // Run works the queue until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
 	for {
+		r.Progress.Start()
 		n, err := r.Pass(ctx)
+		r.Progress.Finish(err)
 		if err != nil && ctx.Err() == nil {
 			r.Logger.Warn("vault reconciler pass failed", "err", err)
 		}

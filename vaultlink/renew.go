@@ -3,6 +3,8 @@ package vaultlink
 import (
 	"context"
 	"time"
+
+	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
 // KeeperConfig configures the TokenKeeper.
@@ -17,6 +19,10 @@ type KeeperConfig struct {
 	// Recheck is the longest wait between looks at the token (a new token
 	// file is noticed at the latest then). Default 1m.
 	Recheck time.Duration
+	// Progress hears of each step (nil: nobody). A step always counts as
+	// progress: a failed lookup or renewal is retried on the keeper's own
+	// schedule and shows in its metrics and log.
+	Progress *progress.Worker
 }
 
 func (c KeeperConfig) withDefaults() KeeperConfig {
@@ -56,7 +62,9 @@ func NewTokenKeeper(c *Client, cfg KeeperConfig) *TokenKeeper {
 // Run keeps the token until ctx ends.
 func (k *TokenKeeper) Run(ctx context.Context) error {
 	for {
+		k.cfg.Progress.Start()
 		wait := k.Step(ctx)
+		k.cfg.Progress.Finish(nil)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

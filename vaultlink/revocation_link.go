@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -50,6 +51,8 @@ type RevocationLinkerConfig struct {
 	Recheck time.Duration
 	// MaxLinks: revocations linked per pass (default 500).
 	MaxLinks int
+	// Progress hears of each pass (nil: nobody).
+	Progress *progress.Worker
 }
 
 // RevocationLinker links revocations through the API body
@@ -134,7 +137,7 @@ func NewRevocationLinker(cfg RevocationLinkerConfig, pool *pgxpool.Pool, ledger 
 
 // Run links until ctx ends.
 func (l *RevocationLinker) Run(ctx context.Context) error {
-	return every(ctx, l.cfg.Interval, l.logger, "revocation linking pass", func(ctx context.Context) error {
+	return every(ctx, l.cfg.Interval, l.logger, "revocation linking pass", l.cfg.Progress, func(ctx context.Context) error {
 		_, err := l.Pass(ctx)
 		return err
 	})

@@ -91,6 +91,9 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 		"LEASEGUARD_DETECT_INTERVAL":            b.opt.detectInterval.String(),
 		"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE": strconv.Itoa(b.opt.expiryRateLimit),
 		"LEASEGUARD_REVOCATION_BATCH":           strconv.Itoa(b.opt.revokeBatch),
+		// Nothing is enforced without a scope; this run's ledger holds only
+		// the scenario's own leases, so everywhere is what it measures.
+		"LEASEGUARD_ENFORCE_SCOPE": "*",
 	})
 	if err != nil {
 		return nil, nil, err

@@ -15,7 +15,7 @@ import (
 // AdminConfig configures the authenticated admin HTTP API. Embedded in
 // Config.
 type AdminConfig struct {
-	AdminAddr           string        `envconfig:"LEASEGUARD_ADMIN_ADDR" desc:"listen address of the admin API (POST /v1/revocations, GET leases, findings, evidence); empty: off"`
+	AdminAddr           string        `envconfig:"LEASEGUARD_ADMIN_ADDR" desc:"listen address of the admin API (POST /v1/revocations, GET leases, findings, evidence, the enforcement scope and the pilot report); empty: off"`
 	AdminTokens         string        `envconfig:"LEASEGUARD_ADMIN_TOKENS" desc:"principals: name:sha256:<hex of the token's SHA-256>:scopes;… (scopes read,revoke), or name:mtls:scopes for certificate-only principals"`
 	AdminTLSCertFile    string        `envconfig:"LEASEGUARD_ADMIN_TLS_CERT_FILE" desc:"server certificate of the admin API (empty: plain HTTP)"`
 	AdminTLSKeyFile     string        `envconfig:"LEASEGUARD_ADMIN_TLS_KEY_FILE" desc:"server key of the admin API"`
@@ -90,7 +90,7 @@ func (p *pipeline) startAdmin(cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	api, err := adminapi.New(acfg, adminapi.Deps{Operator: svc, Approvals: approvals, State: p.store.Pool(),
-		Registerer: p.registry, Logger: logger})
+		Rollout: p.policies, Registerer: p.registry, Logger: logger})
 	if err != nil {
 		return configError{err}
 	}

@@ -83,7 +83,10 @@ func (a *adversary) start(env map[string]string) *adversary {
 		"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE": "600",
 		"LEASEGUARD_PROTECTED_ROLES":            "",
 		"LEASEGUARD_RULE_MODES":                 "",
-		"LEASEGUARD_COMMAND_SIGNING_KEY":        "",
+		// Enforce everywhere: the managed pattern keeps it on this suite's
+		// users.
+		"LEASEGUARD_ENFORCE_SCOPE":       "*",
+		"LEASEGUARD_COMMAND_SIGNING_KEY": "",
 	}
 	for k, v := range env {
 		settings[k] = v

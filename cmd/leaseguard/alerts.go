@@ -82,7 +82,9 @@ func (p *pipeline) startAlerts(cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return configError{err}
 	}
-	d, err := alert.New(acfg, alert.Deps{Pool: p.store.Pool(), Logger: logger, Registerer: p.registry})
+	acfg.StoreTimeout = cfg.PassTimeout
+	d, err := alert.New(acfg, alert.Deps{Pool: p.store.Pool(), Logger: logger, Registerer: p.registry,
+		Progress: p.progress.Worker("alerts")})
 	if err != nil {
 		return configError{err}
 	}

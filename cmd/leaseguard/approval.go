@@ -55,11 +55,17 @@ func (p *pipeline) startApprovals(cfg Config, queue interface {
 		return err
 	}
 	gctx := p.groupCtx
+	w := p.progress.Worker("approvals.sweep")
 	p.group.Go(func() error {
 		t := time.NewTicker(cfg.ApprovalSweepInterval)
 		defer t.Stop()
 		for {
-			if _, _, err := ap.Sweep(gctx, queue.Submit, strandedAfter, 100); err != nil && gctx.Err() == nil {
+			w.Start()
+			sctx, cancel := context.WithTimeout(gctx, cfg.PassTimeout)
+			_, _, err := ap.Sweep(sctx, queue.Submit, strandedAfter, 100)
+			cancel()
+			w.Finish(err)
+			if err != nil && gctx.Err() == nil {
 				logger.Warn("approval sweep failed; will retry", "err", err)
 			}
 			select {

@@ -38,7 +38,8 @@ func (c Config) auditFileConfig() ingest.AuditFileConfig {
 			path = abs
 		}
 	}
-	return ingest.AuditFileConfig{DirectConfig: c.directConfig(c.AuditFileSubject), Path: path, PollInterval: c.AuditFilePoll}
+	return ingest.AuditFileConfig{DirectConfig: c.directConfig(c.AuditFileSubject), Path: path, PollInterval: c.AuditFilePoll,
+		StoreTimeout: c.PassTimeout}
 }
 
 // auditSocketConfig is the socket source's configuration; an allow-list
@@ -145,14 +146,18 @@ func (p *pipeline) startAuditSources(gctx context.Context, cfg Config, metrics *
 		metrics = ingest.NewMetrics(p.registry)
 	}
 	if cfg.AuditFile != "" {
-		f, err := ingest.NewAuditFile(cfg.auditFileConfig(), p.js, p.store, metrics, p.logger.With("part", "ingest", "transport", "file"))
+		fcfg := cfg.auditFileConfig()
+		fcfg.Progress = p.progress.Worker("ingest.audit_file")
+		f, err := ingest.NewAuditFile(fcfg, p.js, p.store, metrics, p.logger.With("part", "ingest", "transport", "file"))
 		if err != nil {
 			return configError{err}
 		}
 		p.group.Go(func() error { return f.Run(gctx) })
 	}
 	if cfg.AuditSocketAddr != "" {
-		s, err := ingest.NewAuditSocket(cfg.auditSocketConfig(), p.js, metrics, p.logger.With("part", "ingest", "transport", "socket"))
+		scfg := cfg.auditSocketConfig()
+		scfg.Progress = p.progress.Worker("ingest.audit_socket")
+		s, err := ingest.NewAuditSocket(scfg, p.js, metrics, p.logger.With("part", "ingest", "transport", "socket"))
 		if err != nil {
 			return configError{err}
 		}

@@ -63,6 +63,8 @@ func NewMain(stdin io.Reader, stdout, stderr io.Writer) *Main {
 		"approve":  {"approve a pending revocation (rule mode approve) and drop its user; --list shows them", approveCmd},
 		"reject":   {"reject a pending revocation (rule mode approve): nothing is dropped", rejectCmd},
 		"keys":     {"show the command signing key's id and public key; --generate makes a new one (rotation)", keysCmd},
+		"scope":    {"show or change the enforcement policy (scope and rule modes): show, expand, rollback", scopeCmd},
+		"pilot":    {"pilot report: what the rules would have dropped or terminated outside the scope", pilotCmd},
 	}
 	return m
 }

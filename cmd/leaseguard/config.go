@@ -44,7 +44,7 @@ type Config struct {
 	DeadletterMaxAge  time.Duration `envconfig:"LEASEGUARD_DEADLETTER_MAX_AGE" default:"168h" desc:"how long the dead-letter stream keeps dead letters (secrets in them are redacted before they are stored)"`
 	AuditMaxAge       time.Duration `envconfig:"LEASEGUARD_AUDIT_MAX_AGE" default:"168h" desc:"how long the audit stream keeps entries"`
 
-	MetricsAddr string `envconfig:"LEASEGUARD_METRICS_ADDR" default:":9464" desc:"listen address for /metrics, /healthz, /readyz"`
+	MetricsAddr string `envconfig:"LEASEGUARD_METRICS_ADDR" default:":9464" desc:"listen address for /metrics, /livez (alias /healthz), /readyz"`
 	LogLevel    string `envconfig:"LEASEGUARD_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat   string `envconfig:"LEASEGUARD_LOG_FORMAT" default:"auto" desc:"json, text, or auto (text on a terminal, else json)"`
 	DataDir     string `envconfig:"LEASEGUARD_DATA_DIR" default:"/var/lib/leaseguard" desc:"local state: embedded JetStream store, generated signing key"`
@@ -61,8 +61,8 @@ type Config struct {
 	DetectInterval  time.Duration `envconfig:"LEASEGUARD_DETECT_INTERVAL" default:"1s" desc:"how often the expiry detector looks for due leases"`
 	ObserveInterval time.Duration `envconfig:"LEASEGUARD_OBSERVE_INTERVAL" default:"5s" desc:"how often the observer reads pg_roles and pg_stat_activity of each target"`
 	DetectBatch     int           `envconfig:"LEASEGUARD_DETECT_BATCH" default:"500" desc:"due leases claimed per detector transaction"`
-	RuleModes       string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce; the other rules observe (see the rules table)"`
-	EnforceScope    string        `envconfig:"LEASEGUARD_ENFORCE_SCOPE" desc:"where rules may enforce: db:<glob>,role:<mount/role glob>,…; empty = everywhere; outside it rules only observe"`
+	RuleModes       string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"starting point of the rule modes (recorded at first start; then leaseguard scope): rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce inside the scope; the other rules observe (see the rules table)"`
+	EnforceScope    string        `envconfig:"LEASEGUARD_ENFORCE_SCOPE" desc:"starting point of where rules may enforce (recorded at first start; then leaseguard scope): *, or db:<glob>,role:<mount/role glob>,…; empty = nowhere: a pilot, rules record what they would do (would_drop, would_terminate); * = everywhere"`
 
 	ManagedRolePattern   string        `envconfig:"LEASEGUARD_MANAGED_ROLE_PATTERN" default:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
 	ProtectedRoles       string        `envconfig:"LEASEGUARD_PROTECTED_ROLES" desc:"comma-separated roles never dropped, whatever their name"`
@@ -74,8 +74,8 @@ type Config struct {
 	RevokeCreateRole     bool          `envconfig:"LEASEGUARD_REVOKE_CREATEROLE" default:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
 	MaxRevocationsPerMin int           `envconfig:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" default:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
 	RevocationBatch      int           `envconfig:"LEASEGUARD_REVOCATION_BATCH" default:"100" desc:"roles dropped per target transaction"`
-	StatementTimeout     time.Duration `envconfig:"LEASEGUARD_STATEMENT_TIMEOUT" default:"10s" desc:"statement_timeout of drop transactions"`
-	LockTimeout          time.Duration `envconfig:"LEASEGUARD_LOCK_TIMEOUT" default:"5s" desc:"lock_timeout of drop transactions"`
+	StatementTimeout     time.Duration `envconfig:"LEASEGUARD_STATEMENT_TIMEOUT" default:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target"`
+	LockTimeout          time.Duration `envconfig:"LEASEGUARD_LOCK_TIMEOUT" default:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
 	RevocationSubject    string        `envconfig:"LEASEGUARD_REVOCATION_SUBJECT" default:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
 	TransportConfig
@@ -85,6 +85,8 @@ type Config struct {
 	ApprovalConfig
 	SignalRulesConfig
 	VaultConfig
+	HealthConfig
+	DeadlineConfig
 
 	AllowInsecure bool `envconfig:"LEASEGUARD_ALLOW_INSECURE" default:"false" desc:"accept settings refused outside loopback (admin API without TLS, Kafka SASL without TLS, Vault over http, NATS without TLS or credentials, PostgreSQL with sslmode=disable, a world-writable audit socket), each logged as a warning at start"`
 
@@ -229,6 +231,8 @@ func (c Config) Validate() error {
 	c.ApprovalConfig.validate(bad)
 	c.SignalRulesConfig.validate(c.RuleModes, bad)
 	c.VaultConfig.validate(bad)
+	c.HealthConfig.validate(bad)
+	c.DeadlineConfig.validate(bad)
 	c.validatePosture(bad)
 	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
 		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
@@ -249,6 +253,7 @@ func (c Config) targetConfig() (target.Config, error) {
 	if tc.Routes, err = target.ParseRoutes(c.Routes); err != nil {
 		return tc, fmt.Errorf("%s: %w", env("ROUTES"), err)
 	}
+	tc.Conn = c.targetConn()
 	return tc, tc.Validate()
 }
 

@@ -56,6 +56,10 @@ func demoCmd(ctx context.Context, m *Main, args []string) error {
 	// The demo narrates the lease path; the observer (which would also act
 	// on unrelated users of this server) stays off.
 	cfg.Roles = "ingest,detectors,revoker,relay"
+	// Nothing is enforced unless a scope says where. The demo's schema and
+	// users are its own, so it enforces everywhere (a real rollout pilots
+	// first: leaseguard pilot report, then leaseguard scope expand).
+	cfg.EnforceScope = "*"
 	if err := cfg.Validate(); err != nil {
 		return configError{err}
 	}
@@ -116,6 +120,7 @@ func (d *demo) run(ctx context.Context, timeout time.Duration) error {
 		return err
 	}
 	d.say("leaseguard running: state schema %s, metrics on http://%s/metrics, grace %s", d.cfg.DatabaseSchema, d.p.opsSrv.Addr(), d.cfg.ExpiryGrace)
+	d.say("enforcement scope %q: everywhere, given explicitly (the default, empty, only pilots: findings say would_drop, nothing is dropped)", d.cfg.EnforceScope)
 	sub, err := d.p.nc.Subscribe(d.cfg.EvidenceSubject, d.onEvidence)
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ func TestPipelineKafka(t *testing.T) {
 	t.Setenv("LEASEGUARD_METRICS_ADDR", "127.0.0.1:0")
 	t.Setenv("LEASEGUARD_EXPIRY_GRACE", "1s")
 	t.Setenv("LEASEGUARD_DETECT_INTERVAL", "200ms")
+	t.Setenv("LEASEGUARD_ENFORCE_SCOPE", "*") // nothing is enforced without a scope
 	t.Setenv("LEASEGUARD_KAFKA_BROKERS", strings.Join(brokers, ","))
 	t.Setenv("LEASEGUARD_KAFKA_ENVELOPE_FIELD", "message")
 	t.Setenv("LEASEGUARD_EVIDENCE_SINKS", "nats,kafka")

@@ -27,7 +27,7 @@ func migrateCmd(ctx context.Context, m *Main, args []string) error {
 
 // openStore opens the state store and applies pending migrations.
 func openStore(ctx context.Context, cfg Config) (*store.Store, error) {
-	st, err := store.Open(ctx, store.Config{URL: cfg.DatabaseURL, Schema: cfg.DatabaseSchema})
+	st, err := store.Open(ctx, store.Config{URL: cfg.DatabaseURL, Schema: cfg.DatabaseSchema, Conn: cfg.stateConn()})
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", redactURL(cfg.DatabaseURL), err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
+	"github.com/leaseguard/leaseguard/revoker"
 )
 
 // syncBuffer is a log sink safe for the pipeline's goroutines.
@@ -59,6 +60,8 @@ func TestPipelineEndToEnd(t *testing.T) {
 	t.Setenv("LEASEGUARD_DETECT_INTERVAL", "200ms")
 	t.Setenv("LEASEGUARD_PROTECTED_ROLES", protected)
 	t.Setenv("LEASEGUARD_LOG_LEVEL", "debug")
+	// Nothing is enforced without a scope (TestRolloutPilotByDefault).
+	t.Setenv("LEASEGUARD_ENFORCE_SCOPE", "*")
 	cfg, err := loadConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -175,6 +178,38 @@ func TestPipelineEndToEnd(t *testing.T) {
 		t.Error("renewed user was dropped")
 	}
 
+	// Exactly one "dropped" per user, as the SIEM received it, once the
+	// pipeline has gone past every point that could still add one.
+	received := func() int {
+		evMu.Lock()
+		defer evMu.Unlock()
+		return len(events)
+	}
+	waitQuiet(t, ctx, p, schema, received)
+	evMu.Lock()
+	dropped, ids := map[string]int{}, map[string]int{}
+	for _, ev := range events {
+		ids[ev.ID]++
+		if ev.Type == "io.leaseguard.revocation.v1" && strings.Contains(string(ev.Data), `"outcome":"dropped"`) {
+			dropped[ev.Subject]++
+		}
+	}
+	evMu.Unlock()
+	for _, u := range []string{expiring.Username, renewed.Username, protected} {
+		want := 0
+		if u == expiring.Username {
+			want = 1
+		}
+		if got := dropped[cfg.targetName()+"/"+u]; got != want {
+			t.Errorf("%s: %d dropped evidence relayed, want %d", u, got, want)
+		}
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Errorf("evidence %s relayed %d times", id, n)
+		}
+	}
+
 	// The chain verifies, in the outbox and as the SIEM received it.
 	var out bytes.Buffer
 	m := NewMain(strings.NewReader(""), &out, io.Discard)
@@ -207,6 +242,54 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if err := p.stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
+}
+
+// waitQuiet waits until the pipeline has processed past every point where
+// it could still add evidence: two more expiry passes (a command one of them
+// issued is in the queue when it ends), the revocation queue drained, the
+// outbox published, and received() (events the test subscriber got) equal
+// to the outbox.
+func waitQuiet(t *testing.T, ctx context.Context, p *pipeline, schema string, received func() int) {
+	t.Helper()
+	from := detectorPasses(t, p)
+	waitFor(t, ctx, 30*time.Second, "two more expiry passes", func() bool { return detectorPasses(t, p) >= from+2 })
+	qcfg, scfg := revoker.DefaultQueueConfig(), revoker.DefaultServiceConfig()
+	waitFor(t, ctx, 30*time.Second, "revocation queue drained", func() bool {
+		c, err := p.js.Consumer(ctx, qcfg.Stream, scfg.Consumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	outbox := pgx.Identifier{schema, "evidence_outbox"}.Sanitize()
+	var total int
+	waitFor(t, ctx, 30*time.Second, "outbox published and received", func() bool {
+		var unpublished int
+		if err := p.store.Pool().QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE published_at IS NULL) FROM "+outbox).
+			Scan(&total, &unpublished); err != nil {
+			return false
+		}
+		return unpublished == 0 && received() >= total
+	})
+	if n := received(); n != total {
+		t.Errorf("the subscriber received %d events, the outbox holds %d", n, total)
+	}
+}
+
+// detectorPasses is how many expiry passes have ended.
+func detectorPasses(t *testing.T, p *pipeline) uint64 {
+	t.Helper()
+	mfs, err := p.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "leaseguard_detector_pass_seconds" && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
 }
 
 func connectAs(t *testing.T, ctx context.Context, user, password string) *pgx.Conn {

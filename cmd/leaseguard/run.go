@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,9 +22,12 @@ import (
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/ingest"
+	"github.com/leaseguard/leaseguard/nodes"
 	"github.com/leaseguard/leaseguard/observer"
 	"github.com/leaseguard/leaseguard/ops"
+	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/rollout"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
 	"github.com/leaseguard/leaseguard/vaultlink"
@@ -63,6 +68,8 @@ type pipeline struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	opsSrv   *ops.Server
+	// progress hears from every worker; /readyz and /livez judge them.
+	progress *progress.Tracker
 	group    *errgroup.Group
 	groupCtx context.Context
 	cancel   context.CancelFunc
@@ -70,6 +77,27 @@ type pipeline struct {
 	closers []func()
 	// vault is the Vault client when LEASEGUARD_VAULT_ADDR is set.
 	vault *vaultlink.Client
+	// policies is the enforcement policy in force, read by every pass.
+	policies *rollout.Policies
+	// reconnected are called when NATS reconnects.
+	reconnectMu sync.Mutex
+	reconnected []func()
+}
+
+// onNATSReconnect registers f to be called when NATS reconnects.
+func (p *pipeline) onNATSReconnect(f func()) {
+	p.reconnectMu.Lock()
+	defer p.reconnectMu.Unlock()
+	p.reconnected = append(p.reconnected, f)
+}
+
+func (p *pipeline) natsReconnected() {
+	p.reconnectMu.Lock()
+	fs := append([]func(){}, p.reconnected...)
+	p.reconnectMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 // startPipeline connects everything and starts the selected parts. The
@@ -79,7 +107,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		registry = prometheus.NewRegistry()
 		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	p := &pipeline{logger: logger, registry: registry}
+	p := &pipeline{logger: logger, registry: registry, progress: progress.NewTracker(nil)}
 	warnInsecure(logger, cfg)
 	defer func() {
 		if err != nil {
@@ -91,6 +119,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	if p.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
+	if p.policies, err = bootstrapPolicies(ctx, cfg, p.store, logger); err != nil {
+		return nil, err
+	}
 	tc, _ := cfg.targetConfig()
 	if p.targets, err = target.Open(ctx, tc); err != nil {
 		return nil, err
@@ -99,8 +130,12 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		return nil, err
 	}
 
-	if p.opsSrv, err = ops.New(ops.Config{Addr: cfg.MetricsAddr, Gatherer: registry, Logger: logger}); err != nil {
+	if p.opsSrv, err = ops.New(ops.Config{Addr: cfg.MetricsAddr, Gatherer: registry, Logger: logger,
+		Workers: p.progress, StallTimeout: cfg.StallTimeout, WedgeTimeout: cfg.WedgeTimeout}); err != nil {
 		return nil, err
+	}
+	if err := registry.Register(p.opsSrv.WorkerCollector()); err != nil {
+		return nil, fmt.Errorf("register worker metrics: %w", err)
 	}
 	p.opsSrv.AddCheck("state_store", p.store.Ping)
 	p.opsSrv.AddCheck("targets", p.targets.Ping)
@@ -121,19 +156,23 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 
 	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
 	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, logger.With("part", "expiry"))
+	resolver.Progress = p.progress.Worker("ingest.expiry_resolver")
+	resolver.PassTimeout = cfg.PassTimeout
 	g.Go(func() error { return resolver.Run(gctx) })
 
 	var metrics *ingest.Metrics
 	if roles["ingest"] {
 		metrics = ingest.NewMetrics(registry)
 		proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
-			Ledger: p.store, Router: p.targets, MaxEntryBytes: cfg.MaxEntryBytes,
+			Ledger: p.store, Router: p.targets, MaxEntryBytes: cfg.MaxEntryBytes, CommitTimeout: cfg.PassTimeout,
 			Metrics: metrics, Logger: logger.With("part", "ingest"), OnIssued: resolver.Kick,
 		})
 		if err != nil {
 			return nil, err
 		}
-		src, err := ingest.NewNATSSource(cfg.natsSourceConfig(), p.js, proc, metrics, logger.With("part", "ingest"))
+		ncfg := cfg.natsSourceConfig()
+		ncfg.Progress = p.progress.Worker("ingest.nats")
+		src, err := ingest.NewNATSSource(ncfg, p.js, proc, metrics, logger.With("part", "ingest"))
 		if err != nil {
 			return nil, configError{err}
 		}
@@ -147,7 +186,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			if err != nil {
 				return nil, configError{err}
 			}
-			ksrc, err := ingest.NewKafkaSource(cfg.kafkaSourceConfig(cfg.IngestBatch, tc, mech), proc, metrics, logger.With("part", "ingest", "transport", "kafka"))
+			kcfg := cfg.kafkaSourceConfig(cfg.IngestBatch, tc, mech)
+			kcfg.Progress = p.progress.Worker("ingest.kafka")
+			ksrc, err := ingest.NewKafkaSource(kcfg, proc, metrics, logger.With("part", "ingest", "transport", "kafka"))
 			if err != nil {
 				return nil, configError{err}
 			}
@@ -167,7 +208,8 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	}
 	if roles["relay"] {
 		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Logger: logger.With("part", "relay"),
-			Metrics: newRelayMetrics(p.registry, p.store.Pool())}.WithDefaults()
+			StoreTimeout: cfg.PassTimeout, MaxBackoff: cfg.RelayMaxBackoff,
+			Metrics: newRelayMetrics(p.registry, p.store.Pool()), Progress: p.progress.Worker("evidence.relay")}.WithDefaults()
 		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
 			return nil, err
 		}
@@ -182,6 +224,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		if err != nil {
 			return nil, err
 		}
+		p.onNATSReconnect(relay.Wake) // the bus is back: publish now
 		g.Go(func() error { return relay.Run(gctx) })
 	}
 	if roles["alerts"] {
@@ -235,6 +278,9 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 	if err != nil {
 		return err
 	}
+	if err := p.joinNodes(ctx, cfg, roles, issuer, verifier); err != nil {
+		return err
+	}
 	builder := evidence.Builder{Source: evidenceSource(cfg)}
 	qcfg := revoker.DefaultQueueConfig()
 	qcfg.Subject = cfg.RevocationSubject
@@ -264,7 +310,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
 			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
-			RequiresApproval: cfg.requiresApproval(),
+			RequiresApproval: p.policies.RequiresApproval, Progress: p.progress.Worker("revoker"), StateTimeout: cfg.PassTimeout,
 		})
 		if err != nil {
 			return err
@@ -285,25 +331,26 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		}
 	}
 	if roles["detectors"] {
-		modes, _ := detectors.ParseModes(cfg.RuleModes)
-		scope, _ := detectors.ParseScope(cfg.EnforceScope)
 		exp, err := detectors.NewExpiry(detectors.ExpiryConfig{
-			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch, Modes: modes, Scope: scope,
-			ApprovalTTL: cfg.ApprovalTTL, CommandTTL: cfg.CommandTTL,
+			Grace: cfg.ExpiryGrace, Interval: cfg.DetectInterval, Batch: cfg.DetectBatch,
+			ApprovalTTL: cfg.ApprovalTTL, CommandTTL: cfg.CommandTTL, PassTimeout: cfg.PassTimeout,
 		}, detectors.ExpiryDeps{
-			Pool: p.store.Pool(), Reader: p.targets, Issuer: issuer, Sink: queue, Vault: p.vaultLeases(),
-			Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,
+			Pool: p.store.Pool(), Reader: p.targets, Issuer: issuer, Sink: queue, Vault: p.vaultLeases(), Policy: p.policies,
+			Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm, Progress: p.progress.Worker("detectors.expiry"),
 		})
 		if err != nil {
 			return err
 		}
 		p.group.Go(func() error { return exp.Run(gctx) })
 		acfg := detectors.DefaultAuditRulesConfig()
-		acfg.Modes, acfg.Scope = modes, scope
+		// Checked against the configuration's modes at start; every pass
+		// then acts under the policy in force.
+		acfg.Modes = cfg.rolloutSpec().Modes
 		acfg.Interval, acfg.Signals, acfg.ApprovalTTL = cfg.AuditRulesInterval, cfg.signalRulesConfig(), cfg.ApprovalTTL
+		acfg.PassTimeout = cfg.PassTimeout
 		ar, err := detectors.NewAuditRules(acfg, detectors.AuditRulesDeps{
 			Pool: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "detectors"), Metrics: dm,
-			Issuer: issuer, Sink: queue, Vault: p.vaultLeases(),
+			Issuer: issuer, Sink: queue, Vault: p.vaultLeases(), Policy: p.policies, Progress: p.progress.Worker("detectors.audit_rules"),
 		})
 		if err != nil {
 			return configError{err}
@@ -316,20 +363,40 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 	return nil
 }
 
+// joinNodes registers this process with the command keys it signs with and
+// accepts, refusing to start (exit 3) when a live process sharing the state
+// store would refuse its commands or it would refuse theirs.
+func (p *pipeline) joinNodes(ctx context.Context, cfg Config, roles map[string]bool, issuer *revoker.Issuer, verifier *revoker.Verifier) error {
+	host, _ := os.Hostname()
+	self := nodes.Self{Instance: cfg.Instance, Host: host,
+		IssuesCommands: roles["detectors"] || roles["observer"] || cfg.AdminAddr != "", RunsRevoker: roles["revoker"],
+		SigningKeyID: issuer.KeyID(), SigningPublicKey: base64.StdEncoding.EncodeToString(issuer.PublicKey()),
+		AcceptedKeyIDs: verifier.KeyIDs()}
+	reg, err := nodes.Join(ctx, p.store.Pool(), self, nodes.Config{}, p.logger.With("part", "nodes"))
+	if errors.Is(err, nodes.ErrIncompatible) {
+		return configError{fmt.Errorf("%s / %s: %w", env("COMMAND_SIGNING_KEY"), env("COMMAND_VERIFY_KEYS"), err)}
+	}
+	if err != nil {
+		return err
+	}
+	gctx := p.groupCtx
+	p.group.Go(func() error { return reg.Run(gctx) })
+	return nil
+}
+
 // startObserver watches the target databases (roles and sessions) and runs
 // the database rules: ghost sessions, credential reuse, orphans.
 func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, issuer *revoker.Issuer, queue *revoker.Queue,
 	builder evidence.Builder, dm *detectors.Metrics) error {
 	managed := regexp.MustCompile(cfg.ManagedRolePattern)
-	modes, _ := detectors.ParseModes(cfg.RuleModes)
-	scope, _ := detectors.ParseScope(cfg.EnforceScope)
-	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{Modes: modes, Scope: scope, ManagedPattern: managed,
-		ApprovalTTL: cfg.ApprovalTTL},
-		detectors.DBRulesDeps{Issuer: issuer, Sink: queue, Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm, Vault: p.vaultVerify(cfg)})
+	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{ManagedPattern: managed,
+		ApprovalTTL: cfg.ApprovalTTL, CommandTTL: cfg.CommandTTL},
+		detectors.DBRulesDeps{Issuer: issuer, Sink: queue, Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm,
+			Vault: p.vaultVerify(cfg), Policy: p.policies})
 	if err != nil {
 		return err
 	}
-	ocfg := observer.Config{Interval: cfg.ObserveInterval, ManagedPattern: managed}
+	ocfg := observer.Config{Interval: cfg.ObserveInterval, ManagedPattern: managed, PassTimeout: cfg.PassTimeout}
 	if err := observer.EnsureStream(ctx, p.js, ocfg); err != nil {
 		return err
 	}
@@ -338,7 +405,7 @@ func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, issuer *
 		return err
 	}
 	o, err := observer.New(ocfg, observer.Deps{Store: p.store, Targets: p.targets, Rules: rules, Publisher: pub,
-		Logger: p.logger.With("part", "observer"), Metrics: observer.NewMetrics(p.registry)})
+		Logger: p.logger.With("part", "observer"), Metrics: observer.NewMetrics(p.registry), Progress: p.progress.Worker("observer")})
 	if err != nil {
 		return configError{err}
 	}
@@ -402,8 +469,12 @@ func (p *pipeline) connectNATS(cfg Config) error {
 				p.logger.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { p.logger.Info("nats reconnected", "url", redactURL(c.ConnectedUrl())) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			p.logger.Info("nats reconnected", "url", redactURL(c.ConnectedUrl()))
+			p.natsReconnected()
+		}),
 	}
+	opts = append(opts, cfg.natsDeadlines()...)
 	var sec []nats.Option
 	var err error
 	if url == "" {
@@ -423,7 +494,7 @@ func (p *pipeline) connectNATS(cfg Config) error {
 		return fmt.Errorf("connect to nats: %w", err)
 	}
 	p.nc = nc
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.NATSTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

@@ -98,6 +98,8 @@ func startSecretsRig(t *testing.T, ctx context.Context) *secretsRig {
 		"ROLES": "ingest,detectors,revoker,relay", "METRICS_ADDR": "127.0.0.1:0", "EXPIRY_GRACE": "1s",
 		"DETECT_INTERVAL": "200ms", "LOG_LEVEL": "debug", "MAX_ENTRY_BYTES": fmt.Sprint(maxEntry),
 		"AUDIT_FILE": r.auditLog, "AUDIT_FILE_POLL": "50ms", "AUDIT_SOCKET_ADDR": r.sockAddr, "DEADLETTER_MAX_AGE": "72h",
+		// Expired users are dropped: the test follows secrets through drops.
+		"ENFORCE_SCOPE": "*",
 	} {
 		t.Setenv(env(k), v)
 	}

@@ -67,6 +67,7 @@ func TestShipperRsyslogKafka(t *testing.T) {
 	t.Setenv("LEASEGUARD_METRICS_ADDR", "127.0.0.1:0")
 	t.Setenv("LEASEGUARD_EXPIRY_GRACE", "1s")
 	t.Setenv("LEASEGUARD_DETECT_INTERVAL", "200ms")
+	t.Setenv("LEASEGUARD_ENFORCE_SCOPE", "*") // nothing is enforced without a scope
 	t.Setenv("LEASEGUARD_KAFKA_BROKERS", broker)
 	// rsyslog ships the raw line: no envelope.
 	t.Setenv("LEASEGUARD_EVIDENCE_SINKS", "nats,kafka")
@@ -205,12 +206,17 @@ func TestShipperRsyslogOutage(t *testing.T) {
 	dir := t.TempDir()
 	auditLog := filepath.Join(dir, "vault-audit.log")
 	confPath, logFile := rsyslogConfig(t, ctx, rsyslogd, dir, auditLog, broker)
+	// rsyslogd counts what omkafka handed to librdkafka (impstats, every
+	// second), which is how the test knows the lines are in its hands.
+	statsFile := filepath.Join(dir, "stats.log")
+	appendFile(t, confPath, "\nmodule(load=\"impstats\" interval=\"1\" log.syslog=\"off\" log.file=\""+statsFile+"\")\n")
 	rs := startRsyslog(t, ctx, rsyslogd, confPath)
 	sim := &vaultsim.Sim{Mount: "postgres", DisplayName: "token", EntityID: "ent-outage", RemoteAddress: "10.0.0.8"}
 	before := append(sim.Noise(), sim.Noise()...)
 	appendAuditLog(t, auditLog, before)
-	// imfile reads the lines at once; give omkafka time to try them.
-	time.Sleep(2 * time.Second)
+	waitFor(t, ctx, 20*time.Second, "omkafka to take every line while the broker is down", func() bool {
+		return omkafkaSubmitted(readFile(statsFile)) >= len(before)
+	})
 	// rsyslogd stops during the outage and saves what it holds.
 	if err := rs.stop(); err != nil {
 		t.Fatalf("rsyslogd: %v", err)
@@ -579,6 +585,38 @@ func revocationOutcome(value, subject string) string {
 		return ""
 	}
 	return ev.Data.Unmapped.Outcome
+}
+
+// appendFile appends text to the file at path.
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// omkafkaSubmitted is the last "submitted" count of omkafka in impstats
+// output: the records it handed to librdkafka.
+func omkafkaSubmitted(stats string) int {
+	n := 0
+	for _, line := range strings.Split(stats, "\n") {
+		if !strings.Contains(line, "omkafka:") {
+			continue
+		}
+		for _, field := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(field, "submitted="); ok {
+				if k, err := strconv.Atoi(v); err == nil {
+					n = k
+				}
+			}
+		}
+	}
+	return n
 }
 
 func readFile(path string) string {

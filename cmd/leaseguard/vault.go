@@ -112,12 +112,13 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 	}
 	p.vault = c
 	gctx := p.groupCtx
-	keeper := vaultlink.NewTokenKeeper(c, vaultlink.KeeperConfig{ExpiryWarning: cfg.VaultTokenWarning})
+	keeper := vaultlink.NewTokenKeeper(c, vaultlink.KeeperConfig{ExpiryWarning: cfg.VaultTokenWarning,
+		Progress: p.progress.Worker("vault.token_keeper")})
 	p.group.Go(func() error { return keeper.Run(gctx) })
 	if roles["revoker"] && cfg.VaultRevoke {
 		rec, err := vaultlink.NewReconciler(cfg.reconcilerConfig(), vaultlink.ReconcilerDeps{
 			Pool: p.store.Pool(), Vault: c, Targets: p.targets, Evidence: evidence.Builder{Source: evidenceSource(cfg)},
-			Logger: logger, Metrics: c.Metrics(),
+			Logger: logger, Metrics: c.Metrics(), Progress: p.progress.Worker("vault.reconciler"),
 		})
 		if err != nil {
 			return err
@@ -127,14 +128,16 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 	devices := cfg.auditDevices()
 	if roles["observer"] && len(devices) > 0 {
 		res, err := vaultlink.NewHMACResolver(vaultlink.HMACResolverConfig{Devices: devices,
-			ManagedPattern: regexp.MustCompile(cfg.ManagedRolePattern)}, p.store.Pool(), c, logger, c.Metrics(), nil)
+			ManagedPattern: regexp.MustCompile(cfg.ManagedRolePattern), Progress: p.progress.Worker("vault.hmac_resolver")},
+			p.store.Pool(), c, logger, c.Metrics(), nil)
 		if err != nil {
 			return err
 		}
 		p.group.Go(func() error { return res.Run(gctx) })
 	}
 	if (roles["detectors"] || roles["observer"]) && cfg.VaultConfirmRate > 0 {
-		conf, err := vaultlink.NewLeaseConfirmer(vaultlink.ConfirmerConfig{PerSecond: cfg.VaultConfirmRate}, p.store.Pool(), c, logger, nil)
+		conf, err := vaultlink.NewLeaseConfirmer(vaultlink.ConfirmerConfig{PerSecond: cfg.VaultConfirmRate,
+			Progress: p.progress.Worker("vault.lease_confirmer")}, p.store.Pool(), c, logger, nil)
 		if err != nil {
 			return err
 		}
@@ -147,7 +150,8 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 			ahead = -1 // none ahead
 		}
 		lk, err := vaultlink.NewRevocationLinker(vaultlink.RevocationLinkerConfig{Devices: devices, Interval: time.Second,
-			Wanted: cfg.VaultHashWanted, Ahead: ahead}, p.store.Pool(), p.store, c, logger, c.Metrics(), nil)
+			Wanted: cfg.VaultHashWanted, Ahead: ahead, Progress: p.progress.Worker("vault.revocation_linker")},
+			p.store.Pool(), p.store, c, logger, c.Metrics(), nil)
 		if err != nil {
 			return err
 		}

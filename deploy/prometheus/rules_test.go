@@ -41,7 +41,7 @@ func TestRulesCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "SUCCESS: 7 rules found") {
+	if !strings.Contains(out, "SUCCESS: 8 rules found") {
 		t.Errorf("promtool check rules:\n%s", out)
 	}
 }
@@ -55,7 +55,8 @@ func TestRulesUnitTests(t *testing.T) {
 }
 
 // The unit tests notice a changed rule: the gap alert waiting longer
-// than its test expects, or the silent-source window widened.
+// than its test expects, the silent-source window widened, or a stalled
+// worker tolerated longer.
 func TestRulesUnitTestsCatchChanges(t *testing.T) {
 	rules, err := os.ReadFile(rulesFile)
 	if err != nil {
@@ -69,6 +70,7 @@ func TestRulesUnitTestsCatchChanges(t *testing.T) {
 		{"gap alert waits 3m", "for: 1m\n", "for: 3m\n", "LeaseguardAuditSocketGap"},
 		{"silent window 30m", "> 900", "> 1800", "LeaseguardAuditSourceSilent"},
 		{"critical findings only", `severity="critical"}[10m]`, `severity="high"}[10m]`, "LeaseguardCriticalFinding"},
+		{"stall threshold 10m", "(leaseguard_worker_stalled_seconds) > 60", "(leaseguard_worker_stalled_seconds) > 600", "LeaseguardWorkerStalled"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if strings.Count(string(rules), c.old) != 1 {
