@@ -144,16 +144,11 @@ func (s *Server) decidePending(w http.ResponseWriter, r *http.Request, decision 
 		writeError(w, http.StatusServiceUnavailable, "owner approval is not available on this server")
 		return
 	}
-	untrack, ok := s.track()
+	ctx, done, ok := s.detach(w)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
 		return
 	}
-	defer untrack()
-	// Like a revocation, a decision runs to its end whether or not the
-	// client waits.
-	ctx, cancel := context.WithTimeout(s.base, s.cfg.RequestTimeout)
-	defer cancel()
+	defer done()
 	var res operator.Decided
 	var err error
 	if decision == schemas.ApprovalApproved {

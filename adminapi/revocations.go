@@ -116,17 +116,11 @@ func (s *Server) postRevocation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "%s", err)
 		return
 	}
-	untrack, ok := s.track()
+	ctx, done, ok := s.detach(w)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
 		return
 	}
-	defer untrack()
-	// The request runs to its end or its timeout whether or not the
-	// client waits: a revocation cut short by a dropped connection would
-	// only have to be resumed.
-	ctx, cancel := context.WithTimeout(s.base, s.cfg.RequestTimeout)
-	defer cancel()
+	defer done()
 
 	plan, err := s.d.Operator.Plan(ctx, req)
 	if err != nil {

@@ -100,14 +100,11 @@ func (s *Server) changeScope(w http.ResponseWriter, r *http.Request, verb string
 		writeError(w, http.StatusServiceUnavailable, "the enforcement policy is not available on this server")
 		return
 	}
-	untrack, ok := s.track()
+	ctx, done, ok := s.detach(w)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
 		return
 	}
-	defer untrack()
-	ctx, cancel := context.WithTimeout(s.base, s.cfg.RequestTimeout)
-	defer cancel()
+	defer done()
 	rec, err := change(ctx, p.Name)
 	if err != nil {
 		s.d.Logger.Info("admin api policy change refused", "verb", verb, "principal", p.Name, "err", err)

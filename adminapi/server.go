@@ -426,14 +426,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// track registers a revocation about to execute, so Shutdown waits for
-// it; it reports false once Shutdown has begun waiting.
-func (s *Server) track() (done func(), ok bool) {
+// detach starts a change that must run to its end or its timeout whether
+// or not the client waits (a revocation, a decision or a policy change cut
+// short by a dropped connection would only have to be resumed): its
+// context is the server's, not the request's, and Shutdown waits for it.
+// Once Shutdown has begun it answers 503 and reports false; otherwise the
+// caller must call done.
+func (s *Server) detach(w http.ResponseWriter) (ctx context.Context, done func(), ok bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return nil, false
+	closing := s.closing
+	if !closing {
+		s.inflight.Add(1)
 	}
-	s.inflight.Add(1)
-	return s.inflight.Done, true
+	s.mu.Unlock()
+	if closing {
+		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.RequestTimeout)
+	return ctx, func() { cancel(); s.inflight.Done() }, true
 }

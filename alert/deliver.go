@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -63,7 +64,7 @@ func (w *worker) run(ctx context.Context, ready <-chan struct{}) {
 			failures = 0
 			wait, wake = cfg.Interval, w.wake
 		}
-		if wait > 0 && !sleep(ctx, wait, wake) {
+		if wait > 0 && !pause.For(ctx, wait, wake) {
 			return
 		}
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -212,7 +213,7 @@ func (x *Dispatcher) runIntake(ctx context.Context, ready chan struct{}) {
 			failures = 0
 			wait = x.cfg.Interval
 		}
-		if wait > 0 && !sleep(ctx, wait, nil) {
+		if wait > 0 && !pause.For(ctx, wait, nil) {
 			return
 		}
 	}
@@ -293,20 +294,6 @@ func backoff(base, ceiling time.Duration, failures int) time.Duration {
 	d = min(d, ceiling)
 	half := d / 2
 	return half + rand.N(d-half+1)
-}
-
-// sleep waits for d, or until wake fires (nil: never) or ctx ends; it
-// reports false when ctx ended.
-func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-wake:
-	}
-	return true
 }
 
 // bounded runs step within StoreTimeout.

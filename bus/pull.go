@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/internal/pause"
 )
 
 // fetchExpiry is how long one pull request stays open on the server. When
@@ -36,7 +38,7 @@ func PullBatches(ctx context.Context, cons jetstream.Consumer, max int, fillWait
 				return nil
 			}
 			logger.Warn("pull", "err", err)
-			if !sleepCtx(ctx, fetchExpiry) {
+			if !pause.For(ctx, fetchExpiry, nil) {
 				return nil
 			}
 			continue
@@ -99,17 +101,6 @@ func handBack(msgs <-chan jetstream.Msg, logger *slog.Logger) {
 	}
 	if n > 0 {
 		logger.Info("stopping: unstarted messages handed back for redelivery", "messages", n)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
@@ -416,7 +417,7 @@ func (c *kafkaConsumer) run(ctx context.Context) error {
 		if failures > 0 {
 			wait := c.s.backoff(failures)
 			c.s.logger.Warn("ingest records will be retried", "transport", "kafka", "records", len(pending), "retry_in", wait)
-			if !sleepCtx(ctx, wait) {
+			if !pause.For(ctx, wait, nil) {
 				c.stopping(pending)
 				return nil
 			}
@@ -524,7 +525,7 @@ func (c *kafkaConsumer) next(ctx context.Context) (kafka.Message, error) {
 			return kafka.Message{}, fmt.Errorf("kafka source: reader closed: %w", err)
 		}
 		c.s.logger.Warn("kafka fetch; retrying", "err", err)
-		if !sleepCtx(ctx, time.Second) {
+		if !pause.For(ctx, time.Second, nil) {
 			return kafka.Message{}, ctx.Err()
 		}
 	}
@@ -748,18 +749,6 @@ func headerValue(hs []kafka.Header, key string) []byte {
 		}
 	}
 	return nil
-}
-
-// sleepCtx waits d or until ctx is done; it reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // formatInt is strconv.FormatInt for header values.

@@ -1,0 +1,23 @@
+// Package pause is the one way leaseguard's retry loops wait: a timer
+// that a shutdown or a wake-up cuts short, so no loop sleeps through
+// either.
+package pause
+
+import (
+	"context"
+	"time"
+)
+
+// For waits d, or until wake fires (nil: never) or ctx ends. It reports
+// false only when ctx ended, so a loop can return at once.
+func For(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-wake:
+	}
+	return true
+}
