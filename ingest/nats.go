@@ -53,7 +53,7 @@ type NATSConfig struct {
 	Progress *progress.Worker
 }
 
-// DefaultNATSConfig returns the defaults documented in the README.
+// DefaultNATSConfig returns the defaults documented in docs/configuration.md.
 func DefaultNATSConfig() NATSConfig {
 	return NATSConfig{
 		Stream:            "VAULT_AUDIT",

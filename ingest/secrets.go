@@ -18,7 +18,7 @@ import (
 // publish, and an entry a shipper published straight onto the audit
 // subject is erased from the stream once ingest is done with it
 // (NATSSource.erase). Kafka records cannot be deleted one by one: the
-// topic must not receive plaintext (see the README).
+// topic must not receive plaintext (see docs/sources.md).
 
 // secretMetrics count the plaintext secrets ingest met.
 type secretMetrics struct {

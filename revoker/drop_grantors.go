@@ -50,7 +50,7 @@ const foreignGrantsSQL = `WITH dep AS (` +
 // rolls all of it back with the savepoint.
 //
 // A non-superuser revoker needs membership in the grantor to SET ROLE to
-// it (the README's "Privileges" section), as it does for DROP OWNED.
+// it (docs/operations.md, "Privileges"), as it does for DROP OWNED.
 func grantorSteps(ctx context.Context, tx pgx.Tx, targets []*item) ([]txStep, error) {
 	oids := make([]uint32, len(targets))
 	for i, it := range targets {

@@ -10,7 +10,7 @@ import (
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
-// nonSuperuserSetup builds, with the test's superuser, what the README's
+// nonSuperuserSetup builds, with the test's superuser, what docs/operations.md's
 // "Privileges" section describes: Vault's connection role (CREATEROLE, and
 // grantor of the users' privileges) and a non-superuser revoker role that
 // is a member of it, may signal backends and reads every session.
@@ -34,7 +34,7 @@ func nonSuperuserSetup(t *testing.T) (vault, revokerRole, schema string) {
 // createUserAsVault creates a user the way Vault's plugin does, logged in
 // as Vault's connection role, so that role is the grantor of its
 // privileges. With memberOf set, the creation statements end with the
-// README's extra statement GRANT "{{name}}" TO <revoker>.
+// docs/operations.md's extra statement GRANT "{{name}}" TO <revoker>.
 func createUserAsVault(t *testing.T, vault, name, schema, memberOf string) {
 	t.Helper()
 	admin := pgtest.Pool(t)
@@ -51,7 +51,7 @@ func createUserAsVault(t *testing.T, vault, name, schema, memberOf string) {
 
 // TestDropAsNonSuperuser runs the full drop (NOLOGIN, terminate, reassign,
 // drop owned, drop) as a role without superuser, holding exactly the
-// privileges the README lists.
+// privileges docs/operations.md lists.
 func TestDropAsNonSuperuser(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -97,7 +97,7 @@ func TestDropAsNonSuperuser(t *testing.T) {
 }
 
 // TestDropAsNonSuperuserWithoutMembership: without the extra creation
-// statement the drop fails cleanly (the README says why), the user is
+// statement the drop fails cleanly (docs/operations.md says why), the user is
 // left NOLOGIN rather than half dropped, and nothing is reported dropped.
 func TestDropAsNonSuperuserWithoutMembership(t *testing.T) {
 	t.Parallel()

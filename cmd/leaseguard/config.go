@@ -30,7 +30,7 @@ const envPrefix = "LEASEGUARD"
 
 // Config is every setting, read from the environment. Only this package
 // reads the environment; packages receive typed, validated config structs.
-// The README's configuration table lists the same variables.
+// The README's configuration table lists the same variables (docs/configuration.md).
 type Config struct {
 	DatabaseURL    string `envconfig:"LEASEGUARD_DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/test?sslmode=disable" desc:"state store (lease ledger, outbox); PostgreSQL URL"`
 	DatabaseSchema string `envconfig:"LEASEGUARD_DATABASE_SCHEMA" default:"leaseguard" desc:"schema of the state store"`
