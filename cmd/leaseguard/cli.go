@@ -142,8 +142,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-var version = "dev"
-
 func versionCmd(_ context.Context, m *Main, _ []string) error {
 	fmt.Fprintln(m.Stdout, "leaseguard", version)
 	return nil

@@ -1,0 +1,8 @@
+package main
+
+// Set by the Makefile with -ldflags -X (see `make build`).
+var (
+	version   = "dev"
+	commit    string
+	buildDate string
+)
