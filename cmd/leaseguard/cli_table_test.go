@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -324,5 +325,77 @@ func TestBuildInfo(t *testing.T) {
 		if v != "1.2.3-test" {
 			t.Errorf("evidence product.version %q, want 1.2.3-test", v)
 		}
+	}
+}
+
+// TestOutputJSON: every command that reads prints JSON with -o json (one
+// document, or one per line), and refuses another format as a usage error
+// naming the allowed values.
+func TestOutputJSON(t *testing.T) {
+	t.Setenv("LEASEGUARD_DATABASE_URL", pgtest.URL())
+	t.Setenv("LEASEGUARD_DATABASE_SCHEMA", pgtest.Schema(t, "lg_clijson"))
+	t.Setenv("LEASEGUARD_TARGETS", "")
+	t.Setenv("LEASEGUARD_DATA_DIR", t.TempDir())
+	chain := chainFile(t)
+	for _, tt := range []struct {
+		args  []string
+		lines int // JSON documents expected on stdout
+	}{
+		{[]string{"version"}, 1},
+		{[]string{"config"}, 1},
+		{[]string{"keys"}, 1},
+		{[]string{"evidence", "verify", "--file", chain}, 1},
+		{[]string{"replay", "--dry-run", fixture}, 1},
+		{[]string{"scope", "show"}, 1},
+		{[]string{"scope"}, 1},
+		{[]string{"pilot", "report", "--since", "1h"}, 1},
+		{[]string{"approve", "--list"}, 0},
+		{[]string{"reject", "--list", "--state", "expired"}, 0},
+		{[]string{"revoke", "--db-user", "v-clijson-nobody", "--reason", "r", "--dry-run"}, 0},
+	} {
+		code, out, stderr := runMain(t, "", append(tt.args, "-o", "json")...)
+		if code != exitOK {
+			t.Errorf("%q -o json: exit %d: %s", tt.args, code, stderr)
+			continue
+		}
+		dec := json.NewDecoder(strings.NewReader(out))
+		n := 0
+		for dec.More() {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				t.Errorf("%q -o json: not JSON: %v\n%s", tt.args, err, out)
+				break
+			}
+			n++
+		}
+		if n != tt.lines {
+			t.Errorf("%q -o json: %d documents, want %d:\n%s", tt.args, n, tt.lines, out)
+		}
+		code, _, stderr = runMain(t, "", append(tt.args, "--output", "yaml")...)
+		if code != exitUsage || !strings.Contains(stderr, `invalid argument "yaml" for "-o, --output" flag: want table or json`) {
+			t.Errorf("%q --output yaml: exit %d: %s", tt.args, code, stderr)
+		}
+	}
+}
+
+// TestVersionFallsBackToBuildInfo: without the Makefile's values, the
+// version comes from Go's build information (go build, go install), never
+// a bare placeholder while that knows better.
+func TestVersionFallsBackToBuildInfo(t *testing.T) {
+	bi := &debug.BuildInfo{Main: debug.Module{Version: "v1.5.0"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123456789abcdef01234567"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"},
+	}}
+	got := resolveBuild(buildInfo{}, bi)
+	want := buildInfo{Version: "v1.5.0", Commit: "0123456", BuildDate: "2026-01-02T03:04:05Z", GoVersion: runtime.Version()}
+	if got != want {
+		t.Errorf("from build info: %+v, want %+v", got, want)
+	}
+	stamped := buildInfo{Version: "v2.0.0", Commit: "fedcba9", BuildDate: "2026-05-06T07:08:09Z"}
+	if got := resolveBuild(stamped, bi); got.Version != "v2.0.0" || got.Commit != "fedcba9" || got.BuildDate != "2026-05-06T07:08:09Z" {
+		t.Errorf("stamped values lost: %+v", got)
+	}
+	got = resolveBuild(buildInfo{}, &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}})
+	if got.Version != "unknown" || got.Commit != "unknown" || got.BuildDate != "unknown" {
+		t.Errorf("nothing known: %+v", got)
 	}
 }
