@@ -83,7 +83,7 @@ func (m *Main) root() *cobra.Command {
 	root.SetErr(m.Stderr)
 	root.SuggestionsMinimumDistance = 1 // 2 suggests "scope" for "nope"
 	root.SetVersionTemplate(versionText(currentBuild()))
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.SetFlagErrorFunc(flagError)
 	root.SetHelpCommand(helpCommand())
 	root.Flags().BoolP("version", "v", false, "print the version, commit and build date")
 	// A group (root, evidence, pilot, completion) runs only to say what is
@@ -208,6 +208,21 @@ func unknownCommand(want string) cobra.PositionalArgs {
 		}
 		return usageError{msg}
 	}
+}
+
+// flagError makes a flag parsing error a usage error. A long flag written
+// with one dash (the old CLI's -dry-run) gets the spelling that works.
+func flagError(cmd *cobra.Command, err error) error {
+	msg := err.Error()
+	if _, arg, ok := strings.Cut(msg, "unknown shorthand flag: "); ok {
+		if _, word, ok := strings.Cut(arg, " in -"); ok {
+			name, _, _ := strings.Cut(word, "=")
+			if cmd.Flags().Lookup(name) != nil {
+				msg += fmt.Sprintf(" (did you mean --%s?)", word)
+			}
+		}
+	}
+	return usageError{msg}
 }
 
 // noArgs is the Args check of a command that takes only flags.

@@ -171,6 +171,8 @@ func TestUnknownFlagAndCommand(t *testing.T) {
 		{[]string{"--nope"}, "leaseguard: unknown flag: --nope\nRun 'leaseguard --help' for usage.\n"},
 		{[]string{"replay", "x.log", "--nope"}, "leaseguard replay: unknown flag: --nope\nRun 'leaseguard replay --help' for usage.\n"},
 		{[]string{"revoke", "-x"}, "leaseguard revoke: unknown shorthand flag: 'x' in -x\nRun 'leaseguard revoke --help' for usage.\n"},
+		{[]string{"replay", "x.log", "-dry-run"}, "leaseguard replay: unknown shorthand flag: 'd' in -dry-run (did you mean --dry-run?)\nRun 'leaseguard replay --help' for usage.\n"},
+		{[]string{"revoke", "-actor=alice"}, "leaseguard revoke: unknown shorthand flag: 'a' in -actor=alice (did you mean --actor=alice?)\nRun 'leaseguard revoke --help' for usage.\n"},
 		{[]string{"scope", "nope"}, "leaseguard scope: unknown command \"nope\": want show, expand or rollback\nRun 'leaseguard scope --help' for usage.\n"},
 		{[]string{"evidence", "check"}, "leaseguard evidence: unknown command \"check\": want verify\nRun 'leaseguard evidence --help' for usage.\n"},
 		{[]string{"pilot"}, "leaseguard pilot: missing command: want report\nRun 'leaseguard pilot --help' for usage.\n"},
