@@ -83,11 +83,7 @@ func decideCmd(ctx context.Context, m *Main, verb, id string, o decideOptions) e
 	if err != nil {
 		return err
 	}
-	level := cfg.LogLevel
-	if level == "info" {
-		level = "warn"
-	}
-	logger := newLogger(m.Stderr, level, "text")
+	logger := operatorLogger(m.Stderr, cfg)
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err

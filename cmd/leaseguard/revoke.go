@@ -84,12 +84,7 @@ func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
 	if err != nil {
 		return err
 	}
-	level := cfg.LogLevel
-	if level == "info" {
-		level = "warn" // the table says what the per-revocation logs would
-	}
-	logger := newLogger(m.Stderr, level, "text")
-
+	logger := operatorLogger(m.Stderr, cfg)
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -103,16 +98,9 @@ func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
 	defer targets.Close()
 	deps := operator.Deps{State: st.Pool(), Targets: targets, Guard: cfg.dropperConfig().Guard,
 		Batch: cfg.RevocationBatch, Logger: logger}
-	planner, err := operator.New(deps)
+	plan, err := revokePlan(ctx, m, deps, req)
 	if err != nil {
 		return err
-	}
-	plan, err := planner.Plan(ctx, req)
-	if err != nil {
-		return revokeUsage(err)
-	}
-	for _, w := range plan.Warnings {
-		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
 	if req.DryRun {
 		return printPlan(m.Stdout, m.Stderr, plan, o.output)
@@ -134,6 +122,33 @@ func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
 	}
 	revokeInVault(ctx, m.Stderr, cfg, st, targets, logger)
 	return revokeOutcome(plan, results, runErr)
+}
+
+// operatorLogger is the logger of revoke, approve and reject: warnings
+// only at the default level, as the table says what the per-revocation
+// logs would.
+func operatorLogger(w io.Writer, cfg Config) *slog.Logger {
+	level := cfg.LogLevel
+	if level == "info" {
+		level = "warn"
+	}
+	return newLogger(w, level, "text")
+}
+
+// revokePlan plans req and shows the planner's warnings.
+func revokePlan(ctx context.Context, m *Main, deps operator.Deps, req operator.Request) (operator.Plan, error) {
+	planner, err := operator.New(deps)
+	if err != nil {
+		return operator.Plan{}, err
+	}
+	plan, err := planner.Plan(ctx, req)
+	if err != nil {
+		return plan, revokeUsage(err)
+	}
+	for _, w := range plan.Warnings {
+		fmt.Fprintln(m.Stderr, "warning:", w)
+	}
+	return plan, nil
 }
 
 func stdinIsTerminal(in io.Reader) bool {
