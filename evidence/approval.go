@@ -99,7 +99,7 @@ func (b Builder) Approval(d schemas.ApprovalDecision) (Event, error) {
 		Message:      msg,
 		Metadata: ocsfMetadata{
 			Version:        OCSFVersion,
-			Product:        ocsfProduct{Name: productName, VendorName: productName},
+			Product:        b.product(),
 			UID:            id,
 			CorrelationUID: d.PendingID,
 		},

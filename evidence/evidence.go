@@ -80,15 +80,18 @@ type LeaseContext struct {
 }
 
 // Builder makes events. Source is the CloudEvents source of this leaseguard
-// instance, e.g. "urn:leaseguard:prod-eu-1". Clock gives the event time when
-// the input carries none (nil means time.Now).
+// instance, e.g. "urn:leaseguard:prod-eu-1". Version is the leaseguard build
+// that makes them, in metadata.product.version (empty leaves it out). Clock
+// gives the event time when the input carries none (nil means time.Now).
 //
 // Built events are deterministic: the id is derived from what the event is
 // about, and the content only from the inputs, so a retry builds the same
-// event.
+// event. (A retry by another build differs only in product.version, under
+// the same id: the outbox keeps the first.)
 type Builder struct {
-	Source string
-	Clock  func() time.Time
+	Source  string
+	Version string
+	Clock   func() time.Time
 }
 
 // Errors a Builder returns.
@@ -142,7 +145,7 @@ func (b Builder) Revocation(cmd schemas.RevocationCommand, res schemas.Revocatio
 		// so a forged command cannot take a real command's evidence id.
 		id = eventID("revocation-refused", res.CommandHash)
 	}
-	data := revocationData(id, cmd, res, lc, occurred)
+	data := b.revocationData(id, cmd, res, lc, occurred)
 	return b.event(TypeRevocation, id, revocationSubject(cmd, res), occurred, data)
 }
 
@@ -174,7 +177,7 @@ func (b Builder) Finding(f schemas.Finding, lease *LeaseContext) (Event, error) 
 		occurred = b.now()
 	}
 	id := eventID("finding", f.ID)
-	data := findingData(id, f, lc, occurred)
+	data := b.findingData(id, f, lc, occurred)
 	return b.event(TypeFinding, id, findingSubject(f), occurred, data)
 }
 

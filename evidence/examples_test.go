@@ -14,13 +14,16 @@ import (
 
 var update = flag.Bool("update", false, "rewrite schemas/examples/evidence-*.json")
 
+// exampleVersion is the leaseguard build named in the examples.
+const exampleVersion = "v1.4.0"
+
 // The examples are a chain of two: the finding (seq 1) and the revocation it
 // requested (seq 2). They are what the Builder makes of fixed inputs, sealed,
 // and indented for reading (the hash is over the canonical form, so the
 // indentation does not matter).
 func exampleEvents(t *testing.T) (finding, revocation Event) {
 	t.Helper()
-	b := Builder{Source: "urn:leaseguard:prod-eu-1", Clock: func() time.Time { return t0 }}
+	b := Builder{Source: "urn:leaseguard:prod-eu-1", Version: exampleVersion, Clock: func() time.Time { return t0 }}
 	f := sampleFinding(7)
 	lease := sampleLease(7)
 	finding, err := b.Finding(f, lease)
@@ -95,7 +98,7 @@ func TestExamples(t *testing.T) {
 // third in the examples' chain.
 func examplePolicy(t *testing.T, prev string) Event {
 	t.Helper()
-	b := Builder{Source: "urn:leaseguard:prod-eu-1", Clock: func() time.Time { return t0 }}
+	b := Builder{Source: "urn:leaseguard:prod-eu-1", Version: exampleVersion, Clock: func() time.Time { return t0 }}
 	c := samplePolicyChange()
 	ev, err := b.Policy(c)
 	if err != nil {

@@ -45,6 +45,12 @@ var ocsfSeverityNames = map[int]string{
 type ocsfProduct struct {
 	Name       string `json:"name"`
 	VendorName string `json:"vendor_name"`
+	// Version is the leaseguard build that made the event.
+	Version string `json:"version,omitempty"`
+}
+
+func (b Builder) product() ocsfProduct {
+	return ocsfProduct{Name: productName, VendorName: productName, Version: b.Version}
 }
 
 type ocsfMetadata struct {
@@ -225,7 +231,7 @@ func terminationMessage(cmd schemas.RevocationCommand, res schemas.RevocationRes
 	return fmt.Sprintf("leaseguard could not terminate ghost session pid %d of %s on %q", cmd.Session.PID, who, res.Database)
 }
 
-func revocationData(id string, cmd schemas.RevocationCommand, res schemas.RevocationResult, lc LeaseContext, occurred time.Time) accountChange {
+func (b Builder) revocationData(id string, cmd schemas.RevocationCommand, res schemas.RevocationResult, lc LeaseContext, occurred time.Time) accountChange {
 	statusID, _ := outcomeStatus(res.Outcome)
 	status := "Success"
 	if statusID == ocsfStatusFailure {
@@ -256,7 +262,7 @@ func revocationData(id string, cmd schemas.RevocationCommand, res schemas.Revoca
 		Message:      revocationMessage(cmd, res),
 		Metadata: ocsfMetadata{
 			Version:        OCSFVersion,
-			Product:        ocsfProduct{Name: productName, VendorName: productName},
+			Product:        b.product(),
 			UID:            id,
 			CorrelationUID: cmd.ID,
 		},
@@ -386,7 +392,7 @@ type findingUnmappedData struct {
 	Facts          map[string]any `json:"facts,omitempty"`
 }
 
-func findingData(id string, f schemas.Finding, lc LeaseContext, occurred time.Time) detectionFinding {
+func (b Builder) findingData(id string, f schemas.Finding, lc LeaseContext, occurred time.Time) detectionFinding {
 	ev := detectionFinding{
 		ocsfClass: classify(ocsfCategoryFindings, "Findings", ocsfClassDetection, "Detection Finding",
 			ocsfActivityCreate, "Create", f.Severity.Rank()),
@@ -396,7 +402,7 @@ func findingData(id string, f schemas.Finding, lc LeaseContext, occurred time.Ti
 		Message:  f.Summary,
 		Metadata: ocsfMetadata{
 			Version:        OCSFVersion,
-			Product:        ocsfProduct{Name: productName, VendorName: productName},
+			Product:        b.product(),
 			UID:            id,
 			CorrelationUID: f.CommandID,
 		},

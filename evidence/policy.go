@@ -69,7 +69,7 @@ func (b Builder) Policy(c schemas.PolicyChange) (Event, error) {
 			"Entity Management", activity, activityName, 1),
 		StatusID: ocsfStatusSuccess, Status: "Success", Time: c.ChangedAt.UnixMilli(),
 		Message: policyMessage(c), Comment: c.Reason,
-		Metadata:     ocsfMetadata{Version: OCSFVersion, Product: ocsfProduct{Name: productName, VendorName: productName}, UID: id},
+		Metadata:     ocsfMetadata{Version: OCSFVersion, Product: b.product(), UID: id},
 		Actor:        ocsfActor{User: &ocsfUser{Name: c.Actor}, InvokedBy: productName},
 		EntityResult: policyEntity(schemas.PolicyState{Version: c.Version, Scope: c.Scope, Modes: c.Modes}),
 		Unmapped:     c,

@@ -10,78 +10,87 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
 )
 
-const decideSynopsis = "ID [--actor NAME] [--comment TEXT] [--output table|json] [--resume]\n" +
-	"       --list [--state pending|approved|rejected|expired] [--output table|json]"
+// decideOptions are the flags of approve and reject.
+type decideOptions struct {
+	actor, comment, state string
+	list, resume          bool
+	output                outputFormat
+}
 
-// approveCmd approves a pending revocation (a rule in approve mode held it
-// for an owner) and executes its command through the revoker directly
+// approveCommand approves a pending revocation (a rule in approve mode held
+// it for an owner) and executes its command through the revoker directly
 // against the target database, as `leaseguard revoke` does: no NATS, no
 // running pipeline needed.
-func approveCmd(ctx context.Context, m *Main, args []string) error {
-	return decideCmd(ctx, m, "approve", args)
+func (m *Main) approveCommand() *cobra.Command {
+	return m.decideCommand("approve", "approve a pending revocation (rule mode approve) and drop its user; --list shows them",
+		"Approve records an owner's approval of a pending revocation (a rule in approve mode held it) and\n"+
+			"drops its user now, through the revoker, directly against the target database: no NATS, no\n"+
+			"running pipeline needed. --list shows the pending revocations and their ids.")
 }
 
-// rejectCmd rejects a pending revocation: nothing is dropped.
-func rejectCmd(ctx context.Context, m *Main, args []string) error {
-	return decideCmd(ctx, m, "reject", args)
+// rejectCommand rejects a pending revocation: nothing is dropped.
+func (m *Main) rejectCommand() *cobra.Command {
+	return m.decideCommand("reject", "reject a pending revocation (rule mode approve): nothing is dropped",
+		"Reject records an owner's rejection of a pending revocation: nothing is dropped.\n"+
+			"--list shows the pending revocations and their ids.")
 }
 
-func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
-	fs := m.flags(verb, decideSynopsis)
-	actorFlag := fs.String("actor", "", "who decides, recorded in the evidence (default: the OS user)")
-	fs.StringVar(actorFlag, "as", "", "same as --actor")
-	comment := fs.String("comment", "", "why, recorded with the decision and in its evidence")
-	output := fs.String("output", "table", "table, or json: the evidence events of the decision (and of the revocation), one per line")
-	list := fs.Bool("list", false, "list pending revocations (their ids) instead of deciding one")
-	resume := fs.Bool("resume", false, "approve only: finish an approved revocation whose run was interrupted (no new decision)")
-	state := fs.String("state", "pending", "with --list: pending, approved, rejected or expired")
-	// The id may come before or after the flags.
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func (m *Main) decideCommand(verb, short, long string) *cobra.Command {
+	var o decideOptions
+	cmd := &cobra.Command{
+		Use:     verb + " (ID | --list)",
+		Short:   short,
+		Long:    long,
+		Example: fmt.Sprintf("  leaseguard %[1]s --list\n  leaseguard %[1]s 216e34caed2d7caee8976a46c3c33762 --comment INC-77", verb),
+		Args:    maxOneArg,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			}
+			return decideCmd(cmd.Context(), m, verb, id, o)
+		},
 	}
-	var id string
-	if fs.NArg() > 0 {
-		id = fs.Arg(0)
-		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
-			return err
-		}
-		if fs.NArg() > 0 {
-			return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-		}
+	f := cmd.Flags()
+	f.StringVar(&o.actor, "actor", "", "who decides, recorded in the evidence (default: the OS user)")
+	f.StringVar(&o.actor, "as", "", "same as --actor")
+	f.StringVar(&o.comment, "comment", "", "why, recorded with the decision and in its evidence")
+	f.BoolVar(&o.list, "list", false, "list pending revocations (their ids) instead of deciding one")
+	f.StringVar(&o.state, "state", "pending", "with --list: pending, approved, rejected or expired")
+	if verb == "approve" {
+		f.BoolVar(&o.resume, "resume", false, "finish an approved revocation whose run was interrupted (no new decision)")
 	}
-	if *output != "table" && *output != "json" {
-		return usageError{fmt.Sprintf("--output %q: want table or json", *output)}
-	}
+	outputFlag(cmd, &o.output, "table, or json: the evidence events of the decision (and of the revocation), one per line; with --list, one pending revocation per line")
+	return cmd
+}
+
+func decideCmd(ctx context.Context, m *Main, verb, id string, o decideOptions) error {
 	switch {
-	case *list && id != "":
+	case o.list && id != "":
 		return usageError{"--list takes no id"}
-	case *resume && verb != "approve":
-		return usageError{"--resume is for approve"}
-	case !*list && id == "":
+	case !o.list && id == "":
 		return usageError{"name the pending revocation: leaseguard " + verb + " ID (leaseguard " + verb + " --list shows them)"}
 	}
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
-	level := cfg.LogLevel
-	if level == "info" {
-		level = "warn"
-	}
-	logger := newLogger(m.Stderr, level, "text")
+	logger := operatorLogger(m.Stderr, cfg)
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if *list {
-		return listPending(ctx, m.Stdout, st, schemas.ApprovalState(*state), *output)
+	if o.list {
+		return listPending(ctx, m.Stdout, st, schemas.ApprovalState(o.state), o.output)
 	}
 
 	var exec *operatorExecutor
@@ -102,28 +111,11 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 	if err != nil {
 		return err
 	}
-	who := actor(*actorFlag)
-	var res operator.Decided
-	switch {
-	case *resume:
-		res, err = ap.Resume(ctx, id)
-	case verb == "approve":
-		res, err = ap.Approve(ctx, id, who, *comment)
-	default:
-		res, err = ap.Reject(ctx, id, who, *comment)
-	}
-	switch {
-	case errors.Is(err, operator.ErrInvalid):
-		return usageError{err.Error()}
-	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):
-		if strings.HasSuffix(err.Error(), "resume it") {
-			err = fmt.Errorf("%w with: leaseguard approve --resume %s", err, id)
-		}
-		return exitError{code: exitNotClean, err: fmt.Errorf("refused: %w", err)}
-	case err != nil:
+	res, err := decide(ctx, ap, verb, id, o)
+	if err != nil {
 		return err
 	}
-	if err := printDecision(context.WithoutCancel(ctx), m.Stdout, st.Pool(), res, *output); err != nil {
+	if err := printDecision(context.WithoutCancel(ctx), m.Stdout, st.Pool(), res, o.output); err != nil {
 		return err
 	}
 	if res.Executed != nil && !operator.Gone(*res.Executed) {
@@ -132,7 +124,33 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 	return nil
 }
 
-func listPending(ctx context.Context, w io.Writer, st *store.Store, state schemas.ApprovalState, format string) error {
+// decide records the decision (or resumes an approved one) and maps a
+// refusal to its exit code.
+func decide(ctx context.Context, ap *operator.Approvals, verb, id string, o decideOptions) (operator.Decided, error) {
+	who := actor(o.actor)
+	var res operator.Decided
+	var err error
+	switch {
+	case o.resume:
+		res, err = ap.Resume(ctx, id)
+	case verb == "approve":
+		res, err = ap.Approve(ctx, id, who, o.comment)
+	default:
+		res, err = ap.Reject(ctx, id, who, o.comment)
+	}
+	switch {
+	case errors.Is(err, operator.ErrInvalid):
+		return res, usageError{err.Error()}
+	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):
+		if strings.HasSuffix(err.Error(), "resume it") {
+			err = fmt.Errorf("%w with: leaseguard approve --resume %s", err, id)
+		}
+		return res, exitError{code: exitNotClean, err: fmt.Errorf("refused: %w", err)}
+	}
+	return res, err
+}
+
+func listPending(ctx context.Context, w io.Writer, st *store.Store, state schemas.ApprovalState, format outputFormat) error {
 	switch state {
 	case schemas.ApprovalPending, schemas.ApprovalApproved, schemas.ApprovalRejected, schemas.ApprovalExpired:
 	default:
@@ -142,7 +160,7 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	if err != nil {
 		return err
 	}
-	if format == "json" {
+	if format == outputJSON {
 		enc := json.NewEncoder(w)
 		for _, p := range ps {
 			if err := enc.Encode(map[string]any{"id": p.ID, "state": p.State, "rule": p.Rule, "severity": p.Severity,
@@ -162,9 +180,9 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	return tw.Flush()
 }
 
-func printDecision(ctx context.Context, w io.Writer, q store.Querier, res operator.Decided, format string) error {
+func printDecision(ctx context.Context, w io.Writer, q store.Querier, res operator.Decided, format outputFormat) error {
 	p := res.Pending
-	if format == "json" {
+	if format == outputJSON {
 		raw, err := store.EvidenceEvent(ctx, q, p.EvidenceID)
 		if err != nil {
 			return err

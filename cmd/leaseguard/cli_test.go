@@ -24,7 +24,7 @@ func runMain(t *testing.T, stdin string, args ...string) (int, string, string) {
 }
 
 func TestReplayDryRunFixture(t *testing.T) {
-	code, out, stderr := runMain(t, "", "replay", "--dry-run", fixture)
+	code, out, stderr := runMain(t, "", "replay", "--dry-run", "-o", "json", fixture)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -58,7 +58,7 @@ func TestReplayIntoLedgerWithRejections(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Join(bad, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := runMain(t, "", "replay", path)
+	code, out, stderr := runMain(t, "", "replay", "-o", "json", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -101,7 +101,7 @@ func TestReplayFromStdinAndUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, out, _ := runMain(t, string(fix), "replay", "--dry-run", "-")
+	code, out, _ := runMain(t, string(fix), "replay", "--dry-run", "-o", "json", "-")
 	if code != 0 || !strings.Contains(out, `"entries":28`) {
 		t.Errorf("stdin replay: exit %d, %s", code, out)
 	}

@@ -326,13 +326,8 @@ func redactURL(u string) string {
 }
 
 // configCmd prints the effective configuration with secrets redacted.
-func configCmd(_ context.Context, m *Main, args []string) error {
-	fs := m.flags("config", "[--markdown]")
-	markdown := fs.Bool("markdown", false, "print the table of every variable, its default and meaning (as in the README)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *markdown {
+func configCmd(_ context.Context, m *Main, o configOptions) error {
+	if o.markdown {
 		fmt.Fprint(m.Stdout, configTable())
 		return nil
 	}
@@ -355,6 +350,14 @@ func configCmd(_ context.Context, m *Main, args []string) error {
 		lines = append(lines, "target "+t.Name+"="+redactURL(t.URL))
 	}
 	sort.Strings(lines)
+	if o.output == outputJSON {
+		settings := map[string]string{}
+		for _, l := range lines {
+			name, value, _ := strings.Cut(l, "=")
+			settings[name] = value
+		}
+		return writeJSON(m.Stdout, settings)
+	}
 	for _, l := range lines {
 		fmt.Fprintln(m.Stdout, l)
 	}

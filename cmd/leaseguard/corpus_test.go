@@ -42,7 +42,7 @@ func TestReplayCorpusRejectsNothing(t *testing.T) {
 	if err := os.WriteFile(path, log.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := runMain(t, "", "replay", path)
+	code, out, stderr := runMain(t, "", "replay", "-o", "json", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

@@ -18,20 +18,31 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
 
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
 	"github.com/leaseguard/leaseguard/store"
 )
 
+func (m *Main) demoCommand() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "play a small Vault workload on local PostgreSQL and embedded NATS",
+		Long: "Demo plays a small Vault workload against the PostgreSQL of LEASEGUARD_DATABASE_URL and an\n" +
+			"embedded JetStream server, in a schema and users of its own, narrates what leaseguard does\n" +
+			"about it, and removes what it made.",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return demoCmd(cmd.Context(), m, timeout) },
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 50*time.Second, "give up if the workload has not played out by then")
+	return cmd
+}
+
 // demoCmd plays a small Vault workload against the local PostgreSQL and an
 // embedded JetStream server and narrates what leaseguard does about it.
-func demoCmd(ctx context.Context, m *Main, args []string) error {
-	fs := m.flags("demo", "[--timeout 50s]")
-	timeout := fs.Duration("timeout", 50*time.Second, "give up if the workload has not played out by then")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+func demoCmd(ctx context.Context, m *Main, timeout time.Duration) error {
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
@@ -64,11 +75,11 @@ func demoCmd(ctx context.Context, m *Main, args []string) error {
 		return configError{err}
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, *timeout+15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
 	defer cancel()
 	d := &demo{m: m, cfg: cfg, sfx: sfx, start: time.Now(), out: m.Stdout}
 	defer d.cleanup()
-	return d.run(ctx, *timeout)
+	return d.run(ctx, timeout)
 }
 
 type demoLease struct {

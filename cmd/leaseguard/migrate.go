@@ -4,14 +4,22 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	"github.com/leaseguard/leaseguard/store"
 )
 
-func migrateCmd(ctx context.Context, m *Main, args []string) error {
-	fs := m.flags("migrate", "")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func (m *Main) migrateCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "apply the state-store migrations and exit",
+		Long:  "Migrate applies the pending migrations of the state store (LEASEGUARD_DATABASE_SCHEMA) and exits.\nrun does the same at start.",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return migrateCmd(cmd.Context(), m) },
 	}
+}
+
+func migrateCmd(ctx context.Context, m *Main) error {
 	cfg, err := loadConfig()
 	if err != nil {
 		return err

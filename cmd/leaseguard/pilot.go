@@ -2,33 +2,53 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/leaseguard/leaseguard/rollout"
 )
 
-const pilotSynopsis = "report [--since 24h|7d|RFC3339] [--until RFC3339] [--output table|json]"
+func (m *Main) pilotCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pilot",
+		Short: "pilot report: what the rules would have dropped or terminated outside the scope",
+	}
+	asGroup(cmd, "report")
+	cmd.AddCommand(m.pilotReportCommand())
+	return cmd
+}
 
-// pilotCmd reports what the rules would have done outside the enforcement
-// scope (package rollout): the baseline an owner signs off on before
-// `leaseguard scope expand`.
-func pilotCmd(ctx context.Context, m *Main, args []string) error {
-	if len(args) == 0 || args[0] != "report" {
-		return usageError{"usage: leaseguard pilot " + pilotSynopsis}
+// pilotOptions are pilot report's flags.
+type pilotOptions struct {
+	since, until string
+	output       outputFormat
+}
+
+// pilotReportCommand reports what the rules would have done outside the
+// enforcement scope (package rollout): the baseline an owner signs off on
+// before `leaseguard scope expand`.
+func (m *Main) pilotReportCommand() *cobra.Command {
+	var o pilotOptions
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "what the rules would have dropped or terminated in a window, by rule, database and role",
+		Long: "Report summarises the pilot window: what the rules would have dropped or terminated outside\n" +
+			"the enforcement scope, by rule, database and Vault role; the users a guard would spare; the\n" +
+			"exceptions hit. This is the baseline an owner signs off on before leaseguard scope expand.",
+		Example: "  leaseguard pilot report --since 24h\n  leaseguard pilot report --since 7d -o json",
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return pilotReport(cmd.Context(), m, o) },
 	}
-	fs := m.flags("pilot report", pilotSynopsis)
-	since := fs.String("since", "24h", "start of the window: a duration back from --until, or an RFC 3339 time")
-	until := fs.String("until", "", "end of the window, RFC 3339 (default: now)")
-	output := fs.String("output", "table", "table, or json")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	if *output != "table" && *output != "json" {
-		return usageError{fmt.Sprintf("--output %q: want table or json", *output)}
-	}
-	rc, err := reportWindow(*since, *until, time.Now())
+	cmd.Flags().StringVar(&o.since, "since", "24h", "start of the window: a duration back from --until (24h, 7d), or an RFC 3339 time")
+	cmd.Flags().StringVar(&o.until, "until", "", "end of the window, RFC 3339 (default: now)")
+	outputFlag(cmd, &o.output, "")
+	return cmd
+}
+
+func pilotReport(ctx context.Context, m *Main, o pilotOptions) error {
+	rc, err := reportWindow(o.since, o.until, time.Now())
 	if err != nil {
 		return err
 	}
@@ -45,8 +65,8 @@ func pilotCmd(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
-		return json.NewEncoder(m.Stdout).Encode(rep)
+	if o.output == outputJSON {
+		return writeJSON(m.Stdout, rep)
 	}
 	return rep.WriteTable(m.Stdout)
 }

@@ -3,13 +3,19 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/leaseguard/leaseguard/ingest"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -52,18 +58,40 @@ func (discardLedger) Apply(context.Context, store.Batch) (store.ApplyStats, erro
 	return store.ApplyStats{}, nil
 }
 
-func replayCmd(ctx context.Context, m *Main, args []string) error {
-	fs := m.flags("replay", "[--dry-run] FILE... (- reads stdin)")
-	dryRun := fs.Bool("dry-run", false, "decode and count only; write nothing to the ledger")
-	batchSize := fs.Int("batch", 500, "entries per ledger transaction")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// replayOptions are replay's flags.
+type replayOptions struct {
+	dryRun bool
+	batch  int
+	output outputFormat
+}
+
+func (m *Main) replayCommand() *cobra.Command {
+	var o replayOptions
+	cmd := &cobra.Command{
+		Use:   "replay FILE...",
+		Short: "feed Vault file-audit logs through the decoder into the ledger",
+		Long: "Replay reads Vault file-audit logs (- reads stdin), one JSON entry per line, through the same\n" +
+			"decoder as run, and applies them to the lease ledger (back-fill). It prints a summary: entries\n" +
+			"by kind, leases issued, renewed and revoked, and each rejected line with its reason.\n\n" +
+			"With --dry-run it only decodes and counts: no database is opened, nothing is written.",
+		Example: "  leaseguard replay /var/log/vault/audit.log\n" +
+			"  leaseguard replay audit.log --dry-run -o json",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{"needs at least one FILE (- for stdin)"}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, files []string) error { return replayCmd(cmd.Context(), m, o, files) },
 	}
-	files := fs.Args()
-	if len(files) == 0 {
-		return usageError{"replay needs at least one FILE (- for stdin)"}
-	}
-	if *batchSize < 1 {
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "decode and count only: open no database, write nothing")
+	cmd.Flags().IntVar(&o.batch, "batch", 500, "entries per ledger transaction")
+	outputFlag(cmd, &o.output, "table, or json: the summary as one JSON document")
+	return cmd
+}
+
+func replayCmd(ctx context.Context, m *Main, o replayOptions, files []string) error {
+	if o.batch < 1 {
 		return usageError{"--batch must be positive"}
 	}
 	cfg, err := loadConfig()
@@ -71,54 +99,108 @@ func replayCmd(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	logger := newLogger(m.Stderr, cfg.LogLevel, "text")
-
-	var ledger ingest.Ledger = discardLedger{}
-	var router ingest.Router
-	var resolver *ingest.ExpiryResolver
-	if !*dryRun {
-		st, err := openStore(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		tc, _ := cfg.targetConfig()
-		targets, err := target.Open(ctx, tc)
-		if err != nil {
-			return err
-		}
-		defer targets.Close()
-		ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
-		ledger, router = st, targets
-		resolver = ingest.NewExpiryResolver(st, targets, ttls, logger)
+	dst, err := openReplayLedger(ctx, cfg, o.dryRun, logger)
+	if err != nil {
+		return err
 	}
+	defer dst.close()
 	proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
-		Ledger: ledger, Router: router, MaxEntryBytes: cfg.MaxEntryBytes, Logger: logger,
+		Ledger: dst.ledger, Router: dst.router, MaxEntryBytes: cfg.MaxEntryBytes, Logger: logger,
 	})
 	if err != nil {
 		return err
 	}
 
-	rep := &replayReport{ByKind: map[string]int64{}, Rejections: []replayReject{}, DryRun: *dryRun}
+	rep := &replayReport{ByKind: map[string]int64{}, Rejections: []replayReject{}, DryRun: o.dryRun}
 	var read atomic.Int64
 	var rejected atomic.Int64
 	stopProgress := m.progress(&read, &rejected)
 	defer stopProgress()
-
 	for _, name := range files {
-		if err := replayFile(ctx, m, proc, name, cfg.MaxEntryBytes, *batchSize, rep, &read, &rejected); err != nil {
+		if err := replayFile(ctx, m, proc, name, cfg.MaxEntryBytes, o.batch, rep, &read, &rejected); err != nil {
 			return err
 		}
 	}
-	if resolver != nil {
-		n, err := resolver.ResolveAll(ctx)
+	if dst.resolver != nil {
+		n, err := dst.resolver.ResolveAll(ctx)
 		rep.ExpiryResolved = n
 		if err != nil {
 			logger.Warn("expiry not resolved for every lease; run resolves the rest", "err", err)
 		}
 	}
 	stopProgress()
-	enc := json.NewEncoder(m.Stdout)
-	return enc.Encode(rep)
+	if o.output == outputJSON {
+		return writeJSON(m.Stdout, rep)
+	}
+	return rep.writeTable(m.Stdout)
+}
+
+// replayLedger is where replay writes: the state store and the targets, or,
+// for a dry run, nowhere (nothing is opened).
+type replayLedger struct {
+	ledger   ingest.Ledger
+	router   ingest.Router
+	resolver *ingest.ExpiryResolver
+	closers  []func()
+}
+
+func (r replayLedger) close() {
+	for _, c := range r.closers {
+		c()
+	}
+}
+
+func openReplayLedger(ctx context.Context, cfg Config, dryRun bool, logger *slog.Logger) (replayLedger, error) {
+	if dryRun {
+		return replayLedger{ledger: discardLedger{}}, nil
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return replayLedger{}, err
+	}
+	tc, _ := cfg.targetConfig()
+	targets, err := target.Open(ctx, tc)
+	if err != nil {
+		st.Close()
+		return replayLedger{}, err
+	}
+	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
+	return replayLedger{ledger: st, router: targets, resolver: ingest.NewExpiryResolver(st, targets, ttls, logger),
+		closers: []func(){targets.Close, st.Close}}, nil
+}
+
+// shownRejections is how many rejected lines the table lists; -o json
+// lists them all (up to maxListedRejections).
+const shownRejections = 20
+
+func (rep *replayReport) writeTable(w io.Writer) error {
+	mode := "written to the ledger"
+	if rep.DryRun {
+		mode = "dry run: nothing written"
+	}
+	fmt.Fprintf(w, "%d entries, %d rejected (%s)\n", rep.Entries, rep.Rejected, mode)
+	fmt.Fprintf(w, "leases: %d issued, %d renewed, %d revoked\n", rep.Leases.Issued, rep.Leases.Renewed, rep.Leases.Revoked)
+	var kinds []string
+	for _, k := range slices.Sorted(maps.Keys(rep.ByKind)) {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, rep.ByKind[k]))
+	}
+	fmt.Fprintf(w, "by kind: %s\n", strings.Join(kinds, ", "))
+	if rep.ExpiryResolved > 0 {
+		fmt.Fprintf(w, "expiry resolved for %d lease(s)\n", rep.ExpiryResolved)
+	}
+	if len(rep.Rejections) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nFILE\tLINE\tREASON")
+	for i, r := range rep.Rejections {
+		if i == shownRejections {
+			fmt.Fprintf(tw, "… and %d more (-o json lists them)\t\t\n", rep.Rejected-shownRejections)
+			break
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", r.File, r.Line, r.Reason)
+	}
+	return tw.Flush()
 }
 
 func replayFile(ctx context.Context, m *Main, proc *ingest.Processor, name string, maxBytes, batchSize int,
@@ -244,7 +326,7 @@ func trimLine(b []byte) []byte {
 // progress prints entries read, rate and rejections to stderr once a second
 // when stderr is a terminal; the returned func stops it (safe twice).
 func (m *Main) progress(read, rejected *atomic.Int64) func() {
-	if !isTerminal(m.Stderr) {
+	if !showProgress(m.Stderr) {
 		return func() {}
 	}
 	done := make(chan struct{})

@@ -15,7 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/spf13/cobra"
+
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -23,40 +24,59 @@ import (
 	"github.com/leaseguard/leaseguard/target"
 )
 
-const revokeSynopsis = "[--db-user NAME | --lease-id ID | --prefix P | --entity-id ID | --token-accessor A | --all-managed --database NAME]\n" +
-	"       --reason TEXT [--database NAME] [--dry-run] [--yes] [--emergency] [--output table|json] [--actor NAME] [--request-id ID]"
+// revokeOptions are revoke's flags.
+type revokeOptions struct {
+	req    operator.Request
+	actor  string
+	yes    bool
+	output outputFormat
+}
 
-// revokeCmd drops the database users an operator names, through the
+// revokeCommand drops the database users an operator names, through the
 // revoker's guards, directly against the target databases: it needs
 // neither NATS nor a running pipeline. Evidence goes to the outbox; the
 // relay of `leaseguard run` publishes it when it can.
-func revokeCmd(ctx context.Context, m *Main, args []string) error {
-	fs := m.flags("revoke", revokeSynopsis)
-	var req operator.Request
-	fs.StringVar(&req.DBUser, "db-user", "", "drop this database user (in every target, or --database)")
-	fs.StringVar(&req.LeaseID, "lease-id", "", "drop the user of this Vault lease")
-	fs.StringVar(&req.Prefix, "prefix", "", "drop the users of the leases under this lease id prefix, e.g. database/creds/readonly/ (matched as Vault's revoke-prefix does)")
-	fs.StringVar(&req.EntityID, "entity-id", "", "drop the users of every lease this Vault entity obtained")
-	fs.StringVar(&req.TokenAccessor, "token-accessor", "", "drop the users of every lease obtained with this token accessor, as the audit log shows it (an HMAC unless the audit device sets hmac_accessor=false)")
-	fs.BoolVar(&req.AllManaged, "all-managed", false, "break-glass: drop every role of --database that matches LEASEGUARD_MANAGED_ROLE_PATTERN (guards still apply)")
-	fs.StringVar(&req.Database, "database", "", "target database to act in (required with --all-managed; otherwise narrows the selection)")
-	fs.StringVar(&req.Reason, "reason", "", "why (required; recorded in every command and its evidence)")
-	fs.BoolVar(&req.DryRun, "dry-run", false, "list exactly what would be dropped and why; change nothing")
-	fs.BoolVar(&req.Emergency, "emergency", false, "bypass the blast-radius limit (LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE); the guards still apply")
-	fs.StringVar(&req.RequestID, "request-id", "", "name of this request; repeat a run's request id to resume it without acting twice (default: a new one)")
-	actorFlag := fs.String("actor", "", "who is acting, recorded in the evidence (default: the OS user)")
-	yes := fs.Bool("yes", false, "do not ask for confirmation")
-	output := fs.String("output", "table", "table, or json: the evidence events of the outcomes, one per line (with --dry-run: the plan, one item per line)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func (m *Main) revokeCommand() *cobra.Command {
+	var o revokeOptions
+	cmd := &cobra.Command{
+		Use: "revoke (--db-user NAME | --lease-id ID | --prefix P | --entity-id ID | --token-accessor A | " +
+			"--all-managed --database NAME) --reason TEXT",
+		Short: "drop the database users of a lease, user, prefix, entity or token now (operator, break-glass)",
+		Long: "Revoke drops the database users of one selector now, through the revoker's guards, directly\n" +
+			"against the target databases: it needs neither NATS nor a running leaseguard run. Without --yes\n" +
+			"it shows the plan and asks. Evidence (naming the actor) goes to the outbox. Exit 0 only if every\n" +
+			"selected user is gone; rerun with the printed --request-id to resume without acting twice.",
+		Example: "  leaseguard revoke --db-user v-token-app-x --reason \"INC-1234 leaked\" --dry-run\n" +
+			"  leaseguard revoke --entity-id 2f6e0c1a-… --reason INC-1234 --yes --emergency -o json",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return revokeCmd(cmd.Context(), m, o) },
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	if *output != "table" && *output != "json" {
-		return usageError{fmt.Sprintf("--output %q: want table or json", *output)}
-	}
-	req.Actor = actor(*actorFlag)
+	revokeFlags(cmd, &o)
+	return cmd
+}
+
+func revokeFlags(cmd *cobra.Command, o *revokeOptions) {
+	f, req := cmd.Flags(), &o.req
+	f.SortFlags = false // the selectors first, as the usage line lists them
+	f.StringVar(&req.DBUser, "db-user", "", "drop this database user (in every target, or --database)")
+	f.StringVar(&req.LeaseID, "lease-id", "", "drop the user of this Vault lease")
+	f.StringVar(&req.Prefix, "prefix", "", "drop the users of the leases under this lease id prefix, e.g. database/creds/readonly/ (matched as Vault's revoke-prefix does)")
+	f.StringVar(&req.EntityID, "entity-id", "", "drop the users of every lease this Vault entity obtained")
+	f.StringVar(&req.TokenAccessor, "token-accessor", "", "drop the users of every lease obtained with this token accessor, as the audit log shows it (an HMAC unless the audit device sets hmac_accessor=false)")
+	f.BoolVar(&req.AllManaged, "all-managed", false, "break-glass: drop every role of --database that matches LEASEGUARD_MANAGED_ROLE_PATTERN (guards still apply)")
+	f.StringVar(&req.Database, "database", "", "target database to act in (required with --all-managed; otherwise narrows the selection)")
+	f.StringVar(&req.Reason, "reason", "", "why (required; recorded in every command and its evidence)")
+	f.BoolVar(&req.DryRun, "dry-run", false, "list exactly what would be dropped and why; change nothing")
+	f.BoolVar(&req.Emergency, "emergency", false, "bypass the blast-radius limit (LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE); the guards still apply")
+	f.StringVar(&req.RequestID, "request-id", "", "name of this request; repeat a run's request id to resume it without acting twice (default: a new one)")
+	f.StringVar(&o.actor, "actor", "", "who is acting, recorded in the evidence (default: the OS user)")
+	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	outputFlag(cmd, &o.output, "table, or json: the evidence events of the outcomes, one per line (with --dry-run: the plan, one item per line)")
+}
+
+func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
+	req := o.req
+	req.Actor = actor(o.actor)
 	if err := req.Validate(); err != nil {
 		return revokeUsage(err)
 	}
@@ -64,12 +84,7 @@ func revokeCmd(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	level := cfg.LogLevel
-	if level == "info" {
-		level = "warn" // the table says what the per-revocation logs would
-	}
-	logger := newLogger(m.Stderr, level, "text")
-
+	logger := operatorLogger(m.Stderr, cfg)
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -83,56 +98,89 @@ func revokeCmd(ctx context.Context, m *Main, args []string) error {
 	defer targets.Close()
 	deps := operator.Deps{State: st.Pool(), Targets: targets, Guard: cfg.dropperConfig().Guard,
 		Batch: cfg.RevocationBatch, Logger: logger}
-	planner, err := operator.New(deps)
+	plan, err := revokePlan(ctx, m, deps, req)
 	if err != nil {
 		return err
 	}
+	if req.DryRun {
+		return printPlan(m.Stdout, m.Stderr, plan, o.output)
+	}
+	if len(plan.Items) == 0 {
+		return nothingToRevoke(m, plan, o.output)
+	}
+	if !o.yes {
+		if err := confirm(m.Stdin, stdinIsTerminal(m.Stdin), m.Stderr, plan); err != nil {
+			return err
+		}
+	}
+	results, runErr := revokeExecute(ctx, m, cfg, st, targets, deps, plan, logger)
+	if results == nil && runErr != nil {
+		return runErr
+	}
+	if err := printResults(context.WithoutCancel(ctx), m.Stdout, m.Stderr, st.Pool(), plan, results, o.output); err != nil {
+		return err
+	}
+	revokeInVault(ctx, m.Stderr, cfg, st, targets, logger)
+	return revokeOutcome(plan, results, runErr)
+}
+
+// operatorLogger is the logger of revoke, approve and reject: warnings
+// only at the default level, as the table says what the per-revocation
+// logs would.
+func operatorLogger(w io.Writer, cfg Config) *slog.Logger {
+	level := cfg.LogLevel
+	if level == "info" {
+		level = "warn"
+	}
+	return newLogger(w, level, "text")
+}
+
+// revokePlan plans req and shows the planner's warnings.
+func revokePlan(ctx context.Context, m *Main, deps operator.Deps, req operator.Request) (operator.Plan, error) {
+	planner, err := operator.New(deps)
+	if err != nil {
+		return operator.Plan{}, err
+	}
 	plan, err := planner.Plan(ctx, req)
 	if err != nil {
-		return revokeUsage(err)
+		return plan, revokeUsage(err)
 	}
 	for _, w := range plan.Warnings {
 		fmt.Fprintln(m.Stderr, "warning:", w)
 	}
-	if req.DryRun {
-		return printPlan(m.Stdout, m.Stderr, plan, *output)
-	}
-	if len(plan.Items) == 0 {
-		return nothingToRevoke(m, plan, *output)
-	}
-	if !*yes {
-		interactive := false
-		if f, ok := m.Stdin.(*os.File); ok {
-			interactive = isTerminal(f)
-		}
-		if err := confirm(m.Stdin, interactive, m.Stderr, plan); err != nil {
-			return err
-		}
-	}
+	return plan, nil
+}
 
+func stdinIsTerminal(in io.Reader) bool {
+	f, ok := in.(*os.File)
+	return ok && isTerminal(f)
+}
+
+// revokeExecute carries out plan through the revoker, with progress on a
+// terminal.
+func revokeExecute(ctx context.Context, m *Main, cfg Config, st *store.Store, targets *target.Set, deps operator.Deps,
+	plan operator.Plan, logger *slog.Logger) ([]revoker.Executed, error) {
 	exec, err := newOperatorExecutor(cfg, st, targets, logger)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	deps.Executor, deps.Issuer = exec.executor, exec.issuer
 	svc, err := operator.New(deps)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if n := countUnrefused(plan); !req.Emergency && n > cfg.MaxRevocationsPerMin {
+	if n := countUnrefused(plan); !plan.Request.Emergency && n > cfg.MaxRevocationsPerMin {
 		fmt.Fprintf(m.Stderr, "%d users at most %d a minute (%s): about %d minutes; --emergency lifts the limit\n",
 			n, cfg.MaxRevocationsPerMin, env("MAX_REVOCATIONS_PER_MINUTE"), (n-cfg.MaxRevocationsPerMin)/cfg.MaxRevocationsPerMin+1)
 	}
-	progress, stopProgress := revokeProgress(m.Stderr, isTerminal(m.Stderr), time.Now)
-	results, runErr := svc.Execute(ctx, plan, progress)
-	stopProgress()
-	if results == nil && runErr != nil {
-		return runErr
-	}
-	if err := printResults(context.WithoutCancel(ctx), m.Stdout, m.Stderr, st.Pool(), plan, results, *output); err != nil {
-		return err
-	}
-	revokeInVault(ctx, m.Stderr, cfg, st, targets, logger)
+	progress, stopProgress := revokeProgress(m.Stderr, showProgress(m.Stderr), time.Now)
+	defer stopProgress()
+	return svc.Execute(ctx, plan, progress)
+}
+
+// revokeOutcome is the exit of a revoke that ran: clean only if every
+// selected user is gone.
+func revokeOutcome(plan operator.Plan, results []revoker.Executed, runErr error) error {
 	if runErr != nil {
 		return exitError{code: exitNotClean, err: fmt.Errorf("interrupted (%v): run the same command with --request-id %s (same reason and actor) to finish this request", runErr, plan.Request.RequestID)}
 	}
@@ -191,7 +239,7 @@ func newOperatorExecutor(cfg Config, st *store.Store, targets *target.Set, logge
 	}
 	x, err := revoker.NewExecutor(revoker.ExecutorDeps{
 		Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: targets, State: st.Pool(),
-		Evidence: evidence.Builder{Source: evidenceSource(cfg)}, Logger: logger.With("part", "revoker"),
+		Evidence: evidenceBuilder(cfg), Logger: logger.With("part", "revoker"),
 		RequiresApproval: cfg.requiresApproval(),
 	})
 	if err != nil {
@@ -290,9 +338,9 @@ type planSkippedLine struct {
 	operator.Skipped
 }
 
-func printPlan(out, errw io.Writer, plan operator.Plan, format string) error {
+func printPlan(out, errw io.Writer, plan operator.Plan, format outputFormat) error {
 	req := plan.Request
-	if format == "json" {
+	if format == outputJSON {
 		enc := json.NewEncoder(out)
 		for i := range plan.Items {
 			if err := enc.Encode(planItemLine{Expect: plan.Items[i].Expect(), Item: plan.Items[i]}); err != nil {
@@ -374,9 +422,9 @@ func planSummary(plan operator.Plan) string {
 // nothingToRevoke ends a run whose plan is empty. It is clean when the
 // selector's users are known gone; a ledger selector that matched no lease
 // at all, or live leases that cannot be acted on, are not.
-func nothingToRevoke(m *Main, plan operator.Plan, format string) error {
+func nothingToRevoke(m *Main, plan operator.Plan, format outputFormat) error {
 	w := m.Stdout
-	if format == "json" {
+	if format == outputJSON {
 		w = m.Stderr
 	}
 	printSkipped(w, plan)
@@ -405,8 +453,8 @@ func nothingToRevoke(m *Main, plan operator.Plan, format string) error {
 	return nil
 }
 
-func printResults(ctx context.Context, out, errw io.Writer, q store.Querier, plan operator.Plan, results []revoker.Executed, format string) error {
-	if format == "json" {
+func printResults(ctx context.Context, out, errw io.Writer, q store.Querier, plan operator.Plan, results []revoker.Executed, format outputFormat) error {
+	if format == outputJSON {
 		ids := make([]string, 0, len(results))
 		for _, x := range results {
 			if x.Recorded {

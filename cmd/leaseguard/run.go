@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leaseguard/leaseguard/bus"
@@ -33,11 +34,19 @@ import (
 	"github.com/leaseguard/leaseguard/vaultlink"
 )
 
-func runCmd(ctx context.Context, m *Main, args []string) error {
-	fs := m.flags("run", "")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func (m *Main) runCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "run the pipeline: ingest, detectors, revoker, evidence relay",
+		Long: "Run migrates the state store, then runs the parts LEASEGUARD_ROLES selects (ingest, detectors,\n" +
+			"revoker, relay, observer, alerts) until it is stopped (SIGINT, SIGTERM). It serves /metrics,\n" +
+			"/livez and /readyz on LEASEGUARD_METRICS_ADDR.",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runCmd(cmd.Context(), m) },
 	}
+}
+
+func runCmd(ctx context.Context, m *Main) error {
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
@@ -106,6 +115,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	if registry == nil {
 		registry = prometheus.NewRegistry()
 		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if err := registerBuildInfo(registry); err != nil {
+		return nil, err
 	}
 	p := &pipeline{logger: logger, registry: registry, progress: progress.NewTracker(nil)}
 	warnInsecure(logger, cfg)
@@ -281,7 +293,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 	if err := p.joinNodes(ctx, cfg, roles, issuer, verifier); err != nil {
 		return err
 	}
-	builder := evidence.Builder{Source: evidenceSource(cfg)}
+	builder := evidenceBuilder(cfg)
 	qcfg := revoker.DefaultQueueConfig()
 	qcfg.Subject = cfg.RevocationSubject
 	queue, err := revoker.NewQueue(qcfg, p.js)
@@ -427,6 +439,12 @@ func (c Config) dropperConfig() revoker.DropperConfig {
 		StatementTimeout: c.StatementTimeout,
 		LockTimeout:      c.LockTimeout,
 	}
+}
+
+// evidenceBuilder is the evidence builder of every command: this
+// installation's source and this build's version.
+func evidenceBuilder(c Config) evidence.Builder {
+	return evidence.Builder{Source: evidenceSource(c), Version: currentBuild().Version}
 }
 
 // evidenceSource is the CloudEvents source of this installation.

@@ -14,46 +14,133 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/leaseguard/leaseguard/detectors"
-	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/rollout"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
 
-const scopeSynopsis = "[show] [--history N] [--output table|json]\n" +
-	"       expand (--add '*|db:<glob>|role:<glob>,…' | --mode rule=mode,…) --reason TEXT [--actor NAME] [--expect-version N] [--output table|json]\n" +
-	"       rollback [--to VERSION|config] --reason TEXT [--actor NAME] [--expect-version N] [--output table|json]"
-
-// scopeCmd shows or changes the enforcement policy in force (package
+// scopeCommand shows or changes the enforcement policy in force (package
 // rollout): the scope where rules may act and their modes. A change needs
 // a reason, names its actor in its evidence, and applies on every process
-// at its next pass.
-func scopeCmd(ctx context.Context, m *Main, args []string) error {
-	verb := "show"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		verb, args = args[0], args[1:]
+// at its next pass. `scope` alone is `scope show`.
+func (m *Main) scopeCommand() *cobra.Command {
+	var o scopeOptions
+	cmd := &cobra.Command{
+		Use:   "scope",
+		Short: "show or change the enforcement policy (scope and rule modes): show, expand, rollback",
+		Long: "Scope shows the enforcement policy in force (where rules may enforce, and their modes), the\n" +
+			"configured one and the history; expand and rollback change it. Every change needs a reason, is\n" +
+			"recorded as evidence naming the actor, and applies on every process at its next pass.\n" +
+			"scope alone is scope show.",
+		Args: unknownCommand("show, expand or rollback"),
+		RunE: func(cmd *cobra.Command, _ []string) error { return scopeShow(cmd.Context(), m, o) },
 	}
-	switch verb {
-	case "show", "expand", "rollback":
-	default:
-		return usageError{fmt.Sprintf("unknown scope command %q: want show, expand or rollback", verb)}
+	showFlags(cmd, &o)
+	cmd.AddCommand(m.scopeShowCommand(), m.scopeExpandCommand(), m.scopeRollbackCommand())
+	return cmd
+}
+
+// scopeOptions are the flags of scope and its subcommands.
+type scopeOptions struct {
+	history    int
+	add, modes string
+	to, reason string
+	actor      string
+	expect     int64
+	output     outputFormat
+}
+
+func showFlags(cmd *cobra.Command, o *scopeOptions) {
+	cmd.Flags().IntVar(&o.history, "history", 10, "versions listed")
+	outputFlag(cmd, &o.output, "")
+}
+
+// changeFlags are the flags every change takes.
+func changeFlags(cmd *cobra.Command, o *scopeOptions) {
+	f := cmd.Flags()
+	f.StringVar(&o.reason, "reason", "", "why (required), recorded in the policy and its evidence")
+	f.StringVar(&o.actor, "actor", "", "who changes it, recorded in the evidence (default: the OS user)")
+	f.StringVar(&o.actor, "as", "", "same as --actor")
+	f.Int64Var(&o.expect, "expect-version", 0, "refuse unless this version is in force (the one you looked at)")
+	outputFlag(cmd, &o.output, "table, or json: the recorded version")
+}
+
+func (m *Main) scopeShowCommand() *cobra.Command {
+	var o scopeOptions
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "the policy in force, the configured one, and the history",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return scopeShow(cmd.Context(), m, o) },
 	}
-	fs := m.flags("scope", scopeSynopsis)
-	output := fs.String("output", "table", "table, or json")
-	history := fs.Int("history", 10, "show: versions listed")
-	add := fs.String("add", "", "expand: scope patterns to add (* is everywhere)")
-	modes := fs.String("mode", "", "expand: rule=mode,… to set (observe, approve, enforce)")
-	to := fs.String("to", "", "rollback: the version to return to, or config (default: the version before the one in force)")
-	reason := fs.String("reason", "", "why (required for a change), recorded in the policy and its evidence")
-	actorFlag := fs.String("actor", "", "who changes it, recorded in the evidence (default: the OS user)")
-	fs.StringVar(actorFlag, "as", "", "same as --actor")
-	expect := fs.Int64("expect-version", 0, "refuse unless this version is in force (the one you looked at)")
-	if err := parseFlags(fs, args); err != nil {
+	showFlags(cmd, &o)
+	return cmd
+}
+
+func (m *Main) scopeExpandCommand() *cobra.Command {
+	var o scopeOptions
+	cmd := &cobra.Command{
+		Use:   "expand (--add PATTERNS | --mode RULE=MODE,...) --reason TEXT",
+		Short: "widen where rules enforce, or set rule modes",
+		Example: "  leaseguard scope expand --add db:orders --reason \"pilot report signed off: CHG-1234\"\n" +
+			"  leaseguard scope expand --mode orphan-role=approve --reason CHG-1240 --expect-version 3",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return scopeChange(cmd.Context(), m, o, func(pols *rollout.Policies, who string) (rollout.Record, error) {
+				return pols.Expand(cmd.Context(), rollout.Expand{Actor: who, Reason: o.reason, Add: o.add, Modes: o.modes, ExpectVersion: o.expect})
+			})
+		},
+	}
+	cmd.Flags().StringVar(&o.add, "add", "", "scope patterns to add: *, db:<glob>, role:<mount/role glob>, comma-separated (* is everywhere)")
+	cmd.Flags().StringVar(&o.modes, "mode", "", "rule=mode,… to set (observe, approve, enforce)")
+	changeFlags(cmd, &o)
+	return cmd
+}
+
+func (m *Main) scopeRollbackCommand() *cobra.Command {
+	var o scopeOptions
+	cmd := &cobra.Command{
+		Use:   "rollback [--to VERSION|config] --reason TEXT",
+		Short: "return to an earlier version of the policy, or to the configuration",
+		Example: "  leaseguard scope rollback --reason \"INC-77: too wide\"\n" +
+			"  leaseguard scope rollback --to config --reason \"adopt the new configuration\"",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return scopeChange(cmd.Context(), m, o, func(pols *rollout.Policies, who string) (rollout.Record, error) {
+				rb, err := rollbackRequest(o.to, who, o.reason, o.expect)
+				if err != nil {
+					return rollout.Record{}, err
+				}
+				return pols.Rollback(cmd.Context(), rb)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&o.to, "to", "", "the version to return to, or config (default: the version before the one in force)")
+	changeFlags(cmd, &o)
+	return cmd
+}
+
+func scopeShow(ctx context.Context, m *Main, o scopeOptions) error {
+	cfg, err := loadConfig()
+	if err != nil {
 		return err
 	}
-	if err := checkScopeFlags(verb, fs.NArg(), *output, *reason); err != nil {
+	st, pols, err := openPolicies(ctx, cfg, quietLogger())
+	if err != nil {
 		return err
+	}
+	defer st.Close()
+	return showScope(ctx, m.Stdout, pols, o.history, o.output)
+}
+
+// scopeChange records one change (expand or rollback) and prints it.
+func scopeChange(ctx context.Context, m *Main, o scopeOptions,
+	change func(*rollout.Policies, string) (rollout.Record, error)) error {
+	if strings.TrimSpace(o.reason) == "" {
+		return usageError{"--reason is required: every change of the enforcement policy says why"}
 	}
 	cfg, err := loadConfig()
 	if err != nil {
@@ -64,34 +151,11 @@ func scopeCmd(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer st.Close()
-	var rec rollout.Record
-	switch verb {
-	case "show":
-		return showScope(ctx, m.Stdout, pols, *history, *output)
-	case "expand":
-		rec, err = pols.Expand(ctx, rollout.Expand{Actor: actor(*actorFlag), Reason: *reason, Add: *add, Modes: *modes, ExpectVersion: *expect})
-	default:
-		var rb rollout.Rollback
-		if rb, err = rollbackRequest(*to, actor(*actorFlag), *reason, *expect); err == nil {
-			rec, err = pols.Rollback(ctx, rb)
-		}
-	}
+	rec, err := change(pols, actor(o.actor))
 	if err != nil {
 		return scopeError(err)
 	}
-	return printRecord(m.Stdout, rec, *output)
-}
-
-func checkScopeFlags(verb string, nargs int, output, reason string) error {
-	switch {
-	case nargs > 0:
-		return usageError{"scope takes no arguments after its flags"}
-	case output != "table" && output != "json":
-		return usageError{fmt.Sprintf("--output %q: want table or json", output)}
-	case verb != "show" && strings.TrimSpace(reason) == "":
-		return usageError{"--reason is required: every change of the enforcement policy says why"}
-	}
-	return nil
+	return printRecord(m.Stdout, rec, o.output)
 }
 
 func rollbackRequest(to, who, reason string, expect int64) (rollout.Rollback, error) {
@@ -146,7 +210,7 @@ func openPolicies(ctx context.Context, cfg Config, logger *slog.Logger) (*store.
 // configured policy as version 1 if there is none, and logs the policy in
 // force (and, loudly, a configuration that differs from it).
 func bootstrapPolicies(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) (*rollout.Policies, error) {
-	pols := rollout.New(st.Pool(), evidence.Builder{Source: evidenceSource(cfg)}, cfg.rolloutSpec()).WithGuard(cfg.dropperConfig().Guard)
+	pols := rollout.New(st.Pool(), evidenceBuilder(cfg), cfg.rolloutSpec()).WithGuard(cfg.dropperConfig().Guard)
 	status, err := pols.Bootstrap(ctx)
 	if err != nil {
 		return nil, err
@@ -179,12 +243,12 @@ func scopeText(s string) string {
 	return s
 }
 
-func showScope(ctx context.Context, w io.Writer, pols *rollout.Policies, limit int, format string) error {
+func showScope(ctx context.Context, w io.Writer, pols *rollout.Policies, limit int, format outputFormat) error {
 	o, err := pols.Overview(ctx, max(limit, 1))
 	if err != nil {
 		return err
 	}
-	if format == "json" {
+	if format == outputJSON {
 		return json.NewEncoder(w).Encode(o)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -201,9 +265,9 @@ func showScope(ctx context.Context, w io.Writer, pols *rollout.Policies, limit i
 	return tw.Flush()
 }
 
-func printRecord(w io.Writer, rec rollout.Record, format string) error {
+func printRecord(w io.Writer, rec rollout.Record, format outputFormat) error {
 	v := rec.View()
-	if format == "json" {
+	if format == outputJSON {
 		return json.NewEncoder(w).Encode(v)
 	}
 	_, err := fmt.Fprintf(w, "recorded version %d (%s) by %s: scope %s; modes %s; evidence %s\n"+

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/leaseguard/leaseguard/detectors"
-	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
 	"github.com/leaseguard/leaseguard/vaultlink"
@@ -117,7 +116,7 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 	p.group.Go(func() error { return keeper.Run(gctx) })
 	if roles["revoker"] && cfg.VaultRevoke {
 		rec, err := vaultlink.NewReconciler(cfg.reconcilerConfig(), vaultlink.ReconcilerDeps{
-			Pool: p.store.Pool(), Vault: c, Targets: p.targets, Evidence: evidence.Builder{Source: evidenceSource(cfg)},
+			Pool: p.store.Pool(), Vault: c, Targets: p.targets, Evidence: evidenceBuilder(cfg),
 			Logger: logger, Metrics: c.Metrics(), Progress: p.progress.Worker("vault.reconciler"),
 		})
 		if err != nil {
@@ -192,7 +191,7 @@ func revokeInVault(ctx context.Context, stderr io.Writer, cfg Config, st *store.
 		return
 	}
 	rec, err := vaultlink.NewReconciler(cfg.reconcilerConfig(), vaultlink.ReconcilerDeps{
-		Pool: st.Pool(), Vault: c, Targets: targets, Evidence: evidence.Builder{Source: evidenceSource(cfg)},
+		Pool: st.Pool(), Vault: c, Targets: targets, Evidence: evidenceBuilder(cfg),
 		Logger: logger.With("part", "vault"),
 	})
 	if err != nil {
