@@ -23,7 +23,7 @@ func evidenceCmd(ctx context.Context, m *Main, args []string) error {
 	source := "outbox"
 	switch *file {
 	case "":
-		cfg, cerr := loadConfig()
+		cfg, cerr := loadStoreConfig("evidence verify")
 		if cerr != nil {
 			return cerr
 		}

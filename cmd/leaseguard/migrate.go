@@ -12,7 +12,7 @@ func migrateCmd(ctx context.Context, m *Main, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("migrate")
 	if err != nil {
 		return err
 	}

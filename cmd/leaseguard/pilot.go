@@ -32,7 +32,7 @@ func pilotCmd(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("pilot report")
 	if err != nil {
 		return err
 	}

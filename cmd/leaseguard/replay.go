@@ -66,7 +66,11 @@ func replayCmd(ctx context.Context, m *Main, args []string) error {
 	if *batchSize < 1 {
 		return usageError{"--batch must be positive"}
 	}
-	cfg, err := loadConfig()
+	storeFor := "replay" // a dry run writes nothing and needs no state store
+	if *dryRun {
+		storeFor = ""
+	}
+	cfg, err := loadConfigFrom(os.Environ(), storeFor)
 	if err != nil {
 		return err
 	}

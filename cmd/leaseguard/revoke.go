@@ -60,7 +60,7 @@ func revokeCmd(ctx context.Context, m *Main, args []string) error {
 	if err := req.Validate(); err != nil {
 		return revokeUsage(err)
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("revoke")
 	if err != nil {
 		return err
 	}

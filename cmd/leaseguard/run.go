@@ -38,7 +38,7 @@ func runCmd(ctx context.Context, m *Main, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("run")
 	if err != nil {
 		return err
 	}

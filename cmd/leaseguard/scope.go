@@ -55,7 +55,7 @@ func scopeCmd(ctx context.Context, m *Main, args []string) error {
 	if err := checkScopeFlags(verb, fs.NArg(), *output, *reason); err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("scope")
 	if err != nil {
 		return err
 	}
