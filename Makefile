@@ -67,7 +67,7 @@ clean:
 VAULT_BIN ?= $$(scripts/ensure-vault.sh || true)
 .PHONY: bench
 bench: build postgres
-	LEASEGUARD_BENCH_VAULT_BIN="$(VAULT_BIN)" $(GO) run ./cmd/leaseguard-bench -leaseguard $(BIN) $(BENCHFLAGS)
+	BENCH_VAULT_BIN="$(VAULT_BIN)" $(GO) run ./cmd/leaseguard-bench -leaseguard $(BIN) $(BENCHFLAGS)
 
 # End to end against a real Vault (e2e/, build tag e2e): a dev server whose
 # file and socket audit devices feed a real leaseguard process. The Vault

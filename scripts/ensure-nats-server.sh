@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 [ -n "$version" ] || { echo "ensure-nats-server: no nats-server version in go.mod" >&2; exit 1; }
-cache=${LEASEGUARD_NATS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leaseguard-nats}
+cache=${NATS_SERVER_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leaseguard-nats}
 bin="$cache/nats-server-$version"
 if [ -x "$bin" ] && [ "$("$bin" --version 2>/dev/null)" = "nats-server: $version" ]; then
   echo "$bin"; exit 0

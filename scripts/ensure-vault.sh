@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=$(awk '$1=="require" && $2=="github.com/hashicorp/vault" {print $3}' "$here/tools/vault/go.mod")
 [ -n "$version" ] || { echo "ensure-vault: no vault version in tools/vault/go.mod" >&2; exit 1; }
-cache=${LEASEGUARD_VAULT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leaseguard-vault}
+cache=${VAULT_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leaseguard-vault}
 bin="$cache/vault-$version"
 if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
   echo "$bin"; exit 0

@@ -20,16 +20,16 @@ import (
 
 // vaultBinEnv names the Vault binary of the vault scenario; make bench
 // sets it from scripts/ensure-vault.sh.
-const vaultBinEnv = "LEASEGUARD_BENCH_VAULT_BIN"
+const vaultBinEnv = "BENCH_VAULT_BIN"
 
 // vaultBinary returns the Vault binary to run, or why there is none: the
-// -vault flag, else LEASEGUARD_BENCH_VAULT_BIN, else the binary
+// -vault flag, else BENCH_VAULT_BIN, else the binary
 // scripts/ensure-vault.sh caches for the version pinned in
 // tools/vault/go.mod (when the harness runs from the repository root).
 func (m *Main) vaultBinary(flagValue string) (path, why string) {
 	cands := []string{flagValue, m.Getenv(vaultBinEnv)}
 	if v := pinnedVaultVersion(filepath.Join("tools", "vault", "go.mod")); v != "" {
-		cache := m.Getenv("LEASEGUARD_VAULT_CACHE")
+		cache := m.Getenv("VAULT_BUILD_CACHE")
 		if cache == "" {
 			base := m.Getenv("XDG_CACHE_HOME")
 			if base == "" {

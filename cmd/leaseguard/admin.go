@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -15,16 +14,16 @@ import (
 // AdminConfig configures the authenticated admin HTTP API. Embedded in
 // Config.
 type AdminConfig struct {
-	AdminAddr           string        `envconfig:"LEASEGUARD_ADMIN_ADDR" desc:"listen address of the admin API (POST /v1/revocations, GET leases, findings, evidence, the enforcement scope and the pilot report); empty: off"`
-	AdminTokens         string        `envconfig:"LEASEGUARD_ADMIN_TOKENS" desc:"principals: name:sha256:<hex of the token's SHA-256>:scopes;… (scopes read,revoke), or name:mtls:scopes for certificate-only principals"`
-	AdminTLSCertFile    string        `envconfig:"LEASEGUARD_ADMIN_TLS_CERT_FILE" desc:"server certificate of the admin API (empty: plain HTTP)"`
-	AdminTLSKeyFile     string        `envconfig:"LEASEGUARD_ADMIN_TLS_KEY_FILE" desc:"server key of the admin API"`
-	AdminClientCAFile   string        `envconfig:"LEASEGUARD_ADMIN_CLIENT_CA_FILE" desc:"CA bundle of client certificates: mutual TLS, the certificate's CN names the principal (needs the server certificate)"`
-	AdminRatePerMinute  int           `envconfig:"LEASEGUARD_ADMIN_RATE_PER_MINUTE" default:"60" desc:"requests per principal per minute (and burst)"`
-	AdminMaxBodyBytes   int64         `envconfig:"LEASEGUARD_ADMIN_MAX_BODY_BYTES" default:"65536" desc:"request body limit"`
-	AdminRequestTimeout time.Duration `envconfig:"LEASEGUARD_ADMIN_REQUEST_TIMEOUT" default:"2m" desc:"time limit for planning and executing one revocation request"`
-	AdminAuthFailures   int           `envconfig:"LEASEGUARD_ADMIN_AUTH_FAILURES" default:"10" desc:"failed authentications (wrong token, certificate of no principal) from one client address within LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW before that address gets 429 for the window, its credentials not even examined"`
-	AdminAuthWindow     time.Duration `envconfig:"LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW" default:"1m" desc:"window of LEASEGUARD_ADMIN_AUTH_FAILURES, and how long an address that reached it is turned away"`
+	AdminAddr           string        `env:"LEASEGUARD_ADMIN_ADDR" desc:"listen address of the admin API (POST /v1/revocations, GET leases, findings, evidence, the enforcement scope and the pilot report); empty: off"`
+	AdminTokens         string        `env:"LEASEGUARD_ADMIN_TOKENS" desc:"principals: name:sha256:<hex of the token's SHA-256>:scopes;… (scopes read,revoke), or name:mtls:scopes for certificate-only principals"`
+	AdminTLSCertFile    string        `env:"LEASEGUARD_ADMIN_TLS_CERT_FILE" desc:"server certificate of the admin API (empty: plain HTTP)"`
+	AdminTLSKeyFile     string        `env:"LEASEGUARD_ADMIN_TLS_KEY_FILE" desc:"server key of the admin API"`
+	AdminClientCAFile   string        `env:"LEASEGUARD_ADMIN_CLIENT_CA_FILE" desc:"CA bundle of client certificates: mutual TLS, the certificate's CN names the principal (needs the server certificate)"`
+	AdminRatePerMinute  int           `env:"LEASEGUARD_ADMIN_RATE_PER_MINUTE" envDefault:"60" desc:"requests per principal per minute (and burst)"`
+	AdminMaxBodyBytes   int64         `env:"LEASEGUARD_ADMIN_MAX_BODY_BYTES" envDefault:"65536" desc:"request body limit"`
+	AdminRequestTimeout time.Duration `env:"LEASEGUARD_ADMIN_REQUEST_TIMEOUT" envDefault:"2m" desc:"time limit for planning and executing one revocation request"`
+	AdminAuthFailures   int           `env:"LEASEGUARD_ADMIN_AUTH_FAILURES" envDefault:"10" desc:"failed authentications (wrong token, certificate of no principal) from one client address within LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW before that address gets 429 for the window, its credentials not even examined"`
+	AdminAuthWindow     time.Duration `env:"LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW" envDefault:"1m" desc:"window of LEASEGUARD_ADMIN_AUTH_FAILURES, and how long an address that reached it is turned away"`
 }
 
 func (a AdminConfig) validate(bad func(name, format string, args ...any)) {
@@ -32,7 +31,7 @@ func (a AdminConfig) validate(bad func(name, format string, args ...any)) {
 		return
 	}
 	if _, err := a.apiConfig(); err != nil {
-		bad("ADMIN_ADDR", "%v", err)
+		badSetting(bad, "ADMIN_ADDR", err)
 	}
 	if a.AdminAuthFailures < 1 {
 		bad("ADMIN_AUTH_FAILURES", "must be positive")
@@ -47,20 +46,20 @@ func (a AdminConfig) apiConfig() (adminapi.Config, error) {
 		RequestTimeout: a.AdminRequestTimeout, AuthFailures: a.AdminAuthFailures, AuthFailureWindow: a.AdminAuthWindow}
 	var err error
 	if c.Tokens, err = adminapi.ParseTokens(a.AdminTokens); err != nil {
-		return c, fmt.Errorf("%s: %w", env("ADMIN_TOKENS"), err)
+		return c, settingErr{"ADMIN_TOKENS", err}
 	}
 	if a.AdminTLSCertFile != "" {
 		if c.TLSCert, err = tls.LoadX509KeyPair(a.AdminTLSCertFile, a.AdminTLSKeyFile); err != nil {
-			return c, fmt.Errorf("%s: %w", env("ADMIN_TLS_CERT_FILE"), err)
+			return c, settingErr{"ADMIN_TLS_CERT_FILE", err}
 		}
 	}
 	if a.AdminClientCAFile != "" {
 		pem, err := os.ReadFile(a.AdminClientCAFile)
 		if err != nil {
-			return c, fmt.Errorf("%s: %w", env("ADMIN_CLIENT_CA_FILE"), err)
+			return c, settingErr{"ADMIN_CLIENT_CA_FILE", err}
 		}
 		if c.ClientCA, err = adminapi.ParseClientCA(pem); err != nil {
-			return c, fmt.Errorf("%s: %w", env("ADMIN_CLIENT_CA_FILE"), err)
+			return c, settingErr{"ADMIN_CLIENT_CA_FILE", err}
 		}
 	}
 	return c, c.Validate()

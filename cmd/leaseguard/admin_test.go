@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +80,7 @@ func TestAdminAuthFailureSettings(t *testing.T) {
 		t.Errorf("auth failures %d within %s, want 5 within 10m", ac.AuthFailures, ac.AuthFailureWindow)
 	}
 	for name, value := range map[string]string{"LEASEGUARD_ADMIN_AUTH_FAILURES": "0", "LEASEGUARD_ADMIN_AUTH_FAILURE_WINDOW": "0s"} {
-		if _, err := loadWith(t, admin, map[string]string{name: value}); err == nil || !strings.Contains(err.Error(), name+": ") {
+		if _, err := loadWith(t, admin, map[string]string{name: value}); err == nil || !problemAbout(err.Error(), name) {
 			t.Errorf("%s=%s: %v, want an error naming it", name, value, err)
 		}
 	}

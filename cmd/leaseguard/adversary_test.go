@@ -99,7 +99,7 @@ func (a *adversary) start(env map[string]string) *adversary {
 		t.Fatal(err)
 	}
 	var logs io.Writer = io.Discard
-	if testing.Verbose() && os.Getenv("LEASEGUARD_TEST_LOGS") != "" {
+	if testing.Verbose() && os.Getenv("TEST_LOGS") != "" {
 		logs = os.Stderr
 	}
 	p, err := startPipeline(a.ctx, cfg, newLogger(logs, "debug", "json"), nil)

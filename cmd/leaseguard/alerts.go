@@ -13,23 +13,52 @@ import (
 
 // AlertConfig configures the on-call alert sinks. Embedded in Config.
 type AlertConfig struct {
-	AlertMinSeverity        string        `envconfig:"LEASEGUARD_ALERT_MIN_SEVERITY" default:"high" desc:"findings at or above this severity (info, low, medium, high, critical) are alerted"`
-	AlertmanagerURLs        string        `envconfig:"LEASEGUARD_ALERTMANAGER_URLS" desc:"Prometheus Alertmanager base URLs, comma-separated (every cluster member); empty: off"`
-	AlertmanagerResend      time.Duration `envconfig:"LEASEGUARD_ALERTMANAGER_RESEND" default:"1m" desc:"how often firing alerts are re-sent to Alertmanager (endsAt is 4x ahead, so alerts resolve if leaseguard dies)"`
-	AlertGeneratorURL       string        `envconfig:"LEASEGUARD_ALERT_GENERATOR_URL" desc:"generatorURL of Alertmanager alerts (e.g. a dashboard)"`
-	PagerDutyURL            string        `envconfig:"LEASEGUARD_PAGERDUTY_URL" default:"https://events.pagerduty.com/v2/enqueue" desc:"PagerDuty Events API v2 endpoint"`
-	PagerDutyRoutingKeyFile string        `envconfig:"LEASEGUARD_PAGERDUTY_ROUTING_KEY_FILE" desc:"file holding the PagerDuty routing key; empty: PagerDuty off"`
-	SlackWebhookURLFile     string        `envconfig:"LEASEGUARD_SLACK_WEBHOOK_URL_FILE" desc:"file holding a Slack-compatible incoming webhook URL; empty: off"`
-	AlertInterval           time.Duration `envconfig:"LEASEGUARD_ALERT_INTERVAL" default:"1s" desc:"how often new findings are taken in and deliveries attempted"`
-	AlertTimeout            time.Duration `envconfig:"LEASEGUARD_ALERT_TIMEOUT" default:"10s" desc:"timeout of one delivery"`
-	AlertMaxBackoff         time.Duration `envconfig:"LEASEGUARD_ALERT_MAX_BACKOFF" default:"5m" desc:"longest wait between retries to a sink that is down"`
-	AlertAutoResolve        time.Duration `envconfig:"LEASEGUARD_ALERT_AUTO_RESOLVE" default:"1h" desc:"alerts not resolved by a revocation resolve after this long without a new finding"`
-	AlertDedupWindow        time.Duration `envconfig:"LEASEGUARD_ALERT_DEDUP_WINDOW" default:"10m" desc:"a finding this soon after its alert resolved joins it again instead of paging anew"`
+	AlertMinSeverity        string        `env:"LEASEGUARD_ALERT_MIN_SEVERITY" envDefault:"high" desc:"findings at or above this severity (info, low, medium, high, critical) are alerted"`
+	AlertmanagerURLs        string        `env:"LEASEGUARD_ALERTMANAGER_URLS" desc:"Prometheus Alertmanager base URLs, comma-separated (every cluster member); empty: off"`
+	AlertmanagerResend      time.Duration `env:"LEASEGUARD_ALERTMANAGER_RESEND" envDefault:"1m" desc:"how often firing alerts are re-sent to Alertmanager (endsAt is 4x ahead, so alerts resolve if leaseguard dies)"`
+	AlertGeneratorURL       string        `env:"LEASEGUARD_ALERT_GENERATOR_URL" desc:"generatorURL of Alertmanager alerts (e.g. a dashboard)"`
+	PagerDutyURL            string        `env:"LEASEGUARD_PAGERDUTY_URL" envDefault:"https://events.pagerduty.com/v2/enqueue" desc:"PagerDuty Events API v2 endpoint"`
+	PagerDutyRoutingKeyFile string        `env:"LEASEGUARD_PAGERDUTY_ROUTING_KEY_FILE" desc:"file holding the PagerDuty routing key; empty: PagerDuty off"`
+	SlackWebhookURLFile     string        `env:"LEASEGUARD_SLACK_WEBHOOK_URL_FILE" desc:"file holding a Slack-compatible incoming webhook URL; empty: off"`
+	AlertInterval           time.Duration `env:"LEASEGUARD_ALERT_INTERVAL" envDefault:"1s" desc:"how often new findings are taken in and deliveries attempted"`
+	AlertTimeout            time.Duration `env:"LEASEGUARD_ALERT_TIMEOUT" envDefault:"10s" desc:"timeout of one delivery"`
+	AlertMaxBackoff         time.Duration `env:"LEASEGUARD_ALERT_MAX_BACKOFF" envDefault:"5m" desc:"longest wait between retries to a sink that is down"`
+	AlertAutoResolve        time.Duration `env:"LEASEGUARD_ALERT_AUTO_RESOLVE" envDefault:"1h" desc:"alerts not resolved by a revocation resolve after this long without a new finding"`
+	AlertDedupWindow        time.Duration `env:"LEASEGUARD_ALERT_DEDUP_WINDOW" envDefault:"10m" desc:"a finding this soon after its alert resolved joins it again instead of paging anew"`
 }
 
-func (a AlertConfig) validate(bad func(name, format string, args ...any)) {
-	if _, err := a.alertConfig(false); err != nil {
-		bad("ALERT_MIN_SEVERITY", "%v", err)
+// validate checks each alert setting on its own, so that a message names
+// the variable at fault.
+func (a AlertConfig) validate(bad badFunc) {
+	if schemas.Severity(a.AlertMinSeverity).Rank() == 0 {
+		bad("ALERT_MIN_SEVERITY", "not info, low, medium, high or critical")
+	}
+	full, _ := a.alertConfig(false)
+	check := func(name string, set func(c *alert.Config)) {
+		c := alert.Config{MinSeverity: schemas.SeverityHigh}
+		set(&c)
+		if err := c.Validate(); err != nil {
+			bad(name, "%s", strings.TrimPrefix(err.Error(), "alert: "))
+		}
+	}
+	check("ALERTMANAGER_URLS", func(c *alert.Config) { c.AlertmanagerURLs = full.AlertmanagerURLs })
+	check("ALERT_GENERATOR_URL", func(c *alert.Config) { c.GeneratorURL = a.AlertGeneratorURL })
+	// The routing key is read only at start; any stands in for it here.
+	check("PAGERDUTY_URL", func(c *alert.Config) { c.PagerDutyRoutingKey, c.PagerDutyURL = "key", a.PagerDutyURL })
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"ALERT_INTERVAL", a.AlertInterval}, {"ALERT_TIMEOUT", a.AlertTimeout}, {"ALERT_MAX_BACKOFF", a.AlertMaxBackoff},
+		{"ALERT_AUTO_RESOLVE", a.AlertAutoResolve}, {"ALERT_DEDUP_WINDOW", a.AlertDedupWindow}, {"ALERTMANAGER_RESEND", a.AlertmanagerResend}} {
+		if v.d <= 0 {
+			bad(v.name, "must be positive")
+		}
+	}
+	if a.AlertInterval > 0 && a.AlertMaxBackoff > 0 && a.AlertMaxBackoff < a.AlertInterval {
+		bad("ALERT_MAX_BACKOFF", "shorter than LEASEGUARD_ALERT_INTERVAL %s", shortDuration(a.AlertInterval))
+	}
+	if a.AlertInterval > 0 && a.AlertmanagerResend > 0 && a.AlertmanagerResend < a.AlertInterval {
+		bad("ALERTMANAGER_RESEND", "shorter than LEASEGUARD_ALERT_INTERVAL %s", shortDuration(a.AlertInterval))
 	}
 }
 

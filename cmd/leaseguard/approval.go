@@ -15,13 +15,13 @@ import (
 // ApprovalConfig configures owner approval (rule mode approve). Embedded in
 // Config.
 type ApprovalConfig struct {
-	ApprovalTTL           time.Duration `envconfig:"LEASEGUARD_APPROVAL_TTL" default:"24h" desc:"how long a revocation of a rule in approve mode waits for an owner (leaseguard approve/reject, or the admin API) before it expires and nothing is dropped"`
-	ApprovalSweepInterval time.Duration `envconfig:"LEASEGUARD_APPROVAL_SWEEP_INTERVAL" default:"10s" desc:"how often run records expired pending revocations and resends approved ones whose revocation has no outcome"`
+	ApprovalTTL           time.Duration `env:"LEASEGUARD_APPROVAL_TTL" envDefault:"24h" desc:"how long a revocation of a rule in approve mode waits for an owner (leaseguard approve/reject, or the admin API) before it expires and nothing is dropped"`
+	ApprovalSweepInterval time.Duration `env:"LEASEGUARD_APPROVAL_SWEEP_INTERVAL" envDefault:"10s" desc:"how often run records expired pending revocations and resends approved ones whose revocation has no outcome"`
 }
 
 func (a ApprovalConfig) validate(bad func(name, format string, args ...any)) {
 	if a.ApprovalTTL < time.Minute {
-		bad("APPROVAL_TTL", "%s is below 1m: nobody could answer in time", a.ApprovalTTL)
+		bad("APPROVAL_TTL", "below 1m: nobody could answer in time")
 	}
 	if a.ApprovalSweepInterval < 100*time.Millisecond {
 		bad("APPROVAL_SWEEP_INTERVAL", "must be at least 100ms")

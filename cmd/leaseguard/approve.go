@@ -79,7 +79,7 @@ func decideCmd(ctx context.Context, m *Main, verb, id string, o decideOptions) e
 	case !o.list && id == "":
 		return usageError{"name the pending revocation: leaseguard " + verb + " ID (leaseguard " + verb + " --list shows them)"}
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig(verb)
 	if err != nil {
 		return err
 	}

@@ -20,15 +20,15 @@ import (
 // device. Both publish into the audit stream like any shipper would.
 // Embedded in Config.
 type AuditSourceConfig struct {
-	AuditFile           string        `envconfig:"LEASEGUARD_AUDIT_FILE" desc:"follow this Vault file audit log (tail -F: rotation and truncation survive, offset kept in the state store); empty: off"`
-	AuditFileSubject    string        `envconfig:"LEASEGUARD_AUDIT_FILE_SUBJECT" default:"vault.audit.file" desc:"subject the followed file's entries are published on (inside LEASEGUARD_AUDIT_SUBJECT)"`
-	AuditFilePoll       time.Duration `envconfig:"LEASEGUARD_AUDIT_FILE_POLL" default:"250ms" desc:"how often the followed file is looked at once read to its end"`
-	AuditSocketAddr     string        `envconfig:"LEASEGUARD_AUDIT_SOCKET_ADDR" desc:"TCP host:port, or unix:<absolute path> of a unix socket, accepting Vault socket audit devices (one JSON entry per line); empty: off"`
-	AuditSocketSubject  string        `envconfig:"LEASEGUARD_AUDIT_SOCKET_SUBJECT" default:"vault.audit.socket" desc:"subject the socket's entries are published on (inside LEASEGUARD_AUDIT_SUBJECT)"`
-	AuditSocketIdle     time.Duration `envconfig:"LEASEGUARD_AUDIT_SOCKET_IDLE_TIMEOUT" default:"0s" desc:"close a socket connection idle this long (0: never); Vault reconnects on its next write"`
-	AuditSocketAllowed  string        `envconfig:"LEASEGUARD_AUDIT_SOCKET_ALLOWED_CIDRS" default:"127.0.0.0/8,::1/128" desc:"comma-separated CIDRs (or addresses) whose TCP connections the socket source serves; others are closed unread, logged and counted (leaseguard_ingest_audit_socket_refused_total); not used for a unix socket"`
-	AuditSocketMode     string        `envconfig:"LEASEGUARD_AUDIT_SOCKET_MODE" default:"0660" desc:"octal file mode of a unix audit socket (who may connect: Vault's user or group); world-writable is refused unless LEASEGUARD_ALLOW_INSECURE=true"`
-	AuditPublishTimeout time.Duration `envconfig:"LEASEGUARD_AUDIT_PUBLISH_TIMEOUT" default:"10s" desc:"one attempt of the direct sources to have entries stored in JetStream (then retried)"`
+	AuditFile           string        `env:"LEASEGUARD_AUDIT_FILE" desc:"follow this Vault file audit log (tail -F: rotation and truncation survive, offset kept in the state store); empty: off"`
+	AuditFileSubject    string        `env:"LEASEGUARD_AUDIT_FILE_SUBJECT" envDefault:"vault.audit.file" desc:"subject the followed file's entries are published on (inside LEASEGUARD_AUDIT_SUBJECT)"`
+	AuditFilePoll       time.Duration `env:"LEASEGUARD_AUDIT_FILE_POLL" envDefault:"250ms" desc:"how often the followed file is looked at once read to its end"`
+	AuditSocketAddr     string        `env:"LEASEGUARD_AUDIT_SOCKET_ADDR" desc:"TCP host:port, or unix:<absolute path> of a unix socket, accepting Vault socket audit devices (one JSON entry per line); empty: off"`
+	AuditSocketSubject  string        `env:"LEASEGUARD_AUDIT_SOCKET_SUBJECT" envDefault:"vault.audit.socket" desc:"subject the socket's entries are published on (inside LEASEGUARD_AUDIT_SUBJECT)"`
+	AuditSocketIdle     time.Duration `env:"LEASEGUARD_AUDIT_SOCKET_IDLE_TIMEOUT" envDefault:"0s" desc:"close a socket connection idle this long (0: never); Vault reconnects on its next write"`
+	AuditSocketAllowed  string        `env:"LEASEGUARD_AUDIT_SOCKET_ALLOWED_CIDRS" envDefault:"127.0.0.0/8,::1/128" desc:"comma-separated CIDRs (or addresses) whose TCP connections the socket source serves; others are closed unread, logged and counted (leaseguard_ingest_audit_socket_refused_total); not used for a unix socket"`
+	AuditSocketMode     string        `env:"LEASEGUARD_AUDIT_SOCKET_MODE" envDefault:"0660" desc:"octal file mode of a unix audit socket (who may connect: Vault's user or group); world-writable is refused unless LEASEGUARD_ALLOW_INSECURE=true"`
+	AuditPublishTimeout time.Duration `env:"LEASEGUARD_AUDIT_PUBLISH_TIMEOUT" envDefault:"10s" desc:"one attempt of the direct sources to have entries stored in JetStream (then retried)"`
 }
 
 func (c Config) auditFileConfig() ingest.AuditFileConfig {
@@ -116,7 +116,7 @@ func (c Config) validateAuditSources(bad func(name, format string, args ...any))
 	if c.AuditSocketAddr != "" {
 		_, unix := c.auditSocketConfig().UnixPath()
 		if _, _, err := net.SplitHostPort(c.AuditSocketAddr); err != nil && !unix {
-			bad("AUDIT_SOCKET_ADDR", "%q is neither host:port nor unix:<absolute path>", c.AuditSocketAddr)
+			bad("AUDIT_SOCKET_ADDR", "neither host:port nor unix:<absolute path>")
 		} else if err := c.auditSocketConfig().Validate(); err != nil {
 			bad("AUDIT_SOCKET_ADDR", "%v", err)
 		}

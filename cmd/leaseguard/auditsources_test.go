@@ -46,7 +46,7 @@ func TestAuditSocketSettings(t *testing.T) {
 				return
 			}
 			var ce configError
-			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.setting+": ") {
+			if !errors.As(err, &ce) || !problemAbout(err.Error(), tc.setting) {
 				t.Fatalf("error %v, want a configuration error naming %s", err, tc.setting)
 			}
 			code, _, stderr := runMain(t, "", "config")

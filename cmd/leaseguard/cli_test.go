@@ -120,7 +120,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		"LEASEGUARD_ROLE_TTLS":                  "readonly=forever",
 		"LEASEGUARD_MANAGED_ROLE_PATTERN":       "([",
 		"LEASEGUARD_RULE_MODES":                 "lease-expired-not-revoked=maybe",
-		"LEASEGUARD_TARGETS":                    "a=postgres://x/a,b=postgres://x/b",
+		"LEASEGUARD_TARGETS":                    "a=postgres://x/a,a=postgres://x/b",
 		"LEASEGUARD_ROLES":                      "ingest,dance",
 		"LEASEGUARD_COMMAND_VERIFY_KEYS":        "not-base64!",
 		"LEASEGUARD_EXPIRY_GRACE":               "soon",

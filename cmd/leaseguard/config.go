@@ -1,21 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"reflect"
 	"regexp"
-	"sort"
+	"regexp/syntax"
 	"strings"
 	"time"
-
-	"github.com/kelseyhightower/envconfig"
 
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/revoker"
@@ -32,52 +27,52 @@ const envPrefix = "LEASEGUARD"
 // reads the environment; packages receive typed, validated config structs.
 // The README's configuration table lists the same variables (docs/configuration.md).
 type Config struct {
-	DatabaseURL    string `envconfig:"LEASEGUARD_DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/test?sslmode=disable" desc:"state store (lease ledger, outbox); PostgreSQL URL"`
-	DatabaseSchema string `envconfig:"LEASEGUARD_DATABASE_SCHEMA" default:"leaseguard" desc:"schema of the state store"`
+	DatabaseURL    string `env:"LEASEGUARD_DATABASE_URL" desc:"state store (lease ledger, outbox): its PostgreSQL URL, e.g. postgres://leaseguard@db.example:5432/leaseguard?sslmode=verify-full; required by every command that opens it (run, migrate, replay, revoke, approve, reject, scope, pilot, evidence verify); no default"`
+	DatabaseSchema string `env:"LEASEGUARD_DATABASE_SCHEMA" envDefault:"leaseguard" desc:"schema of the state store"`
 
-	NATSURL           string        `envconfig:"LEASEGUARD_NATS_URL" desc:"NATS cluster URL(s), comma-separated; empty starts an embedded JetStream server under DATA_DIR"`
-	AuditSubject      string        `envconfig:"LEASEGUARD_AUDIT_SUBJECT" default:"vault.audit.>" desc:"subject pattern carrying Vault audit entries, one JSON entry per message"`
-	LeaseSubject      string        `envconfig:"LEASEGUARD_LEASE_SUBJECT" default:"vault.leases.>" desc:"subject carrying LeaseEvent documents from other producers (empty: off)"`
-	AuditStream       string        `envconfig:"LEASEGUARD_AUDIT_STREAM" default:"VAULT_AUDIT" desc:"JetStream stream holding both subjects (created if absent)"`
-	IngestConsumer    string        `envconfig:"LEASEGUARD_INGEST_CONSUMER" default:"leaseguard-ingest" desc:"durable pull consumer name"`
-	DeadletterSubject string        `envconfig:"LEASEGUARD_DEADLETTER_SUBJECT" default:"leaseguard.deadletter" desc:"prefix for dead letters (<prefix>.audit, <prefix>.lease), stream LEASEGUARD_DEADLETTER"`
-	DeadletterMaxAge  time.Duration `envconfig:"LEASEGUARD_DEADLETTER_MAX_AGE" default:"168h" desc:"how long the dead-letter stream keeps dead letters (secrets in them are redacted before they are stored)"`
-	AuditMaxAge       time.Duration `envconfig:"LEASEGUARD_AUDIT_MAX_AGE" default:"168h" desc:"how long the audit stream keeps entries"`
+	NATSURL           string        `env:"LEASEGUARD_NATS_URL" desc:"NATS cluster URL(s), comma-separated; empty starts an embedded JetStream server under DATA_DIR"`
+	AuditSubject      string        `env:"LEASEGUARD_AUDIT_SUBJECT" envDefault:"vault.audit.>" desc:"subject pattern carrying Vault audit entries, one JSON entry per message"`
+	LeaseSubject      string        `env:"LEASEGUARD_LEASE_SUBJECT" envDefault:"vault.leases.>" desc:"subject carrying LeaseEvent documents from other producers (empty: off)"`
+	AuditStream       string        `env:"LEASEGUARD_AUDIT_STREAM" envDefault:"VAULT_AUDIT" desc:"JetStream stream holding both subjects (created if absent)"`
+	IngestConsumer    string        `env:"LEASEGUARD_INGEST_CONSUMER" envDefault:"leaseguard-ingest" desc:"durable pull consumer name"`
+	DeadletterSubject string        `env:"LEASEGUARD_DEADLETTER_SUBJECT" envDefault:"leaseguard.deadletter" desc:"prefix for dead letters (<prefix>.audit, <prefix>.lease), stream LEASEGUARD_DEADLETTER"`
+	DeadletterMaxAge  time.Duration `env:"LEASEGUARD_DEADLETTER_MAX_AGE" envDefault:"168h" desc:"how long the dead-letter stream keeps dead letters (secrets in them are redacted before they are stored)"`
+	AuditMaxAge       time.Duration `env:"LEASEGUARD_AUDIT_MAX_AGE" envDefault:"168h" desc:"how long the audit stream keeps entries"`
 
-	MetricsAddr string `envconfig:"LEASEGUARD_METRICS_ADDR" default:":9464" desc:"listen address for /metrics, /livez (alias /healthz), /readyz"`
-	LogLevel    string `envconfig:"LEASEGUARD_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat   string `envconfig:"LEASEGUARD_LOG_FORMAT" default:"auto" desc:"json, text, or auto (text on a terminal, else json)"`
-	DataDir     string `envconfig:"LEASEGUARD_DATA_DIR" default:"/var/lib/leaseguard" desc:"local state: embedded JetStream store, generated signing key"`
+	MetricsAddr string `env:"LEASEGUARD_METRICS_ADDR" envDefault:":9464" desc:"listen address for /metrics, /livez (alias /healthz), /readyz"`
+	LogLevel    string `env:"LEASEGUARD_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
+	LogFormat   string `env:"LEASEGUARD_LOG_FORMAT" envDefault:"auto" desc:"json, text, or auto (text on a terminal, else json)"`
+	DataDir     string `env:"LEASEGUARD_DATA_DIR" envDefault:"/var/lib/leaseguard" desc:"local state: embedded JetStream store, generated signing key"`
 
-	Targets       string `envconfig:"LEASEGUARD_TARGETS" desc:"target databases, name=postgres-url,…; default one target, the state-store database, named after it"`
-	Routes        string `envconfig:"LEASEGUARD_ROUTES" desc:"mount or mount/role glob → target, pattern=target,… (first match wins); optional with one target"`
-	RoleTTLs      string `envconfig:"LEASEGUARD_ROLE_TTLS" desc:"fallback lease TTL per Vault role, role=duration or mount/role=duration,…"`
-	MaxEntryBytes int    `envconfig:"LEASEGUARD_MAX_ENTRY_BYTES" default:"1048576" desc:"larger audit entries are dead-lettered"`
-	IngestBatch   int    `envconfig:"LEASEGUARD_INGEST_BATCH" default:"500" desc:"messages per ledger transaction"`
-	MaxAckPending int    `envconfig:"LEASEGUARD_MAX_ACK_PENDING" default:"4096" desc:"unacknowledged messages the ingest consumer may hold"`
-	Roles         string `envconfig:"LEASEGUARD_ROLES" default:"ingest,detectors,revoker,relay,observer,alerts" desc:"which parts run in this process: ingest, detectors (expiry), revoker, relay (evidence), observer (database roles and sessions, and their rules), alerts (on-call sinks)"`
+	Targets       string `env:"LEASEGUARD_TARGETS" desc:"target databases, name=postgres-url,…; default one target, the state-store database, named after it"`
+	Routes        string `env:"LEASEGUARD_ROUTES" desc:"mount or mount/role glob → target, pattern=target,… (first match wins); optional with one target"`
+	RoleTTLs      string `env:"LEASEGUARD_ROLE_TTLS" desc:"fallback lease TTL per Vault role, role=duration or mount/role=duration,…"`
+	MaxEntryBytes int    `env:"LEASEGUARD_MAX_ENTRY_BYTES" envDefault:"1048576" desc:"larger audit entries are dead-lettered"`
+	IngestBatch   int    `env:"LEASEGUARD_INGEST_BATCH" envDefault:"500" desc:"messages per ledger transaction"`
+	MaxAckPending int    `env:"LEASEGUARD_MAX_ACK_PENDING" envDefault:"4096" desc:"unacknowledged messages the ingest consumer may hold"`
+	Roles         string `env:"LEASEGUARD_ROLES" envDefault:"ingest,detectors,revoker,relay,observer,alerts" desc:"which parts run in this process: ingest, detectors (expiry), revoker, relay (evidence), observer (database roles and sessions, and their rules), alerts (on-call sinks)"`
 
-	ExpiryGrace     time.Duration `envconfig:"LEASEGUARD_EXPIRY_GRACE" default:"30s" desc:"time after a lease's expiry before leaseguard acts (Vault's own revocation gets this long)"`
-	DetectInterval  time.Duration `envconfig:"LEASEGUARD_DETECT_INTERVAL" default:"1s" desc:"how often the expiry detector looks for due leases"`
-	ObserveInterval time.Duration `envconfig:"LEASEGUARD_OBSERVE_INTERVAL" default:"5s" desc:"how often the observer reads pg_roles and pg_stat_activity of each target"`
-	DetectBatch     int           `envconfig:"LEASEGUARD_DETECT_BATCH" default:"500" desc:"due leases claimed per detector transaction"`
-	RuleModes       string        `envconfig:"LEASEGUARD_RULE_MODES" desc:"starting point of the rule modes (recorded at first start; then leaseguard scope): rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce inside the scope; the other rules observe (see the rules table)"`
-	EnforceScope    string        `envconfig:"LEASEGUARD_ENFORCE_SCOPE" desc:"starting point of where rules may enforce (recorded at first start; then leaseguard scope): *, or db:<glob>,role:<mount/role glob>,…; empty = nowhere: a pilot, rules record what they would do (would_drop, would_terminate); * = everywhere"`
+	ExpiryGrace     time.Duration `env:"LEASEGUARD_EXPIRY_GRACE" envDefault:"30s" desc:"time after a lease's expiry before leaseguard acts (Vault's own revocation gets this long)"`
+	DetectInterval  time.Duration `env:"LEASEGUARD_DETECT_INTERVAL" envDefault:"1s" desc:"how often the expiry detector looks for due leases"`
+	ObserveInterval time.Duration `env:"LEASEGUARD_OBSERVE_INTERVAL" envDefault:"5s" desc:"how often the observer reads pg_roles and pg_stat_activity of each target"`
+	DetectBatch     int           `env:"LEASEGUARD_DETECT_BATCH" envDefault:"500" desc:"due leases claimed per detector transaction"`
+	RuleModes       string        `env:"LEASEGUARD_RULE_MODES" desc:"starting point of the rule modes (recorded at first start; then leaseguard scope): rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce inside the scope; the other rules observe (see the rules table)"`
+	EnforceScope    string        `env:"LEASEGUARD_ENFORCE_SCOPE" desc:"starting point of where rules may enforce (recorded at first start; then leaseguard scope): *, or db:<glob>,role:<mount/role glob>,…; empty = nowhere: a pilot, rules record what they would do (would_drop, would_terminate); * = everywhere"`
 
-	ManagedRolePattern   string        `envconfig:"LEASEGUARD_MANAGED_ROLE_PATTERN" default:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
-	ProtectedRoles       string        `envconfig:"LEASEGUARD_PROTECTED_ROLES" desc:"comma-separated roles never dropped, whatever their name"`
-	ReassignOwnedTo      string        `envconfig:"LEASEGUARD_REASSIGN_OWNED_TO" desc:"role that receives objects owned by dropped users (default: the revoker's login role)"`
-	CommandSigningKey    string        `envconfig:"LEASEGUARD_COMMAND_SIGNING_KEY" desc:"Ed25519 key signing revocation commands: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
-	CommandVerifyKeys    string        `envconfig:"LEASEGUARD_COMMAND_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose commands the revoker accepts (the signing key's own is always accepted)"`
-	CommandTTL           time.Duration `envconfig:"LEASEGUARD_COMMAND_TTL" default:"10m" desc:"how long a signed revocation command stays valid; the revoker refuses it after (1s to 24h)"`
-	RevokeGroupRoles     bool          `envconfig:"LEASEGUARD_REVOKE_GROUP_ROLES" default:"false" desc:"let the revoker drop roles that have members (group roles); refused by default"`
-	RevokeCreateRole     bool          `envconfig:"LEASEGUARD_REVOKE_CREATEROLE" default:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
-	MaxRevocationsPerMin int           `envconfig:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" default:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
-	RevocationBatch      int           `envconfig:"LEASEGUARD_REVOCATION_BATCH" default:"100" desc:"roles dropped per target transaction"`
-	StatementTimeout     time.Duration `envconfig:"LEASEGUARD_STATEMENT_TIMEOUT" default:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target"`
-	LockTimeout          time.Duration `envconfig:"LEASEGUARD_LOCK_TIMEOUT" default:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
-	RevocationSubject    string        `envconfig:"LEASEGUARD_REVOCATION_SUBJECT" default:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
-	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
+	ManagedRolePattern   string        `env:"LEASEGUARD_MANAGED_ROLE_PATTERN" envDefault:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
+	ProtectedRoles       string        `env:"LEASEGUARD_PROTECTED_ROLES" desc:"comma-separated roles never dropped, whatever their name"`
+	ReassignOwnedTo      string        `env:"LEASEGUARD_REASSIGN_OWNED_TO" desc:"role that receives objects owned by dropped users (default: the revoker's login role)"`
+	CommandSigningKey    string        `env:"LEASEGUARD_COMMAND_SIGNING_KEY" secret:"true" desc:"Ed25519 key signing revocation commands: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
+	CommandVerifyKeys    string        `env:"LEASEGUARD_COMMAND_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose commands the revoker accepts (the signing key's own is always accepted)"`
+	CommandTTL           time.Duration `env:"LEASEGUARD_COMMAND_TTL" envDefault:"10m" desc:"how long a signed revocation command stays valid; the revoker refuses it after (1s to 24h)"`
+	RevokeGroupRoles     bool          `env:"LEASEGUARD_REVOKE_GROUP_ROLES" envDefault:"false" desc:"let the revoker drop roles that have members (group roles); refused by default"`
+	RevokeCreateRole     bool          `env:"LEASEGUARD_REVOKE_CREATEROLE" envDefault:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
+	MaxRevocationsPerMin int           `env:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" envDefault:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
+	RevocationBatch      int           `env:"LEASEGUARD_REVOCATION_BATCH" envDefault:"100" desc:"roles dropped per target transaction"`
+	StatementTimeout     time.Duration `env:"LEASEGUARD_STATEMENT_TIMEOUT" envDefault:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target"`
+	LockTimeout          time.Duration `env:"LEASEGUARD_LOCK_TIMEOUT" envDefault:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
+	RevocationSubject    string        `env:"LEASEGUARD_REVOCATION_SUBJECT" envDefault:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
+	EvidenceSubject      string        `env:"LEASEGUARD_EVIDENCE_SUBJECT" envDefault:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
 	TransportConfig
 	AuditSourceConfig
 	AdminConfig
@@ -88,29 +83,9 @@ type Config struct {
 	HealthConfig
 	DeadlineConfig
 
-	AllowInsecure bool `envconfig:"LEASEGUARD_ALLOW_INSECURE" default:"false" desc:"accept settings refused outside loopback (admin API without TLS, Kafka SASL without TLS, Vault over http, NATS without TLS or credentials, PostgreSQL with sslmode=disable, a world-writable audit socket), each logged as a warning at start"`
+	AllowInsecure bool `env:"LEASEGUARD_ALLOW_INSECURE" envDefault:"false" desc:"accept settings refused outside loopback (admin API without TLS, Kafka SASL without TLS, Vault over http, NATS without TLS or credentials, PostgreSQL with sslmode=disable, a world-writable audit socket), each logged as a warning at start"`
 
-	Instance string `envconfig:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
-}
-
-// configError marks invalid configuration (exit 3).
-type configError struct{ err error }
-
-func (e configError) Error() string { return "configuration: " + e.err.Error() }
-func (e configError) Unwrap() error { return e.err }
-
-// loadConfig reads and validates the environment. The tags carry the full
-// prefixed names and Process gets no prefix, so envconfig never falls back
-// to an unprefixed variable (a stray DATABASE_URL in a container).
-func loadConfig() (Config, error) {
-	var c Config
-	if err := envconfig.Process("", &c); err != nil {
-		return c, configError{err}
-	}
-	if err := c.Validate(); err != nil {
-		return c, configError{err}
-	}
-	return c, nil
+	Instance string `env:"LEASEGUARD_INSTANCE" desc:"name of this installation in evidence (CloudEvents source urn:leaseguard:<instance>); default the host name"`
 }
 
 func env(name string) string { return envPrefix + "_" + name }
@@ -124,23 +99,104 @@ func (c Config) requiresApproval() func(rule string) bool {
 
 var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true, "alerts": true}
 
-// Validate checks every setting; each error names its variable.
+// Validate checks every setting; each error names its variable and value.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", env(name), fmt.Sprintf(format, args...)))
+	if ps := c.problems(); len(ps) > 0 {
+		return ps
 	}
-	if err := (store.Config{URL: c.DatabaseURL, Schema: c.DatabaseSchema}).Validate(); err != nil {
-		bad("DATABASE_URL", "%v", err)
+	return nil
+}
+
+// badFunc records that a setting (named without its prefix) is wrong.
+type badFunc func(name, format string, args ...any)
+
+// problems lists what Validate refuses, one problem per finding, each
+// line "NAME=\"value\": what is wrong".
+func (c Config) problems() problems {
+	var ps problems
+	bad := func(name, format string, args ...any) {
+		full := env(name)
+		echo := full
+		if s, ok := settingNamed(full); ok {
+			echo = s.echo(s.value(c))
+		}
+		ps = append(ps, problem{name: full, line: echo + ": " + fmt.Sprintf(format, args...)})
+	}
+	c.validateStore(bad)
+	c.validateBasics(bad)
+	c.validateEnforcement(bad)
+	c.TransportConfig.validate(bad)
+	c.validateNATSListen(bad)
+	c.validateAuditSources(bad)
+	c.AdminConfig.validate(bad)
+	c.AlertConfig.validate(bad)
+	c.ApprovalConfig.validate(bad)
+	c.SignalRulesConfig.validate(c.RuleModes, bad)
+	c.VaultConfig.validate(bad)
+	c.HealthConfig.validate(bad)
+	c.DeadlineConfig.validate(bad)
+	c.validatePosture(bad)
+	return ps
+}
+
+// validateStore checks the state store and the targets. Without
+// LEASEGUARD_DATABASE_URL there is no state store (a command that opens it
+// says it is required) and, without LEASEGUARD_TARGETS, no target either.
+func (c Config) validateStore(bad badFunc) {
+	if c.DatabaseURL != "" {
+		if err := (store.Config{URL: c.DatabaseURL, Schema: c.DatabaseSchema}).Validate(); err != nil {
+			bad("DATABASE_URL", "%v", err)
+		}
 	}
 	if !regexp.MustCompile(`^[a-z_][a-z0-9_]*$`).MatchString(c.DatabaseSchema) {
-		bad("DATABASE_SCHEMA", "%q is not a plain lowercase identifier", c.DatabaseSchema)
+		bad("DATABASE_SCHEMA", "not a plain lowercase identifier (letters, digits, _)")
 	}
+	if c.DatabaseURL == "" && strings.TrimSpace(c.Targets) == "" {
+		if _, err := target.ParseRoutes(c.Routes); err != nil {
+			bad("ROUTES", "%v", err)
+		}
+		return
+	}
+	c.validateTargets(bad)
+}
+
+func (c Config) validateTargets(bad badFunc) {
+	if strings.TrimSpace(c.Targets) != "" {
+		ts, err := target.ParseTargets(c.Targets)
+		if err != nil {
+			bad("TARGETS", "%v", err)
+			return
+		}
+		names := make([]string, len(ts))
+		seen := map[string]bool{}
+		for i, t := range ts {
+			if seen[t.Name] {
+				bad("TARGETS", "target %q configured twice", t.Name)
+				return
+			}
+			seen[t.Name], names[i] = true, t.Name
+		}
+		if len(ts) > 1 && strings.TrimSpace(c.Routes) == "" {
+			bad("ROUTES", "several targets (%s) but no routes: say which Vault mount or role goes to which target, e.g. database/*=%s",
+				strings.Join(names, ", "), names[0])
+			return
+		}
+	}
+	if _, err := target.ParseRoutes(c.Routes); err != nil {
+		bad("ROUTES", "%v", err)
+		return
+	}
+	if _, err := c.targetConfig(); err != nil {
+		bad("TARGETS", "%v", err)
+	}
+}
+
+func (c Config) validateBasics(bad badFunc) {
 	if c.AuditSubject == "" {
 		bad("AUDIT_SUBJECT", "must not be empty")
 	}
 	if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-		bad("METRICS_ADDR", "%q is not host:port", c.MetricsAddr)
+		bad("METRICS_ADDR", "not host:port, e.g. :9464 or 127.0.0.1:9464")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
@@ -148,13 +204,10 @@ func (c Config) Validate() error {
 	switch c.LogFormat {
 	case "auto", "json", "text":
 	default:
-		bad("LOG_FORMAT", "%q is not auto, json or text", c.LogFormat)
+		bad("LOG_FORMAT", "not auto, json or text")
 	}
 	if c.DataDir == "" {
 		bad("DATA_DIR", "must not be empty")
-	}
-	if _, err := c.targetConfig(); err != nil {
-		bad("TARGETS", "%v", err)
 	}
 	if _, err := parseRoleTTLs(c.RoleTTLs); err != nil {
 		bad("ROLE_TTLS", "%v", err)
@@ -163,17 +216,27 @@ func (c Config) Validate() error {
 		bad("DEADLETTER_MAX_AGE", "must be positive")
 	}
 	if c.MaxEntryBytes < 1024 {
-		bad("MAX_ENTRY_BYTES", "%d is below 1024", c.MaxEntryBytes)
+		bad("MAX_ENTRY_BYTES", "below 1024")
 	}
 	if c.IngestBatch < 1 || c.IngestBatch > 10000 {
-		bad("INGEST_BATCH", "%d is outside 1..10000", c.IngestBatch)
+		bad("INGEST_BATCH", "outside 1..10000")
 	}
 	if c.MaxAckPending < c.IngestBatch {
-		bad("MAX_ACK_PENDING", "%d is below INGEST_BATCH %d", c.MaxAckPending, c.IngestBatch)
+		bad("MAX_ACK_PENDING", "below LEASEGUARD_INGEST_BATCH %d", c.IngestBatch)
 	}
 	if _, err := parseRoles(c.Roles); err != nil {
 		bad("ROLES", "%v", err)
 	}
+	if c.RevocationSubject == "" {
+		bad("REVOCATION_SUBJECT", "must not be empty")
+	}
+	if c.EvidenceSubject == "" {
+		bad("EVIDENCE_SUBJECT", "must not be empty")
+	}
+}
+
+// validateEnforcement checks what decides what gets dropped, and when.
+func (c Config) validateEnforcement(bad badFunc) {
 	if c.ExpiryGrace < 0 {
 		bad("EXPIRY_GRACE", "must not be negative")
 	}
@@ -191,7 +254,7 @@ func (c Config) Validate() error {
 	} else {
 		for _, r := range []string{detectors.RuleUnauditedIssue, detectors.RuleMassRevocation} {
 			if modes.Mode(r) != schemas.ModeObserve { // enforce or approve
-				bad("RULE_MODES", "%s names no database user and can only observe", r)
+				bad("RULE_MODES", "rule %s names no database user and can only observe", r)
 			}
 		}
 	}
@@ -201,7 +264,7 @@ func (c Config) Validate() error {
 	if c.ManagedRolePattern == "" {
 		bad("MANAGED_ROLE_PATTERN", "must not be empty: it is what keeps leaseguard off roles Vault did not create")
 	} else if _, err := regexp.Compile(c.ManagedRolePattern); err != nil {
-		bad("MANAGED_ROLE_PATTERN", "%v", err)
+		bad("MANAGED_ROLE_PATTERN", "not a regular expression: %s", regexpProblem(err))
 	}
 	if c.CommandSigningKey != "" {
 		if _, err := revoker.ParsePrivateKey(c.CommandSigningKey); err != nil {
@@ -212,32 +275,30 @@ func (c Config) Validate() error {
 		bad("COMMAND_VERIFY_KEYS", "%v", err)
 	}
 	if c.CommandTTL < time.Second || c.CommandTTL > revoker.MaxCommandTTL {
-		bad("COMMAND_TTL", "%s is outside 1s..%s", c.CommandTTL, revoker.MaxCommandTTL)
+		bad("COMMAND_TTL", "outside 1s..%s", shortDuration(revoker.MaxCommandTTL))
 	}
 	if c.MaxRevocationsPerMin < 1 {
 		bad("MAX_REVOCATIONS_PER_MINUTE", "must be positive")
 	}
 	if c.RevocationBatch < 1 || c.RevocationBatch > 1000 {
-		bad("REVOCATION_BATCH", "%d is outside 1..1000", c.RevocationBatch)
+		bad("REVOCATION_BATCH", "outside 1..1000")
 	}
-	if c.StatementTimeout <= 0 || c.LockTimeout <= 0 {
-		bad("STATEMENT_TIMEOUT", "statement and lock timeouts must be positive")
+	if c.StatementTimeout <= 0 {
+		bad("STATEMENT_TIMEOUT", "must be positive")
 	}
-	c.TransportConfig.validate(bad)
-	c.validateNATSListen(bad)
-	c.validateAuditSources(bad)
-	c.AdminConfig.validate(bad)
-	c.AlertConfig.validate(bad)
-	c.ApprovalConfig.validate(bad)
-	c.SignalRulesConfig.validate(c.RuleModes, bad)
-	c.VaultConfig.validate(bad)
-	c.HealthConfig.validate(bad)
-	c.DeadlineConfig.validate(bad)
-	c.validatePosture(bad)
-	if c.RevocationSubject == "" || c.EvidenceSubject == "" {
-		bad("REVOCATION_SUBJECT", "revocation and evidence subjects must not be empty")
+	if c.LockTimeout <= 0 {
+		bad("LOCK_TIMEOUT", "must be positive")
 	}
-	return errors.Join(errs...)
+}
+
+// regexpProblem is what is wrong with a regular expression, without the
+// parser's "error parsing regexp" preamble.
+func regexpProblem(err error) string {
+	var se *syntax.Error
+	if errors.As(err, &se) {
+		return string(se.Code)
+	}
+	return err.Error()
 }
 
 // targetConfig builds the target set: the configured one, or the state
@@ -266,11 +327,11 @@ func parseRoleTTLs(s string) (store.RoleTTLs, error) {
 		k, v, ok := strings.Cut(e, "=")
 		k = strings.Trim(strings.TrimSpace(k), "/")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("%q: want role=duration", e)
+			return nil, fmt.Errorf("%q: want role=duration, e.g. readonly=1h", e)
 		}
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("%q: %q is not a positive duration", e, v)
+			return nil, fmt.Errorf("role %s: %q is not a positive duration", k, strings.TrimSpace(v))
 		}
 		out[k] = d
 	}
@@ -294,7 +355,7 @@ func parseRoles(s string) (map[string]bool, error) {
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return l, fmt.Errorf("%q is not debug, info, warn or error", s)
+		return l, errors.New("not debug, info, warn or error")
 	}
 	return l, nil
 }
@@ -316,68 +377,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// redactURL hides a connection URL's password.
-func redactURL(u string) string {
-	re := regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
-	u = re.ReplaceAllString(u, "${1}xxxxx@")
-	return regexp.MustCompile(`(?i)(password=)[^ &]*`).ReplaceAllString(u, "${1}xxxxx")
-}
-
-// configCmd prints the effective configuration with secrets redacted.
-func configCmd(_ context.Context, m *Main, o configOptions) error {
-	if o.markdown {
-		fmt.Fprint(m.Stdout, configTable())
-		return nil
-	}
-	c, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	lines := []string{
-		env("DATABASE_URL") + "=" + redactURL(c.DatabaseURL),
-		env("DATABASE_SCHEMA") + "=" + c.DatabaseSchema,
-		env("NATS_URL") + "=" + redactURL(c.NATSURL),
-		env("AUDIT_SUBJECT") + "=" + c.AuditSubject,
-		env("LEASE_SUBJECT") + "=" + c.LeaseSubject,
-		env("METRICS_ADDR") + "=" + c.MetricsAddr,
-		env("DATA_DIR") + "=" + filepath.Clean(c.DataDir),
-		env("ROLES") + "=" + c.Roles,
-	}
-	tc, _ := c.targetConfig()
-	for _, t := range tc.Targets {
-		lines = append(lines, "target "+t.Name+"="+redactURL(t.URL))
-	}
-	sort.Strings(lines)
-	if o.output == outputJSON {
-		settings := map[string]string{}
-		for _, l := range lines {
-			name, value, _ := strings.Cut(l, "=")
-			settings[name] = value
-		}
-		return writeJSON(m.Stdout, settings)
-	}
-	for _, l := range lines {
-		fmt.Fprintln(m.Stdout, l)
-	}
-	return nil
-}
-
-// configTable renders every variable of Config as a Markdown table.
-func configTable() string {
-	var b strings.Builder
-	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
-	for _, f := range reflect.VisibleFields(reflect.TypeOf(Config{})) {
-		name := f.Tag.Get("envconfig")
-		if name == "" {
-			continue
-		}
-		def := f.Tag.Get("default")
-		if def == "" {
-			def = "(empty)"
-		}
-		fmt.Fprintf(&b, "| `%s` | `%s` | %s |\n", name, def, strings.ReplaceAll(f.Tag.Get("desc"), "|", "\\|"))
-	}
-	return b.String()
 }

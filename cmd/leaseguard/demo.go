@@ -40,6 +40,9 @@ func (m *Main) demoCommand() *cobra.Command {
 	return cmd
 }
 
+// demoDatabaseURL is the local PostgreSQL that make demo starts.
+const demoDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
 // demoCmd plays a small Vault workload against the local PostgreSQL and an
 // embedded JetStream server and narrates what leaseguard does about it.
 func demoCmd(ctx context.Context, m *Main, timeout time.Duration) error {
@@ -48,7 +51,11 @@ func demoCmd(ctx context.Context, m *Main, timeout time.Duration) error {
 		return err
 	}
 	// The demo always runs on embedded defaults, in its own schema and
-	// data directory, and removes them at the end.
+	// data directory, and removes them at the end. Its database is the
+	// local test server unless LEASEGUARD_DATABASE_URL names another.
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = demoDatabaseURL
+	}
 	sfx := randomSuffix()
 	dataDir, err := os.MkdirTemp("", "leaseguard-demo-")
 	if err != nil {
@@ -123,8 +130,10 @@ func (d *demo) run(ctx context.Context, timeout time.Duration) error {
 	if err := d.admin.Ping(ctx); err != nil {
 		return fmt.Errorf("PostgreSQL at %s: %w (make demo starts it)", redactURL(d.cfg.DatabaseURL), err)
 	}
+	// The narration is the demo's output; LEASEGUARD_LOG_LEVEL=debug adds
+	// the pipeline's own log on stderr.
 	logger := newLogger(io.Discard, "error", "text")
-	if os.Getenv("LEASEGUARD_DEMO_VERBOSE") != "" {
+	if d.cfg.LogLevel == "debug" {
 		logger = newLogger(d.m.Stderr, "debug", "text")
 	}
 	if d.p, err = startPipeline(ctx, d.cfg, logger, nil); err != nil {

@@ -63,7 +63,7 @@ func evidenceVerify(ctx context.Context, m *Main, o verifyOptions) error {
 func verifyEvidence(ctx context.Context, stdin io.Reader, file string) (string, evidence.VerifyReport, error) {
 	switch file {
 	case "":
-		cfg, err := loadConfig()
+		cfg, err := loadStoreConfig("evidence verify")
 		if err != nil {
 			return "", evidence.VerifyReport{}, err
 		}

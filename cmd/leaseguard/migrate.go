@@ -20,7 +20,7 @@ func (m *Main) migrateCommand() *cobra.Command {
 }
 
 func migrateCmd(ctx context.Context, m *Main) error {
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("migrate")
 	if err != nil {
 		return err
 	}

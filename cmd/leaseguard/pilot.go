@@ -52,7 +52,7 @@ func pilotReport(ctx context.Context, m *Main, o pilotOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("pilot report")
 	if err != nil {
 		return err
 	}

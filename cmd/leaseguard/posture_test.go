@@ -154,7 +154,7 @@ func TestProductionPosture(t *testing.T) {
 					t.Fatalf("accepted (error %v)", err)
 				}
 				msg := err.Error()
-				if !strings.Contains(msg, tc.setting+": ") || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "LEASEGUARD_ALLOW_INSECURE=true") {
+				if !problemAbout(msg, tc.setting) || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "LEASEGUARD_ALLOW_INSECURE=true") {
 					t.Errorf("message does not name %s, %q and the override: %s", tc.setting, tc.want, msg)
 				}
 				if tc.secret != "" && strings.Contains(msg, tc.secret) {

@@ -28,15 +28,15 @@ func TestDeployEnvExampleListsEverySetting(t *testing.T) {
 	}
 	example := string(b)
 	for _, f := range reflect.VisibleFields(reflect.TypeOf(Config{})) {
-		name := f.Tag.Get("envconfig")
+		name := f.Tag.Get("env")
 		if name == "" {
 			continue
 		}
-		line := "#" + name + "=" + f.Tag.Get("default") + "\n"
+		line := "#" + name + "=" + f.Tag.Get("envDefault") + "\n"
 		if !strings.Contains(example, line) && !strings.Contains(example, "#"+name+"=") {
 			t.Errorf("deploy/systemd/leaseguard.env.example does not list %s", name)
 		} else if !strings.Contains(example, line) {
-			t.Errorf("deploy/systemd/leaseguard.env.example lists %s with another default than %q", name, f.Tag.Get("default"))
+			t.Errorf("deploy/systemd/leaseguard.env.example lists %s with another default than %q", name, f.Tag.Get("envDefault"))
 		}
 	}
 }

@@ -94,7 +94,11 @@ func replayCmd(ctx context.Context, m *Main, o replayOptions, files []string) er
 	if o.batch < 1 {
 		return usageError{"--batch must be positive"}
 	}
-	cfg, err := loadConfig()
+	storeFor := "replay" // a dry run writes nothing and needs no state store
+	if o.dryRun {
+		storeFor = ""
+	}
+	cfg, err := loadConfigFrom(os.Environ(), storeFor)
 	if err != nil {
 		return err
 	}

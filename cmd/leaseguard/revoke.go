@@ -80,7 +80,7 @@ func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
 	if err := req.Validate(); err != nil {
 		return revokeUsage(err)
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("revoke")
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ func (m *Main) runCommand() *cobra.Command {
 }
 
 func runCmd(ctx context.Context, m *Main) error {
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("run")
 	if err != nil {
 		return err
 	}

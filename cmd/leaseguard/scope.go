@@ -124,7 +124,7 @@ func (m *Main) scopeRollbackCommand() *cobra.Command {
 }
 
 func scopeShow(ctx context.Context, m *Main, o scopeOptions) error {
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("scope")
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func scopeChange(ctx context.Context, m *Main, o scopeOptions,
 	if strings.TrimSpace(o.reason) == "" {
 		return usageError{"--reason is required: every change of the enforcement policy says why"}
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadStoreConfig("scope")
 	if err != nil {
 		return err
 	}

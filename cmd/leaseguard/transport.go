@@ -18,29 +18,29 @@ import (
 // TransportConfig holds the NATS and Kafka connection settings. It is
 // embedded in Config.
 type TransportConfig struct {
-	NATSListen      string `envconfig:"LEASEGUARD_NATS_LISTEN" desc:"host:port where the embedded JetStream (NATS_URL empty) accepts a shipper and SIEM readers, each with an nkey generated in DATA_DIR/nats (deploy/nats/README.md); empty: no listener at all, leaseguard connects in-process"`
-	NATSCredsFile   string `envconfig:"LEASEGUARD_NATS_CREDS_FILE" desc:"NATS user credentials file (JWT + nkey seed)"`
-	NATSNkeyFile    string `envconfig:"LEASEGUARD_NATS_NKEY_FILE" desc:"NATS nkey seed file"`
-	NATSTLSCAFile   string `envconfig:"LEASEGUARD_NATS_TLS_CA_FILE" desc:"CA bundle to verify the NATS servers (turns TLS on)"`
-	NATSTLSCertFile string `envconfig:"LEASEGUARD_NATS_TLS_CERT_FILE" desc:"client certificate for NATS mutual TLS"`
-	NATSTLSKeyFile  string `envconfig:"LEASEGUARD_NATS_TLS_KEY_FILE" desc:"client key for NATS mutual TLS"`
+	NATSListen      string `env:"LEASEGUARD_NATS_LISTEN" desc:"host:port where the embedded JetStream (NATS_URL empty) accepts a shipper and SIEM readers, each with an nkey generated in DATA_DIR/nats (deploy/nats/README.md); empty: no listener at all, leaseguard connects in-process"`
+	NATSCredsFile   string `env:"LEASEGUARD_NATS_CREDS_FILE" desc:"NATS user credentials file (JWT + nkey seed)"`
+	NATSNkeyFile    string `env:"LEASEGUARD_NATS_NKEY_FILE" desc:"NATS nkey seed file"`
+	NATSTLSCAFile   string `env:"LEASEGUARD_NATS_TLS_CA_FILE" desc:"CA bundle to verify the NATS servers (turns TLS on)"`
+	NATSTLSCertFile string `env:"LEASEGUARD_NATS_TLS_CERT_FILE" desc:"client certificate for NATS mutual TLS"`
+	NATSTLSKeyFile  string `env:"LEASEGUARD_NATS_TLS_KEY_FILE" desc:"client key for NATS mutual TLS"`
 
-	KafkaBrokers          string `envconfig:"LEASEGUARD_KAFKA_BROKERS" desc:"Kafka bootstrap brokers host:port,…; empty: no Kafka"`
-	KafkaGroup            string `envconfig:"LEASEGUARD_KAFKA_GROUP" default:"leaseguard" desc:"consumer group of the audit and lease topics"`
-	KafkaAuditTopic       string `envconfig:"LEASEGUARD_KAFKA_AUDIT_TOPIC" default:"vault.audit" desc:"topic of Vault audit entries (one per record, or newline-separated)"`
-	KafkaLeaseTopic       string `envconfig:"LEASEGUARD_KAFKA_LEASE_TOPIC" default:"vault.leases" desc:"topic of LeaseEvent documents (empty: off)"`
-	KafkaDeadletterTopic  string `envconfig:"LEASEGUARD_KAFKA_DEADLETTER_TOPIC" default:"leaseguard.deadletter" desc:"topic receiving malformed records, reason in headers"`
-	KafkaEnvelopeField    string `envconfig:"LEASEGUARD_KAFKA_ENVELOPE_FIELD" desc:"the audit entry is under this field of a shipper's JSON envelope (Vector, Filebeat: message)"`
-	KafkaTLS              bool   `envconfig:"LEASEGUARD_KAFKA_TLS" default:"false" desc:"connect to Kafka over TLS"`
-	KafkaTLSCAFile        string `envconfig:"LEASEGUARD_KAFKA_TLS_CA_FILE" desc:"CA bundle to verify the brokers (implies TLS)"`
-	KafkaTLSCertFile      string `envconfig:"LEASEGUARD_KAFKA_TLS_CERT_FILE" desc:"client certificate for Kafka mutual TLS"`
-	KafkaTLSKeyFile       string `envconfig:"LEASEGUARD_KAFKA_TLS_KEY_FILE" desc:"client key for Kafka mutual TLS"`
-	KafkaSASLMechanism    string `envconfig:"LEASEGUARD_KAFKA_SASL_MECHANISM" desc:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: none"`
-	KafkaSASLUsername     string `envconfig:"LEASEGUARD_KAFKA_SASL_USERNAME" desc:"SASL user name"`
-	KafkaSASLPasswordFile string `envconfig:"LEASEGUARD_KAFKA_SASL_PASSWORD_FILE" desc:"file holding the SASL password (never the password itself in the environment)"`
+	KafkaBrokers          string `env:"LEASEGUARD_KAFKA_BROKERS" desc:"Kafka bootstrap brokers host:port,…; empty: no Kafka"`
+	KafkaGroup            string `env:"LEASEGUARD_KAFKA_GROUP" envDefault:"leaseguard" desc:"consumer group of the audit and lease topics"`
+	KafkaAuditTopic       string `env:"LEASEGUARD_KAFKA_AUDIT_TOPIC" envDefault:"vault.audit" desc:"topic of Vault audit entries (one per record, or newline-separated)"`
+	KafkaLeaseTopic       string `env:"LEASEGUARD_KAFKA_LEASE_TOPIC" envDefault:"vault.leases" desc:"topic of LeaseEvent documents (empty: off)"`
+	KafkaDeadletterTopic  string `env:"LEASEGUARD_KAFKA_DEADLETTER_TOPIC" envDefault:"leaseguard.deadletter" desc:"topic receiving malformed records, reason in headers"`
+	KafkaEnvelopeField    string `env:"LEASEGUARD_KAFKA_ENVELOPE_FIELD" desc:"the audit entry is under this field of a shipper's JSON envelope (Vector, Filebeat: message)"`
+	KafkaTLS              bool   `env:"LEASEGUARD_KAFKA_TLS" envDefault:"false" desc:"connect to Kafka over TLS"`
+	KafkaTLSCAFile        string `env:"LEASEGUARD_KAFKA_TLS_CA_FILE" desc:"CA bundle to verify the brokers (implies TLS)"`
+	KafkaTLSCertFile      string `env:"LEASEGUARD_KAFKA_TLS_CERT_FILE" desc:"client certificate for Kafka mutual TLS"`
+	KafkaTLSKeyFile       string `env:"LEASEGUARD_KAFKA_TLS_KEY_FILE" desc:"client key for Kafka mutual TLS"`
+	KafkaSASLMechanism    string `env:"LEASEGUARD_KAFKA_SASL_MECHANISM" desc:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: none"`
+	KafkaSASLUsername     string `env:"LEASEGUARD_KAFKA_SASL_USERNAME" desc:"SASL user name"`
+	KafkaSASLPasswordFile string `env:"LEASEGUARD_KAFKA_SASL_PASSWORD_FILE" desc:"file holding the SASL password (never the password itself in the environment)"`
 
-	EvidenceSinks      string `envconfig:"LEASEGUARD_EVIDENCE_SINKS" default:"nats" desc:"where the relay publishes evidence: nats, kafka, or nats,kafka"`
-	EvidenceKafkaTopic string `envconfig:"LEASEGUARD_EVIDENCE_KAFKA_TOPIC" default:"leaseguard.evidence" desc:"Kafka topic of evidence (key <database>/<user>, CloudEvents structured mode)"`
+	EvidenceSinks      string `env:"LEASEGUARD_EVIDENCE_SINKS" envDefault:"nats" desc:"where the relay publishes evidence: nats, kafka, or nats,kafka"`
+	EvidenceKafkaTopic string `env:"LEASEGUARD_EVIDENCE_KAFKA_TOPIC" envDefault:"leaseguard.evidence" desc:"Kafka topic of evidence (key <database>/<user>, CloudEvents structured mode)"`
 }
 
 func (t TransportConfig) validate(bad func(name, format string, args ...any)) {

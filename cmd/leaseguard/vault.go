@@ -17,24 +17,24 @@ import (
 
 // VaultConfig configures leaseguard's calls to Vault. Embedded in Config.
 type VaultConfig struct {
-	VaultAddr          string        `envconfig:"LEASEGUARD_VAULT_ADDR" desc:"Vault address (https://vault:8200); empty: leaseguard never calls Vault"`
-	VaultToken         string        `envconfig:"LEASEGUARD_VAULT_TOKEN" desc:"Vault token of leaseguard (prefer LEASEGUARD_VAULT_TOKEN_FILE); never logged"`
-	VaultTokenFile     string        `envconfig:"LEASEGUARD_VAULT_TOKEN_FILE" desc:"file holding the Vault token, re-read when it changes (e.g. written by Vault Agent)"`
-	VaultNamespace     string        `envconfig:"LEASEGUARD_VAULT_NAMESPACE" desc:"Vault Enterprise namespace of every call; empty: root"`
-	VaultCACertFile    string        `envconfig:"LEASEGUARD_VAULT_CA_CERT_FILE" desc:"CA bundle verifying Vault's certificate (default: the system's)"`
-	VaultServerName    string        `envconfig:"LEASEGUARD_VAULT_TLS_SERVER_NAME" desc:"name to verify in Vault's certificate (default: the address's host)"`
-	VaultTimeout       time.Duration `envconfig:"LEASEGUARD_VAULT_TIMEOUT" default:"10s" desc:"timeout of one Vault call"`
-	VaultTokenWarning  time.Duration `envconfig:"LEASEGUARD_VAULT_TOKEN_EXPIRY_WARNING" default:"1h" desc:"a token expiring within this that cannot be renewed past it is logged and raises leaseguard_vault_token_near_expiry"`
-	VaultRevoke        bool          `envconfig:"LEASEGUARD_VAULT_REVOKE" default:"true" desc:"after a drop, revoke the lease in Vault (sys/leases/revoke) so Vault stops retrying and counting it; retried durably"`
-	VaultForce         bool          `envconfig:"LEASEGUARD_VAULT_FORCE" default:"true" desc:"when that revoke fails and the user is verified gone from pg_roles, use sys/leases/revoke-force/<that exact lease id> (sudo)"`
-	VaultRetryMax      time.Duration `envconfig:"LEASEGUARD_VAULT_RETRY_MAX_BACKOFF" default:"30m" desc:"longest wait between retries of a Vault revocation that failed (from 10s, doubling)"`
-	VaultVerify        bool          `envconfig:"LEASEGUARD_VAULT_VERIFY" default:"true" desc:"verify-before-destroy: orphan-role and credential-reuse-unknown-lease drop nothing while Vault holds, or cannot rule out, a live lease for the user"`
-	VaultVerifyRecheck time.Duration `envconfig:"LEASEGUARD_VAULT_VERIFY_RECHECK" default:"1m" desc:"how often Vault is asked again about a finding it did not clear"`
-	VaultAuditDevice   string        `envconfig:"LEASEGUARD_VAULT_AUDIT_DEVICE" desc:"paths of the audit devices whose entries leaseguard receives, comma-separated (e.g. file,socket; each device hashes with its own salt, so list every one): managed role names and lease ids are hashed through sys/audit-hash/<device> to link HMAC'd users and revocations through the API body exactly; empty: off"`
-	VaultLinkRevokes   bool          `envconfig:"LEASEGUARD_VAULT_LINK_REVOCATIONS" default:"true" desc:"with LEASEGUARD_VAULT_AUDIT_DEVICE: link revocations through the API body (lease id logged as an HMAC) to their leases by hashing lease ids, each at most once per device, and apply them as plain revocations"`
-	VaultHashAhead     int           `envconfig:"LEASEGUARD_VAULT_LEASE_HASH_AHEAD" default:"20" desc:"newly issued lease ids hashed per audit device per second before any revocation names them, so the link is usually immediate; 0: only when a hashed revocation waits"`
-	VaultHashWanted    int           `envconfig:"LEASEGUARD_VAULT_LEASE_HASH_WANTED" default:"200" desc:"lease ids hashed per audit device per second while a hashed revocation waits for its lease (newest first, issued before the revocation)"`
-	VaultConfirmRate   int           `envconfig:"LEASEGUARD_VAULT_LEASE_CONFIRM_RATE" default:"20" desc:"leases looked up in Vault per second to record that Vault holds them (a lease's end is corroborated by Vault only if Vault held it); 0: off"`
+	VaultAddr          string        `env:"LEASEGUARD_VAULT_ADDR" desc:"Vault address (https://vault:8200); empty: leaseguard never calls Vault"`
+	VaultToken         string        `env:"LEASEGUARD_VAULT_TOKEN" secret:"true" desc:"Vault token of leaseguard (prefer LEASEGUARD_VAULT_TOKEN_FILE); never logged"`
+	VaultTokenFile     string        `env:"LEASEGUARD_VAULT_TOKEN_FILE" desc:"file holding the Vault token, re-read when it changes (e.g. written by Vault Agent)"`
+	VaultNamespace     string        `env:"LEASEGUARD_VAULT_NAMESPACE" desc:"Vault Enterprise namespace of every call; empty: root"`
+	VaultCACertFile    string        `env:"LEASEGUARD_VAULT_CA_CERT_FILE" desc:"CA bundle verifying Vault's certificate (default: the system's)"`
+	VaultServerName    string        `env:"LEASEGUARD_VAULT_TLS_SERVER_NAME" desc:"name to verify in Vault's certificate (default: the address's host)"`
+	VaultTimeout       time.Duration `env:"LEASEGUARD_VAULT_TIMEOUT" envDefault:"10s" desc:"timeout of one Vault call"`
+	VaultTokenWarning  time.Duration `env:"LEASEGUARD_VAULT_TOKEN_EXPIRY_WARNING" envDefault:"1h" desc:"a token expiring within this that cannot be renewed past it is logged and raises leaseguard_vault_token_near_expiry"`
+	VaultRevoke        bool          `env:"LEASEGUARD_VAULT_REVOKE" envDefault:"true" desc:"after a drop, revoke the lease in Vault (sys/leases/revoke) so Vault stops retrying and counting it; retried durably"`
+	VaultForce         bool          `env:"LEASEGUARD_VAULT_FORCE" envDefault:"true" desc:"when that revoke fails and the user is verified gone from pg_roles, use sys/leases/revoke-force/<that exact lease id> (sudo)"`
+	VaultRetryMax      time.Duration `env:"LEASEGUARD_VAULT_RETRY_MAX_BACKOFF" envDefault:"30m" desc:"longest wait between retries of a Vault revocation that failed (from 10s, doubling)"`
+	VaultVerify        bool          `env:"LEASEGUARD_VAULT_VERIFY" envDefault:"true" desc:"verify-before-destroy: orphan-role and credential-reuse-unknown-lease drop nothing while Vault holds, or cannot rule out, a live lease for the user"`
+	VaultVerifyRecheck time.Duration `env:"LEASEGUARD_VAULT_VERIFY_RECHECK" envDefault:"1m" desc:"how often Vault is asked again about a finding it did not clear"`
+	VaultAuditDevice   string        `env:"LEASEGUARD_VAULT_AUDIT_DEVICE" desc:"paths of the audit devices whose entries leaseguard receives, comma-separated (e.g. file,socket; each device hashes with its own salt, so list every one): managed role names and lease ids are hashed through sys/audit-hash/<device> to link HMAC'd users and revocations through the API body exactly; empty: off"`
+	VaultLinkRevokes   bool          `env:"LEASEGUARD_VAULT_LINK_REVOCATIONS" envDefault:"true" desc:"with LEASEGUARD_VAULT_AUDIT_DEVICE: link revocations through the API body (lease id logged as an HMAC) to their leases by hashing lease ids, each at most once per device, and apply them as plain revocations"`
+	VaultHashAhead     int           `env:"LEASEGUARD_VAULT_LEASE_HASH_AHEAD" envDefault:"20" desc:"newly issued lease ids hashed per audit device per second before any revocation names them, so the link is usually immediate; 0: only when a hashed revocation waits"`
+	VaultHashWanted    int           `env:"LEASEGUARD_VAULT_LEASE_HASH_WANTED" envDefault:"200" desc:"lease ids hashed per audit device per second while a hashed revocation waits for its lease (newest first, issued before the revocation)"`
+	VaultConfirmRate   int           `env:"LEASEGUARD_VAULT_LEASE_CONFIRM_RATE" envDefault:"20" desc:"leases looked up in Vault per second to record that Vault holds them (a lease's end is corroborated by Vault only if Vault held it); 0: off"`
 }
 
 // auditDevices is the list in LEASEGUARD_VAULT_AUDIT_DEVICE.

@@ -166,7 +166,7 @@ func ensureLeaseguardStreams(t *testing.T, js jetstream.JetStream) {
 
 func keyEnv(creds *bus.Credentials) []string {
 	var env []string
-	for user, name := range map[string]string{bus.UserLeaseguard: "LEASEGUARD_NKEY", bus.UserShipper: "SHIPPER_NKEY", bus.UserSIEM: "SIEM_NKEY"} {
+	for user, name := range map[string]string{bus.UserLeaseguard: "NATS_LEASEGUARD_NKEY", bus.UserShipper: "SHIPPER_NKEY", bus.UserSIEM: "SIEM_NKEY"} {
 		cr, _ := creds.User(user)
 		env = append(env, name+"="+cr.PublicKey)
 	}
@@ -179,7 +179,7 @@ func baseEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		switch name, _, _ := strings.Cut(kv, "="); name {
-		case "LEASEGUARD_NKEY", "SHIPPER_NKEY", "SIEM_NKEY", "NATS_TLS_CERT", "NATS_TLS_KEY":
+		case "NATS_LEASEGUARD_NKEY", "SHIPPER_NKEY", "SIEM_NKEY", "NATS_TLS_CERT", "NATS_TLS_KEY":
 		default:
 			out = append(out, kv)
 		}
