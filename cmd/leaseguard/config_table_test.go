@@ -171,6 +171,8 @@ func TestDatabaseURLIsRequired(t *testing.T) {
 		{"pilot report", []string{"pilot", "report"}},
 		{"evidence verify", []string{"evidence", "verify"}},
 	}
+	// The error names the command as typed, subcommand included.
+	path := map[string]string{"scope": "scope show", "pilot": "pilot report", "evidence": "evidence verify"}
 	for _, c := range cases {
 		args := c.args
 		t.Run(args[0], func(t *testing.T) {
@@ -183,7 +185,11 @@ func TestDatabaseURLIsRequired(t *testing.T) {
 				"LEASEGUARD_ROLES":           "relay",
 			})
 			code, _, stderr := runMainWithin(t, 15*time.Second, args...)
-			want := "leaseguard " + args[0] + ": " + strings.Replace(databaseURLRequired, "%s", c.requiredBy, 1) + "\n"
+			name := args[0]
+			if p, ok := path[name]; ok {
+				name = p
+			}
+			want := "leaseguard " + name + ": " + strings.Replace(databaseURLRequired, "%s", c.requiredBy, 1) + "\n"
 			if code != exitConfig || stderr != want {
 				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and:\n%s", code, stderr, exitConfig, want)
 			}
