@@ -259,3 +259,42 @@ func indent(raw json.RawMessage) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	return string(b)
 }
+
+// TestStatusCodeIsTheOutcome: a SIEM filters revocations on status_code,
+// so it holds the outcome in every shape, including a drop an earlier
+// attempt committed before a crash (recorded with the revoker's
+// explanation, which goes to status_detail).
+func TestStatusCodeIsTheOutcome(t *testing.T) {
+	want := map[string][2]string{
+		"revocation/dropped":                    {"dropped", `leaseguard dropped database user "v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398" on "main"`},
+		"revocation/dropped-without-lease":      {"dropped", `leaseguard dropped database user "v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398" on "main"`},
+		"revocation/dropped-after-crash":        {"dropped", "dropped by an earlier attempt (target transaction 812 committed) that ended before recording"},
+		"revocation/already_absent":             {"already_absent", `database user "v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398" on "main" was already absent`},
+		"revocation/failed":                     {"failed", "role owns objects in another database"},
+		"revocation/refused":                    {"refused", "role has rolsuper"},
+		"revocation/refused-unrecorded-command": {"refused", "bad signature"},
+		"revocation/terminated":                 {"terminated", `leaseguard terminated ghost session pid 4242 of former user "v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398" on "main"`},
+		"revocation/terminated-unknown-user":    {"terminated", `leaseguard terminated ghost session pid 4242 of an unknown former user on "main"`},
+	}
+	n := 0
+	for _, tc := range ocsfCases() {
+		if !strings.HasPrefix(tc.name, "revocation/") {
+			continue
+		}
+		n++
+		ev := tc.build(t, ocsfTestBuilder())
+		var d struct {
+			StatusCode   string `json:"status_code"`
+			StatusDetail string `json:"status_detail"`
+		}
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		if w := want[tc.name]; d.StatusCode != w[0] || d.StatusDetail != w[1] {
+			t.Errorf("%s: status_code %q status_detail %q, want %q %q", tc.name, d.StatusCode, d.StatusDetail, w[0], w[1])
+		}
+	}
+	if n != len(want) {
+		t.Errorf("%d revocation shapes, %d expected", n, len(want))
+	}
+}
