@@ -298,3 +298,74 @@ func TestStatusCodeIsTheOutcome(t *testing.T) {
 		t.Errorf("%d revocation shapes, %d expected", n, len(want))
 	}
 }
+
+// TestOCSFValidatorRejects: the validator finds each kind of defect, so a
+// conformance pass means something. Each case spoils a conformant event.
+func TestOCSFValidatorRejects(t *testing.T) {
+	s := loadOCSFSchema(t, ocsfSchemaDir)
+	build := func(name string) map[string]any {
+		for _, tc := range ocsfCases() {
+			if tc.name == name {
+				var m map[string]any
+				if err := json.Unmarshal(tc.build(t, ocsfTestBuilder()).Data, &m); err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+		}
+		t.Fatalf("no case %s", name)
+		return nil
+	}
+	obj := func(m map[string]any, k string) map[string]any { return m[k].(map[string]any) }
+	for _, tc := range []struct {
+		name, event, want string
+		spoil             func(m map[string]any)
+	}{
+		{"unknown attribute", "revocation/dropped", "account_change.lease_id: unknown attribute",
+			func(m map[string]any) { m["lease_id"] = "x" }},
+		{"unknown nested attribute", "finding/enforce", "detection_finding.metadata.product.build: unknown attribute",
+			func(m map[string]any) { obj(obj(m, "metadata"), "product")["build"] = "x" }},
+		{"deprecated attribute", "policy/update", "entity_management.actor.invoked_by: deprecated since 1.2.0",
+			func(m map[string]any) { obj(m, "actor")["invoked_by"] = "leaseguard" }},
+		{"profile not declared", "approval/approved", `detection_finding.actor: unknown attribute (it belongs to profile "host"`,
+			func(m map[string]any) { obj(m, "metadata")["profiles"] = []any{"datetime"} }},
+		{"datetime attribute without the profile", "revocation/failed", "account_change.time_dt: unknown attribute",
+			func(m map[string]any) { obj(m, "metadata")["profiles"] = []any{} }},
+		{"unknown profile", "revocation/failed", `metadata.profiles: unknown profile "leaseguard"`,
+			func(m map[string]any) { obj(m, "metadata")["profiles"] = []any{"datetime", "leaseguard"} }},
+		{"required missing", "finding/enforce", "detection_finding.finding_info: required attribute missing",
+			func(m map[string]any) { delete(m, "finding_info") }},
+		{"recommended missing", "revocation/dropped", "account_change.metadata.log_name: recommended attribute missing",
+			func(m map[string]any) { delete(obj(m, "metadata"), "log_name") }},
+		{"value not in enum", "revocation/dropped", "account_change.user.type_id: 7 is not in the enum",
+			func(m map[string]any) { obj(m, "user")["type_id"] = 7 }},
+		{"sibling disagrees", "revocation/dropped", `account_change.status_id: sibling status is "Failure", want "Success"`,
+			func(m map[string]any) { m["status"] = "Failure" }},
+		{"wrong type", "revocation/dropped", "account_change.time: want an integer",
+			func(m map[string]any) { m["time"] = "yesterday" }},
+		{"bad datetime", "revocation/dropped", `account_change.time_dt: "yesterday" is not a valid datetime_t`,
+			func(m map[string]any) { m["time_dt"] = "yesterday" }},
+		{"wrong type_uid", "revocation/dropped", "type_uid 300101, want 300106",
+			func(m map[string]any) { m["type_uid"] = 300101 }},
+		{"wrong metadata.version", "policy/create", `metadata.version "1.1.0" is not the vendored schema's 1.8.0`,
+			func(m map[string]any) { obj(m, "metadata")["version"] = "1.1.0" }},
+		{"object constraint", "revocation/dropped", "account_change.user: constraint at_least_one",
+			func(m map[string]any) { m["user"] = map[string]any{"type": "Service", "type_id": 4} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := build(tc.event)
+			tc.spoil(m)
+			raw, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			problems := validateOCSF(s, ocsfClassFiles, raw, ocsfRecommendedWaived)
+			for _, p := range problems {
+				if strings.Contains(p, tc.want) {
+					return
+				}
+			}
+			t.Errorf("want a problem containing %q, got %v", tc.want, problems)
+		})
+	}
+}
