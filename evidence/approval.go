@@ -29,13 +29,14 @@ type approvalFinding struct {
 	ocsfStatus
 	ocsfOccurrence
 	// IsAlert is false: a decision updates a finding already alerted on.
-	IsAlert     bool            `json:"is_alert"`
-	Message     string          `json:"message"`
-	Metadata    ocsfMetadata    `json:"metadata"`
-	FindingInfo ocsfFindingInfo `json:"finding_info"`
-	Resources   []ocsfResource  `json:"resources"`
-	Actor       ocsfActor       `json:"actor"`
-	Unmapped    approvalData    `json:"unmapped"`
+	IsAlert     bool             `json:"is_alert"`
+	Message     string           `json:"message"`
+	Metadata    ocsfMetadata     `json:"metadata"`
+	FindingInfo ocsfFindingInfo  `json:"finding_info"`
+	Resources   []ocsfResource   `json:"resources"`
+	Actor       ocsfActor        `json:"actor"`
+	Observables []ocsfObservable `json:"observables"`
+	Unmapped    approvalData     `json:"unmapped"`
 }
 
 type approvalData struct {
@@ -104,8 +105,9 @@ func (b Builder) Approval(d schemas.ApprovalDecision) (Event, error) {
 			CreatedTime: d.RequestedAt.UnixMilli(),
 			Analytic:    ocsfAnalytic{Name: d.Rule, UID: d.Rule, Type: "Rule", TypeID: ocsfAnalyticRule},
 		},
-		Resources: []ocsfResource{targetResource(d.DBUser, "", "Database User", d.Database)},
-		Actor:     ocsfActor{User: person(d.DecidedBy, d.DecidedBy == DecidedBySystem)},
+		Resources:   []ocsfResource{targetResource(d.DBUser, "", "Database User", d.Database)},
+		Actor:       ocsfActor{User: person(d.DecidedBy, d.DecidedBy == DecidedBySystem)},
+		Observables: userNames("actor.user.name", d.DecidedBy),
 		Unmapped: approvalData{
 			PendingID: d.PendingID, CommandID: d.PendingID, Decision: string(d.Decision), DecidedBy: d.DecidedBy,
 			DecidedAt: rfc3339(d.DecidedAt), Comment: d.Comment, FindingID: d.FindingID, Rule: d.Rule,

@@ -154,6 +154,36 @@ func person(name string, system bool) *ocsfUser {
 	return &ocsfUser{Name: name, Type: ocsfUserTypeNames[t], TypeID: t}
 }
 
+// ocsfObservable indexes a value a SIEM pivots on: a user name or an IP
+// address, by its path in the event.
+type ocsfObservable struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	TypeID int    `json:"type_id"`
+	Value  string `json:"value"`
+}
+
+// Observable types (OCSF dictionary types username_t and ip_t).
+const (
+	ocsfObservableIP       = 2
+	ocsfObservableUserName = 4
+)
+
+// observables lists path/value pairs of one type, leaving out empty values.
+func observables(typeID int, typeName string, pathValues ...string) []ocsfObservable {
+	var out []ocsfObservable
+	for i := 0; i+1 < len(pathValues); i += 2 {
+		if pathValues[i+1] != "" {
+			out = append(out, ocsfObservable{Name: pathValues[i], Type: typeName, TypeID: typeID, Value: pathValues[i+1]})
+		}
+	}
+	return out
+}
+
+func userNames(pathValues ...string) []ocsfObservable {
+	return observables(ocsfObservableUserName, "User Name", pathValues...)
+}
+
 type ocsfEndpoint struct {
 	IP   string `json:"ip,omitempty"`
 	Port int    `json:"port,omitempty"`
@@ -204,14 +234,15 @@ type accountChange struct {
 	ocsfClass
 	ocsfStatus
 	ocsfOccurrence
-	StartTime int64              `json:"start_time,omitempty"`
-	EndTime   int64              `json:"end_time,omitempty"`
-	Duration  *int64             `json:"duration,omitempty"`
-	Message   string             `json:"message"`
-	Metadata  ocsfMetadata       `json:"metadata"`
-	User      ocsfUser           `json:"user"`
-	Actor     ocsfActor          `json:"actor"`
-	Unmapped  revocationUnmapped `json:"unmapped"`
+	StartTime   int64              `json:"start_time,omitempty"`
+	EndTime     int64              `json:"end_time,omitempty"`
+	Duration    *int64             `json:"duration,omitempty"`
+	Message     string             `json:"message"`
+	Metadata    ocsfMetadata       `json:"metadata"`
+	User        ocsfUser           `json:"user"`
+	Actor       ocsfActor          `json:"actor"`
+	Observables []ocsfObservable   `json:"observables,omitempty"`
+	Unmapped    revocationUnmapped `json:"unmapped"`
 }
 
 type revocationUnmapped struct {
@@ -358,6 +389,7 @@ func (b Builder) revocationData(id string, cmd schemas.RevocationCommand, res sc
 		Metadata:       b.metadata(id, cmd.ID),
 		User:           revokedUser(cmd, res),
 		Actor:          ocsfActor{User: actor, AppName: productName},
+		Observables:    userNames("user.name", res.DBUser, "actor.user.name", actor.Name),
 		Unmapped: revocationUnmapped{
 			Rule:               cmd.Rule,
 			CommandID:          cmd.ID,
@@ -424,6 +456,7 @@ type detectionFinding struct {
 	FindingInfo ocsfFindingInfo     `json:"finding_info"`
 	Resources   []ocsfResource      `json:"resources,omitempty"`
 	Evidences   []ocsfEvidence      `json:"evidences,omitempty"`
+	Observables []ocsfObservable    `json:"observables,omitempty"`
 	Unmapped    findingUnmappedData `json:"unmapped"`
 }
 
@@ -576,6 +609,11 @@ func (b Builder) findingData(id string, f schemas.Finding, lc LeaseContext, occu
 	evd.SrcEndpoint = endpoint(lc.RemoteAddress)
 	if evd.Actor != nil || evd.SrcEndpoint != nil {
 		ev.Evidences = []ocsfEvidence{evd}
+		ev.Observables = userNames("evidences[0].actor.user.name", f.DBUser)
+		if evd.SrcEndpoint != nil {
+			ev.Observables = append(ev.Observables,
+				observables(ocsfObservableIP, "IP Address", "evidences[0].src_endpoint.ip", evd.SrcEndpoint.IP)...)
+		}
 	}
 	return ev
 }

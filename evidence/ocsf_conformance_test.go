@@ -22,11 +22,6 @@ var ocsfClassFiles = map[int]string{
 // out, "<class or object>.<attribute>", each with why. Anything else
 // recommended and missing fails the conformance test.
 var ocsfRecommendedWaived = map[string]string{
-	// Every value a SIEM would pivot on is at its own OCSF path (user,
-	// resources, evidences); an observables index of them is not built yet.
-	"account_change.observables":    "not built yet",
-	"detection_finding.observables": "not built yet",
-	"entity_management.observables": "not built yet",
 	// leaseguard is where these events originate: there is no earlier
 	// event time, no separate reporter, and one instance is one tenant
 	// (the CloudEvents source names it).
@@ -192,24 +187,31 @@ func ocsfCases() []ocsfCase {
 		findingCase("finding/ghost-session", func(f *schemas.Finding) {
 			f.Rule, f.DBUser, f.LeaseID, f.CommandID, f.Action = "ghost-session", "", "", "", schemas.ActionNone
 			f.Facts = map[string]any{"pid": 4242, "user_oid": uint32(24601)}
-		}, nil),
+		}, nil).with(map[string]string{
+			// Only an OID (evidences[0].actor.user.uid) is known of the
+			// dropped role: no name or address to index.
+			"detection_finding.observables": "the former role has no name",
+		}),
 		findingCase("finding/database-only", func(f *schemas.Finding) {
 			f.Rule, f.DBUser, f.LeaseID, f.CommandID, f.Action = "mass-revocation", "", "", "", schemas.ActionNone
 		}, nil).with(map[string]string{
-			"detection_finding.evidences": "about a database as a whole: no user, no client address",
+			"detection_finding.evidences":   "about a database as a whole: no user, no client address",
+			"detection_finding.observables": "about a database as a whole: no user, no client address",
 		}),
 		findingCase("finding/lease-only", func(f *schemas.Finding) {
 			f.Rule, f.Database, f.DBUser, f.CommandID, f.Action = "vault-lease-revoke", "", "", "", schemas.ActionNone
 		}, nil).with(map[string]string{
-			"detection_finding.evidences": "about a Vault lease alone (its id is unmapped.lease_id)",
-			"detection_finding.resources": "about a Vault lease alone (its id is unmapped.lease_id)",
+			"detection_finding.evidences":   "about a Vault lease alone (its id is unmapped.lease_id)",
+			"detection_finding.resources":   "about a Vault lease alone (its id is unmapped.lease_id)",
+			"detection_finding.observables": "about a Vault lease alone (its id is unmapped.lease_id)",
 		}),
 		findingCase("finding/nothing-targeted", func(f *schemas.Finding) {
 			f.Rule, f.Database, f.DBUser, f.LeaseID, f.CommandID, f.Action = "audit-silence", "", "", "", "", schemas.ActionNone
 			f.Mount, f.Role = "", ""
 		}, nil).with(map[string]string{
-			"detection_finding.evidences": "about Vault's audit stream: no database object involved",
-			"detection_finding.resources": "about Vault's audit stream: no database object involved",
+			"detection_finding.evidences":   "about Vault's audit stream: no database object involved",
+			"detection_finding.resources":   "about Vault's audit stream: no database object involved",
+			"detection_finding.observables": "about Vault's audit stream: no database object involved",
 		}),
 		// The finding revoker/refused.go makes of a refused command.
 		findingCase("finding/command-refused", func(f *schemas.Finding) {
@@ -349,6 +351,12 @@ func TestOCSFValidatorRejects(t *testing.T) {
 			func(m map[string]any) { m["type_uid"] = 300101 }},
 		{"wrong metadata.version", "policy/create", `metadata.version "1.1.0" is not the vendored schema's 1.8.0`,
 			func(m map[string]any) { obj(m, "metadata")["version"] = "1.1.0" }},
+		{"observable names no attribute", "revocation/dropped", `observables[0]: "user.login" names no attribute`,
+			func(m map[string]any) { m["observables"].([]any)[0].(map[string]any)["name"] = "user.login" }},
+		{"observable value differs", "revocation/dropped", "observables[0]: value nobody, but user.name is",
+			func(m map[string]any) { m["observables"].([]any)[0].(map[string]any)["value"] = "nobody" }},
+		{"observable of the wrong type", "finding/enforce", "observables[1]: type_id 4, want 2 for evidences[0].src_endpoint.ip",
+			func(m map[string]any) { m["observables"].([]any)[1].(map[string]any)["type_id"] = 4 }},
 		{"object constraint", "revocation/dropped", "account_change.user: constraint at_least_one",
 			func(m map[string]any) { m["user"] = map[string]any{"type": "Service", "type_id": 4} }},
 	} {

@@ -35,6 +35,7 @@ type policyEvent struct {
 	Comment      string               `json:"comment"`
 	Metadata     ocsfMetadata         `json:"metadata"`
 	Actor        ocsfActor            `json:"actor"`
+	Observables  []ocsfObservable     `json:"observables"`
 	Entity       ocsfManagedEntity    `json:"entity"`
 	EntityResult ocsfManagedEntity    `json:"entity_result"`
 	Unmapped     schemas.PolicyChange `json:"unmapped"`
@@ -80,6 +81,7 @@ func (b Builder) Policy(c schemas.PolicyChange) (Event, error) {
 		// The configuration is leaseguard's own starting point (System);
 		// every later change is a person's.
 		Actor:        ocsfActor{User: person(c.Actor, c.Kind == schemas.PolicyConfiguration), AppName: productName},
+		Observables:  userNames("actor.user.name", c.Actor),
 		Entity:       after,
 		EntityResult: after,
 		Unmapped:     c,
