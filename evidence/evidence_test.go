@@ -378,7 +378,7 @@ func TestNoSecretInEvents(t *testing.T) {
 			c.DBUser = token
 			res := sampleResult(c, schemas.OutcomeRefused)
 			return b.Revocation(c, res, nil)
-		}, token, "unmapped", []string{"$.subject", "$.data.message", "$.data.unmapped.db_user", "$.data.user.name"}},
+		}, token, "unmapped", []string{"$.subject", "$.data.message", "$.data.observables[0].value", "$.data.unmapped.db_user", "$.data.user.name"}},
 	}
 	sch := evidenceSchema(t)
 	for _, tt := range tests {
