@@ -57,7 +57,9 @@ type ocsfSchema struct {
 	// missing are files the schema refers to that are not vendored; the
 	// next validation reports them.
 	missing []string
-	cache   map[string]*ocsfItem
+	// waiverUsed are the waivers that excused a missing attribute.
+	waiverUsed map[string]bool
+	cache      map[string]*ocsfItem
 }
 
 // ocsfItem is a resolved class or object.
@@ -72,7 +74,7 @@ type ocsfItem struct {
 
 func loadOCSFSchema(t testing.TB, dir string) *ocsfSchema {
 	t.Helper()
-	s := &ocsfSchema{t: t, dir: dir, loaded: map[string]bool{}, cache: map[string]*ocsfItem{}}
+	s := &ocsfSchema{t: t, dir: dir, loaded: map[string]bool{}, cache: map[string]*ocsfItem{}, waiverUsed: map[string]bool{}}
 	d := s.file("dictionary.json")
 	s.dict = attrMap(d["attributes"])
 	s.types = attrMap(d["types"].(map[string]any)["attributes"])
@@ -439,6 +441,7 @@ func (c *ocsfCheck) object(p string, it *ocsfItem, v map[string]any, waived map[
 			if _, ok := waived[key]; !ok {
 				c.fail("%s.%s: recommended attribute missing (%s)", p, k, key)
 			}
+			c.s.waiverUsed[key] = true
 		}
 	}
 	for kind, group := range it.constraints {
