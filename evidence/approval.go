@@ -26,16 +26,17 @@ const (
 // is the owner who decided.
 type approvalFinding struct {
 	ocsfClass
-	StatusID     int             `json:"status_id"`
-	Status       string          `json:"status"`
-	StatusDetail string          `json:"status_detail"`
-	Time         int64           `json:"time"`
-	Message      string          `json:"message"`
-	Metadata     ocsfMetadata    `json:"metadata"`
-	FindingInfo  ocsfFindingInfo `json:"finding_info"`
-	Resources    []ocsfResource  `json:"resources"`
-	Actor        ocsfActor       `json:"actor"`
-	Unmapped     approvalData    `json:"unmapped"`
+	ocsfStatus
+	ocsfOccurrence
+	// IsAlert is false: a decision updates a finding already alerted on.
+	IsAlert     bool             `json:"is_alert"`
+	Message     string           `json:"message"`
+	Metadata    ocsfMetadata     `json:"metadata"`
+	FindingInfo ocsfFindingInfo  `json:"finding_info"`
+	Resources   []ocsfResource   `json:"resources"`
+	Actor       ocsfActor        `json:"actor"`
+	Observables []ocsfObservable `json:"observables"`
+	Unmapped    approvalData     `json:"unmapped"`
 }
 
 type approvalData struct {
@@ -85,31 +86,28 @@ func (b Builder) Approval(d schemas.ApprovalDecision) (Event, error) {
 		return Event{}, fmt.Errorf("%w: a decision needs who decided and when", ErrInvalidInput)
 	}
 	id := eventID("approval", d.PendingID, string(d.Decision))
-	detail := string(d.Decision)
-	if d.Comment != "" {
-		detail += ": " + d.Comment
+	// status_code is the decision; status_detail the owner's comment, or
+	// else the message.
+	detail := d.Comment
+	if detail == "" {
+		detail = msg
 	}
 	data := approvalFinding{
 		ocsfClass: classify(ocsfCategoryFindings, "Findings", ocsfClassDetection, "Detection Finding",
 			ocsfActivityUpdate, "Update", d.Severity.Rank()),
-		StatusID:     status,
-		Status:       statusName,
-		StatusDetail: detail,
-		Time:         d.DecidedAt.UnixMilli(),
-		Message:      msg,
-		Metadata: ocsfMetadata{
-			Version:        OCSFVersion,
-			Product:        b.product(),
-			UID:            id,
-			CorrelationUID: d.PendingID,
-		},
+		ocsfStatus:     ocsfStatus{StatusID: status, Status: statusName, StatusCode: string(d.Decision), StatusDetail: detail},
+		ocsfOccurrence: occurrence(d.DecidedAt),
+		Message:        msg,
+		// The actor is on Detection Finding through the host profile.
+		Metadata: b.metadata(id, d.PendingID, ocsfProfileHost),
 		FindingInfo: ocsfFindingInfo{
 			UID: d.FindingID, Title: d.Rule, Desc: d.Summary, Types: []string{d.Rule, approvalTypeNameApproval},
 			CreatedTime: d.RequestedAt.UnixMilli(),
 			Analytic:    ocsfAnalytic{Name: d.Rule, UID: d.Rule, Type: "Rule", TypeID: ocsfAnalyticRule},
 		},
-		Resources: []ocsfResource{{Name: d.DBUser, UID: d.LeaseID, Type: "Database User", Namespace: d.Database}},
-		Actor:     ocsfActor{User: &ocsfUser{Name: d.DecidedBy}, InvokedBy: productName},
+		Resources:   []ocsfResource{targetResource(d.DBUser, "", "Database User", d.Database)},
+		Actor:       ocsfActor{User: person(d.DecidedBy, d.DecidedBy == DecidedBySystem)},
+		Observables: userNames("actor.user.name", d.DecidedBy),
 		Unmapped: approvalData{
 			PendingID: d.PendingID, CommandID: d.PendingID, Decision: string(d.Decision), DecidedBy: d.DecidedBy,
 			DecidedAt: rfc3339(d.DecidedAt), Comment: d.Comment, FindingID: d.FindingID, Rule: d.Rule,

@@ -1,8 +1,9 @@
 // Package evidence turns what leaseguard did into evidence a SIEM can trust.
 //
 // Every revocation result and every finding becomes one CloudEvents 1.0 event
-// in structured JSON mode whose data is an OCSF 1.1.0 event (Account Change:
-// Delete for a revocation, Detection Finding: Create for a finding). Events
+// in structured JSON mode whose data is an OCSF 1.8.0 event (Account Change:
+// Delete for a revocation, Detection Finding: Create for a finding, Update
+// for an owner's decision, Entity Management for a policy change). Events
 // are sealed into one SHA-256 hash chain (chain.go), appended to a
 // transactional outbox in the caller's transaction, so evidence is committed
 // atomically with the outcome it records (outbox.go), and relayed in chain
@@ -35,9 +36,24 @@ const (
 	TypeFinding    = "io.leaseguard.finding.v1"
 
 	// SchemaID is the $id of schemas/evidence.schema.json, which describes
-	// the whole event (envelope and data); it is every event's dataschema.
+	// the whole event (envelope and data).
 	SchemaID = "https://leaseguard.dev/schemas/evidence.v1.json"
 )
+
+// dataSchemas: an event's dataschema names the schema of its data (as
+// CloudEvents defines it), the definition for its type in
+// evidence.schema.json. The OCSF class is named in the data itself
+// (class_uid, metadata.version).
+var dataSchemas = map[string]string{
+	TypeRevocation: SchemaID + "#/$defs/accountChangeDelete",
+	TypeFinding:    SchemaID + "#/$defs/detectionFindingCreate",
+	TypeApproval:   SchemaID + "#/$defs/detectionFindingUpdate",
+	TypePolicy:     SchemaID + "#/$defs/entityManagementPolicy",
+}
+
+// DataSchema is the dataschema of events of type typ ("" for a type
+// leaseguard does not make).
+func DataSchema(typ string) string { return dataSchemas[typ] }
 
 // Event is one piece of evidence: a CloudEvent in structured JSON mode.
 //
@@ -89,9 +105,10 @@ type LeaseContext struct {
 // event. (A retry by another build differs only in product.version, under
 // the same id: the outbox keeps the first.)
 type Builder struct {
-	Source  string
+	Source string
+	Clock  func() time.Time
+	// Version is leaseguard's version, stamped as metadata.product.version.
 	Version string
-	Clock   func() time.Time
 }
 
 // Errors a Builder returns.
@@ -197,7 +214,7 @@ func (b Builder) event(typ, id, subject string, occurred time.Time, data any) (E
 		Subject:         subject,
 		Time:            occurred.UTC(),
 		DataContentType: DataContentType,
-		DataSchema:      SchemaID,
+		DataSchema:      DataSchema(typ),
 		Data:            raw,
 	}
 	if err := checkEvent(ev); err != nil {

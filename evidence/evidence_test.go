@@ -14,23 +14,28 @@ import (
 
 // ocsfView is the part of the data the tests look at.
 type ocsfView struct {
-	ClassUID    int    `json:"class_uid"`
-	CategoryUID int    `json:"category_uid"`
-	ActivityID  int    `json:"activity_id"`
-	TypeUID     int    `json:"type_uid"`
-	SeverityID  int    `json:"severity_id"`
-	StatusID    int    `json:"status_id"`
-	StatusCode  string `json:"status_code"`
-	Time        int64  `json:"time"`
-	Message     string `json:"message"`
-	SrcEndpoint any    `json:"src_endpoint"`
-	Metadata    struct {
-		Version        string `json:"version"`
-		UID            string `json:"uid"`
-		CorrelationUID string `json:"correlation_uid"`
+	ClassUID     int    `json:"class_uid"`
+	CategoryUID  int    `json:"category_uid"`
+	ActivityID   int    `json:"activity_id"`
+	TypeUID      int    `json:"type_uid"`
+	SeverityID   int    `json:"severity_id"`
+	StatusID     int    `json:"status_id"`
+	StatusCode   string `json:"status_code"`
+	StatusDetail string `json:"status_detail"`
+	Time         int64  `json:"time"`
+	Message      string `json:"message"`
+	SrcEndpoint  any    `json:"src_endpoint"`
+	Metadata     struct {
+		Version        string   `json:"version"`
+		UID            string   `json:"uid"`
+		CorrelationUID string   `json:"correlation_uid"`
+		LogName        string   `json:"log_name"`
+		LogProvider    string   `json:"log_provider"`
+		Profiles       []string `json:"profiles"`
 		Product        struct {
 			Name       string `json:"name"`
 			VendorName string `json:"vendor_name"`
+			Version    string `json:"version"`
 		} `json:"product"`
 	} `json:"metadata"`
 	User struct {
@@ -38,8 +43,12 @@ type ocsfView struct {
 		UID  string `json:"uid"`
 	} `json:"user"`
 	Actor struct {
-		User      struct{ Name string } `json:"user"`
-		InvokedBy string                `json:"invoked_by"`
+		User struct {
+			Name   string `json:"name"`
+			TypeID int    `json:"type_id"`
+		} `json:"user"`
+		AppName   string `json:"app_name"`
+		InvokedBy string `json:"invoked_by"`
 	} `json:"actor"`
 	FindingInfo struct {
 		UID   string   `json:"uid"`
@@ -72,11 +81,13 @@ func TestRevocationEvent(t *testing.T) {
 		outcome  schemas.Outcome
 		status   int
 		severity int
+		code     string
+		detail   string
 	}{
-		{schemas.OutcomeDropped, 1, 1},
-		{schemas.OutcomeAlreadyAbsent, 1, 1},
-		{schemas.OutcomeRefused, 2, 3},
-		{schemas.OutcomeFailed, 2, 4},
+		{schemas.OutcomeDropped, 1, 1, "dropped", `leaseguard dropped database user "v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398" on "main"`},
+		{schemas.OutcomeAlreadyAbsent, 1, 1, "already_absent", `database user "v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398" on "main" was already absent`},
+		{schemas.OutcomeRefused, 2, 3, "refused", "role has rolsuper"},
+		{schemas.OutcomeFailed, 2, 4, "failed", "role owns objects in another database"},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.outcome), func(t *testing.T) {
@@ -92,7 +103,8 @@ func TestRevocationEvent(t *testing.T) {
 				t.Errorf("id = %s, want %s", ev.ID, want)
 			}
 			if ev.SpecVersion != "1.0" || ev.Type != TypeRevocation || ev.Source != "urn:leaseguard:test" ||
-				ev.DataContentType != "application/json" || ev.DataSchema != SchemaID {
+				ev.DataContentType != "application/json" ||
+				ev.DataSchema != "https://leaseguard.dev/schemas/evidence.v1.json#/$defs/accountChangeDelete" {
 				t.Errorf("envelope = %+v", ev)
 			}
 			if ev.Subject != "main/"+cmd.DBUser {
@@ -111,15 +123,20 @@ func TestRevocationEvent(t *testing.T) {
 			if v.Time != res.FinishedAt.UnixMilli() {
 				t.Errorf("time = %d", v.Time)
 			}
-			if v.Metadata.Version != "1.1.0" || v.Metadata.Product.Name != "leaseguard" || v.Metadata.UID != ev.ID ||
-				v.Metadata.CorrelationUID != cmd.ID {
+			if v.Metadata.Version != "1.8.0" || v.Metadata.Product.Name != "leaseguard" || v.Metadata.UID != ev.ID ||
+				v.Metadata.CorrelationUID != cmd.ID || v.Metadata.LogName != "leaseguard evidence" ||
+				v.Metadata.LogProvider != "leaseguard" || len(v.Metadata.Profiles) != 1 || v.Metadata.Profiles[0] != "datetime" {
 				t.Errorf("metadata = %+v", v.Metadata)
 			}
-			if v.User.Name != cmd.DBUser || v.User.UID != cmd.LeaseID {
+			// user.uid is the role's OID, never the lease id.
+			if v.User.Name != cmd.DBUser || v.User.UID != "24601" {
 				t.Errorf("user = %+v", v.User)
 			}
-			if v.Actor.User.Name != "detector" || v.Actor.InvokedBy != "leaseguard" {
+			if v.Actor.User.Name != "detector" || v.Actor.User.TypeID != 3 || v.Actor.AppName != "leaseguard" || v.Actor.InvokedBy != "" {
 				t.Errorf("actor = %+v", v.Actor)
+			}
+			if v.StatusCode != tt.code || v.StatusDetail != tt.detail {
+				t.Errorf("status_code %q status_detail %q, want %q %q", v.StatusCode, v.StatusDetail, tt.code, tt.detail)
 			}
 			if v.SrcEndpoint != nil {
 				t.Errorf("src_endpoint = %v; the lease's client is not the source of the deletion", v.SrcEndpoint)
@@ -139,8 +156,8 @@ func TestRevocationEvent(t *testing.T) {
 			if _, ok := u["statements"].([]any); !ok {
 				t.Errorf("unmapped.statements = %v, want an array", u["statements"])
 			}
-			if tt.outcome == schemas.OutcomeFailed && (v.StatusCode != "2BP01" || u["sqlstate"] != "2BP01") {
-				t.Errorf("sqlstate not carried: status_code %q unmapped %v", v.StatusCode, u["sqlstate"])
+			if tt.outcome == schemas.OutcomeFailed && u["sqlstate"] != "2BP01" {
+				t.Errorf("sqlstate not carried: unmapped %v", u["sqlstate"])
 			}
 			if tt.outcome == schemas.OutcomeRefused && u["guard"] != "superuser" {
 				t.Errorf("guard = %v", u["guard"])
@@ -361,7 +378,7 @@ func TestNoSecretInEvents(t *testing.T) {
 			c.DBUser = token
 			res := sampleResult(c, schemas.OutcomeRefused)
 			return b.Revocation(c, res, nil)
-		}, token, "unmapped", []string{"$.subject", "$.data.message", "$.data.unmapped.db_user", "$.data.user.name"}},
+		}, token, "unmapped", []string{"$.subject", "$.data.message", "$.data.observables[0].value", "$.data.unmapped.db_user", "$.data.user.name"}},
 	}
 	sch := evidenceSchema(t)
 	for _, tt := range tests {

@@ -14,16 +14,21 @@ import (
 
 var update = flag.Bool("update", false, "rewrite schemas/examples/evidence-*.json")
 
-// exampleVersion is the leaseguard build named in the examples.
-const exampleVersion = "v1.4.0"
+// exampleVersion is the leaseguard version the examples are stamped with.
+const exampleVersion = "1.4.2"
 
-// The examples are a chain of two: the finding (seq 1) and the revocation it
-// requested (seq 2). They are what the Builder makes of fixed inputs, sealed,
-// and indented for reading (the hash is over the canonical form, so the
+func exampleBuilder(t *testing.T) Builder {
+	return Builder{Source: "urn:leaseguard:prod-eu-1", Clock: func() time.Time { return t0 }, Version: exampleVersion}
+}
+
+// The examples are one chain: the finding (seq 1), the revocation it
+// requested (seq 2), a policy change (seq 3) and an owner's approval
+// (seq 4). They are what the Builder makes of fixed inputs, sealed, and
+// indented for reading (the hash is over the canonical form, so the
 // indentation does not matter).
 func exampleEvents(t *testing.T) (finding, revocation Event) {
 	t.Helper()
-	b := Builder{Source: "urn:leaseguard:prod-eu-1", Version: exampleVersion, Clock: func() time.Time { return t0 }}
+	b := exampleBuilder(t)
 	f := sampleFinding(7)
 	lease := sampleLease(7)
 	finding, err := b.Finding(f, lease)
@@ -46,7 +51,9 @@ func exampleEvents(t *testing.T) (finding, revocation Event) {
 
 func TestExamples(t *testing.T) {
 	finding, revocation := exampleEvents(t)
+	policy := examplePolicy(t, revocation.Hash)
 	sch := evidenceSchema(t)
+	ocsf := loadOCSFSchema(t, ocsfSchemaDir)
 	v := newVerifier()
 	for _, ex := range []struct {
 		file string
@@ -54,7 +61,8 @@ func TestExamples(t *testing.T) {
 	}{
 		{"evidence-finding.json", finding},
 		{"evidence-revocation.json", revocation},
-		{"evidence-policy.json", examplePolicy(t, revocation.Hash)},
+		{"evidence-policy.json", policy},
+		{"evidence-approval.json", exampleApproval(t, policy.Hash)},
 	} {
 		path := filepath.Join("..", "schemas", "examples", ex.file)
 		compact, err := encodeJSON(ex.ev)
@@ -81,6 +89,9 @@ func TestExamples(t *testing.T) {
 		if err := validateDoc(sch, got); err != nil {
 			t.Errorf("%s: %v", ex.file, err)
 		}
+		if problems := validateOCSF(ocsf, ocsfClassFiles, ex.ev.Data, ocsfWaived(ex.ev, nil)); len(problems) > 0 {
+			t.Errorf("%s is not conformant OCSF: %v", ex.file, problems)
+		}
 		ev, err := decodeEvent(got)
 		if err != nil {
 			t.Fatal(err)
@@ -89,7 +100,7 @@ func TestExamples(t *testing.T) {
 			t.Errorf("%s does not verify: %s", ex.file, v.report.FirstBreak)
 		}
 	}
-	if v.report.Checked != 3 {
+	if v.report.Checked != 4 {
 		t.Errorf("examples chain: %+v", v.report)
 	}
 }
@@ -98,13 +109,33 @@ func TestExamples(t *testing.T) {
 // third in the examples' chain.
 func examplePolicy(t *testing.T, prev string) Event {
 	t.Helper()
-	b := Builder{Source: "urn:leaseguard:prod-eu-1", Version: exampleVersion, Clock: func() time.Time { return t0 }}
+	b := exampleBuilder(t)
 	c := samplePolicyChange()
 	ev, err := b.Policy(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := Seal(&ev, prev, 3); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// exampleApproval is an owner's approval of the example finding's
+// revocation, fourth in the examples' chain.
+func exampleApproval(t *testing.T, prev string) Event {
+	t.Helper()
+	f := sampleFinding(7)
+	ev, err := exampleBuilder(t).Approval(schemas.ApprovalDecision{
+		PendingID: "216e34caed2d7caee8976a46c3c33762", Decision: schemas.ApprovalApproved, DecidedBy: "alice",
+		DecidedAt: t0.Add(3 * time.Minute), Comment: "CHG-4711: confirmed unused", FindingID: f.ID, Rule: f.Rule,
+		Severity: f.Severity, Database: f.Database, DBUser: f.DBUser, LeaseID: f.LeaseID, Summary: f.Summary,
+		RequestedAt: f.DetectedAt, ExpiresAt: f.DetectedAt.Add(time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Seal(&ev, prev, 4); err != nil {
 		t.Fatal(err)
 	}
 	return ev

@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,13 +11,21 @@ import (
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
-// The data of an event is an OCSF event (schema.ocsf.io, version 1.1.0).
-// Fields OCSF has no place for go under "unmapped", named as leaseguard names
-// them. Times are epoch milliseconds as OCSF requires; the exact times are
-// repeated in unmapped as RFC 3339 with nanoseconds.
+// The data of an event is an OCSF event (schema.ocsf.io, version 1.8.0, the
+// newest release when it was pinned; testdata/ocsf-1.8.0 holds the schema
+// files the conformance test checks every kind of event against). Fields
+// OCSF has no place for go under "unmapped", named as leaseguard names them.
+// Times are epoch milliseconds as OCSF requires; with the datetime profile
+// the event time is repeated as time_dt, and the exact times are in
+// unmapped as RFC 3339 with nanoseconds.
 const (
-	OCSFVersion = "1.1.0"
+	OCSFVersion = "1.8.0"
 	productName = "leaseguard"
+	// ocsfLogName is metadata.log_name of every event: the log is
+	// leaseguard's evidence chain, whatever the class.
+	ocsfLogName = "leaseguard evidence"
+	// ocsfLogProvider is metadata.log_provider: leaseguard writes the log.
+	ocsfLogProvider = "leaseguard"
 )
 
 // OCSF identifiers used here.
@@ -32,25 +41,38 @@ const (
 	ocsfStatusFailure = 2
 	ocsfFindingNew    = 1
 
-	// OCSF 1.1.0 has no "Service" user type (it arrived later as 4), so
-	// the database user is "Other" with type "Service".
-	ocsfUserTypeOther = 99
-	ocsfAnalyticRule  = 1
+	// User types: a database user is a Service account; who issued,
+	// approved or configured something is a User (a person) or System
+	// (leaseguard itself).
+	ocsfUserTypeUser    = 1
+	ocsfUserTypeSystem  = 3
+	ocsfUserTypeService = 4
+
+	ocsfAnalyticRule = 1
+	// ocsfResourceTarget is resource_details.role_id Target: the database
+	// user (or database) the finding is about.
+	ocsfResourceTarget = 1
+
+	// Profiles an event declares in metadata.profiles. datetime: time_dt
+	// is set. host: the event carries a top-level actor on a class that
+	// has it only through that profile (Detection Finding).
+	ocsfProfileDatetime = "datetime"
+	ocsfProfileHost     = "host"
 )
 
 var ocsfSeverityNames = map[int]string{
 	0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical",
 }
 
+var ocsfUserTypeNames = map[int]string{
+	ocsfUserTypeUser: "User", ocsfUserTypeSystem: "System", ocsfUserTypeService: "Service",
+}
+
 type ocsfProduct struct {
 	Name       string `json:"name"`
 	VendorName string `json:"vendor_name"`
-	// Version is the leaseguard build that made the event.
+	// Version is leaseguard's version (Builder.Version).
 	Version string `json:"version,omitempty"`
-}
-
-func (b Builder) product() ocsfProduct {
-	return ocsfProduct{Name: productName, VendorName: productName, Version: b.Version}
 }
 
 type ocsfMetadata struct {
@@ -60,16 +82,106 @@ type ocsfMetadata struct {
 	UID string `json:"uid"`
 	// CorrelationUID is the revocation command id, which links a finding
 	// to the revocation it requested.
-	CorrelationUID string `json:"correlation_uid,omitempty"`
+	CorrelationUID string   `json:"correlation_uid,omitempty"`
+	LogName        string   `json:"log_name"`
+	LogProvider    string   `json:"log_provider"`
+	Profiles       []string `json:"profiles"`
 }
 
+// metadata is every event's metadata; profiles are those the event uses
+// besides datetime, which every event declares.
+func (b Builder) metadata(id, correlation string, profiles ...string) ocsfMetadata {
+	return ocsfMetadata{
+		Version:        OCSFVersion,
+		Product:        ocsfProduct{Name: productName, VendorName: productName, Version: b.Version},
+		UID:            id,
+		CorrelationUID: correlation,
+		LogName:        ocsfLogName,
+		LogProvider:    ocsfLogProvider,
+		Profiles:       append([]string{ocsfProfileDatetime}, profiles...),
+	}
+}
+
+// ocsfOccurrence is when the event happened: epoch milliseconds, and (the
+// datetime profile) RFC 3339. leaseguard records UTC, so the offset is 0.
+type ocsfOccurrence struct {
+	Time           int64  `json:"time"`
+	TimeDT         string `json:"time_dt"`
+	TimezoneOffset int    `json:"timezone_offset"`
+}
+
+func occurrence(t time.Time) ocsfOccurrence {
+	return ocsfOccurrence{Time: t.UnixMilli(), TimeDT: rfc3339(t)}
+}
+
+// ocsfStatus: status_code is the one enumerated word a SIEM filters on
+// (the revocation outcome, the finding action, the approval decision, the
+// policy change kind); status_detail explains it.
+type ocsfStatus struct {
+	StatusID     int    `json:"status_id"`
+	Status       string `json:"status"`
+	StatusCode   string `json:"status_code"`
+	StatusDetail string `json:"status_detail"`
+}
+
+// ocsfUser: UID is the database role's OID (decimal) when the user is a
+// database user; Domain is then the leaseguard database target that holds
+// it (an OID is unique only within its cluster). The lease id is never
+// here: it is unmapped.lease_id.
 type ocsfUser struct {
 	Name   string `json:"name,omitempty"`
 	UID    string `json:"uid,omitempty"`
 	Type   string `json:"type,omitempty"`
 	TypeID int    `json:"type_id,omitempty"`
-	// Domain is the leaseguard database target that holds the user.
 	Domain string `json:"domain,omitempty"`
+}
+
+// dbUser is a database user as OCSF sees it: a service account.
+func dbUser(name string, oid uint32, database string) ocsfUser {
+	u := ocsfUser{Name: name, Type: ocsfUserTypeNames[ocsfUserTypeService], TypeID: ocsfUserTypeService, Domain: database}
+	if oid != 0 {
+		u.UID = strconv.FormatUint(uint64(oid), 10)
+	}
+	return u
+}
+
+// person is who acted: a User, or leaseguard itself (System).
+func person(name string, system bool) *ocsfUser {
+	t := ocsfUserTypeUser
+	if system {
+		t = ocsfUserTypeSystem
+	}
+	return &ocsfUser{Name: name, Type: ocsfUserTypeNames[t], TypeID: t}
+}
+
+// ocsfObservable indexes a value a SIEM pivots on: a user name or an IP
+// address, by its path in the event.
+type ocsfObservable struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	TypeID int    `json:"type_id"`
+	Value  string `json:"value"`
+}
+
+// Observable types (OCSF dictionary types username_t and ip_t).
+const (
+	ocsfObservableIP       = 2
+	ocsfObservableUserName = 4
+)
+
+// observables lists path/value pairs of one type, leaving out empty values.
+func observables(typeID int, typeName string, pathValues ...string) []ocsfObservable {
+	var out []ocsfObservable
+	for i := 0; i+1 < len(pathValues); i += 2 {
+		if pathValues[i+1] != "" {
+			out = append(out, ocsfObservable{Name: pathValues[i], Type: typeName, TypeID: typeID, Value: pathValues[i+1]})
+		}
+	}
+	return out
+}
+
+func userNames(pathValues ...string) []ocsfObservable {
+	return observables(ocsfObservableUserName, "User Name", pathValues...)
 }
 
 type ocsfEndpoint struct {
@@ -77,11 +189,11 @@ type ocsfEndpoint struct {
 	Port int    `json:"port,omitempty"`
 }
 
-// ocsfActor: OCSF 1.1.0's actor has no app_name (added in 1.2.0), so the
-// acting program is named in invoked_by.
+// ocsfActor: User is who acted; AppName is the program that carried it
+// out (leaseguard), on events where leaseguard acted for someone.
 type ocsfActor struct {
-	User      *ocsfUser `json:"user,omitempty"`
-	InvokedBy string    `json:"invoked_by,omitempty"`
+	User    *ocsfUser `json:"user,omitempty"`
+	AppName string    `json:"app_name,omitempty"`
 }
 
 // ocsfClass is the classification every OCSF event starts with.
@@ -120,19 +232,17 @@ func classify(category int, categoryName string, class int, className string, ac
 // not the client that obtained the credential. It is in unmapped.
 type accountChange struct {
 	ocsfClass
-	StatusID     int                `json:"status_id"`
-	Status       string             `json:"status"`
-	StatusCode   string             `json:"status_code,omitempty"`
-	StatusDetail string             `json:"status_detail,omitempty"`
-	Time         int64              `json:"time"`
-	StartTime    int64              `json:"start_time,omitempty"`
-	EndTime      int64              `json:"end_time,omitempty"`
-	Duration     *int64             `json:"duration,omitempty"`
-	Message      string             `json:"message"`
-	Metadata     ocsfMetadata       `json:"metadata"`
-	User         ocsfUser           `json:"user"`
-	Actor        ocsfActor          `json:"actor"`
-	Unmapped     revocationUnmapped `json:"unmapped"`
+	ocsfStatus
+	ocsfOccurrence
+	StartTime   int64              `json:"start_time,omitempty"`
+	EndTime     int64              `json:"end_time,omitempty"`
+	Duration    *int64             `json:"duration,omitempty"`
+	Message     string             `json:"message"`
+	Metadata    ocsfMetadata       `json:"metadata"`
+	User        ocsfUser           `json:"user"`
+	Actor       ocsfActor          `json:"actor"`
+	Observables []ocsfObservable   `json:"observables,omitempty"`
+	Unmapped    revocationUnmapped `json:"unmapped"`
 }
 
 type revocationUnmapped struct {
@@ -231,19 +341,37 @@ func terminationMessage(cmd schemas.RevocationCommand, res schemas.RevocationRes
 	return fmt.Sprintf("leaseguard could not terminate ghost session pid %d of %s on %q", cmd.Session.PID, who, res.Database)
 }
 
+// revocationDetail explains the outcome: the revoker's reason (why it
+// failed or was refused, or that an earlier attempt dropped the role), or
+// else the message.
+func revocationDetail(cmd schemas.RevocationCommand, res schemas.RevocationResult) string {
+	if res.Reason != "" {
+		return res.Reason
+	}
+	return revocationMessage(cmd, res)
+}
+
+// revokedUser is the database user the revocation is about; for a ghost
+// session it is the session's former role, whose OID the session names.
+func revokedUser(cmd schemas.RevocationCommand, res schemas.RevocationResult) ocsfUser {
+	oid := cmd.RoleOID
+	if oid == 0 && cmd.Session != nil {
+		oid = cmd.Session.UserOID
+	}
+	return dbUser(res.DBUser, oid, res.Database)
+}
+
 func (b Builder) revocationData(id string, cmd schemas.RevocationCommand, res schemas.RevocationResult, lc LeaseContext, occurred time.Time) accountChange {
 	statusID, _ := outcomeStatus(res.Outcome)
 	status := "Success"
 	if statusID == ocsfStatusFailure {
 		status = "Failure"
 	}
-	detail := string(res.Outcome)
-	if res.Reason != "" {
-		detail += ": " + res.Reason
-	}
-	actor := cmd.Actor
-	if actor == "" {
-		actor = cmd.Issuer
+	// The actor is who asked: the operator, or else the issuing part of
+	// leaseguard (the detector).
+	actor := person(cmd.Actor, false)
+	if cmd.Actor == "" {
+		actor = person(cmd.Issuer, true)
 	}
 	statements := res.Statements
 	if statements == nil {
@@ -252,28 +380,16 @@ func (b Builder) revocationData(id string, cmd schemas.RevocationCommand, res sc
 	ev := accountChange{
 		ocsfClass: classify(ocsfCategoryIAM, "Identity & Access Management", ocsfClassAccount, "Account Change",
 			ocsfActivityDelete, "Delete", outcomeSeverity(res.Outcome)),
-		StatusID:     statusID,
-		Status:       status,
-		StatusCode:   res.SQLState,
-		StatusDetail: detail,
-		Time:         occurred.UnixMilli(),
-		StartTime:    epochMS(res.StartedAt),
-		EndTime:      epochMS(res.FinishedAt),
-		Message:      revocationMessage(cmd, res),
-		Metadata: ocsfMetadata{
-			Version:        OCSFVersion,
-			Product:        b.product(),
-			UID:            id,
-			CorrelationUID: cmd.ID,
-		},
-		User: ocsfUser{
-			Name:   res.DBUser,
-			UID:    lc.LeaseID,
-			Type:   "Service",
-			TypeID: ocsfUserTypeOther,
-			Domain: res.Database,
-		},
-		Actor: ocsfActor{User: &ocsfUser{Name: actor}, InvokedBy: productName},
+		ocsfStatus: ocsfStatus{StatusID: statusID, Status: status, StatusCode: string(res.Outcome),
+			StatusDetail: revocationDetail(cmd, res)},
+		ocsfOccurrence: occurrence(occurred),
+		StartTime:      epochMS(res.StartedAt),
+		EndTime:        epochMS(res.FinishedAt),
+		Message:        revocationMessage(cmd, res),
+		Metadata:       b.metadata(id, cmd.ID),
+		User:           revokedUser(cmd, res),
+		Actor:          ocsfActor{User: actor, AppName: productName},
+		Observables:    userNames("user.name", res.DBUser, "actor.user.name", actor.Name),
 		Unmapped: revocationUnmapped{
 			Rule:               cmd.Rule,
 			CommandID:          cmd.ID,
@@ -330,14 +446,17 @@ func (b Builder) revocationData(id string, cmd schemas.RevocationCommand, res sc
 // detectionFinding is an OCSF Detection Finding event with activity Create.
 type detectionFinding struct {
 	ocsfClass
-	StatusID    int                 `json:"status_id"`
-	Status      string              `json:"status"`
-	Time        int64               `json:"time"`
+	ocsfStatus
+	ocsfOccurrence
+	// IsAlert: every finding is a signal someone should see (a pilot's
+	// too: it says what enforcement would do).
+	IsAlert     bool                `json:"is_alert"`
 	Message     string              `json:"message"`
 	Metadata    ocsfMetadata        `json:"metadata"`
 	FindingInfo ocsfFindingInfo     `json:"finding_info"`
 	Resources   []ocsfResource      `json:"resources,omitempty"`
 	Evidences   []ocsfEvidence      `json:"evidences,omitempty"`
+	Observables []ocsfObservable    `json:"observables,omitempty"`
 	Unmapped    findingUnmappedData `json:"unmapped"`
 }
 
@@ -357,12 +476,20 @@ type ocsfAnalytic struct {
 	TypeID int    `json:"type_id"`
 }
 
+// ocsfResource is what a finding is about: a database user (UID is its
+// role's OID when known) or a database.
 type ocsfResource struct {
 	Name string `json:"name,omitempty"`
 	UID  string `json:"uid,omitempty"`
 	Type string `json:"type"`
 	// Namespace is the leaseguard database target.
 	Namespace string `json:"namespace,omitempty"`
+	Role      string `json:"role"`
+	RoleID    int    `json:"role_id"`
+}
+
+func targetResource(name, uid, typ, namespace string) ocsfResource {
+	return ocsfResource{Name: name, UID: uid, Type: typ, Namespace: namespace, Role: "Target", RoleID: ocsfResourceTarget}
 }
 
 // ocsfEvidence: the actor of the activity that raised the finding (the
@@ -392,20 +519,53 @@ type findingUnmappedData struct {
 	Facts          map[string]any `json:"facts,omitempty"`
 }
 
+// findingActionDetail explains a finding's action (its status_code).
+var findingActionDetail = map[string]string{
+	schemas.ActionNone:                "nothing is done; someone must look",
+	schemas.ActionRevocationRequested: "leaseguard requested the revocation",
+	schemas.ActionApprovalRequested:   "the revocation waits for an owner's approval",
+	schemas.ActionUnconfirmed:         "nothing corroborated the finding; nothing is done",
+	schemas.ActionWouldDrop:           "pilot: the rule would have dropped the user, outside the enforcement scope; nothing is done",
+	schemas.ActionWouldTerminate:      "pilot: the rule would have terminated the session, outside the enforcement scope; nothing is done",
+}
+
+// roleOID is the database role's OID as a finding's facts give it
+// (role_oid, or user_oid for a ghost session's former role), or "".
+func roleOID(facts map[string]any) string {
+	for _, k := range []string{"role_oid", "user_oid"} {
+		switch v := facts[k].(type) {
+		case uint32:
+			return strconv.FormatUint(uint64(v), 10)
+		case int:
+			return strconv.Itoa(v)
+		case int64:
+			return strconv.FormatInt(v, 10)
+		case float64:
+			if v > 0 && v == float64(uint32(v)) {
+				return strconv.FormatUint(uint64(v), 10)
+			}
+		case json.Number:
+			if _, err := strconv.ParseUint(string(v), 10, 32); err == nil {
+				return string(v)
+			}
+		}
+	}
+	return ""
+}
+
 func (b Builder) findingData(id string, f schemas.Finding, lc LeaseContext, occurred time.Time) detectionFinding {
+	detail, ok := findingActionDetail[f.Action]
+	if !ok {
+		detail = f.Action
+	}
 	ev := detectionFinding{
 		ocsfClass: classify(ocsfCategoryFindings, "Findings", ocsfClassDetection, "Detection Finding",
 			ocsfActivityCreate, "Create", f.Severity.Rank()),
-		StatusID: ocsfFindingNew,
-		Status:   "New",
-		Time:     occurred.UnixMilli(),
-		Message:  f.Summary,
-		Metadata: ocsfMetadata{
-			Version:        OCSFVersion,
-			Product:        b.product(),
-			UID:            id,
-			CorrelationUID: f.CommandID,
-		},
+		ocsfStatus:     ocsfStatus{StatusID: ocsfFindingNew, Status: "New", StatusCode: f.Action, StatusDetail: detail},
+		ocsfOccurrence: occurrence(occurred),
+		IsAlert:        true,
+		Message:        f.Summary,
+		Metadata:       b.metadata(id, f.CommandID),
 		FindingInfo: ocsfFindingInfo{
 			UID:         f.ID,
 			Title:       f.Rule,
@@ -434,20 +594,26 @@ func (b Builder) findingData(id string, f schemas.Finding, lc LeaseContext, occu
 			Facts:          f.Facts,
 		},
 	}
+	oid := roleOID(f.Facts)
 	if f.DBUser != "" {
-		ev.Resources = []ocsfResource{{Name: f.DBUser, UID: lc.LeaseID, Type: "Database User", Namespace: f.Database}}
+		ev.Resources = []ocsfResource{targetResource(f.DBUser, oid, "Database User", f.Database)}
 	} else if f.Database != "" {
-		ev.Resources = []ocsfResource{{Name: f.Database, Type: "Database"}}
+		ev.Resources = []ocsfResource{targetResource(f.Database, "", "Database", "")}
 	}
 	var evd ocsfEvidence
-	if f.DBUser != "" || lc.LeaseID != "" {
-		evd.Actor = &ocsfActor{User: &ocsfUser{
-			Name: f.DBUser, UID: lc.LeaseID, Type: "Service", TypeID: ocsfUserTypeOther, Domain: f.Database,
-		}}
+	if f.DBUser != "" || oid != "" {
+		u := dbUser(f.DBUser, 0, f.Database)
+		u.UID = oid
+		evd.Actor = &ocsfActor{User: &u}
 	}
 	evd.SrcEndpoint = endpoint(lc.RemoteAddress)
 	if evd.Actor != nil || evd.SrcEndpoint != nil {
 		ev.Evidences = []ocsfEvidence{evd}
+		ev.Observables = userNames("evidences[0].actor.user.name", f.DBUser)
+		if evd.SrcEndpoint != nil {
+			ev.Observables = append(ev.Observables,
+				observables(ocsfObservableIP, "IP Address", "evidences[0].src_endpoint.ip", evd.SrcEndpoint.IP)...)
+		}
 	}
 	return ev
 }

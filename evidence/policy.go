@@ -17,22 +17,26 @@ const (
 	ocsfClassEntityManagement = 3004
 	ocsfEntityActivityUpdate  = 3
 	policyEntityUID           = "leaseguard-enforcement-policy"
-	policyEntityType          = "Enforcement Policy"
+	// The managed entity is of type Policy (managed_entity.type_id 5).
+	policyEntityType   = "Policy"
+	policyEntityTypeID = 5
 )
 
 // policyEvent is an OCSF Entity Management event: activity Create for the
 // configured starting point, Update for every later change. The actor is
-// who changed it and the comment why.
+// who changed it and the comment why. entity is the policy acted on (the
+// one before an Update; the one created by a Create), entity_result the
+// policy after.
 type policyEvent struct {
 	ocsfClass
-	StatusID     int                  `json:"status_id"`
-	Status       string               `json:"status"`
-	Time         int64                `json:"time"`
+	ocsfStatus
+	ocsfOccurrence
 	Message      string               `json:"message"`
 	Comment      string               `json:"comment"`
 	Metadata     ocsfMetadata         `json:"metadata"`
 	Actor        ocsfActor            `json:"actor"`
-	Entity       *ocsfManagedEntity   `json:"entity,omitempty"`
+	Observables  []ocsfObservable     `json:"observables"`
+	Entity       ocsfManagedEntity    `json:"entity"`
 	EntityResult ocsfManagedEntity    `json:"entity_result"`
 	Unmapped     schemas.PolicyChange `json:"unmapped"`
 }
@@ -41,13 +45,14 @@ type ocsfManagedEntity struct {
 	Name    string              `json:"name"`
 	UID     string              `json:"uid"`
 	Type    string              `json:"type"`
+	TypeID  int                 `json:"type_id"`
 	Version string              `json:"version"`
 	Data    schemas.PolicyState `json:"data"`
 }
 
 func policyEntity(s schemas.PolicyState) ocsfManagedEntity {
 	return ocsfManagedEntity{Name: "enforcement policy", UID: policyEntityUID, Type: policyEntityType,
-		Version: strconv.FormatInt(s.Version, 10), Data: s}
+		TypeID: policyEntityTypeID, Version: strconv.FormatInt(s.Version, 10), Data: s}
 }
 
 // Policy builds the evidence of a policy change. Its id is derived from
@@ -64,19 +69,25 @@ func (b Builder) Policy(c schemas.PolicyChange) (Event, error) {
 		activity, activityName = ocsfEntityActivityUpdate, "Update"
 	}
 	id := eventID("policy", strconv.FormatInt(c.Version, 10), rfc3339(c.ChangedAt))
+	after := policyEntity(schemas.PolicyState{Version: c.Version, Scope: c.Scope, Modes: c.Modes})
 	data := policyEvent{
 		ocsfClass: classify(ocsfCategoryIAM, "Identity & Access Management", ocsfClassEntityManagement,
 			"Entity Management", activity, activityName, 1),
-		StatusID: ocsfStatusSuccess, Status: "Success", Time: c.ChangedAt.UnixMilli(),
-		Message: policyMessage(c), Comment: c.Reason,
-		Metadata:     ocsfMetadata{Version: OCSFVersion, Product: b.product(), UID: id},
-		Actor:        ocsfActor{User: &ocsfUser{Name: c.Actor}, InvokedBy: productName},
-		EntityResult: policyEntity(schemas.PolicyState{Version: c.Version, Scope: c.Scope, Modes: c.Modes}),
+		// status_code is the kind of change; status_detail why.
+		ocsfStatus:     ocsfStatus{StatusID: ocsfStatusSuccess, Status: "Success", StatusCode: string(c.Kind), StatusDetail: c.Reason},
+		ocsfOccurrence: occurrence(c.ChangedAt),
+		Message:        policyMessage(c), Comment: c.Reason,
+		Metadata: b.metadata(id, ""),
+		// The configuration is leaseguard's own starting point (System);
+		// every later change is a person's.
+		Actor:        ocsfActor{User: person(c.Actor, c.Kind == schemas.PolicyConfiguration), AppName: productName},
+		Observables:  userNames("actor.user.name", c.Actor),
+		Entity:       after,
+		EntityResult: after,
 		Unmapped:     c,
 	}
 	if c.Previous != nil {
-		prev := policyEntity(*c.Previous)
-		data.Entity = &prev
+		data.Entity = policyEntity(*c.Previous)
 	}
 	return b.event(TypePolicy, id, "policy/"+strconv.FormatInt(c.Version, 10), c.ChangedAt, data)
 }

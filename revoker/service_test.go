@@ -159,8 +159,34 @@ func (r *svcRig) drained(t *testing.T) {
 	t.Fatal("revocation queue not drained")
 }
 
-// outcomes lists the outcomes in the revocation evidence of user, in chain order.
+// outcomes lists the outcomes in the revocation evidence of user, in chain
+// order, as a SIEM filters on them: data.status_code. It must agree with
+// unmapped.outcome.
 func (r *svcRig) outcomes(t *testing.T, user string) []string {
+	t.Helper()
+	var out []string
+	for _, ev := range r.revocationEvidence(t, user) {
+		if ev.Data.StatusCode != ev.Data.Unmapped.Outcome {
+			t.Errorf("evidence of %s: status_code %q, unmapped.outcome %q", user, ev.Data.StatusCode, ev.Data.Unmapped.Outcome)
+		}
+		out = append(out, ev.Data.StatusCode)
+	}
+	return out
+}
+
+// revocationEvent is the part of a revocation's evidence the tests read.
+type revocationEvent struct {
+	Data struct {
+		StatusCode   string `json:"status_code"`
+		StatusDetail string `json:"status_detail"`
+		Unmapped     struct {
+			Outcome string `json:"outcome"`
+		} `json:"unmapped"`
+	} `json:"data"`
+}
+
+// revocationEvidence is the revocation evidence of user, in chain order.
+func (r *svcRig) revocationEvidence(t *testing.T, user string) []revocationEvent {
 	t.Helper()
 	rows, err := r.st.Pool().Query(context.Background(),
 		`SELECT convert_from(event, 'UTF8') FROM evidence_outbox WHERE subject = $1 AND type = 'io.leaseguard.revocation.v1' ORDER BY seq`, "main/"+user)
@@ -171,19 +197,13 @@ func (r *svcRig) outcomes(t *testing.T, user string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	var out []revocationEvent
 	for _, e := range evs {
-		var ce struct {
-			Data struct {
-				Unmapped struct {
-					Outcome string `json:"outcome"`
-				} `json:"unmapped"`
-			} `json:"data"`
-		}
+		var ce revocationEvent
 		if err := json.Unmarshal([]byte(e), &ce); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, ce.Data.Unmapped.Outcome)
+		out = append(out, ce)
 	}
 	return out
 }
@@ -361,6 +381,11 @@ func TestServiceCrashAfterDropBeforeRecord(t *testing.T) {
 	got := r.outcomes(t, user)
 	if len(got) != 1 || got[0] != "dropped" {
 		t.Fatalf("outcomes after redelivery = %v, want exactly [dropped]", got)
+	}
+	// A SIEM rule on status_code finds this drop like any other; the
+	// explanation is status_detail.
+	if ev := r.revocationEvidence(t, user)[0]; !strings.HasPrefix(ev.Data.StatusDetail, "dropped by an earlier attempt (target transaction ") {
+		t.Errorf("status_detail = %q, want the earlier attempt's explanation", ev.Data.StatusDetail)
 	}
 	rev, err := store.GetRevocation(ctx, r.st.Pool(), cmd.ID)
 	if err != nil || rev.Result == nil || !strings.Contains(rev.Result.Reason, "earlier attempt") {
