@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
@@ -131,9 +132,9 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	f.revoke(t, "postgres/creds/reporting/r1", f.now.Add(-time.Minute))
 	r := f.rules(t, detectors.RuleReuseAfterRevoke+"=approve,"+detectors.RuleGhostSession+"=approve",
 		func(c *detectors.DBRulesConfig) { c.ApprovalTTL = 2 * time.Hour })
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles: []store.ObservedRole{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
-		Sessions: []store.ObservedSession{liveSession(101, "v-r1", 16001, f.now.Add(-2*time.Minute)),
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []observed.Role{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
+		Sessions: []observed.Session{liveSession(101, "v-r1", 16001, f.now.Add(-2*time.Minute)),
 			ghostSession(201, "v-g1", 16100, f.now.Add(-time.Hour))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil || len(rep.Findings) != 2 || rep.Commands != 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -79,7 +80,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now 
 		return 0, nil, err
 	}
 	if !live.ReceivedAt.IsZero() || !live.Coverage.IsZero() {
-		sessions, err := store.ActiveSessions(ctx, tx, now.Add(-sc.SilenceWindow))
+		sessions, err := observed.ActiveSessions(ctx, tx, now.Add(-sc.SilenceWindow))
 		if err != nil {
 			return 0, nil, err
 		}
@@ -161,7 +162,7 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 	sc := a.cfg.Signals
 	// Sessions of databases the observer still watches (a pass within the
 	// grace, or a minute).
-	ss, err := store.OpenSessionsSeenBefore(ctx, tx, now.Add(-sc.ForeignGrace), now.Add(-max(sc.ForeignGrace, time.Minute)), DefaultSignalSessionsLimit)
+	ss, err := observed.OpenSessionsSeenBefore(ctx, tx, now.Add(-sc.ForeignGrace), now.Add(-max(sc.ForeignGrace, time.Minute)), DefaultSignalSessionsLimit)
 	if err != nil || len(ss) == 0 {
 		return nil, nil, err
 	}
@@ -198,7 +199,7 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 }
 
 // allowedCIDRHit records that an allowed CIDR spared a session.
-func allowedCIDRHit(s store.OpenSession, l store.Lease, p netip.Prefix, now time.Time) store.ExceptionHit {
+func allowedCIDRHit(s observed.OpenSession, l store.Lease, p netip.Prefix, now time.Time) store.ExceptionHit {
 	return store.ExceptionHit{Rule: RuleForeignAddress, Database: s.Database,
 		ObjectKey: strconv.Itoa(int(s.PID)) + "/" + strconv.FormatInt(s.BackendStart.UnixMicro(), 10),
 		Exception: store.ExceptionAllowedCIDR, Value: p.String(), DBUser: s.UserName, Mount: l.Mount, Role: l.Role,

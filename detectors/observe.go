@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -184,30 +185,19 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]pending{}}, nil
 }
 
-// DBReport is what one evaluation did.
-type DBReport struct {
-	// Findings recorded by this pass (new ones, and carried ones).
-	Findings []schemas.Finding
-	// Commands queued (drops, and terminations of ghost sessions).
-	Commands int
-	// Ambiguous counts roles not judged "unknown" because HMAC'd leases
-	// issued while they were created might be theirs.
-	Ambiguous int
-}
-
 // Evaluate judges one observed pass inside its transaction: findings are
 // recorded with their evidence in tx; commands are queued and ghost sessions
 // terminated before it commits. An error means tx must be rolled back.
-func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass) (DBReport, error) {
-	var rep DBReport
+func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (observed.Report, error) {
+	var rep observed.Report
 	now := p.ObservedAt
 	// Read in the pass's transaction, never kept for the next pass.
 	pol, err := r.Policy.Policy(ctx, tx)
 	if err != nil {
 		return rep, fmt.Errorf("read the enforcement policy: %w", err)
 	}
-	live := map[string][]store.ObservedSession{}
-	var ghosts []store.ObservedSession
+	live := map[string][]observed.Session{}
+	var ghosts []observed.Session
 	names := make([]string, 0, len(p.Roles))
 	for _, s := range p.Sessions {
 		if s.Ghost {
@@ -374,7 +364,7 @@ func (r *DBRules) markStranded(ctx context.Context, tx pgx.Tx, now time.Time, vs
 
 // hmacCandidates reads the HMAC'd leases issued while roles without an
 // exact lease, created after the watermark, were created.
-func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *store.ObservedPass, exact map[string][]store.Lease) ([]store.Lease, error) {
+func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *observed.Pass, exact map[string][]store.Lease) ([]store.Lease, error) {
 	var from, to time.Time
 	for _, role := range p.Roles {
 		if len(exact[role.Name]) > 0 || !createdAfterCoverage(role, p.Coverage) {

@@ -1,4 +1,4 @@
-package store
+package observer
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // DBEvent is a RoleEvent or SessionEvent waiting in the outbox.
@@ -19,7 +20,7 @@ type DBEvent struct {
 
 // UnpublishedDBEvents returns up to limit events of database not yet
 // published, in the order they were recorded.
-func UnpublishedDBEvents(ctx context.Context, q Querier, database string, limit int) ([]DBEvent, error) {
+func UnpublishedDBEvents(ctx context.Context, q store.Querier, database string, limit int) ([]DBEvent, error) {
 	rows, err := q.Query(ctx, `
 		SELECT seq, id, kind, event::text FROM db_events
 		WHERE database = $1 AND published_at IS NULL
@@ -43,7 +44,7 @@ func UnpublishedDBEvents(ctx context.Context, q Querier, database string, limit 
 }
 
 // MarkDBEventsPublished records that the events were published.
-func MarkDBEventsPublished(ctx context.Context, q Querier, ids []string, at time.Time) error {
+func MarkDBEventsPublished(ctx context.Context, q store.Querier, ids []string, at time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -59,7 +60,7 @@ func MarkDBEventsPublished(ctx context.Context, q Querier, ids []string, at time
 // that no open session names. History is only needed to name the former
 // user of a ghost session, and every ghost session is tracked: its role's
 // history stays as long as it lives.
-func PruneObserver(ctx context.Context, q Querier, database string, cutoff time.Time, unpublished bool) error {
+func PruneObserver(ctx context.Context, q store.Querier, database string, cutoff time.Time, unpublished bool) error {
 	if _, err := q.Exec(ctx, `DELETE FROM db_sessions WHERE database = $1 AND ended_at < $2`, database, dbTime(cutoff)); err != nil {
 		return fmt.Errorf("prune sessions of %s: %w", database, err)
 	}
