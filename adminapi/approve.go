@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // Owner approval over the API: GET /v1/revocations?state=pending lists the
@@ -47,7 +47,7 @@ type pendingJSON struct {
 	EvidenceID  string     `json:"evidence_id,omitempty"`
 }
 
-func pendingOut(p store.PendingRevocation) pendingJSON {
+func pendingOut(p approval.PendingRevocation) pendingJSON {
 	return pendingJSON{ID: p.ID, State: string(p.State), FindingID: p.FindingID, Rule: p.Rule, Severity: string(p.Severity),
 		Database: p.Database, DBUser: p.DBUser, LeaseID: p.LeaseID, Summary: p.Summary, RequestedAt: p.RequestedAt.UTC(),
 		ExpiresAt: p.ExpiresAt.UTC(), DecidedBy: p.DecidedBy, DecidedAt: utcPtr(p.DecidedAt), Comment: p.Comment,
@@ -67,7 +67,7 @@ func (s *Server) listPending(w http.ResponseWriter, r *http.Request) {
 		s.clientError(w, err)
 		return
 	}
-	p := store.PendingPage{State: schemas.ApprovalState(q.get("state"))}
+	p := approval.PendingPage{State: schemas.ApprovalState(q.get("state"))}
 	switch p.State {
 	case "":
 		p.State = schemas.ApprovalPending
@@ -88,7 +88,7 @@ func (s *Server) listPending(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.Limit = limit + 1
-	ps, err := store.ListPending(r.Context(), s.d.State, p)
+	ps, err := approval.ListPending(r.Context(), s.d.State, p)
 	if err != nil {
 		s.operatorError(w, "list pending revocations", err)
 		return
@@ -157,7 +157,7 @@ func (s *Server) decidePending(w http.ResponseWriter, r *http.Request, decision 
 		res, err = s.d.Approvals.Reject(ctx, id, p.Name, body.Comment)
 	}
 	switch {
-	case errors.Is(err, store.ErrPendingNotFound):
+	case errors.Is(err, approval.ErrPendingNotFound):
 		writeError(w, http.StatusNotFound, "no pending revocation %q", id)
 		return
 	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):

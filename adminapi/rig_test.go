@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
@@ -434,7 +435,7 @@ func (r *rig) pend(t *testing.T, c vaultsim.Cred, ttl time.Duration) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.InsertPending(r.ctx, r.st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
+	_, err = approval.InsertPending(r.ctx, r.st.Pool(), []approval.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
 		Severity: schemas.SeverityHigh, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID, Summary: cmd.Reason,
 		Command: cmd, ProposalSignature: sig, RequestedAt: now, ExpiresAt: now.Add(ttl)}})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -96,7 +97,7 @@ func NewApprovals(d ApprovalDeps) (*Approvals, error) {
 // Decided is the result of a decision.
 type Decided struct {
 	// Pending is the pending revocation as decided.
-	Pending store.PendingRevocation
+	Pending approval.PendingRevocation
 	// Executed is what the revoker did with an approved command.
 	Executed *revoker.Executed
 }
@@ -151,12 +152,12 @@ func (a *Approvals) Reject(ctx context.Context, id, actor, comment string) (Deci
 
 // decide takes the decision in one transaction. A pending revocation whose
 // time ran out is recorded expired instead, and ErrApprovalExpired returned.
-func (a *Approvals) decide(ctx context.Context, id, actor, comment string, decision schemas.ApprovalState) (store.PendingRevocation, error) {
-	var p store.PendingRevocation
+func (a *Approvals) decide(ctx context.Context, id, actor, comment string, decision schemas.ApprovalState) (approval.PendingRevocation, error) {
+	var p approval.PendingRevocation
 	var result error
 	err := pgx.BeginFunc(ctx, a.d.State, func(tx pgx.Tx) error {
 		var err error
-		if p, err = store.LockPending(ctx, tx, id); err != nil {
+		if p, err = approval.LockPending(ctx, tx, id); err != nil {
 			return err
 		}
 		if p.State != schemas.ApprovalPending {
@@ -195,7 +196,7 @@ func (a *Approvals) decide(ctx context.Context, id, actor, comment string, decis
 
 // approvedCommand issues the proposal of p as approved by actor: signed
 // now, with a fresh lifetime, as the approval's command.
-func (a *Approvals) approvedCommand(ctx context.Context, p store.PendingRevocation, actor string, now time.Time) (schemas.RevocationCommand, error) {
+func (a *Approvals) approvedCommand(ctx context.Context, p approval.PendingRevocation, actor string, now time.Time) (schemas.RevocationCommand, error) {
 	cmd := p.Command
 	if cmd.ID != p.ID || cmd.Database != p.Database || cmd.DBUser != p.DBUser {
 		return cmd, fmt.Errorf("pending revocation %s: its proposal %s is for %s/%s", p.ID, cmd.ID, cmd.Database, cmd.DBUser)
@@ -230,7 +231,7 @@ func (a *Approvals) issueOne(ctx context.Context, cmd schemas.RevocationCommand)
 
 // record appends the evidence of a decision and stores it, in tx, under
 // the row lock; p is updated to the decided state.
-func (a *Approvals) record(ctx context.Context, tx pgx.Tx, p *store.PendingRevocation, decision schemas.ApprovalState,
+func (a *Approvals) record(ctx context.Context, tx pgx.Tx, p *approval.PendingRevocation, decision schemas.ApprovalState,
 	by, comment string, at time.Time, approved *schemas.RevocationCommand) error {
 	d := p.Decision()
 	d.Decision, d.DecidedBy, d.DecidedAt, d.Comment = decision, by, at, comment
@@ -241,7 +242,7 @@ func (a *Approvals) record(ctx context.Context, tx pgx.Tx, p *store.PendingRevoc
 	if ev, err = evidence.Append(ctx, tx, ev); err != nil {
 		return fmt.Errorf("append approval evidence: %w", err)
 	}
-	ok, err := store.DecidePending(ctx, tx, d, approved, ev.ID)
+	ok, err := approval.DecidePending(ctx, tx, d, approved, ev.ID)
 	if err != nil {
 		return err
 	}
@@ -262,7 +263,7 @@ func (a *Approvals) Resume(ctx context.Context, id string) (Decided, error) {
 	if a.d.Executor == nil {
 		return Decided{}, errors.New("approvals: no executor configured")
 	}
-	p, err := store.GetPending(ctx, a.d.State, id)
+	p, err := approval.GetPending(ctx, a.d.State, id)
 	if err != nil {
 		return Decided{}, err
 	}
@@ -319,11 +320,11 @@ func (a *Approvals) execute(ctx context.Context, cmd schemas.RevocationCommand) 
 // ExpireDue records as expired up to limit pending revocations whose time
 // ran out, with their evidence, and returns them. Processes running it at
 // once share the work (SKIP LOCKED).
-func (a *Approvals) ExpireDue(ctx context.Context, limit int) ([]store.PendingRevocation, error) {
-	var out []store.PendingRevocation
+func (a *Approvals) ExpireDue(ctx context.Context, limit int) ([]approval.PendingRevocation, error) {
+	var out []approval.PendingRevocation
 	err := pgx.BeginFunc(ctx, a.d.State, func(tx pgx.Tx) error {
 		now := a.d.Clock().UTC()
-		due, err := store.ClaimDuePending(ctx, tx, now, limit)
+		due, err := approval.ClaimDuePending(ctx, tx, now, limit)
 		if err != nil {
 			return err
 		}
@@ -352,7 +353,7 @@ func (a *Approvals) ExpireDue(ctx context.Context, limit int) ([]store.PendingRe
 // again (same id, new nonce and lifetime) and the approval records the new
 // one: the revoker accepts only the command the approval names.
 func (a *Approvals) Stranded(ctx context.Context, cutoff time.Time, limit int) ([]schemas.RevocationCommand, error) {
-	ps, err := store.StrandedApprovals(ctx, a.d.State, cutoff, limit)
+	ps, err := approval.StrandedApprovals(ctx, a.d.State, cutoff, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -373,14 +374,14 @@ func (a *Approvals) Stranded(ctx context.Context, cutoff time.Time, limit int) (
 }
 
 // reissue issues the approved command of p again and records it.
-func (a *Approvals) reissue(ctx context.Context, p store.PendingRevocation) (schemas.RevocationCommand, error) {
+func (a *Approvals) reissue(ctx context.Context, p approval.PendingRevocation) (schemas.RevocationCommand, error) {
 	cmd := *p.Approved
 	cmd.KeyID, cmd.Signature = "", ""
 	cmd, err := a.issueOne(ctx, cmd)
 	if err != nil {
 		return cmd, fmt.Errorf("issue approved command %s again: %w", p.ID, err)
 	}
-	if err := store.ReplaceApproved(ctx, a.d.State, p.ID, p.Approved.Nonce, cmd); err != nil {
+	if err := approval.ReplaceApproved(ctx, a.d.State, p.ID, p.Approved.Nonce, cmd); err != nil {
 		return cmd, err
 	}
 	return cmd, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/operator"
@@ -168,7 +169,7 @@ func TestApproveDrops(t *testing.T) {
 	t.Parallel()
 	a := newApprovalRig(t, "apok")
 	user, id := a.pend(t, "ro")
-	held, err := store.GetPending(a.ctx, a.st.Pool(), id)
+	held, err := approval.GetPending(a.ctx, a.st.Pool(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestApproveDrops(t *testing.T) {
 	if err != nil || rev.Outcome != schemas.OutcomeDropped {
 		t.Fatalf("revocation %+v, %v", rev, err)
 	}
-	p, err := store.GetPending(a.ctx, a.st.Pool(), id)
+	p, err := approval.GetPending(a.ctx, a.st.Pool(), id)
 	if err != nil || p.State != schemas.ApprovalApproved || p.DecidedBy != "alice" || p.Comment != "INC-7 confirmed" || p.EvidenceID == "" {
 		t.Fatalf("pending after approval %+v, %v", p, err)
 	}
@@ -216,7 +217,7 @@ func TestApproveDrops(t *testing.T) {
 	if _, err := ap.Reject(a.ctx, id, "bob", ""); !errors.Is(err, operator.ErrAlreadyDecided) {
 		t.Errorf("rejection after approval: %v", err)
 	}
-	if _, err := ap.Approve(a.ctx, "nothing", "alice", ""); !errors.Is(err, store.ErrPendingNotFound) {
+	if _, err := ap.Approve(a.ctx, "nothing", "alice", ""); !errors.Is(err, approval.ErrPendingNotFound) {
 		t.Errorf("unknown id: %v", err)
 	}
 	a.verifyChain(t)
@@ -279,7 +280,7 @@ func TestApprovalExpiry(t *testing.T) {
 		t.Fatalf("ExpireDue = %+v, %v", ps, err)
 	}
 	for _, c := range []struct{ user, id string }{{swept, sweptID}, {late, lateID}} {
-		p, err := store.GetPending(a.ctx, a.st.Pool(), c.id)
+		p, err := approval.GetPending(a.ctx, a.st.Pool(), c.id)
 		if err != nil || p.State != schemas.ApprovalExpired || p.DecidedBy != evidence.DecidedBySystem {
 			t.Errorf("%s: %+v, %v", c.user, p, err)
 		}
@@ -334,7 +335,7 @@ func TestApprovalRace(t *testing.T) {
 	if won != 1 {
 		t.Fatalf("%d decisions succeeded, want 1", won)
 	}
-	p, err := store.GetPending(a.ctx, a.st.Pool(), id)
+	p, err := approval.GetPending(a.ctx, a.st.Pool(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +367,7 @@ func TestApproveRefusesForgedRow(t *testing.T) {
 	if !a.exists(t, user) || !a.exists(t, other) {
 		t.Fatal("a forged pending revocation dropped a user")
 	}
-	if p, _ := store.GetPending(a.ctx, a.st.Pool(), id); p.State != schemas.ApprovalPending {
+	if p, _ := approval.GetPending(a.ctx, a.st.Pool(), id); p.State != schemas.ApprovalPending {
 		t.Errorf("state %s after a refused approval", p.State)
 	}
 }
@@ -427,7 +428,7 @@ func TestResume(t *testing.T) {
 	if err != nil || got.Executed == nil || !operator.Gone(*got.Executed) || got.Executed.Command.ID != id || a.exists(t, user) {
 		t.Fatalf("Resume = %+v, %v", got.Executed, err)
 	}
-	if p, _ := store.GetPending(a.ctx, a.st.Pool(), id); p.DecidedBy != "alice" || p.State != schemas.ApprovalApproved {
+	if p, _ := approval.GetPending(a.ctx, a.st.Pool(), id); p.DecidedBy != "alice" || p.State != schemas.ApprovalApproved {
 		t.Errorf("resume changed the decision: %+v", p)
 	}
 }

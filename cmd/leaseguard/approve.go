@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -138,7 +139,7 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	default:
 		return usageError{fmt.Sprintf("--state %q: want pending, approved, rejected or expired", state)}
 	}
-	ps, err := store.ListPending(ctx, st.Pool(), store.PendingPage{State: state, Limit: 1000})
+	ps, err := approval.ListPending(ctx, st.Pool(), approval.PendingPage{State: state, Limit: 1000})
 	if err != nil {
 		return err
 	}

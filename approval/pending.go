@@ -1,4 +1,4 @@
-package store
+package approval
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // Pending revocations (migration 008): the revocations of rules in approve
@@ -63,7 +64,7 @@ func (p PendingRevocation) Decision() schemas.ApprovalDecision {
 // InsertPending records pending revocations; one already recorded (same
 // command id: the same finding seen again) is left as it is. It returns how
 // many are new.
-func InsertPending(ctx context.Context, q Querier, ps []PendingRevocation) (int, error) {
+func InsertPending(ctx context.Context, q store.Querier, ps []PendingRevocation) (int, error) {
 	n := 0
 	for _, p := range ps {
 		doc, err := json.Marshal(p.Command)
@@ -114,7 +115,7 @@ func scanPending(row pgx.Row) (PendingRevocation, error) {
 }
 
 // GetPending reads one pending revocation.
-func GetPending(ctx context.Context, q Querier, id string) (PendingRevocation, error) {
+func GetPending(ctx context.Context, q store.Querier, id string) (PendingRevocation, error) {
 	p, err := scanPending(q.QueryRow(ctx, `SELECT `+pendingSelect+` FROM pending_revocations WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, fmt.Errorf("%w: %q", ErrPendingNotFound, id)
@@ -165,7 +166,7 @@ func DecidePending(ctx context.Context, tx pgx.Tx, d schemas.ApprovalDecision, a
 // ReplaceApproved records cmd as the approved command of pending
 // revocation id, in place of the one whose nonce is oldNonce (a
 // compare-and-set: of two processes issuing it again, one wins).
-func ReplaceApproved(ctx context.Context, q Querier, id, oldNonce string, cmd schemas.RevocationCommand) error {
+func ReplaceApproved(ctx context.Context, q store.Querier, id, oldNonce string, cmd schemas.RevocationCommand) error {
 	doc, err := json.Marshal(cmd)
 	if err != nil {
 		return fmt.Errorf("encode approved command: %w", err)
@@ -196,7 +197,7 @@ func ClaimDuePending(ctx context.Context, tx pgx.Tx, now time.Time, limit int) (
 // StrandedApprovals returns approved revocations decided before cutoff
 // whose command has no recorded outcome: the process that approved them
 // stopped before the revoker finished.
-func StrandedApprovals(ctx context.Context, q Querier, cutoff time.Time, limit int) ([]PendingRevocation, error) {
+func StrandedApprovals(ctx context.Context, q store.Querier, cutoff time.Time, limit int) ([]PendingRevocation, error) {
 	rows, err := q.Query(ctx, `SELECT `+pendingSelect+` FROM pending_revocations p
 		WHERE p.state = 'approved' AND p.decided_at < $1
 		  AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.command_id = p.id AND r.state = 'done')
@@ -219,7 +220,7 @@ type PendingPage struct {
 }
 
 // ListPending returns one page of pending revocations in p.State.
-func ListPending(ctx context.Context, q Querier, p PendingPage) ([]PendingRevocation, error) {
+func ListPending(ctx context.Context, q store.Querier, p PendingPage) ([]PendingRevocation, error) {
 	if p.Limit <= 0 {
 		return nil, fmt.Errorf("list pending revocations: limit %d is not positive", p.Limit)
 	}
