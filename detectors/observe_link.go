@@ -10,6 +10,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/vaultlink"
 )
 
 // How a database role is tied to the ledger.
@@ -209,11 +210,11 @@ func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *observed.Pass, exa
 			ids = append(ids, ls[0].LeaseID)
 		}
 	}
-	methods, err := store.LinkMethods(ctx, tx, ids)
+	methods, err := vaultlink.LinkMethods(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}
-	revocations, err := store.RevocationLinkMethods(ctx, tx, ids)
+	revocations, err := vaultlink.RevocationLinkMethods(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -277,10 +277,10 @@ func TestHMACLinkEnforces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.SaveUserHMACs(ctx, tx, "file", map[string]string{name: vaulttest.Hash(salt, name)}, f.now); err != nil {
+	if err := vaultlink.SaveUserHMACs(ctx, tx, "file", map[string]string{name: vaulttest.Hash(salt, name)}, f.now); err != nil {
 		t.Fatal(err)
 	}
-	if links, err := store.LinkHMACLeases(ctx, tx, []string{"file"}, f.now); err != nil || len(links) != 1 {
+	if links, err := vaultlink.LinkHMACLeases(ctx, tx, []string{"file"}, f.now); err != nil || len(links) != 1 {
 		t.Fatalf("links %+v, %v", links, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -331,7 +331,7 @@ func TestVerifyBeforeDestroyEveryDevice(t *testing.T) {
 	r, v := f.vaultRulesDevices(t, "orphan-role=enforce", func() time.Time { return now }, "file", "socket")
 	v.AddLease(id, vaulttest.Lease{IssueTime: issued, ExpireTime: now.Add(time.Hour)})
 	saveHMAC := func(device string, salt []byte) {
-		if err := store.SaveUserHMACs(ctx, f.st.Pool(), device, map[string]string{name: vaulttest.Hash(salt, name)}, now); err != nil {
+		if err := vaultlink.SaveUserHMACs(ctx, f.st.Pool(), device, map[string]string{name: vaulttest.Hash(salt, name)}, now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -378,13 +378,13 @@ func TestRevocationLinkedByHMACInFinding(t *testing.T) {
 	revokedAt := f.now.Add(-10 * time.Minute)
 	f.revoke(t, paID, revokedAt)
 	// What the Vault link applies for a matched hashed revocation.
-	m := store.RevocationMatch{LeaseIDHMAC: vaulttest.Hash([]byte("salt"), hmID), RevokedAt: revokedAt, Method: schemas.RevokeByBody,
+	m := vaultlink.RevocationMatch{LeaseIDHMAC: vaulttest.Hash([]byte("salt"), hmID), RevokedAt: revokedAt, Method: schemas.RevokeByBody,
 		RequestID: "req-body", LeaseID: hmID, Device: "file", Source: schemas.SourceRef{Transport: "file"}}
 	ev := m.Event()
 	if _, err := f.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{ev}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.RecordRevocationLinks(ctx, f.st.Pool(), []store.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
+	if err := vaultlink.RecordRevocationLinks(ctx, f.st.Pool(), []vaultlink.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
 		t.Fatal(err)
 	}
 	r := f.rules(t, "", nil)
