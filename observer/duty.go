@@ -62,10 +62,10 @@ func dutyKey(schema, database string) int64 {
 	return int64(h.Sum64())
 }
 
-// TryDuty takes the duty of observing database, if no other process holds
+// tryDuty takes the duty of observing database, if no other process holds
 // it. It returns nil and no error when another process does. holder names
 // this process in observer_targets.
-func TryDuty(ctx context.Context, st *store.Store, database, holder string, at time.Time) (*Duty, error) {
+func tryDuty(ctx context.Context, st *store.Store, database, holder string, at time.Time) (*Duty, error) {
 	c, err := st.Pool().Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("observer duty of %s: %w", database, err)

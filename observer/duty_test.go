@@ -39,7 +39,7 @@ func TestDutyOfAVanishedHolderIsFreed(t *testing.T) {
 	t.Cleanup(behind.Close)
 	t.Cleanup(func() { proxy.SetMode(faultproxy.Reset) }) // before the pool closes
 
-	held, err := TryDuty(ctx, behind, "main", "vanishing", at(0))
+	held, err := tryDuty(ctx, behind, "main", "vanishing", at(0))
 	if err != nil || held == nil {
 		t.Fatalf("take the duty: %v, %v", held, err)
 	}
@@ -52,7 +52,7 @@ func TestDutyOfAVanishedHolderIsFreed(t *testing.T) {
 		if time.Since(start) > 15*time.Second {
 			t.Fatal("the duty stayed with the vanished holder's session")
 		}
-		if taken, err = TryDuty(ctx, direct, "main", "successor", at(time.Second)); err != nil {
+		if taken, err = tryDuty(ctx, direct, "main", "successor", at(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -73,7 +73,7 @@ func TestDutyHolderKeepsItsSessionBusy(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
-	d, err := TryDuty(ctx, s, "main", "live", at(0))
+	d, err := tryDuty(ctx, s, "main", "live", at(0))
 	if err != nil || d == nil {
 		t.Fatalf("take the duty: %v, %v", d, err)
 	}

@@ -202,7 +202,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 			return err
 		}
 		var err error
-		p, err = ApplySnapshot(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
+		p, err = applySnapshot(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
 			Managed: o.cfg.ManagedPattern.MatchString})
 		if err != nil {
 			return err
@@ -260,7 +260,7 @@ func (o *Observer) duty(ctx context.Context, db string) (*Duty, error) {
 	if d != nil {
 		return d, nil
 	}
-	d, err := TryDuty(ctx, o.Store, db, o.cfg.Holder, o.Clock())
+	d, err := tryDuty(ctx, o.Store, db, o.cfg.Holder, o.Clock())
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +315,7 @@ func (o *Observer) publish(ctx context.Context, db string) (int, error) {
 	if o.Publisher == nil {
 		return 0, nil
 	}
-	evs, err := UnpublishedDBEvents(ctx, o.Store.Pool(), db, o.cfg.PublishBatch)
+	evs, err := unpublishedEvents(ctx, o.Store.Pool(), db, o.cfg.PublishBatch)
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
@@ -328,7 +328,7 @@ func (o *Observer) publish(ctx context.Context, db string) (int, error) {
 	for i := range n {
 		ids[i] = evs[i].ID
 	}
-	if err := MarkDBEventsPublished(context.WithoutCancel(ctx), o.Store.Pool(), ids, o.Clock()); err != nil {
+	if err := markEventsPublished(context.WithoutCancel(ctx), o.Store.Pool(), ids, o.Clock()); err != nil {
 		return n, err
 	}
 	o.Metrics.published.WithLabelValues(db).Add(float64(n))
@@ -347,7 +347,7 @@ func (o *Observer) prune(ctx context.Context, db string, now time.Time) {
 	if !due {
 		return
 	}
-	if err := PruneObserver(ctx, o.Store.Pool(), db, now.Add(-o.cfg.Retention), o.Publisher == nil); err != nil {
+	if err := pruneHistory(ctx, o.Store.Pool(), db, now.Add(-o.cfg.Retention), o.Publisher == nil); err != nil {
 		o.Logger.Warn("cannot prune observer state", "database", db, "err", err)
 	}
 }

@@ -56,7 +56,7 @@ type Snapshot struct {
 	Managed func(name string) bool
 }
 
-// ApplySnapshot diffs snap against the previous pass of its database,
+// applySnapshot diffs snap against the previous pass of its database,
 // records the new state in db_roles and db_sessions and the changes in the
 // db_events outbox, and returns the pass for the rules. It must run in the
 // pass transaction (after Duty.Check). The first pass of a database is its
@@ -68,7 +68,7 @@ type Snapshot struct {
 // alone being reused: started, ended, or turned ghost (its role dropped
 // under it). Only managed roles and their sessions, and ghost sessions, are
 // reported.
-func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pass, error) {
+func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pass, error) {
 	if snap.Database == "" || snap.Managed == nil || snap.ObservedAt.IsZero() {
 		return nil, errors.New("apply snapshot: database, managed and observed time are required")
 	}

@@ -24,7 +24,7 @@ func pass(t *testing.T, s *store.Store, at time.Time, roles []observed.DBRole, s
 	var p *observed.Pass
 	err := pgx.BeginFunc(context.Background(), s.Pool(), func(tx pgx.Tx) error {
 		var err error
-		p, err = ApplySnapshot(context.Background(), tx, Snapshot{Database: "main", ObservedAt: at, Roles: roles, Sessions: sessions, Managed: managed})
+		p, err = applySnapshot(context.Background(), tx, Snapshot{Database: "main", ObservedAt: at, Roles: roles, Sessions: sessions, Managed: managed})
 		return err
 	})
 	if err != nil {
@@ -157,7 +157,7 @@ func TestApplySnapshotDiffs(t *testing.T) {
 	}
 
 	// The outbox holds every event once, in order, each valid.
-	evs, err := UnpublishedDBEvents(ctx, s.Pool(), "main", 100)
+	evs, err := unpublishedEvents(ctx, s.Pool(), "main", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,14 +175,14 @@ func TestApplySnapshotDiffs(t *testing.T) {
 			t.Errorf("event %s: %v", e.ID, err)
 		}
 	}
-	if err := MarkDBEventsPublished(ctx, s.Pool(), []string{evs[0].ID}, at(20*time.Second)); err != nil {
+	if err := markEventsPublished(ctx, s.Pool(), []string{evs[0].ID}, at(20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if evs2, _ := UnpublishedDBEvents(ctx, s.Pool(), "main", 100); len(evs2) != want-1 {
+	if evs2, _ := unpublishedEvents(ctx, s.Pool(), "main", 100); len(evs2) != want-1 {
 		t.Errorf("after marking one: %d unpublished", len(evs2))
 	}
 	// Pruning drops ended sessions and published events, keeps role history.
-	if err := PruneObserver(ctx, s.Pool(), "main", at(time.Hour), false); err != nil {
+	if err := pruneHistory(ctx, s.Pool(), "main", at(time.Hour), false); err != nil {
 		t.Fatal(err)
 	}
 	var sessions, events, roles int
@@ -216,7 +216,7 @@ func TestApplySnapshotRenameAndReusedOID(t *testing.T) {
 	}
 	// Gone, and no session names it: its history is pruned.
 	pass(t, s, at(4*time.Second), nil, nil)
-	if err := PruneObserver(context.Background(), s.Pool(), "main", at(time.Hour), true); err != nil {
+	if err := pruneHistory(context.Background(), s.Pool(), "main", at(time.Hour), true); err != nil {
 		t.Fatal(err)
 	}
 	if rows := dump(t, s, "db_roles"); len(rows) != 0 {
@@ -230,15 +230,15 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	a := newStore(t)
 	b := openStore(t, a.Schema()) // another process on the same ledger
 
-	da, err := TryDuty(ctx, a, "main", "a", at(0))
+	da, err := tryDuty(ctx, a, "main", "a", at(0))
 	if err != nil || da == nil {
 		t.Fatalf("a: %v, %v", da, err)
 	}
-	if db, err := TryDuty(ctx, b, "main", "b", at(0)); err != nil || db != nil {
+	if db, err := tryDuty(ctx, b, "main", "b", at(0)); err != nil || db != nil {
 		t.Fatalf("b took a held duty: %v, %v", db, err)
 	}
 	// Another target is free.
-	other, err := TryDuty(ctx, b, "other", "b", at(0))
+	other, err := tryDuty(ctx, b, "other", "b", at(0))
 	if err != nil || other == nil {
 		t.Fatalf("b on other: %v, %v", other, err)
 	}
@@ -262,7 +262,7 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	var db *Duty
 	deadline := time.Now().Add(5 * time.Second)
 	for db == nil && time.Now().Before(deadline) {
-		if db, err = TryDuty(ctx, b, "main", "b", at(time.Second)); err != nil {
+		if db, err = tryDuty(ctx, b, "main", "b", at(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -293,7 +293,7 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	}
 	db.Release(ctx)
 	// Released: the duty can be taken again.
-	dc, err := TryDuty(ctx, a, "main", "a", at(2*time.Second))
+	dc, err := tryDuty(ctx, a, "main", "a", at(2*time.Second))
 	if err != nil || dc == nil {
 		t.Fatalf("retake after release: %v, %v", dc, err)
 	}
