@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -166,7 +167,7 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 func printDecision(ctx context.Context, w io.Writer, q store.Querier, res operator.Decided, format string) error {
 	p := res.Pending
 	if format == "json" {
-		raw, err := store.EvidenceEvent(ctx, q, p.EvidenceID)
+		raw, err := evidence.RawEvent(ctx, q, p.EvidenceID)
 		if err != nil {
 			return err
 		}

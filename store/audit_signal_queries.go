@@ -9,8 +9,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The queries of the audit-signal rules (detectors/audit_rules_*.go) over
-// what audit_signals.go writes, the observer's tables and the ledger.
+// The queries of the audit-signal rules (detectors/audit_signal_rules.go)
+// over what audit_signals.go writes and the ledger. What they read of the
+// observer's tables is in observer/observed.
 
 // lockClassSignalRules serialises the scanning audit-signal rules: one
 // process at a time judges windows, silence, sessions and renewals, so a
