@@ -97,7 +97,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now 
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := store.RecordExceptionHits(ctx, tx, hits); err != nil {
+	if err := RecordExceptionHits(ctx, tx, hits); err != nil {
 		return 0, nil, err
 	}
 	for _, v := range vs {
@@ -133,7 +133,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now 
 		if err := store.PruneAuditSignals(ctx, tx, now.Add(-keep).Truncate(store.BucketWidth)); err != nil {
 			return 0, nil, err
 		}
-		if err := store.PruneExceptionHits(ctx, tx, now.Add(-exceptionHitsKept)); err != nil {
+		if err := PruneExceptionHits(ctx, tx, now.Add(-exceptionHitsKept)); err != nil {
 			return 0, nil, err
 		}
 		// Set before the commit: a failed pass prunes again a minute later.
@@ -158,7 +158,7 @@ const exceptionHitsKept = 90 * 24 * time.Hour
 // foreignAddresses judges the open sessions the observer first saw more
 // than ForeignGrace ago; it also returns the sessions an allowed CIDR
 // spared (exception hits).
-func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, []store.ExceptionHit, error) {
+func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, []ExceptionHit, error) {
 	sc := a.cfg.Signals
 	// Sessions of databases the observer still watches (a pass within the
 	// grace, or a minute).
@@ -185,7 +185,7 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 		return nil, nil, err
 	}
 	var out []dbVerdict
-	var hits []store.ExceptionHit
+	var hits []ExceptionHit
 	for _, s := range ss {
 		v, spared := judgeForeign(s, byUser[s.UserName], addrs, sc)
 		switch {
@@ -199,10 +199,10 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 }
 
 // allowedCIDRHit records that an allowed CIDR spared a session.
-func allowedCIDRHit(s observed.OpenSession, l store.Lease, p netip.Prefix, now time.Time) store.ExceptionHit {
-	return store.ExceptionHit{Rule: RuleForeignAddress, Database: s.Database,
+func allowedCIDRHit(s observed.OpenSession, l store.Lease, p netip.Prefix, now time.Time) ExceptionHit {
+	return ExceptionHit{Rule: RuleForeignAddress, Database: s.Database,
 		ObjectKey: strconv.Itoa(int(s.PID)) + "/" + strconv.FormatInt(s.BackendStart.UnixMicro(), 10),
-		Exception: store.ExceptionAllowedCIDR, Value: p.String(), DBUser: s.UserName, Mount: l.Mount, Role: l.Role,
+		Exception: ExceptionAllowedCIDR, Value: p.String(), DBUser: s.UserName, Mount: l.Mount, Role: l.Role,
 		ClientAddr: s.ClientAddr, SeenAt: now.UTC()}
 }
 
