@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
@@ -160,7 +161,7 @@ type rig struct {
 	st       *store.Store
 	admin    *pgxpool.Pool
 	svc      *operator.Service
-	approve  *operator.Approvals
+	approve  *approval.Approvals
 	policies *rollout.Policies
 	signer   *revoker.Signer
 	tag      string
@@ -217,7 +218,7 @@ func newRig(t *testing.T) *rig {
 	}
 
 	r.signer = signer
-	r.approve, err = operator.NewApprovals(operator.ApprovalDeps{State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
+	r.approve, err = approval.NewApprovals(approval.ApprovalDeps{State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
 		Executor: exec, Issuer: issuer, Backoff: 10 * time.Millisecond, Logger: r.logger})
 	if err != nil {
 		t.Fatal(err)
@@ -435,7 +436,7 @@ func (r *rig) pend(t *testing.T, c vaultsim.Cred, ttl time.Duration) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = approval.InsertPending(r.ctx, r.st.Pool(), []approval.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
+	_, err = pending.Insert(r.ctx, r.st.Pool(), []pending.Revocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
 		Severity: schemas.SeverityHigh, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID, Summary: cmd.Reason,
 		Command: cmd, ProposalSignature: sig, RequestedAt: now, ExpiresAt: now.Add(ttl)}})
 	if err != nil {

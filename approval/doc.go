@@ -1,12 +1,10 @@
-// Package approval keeps the pending revocations of rules in approve mode
-// (migration 008) and is the only package that writes them: the detectors
-// hold a proposal here (InsertPending), an owner's decision is a
-// compare-and-set under the row's lock (LockPending, DecidePending), the
-// sweep claims what ran out or was stranded (ClaimDuePending,
-// StrandedApprovals), and the revoker reads the approval before it acts
-// (GetPending).
+// Package approval decides the pending revocations of rules in approve
+// mode: an owner approves (the proposal is issued, signed, and executed
+// through the revoker) or rejects; the sweep expires what nobody decided in
+// time and sends again what an approval left stranded.
 //
-// The decision workflow, which issues and executes the approved command
-// through the revoker, is operator.Approvals: it lives above the revoker,
-// which itself reads this package, so it cannot live here.
+// The pending revocations themselves, and all their SQL, are in the leaf
+// package approval/pending, which the detectors (that hold proposals) and
+// the revoker (that checks an approval before it acts) read and write
+// without depending on this package, which depends on the revoker.
 package approval

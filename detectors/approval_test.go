@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -71,7 +71,7 @@ func TestExpiryApproveMode(t *testing.T) {
 			t.Errorf("finding %s: %v", fd.ID, err)
 		}
 	}
-	pend, err := approval.ListPending(ctx, f.st.Pool(), approval.PendingPage{State: schemas.ApprovalPending, Limit: 10})
+	pend, err := pending.List(ctx, f.st.Pool(), pending.Page{State: schemas.ApprovalPending, Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	if ghost.Action != schemas.ActionNone || !strings.HasPrefix(fmt.Sprint(ghost.Facts["termination"]), "not attempted: approve mode") {
 		t.Errorf("ghost finding %+v", ghost)
 	}
-	p, err := approval.GetPending(ctx, f.st.Pool(), reuse.CommandID)
+	p, err := pending.Get(ctx, f.st.Pool(), reuse.CommandID)
 	if err != nil || p.State != schemas.ApprovalPending || p.Command.DBUser != "v-r1" || p.Command.Rule != detectors.RuleReuseAfterRevoke ||
 		p.FindingID != reuse.ID || !p.ExpiresAt.Equal(f.now.Add(2*time.Hour)) {
 		t.Fatalf("pending %+v, %v", p, err)
@@ -170,7 +170,7 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	if rep, err := f.evaluate(t, r, pass, false); err != nil || len(rep.Findings) != 0 {
 		t.Errorf("second pass: %+v, %v", rep, err)
 	}
-	if ps, err := approval.ListPending(ctx, f.st.Pool(), approval.PendingPage{State: schemas.ApprovalPending, Limit: 10}); err != nil || len(ps) != 1 {
+	if ps, err := pending.List(ctx, f.st.Pool(), pending.Page{State: schemas.ApprovalPending, Limit: 10}); err != nil || len(ps) != 1 {
 		t.Errorf("pending after two passes: %d, %v", len(ps), err)
 	}
 }

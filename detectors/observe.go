@@ -153,13 +153,15 @@ type DBRules struct {
 	// carry holds, per database, findings whose command was queued in a
 	// pass whose commit may have failed: they are recorded again until a
 	// pass sees them recorded.
-	carry map[string][]pending
+	carry map[string][]heldFinding
 	// vaultChecks: Vault's answers by lease or role, reused until
 	// rechecked.
 	vaultChecks map[string]vaultCheck
 }
 
-type pending struct {
+// heldFinding is a finding a pass judged, with its lease context, until it
+// is recorded.
+type heldFinding struct {
 	f  schemas.Finding
 	lc *evidence.LeaseContext
 }
@@ -182,7 +184,7 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 	if d.Policy == nil {
 		d.Policy = StaticPolicy(cfg.Modes, cfg.Scope)
 	}
-	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]pending{}}, nil
+	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]heldFinding{}}, nil
 }
 
 // Evaluate judges one observed pass inside its transaction: findings are
@@ -272,7 +274,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (ob
 		r.putCarry(p.Database, carried)
 		return rep, err
 	}
-	var todo []pending
+	var todo []heldFinding
 	inTodo := map[string]bool{}
 	for _, c := range carried {
 		if !recorded[c.f.ID] {
@@ -282,7 +284,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (ob
 	}
 	// Carried findings not yet seen recorded stay carried whatever happens
 	// to this pass.
-	acted := append([]pending(nil), todo...)
+	acted := append([]heldFinding(nil), todo...)
 	defer func() { r.putCarry(p.Database, acted) }()
 
 	var cmds []schemas.RevocationCommand
@@ -304,7 +306,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (ob
 		if cmd = hold.route(&f, cmd, now); cmd != nil {
 			cmds = append(cmds, *cmd)
 		}
-		todo = append(todo, pending{f: f, lc: leaseContext(v.lease)})
+		todo = append(todo, heldFinding{f: f, lc: leaseContext(v.lease)})
 	}
 
 	// Act, before any evidence is appended: appending holds the chain head
@@ -508,7 +510,7 @@ func (r *DBRules) proposal(db string, f schemas.Finding, v *verdict) *schemas.Re
 // record appends the finding's evidence and inserts it. A client chooses
 // its application_name: one that looks like a secret is withheld from both
 // (evidence.Builder, store.InsertFinding), never a reason to stop.
-func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *pending) error {
+func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *heldFinding) error {
 	ev, err := r.Evidence.Finding(p.f, p.lc)
 	if err != nil {
 		return fmt.Errorf("build finding evidence %s: %w", p.f.ID, err)
@@ -550,7 +552,7 @@ func existingFindings(ctx context.Context, q store.Querier, ids []string) (map[s
 	return out, nil
 }
 
-func (r *DBRules) takeCarry(db string) []pending {
+func (r *DBRules) takeCarry(db string) []heldFinding {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.carry[db]
@@ -558,7 +560,7 @@ func (r *DBRules) takeCarry(db string) []pending {
 	return c
 }
 
-func (r *DBRules) putCarry(db string, ps []pending) {
+func (r *DBRules) putCarry(db string, ps []heldFinding) {
 	if len(ps) == 0 {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -105,7 +106,7 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 		return err
 	}
 	who := actor(*actorFlag)
-	var res operator.Decided
+	var res approval.Decided
 	switch {
 	case *resume:
 		res, err = ap.Resume(ctx, id)
@@ -117,7 +118,7 @@ func decideCmd(ctx context.Context, m *Main, verb string, args []string) error {
 	switch {
 	case errors.Is(err, operator.ErrInvalid):
 		return usageError{err.Error()}
-	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):
+	case errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrApprovalExpired):
 		if strings.HasSuffix(err.Error(), "resume it") {
 			err = fmt.Errorf("%w with: leaseguard approve --resume %s", err, id)
 		}
@@ -140,7 +141,7 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	default:
 		return usageError{fmt.Sprintf("--state %q: want pending, approved, rejected or expired", state)}
 	}
-	ps, err := approval.ListPending(ctx, st.Pool(), approval.PendingPage{State: state, Limit: 1000})
+	ps, err := pending.List(ctx, st.Pool(), pending.Page{State: state, Limit: 1000})
 	if err != nil {
 		return err
 	}
@@ -164,7 +165,7 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	return tw.Flush()
 }
 
-func printDecision(ctx context.Context, w io.Writer, q store.Querier, res operator.Decided, format string) error {
+func printDecision(ctx context.Context, w io.Writer, q store.Querier, res approval.Decided, format string) error {
 	p := res.Pending
 	if format == "json" {
 		raw, err := evidence.RawEvent(ctx, q, p.EvidenceID)

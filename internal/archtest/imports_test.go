@@ -70,7 +70,8 @@ func reaches(g map[string][]string, a, b string) []string {
 // forbidden are imports, direct or not, that would tie features together
 // the wrong way: the observer and its rules meet only in the leaf package
 // of observed facts; the state store imports no feature; the revoker reads
-// approvals, so approval is below it; the rules read Vault's links, so
+// pending revocations, and approval executes through the revoker, so the
+// pending revocations are a leaf below both; the rules read Vault's links, so
 // vaultlink is below them.
 var forbidden = [][2]string{
 	{"observer", "detectors"},
@@ -82,8 +83,9 @@ var forbidden = [][2]string{
 	{"store", "evidence"},
 	{"store", "alert"},
 	{"store", "revoker"},
-	{"approval", "revoker"},
-	{"approval", "operator"},
+	{"approval/pending", "revoker"},
+	{"approval/pending", "approval"},
+	{"revoker", "approval"},
 	{"vaultlink", "detectors"},
 }
 
@@ -93,6 +95,33 @@ func TestForbiddenImports(t *testing.T) {
 	for _, f := range forbidden {
 		if path := reaches(g, f[0], f[1]); path != nil {
 			t.Errorf("%s must not import %s: %s", f[0], f[1], strings.Join(path, " → "))
+		}
+	}
+}
+
+// leaves are the packages that features share, and what of the module
+// each may import (directly or not): nothing above them.
+var leaves = map[string][]string{
+	"store":             {"schemas", "internal/dbpool"},
+	"observer/observed": {"schemas"},
+	"approval/pending":  {"store", "schemas", "internal/dbpool"},
+	"schemas":           nil,
+}
+
+func TestLeaves(t *testing.T) {
+	t.Parallel()
+	g := importGraph(t)
+	for leaf, allowed := range leaves {
+		if _, ok := g[leaf]; !ok {
+			t.Errorf("package %s not found", leaf)
+		}
+		for p := range g {
+			if p == leaf || slices.Contains(allowed, p) {
+				continue
+			}
+			if path := reaches(g, leaf, p); path != nil {
+				t.Errorf("%s imports %s: %s", leaf, p, strings.Join(path, " → "))
+			}
 		}
 	}
 }

@@ -46,7 +46,7 @@ var owners = map[string]string{
 	"db_sessions":      "observer",
 	"observer_targets": "observer",
 
-	"pending_revocations": "approval",
+	"pending_revocations": "approval/pending",
 
 	"vault_revocations":      "vaultlink",
 	"vault_reconcile_cursor": "vaultlink",
