@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/leaseguard/leaseguard/operator"
+	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // Owner approval over the API: GET /v1/revocations?state=pending lists the
@@ -18,13 +18,13 @@ import (
 // principal being the approver named in the evidence. A decision on a
 // pending revocation that is already decided or expired is a 409.
 
-// Approver decides pending revocations: an *operator.Approvals.
+// Approver decides pending revocations: an *approval.Approvals.
 type Approver interface {
-	Approve(ctx context.Context, id, actor, comment string) (operator.Decided, error)
-	Reject(ctx context.Context, id, actor, comment string) (operator.Decided, error)
+	Approve(ctx context.Context, id, actor, comment string) (approval.Decided, error)
+	Reject(ctx context.Context, id, actor, comment string) (approval.Decided, error)
 }
 
-var _ Approver = (*operator.Approvals)(nil)
+var _ Approver = (*approval.Approvals)(nil)
 
 // pendingJSON is one pending revocation.
 type pendingJSON struct {
@@ -47,7 +47,7 @@ type pendingJSON struct {
 	EvidenceID  string     `json:"evidence_id,omitempty"`
 }
 
-func pendingOut(p store.PendingRevocation) pendingJSON {
+func pendingOut(p pending.Revocation) pendingJSON {
 	return pendingJSON{ID: p.ID, State: string(p.State), FindingID: p.FindingID, Rule: p.Rule, Severity: string(p.Severity),
 		Database: p.Database, DBUser: p.DBUser, LeaseID: p.LeaseID, Summary: p.Summary, RequestedAt: p.RequestedAt.UTC(),
 		ExpiresAt: p.ExpiresAt.UTC(), DecidedBy: p.DecidedBy, DecidedAt: utcPtr(p.DecidedAt), Comment: p.Comment,
@@ -67,7 +67,7 @@ func (s *Server) listPending(w http.ResponseWriter, r *http.Request) {
 		s.clientError(w, err)
 		return
 	}
-	p := store.PendingPage{State: schemas.ApprovalState(q.get("state"))}
+	p := pending.Page{State: schemas.ApprovalState(q.get("state"))}
 	switch p.State {
 	case "":
 		p.State = schemas.ApprovalPending
@@ -88,7 +88,7 @@ func (s *Server) listPending(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.Limit = limit + 1
-	ps, err := store.ListPending(r.Context(), s.d.State, p)
+	ps, err := pending.List(r.Context(), s.d.State, p)
 	if err != nil {
 		s.operatorError(w, "list pending revocations", err)
 		return
@@ -149,7 +149,7 @@ func (s *Server) decidePending(w http.ResponseWriter, r *http.Request, decision 
 		return
 	}
 	defer done()
-	var res operator.Decided
+	var res approval.Decided
 	var err error
 	if decision == schemas.ApprovalApproved {
 		res, err = s.d.Approvals.Approve(ctx, id, p.Name, body.Comment)
@@ -157,10 +157,10 @@ func (s *Server) decidePending(w http.ResponseWriter, r *http.Request, decision 
 		res, err = s.d.Approvals.Reject(ctx, id, p.Name, body.Comment)
 	}
 	switch {
-	case errors.Is(err, store.ErrPendingNotFound):
+	case errors.Is(err, pending.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no pending revocation %q", id)
 		return
-	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):
+	case errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrApprovalExpired):
 		s.d.Logger.Info("admin api decision refused", "id", id, "principal", p.Name, "decision", decision, "err", err)
 		writeError(w, http.StatusConflict, "%s", err)
 		return

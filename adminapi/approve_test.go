@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/approval/pending"
 )
 
 // TestApproveAPI: a read-only principal cannot decide (403, nothing
@@ -42,7 +42,7 @@ func TestApproveAPI(t *testing.T) {
 	// Read scope, or no token: refused, nothing decided.
 	expect(t, do(t, c, base, call{method: "POST", path: "/v1/revocations/" + id1 + "/approve", token: dash}), 403)
 	expect(t, do(t, c, base, call{method: "POST", path: "/v1/revocations/" + id1 + "/approve"}), 401)
-	if p, err := store.GetPending(r.ctx, r.st.Pool(), id1); err != nil || p.State != "pending" || !r.exists(t, u1.Username) {
+	if p, err := pending.Get(r.ctx, r.st.Pool(), id1); err != nil || p.State != "pending" || !r.exists(t, u1.Username) {
 		t.Fatalf("after refused calls: %+v, %v", p, err)
 	}
 	// writer has revoke only: it may decide but not list.
@@ -112,7 +112,7 @@ func TestApproveAPI(t *testing.T) {
 	if ok != 1 || conflict != len(codes)-1 {
 		t.Fatalf("codes %v: want one 200 and the rest 409", codes)
 	}
-	p, err := store.GetPending(r.ctx, r.st.Pool(), id2)
+	p, err := pending.Get(r.ctx, r.st.Pool(), id2)
 	if err != nil || (p.State == "approved") == r.exists(t, u2.Username) {
 		t.Fatalf("state %s, user exists %v, %v", p.State, r.exists(t, u2.Username), err)
 	}

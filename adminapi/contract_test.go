@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/operator"
@@ -265,14 +266,14 @@ func (ck *checker) missing() []string {
 // with a deadline.
 type fakeApprover struct{ err error }
 
-func (f fakeApprover) Approve(_ context.Context, _, _, comment string) (operator.Decided, error) {
+func (f fakeApprover) Approve(_ context.Context, _, _, comment string) (approval.Decided, error) {
 	if comment == "slow" {
-		return operator.Decided{}, fmt.Errorf("decide: %w", context.DeadlineExceeded)
+		return approval.Decided{}, fmt.Errorf("decide: %w", context.DeadlineExceeded)
 	}
-	return operator.Decided{}, f.err
+	return approval.Decided{}, f.err
 }
 
-func (f fakeApprover) Reject(ctx context.Context, id, actor, comment string) (operator.Decided, error) {
+func (f fakeApprover) Reject(ctx context.Context, id, actor, comment string) (approval.Decided, error) {
 	return f.Approve(ctx, id, actor, comment)
 }
 

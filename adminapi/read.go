@@ -237,8 +237,8 @@ func (s *Server) getEvidence(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "id %q: not an evidence id", id)
 		return
 	}
-	raw, err := store.EvidenceEvent(r.Context(), s.d.State, id)
-	if errors.Is(err, store.ErrNotFound) {
+	raw, err := evidence.RawEvent(r.Context(), s.d.State, id)
+	if errors.Is(err, evidence.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no evidence event %q", id)
 		return
 	}

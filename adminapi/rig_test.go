@@ -28,6 +28,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
@@ -159,7 +161,7 @@ type rig struct {
 	st       *store.Store
 	admin    *pgxpool.Pool
 	svc      *operator.Service
-	approve  *operator.Approvals
+	approve  *approval.Approvals
 	policies *rollout.Policies
 	signer   *revoker.Signer
 	tag      string
@@ -216,7 +218,7 @@ func newRig(t *testing.T) *rig {
 	}
 
 	r.signer = signer
-	r.approve, err = operator.NewApprovals(operator.ApprovalDeps{State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
+	r.approve, err = approval.NewApprovals(approval.ApprovalDeps{State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
 		Executor: exec, Issuer: issuer, Backoff: 10 * time.Millisecond, Logger: r.logger})
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +436,7 @@ func (r *rig) pend(t *testing.T, c vaultsim.Cred, ttl time.Duration) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.InsertPending(r.ctx, r.st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
+	_, err = pending.Insert(r.ctx, r.st.Pool(), []pending.Revocation{{ID: id, FindingID: cmd.FindingID, Rule: cmd.Rule,
 		Severity: schemas.SeverityHigh, Database: "main", DBUser: c.Username, LeaseID: c.LeaseID, Summary: cmd.Reason,
 		Command: cmd, ProposalSignature: sig, RequestedAt: now, ExpiresAt: now.Add(ttl)}})
 	if err != nil {

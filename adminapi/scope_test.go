@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/rollout"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // TestScopeChangesNeedTheRevokeScope: changing the enforcement policy
@@ -44,7 +44,7 @@ func TestScopeChangesNeedTheRevokeScope(t *testing.T) {
 	if v.Version != 2 || v.Actor != "ops" || v.Reason != "pilot signed off: CHG-7" || v.Scope != "db:main" {
 		t.Errorf("expanded: %+v", v)
 	}
-	raw, err := store.EvidenceEvent(r.ctx, r.st.Pool(), v.EvidenceID)
+	raw, err := evidence.RawEvent(r.ctx, r.st.Pool(), v.EvidenceID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // TestAuthentication is the authentication matrix: bearer tokens and
@@ -167,7 +167,7 @@ func (r *rig) checkDropped(t *testing.T, rp reply, user, actor string) {
 	if loc := rp.header.Get("Location"); loc != "/v1/revocations/"+resp.ID {
 		t.Errorf("Location = %q", loc)
 	}
-	raw, err := store.EvidenceEvent(r.ctx, r.st.Pool(), o.EvidenceID)
+	raw, err := evidence.RawEvent(r.ctx, r.st.Pool(), o.EvidenceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +444,7 @@ func TestReadEndpoints(t *testing.T) {
 
 	// Evidence: the exact stored bytes.
 	rp := get("/v1/evidence/" + ev1)
-	stored, err := store.EvidenceEvent(r.ctx, r.st.Pool(), ev1)
+	stored, err := evidence.RawEvent(r.ctx, r.st.Pool(), ev1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // TestApprovalAlerts: a finding waiting for an owner's approval pages even
@@ -29,7 +29,7 @@ func TestApprovalAlerts(t *testing.T) {
 		id := "pend-" + pgtest.Suffix()
 		f.CommandID = id
 		now := r.now().UTC()
-		_, err := store.InsertPending(ctx, r.st.Pool(), []store.PendingRevocation{{ID: id, FindingID: f.ID, Rule: f.Rule,
+		_, err := pending.Insert(ctx, r.st.Pool(), []pending.Revocation{{ID: id, FindingID: f.ID, Rule: f.Rule,
 			Severity: f.Severity, Database: "appdb", DBUser: user, Summary: f.Summary,
 			Command: schemas.RevocationCommand{ID: id, Database: "appdb", DBUser: user}, RequestedAt: now, ExpiresAt: now.Add(time.Hour)}})
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // intake makes one pass: it takes in up to Batch unseen findings, then
@@ -114,7 +115,7 @@ func (x *Dispatcher) takeFindings(ctx context.Context, tx pgx.Tx, now time.Time)
 		}
 	}
 	if len(ignored) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE findings SET alert_seen_at = $2 WHERE id = ANY($1)`, ignored, now); err != nil {
+		if err := store.MarkFindingsSeen(ctx, tx, ignored, now); err != nil {
 			return 0, nil, nil, fmt.Errorf("alert intake: mark findings seen: %w", err)
 		}
 	}
@@ -186,8 +187,7 @@ func (x *Dispatcher) take(ctx context.Context, tx pgx.Tx, f schemas.Finding, now
 }
 
 func markSeen(ctx context.Context, tx pgx.Tx, findingID string, alertID int64, now time.Time) error {
-	_, err := tx.Exec(ctx, `UPDATE findings SET alert_seen_at = $3, alert_id = $2 WHERE id = $1`, findingID, alertID, now)
-	if err != nil {
+	if err := store.MarkFindingAlerted(ctx, tx, findingID, alertID, now); err != nil {
 		return fmt.Errorf("alert intake: mark finding %s seen: %w", findingID, err)
 	}
 	return nil

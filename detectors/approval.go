@@ -6,8 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // Owner approval (rule mode approve) sits between observe and enforce: a
@@ -18,7 +18,7 @@ import (
 // (`leaseguard approve ID`, or the admin API), which sends that command —
 // same id, so the same idempotency, and the same guards — to the revoker
 // with the approver as its actor; or rejects it; or nobody decides within
-// the approval TTL and it expires. operator.Approvals carries out the
+// the approval TTL and it expires. approval.Approvals carries out the
 // decisions; each is recorded in the evidence with who decided.
 
 // DefaultApprovalTTL is how long a pending revocation waits for an owner
@@ -38,7 +38,7 @@ type ProposalSigner interface {
 type approvalHold struct {
 	ttl    time.Duration
 	signer ProposalSigner
-	held   []store.PendingRevocation
+	held   []pending.Revocation
 }
 
 func newApprovalHold(ttl time.Duration, signer ProposalSigner) *approvalHold {
@@ -60,7 +60,7 @@ func (h *approvalHold) route(f *schemas.Finding, cmd *schemas.RevocationCommand,
 	f.CommandID = cmd.ID
 	cmd.Type = schemas.RevocationCommandType
 	f.Facts = withFact(f.Facts, "approval_expires_at", now.Add(h.ttl).UTC().Format(time.RFC3339Nano))
-	h.held = append(h.held, store.PendingRevocation{
+	h.held = append(h.held, pending.Revocation{
 		ID: cmd.ID, FindingID: f.ID, Rule: f.Rule, Severity: f.Severity, Database: cmd.Database, DBUser: cmd.DBUser,
 		LeaseID: cmd.LeaseID, Summary: f.Summary, Command: *cmd, State: schemas.ApprovalPending,
 		RequestedAt: now.UTC(), ExpiresAt: now.Add(h.ttl).UTC(),
@@ -81,7 +81,7 @@ func (h *approvalHold) save(ctx context.Context, tx pgx.Tx) error {
 		}
 		h.held[i].ProposalSignature = sig
 	}
-	_, err := store.InsertPending(ctx, tx, h.held)
+	_, err := pending.Insert(ctx, tx, h.held)
 	return err
 }
 

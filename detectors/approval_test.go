@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
 )
 
@@ -70,7 +71,7 @@ func TestExpiryApproveMode(t *testing.T) {
 			t.Errorf("finding %s: %v", fd.ID, err)
 		}
 	}
-	pend, err := store.ListPending(ctx, f.st.Pool(), store.PendingPage{State: schemas.ApprovalPending, Limit: 10})
+	pend, err := pending.List(ctx, f.st.Pool(), pending.Page{State: schemas.ApprovalPending, Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,9 +132,9 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	f.revoke(t, "postgres/creds/reporting/r1", f.now.Add(-time.Minute))
 	r := f.rules(t, detectors.RuleReuseAfterRevoke+"=approve,"+detectors.RuleGhostSession+"=approve",
 		func(c *detectors.DBRulesConfig) { c.ApprovalTTL = 2 * time.Hour })
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles: []store.ObservedRole{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
-		Sessions: []store.ObservedSession{liveSession(101, "v-r1", 16001, f.now.Add(-2*time.Minute)),
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []observed.Role{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
+		Sessions: []observed.Session{liveSession(101, "v-r1", 16001, f.now.Add(-2*time.Minute)),
 			ghostSession(201, "v-g1", 16100, f.now.Add(-time.Hour))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil || len(rep.Findings) != 2 || rep.Commands != 0 {
@@ -157,7 +158,7 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	if ghost.Action != schemas.ActionNone || !strings.HasPrefix(fmt.Sprint(ghost.Facts["termination"]), "not attempted: approve mode") {
 		t.Errorf("ghost finding %+v", ghost)
 	}
-	p, err := store.GetPending(ctx, f.st.Pool(), reuse.CommandID)
+	p, err := pending.Get(ctx, f.st.Pool(), reuse.CommandID)
 	if err != nil || p.State != schemas.ApprovalPending || p.Command.DBUser != "v-r1" || p.Command.Rule != detectors.RuleReuseAfterRevoke ||
 		p.FindingID != reuse.ID || !p.ExpiresAt.Equal(f.now.Add(2*time.Hour)) {
 		t.Fatalf("pending %+v, %v", p, err)
@@ -169,7 +170,7 @@ func TestObserverRulesApproveMode(t *testing.T) {
 	if rep, err := f.evaluate(t, r, pass, false); err != nil || len(rep.Findings) != 0 {
 		t.Errorf("second pass: %+v, %v", rep, err)
 	}
-	if ps, err := store.ListPending(ctx, f.st.Pool(), store.PendingPage{State: schemas.ApprovalPending, Limit: 10}); err != nil || len(ps) != 1 {
+	if ps, err := pending.List(ctx, f.st.Pool(), pending.Page{State: schemas.ApprovalPending, Limit: 10}); err != nil || len(ps) != 1 {
 		t.Errorf("pending after two passes: %d, %v", len(ps), err)
 	}
 }

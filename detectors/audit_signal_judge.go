@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -197,7 +198,7 @@ func sameHost(a, b netip.Addr) bool {
 // an address none of its leases' Vault requests came from and no allowed
 // CIDR of their Vault role contains. Sessions without a client address
 // (local sockets) and leases with nothing to compare with are not judged.
-func judgeForeignAddress(s store.OpenSession, leases []store.Lease, addrs map[string][]string, cfg SignalRulesConfig) *verdict {
+func judgeForeignAddress(s observed.OpenSession, leases []store.Lease, addrs map[string][]string, cfg SignalRulesConfig) *verdict {
 	v, _ := judgeForeign(s, leases, addrs, cfg)
 	return v
 }
@@ -205,7 +206,7 @@ func judgeForeignAddress(s store.OpenSession, leases []store.Lease, addrs map[st
 // judgeForeign is judgeForeignAddress that also says which allowed CIDR
 // spared a session its lease's addresses do not explain (an exception hit,
 // for the pilot report).
-func judgeForeign(s store.OpenSession, leases []store.Lease, addrs map[string][]string, cfg SignalRulesConfig) (*verdict, *netip.Prefix) {
+func judgeForeign(s observed.OpenSession, leases []store.Lease, addrs map[string][]string, cfg SignalRulesConfig) (*verdict, *netip.Prefix) {
 	client, ok := parseHost(s.ClientAddr)
 	if !ok || len(leases) == 0 {
 		return nil, nil
@@ -245,7 +246,7 @@ func judgeForeign(s store.OpenSession, leases []store.Lease, addrs map[string][]
 		"client_addr":          client.String(),
 		"lease_addresses":      known,
 		"allowed_cidrs":        cidrs,
-		"sessions":             sessionFacts([]store.ObservedSession{{DBSession: s.DBSession, FirstSeenAt: s.FirstSeenAt}}, nil, 0),
+		"sessions":             sessionFacts([]observed.Session{{DBSession: s.DBSession, FirstSeenAt: s.FirstSeenAt}}, nil, 0),
 		"session_first_seen":   rfc(s.FirstSeenAt),
 		"grace_seconds":        cfg.ForeignGrace.Seconds(),
 		"leases_naming_user":   len(leases),

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -90,8 +91,8 @@ func TestWindowFinding(t *testing.T) {
 	}
 }
 
-func openSession(addr string) store.OpenSession {
-	return store.OpenSession{Database: "main", DBSession: store.DBSession{PID: 4242, BackendStart: sigNow.Add(-time.Hour),
+func openSession(addr string) observed.OpenSession {
+	return observed.OpenSession{Database: "main", DBSession: observed.DBSession{PID: 4242, BackendStart: sigNow.Add(-time.Hour),
 		UserOID: 16400, UserName: "v-app-x", ClientAddr: addr, ClientPort: 50000, BackendType: "client backend"},
 		FirstSeenAt: sigNow.Add(-time.Hour)}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -79,7 +80,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now 
 		return 0, nil, err
 	}
 	if !live.ReceivedAt.IsZero() || !live.Coverage.IsZero() {
-		sessions, err := store.ActiveSessions(ctx, tx, now.Add(-sc.SilenceWindow))
+		sessions, err := observed.ActiveSessions(ctx, tx, now.Add(-sc.SilenceWindow))
 		if err != nil {
 			return 0, nil, err
 		}
@@ -96,7 +97,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now 
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := store.RecordExceptionHits(ctx, tx, hits); err != nil {
+	if err := RecordExceptionHits(ctx, tx, hits); err != nil {
 		return 0, nil, err
 	}
 	for _, v := range vs {
@@ -132,7 +133,7 @@ func (a *AuditRules) signalScan(ctx context.Context, tx pgx.Tx, pol Policy, now 
 		if err := store.PruneAuditSignals(ctx, tx, now.Add(-keep).Truncate(store.BucketWidth)); err != nil {
 			return 0, nil, err
 		}
-		if err := store.PruneExceptionHits(ctx, tx, now.Add(-exceptionHitsKept)); err != nil {
+		if err := PruneExceptionHits(ctx, tx, now.Add(-exceptionHitsKept)); err != nil {
 			return 0, nil, err
 		}
 		// Set before the commit: a failed pass prunes again a minute later.
@@ -157,11 +158,11 @@ const exceptionHitsKept = 90 * 24 * time.Hour
 // foreignAddresses judges the open sessions the observer first saw more
 // than ForeignGrace ago; it also returns the sessions an allowed CIDR
 // spared (exception hits).
-func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, []store.ExceptionHit, error) {
+func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.Time) ([]dbVerdict, []ExceptionHit, error) {
 	sc := a.cfg.Signals
 	// Sessions of databases the observer still watches (a pass within the
 	// grace, or a minute).
-	ss, err := store.OpenSessionsSeenBefore(ctx, tx, now.Add(-sc.ForeignGrace), now.Add(-max(sc.ForeignGrace, time.Minute)), DefaultSignalSessionsLimit)
+	ss, err := observed.OpenSessionsSeenBefore(ctx, tx, now.Add(-sc.ForeignGrace), now.Add(-max(sc.ForeignGrace, time.Minute)), DefaultSignalSessionsLimit)
 	if err != nil || len(ss) == 0 {
 		return nil, nil, err
 	}
@@ -184,7 +185,7 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 		return nil, nil, err
 	}
 	var out []dbVerdict
-	var hits []store.ExceptionHit
+	var hits []ExceptionHit
 	for _, s := range ss {
 		v, spared := judgeForeign(s, byUser[s.UserName], addrs, sc)
 		switch {
@@ -198,10 +199,10 @@ func (a *AuditRules) foreignAddresses(ctx context.Context, tx pgx.Tx, now time.T
 }
 
 // allowedCIDRHit records that an allowed CIDR spared a session.
-func allowedCIDRHit(s store.OpenSession, l store.Lease, p netip.Prefix, now time.Time) store.ExceptionHit {
-	return store.ExceptionHit{Rule: RuleForeignAddress, Database: s.Database,
+func allowedCIDRHit(s observed.OpenSession, l store.Lease, p netip.Prefix, now time.Time) ExceptionHit {
+	return ExceptionHit{Rule: RuleForeignAddress, Database: s.Database,
 		ObjectKey: strconv.Itoa(int(s.PID)) + "/" + strconv.FormatInt(s.BackendStart.UnixMicro(), 10),
-		Exception: store.ExceptionAllowedCIDR, Value: p.String(), DBUser: s.UserName, Mount: l.Mount, Role: l.Role,
+		Exception: ExceptionAllowedCIDR, Value: p.String(), DBUser: s.UserName, Mount: l.Mount, Role: l.Role,
 		ClientAddr: s.ClientAddr, SeenAt: now.UTC()}
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -226,7 +227,7 @@ func TestRenewalPastMaxTTLApprove(t *testing.T) {
 	if cmds := f.sink.all(); len(cmds) != 0 {
 		t.Fatalf("queued %d commands in approve mode", len(cmds))
 	}
-	ps, err := store.ListPending(ctx, f.st.Pool(), store.PendingPage{State: schemas.ApprovalPending, Limit: 10})
+	ps, err := pending.List(ctx, f.st.Pool(), pending.Page{State: schemas.ApprovalPending, Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

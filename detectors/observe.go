@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -152,13 +153,15 @@ type DBRules struct {
 	// carry holds, per database, findings whose command was queued in a
 	// pass whose commit may have failed: they are recorded again until a
 	// pass sees them recorded.
-	carry map[string][]pending
+	carry map[string][]heldFinding
 	// vaultChecks: Vault's answers by lease or role, reused until
 	// rechecked.
 	vaultChecks map[string]vaultCheck
 }
 
-type pending struct {
+// heldFinding is a finding a pass judged, with its lease context, until it
+// is recorded.
+type heldFinding struct {
 	f  schemas.Finding
 	lc *evidence.LeaseContext
 }
@@ -181,33 +184,22 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 	if d.Policy == nil {
 		d.Policy = StaticPolicy(cfg.Modes, cfg.Scope)
 	}
-	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]pending{}}, nil
-}
-
-// DBReport is what one evaluation did.
-type DBReport struct {
-	// Findings recorded by this pass (new ones, and carried ones).
-	Findings []schemas.Finding
-	// Commands queued (drops, and terminations of ghost sessions).
-	Commands int
-	// Ambiguous counts roles not judged "unknown" because HMAC'd leases
-	// issued while they were created might be theirs.
-	Ambiguous int
+	return &DBRules{cfg: cfg, DBRulesDeps: d, carry: map[string][]heldFinding{}}, nil
 }
 
 // Evaluate judges one observed pass inside its transaction: findings are
 // recorded with their evidence in tx; commands are queued and ghost sessions
 // terminated before it commits. An error means tx must be rolled back.
-func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass) (DBReport, error) {
-	var rep DBReport
+func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (observed.Report, error) {
+	var rep observed.Report
 	now := p.ObservedAt
 	// Read in the pass's transaction, never kept for the next pass.
 	pol, err := r.Policy.Policy(ctx, tx)
 	if err != nil {
 		return rep, fmt.Errorf("read the enforcement policy: %w", err)
 	}
-	live := map[string][]store.ObservedSession{}
-	var ghosts []store.ObservedSession
+	live := map[string][]observed.Session{}
+	var ghosts []observed.Session
 	names := make([]string, 0, len(p.Roles))
 	for _, s := range p.Sessions {
 		if s.Ghost {
@@ -282,7 +274,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		r.putCarry(p.Database, carried)
 		return rep, err
 	}
-	var todo []pending
+	var todo []heldFinding
 	inTodo := map[string]bool{}
 	for _, c := range carried {
 		if !recorded[c.f.ID] {
@@ -292,7 +284,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 	}
 	// Carried findings not yet seen recorded stay carried whatever happens
 	// to this pass.
-	acted := append([]pending(nil), todo...)
+	acted := append([]heldFinding(nil), todo...)
 	defer func() { r.putCarry(p.Database, acted) }()
 
 	var cmds []schemas.RevocationCommand
@@ -314,7 +306,7 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass
 		if cmd = hold.route(&f, cmd, now); cmd != nil {
 			cmds = append(cmds, *cmd)
 		}
-		todo = append(todo, pending{f: f, lc: leaseContext(v.lease)})
+		todo = append(todo, heldFinding{f: f, lc: leaseContext(v.lease)})
 	}
 
 	// Act, before any evidence is appended: appending holds the chain head
@@ -374,7 +366,7 @@ func (r *DBRules) markStranded(ctx context.Context, tx pgx.Tx, now time.Time, vs
 
 // hmacCandidates reads the HMAC'd leases issued while roles without an
 // exact lease, created after the watermark, were created.
-func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *store.ObservedPass, exact map[string][]store.Lease) ([]store.Lease, error) {
+func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *observed.Pass, exact map[string][]store.Lease) ([]store.Lease, error) {
 	var from, to time.Time
 	for _, role := range p.Roles {
 		if len(exact[role.Name]) > 0 || !createdAfterCoverage(role, p.Coverage) {
@@ -518,7 +510,7 @@ func (r *DBRules) proposal(db string, f schemas.Finding, v *verdict) *schemas.Re
 // record appends the finding's evidence and inserts it. A client chooses
 // its application_name: one that looks like a secret is withheld from both
 // (evidence.Builder, store.InsertFinding), never a reason to stop.
-func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *pending) error {
+func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *heldFinding) error {
 	ev, err := r.Evidence.Finding(p.f, p.lc)
 	if err != nil {
 		return fmt.Errorf("build finding evidence %s: %w", p.f.ID, err)
@@ -560,7 +552,7 @@ func existingFindings(ctx context.Context, q store.Querier, ids []string) (map[s
 	return out, nil
 }
 
-func (r *DBRules) takeCarry(db string) []pending {
+func (r *DBRules) takeCarry(db string) []heldFinding {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.carry[db]
@@ -568,7 +560,7 @@ func (r *DBRules) takeCarry(db string) []pending {
 	return c
 }
 
-func (r *DBRules) putCarry(db string, ps []pending) {
+func (r *DBRules) putCarry(db string, ps []heldFinding) {
 	if len(ps) == 0 {
 		return
 	}

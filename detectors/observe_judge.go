@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -29,7 +30,7 @@ type verdict struct {
 	mayEnforce bool
 	whyNot     string
 	// ghost is the session to terminate (ghost-session).
-	ghost *store.ObservedSession
+	ghost *observed.Session
 	// verify: the rule relies on what the ledger says (no lease, or an
 	// ended lease the ledger may have from a forged entry): before it
 	// destroys, the database (rolvaliduntil) or Vault must agree
@@ -49,8 +50,8 @@ type verdict struct {
 // roleCase is one managed role with its live sessions and its link to the
 // ledger.
 type roleCase struct {
-	role     store.ObservedRole
-	sessions []store.ObservedSession
+	role     observed.Role
+	sessions []observed.Session
 	link     leaseLink
 }
 
@@ -85,7 +86,7 @@ func roleFacts(c roleCase) map[string]any {
 // sessionFacts describe live sessions; relative to end (the lease's end,
 // Vault's clock) when given, each says whether it started after it, before
 // it, or too close to tell with the clocks' skew.
-func sessionFacts(ss []store.ObservedSession, end *time.Time, skew time.Duration) []map[string]any {
+func sessionFacts(ss []observed.Session, end *time.Time, skew time.Duration) []map[string]any {
 	out := make([]map[string]any, 0, len(ss))
 	for _, s := range ss {
 		m := map[string]any{"pid": s.PID, "backend_start": rfc(s.BackendStart), "backend_type": s.BackendType}
@@ -136,7 +137,7 @@ func endedLease(c roleCase) *store.Lease {
 // honouredAfterExpiry: the ledger says the lease expired but the database
 // still honours the password (a renewal the ledger missed). Never judge on
 // a stale expiry.
-func honouredAfterExpiry(l *store.Lease, r store.ObservedRole, now time.Time) bool {
+func honouredAfterExpiry(l *store.Lease, r observed.Role, now time.Time) bool {
 	return l.State == store.StateExpired && r.ValidUntil != nil && r.ValidUntil.After(now)
 }
 
@@ -250,7 +251,7 @@ func judgeOrphanRole(db string, c roleCase, coverage, now time.Time, cfg DBRules
 // watermark (it was absent at a pass no earlier than the watermark). A role
 // there at the observer's first pass, or possibly older than the watermark,
 // is never judged as never issued.
-func createdAfterCoverage(r store.ObservedRole, coverage time.Time) bool {
+func createdAfterCoverage(r observed.Role, coverage time.Time) bool {
 	return r.CreatedAfter != nil && !r.CreatedAfter.Before(coverage)
 }
 
@@ -258,7 +259,7 @@ func createdAfterCoverage(r store.ObservedRole, coverage time.Time) bool {
 // the former user, when the ledger has one. The database itself shows it
 // (pg_stat_activity against pg_roles, read in the pass at now): that is its
 // corroboration, and the revoker checks it again before it terminates.
-func judgeGhost(db string, s store.ObservedSession, lease *store.Lease, now time.Time, cfg DBRulesConfig) *verdict {
+func judgeGhost(db string, s observed.Session, lease *store.Lease, now time.Time, cfg DBRulesConfig) *verdict {
 	facts := map[string]any{
 		"pid":               s.PID,
 		"backend_start":     rfc(s.BackendStart),

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -27,12 +28,12 @@ func ago(d time.Duration) time.Time { return obsNow.Add(-d) }
 
 // role is a managed role first seen at first, created after createdAfter
 // (nil: there at the observer's first pass).
-func role(name string, first time.Time, createdAfter *time.Time) store.ObservedRole {
-	return store.ObservedRole{DBRole: store.DBRole{OID: 16500, Name: name, CanLogin: true}, FirstSeenAt: first, CreatedAfter: createdAfter}
+func role(name string, first time.Time, createdAfter *time.Time) observed.Role {
+	return observed.Role{DBRole: observed.DBRole{OID: 16500, Name: name, CanLogin: true}, FirstSeenAt: first, CreatedAfter: createdAfter}
 }
 
-func live(name string, start time.Time) store.ObservedSession {
-	return store.ObservedSession{DBSession: store.DBSession{PID: 4711, BackendStart: start, UserOID: 16500, UserName: name,
+func live(name string, start time.Time) observed.Session {
+	return observed.Session{DBSession: observed.DBSession{PID: 4711, BackendStart: start, UserOID: 16500, UserName: name,
 		ClientAddr: "10.1.2.3", ClientPort: 50000, ApplicationName: "psql", BackendType: "client backend"}, FirstSeenAt: start}
 }
 
@@ -56,7 +57,7 @@ func TestJudgeReuseAfterRevoke(t *testing.T) {
 	t.Parallel()
 	cfg := testCfg() // grace 10s, skew 30s
 	r := role("v-a", ago(time.Hour), nil)
-	sess := []store.ObservedSession{live("v-a", ago(30*time.Minute))}
+	sess := []observed.Session{live("v-a", ago(30*time.Minute))}
 	cases := []struct {
 		name     string
 		c        roleCase
@@ -80,9 +81,9 @@ func TestJudgeReuseAfterRevoke(t *testing.T) {
 		// active; the ledger learned of the revocation later, with a
 		// revocation time before the session's start (the credential was
 		// used after its revocation, the role still being there).
-		{name: "session started after the revocation", c: roleCase{role: r, sessions: []store.ObservedSession{live("v-a", ago(time.Minute))},
+		{name: "session started after the revocation", c: roleCase{role: r, sessions: []observed.Session{live("v-a", ago(time.Minute))},
 			link: exactLink(revoked("v-a", ago(5*time.Minute)))}, want: true, enforce: true, started: "after_lease_end", endSrc: "revoked_at"},
-		{name: "session start within clock skew of the revocation", c: roleCase{role: r, sessions: []store.ObservedSession{live("v-a", ago(5*time.Minute-20*time.Second))},
+		{name: "session start within clock skew of the revocation", c: roleCase{role: r, sessions: []observed.Session{live("v-a", ago(5*time.Minute-20*time.Second))},
 			link: exactLink(revoked("v-a", ago(5*time.Minute)))}, want: true, enforce: true, started: "uncertain", endSrc: "revoked_at"},
 		{name: "a newer active lease names the user", c: roleCase{role: r, sessions: sess, link: exactLink(active("v-a"), revoked("v-a", ago(time.Hour)))}},
 		{name: "expired over grace", c: roleCase{role: r, sessions: sess, link: exactLink(expired("v-a", ago(11*time.Second)))},
@@ -129,7 +130,7 @@ func TestJudgeReuseAfterRevoke(t *testing.T) {
 func TestJudgeReuseUnknownLease(t *testing.T) {
 	t.Parallel()
 	cfg := testCfg() // grace 1m
-	sess := []store.ObservedSession{live("v-a", ago(30*time.Second))}
+	sess := []observed.Session{live("v-a", ago(30*time.Second))}
 	created := tptr(ago(2 * time.Hour))
 	cases := []struct {
 		name string
@@ -177,7 +178,7 @@ func TestJudgeOrphanRole(t *testing.T) {
 		// its stamp.
 		{"vault clock ahead", roleCase{role: role("v-a", ago(time.Hour), nil), link: exactLink(revoked("v-a", ago(2*time.Minute-5*time.Second)))},
 			false, "", "", false},
-		{"lease expired, role still valid in the database", roleCase{role: store.ObservedRole{DBRole: store.DBRole{OID: 1, Name: "v-a",
+		{"lease expired, role still valid in the database", roleCase{role: observed.Role{DBRole: observed.DBRole{OID: 1, Name: "v-a",
 			ValidUntil: tptr(obsNow.Add(time.Minute))}, FirstSeenAt: ago(time.Hour)}, link: exactLink(expired("v-a", ago(time.Hour)))}, false, "", "", false},
 		{"lease active", roleCase{role: role("v-a", ago(time.Hour), nil), link: exactLink(active("v-a"))}, false, "", "", false},
 		{"no lease, created after the watermark, just over grace", roleCase{role: role("v-a", ago(2*time.Minute), created), link: leaseLink{kind: linkNone}},
@@ -205,7 +206,7 @@ func TestJudgeOrphanRole(t *testing.T) {
 
 func TestJudgeGhost(t *testing.T) {
 	t.Parallel()
-	ghost := func(former, backend string) store.ObservedSession {
+	ghost := func(former, backend string) observed.Session {
 		s := live("", ago(time.Minute))
 		s.Ghost, s.FormerUser, s.BackendType, s.UserName = true, former, backend, ""
 		s.GhostSince = tptr(obsNow)
@@ -214,7 +215,7 @@ func TestJudgeGhost(t *testing.T) {
 	known := testCfg()
 	cases := []struct {
 		name    string
-		s       store.ObservedSession
+		s       observed.Session
 		cfg     DBRulesConfig
 		enforce bool
 	}{
@@ -273,13 +274,13 @@ func TestVaultTemplateLink(t *testing.T) {
 	// Linking: the creation window of a role seen at 20:00:05, absent at
 	// 20:00:00, with the leases' issue times around it.
 	first := time.Unix(1795634618, 0).UTC()
-	r := store.ObservedRole{DBRole: store.DBRole{Name: name}, FirstSeenAt: first, CreatedAfter: tptr(first.Add(-5 * time.Second))}
+	r := observed.Role{DBRole: observed.DBRole{Name: name}, FirstSeenAt: first, CreatedAfter: tptr(first.Add(-5 * time.Second))}
 	hm := func(display, role string, at time.Time) store.Lease {
 		return store.Lease{LeaseID: "postgres/creds/" + role + "/" + display, DBUser: "hmac-sha256:00", DBUserHMAC: true,
 			DisplayName: display, Role: role, IssuedAt: tptr(at)}
 	}
-	link := func(r store.ObservedRole, exact []store.Lease, hmac ...store.Lease) leaseLink {
-		return linkRoles([]store.ObservedRole{r}, map[string][]store.Lease{r.Name: exact}, hmac, skew)[r.Name]
+	link := func(r observed.Role, exact []store.Lease, hmac ...store.Lease) leaseLink {
+		return linkRoles([]observed.Role{r}, map[string][]store.Lease{r.Name: exact}, hmac, skew)[r.Name]
 	}
 	if l := link(r, nil, hm("token", "other", issued), hm("userpass-alice", "reporting", issued)); l.kind != linkProbable ||
 		l.leases[0].Role != "reporting" {
@@ -291,13 +292,13 @@ func TestVaultTemplateLink(t *testing.T) {
 	if l := link(r, nil, hm("userpass-alice", "reporting", issued.Add(-time.Hour))); l.kind != linkNone {
 		t.Errorf("lease outside the window = %+v", l)
 	}
-	if l := link(store.ObservedRole{DBRole: r.DBRole, FirstSeenAt: first}, nil, hm("userpass-alice", "reporting", issued)); l.kind != linkNone {
+	if l := link(observed.Role{DBRole: r.DBRole, FirstSeenAt: first}, nil, hm("userpass-alice", "reporting", issued)); l.kind != linkNone {
 		t.Errorf("baseline role = %+v (no creation window)", l)
 	}
 	// A lease another role fits is not a candidate for a role created in
 	// the same window: one lease, one user.
-	other := store.ObservedRole{DBRole: store.DBRole{Name: "v-evil"}, FirstSeenAt: first, CreatedAfter: r.CreatedAfter}
-	links := linkRoles([]store.ObservedRole{r, other}, nil, []store.Lease{hm("userpass-alice", "reporting", issued)}, skew)
+	other := observed.Role{DBRole: observed.DBRole{Name: "v-evil"}, FirstSeenAt: first, CreatedAfter: r.CreatedAfter}
+	links := linkRoles([]observed.Role{r, other}, nil, []store.Lease{hm("userpass-alice", "reporting", issued)}, skew)
 	if links[name].kind != linkProbable || links["v-evil"].kind != linkNone {
 		t.Errorf("links = %+v", links)
 	}

@@ -8,7 +8,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/vaultlink"
 )
 
 // How a database role is tied to the ledger.
@@ -50,7 +52,7 @@ type leaseLink struct {
 // the clocks of Vault and the database: after the pass that did not see it,
 // up to the pass that first did. ok is false for a role there at the
 // observer's first pass.
-func creationWindow(r store.ObservedRole, skew time.Duration) (from, to time.Time, ok bool) {
+func creationWindow(r observed.Role, skew time.Duration) (from, to time.Time, ok bool) {
 	if r.CreatedAfter == nil {
 		return time.Time{}, time.Time{}, false
 	}
@@ -62,17 +64,17 @@ func creationWindow(r store.ObservedRole, skew time.Duration) (from, to time.Tim
 // Vault's template (probable); else, if HMAC'd leases issued in that window
 // are left that no other role fits, the role may be one of theirs
 // (ambiguous).
-func linkRoles(roles []store.ObservedRole, exact map[string][]store.Lease, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
+func linkRoles(roles []observed.Role, exact map[string][]store.Lease, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
 	return linkRolesVia(roles, exact, nil, hmac, skew)
 }
 
 // linkRolesVia is linkRoles where methods says which leases were linked to
 // their plain user by leaseguard ("hmac"): a role whose newest lease was
 // linked so has an hmac link.
-func linkRolesVia(roles []store.ObservedRole, exact map[string][]store.Lease, methods map[string]string, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
+func linkRolesVia(roles []observed.Role, exact map[string][]store.Lease, methods map[string]string, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
 	out := make(map[string]leaseLink, len(roles))
 	claimed := map[string]bool{}
-	var rest []store.ObservedRole
+	var rest []observed.Role
 	for _, r := range roles {
 		if ls := exact[r.Name]; len(ls) > 0 {
 			kind := linkExact
@@ -201,18 +203,18 @@ func leaseEnd(l store.Lease) (time.Time, string) {
 
 // linkPass ties the pass's roles to the ledger (linkRolesVia), with the
 // link methods the ledger recorded for their exact leases.
-func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *store.ObservedPass, exact map[string][]store.Lease, hmac []store.Lease) (map[string]leaseLink, error) {
+func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *observed.Pass, exact map[string][]store.Lease, hmac []store.Lease) (map[string]leaseLink, error) {
 	var ids []string
 	for _, ls := range exact {
 		if len(ls) > 0 {
 			ids = append(ids, ls[0].LeaseID)
 		}
 	}
-	methods, err := store.LinkMethods(ctx, tx, ids)
+	methods, err := vaultlink.LinkMethods(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}
-	revocations, err := store.RevocationLinkMethods(ctx, tx, ids)
+	revocations, err := vaultlink.RevocationLinkMethods(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -32,7 +33,7 @@ func (f *fixture) rules(t *testing.T, modes string, mod func(*detectors.DBRulesC
 }
 
 // evaluate runs one evaluation in a transaction, committed unless rollback.
-func (f *fixture) evaluate(t *testing.T, r *detectors.DBRules, p *store.ObservedPass, rollback bool) (detectors.DBReport, error) {
+func (f *fixture) evaluate(t *testing.T, r *detectors.DBRules, p *observed.Pass, rollback bool) (observed.Report, error) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := f.st.Pool().Begin(ctx)
@@ -56,23 +57,23 @@ func (f *fixture) revoke(t *testing.T, id string, at time.Time) {
 	}
 }
 
-func observedRole(name string, oid uint32, first time.Time, createdAfter *time.Time) store.ObservedRole {
-	return store.ObservedRole{DBRole: store.DBRole{OID: oid, Name: name, CanLogin: true}, FirstSeenAt: first, CreatedAfter: createdAfter}
+func observedRole(name string, oid uint32, first time.Time, createdAfter *time.Time) observed.Role {
+	return observed.Role{DBRole: observed.DBRole{OID: oid, Name: name, CanLogin: true}, FirstSeenAt: first, CreatedAfter: createdAfter}
 }
 
 // expiredRole is observedRole whose rolvaliduntil has passed at until.
-func expiredRole(name string, oid uint32, first time.Time, until time.Time) store.ObservedRole {
+func expiredRole(name string, oid uint32, first time.Time, until time.Time) observed.Role {
 	r := observedRole(name, oid, first, nil)
 	r.ValidUntil = &until
 	return r
 }
 
-func liveSession(pid int32, name string, oid uint32, start time.Time) store.ObservedSession {
-	return store.ObservedSession{DBSession: store.DBSession{PID: pid, BackendStart: start, UserOID: oid, UserName: name,
+func liveSession(pid int32, name string, oid uint32, start time.Time) observed.Session {
+	return observed.Session{DBSession: observed.DBSession{PID: pid, BackendStart: start, UserOID: oid, UserName: name,
 		ClientAddr: "10.1.2.3", ClientPort: 40000, ApplicationName: "report", BackendType: "client backend"}, FirstSeenAt: start}
 }
 
-func ghostSession(pid int32, former string, oid uint32, start time.Time) store.ObservedSession {
+func ghostSession(pid int32, former string, oid uint32, start time.Time) observed.Session {
 	s := liveSession(pid, "", oid, start)
 	s.Ghost, s.FormerUser = true, former
 	return s
@@ -90,9 +91,9 @@ func TestObserverRulesReuseAfterRevokeEnforces(t *testing.T) {
 	r := f.rules(t, "", nil)
 	valid := observedRole("v-r1", 16001, f.now.Add(-time.Hour), nil)
 	valid.ValidUntil = tptr(f.now.Add(time.Hour))
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-time.Hour),
-		Roles:    []store.ObservedRole{valid},
-		Sessions: []store.ObservedSession{liveSession(101, "v-r1", 16001, f.now.Add(-time.Minute))}}
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-time.Hour),
+		Roles:    []observed.Role{valid},
+		Sessions: []observed.Session{liveSession(101, "v-r1", 16001, f.now.Add(-time.Minute))}}
 
 	// The lease is active: nothing.
 	if rep, err := f.evaluate(t, r, pass, false); err != nil || len(rep.Findings) != 0 {
@@ -109,7 +110,7 @@ func TestObserverRulesReuseAfterRevokeEnforces(t *testing.T) {
 		t.Errorf("unconfirmed finding does not validate: %v", err)
 	}
 	// Once rolvaliduntil has passed, the next pass enforces, naming it.
-	pass.Roles = []store.ObservedRole{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Second))}
+	pass.Roles = []observed.Role{expiredRole("v-r1", 16001, f.now.Add(-time.Hour), f.now.Add(-time.Second))}
 	rep, err = f.evaluate(t, r, pass, false)
 	if err != nil || len(rep.Findings) != 1 || rep.Commands != 1 {
 		t.Fatalf("rolvaliduntil passed: %+v, %v", rep, err)
@@ -149,9 +150,9 @@ func TestObserverRulesObserveScopeAndSinkFailure(t *testing.T) {
 	f := newFixture(t)
 	f.lease(t, "postgres/creds/reporting/o1", "main", "v-o1", f.now.Add(time.Hour))
 	f.revoke(t, "postgres/creds/reporting/o1", f.now.Add(-time.Hour))
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles:    []store.ObservedRole{expiredRole("v-o1", 16002, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
-		Sessions: []store.ObservedSession{liveSession(102, "v-o1", 16002, f.now.Add(-time.Minute))}}
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles:    []observed.Role{expiredRole("v-o1", 16002, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
+		Sessions: []observed.Session{liveSession(102, "v-o1", 16002, f.now.Add(-time.Minute))}}
 
 	// The sink is down: the pass fails and records nothing.
 	f.sink.err = context.DeadlineExceeded
@@ -194,8 +195,8 @@ func TestObserverRulesGhost(t *testing.T) {
 	f.lease(t, "postgres/creds/reporting/g1", "main", "v-g1", f.now.Add(-time.Hour))
 	r := f.rules(t, "", nil)
 	start := f.now.Add(-time.Hour)
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Sessions: []store.ObservedSession{
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Sessions: []observed.Session{
 			ghostSession(201, "v-g1", 16100, start),  // a Vault user dropped under its session
 			ghostSession(202, "alice", 16101, start), // a human dropped under hers: not ours to end
 			ghostSession(203, "", 16102, start),      // unknown to history: reported, not ours to end
@@ -260,8 +261,8 @@ func TestObserverRulesCarryActedFindings(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	r := f.rules(t, "", nil)
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now,
-		Sessions: []store.ObservedSession{ghostSession(401, "v-carried", 16300, f.now.Add(-time.Minute))}}
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now,
+		Sessions: []observed.Session{ghostSession(401, "v-carried", 16300, f.now.Add(-time.Minute))}}
 	if rep, err := f.evaluate(t, r, pass, true); err != nil || rep.Commands != 1 {
 		t.Fatalf("rolled back pass: %+v, %v", rep, err)
 	}
@@ -269,7 +270,7 @@ func TestObserverRulesCarryActedFindings(t *testing.T) {
 		t.Fatal("rolled back finding is recorded")
 	}
 	// The ghost is gone now; the carried finding is recorded anyway.
-	next := &store.ObservedPass{Database: "main", ObservedAt: f.now.Add(5 * time.Second), Coverage: f.now}
+	next := &observed.Pass{Database: "main", ObservedAt: f.now.Add(5 * time.Second), Coverage: f.now}
 	rep, err := f.evaluate(t, r, next, false)
 	if err != nil || len(rep.Findings) != 1 || rep.Findings[0].Facts["termination"] != "requested" {
 		t.Fatalf("next pass: %+v, %v", rep, err)
@@ -303,14 +304,14 @@ func TestObserverRulesUnknownLeaseAndHMAC(t *testing.T) {
 	if _, err := f.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{ev, custom}}); err != nil {
 		t.Fatal(err)
 	}
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: created.Add(-time.Hour),
-		Roles: []store.ObservedRole{
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: created.Add(-time.Hour),
+		Roles: []observed.Role{
 			observedRole("v-nolease", 16400, seen, &created),
 			observedRole(hmUser, 16401, seen, &created),
 			observedRole("v-custom-template", 16402, seen.Add(-time.Minute), tptr(created.Add(-time.Minute))),
 			observedRole("v-old", 16403, seen, nil),
 		},
-		Sessions: []store.ObservedSession{
+		Sessions: []observed.Session{
 			liveSession(501, "v-nolease", 16400, seen), liveSession(502, hmUser, 16401, seen),
 			liveSession(503, "v-custom-template", 16402, seen.Add(-time.Minute)), liveSession(504, "v-old", 16403, seen),
 		}}
@@ -352,8 +353,8 @@ func TestObserverRulesWithholdApplicationName(t *testing.T) {
 	s := ghostSession(601, "v-x", 16500, f.now.Add(-time.Minute))
 	s.ApplicationName = "x PASSWORD 'hunter2'"
 	r := f.rules(t, "ghost-session=observe", nil)
-	rep, err := f.evaluate(t, r, &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now,
-		Sessions: []store.ObservedSession{s}}, false)
+	rep, err := f.evaluate(t, r, &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now,
+		Sessions: []observed.Session{s}}, false)
 	if err != nil || len(rep.Findings) != 1 {
 		t.Fatalf("report = %+v, %v", rep, err)
 	}
@@ -400,9 +401,9 @@ func TestObserverRulesReissueStrandedCommands(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	r := f.rules(t, "", nil)
-	pass := func(at time.Time) *store.ObservedPass {
-		return &store.ObservedPass{Database: "main", ObservedAt: at, Coverage: f.now,
-			Sessions: []store.ObservedSession{ghostSession(801, "v-stranded", 16800, f.now.Add(-time.Minute))}}
+	pass := func(at time.Time) *observed.Pass {
+		return &observed.Pass{Database: "main", ObservedAt: at, Coverage: f.now,
+			Sessions: []observed.Session{ghostSession(801, "v-stranded", 16800, f.now.Add(-time.Minute))}}
 	}
 	if rep, err := f.evaluate(t, r, pass(f.now), false); err != nil || rep.Commands != 1 {
 		t.Fatalf("first pass: %+v, %v", rep, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/vaultlink"
 )
 
 // VaultLeases is what corroboration and verify-before-destroy ask of
@@ -315,7 +316,7 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 	// known (an HMAC'd lease then cannot be attributed by it).
 	var mine map[string]bool
 	for _, dev := range r.Vault.AuditDevices {
-		hs, err := store.UserHMACs(ctx, q, dev, []string{name})
+		hs, err := vaultlink.UserHMACs(ctx, q, dev, []string{name})
 		if err != nil || hs[name] == "" {
 			mine = nil
 			break

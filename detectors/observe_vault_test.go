@@ -11,6 +11,7 @@ import (
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaulttest"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/vaultlink"
@@ -90,10 +91,10 @@ func TestVerifyBeforeDestroyUnlinkedRole(t *testing.T) {
 	v.AddLease(unknown, vaulttest.Lease{IssueTime: seen.Add(-time.Second), ExpireTime: f.now.Add(time.Hour)})
 	// A live lease issued long before the role was created is not its.
 	v.AddLease("postgres/creds/reporting/"+strings.Repeat("e", 24), vaulttest.Lease{IssueTime: created.Add(-time.Hour), ExpireTime: f.now.Add(time.Hour)})
-	pass := func(at time.Time) *store.ObservedPass {
-		return &store.ObservedPass{Database: "main", ObservedAt: at, Coverage: created.Add(-time.Hour),
-			Roles:    []store.ObservedRole{observedRole(name, 17000, seen, &created)},
-			Sessions: []store.ObservedSession{liveSession(700, name, 17000, seen)}}
+	pass := func(at time.Time) *observed.Pass {
+		return &observed.Pass{Database: "main", ObservedAt: at, Coverage: created.Add(-time.Hour),
+			Roles:    []observed.Role{observedRole(name, 17000, seen, &created)},
+			Sessions: []observed.Session{liveSession(700, name, 17000, seen)}}
 	}
 	rep, err := f.evaluate(t, r, pass(now), false)
 	if err != nil {
@@ -169,10 +170,10 @@ func TestVerifyBeforeDestroyVaultUnreachable(t *testing.T) {
 	f.lease(t, "postgres/creds/reporting/"+strings.Repeat("o", 24), "main", "v-token-reportin-other", f.now.Add(time.Hour))
 	r, v := f.vaultRules(t, "credential-reuse-unknown-lease=enforce", func() time.Time { return now })
 	v.SetSealed(true)
-	pass := func(at time.Time) *store.ObservedPass {
-		return &store.ObservedPass{Database: "main", ObservedAt: at, Coverage: created.Add(-time.Hour),
-			Roles:    []store.ObservedRole{observedRole(name, 17100, seen, &created)},
-			Sessions: []store.ObservedSession{liveSession(701, name, 17100, seen)}}
+	pass := func(at time.Time) *observed.Pass {
+		return &observed.Pass{Database: "main", ObservedAt: at, Coverage: created.Add(-time.Hour),
+			Roles:    []observed.Role{observedRole(name, 17100, seen, &created)},
+			Sessions: []observed.Session{liveSession(701, name, 17100, seen)}}
 	}
 	rep, err := f.evaluate(t, r, pass(now), false)
 	if err != nil {
@@ -221,8 +222,8 @@ func TestVerifyBeforeDestroyLinkedLease(t *testing.T) {
 	v.AddLease(heldID, vaulttest.Lease{IssueTime: f.now.Add(-time.Hour), ExpireTime: f.now.Add(time.Hour)})
 	// The forged user's own lease, HMAC'd in the audit log: live in Vault.
 	v.AddLease("postgres/creds/reporting/"+strings.Repeat("r", 24), vaulttest.Lease{IssueTime: f.now.Add(-time.Hour), ExpireTime: f.now.Add(time.Hour)})
-	pass := &store.ObservedPass{Database: "main", ObservedAt: now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles: []store.ObservedRole{observedRole(held, 17200, f.now.Add(-time.Hour), nil), observedRole(gone, 17201, f.now.Add(-time.Hour), nil),
+	pass := &observed.Pass{Database: "main", ObservedAt: now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []observed.Role{observedRole(held, 17200, f.now.Add(-time.Hour), nil), observedRole(gone, 17201, f.now.Add(-time.Hour), nil),
 			observedRole(forged, 17202, f.now.Add(-time.Hour), tptr(f.now.Add(-time.Hour-time.Second)))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil {
@@ -276,19 +277,19 @@ func TestHMACLinkEnforces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.SaveUserHMACs(ctx, tx, "file", map[string]string{name: vaulttest.Hash(salt, name)}, f.now); err != nil {
+	if err := vaultlink.SaveUserHMACs(ctx, tx, "file", map[string]string{name: vaulttest.Hash(salt, name)}, f.now); err != nil {
 		t.Fatal(err)
 	}
-	if links, err := store.LinkHMACLeases(ctx, tx, []string{"file"}, f.now); err != nil || len(links) != 1 {
+	if links, err := vaultlink.LinkHMACLeases(ctx, tx, []string{"file"}, f.now); err != nil || len(links) != 1 {
 		t.Fatalf("links %+v, %v", links, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	r := f.rules(t, "", nil)
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles:    []store.ObservedRole{expiredRole(name, 17300, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
-		Sessions: []store.ObservedSession{liveSession(702, name, 17300, f.now.Add(-time.Minute))}}
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles:    []observed.Role{expiredRole(name, 17300, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
+		Sessions: []observed.Session{liveSession(702, name, 17300, f.now.Add(-time.Minute))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil {
 		t.Fatal(err)
@@ -330,14 +331,14 @@ func TestVerifyBeforeDestroyEveryDevice(t *testing.T) {
 	r, v := f.vaultRulesDevices(t, "orphan-role=enforce", func() time.Time { return now }, "file", "socket")
 	v.AddLease(id, vaulttest.Lease{IssueTime: issued, ExpireTime: now.Add(time.Hour)})
 	saveHMAC := func(device string, salt []byte) {
-		if err := store.SaveUserHMACs(ctx, f.st.Pool(), device, map[string]string{name: vaulttest.Hash(salt, name)}, now); err != nil {
+		if err := vaultlink.SaveUserHMACs(ctx, f.st.Pool(), device, map[string]string{name: vaulttest.Hash(salt, name)}, now); err != nil {
 			t.Fatal(err)
 		}
 	}
 	saveHMAC("file", fileSalt)
-	pass := func() *store.ObservedPass {
-		return &store.ObservedPass{Database: "main", ObservedAt: now, Coverage: created.Add(-time.Hour),
-			Roles: []store.ObservedRole{observedRole(name, 17400, seen, &created), observedRole(other, 17401, seen, &created)}}
+	pass := func() *observed.Pass {
+		return &observed.Pass{Database: "main", ObservedAt: now, Coverage: created.Add(-time.Hour),
+			Roles: []observed.Role{observedRole(name, 17400, seen, &created), observedRole(other, 17401, seen, &created)}}
 	}
 	rep, err := f.evaluate(t, r, pass(), false)
 	if err != nil {
@@ -377,19 +378,19 @@ func TestRevocationLinkedByHMACInFinding(t *testing.T) {
 	revokedAt := f.now.Add(-10 * time.Minute)
 	f.revoke(t, paID, revokedAt)
 	// What the Vault link applies for a matched hashed revocation.
-	m := store.RevocationMatch{LeaseIDHMAC: vaulttest.Hash([]byte("salt"), hmID), RevokedAt: revokedAt, Method: schemas.RevokeByBody,
+	m := vaultlink.RevocationMatch{LeaseIDHMAC: vaulttest.Hash([]byte("salt"), hmID), RevokedAt: revokedAt, Method: schemas.RevokeByBody,
 		RequestID: "req-body", LeaseID: hmID, Device: "file", Source: schemas.SourceRef{Transport: "file"}}
 	ev := m.Event()
 	if _, err := f.st.Apply(ctx, store.Batch{Leases: []schemas.LeaseEvent{ev}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.RecordRevocationLinks(ctx, f.st.Pool(), []store.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
+	if err := vaultlink.RecordRevocationLinks(ctx, f.st.Pool(), []vaultlink.RevocationMatch{m}, []string{store.EventID(&ev)}, f.now); err != nil {
 		t.Fatal(err)
 	}
 	r := f.rules(t, "", nil)
-	pass := &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-		Roles: []store.ObservedRole{observedRole(viaHMAC, 17500, f.now.Add(-time.Hour), nil), observedRole(viaPath, 17501, f.now.Add(-time.Hour), nil)},
-		Sessions: []store.ObservedSession{liveSession(710, viaHMAC, 17500, f.now.Add(-time.Minute)),
+	pass := &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+		Roles: []observed.Role{observedRole(viaHMAC, 17500, f.now.Add(-time.Hour), nil), observedRole(viaPath, 17501, f.now.Add(-time.Hour), nil)},
+		Sessions: []observed.Session{liveSession(710, viaHMAC, 17500, f.now.Add(-time.Minute)),
 			liveSession(711, viaPath, 17501, f.now.Add(-time.Minute))}}
 	rep, err := f.evaluate(t, r, pass, false)
 	if err != nil {

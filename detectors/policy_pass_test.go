@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -58,14 +59,14 @@ func TestObserverRulesFollowThePolicyEachPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reuse := func(id, user string, oid uint32, pid int32) *store.ObservedPass {
+	reuse := func(id, user string, oid uint32, pid int32) *observed.Pass {
 		f.lease(t, "postgres/creds/reporting/"+id, "main", user, f.now.Add(time.Hour))
 		f.revoke(t, "postgres/creds/reporting/"+id, f.now.Add(-time.Hour))
-		return &store.ObservedPass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
-			Roles:    []store.ObservedRole{expiredRole(user, oid, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
-			Sessions: []store.ObservedSession{liveSession(pid, user, oid, f.now.Add(-time.Minute))}}
+		return &observed.Pass{Database: "main", ObservedAt: f.now, Coverage: f.now.Add(-2 * time.Hour),
+			Roles:    []observed.Role{expiredRole(user, oid, f.now.Add(-time.Hour), f.now.Add(-time.Minute))},
+			Sessions: []observed.Session{liveSession(pid, user, oid, f.now.Add(-time.Minute))}}
 	}
-	actionOf := func(rep detectors.DBReport) string {
+	actionOf := func(rep observed.Report) string {
 		for _, fd := range rep.Findings {
 			if fd.Rule == detectors.RuleReuseAfterRevoke {
 				return fd.Action

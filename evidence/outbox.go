@@ -84,6 +84,23 @@ func Append(ctx context.Context, tx pgx.Tx, ev Event) (Event, error) {
 	return ev, nil
 }
 
+// ErrNotFound: no evidence event has that id.
+var ErrNotFound = errors.New("not found")
+
+// RawEvent returns the exact stored bytes of one evidence event, or
+// ErrNotFound.
+func RawEvent(ctx context.Context, q Querier, id string) ([]byte, error) {
+	var raw []byte
+	err := q.QueryRow(ctx, `SELECT event FROM evidence_outbox WHERE id = $1`, id).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("evidence %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("evidence %q: %w", id, err)
+	}
+	return raw, nil
+}
+
 func storedEvent(ctx context.Context, q Querier, id string) (Event, bool, error) {
 	var raw []byte
 	err := q.QueryRow(ctx, `SELECT event FROM evidence_outbox WHERE id = $1`, id).Scan(&raw)

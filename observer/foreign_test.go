@@ -11,7 +11,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/observer"
-	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/observer/observed"
 )
 
 // foreignSession is a session of a role that is none of this test's, as
@@ -106,7 +106,7 @@ func (c *foreignChurn) step(t *testing.T) {
 // the fresh one: the scenario did run among foreign ghosts. A ghost gone
 // by now may have been ended by another process (a leaseguard of another
 // test ends ghosts of roles it never saw): not seeing it is no error.
-func (c *foreignChurn) seen(t *testing.T, rep observer.PassReport, p *store.ObservedPass) {
+func (c *foreignChurn) seen(t *testing.T, rep observer.PassReport, p *observed.Pass) {
 	t.Helper()
 	ghosts := map[int32]bool{}
 	for _, s := range p.Sessions {

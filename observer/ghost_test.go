@@ -16,6 +16,7 @@ import (
 	"github.com/leaseguard/leaseguard/internal/natstest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
 	"github.com/leaseguard/leaseguard/observer"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -33,7 +34,7 @@ func TestGhostSessionFoundAndTerminated(t *testing.T) {
 // scenario, and check what the pass saw of it; either may be nil.
 type scenarioHooks struct {
 	beforePass func(t *testing.T)
-	afterPass  func(t *testing.T, rep observer.PassReport, p *store.ObservedPass)
+	afterPass  func(t *testing.T, rep observer.PassReport, p *observed.Pass)
 }
 
 // ghostScenario is TestGhostSessionFoundAndTerminated's scenario, with
@@ -65,8 +66,8 @@ type mine struct {
 	start time.Time
 }
 
-func (m mine) roles(rs []store.ObservedRole) []store.ObservedRole {
-	var out []store.ObservedRole
+func (m mine) roles(rs []observed.Role) []observed.Role {
+	var out []observed.Role
 	for _, r := range rs {
 		if r.OID == m.oid {
 			out = append(out, r)
@@ -76,8 +77,8 @@ func (m mine) roles(rs []store.ObservedRole) []store.ObservedRole {
 }
 
 // sessions are the sessions of the test's role, live or ghost.
-func (m mine) sessions(ss []store.ObservedSession) []store.ObservedSession {
-	var out []store.ObservedSession
+func (m mine) sessions(ss []observed.Session) []observed.Session {
+	var out []observed.Session
 	for _, s := range ss {
 		if s.UserOID == m.oid {
 			out = append(out, s)
@@ -130,17 +131,17 @@ func (m mine) findings(fs []schemas.Finding) []schemas.Finding {
 type recorder struct {
 	observer.Rules
 	mu   sync.Mutex
-	last *store.ObservedPass
+	last *observed.Pass
 }
 
-func (r *recorder) Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass) (detectors.DBReport, error) {
+func (r *recorder) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (observed.Report, error) {
 	r.mu.Lock()
 	r.last = p
 	r.mu.Unlock()
 	return r.Rules.Evaluate(ctx, tx, p)
 }
 
-func (r *recorder) take() *store.ObservedPass {
+func (r *recorder) take() *observed.Pass {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.last
@@ -189,7 +190,7 @@ func newGhostRun(t *testing.T, ctx context.Context, hooks scenarioHooks) *ghostR
 // pass makes a pass and returns its report and what it saw. The report
 // counts all of it, the rest of the cluster's included: it must tell the
 // pass, and the pass must have published every event it recorded.
-func (g *ghostRun) pass(t *testing.T, ctx context.Context, what string) (observer.PassReport, *store.ObservedPass) {
+func (g *ghostRun) pass(t *testing.T, ctx context.Context, what string) (observer.PassReport, *observed.Pass) {
 	t.Helper()
 	if g.hooks.beforePass != nil {
 		g.hooks.beforePass(t)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -20,12 +20,11 @@ import (
 // this one stands by.
 var ErrNotHolder = errors.New("another process observes this target")
 
-// Rules judge each pass inside its transaction (detectors.DBRules fits).
+// Rules judge each pass inside its transaction (the database rules of
+// detectors fit; they meet the observer only in package observed).
 type Rules interface {
-	Evaluate(ctx context.Context, tx pgx.Tx, p *store.ObservedPass) (detectors.DBReport, error)
+	Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (observed.Report, error)
 }
-
-var _ Rules = (*detectors.DBRules)(nil)
 
 // Deps are the observer's collaborators.
 type Deps struct {
@@ -53,7 +52,7 @@ type Observer struct {
 	mu sync.Mutex
 	// passing serialises passes over one database.
 	passing   map[string]*sync.Mutex
-	duties    map[string]*store.Duty
+	duties    map[string]*Duty
 	lastPrune map[string]time.Time
 	hiddenLog map[string]bool
 }
@@ -81,7 +80,7 @@ func New(cfg Config, d Deps) (*Observer, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	return &Observer{cfg: cfg, Deps: d, duties: map[string]*store.Duty{}, passing: map[string]*sync.Mutex{},
+	return &Observer{cfg: cfg, Deps: d, duties: map[string]*Duty{}, passing: map[string]*sync.Mutex{},
 		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}}, nil
 }
 
@@ -135,7 +134,7 @@ func (o *Observer) step(ctx context.Context, db string) error {
 	case ctx.Err() != nil:
 	case errors.Is(err, ErrNotHolder):
 		o.Logger.Debug("another process observes the target; standing by", "database", db)
-	case errors.Is(err, store.ErrDutyLost):
+	case errors.Is(err, ErrDutyLost):
 		o.Logger.Warn("observer duty lost; observing stops until it can be taken again", "database", db, "err", err)
 	case err != nil:
 		o.Logger.Warn("observer pass failed; will retry", "database", db, "err", err)
@@ -161,7 +160,7 @@ type PassReport struct {
 	RoleEvents, SessionEvents int
 	// Hidden sessions could not be read (see Targets).
 	Hidden    int
-	Rules     detectors.DBReport
+	Rules     observed.Report
 	Published int
 }
 
@@ -169,7 +168,7 @@ type PassReport struct {
 // this process does not hold it: read the target, diff, record, judge and
 // commit in one state-store transaction, then publish. It returns
 // ErrNotHolder when another process holds the duty, and an error wrapping
-// store.ErrDutyLost (the duty is then released) when this one lost it.
+// ErrDutyLost (the duty is then released) when this one lost it.
 func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	rep := PassReport{Database: db}
 	pool, ok := o.Targets.Pool(db)
@@ -187,7 +186,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	defer func() { o.Metrics.pass.Observe(time.Since(start).Seconds()) }()
 
 	// The pass's time is taken before the reads: a role absent from them
-	// did not exist at that time (store.ObservedRole.CreatedAfter).
+	// did not exist at that time (observed.Role.CreatedAfter).
 	now := o.Clock().UTC().Truncate(time.Microsecond)
 	rctx, cancel := context.WithTimeout(ctx, o.cfg.ReadTimeout)
 	sessions, roles, err := read(rctx, pool)
@@ -197,13 +196,13 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 		return rep, fmt.Errorf("target %s: %w", db, err)
 	}
 
-	var p *store.ObservedPass
+	var p *observed.Pass
 	err = pgx.BeginFunc(ctx, o.Store.Pool(), func(tx pgx.Tx) error {
 		if err := duty.Check(ctx, tx); err != nil {
 			return err
 		}
 		var err error
-		p, err = store.ApplySnapshot(ctx, tx, store.Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
+		p, err = applySnapshot(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
 			Managed: o.cfg.ManagedPattern.MatchString})
 		if err != nil {
 			return err
@@ -215,7 +214,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	})
 	if err != nil {
 		o.Metrics.failures.WithLabelValues(db).Inc()
-		if errors.Is(err, store.ErrDutyLost) {
+		if errors.Is(err, ErrDutyLost) {
 			o.dropDuty(ctx, db)
 		}
 		return rep, err
@@ -254,14 +253,14 @@ func (o *Observer) passLock(db string) *sync.Mutex {
 }
 
 // duty returns this process's duty for db, taking it if free.
-func (o *Observer) duty(ctx context.Context, db string) (*store.Duty, error) {
+func (o *Observer) duty(ctx context.Context, db string) (*Duty, error) {
 	o.mu.Lock()
 	d := o.duties[db]
 	o.mu.Unlock()
 	if d != nil {
 		return d, nil
 	}
-	d, err := o.Store.TryDuty(ctx, db, o.cfg.Holder, o.Clock())
+	d, err := tryDuty(ctx, o.Store, db, o.cfg.Holder, o.Clock())
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +315,7 @@ func (o *Observer) publish(ctx context.Context, db string) (int, error) {
 	if o.Publisher == nil {
 		return 0, nil
 	}
-	evs, err := store.UnpublishedDBEvents(ctx, o.Store.Pool(), db, o.cfg.PublishBatch)
+	evs, err := unpublishedEvents(ctx, o.Store.Pool(), db, o.cfg.PublishBatch)
 	if err != nil || len(evs) == 0 {
 		return 0, err
 	}
@@ -329,7 +328,7 @@ func (o *Observer) publish(ctx context.Context, db string) (int, error) {
 	for i := range n {
 		ids[i] = evs[i].ID
 	}
-	if err := store.MarkDBEventsPublished(context.WithoutCancel(ctx), o.Store.Pool(), ids, o.Clock()); err != nil {
+	if err := markEventsPublished(context.WithoutCancel(ctx), o.Store.Pool(), ids, o.Clock()); err != nil {
 		return n, err
 	}
 	o.Metrics.published.WithLabelValues(db).Add(float64(n))
@@ -348,7 +347,7 @@ func (o *Observer) prune(ctx context.Context, db string, now time.Time) {
 	if !due {
 		return
 	}
-	if err := store.PruneObserver(ctx, o.Store.Pool(), db, now.Add(-o.cfg.Retention), o.Publisher == nil); err != nil {
+	if err := pruneHistory(ctx, o.Store.Pool(), db, now.Add(-o.cfg.Retention), o.Publisher == nil); err != nil {
 		o.Logger.Warn("cannot prune observer state", "database", db, "err", err)
 	}
 }

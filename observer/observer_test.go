@@ -310,7 +310,7 @@ func TestOneObserverPerTarget(t *testing.T) {
 		_, err := b.Pass(ctx, "main")
 		return err == nil
 	})
-	if _, err := a.Pass(ctx, "main"); !errors.Is(err, store.ErrDutyLost) {
+	if _, err := a.Pass(ctx, "main"); !errors.Is(err, observer.ErrDutyLost) {
 		t.Fatalf("a after losing its lock: %v, want ErrDutyLost", err)
 	}
 	if a.Holds("main") {

@@ -8,8 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/observer/observed"
 )
 
 // Targets resolves target databases (target.Set fits).
@@ -35,14 +34,14 @@ const (
 )
 
 // read takes a snapshot of a target: sessions first, then roles (see
-// store.Snapshot for why the order matters).
-func read(ctx context.Context, pool *pgxpool.Pool) ([]store.DBSession, []store.DBRole, error) {
+// Snapshot for why the order matters).
+func read(ctx context.Context, pool *pgxpool.Pool) ([]observed.DBSession, []observed.DBRole, error) {
 	rows, err := pool.Query(ctx, sessionsSQL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read pg_stat_activity: %w", err)
 	}
-	var sessions []store.DBSession
-	var s store.DBSession
+	var sessions []observed.DBSession
+	var s observed.DBSession
 	var start pgtype.Timestamptz
 	var oid int64
 	_, err = pgx.ForEachRow(rows, []any{&s.PID, &start, &oid, &s.UserName, &s.ClientAddr, &s.ClientPort,
@@ -64,8 +63,8 @@ func read(ctx context.Context, pool *pgxpool.Pool) ([]store.DBSession, []store.D
 	if err != nil {
 		return nil, nil, fmt.Errorf("read pg_roles: %w", err)
 	}
-	var roles []store.DBRole
-	var r store.DBRole
+	var roles []observed.DBRole
+	var r observed.DBRole
 	var until pgtype.Timestamptz
 	_, err = pgx.ForEachRow(rows, []any{&oid, &r.Name, &until, &r.CanLogin, &r.Superuser}, func() error {
 		c := r

@@ -120,7 +120,7 @@ func (s Selector) Validate() error {
 	}
 	for name, v := range map[string]string{"db user": s.DBUser, "lease id": s.LeaseID, "prefix": s.Prefix,
 		"entity id": s.EntityID, "token accessor": s.TokenAccessor, "database": s.Database} {
-		if err := plainText(name, v, 1024); err != nil {
+		if err := PlainText(name, v, 1024); err != nil {
 			return err
 		}
 		if v != strings.TrimSpace(v) {
@@ -163,13 +163,13 @@ func (r Request) Validate() error {
 	if strings.TrimSpace(r.Reason) == "" {
 		return invalid("a reason is required")
 	}
-	if err := plainText("reason", r.Reason, 2048); err != nil {
+	if err := PlainText("reason", r.Reason, 2048); err != nil {
 		return err
 	}
 	if strings.TrimSpace(r.Actor) == "" {
 		return invalid("the actor is unknown")
 	}
-	if err := plainText("actor", r.Actor, 256); err != nil {
+	if err := PlainText("actor", r.Actor, 256); err != nil {
 		return err
 	}
 	if r.RequestID != "" && !requestIDRE.MatchString(r.RequestID) {
@@ -178,10 +178,10 @@ func (r Request) Validate() error {
 	return nil
 }
 
-// plainText refuses values that are too long, not UTF-8 (commands could not
+// PlainText refuses values that are too long, not UTF-8 (commands could not
 // be signed) or carry control characters (they would garble logs and
 // tables).
-func plainText(name, v string, max int) error {
+func PlainText(name, v string, max int) error {
 	switch {
 	case len(v) > max:
 		return invalid("%s is %d bytes, more than %d", name, len(v), max)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
@@ -137,9 +138,9 @@ func TestAdmitApproval(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	p := store.PendingRevocation{ID: approved.ID, FindingID: "f", Rule: approved.Rule, Severity: schemas.SeverityHigh,
+	p := pending.Revocation{ID: approved.ID, FindingID: "f", Rule: approved.Rule, Severity: schemas.SeverityHigh,
 		Database: "main", DBUser: user, Summary: "s", Command: approved, RequestedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if _, err := store.InsertPending(ctx, r.st.Pool(), []store.PendingRevocation{p}); err != nil {
+	if _, err := pending.Insert(ctx, r.st.Pool(), []pending.Revocation{p}); err != nil {
 		t.Fatal(err)
 	}
 	tx, err := r.st.Pool().Begin(ctx)
@@ -148,7 +149,7 @@ func TestAdmitApproval(t *testing.T) {
 	}
 	d := p.Decision()
 	d.Decision, d.DecidedBy, d.DecidedAt = schemas.ApprovalApproved, "owner", now
-	if ok, err := store.DecidePending(ctx, tx, d, &approved, ""); err != nil || !ok {
+	if ok, err := pending.Decide(ctx, tx, d, &approved, ""); err != nil || !ok {
 		t.Fatalf("decide: %v %v", ok, err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -222,9 +223,9 @@ func (x *Executor) checkApproval(ctx context.Context, cmd schemas.RevocationComm
 	}
 	sctx, cancel := x.stateCtx(ctx)
 	defer cancel()
-	p, err := store.GetPending(sctx, x.State, cmd.ID)
+	p, err := pending.Get(sctx, x.State, cmd.ID)
 	switch {
-	case errors.Is(err, store.ErrPendingNotFound):
+	case errors.Is(err, pending.ErrNotFound):
 		return refuse(GuardApproval, "rule %s needs an owner's approval and none is recorded for command %s", cmd.Rule, cmd.ID)
 	case err != nil:
 		return err

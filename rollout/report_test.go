@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/rollout"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -48,11 +49,11 @@ func TestReportCountsThePilot(t *testing.T) {
 		{"lease-expired-not-revoked", "main", "v-ro-enf", "postgres", "app", "revocation_requested", time.Hour},
 		{"orphan-role", "main", "v-ro-x", "", "", "none", time.Hour},
 	})
-	hit := func(key, value, db, user, role string, ago time.Duration) store.ExceptionHit {
-		return store.ExceptionHit{Rule: "credential-foreign-address", Database: db, ObjectKey: key, Exception: store.ExceptionAllowedCIDR,
+	hit := func(key, value, db, user, role string, ago time.Duration) detectors.ExceptionHit {
+		return detectors.ExceptionHit{Rule: "credential-foreign-address", Database: db, ObjectKey: key, Exception: detectors.ExceptionAllowedCIDR,
 			Value: value, DBUser: user, Mount: "postgres", Role: role, ClientAddr: "10.1.1.1", SeenAt: now.Add(-ago)}
 	}
-	if err := store.RecordExceptionHits(r.ctx, r.st.Pool(), []store.ExceptionHit{
+	if err := detectors.RecordExceptionHits(r.ctx, r.st.Pool(), []detectors.ExceptionHit{
 		hit("101/1", "10.0.0.0/8", "main", "v-ro-a", "app", time.Hour),
 		hit("102/1", "10.0.0.0/8", "main", "v-ro-a", "app", 2*time.Hour),
 		hit("103/1", "192.168.0.0/16", "orders", "v-ro-c", "report", time.Hour),

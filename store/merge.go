@@ -281,3 +281,18 @@ func applyPrefix(l *Lease, p *prefixRevocation) bool {
 	mergeLastEvent(l, p.RevokedAt, schemas.LeaseRevoked, p.RequestID)
 	return was != StateRevoked
 }
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func textPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

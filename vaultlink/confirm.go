@@ -12,6 +12,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // LeaseConfirmer asks Vault about the leases the ledger knows from the
@@ -135,22 +136,15 @@ func (c *LeaseConfirmer) confirm(ctx context.Context, leaseID, source string, no
 		return false, fmt.Errorf("look up lease %s: %w", leaseID, err)
 	}
 	if !found {
-		_, err := c.pool.Exec(ctx, `UPDATE leases SET vault_checked_at = $2 WHERE lease_id = $1`, leaseID, now)
-		return false, err
+		return false, store.MarkVaultChecked(ctx, c.pool, leaseID, now)
 	}
 	// Vault's expiry is the lease's when the database gives none.
 	var expire *time.Time
 	if source != string(schemas.ExpireFromValidUntil) && info.ExpireTime != nil && !info.ExpireTime.IsZero() {
 		expire = info.ExpireTime
 	}
-	_, err = c.pool.Exec(ctx, `UPDATE leases SET vault_seen_at = COALESCE(vault_seen_at, $2), vault_checked_at = $2,
-			expire_at = COALESCE($3, expire_at),
-			expire_source = CASE WHEN $3::timestamptz IS NULL THEN expire_source ELSE 'vault_lookup' END,
-			expire_checked_at = CASE WHEN $3::timestamptz IS NULL THEN expire_checked_at ELSE $2 END,
-			updated_at = now()
-		WHERE lease_id = $1`, leaseID, now, expire)
-	if err != nil {
-		return false, fmt.Errorf("record lease %s confirmed: %w", leaseID, err)
+	if err := store.ConfirmInVault(ctx, c.pool, leaseID, now, expire); err != nil {
+		return false, err
 	}
 	return true, nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/ops/progress"
-	"github.com/leaseguard/leaseguard/store"
 )
 
 // Hasher computes an audit device's HMAC of a string (*Client).
@@ -123,7 +122,7 @@ func (h *HMACResolver) Run(ctx context.Context) error {
 
 // Pass hashes, for each device, the names not hashed yet (one batch) and
 // links what their HMACs match. It returns the links made.
-func (h *HMACResolver) Pass(ctx context.Context) ([]store.LeaseLink, error) {
+func (h *HMACResolver) Pass(ctx context.Context) ([]LeaseLink, error) {
 	hashes := map[string]map[string]string{}
 	var hashErr error
 	for _, dev := range h.cfg.Devices {
@@ -137,15 +136,15 @@ func (h *HMACResolver) Pass(ctx context.Context) ([]store.LeaseLink, error) {
 		}
 	}
 	now := h.now()
-	var links []store.LeaseLink
+	var links []LeaseLink
 	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
 		for _, dev := range h.cfg.Devices {
-			if err := store.SaveUserHMACs(ctx, tx, dev, hashes[dev], now); err != nil {
+			if err := SaveUserHMACs(ctx, tx, dev, hashes[dev], now); err != nil {
 				return err
 			}
 		}
 		var err error
-		links, err = store.LinkHMACLeases(ctx, tx, h.cfg.Devices, now)
+		links, err = LinkHMACLeases(ctx, tx, h.cfg.Devices, now)
 		return err
 	})
 	if err != nil {
@@ -163,7 +162,7 @@ func (h *HMACResolver) Pass(ctx context.Context) ([]store.LeaseLink, error) {
 // for dev yet. A Vault error ends the batch; what was hashed is returned.
 func (h *HMACResolver) hashDevice(ctx context.Context, dev string) (map[string]string, error) {
 	limit := h.cfg.Batch * 4
-	names, err := store.UnhashedRoleNames(ctx, h.pool, dev, h.after[dev], limit)
+	names, err := UnhashedRoleNames(ctx, h.pool, dev, h.after[dev], limit)
 	if err != nil {
 		return nil, err
 	}

@@ -74,7 +74,7 @@ func TestHMACResolverLinksLeases(t *testing.T) {
 	if l, err := r.st.Lease(ctx, other); err != nil || !l.DBUserHMAC {
 		t.Errorf("other lease = %+v, %v", l, err)
 	}
-	m, err := store.LinkMethods(ctx, r.st.Pool(), []string{first, other})
+	m, err := vaultlink.LinkMethods(ctx, r.st.Pool(), []string{first, other})
 	if err != nil || m[first] != "hmac" || m[other] != "" {
 		t.Errorf("link methods = %v, %v", m, err)
 	}

@@ -174,10 +174,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // It returns how many leases it worked.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	now := r.Clock()
-	if _, err := store.EnqueueDroppedLeases(ctx, r.Pool, r.cfg.Margin, 1000, now); err != nil {
+	if _, err := EnqueueDroppedLeases(ctx, r.Pool, r.cfg.Margin, 1000, now); err != nil {
 		return 0, err
 	}
-	items, err := store.ClaimVaultRevocations(ctx, r.Pool, now, r.cfg.Hold, r.cfg.Batch)
+	items, err := ClaimVaultRevocations(ctx, r.Pool, now, r.cfg.Hold, r.cfg.Batch)
 	if err != nil {
 		return 0, err
 	}
@@ -187,7 +187,7 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 			errs = append(errs, err)
 		}
 	}
-	if n, err := store.PendingVaultRevocations(ctx, r.Pool); err == nil {
+	if n, err := PendingVaultRevocations(ctx, r.Pool); err == nil {
 		r.Metrics.pending.Set(float64(n))
 	}
 	return len(items), errors.Join(errs...)
@@ -205,7 +205,7 @@ func (r *Reconciler) Drain(ctx context.Context) (int64, error) {
 			break
 		}
 	}
-	return store.PendingVaultRevocations(context.WithoutCancel(ctx), r.Pool)
+	return PendingVaultRevocations(context.WithoutCancel(ctx), r.Pool)
 }
 
 // attempt is what one try at a lease found.
@@ -218,7 +218,7 @@ type attempt struct {
 	whyNoForce string
 }
 
-func (r *Reconciler) work(ctx context.Context, it store.VaultRevocation) error {
+func (r *Reconciler) work(ctx context.Context, it VaultRevocation) error {
 	a := attempt{revokeErr: r.Vault.Revoke(ctx, it.LeaseID)}
 	if a.revokeErr == nil {
 		return r.done(ctx, it, MethodRevoke, a)
@@ -273,7 +273,7 @@ func (r *Reconciler) userAbsent(ctx context.Context, database, user string) (boo
 	return !exists, nil
 }
 
-func (r *Reconciler) done(ctx context.Context, it store.VaultRevocation, method string, a attempt) error {
+func (r *Reconciler) done(ctx context.Context, it VaultRevocation, method string, a attempt) error {
 	now := r.Clock()
 	r.Metrics.revocations.WithLabelValues(method).Inc()
 	log := r.Logger.With("lease_id", it.LeaseID, "database", it.Database, "db_user", it.DBUser, "method", method, "attempts", it.Attempts)
@@ -281,7 +281,7 @@ func (r *Reconciler) done(ctx context.Context, it store.VaultRevocation, method 
 	// and after an earlier failure was recorded.
 	if method != MethodRevokeForce && it.FailureEvidenceID == "" {
 		log.Debug("lease revoked in vault")
-		return store.FinishVaultRevocation(ctx, r.Pool, it.LeaseID, method, "", now)
+		return FinishVaultRevocation(ctx, r.Pool, it.LeaseID, method, "", now)
 	}
 	sev, summary := schemas.SeverityInfo, ""
 	switch method {
@@ -302,7 +302,7 @@ func (r *Reconciler) done(ctx context.Context, it store.VaultRevocation, method 
 		if err != nil {
 			return err
 		}
-		return store.FinishVaultRevocation(ctx, tx, it.LeaseID, method, evID, now)
+		return FinishVaultRevocation(ctx, tx, it.LeaseID, method, evID, now)
 	})
 	if err != nil {
 		return err
@@ -311,7 +311,7 @@ func (r *Reconciler) done(ctx context.Context, it store.VaultRevocation, method 
 	return nil
 }
 
-func (r *Reconciler) failed(ctx context.Context, it store.VaultRevocation, a attempt) error {
+func (r *Reconciler) failed(ctx context.Context, it VaultRevocation, a attempt) error {
 	now := r.Clock()
 	r.Metrics.revocations.WithLabelValues("failed").Inc()
 	last := a.revokeErr
@@ -326,7 +326,7 @@ func (r *Reconciler) failed(ctx context.Context, it store.VaultRevocation, a att
 	r.Logger.Warn("vault revocation failed; will retry", "lease_id", it.LeaseID, "database", it.Database, "db_user", it.DBUser,
 		"attempts", it.Attempts, "err", last, "no_force", a.whyNoForce, "next_attempt_at", next)
 	if it.FailureEvidenceID != "" {
-		return store.RetryVaultRevocation(ctx, r.Pool, it.LeaseID, next, Status(last), msg, "")
+		return RetryVaultRevocation(ctx, r.Pool, it.LeaseID, next, Status(last), msg, "")
 	}
 	facts := r.facts(it, a)
 	facts["next_attempt_at"] = next.UTC().Format(time.RFC3339Nano)
@@ -338,11 +338,11 @@ func (r *Reconciler) failed(ctx context.Context, it store.VaultRevocation, a att
 		if err != nil {
 			return err
 		}
-		return store.RetryVaultRevocation(ctx, tx, it.LeaseID, next, Status(last), msg, evID)
+		return RetryVaultRevocation(ctx, tx, it.LeaseID, next, Status(last), msg, evID)
 	})
 }
 
-func (r *Reconciler) facts(it store.VaultRevocation, a attempt) map[string]any {
+func (r *Reconciler) facts(it VaultRevocation, a attempt) map[string]any {
 	f := map[string]any{
 		"dropped_by_command": it.CommandID,
 		"dropped_at":         it.DroppedAt.UTC().Format(time.RFC3339Nano),
@@ -377,7 +377,7 @@ func (r *Reconciler) facts(it store.VaultRevocation, a attempt) map[string]any {
 	return f
 }
 
-func (r *Reconciler) finding(it store.VaultRevocation, kind string, sev schemas.Severity, summary string, facts map[string]any, now time.Time) schemas.Finding {
+func (r *Reconciler) finding(it VaultRevocation, kind string, sev schemas.Severity, summary string, facts map[string]any, now time.Time) schemas.Finding {
 	return schemas.Finding{
 		Type: schemas.FindingType, ID: findingID(RuleVaultRevoke, it.LeaseID, kind), Rule: RuleVaultRevoke, Severity: sev,
 		Mode: schemas.ModeEnforce, InScope: true, DetectedAt: now.UTC(), Database: it.Database, DBUser: it.DBUser,

@@ -87,7 +87,7 @@ type RevocationLinker struct {
 }
 
 type exhaustedSearch struct {
-	pending store.PendingHashedRevocations
+	pending PendingHashedRevocations
 	at      time.Time
 }
 
@@ -146,12 +146,12 @@ func (l *RevocationLinker) Run(ctx context.Context) error {
 // Pass links what the known HMACs match, hashes one round of lease ids
 // (those a waiting revocation may name, then newly issued ones), and links
 // again. It returns the revocations linked.
-func (l *RevocationLinker) Pass(ctx context.Context) ([]store.RevocationMatch, error) {
+func (l *RevocationLinker) Pass(ctx context.Context) ([]RevocationMatch, error) {
 	linked, err := l.link(ctx)
 	if err != nil {
 		return linked, err
 	}
-	pending, err := store.HashedRevocationsPending(ctx, l.pool, l.now().Add(-l.cfg.LookBack))
+	pending, err := HashedRevocationsPending(ctx, l.pool, l.now().Add(-l.cfg.LookBack))
 	if err != nil {
 		return linked, err
 	}
@@ -180,7 +180,7 @@ func (l *RevocationLinker) Pass(ctx context.Context) ([]store.RevocationMatch, e
 // name (when one waits) and then newly issued ones, and records the HMACs.
 // It returns how many it recorded; on a Vault error, what was hashed
 // before it is recorded.
-func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending store.PendingHashedRevocations) (int, error) {
+func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending PendingHashedRevocations) (int, error) {
 	type want struct{ id, reason string }
 	var todo []want
 	seen := map[string]bool{}
@@ -195,7 +195,7 @@ func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending s
 	now := l.now()
 	ex, seenBefore := l.exhausted[dev]
 	if pending.Count > 0 && !(seenBefore && samePending(ex.pending, pending) && now.Sub(ex.at) < l.cfg.Recheck) {
-		ids, err := store.UnhashedLeaseIDs(ctx, l.pool, dev, store.LeaseWindow{From: pending.Earliest, To: pending.Latest}, l.cfg.Wanted)
+		ids, err := UnhashedLeaseIDs(ctx, l.pool, dev, LeaseWindow{From: pending.Earliest, To: pending.Latest}, l.cfg.Wanted)
 		if err != nil {
 			return 0, err
 		}
@@ -207,7 +207,7 @@ func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending s
 		}
 	}
 	if l.cfg.Ahead > 0 {
-		ids, err := store.UnhashedLeaseIDs(ctx, l.pool, dev, store.LeaseWindow{SeenSince: now.Add(-l.cfg.AheadWindow)}, l.cfg.Ahead)
+		ids, err := UnhashedLeaseIDs(ctx, l.pool, dev, LeaseWindow{SeenSince: now.Add(-l.cfg.AheadWindow)}, l.cfg.Ahead)
 		if err != nil {
 			return 0, err
 		}
@@ -225,7 +225,7 @@ func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending s
 		l.metrics.leaseHashed.WithLabelValues(w.reason, "ok").Inc()
 		hashes[w.id] = sum
 	}
-	if err := store.SaveLeaseIDHMACs(ctx, l.pool, dev, hashes, l.now()); err != nil {
+	if err := SaveLeaseIDHMACs(ctx, l.pool, dev, hashes, l.now()); err != nil {
 		return 0, err
 	}
 	return len(hashes), hashErr
@@ -235,8 +235,8 @@ func (l *RevocationLinker) hashDevice(ctx context.Context, dev string, pending s
 // (up to MaxLinks) as the plain revocation it is, then records the links.
 // Applying is idempotent (the event id is the plain revocation's), so a
 // failure between the two steps is repaired by the next pass.
-func (l *RevocationLinker) link(ctx context.Context) ([]store.RevocationMatch, error) {
-	ms, err := store.MatchHashedRevocations(ctx, l.pool, l.cfg.Devices, l.cfg.MaxLinks)
+func (l *RevocationLinker) link(ctx context.Context) ([]RevocationMatch, error) {
+	ms, err := MatchHashedRevocations(ctx, l.pool, l.cfg.Devices, l.cfg.MaxLinks)
 	if err != nil || len(ms) == 0 {
 		return nil, err
 	}
@@ -249,7 +249,7 @@ func (l *RevocationLinker) link(ctx context.Context) ([]store.RevocationMatch, e
 	if _, err := l.ledger.Apply(ctx, store.Batch{Leases: events}); err != nil {
 		return nil, fmt.Errorf("apply %d linked revocations: %w", len(events), err)
 	}
-	if err := store.RecordRevocationLinks(ctx, l.pool, ms, ids, l.now()); err != nil {
+	if err := RecordRevocationLinks(ctx, l.pool, ms, ids, l.now()); err != nil {
 		return nil, err
 	}
 	for _, m := range ms {
@@ -260,6 +260,6 @@ func (l *RevocationLinker) link(ctx context.Context) ([]store.RevocationMatch, e
 	return ms, nil
 }
 
-func samePending(a, b store.PendingHashedRevocations) bool {
+func samePending(a, b PendingHashedRevocations) bool {
 	return a.Count == b.Count && a.Earliest.Equal(b.Earliest) && a.Latest.Equal(b.Latest)
 }

@@ -140,7 +140,7 @@ func TestRevocationLinkerOnDemand(t *testing.T) {
 	if events != 1 || (transport != "socket" && transport != "file") {
 		t.Errorf("%d revoked events for the lease, source %q; want one, from a device's message", events, transport)
 	}
-	ls, err := store.RevocationLinksOf(ctx, r.st.Pool(), target)
+	ls, err := vaultlink.RevocationLinksOf(ctx, r.st.Pool(), target)
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("links of %s: %+v, %v", target, ls, err)
 	}
@@ -166,7 +166,7 @@ func TestRevocationLinkerOnDemand(t *testing.T) {
 	if n := len(r.vault.Calls("audit-hash")) - calls; n != 0 {
 		t.Errorf("%d more audit-hash calls for leases already hashed", n)
 	}
-	if p, err := store.HashedRevocationsPending(ctx, r.st.Pool(), now.Add(-24*time.Hour)); err != nil || p.Count != 1 {
+	if p, err := vaultlink.HashedRevocationsPending(ctx, r.st.Pool(), now.Add(-24*time.Hour)); err != nil || p.Count != 1 {
 		t.Errorf("pending %+v, %v; want the unknown lease's revocation", p, err)
 	}
 	// Its lease's issue entry arrives late (issued before the revocation):

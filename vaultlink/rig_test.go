@@ -156,9 +156,9 @@ func (r *rig) drop(t *testing.T, user, leaseID string) schemas.Outcome {
 	return out[0].Result.Outcome
 }
 
-func (r *rig) queued(t *testing.T, leaseID string) store.VaultRevocation {
+func (r *rig) queued(t *testing.T, leaseID string) vaultlink.VaultRevocation {
 	t.Helper()
-	v, err := store.GetVaultRevocation(context.Background(), r.st.Pool(), leaseID)
+	v, err := vaultlink.GetVaultRevocation(context.Background(), r.st.Pool(), leaseID)
 	if err != nil {
 		t.Fatal(err)
 	}

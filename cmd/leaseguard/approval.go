@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/leaseguard/leaseguard/operator"
+	"github.com/leaseguard/leaseguard/approval"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -34,12 +34,12 @@ const strandedAfter = 2 * time.Minute
 
 // newApprovals builds the deciding service; without an executor it can
 // reject and expire but not approve.
-func newApprovals(cfg Config, pool *pgxpool.Pool, exec *operatorExecutor, logger *slog.Logger) (*operator.Approvals, error) {
-	d := operator.ApprovalDeps{State: pool, Evidence: evidenceBuilder(cfg), Logger: logger}
+func newApprovals(cfg Config, pool *pgxpool.Pool, exec *operatorExecutor, logger *slog.Logger) (*approval.Approvals, error) {
+	d := approval.ApprovalDeps{State: pool, Evidence: evidenceBuilder(cfg), Logger: logger}
 	if exec != nil {
 		d.Executor, d.Issuer = exec.executor, exec.issuer
 	}
-	return operator.NewApprovals(d)
+	return approval.NewApprovals(d)
 }
 
 // startApprovals runs the approval sweep in `leaseguard run` (with the

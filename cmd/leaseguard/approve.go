@@ -12,6 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
+	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -126,9 +129,9 @@ func decideCmd(ctx context.Context, m *Main, verb, id string, o decideOptions) e
 
 // decide records the decision (or resumes an approved one) and maps a
 // refusal to its exit code.
-func decide(ctx context.Context, ap *operator.Approvals, verb, id string, o decideOptions) (operator.Decided, error) {
+func decide(ctx context.Context, ap *approval.Approvals, verb, id string, o decideOptions) (approval.Decided, error) {
 	who := actor(o.actor)
-	var res operator.Decided
+	var res approval.Decided
 	var err error
 	switch {
 	case o.resume:
@@ -141,7 +144,7 @@ func decide(ctx context.Context, ap *operator.Approvals, verb, id string, o deci
 	switch {
 	case errors.Is(err, operator.ErrInvalid):
 		return res, usageError{err.Error()}
-	case errors.Is(err, operator.ErrAlreadyDecided), errors.Is(err, operator.ErrApprovalExpired):
+	case errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrApprovalExpired):
 		if strings.HasSuffix(err.Error(), "resume it") {
 			err = fmt.Errorf("%w with: leaseguard approve --resume %s", err, id)
 		}
@@ -156,7 +159,7 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	default:
 		return usageError{fmt.Sprintf("--state %q: want pending, approved, rejected or expired", state)}
 	}
-	ps, err := store.ListPending(ctx, st.Pool(), store.PendingPage{State: state, Limit: 1000})
+	ps, err := pending.List(ctx, st.Pool(), pending.Page{State: state, Limit: 1000})
 	if err != nil {
 		return err
 	}
@@ -180,10 +183,10 @@ func listPending(ctx context.Context, w io.Writer, st *store.Store, state schema
 	return tw.Flush()
 }
 
-func printDecision(ctx context.Context, w io.Writer, q store.Querier, res operator.Decided, format outputFormat) error {
+func printDecision(ctx context.Context, w io.Writer, q store.Querier, res approval.Decided, format outputFormat) error {
 	p := res.Pending
 	if format == outputJSON {
-		raw, err := store.EvidenceEvent(ctx, q, p.EvidenceID)
+		raw, err := evidence.RawEvent(ctx, q, p.EvidenceID)
 		if err != nil {
 			return err
 		}

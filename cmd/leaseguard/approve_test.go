@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
@@ -46,7 +47,7 @@ func TestApproveRejectCLI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = store.InsertPending(r.ctx, st.Pool(), []store.PendingRevocation{{ID: id, FindingID: cmd.FindingID,
+		_, err = pending.Insert(r.ctx, st.Pool(), []pending.Revocation{{ID: id, FindingID: cmd.FindingID,
 			Rule: cmd.Rule, Severity: schemas.SeverityMedium, Database: r.db, DBUser: c.Username, Summary: "orphan",
 			Command: cmd, ProposalSignature: sig, RequestedAt: now, ExpiresAt: now.Add(time.Hour)}})
 		if err != nil {

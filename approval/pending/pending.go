@@ -1,4 +1,4 @@
-package store
+package pending
 
 import (
 	"context"
@@ -11,16 +11,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // Pending revocations (migration 008): the revocations of rules in approve
 // mode, held for an owner's decision.
 
-// ErrPendingNotFound: no pending revocation has that id.
-var ErrPendingNotFound = errors.New("no such pending revocation")
+// ErrNotFound: no pending revocation has that id.
+var ErrNotFound = errors.New("no such pending revocation")
 
-// PendingRevocation is a revocation command held for an owner's approval.
-type PendingRevocation struct {
+// Revocation is a revocation command held for an owner's approval.
+type Revocation struct {
 	// ID is the command's id: the one enforce would have used.
 	ID        string
 	FindingID string
@@ -48,7 +49,7 @@ type PendingRevocation struct {
 
 // Decision returns the decision of a decided pending revocation, as its
 // evidence records it.
-func (p PendingRevocation) Decision() schemas.ApprovalDecision {
+func (p Revocation) Decision() schemas.ApprovalDecision {
 	d := schemas.ApprovalDecision{
 		PendingID: p.ID, Decision: p.State, DecidedBy: p.DecidedBy, Comment: p.Comment, FindingID: p.FindingID,
 		Rule: p.Rule, Severity: p.Severity, Database: p.Database, DBUser: p.DBUser, LeaseID: p.LeaseID,
@@ -60,10 +61,10 @@ func (p PendingRevocation) Decision() schemas.ApprovalDecision {
 	return d
 }
 
-// InsertPending records pending revocations; one already recorded (same
+// Insert records pending revocations; one already recorded (same
 // command id: the same finding seen again) is left as it is. It returns how
 // many are new.
-func InsertPending(ctx context.Context, q Querier, ps []PendingRevocation) (int, error) {
+func Insert(ctx context.Context, q store.Querier, ps []Revocation) (int, error) {
 	n := 0
 	for _, p := range ps {
 		doc, err := json.Marshal(p.Command)
@@ -89,8 +90,8 @@ const pendingSelect = `id, finding_id, rule, severity, database, db_user, lease_
 	requested_at, expires_at, decided_by, decided_at, decision_comment, approved_command, evidence_id,
 	COALESCE(proposal_signature, '')`
 
-func scanPending(row pgx.Row) (PendingRevocation, error) {
-	var p PendingRevocation
+func scanPending(row pgx.Row) (Revocation, error) {
+	var p Revocation
 	var lease, by, comment, evID pgtype.Text
 	var cmd, approved []byte
 	var severity, state string
@@ -113,11 +114,11 @@ func scanPending(row pgx.Row) (PendingRevocation, error) {
 	return p, nil
 }
 
-// GetPending reads one pending revocation.
-func GetPending(ctx context.Context, q Querier, id string) (PendingRevocation, error) {
+// Get reads one pending revocation.
+func Get(ctx context.Context, q store.Querier, id string) (Revocation, error) {
 	p, err := scanPending(q.QueryRow(ctx, `SELECT `+pendingSelect+` FROM pending_revocations WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return p, fmt.Errorf("%w: %q", ErrPendingNotFound, id)
+		return p, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	if err != nil {
 		return p, fmt.Errorf("read pending revocation %s: %w", id, err)
@@ -125,12 +126,12 @@ func GetPending(ctx context.Context, q Querier, id string) (PendingRevocation, e
 	return p, nil
 }
 
-// LockPending reads one pending revocation and locks its row until tx ends:
+// Lock reads one pending revocation and locks its row until tx ends:
 // a concurrent decision on it waits, then sees this one's.
-func LockPending(ctx context.Context, tx pgx.Tx, id string) (PendingRevocation, error) {
+func Lock(ctx context.Context, tx pgx.Tx, id string) (Revocation, error) {
 	p, err := scanPending(tx.QueryRow(ctx, `SELECT `+pendingSelect+` FROM pending_revocations WHERE id = $1 FOR UPDATE`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return p, fmt.Errorf("%w: %q", ErrPendingNotFound, id)
+		return p, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	if err != nil {
 		return p, fmt.Errorf("lock pending revocation %s: %w", id, err)
@@ -138,11 +139,11 @@ func LockPending(ctx context.Context, tx pgx.Tx, id string) (PendingRevocation, 
 	return p, nil
 }
 
-// DecidePending records a decision on a pending revocation that is still
+// Decide records a decision on a pending revocation that is still
 // pending (compare-and-set on state): it reports false, changing nothing,
 // when another decision came first. approved is the command sent to the
 // revoker and is required for, and only for, an approval.
-func DecidePending(ctx context.Context, tx pgx.Tx, d schemas.ApprovalDecision, approved *schemas.RevocationCommand, evidenceID string) (bool, error) {
+func Decide(ctx context.Context, tx pgx.Tx, d schemas.ApprovalDecision, approved *schemas.RevocationCommand, evidenceID string) (bool, error) {
 	var doc []byte
 	if approved != nil {
 		var err error
@@ -165,7 +166,7 @@ func DecidePending(ctx context.Context, tx pgx.Tx, d schemas.ApprovalDecision, a
 // ReplaceApproved records cmd as the approved command of pending
 // revocation id, in place of the one whose nonce is oldNonce (a
 // compare-and-set: of two processes issuing it again, one wins).
-func ReplaceApproved(ctx context.Context, q Querier, id, oldNonce string, cmd schemas.RevocationCommand) error {
+func ReplaceApproved(ctx context.Context, q store.Querier, id, oldNonce string, cmd schemas.RevocationCommand) error {
 	doc, err := json.Marshal(cmd)
 	if err != nil {
 		return fmt.Errorf("encode approved command: %w", err)
@@ -181,9 +182,9 @@ func ReplaceApproved(ctx context.Context, q Querier, id, oldNonce string, cmd sc
 	return nil
 }
 
-// ClaimDuePending locks up to limit pending revocations whose time ran out
+// ClaimDue locks up to limit pending revocations whose time ran out
 // at now, skipping those another transaction holds.
-func ClaimDuePending(ctx context.Context, tx pgx.Tx, now time.Time, limit int) ([]PendingRevocation, error) {
+func ClaimDue(ctx context.Context, tx pgx.Tx, now time.Time, limit int) ([]Revocation, error) {
 	rows, err := tx.Query(ctx, `SELECT `+pendingSelect+` FROM pending_revocations
 		WHERE state = 'pending' AND expires_at <= $1
 		ORDER BY expires_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
@@ -193,10 +194,10 @@ func ClaimDuePending(ctx context.Context, tx pgx.Tx, now time.Time, limit int) (
 	return collectPending(rows, "claim expired pending revocations")
 }
 
-// StrandedApprovals returns approved revocations decided before cutoff
+// Stranded returns approved revocations decided before cutoff
 // whose command has no recorded outcome: the process that approved them
 // stopped before the revoker finished.
-func StrandedApprovals(ctx context.Context, q Querier, cutoff time.Time, limit int) ([]PendingRevocation, error) {
+func Stranded(ctx context.Context, q store.Querier, cutoff time.Time, limit int) ([]Revocation, error) {
 	rows, err := q.Query(ctx, `SELECT `+pendingSelect+` FROM pending_revocations p
 		WHERE p.state = 'approved' AND p.decided_at < $1
 		  AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.command_id = p.id AND r.state = 'done')
@@ -207,9 +208,9 @@ func StrandedApprovals(ctx context.Context, q Querier, cutoff time.Time, limit i
 	return collectPending(rows, "stranded approvals")
 }
 
-// PendingPage selects one page of pending revocations in one state, oldest
+// Page selects one page of pending revocations in one state, oldest
 // request first.
-type PendingPage struct {
+type Page struct {
 	State schemas.ApprovalState
 	// AfterTime and AfterID are the last row of the previous page (zero
 	// for the first).
@@ -218,8 +219,8 @@ type PendingPage struct {
 	Limit     int
 }
 
-// ListPending returns one page of pending revocations in p.State.
-func ListPending(ctx context.Context, q Querier, p PendingPage) ([]PendingRevocation, error) {
+// List returns one page of pending revocations in p.State.
+func List(ctx context.Context, q store.Querier, p Page) ([]Revocation, error) {
 	if p.Limit <= 0 {
 		return nil, fmt.Errorf("list pending revocations: limit %d is not positive", p.Limit)
 	}
@@ -232,8 +233,8 @@ func ListPending(ctx context.Context, q Querier, p PendingPage) ([]PendingRevoca
 	return collectPending(rows, "list pending revocations")
 }
 
-func collectPending(rows pgx.Rows, what string) ([]PendingRevocation, error) {
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (PendingRevocation, error) { return scanPending(r) })
+func collectPending(rows pgx.Rows, what string) ([]Revocation, error) {
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Revocation, error) { return scanPending(r) })
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

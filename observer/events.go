@@ -1,4 +1,4 @@
-package store
+package observer
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // DBEvent is a RoleEvent or SessionEvent waiting in the outbox.
@@ -17,9 +18,9 @@ type DBEvent struct {
 	Event []byte
 }
 
-// UnpublishedDBEvents returns up to limit events of database not yet
+// unpublishedEvents returns up to limit events of database not yet
 // published, in the order they were recorded.
-func UnpublishedDBEvents(ctx context.Context, q Querier, database string, limit int) ([]DBEvent, error) {
+func unpublishedEvents(ctx context.Context, q store.Querier, database string, limit int) ([]DBEvent, error) {
 	rows, err := q.Query(ctx, `
 		SELECT seq, id, kind, event::text FROM db_events
 		WHERE database = $1 AND published_at IS NULL
@@ -42,8 +43,8 @@ func UnpublishedDBEvents(ctx context.Context, q Querier, database string, limit 
 	return out, nil
 }
 
-// MarkDBEventsPublished records that the events were published.
-func MarkDBEventsPublished(ctx context.Context, q Querier, ids []string, at time.Time) error {
+// markEventsPublished records that the events were published.
+func markEventsPublished(ctx context.Context, q store.Querier, ids []string, at time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -53,13 +54,13 @@ func MarkDBEventsPublished(ctx context.Context, q Querier, ids []string, at time
 	return nil
 }
 
-// PruneObserver deletes, for database, sessions that ended before cutoff,
+// pruneHistory deletes, for database, sessions that ended before cutoff,
 // published events observed before it (and unpublished ones too when
 // unpublished is set: nothing will publish them), and roles gone before it
 // that no open session names. History is only needed to name the former
 // user of a ghost session, and every ghost session is tracked: its role's
 // history stays as long as it lives.
-func PruneObserver(ctx context.Context, q Querier, database string, cutoff time.Time, unpublished bool) error {
+func pruneHistory(ctx context.Context, q store.Querier, database string, cutoff time.Time, unpublished bool) error {
 	if _, err := q.Exec(ctx, `DELETE FROM db_sessions WHERE database = $1 AND ended_at < $2`, database, dbTime(cutoff)); err != nil {
 		return fmt.Errorf("prune sessions of %s: %w", database, err)
 	}

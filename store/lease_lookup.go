@@ -51,3 +51,48 @@ func HMACLeases(ctx context.Context, q Querier, database string, from, to time.T
 	}
 	return ls, nil
 }
+
+// LeasesByID returns the ledger's leases among ids.
+func LeasesByID(ctx context.Context, q Querier, ids []string) (map[string]Lease, error) {
+	out := map[string]Lease{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, "SELECT "+leaseSelect+" FROM leases WHERE lease_id = ANY($1)", ids)
+	if err != nil {
+		return nil, fmt.Errorf("leases by id: %w", err)
+	}
+	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
+	if err != nil {
+		return nil, fmt.Errorf("leases by id: %w", err)
+	}
+	for _, l := range ls {
+		out[l.LeaseID] = l
+	}
+	return out, nil
+}
+
+// CredsPath is a Vault mount and role whose leases the ledger has routed to
+// a database.
+type CredsPath struct {
+	Mount string
+	Role  string
+}
+
+// CredsPathsOf returns the distinct mounts and roles of the ledger's leases
+// of database.
+func CredsPathsOf(ctx context.Context, q Querier, database string) ([]CredsPath, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT mount, role FROM leases
+		WHERE database = $1 AND mount IS NOT NULL AND role IS NOT NULL ORDER BY mount, role`, database)
+	if err != nil {
+		return nil, fmt.Errorf("creds paths of %s: %w", database, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CredsPath, error) {
+		var c CredsPath
+		return c, r.Scan(&c.Mount, &c.Role)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creds paths of %s: %w", database, err)
+	}
+	return out, nil
+}

@@ -1,4 +1,4 @@
-package store
+package observer
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 var managedRE = regexp.MustCompile(`^v-`)
@@ -17,12 +19,12 @@ var managedRE = regexp.MustCompile(`^v-`)
 func managed(name string) bool { return managedRE.MatchString(name) }
 
 // pass applies one snapshot in its own transaction.
-func pass(t *testing.T, s *Store, at time.Time, roles []DBRole, sessions []DBSession) *ObservedPass {
+func pass(t *testing.T, s *store.Store, at time.Time, roles []observed.DBRole, sessions []observed.DBSession) *observed.Pass {
 	t.Helper()
-	var p *ObservedPass
+	var p *observed.Pass
 	err := pgx.BeginFunc(context.Background(), s.Pool(), func(tx pgx.Tx) error {
 		var err error
-		p, err = ApplySnapshot(context.Background(), tx, Snapshot{Database: "main", ObservedAt: at, Roles: roles, Sessions: sessions, Managed: managed})
+		p, err = applySnapshot(context.Background(), tx, Snapshot{Database: "main", ObservedAt: at, Roles: roles, Sessions: sessions, Managed: managed})
 		return err
 	})
 	if err != nil {
@@ -31,7 +33,7 @@ func pass(t *testing.T, s *Store, at time.Time, roles []DBRole, sessions []DBSes
 	return p
 }
 
-func roleKinds(p *ObservedPass) map[string]schemas.RoleEventKind {
+func roleKinds(p *observed.Pass) map[string]schemas.RoleEventKind {
 	out := map[string]schemas.RoleEventKind{}
 	for _, e := range p.RoleEvents {
 		out[e.Role.Name] = e.Kind
@@ -39,7 +41,7 @@ func roleKinds(p *ObservedPass) map[string]schemas.RoleEventKind {
 	return out
 }
 
-func sessionKinds(p *ObservedPass) map[int32]schemas.SessionEventKind {
+func sessionKinds(p *observed.Pass) map[int32]schemas.SessionEventKind {
 	out := map[int32]schemas.SessionEventKind{}
 	for _, e := range p.SessionEvents {
 		out[e.PID] = e.Kind
@@ -52,16 +54,16 @@ func TestApplySnapshotDiffs(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	until := at(time.Hour)
-	postgres := DBRole{OID: 10, Name: "postgres", CanLogin: true, Superuser: true}
-	old := DBRole{OID: 16001, Name: "v-token-old", CanLogin: true, ValidUntil: &until}
-	app := DBRole{OID: 16002, Name: "app", CanLogin: true}
-	sOld := DBSession{PID: 100, BackendStart: at(-time.Minute), UserOID: old.OID, UserName: old.Name, ClientAddr: "10.0.0.9", ClientPort: 5000,
+	postgres := observed.DBRole{OID: 10, Name: "postgres", CanLogin: true, Superuser: true}
+	old := observed.DBRole{OID: 16001, Name: "v-token-old", CanLogin: true, ValidUntil: &until}
+	app := observed.DBRole{OID: 16002, Name: "app", CanLogin: true}
+	sOld := observed.DBSession{PID: 100, BackendStart: at(-time.Minute), UserOID: old.OID, UserName: old.Name, ClientAddr: "10.0.0.9", ClientPort: 5000,
 		ApplicationName: "psql", Datname: "test", BackendType: "client backend"}
-	sApp := DBSession{PID: 101, BackendStart: at(-time.Minute), UserOID: app.OID, UserName: app.Name, BackendType: "client backend"}
+	sApp := observed.DBSession{PID: 101, BackendStart: at(-time.Minute), UserOID: app.OID, UserName: app.Name, BackendType: "client backend"}
 
 	// Pass 1, the baseline: everything managed is reported as baseline,
 	// unmanaged roles and sessions are not.
-	p1 := pass(t, s, at(0), []DBRole{postgres, old, app}, []DBSession{sOld, sApp})
+	p1 := pass(t, s, at(0), []observed.DBRole{postgres, old, app}, []observed.DBSession{sOld, sApp})
 	if !p1.Baseline() || len(p1.Roles) != 1 || p1.Roles[0].CreatedAfter != nil || len(p1.Sessions) != 1 {
 		t.Fatalf("baseline pass = %+v", p1)
 	}
@@ -71,7 +73,7 @@ func TestApplySnapshotDiffs(t *testing.T) {
 	if k := sessionKinds(p1); len(k) != 1 || k[100] != schemas.SessionStarted || !p1.SessionEvents[0].Baseline {
 		t.Errorf("baseline session events = %+v", p1.SessionEvents)
 	}
-	cov, err := Coverage(ctx, s.Pool())
+	cov, err := store.Coverage(ctx, s.Pool())
 	if err != nil || !cov.Equal(dbTime(at(0))) {
 		t.Errorf("coverage = %v, %v; want the first pass", cov, err)
 	}
@@ -80,9 +82,9 @@ func TestApplySnapshotDiffs(t *testing.T) {
 	later := at(2 * time.Hour)
 	renewed := old
 	renewed.ValidUntil = &later
-	fresh := DBRole{OID: 16003, Name: "v-token-new", CanLogin: true}
-	sNew := DBSession{PID: 102, BackendStart: at(3 * time.Second), UserOID: fresh.OID, UserName: fresh.Name, BackendType: "client backend"}
-	p2 := pass(t, s, at(5*time.Second), []DBRole{postgres, renewed, app, fresh}, []DBSession{sOld, sApp, sNew})
+	fresh := observed.DBRole{OID: 16003, Name: "v-token-new", CanLogin: true}
+	sNew := observed.DBSession{PID: 102, BackendStart: at(3 * time.Second), UserOID: fresh.OID, UserName: fresh.Name, BackendType: "client backend"}
+	p2 := pass(t, s, at(5*time.Second), []observed.DBRole{postgres, renewed, app, fresh}, []observed.DBSession{sOld, sApp, sNew})
 	if k := roleKinds(p2); len(k) != 2 || k["v-token-new"] != schemas.RoleAppeared || k["v-token-old"] != schemas.RoleChanged {
 		t.Errorf("pass 2 role events = %+v", p2.RoleEvents)
 	}
@@ -94,7 +96,7 @@ func TestApplySnapshotDiffs(t *testing.T) {
 			t.Errorf("change event = %+v", e)
 		}
 	}
-	var newRole *ObservedRole
+	var newRole *observed.Role
 	for i := range p2.Roles {
 		if p2.Roles[i].Name == "v-token-new" {
 			newRole = &p2.Roles[i]
@@ -109,7 +111,7 @@ func TestApplySnapshotDiffs(t *testing.T) {
 
 	// Pass 3: Vault drops the old role under its session (a ghost), and the
 	// new role's session ends.
-	p3 := pass(t, s, at(10*time.Second), []DBRole{postgres, app, fresh}, []DBSession{{PID: 100, BackendStart: sOld.BackendStart, UserOID: old.OID,
+	p3 := pass(t, s, at(10*time.Second), []observed.DBRole{postgres, app, fresh}, []observed.DBSession{{PID: 100, BackendStart: sOld.BackendStart, UserOID: old.OID,
 		ClientAddr: "10.0.0.9", BackendType: "client backend"}, sApp})
 	if k := roleKinds(p3); len(k) != 1 || k["v-token-old"] != schemas.RoleDisappeared {
 		t.Errorf("pass 3 role events = %+v", p3.RoleEvents)
@@ -133,8 +135,8 @@ func TestApplySnapshotDiffs(t *testing.T) {
 	// Pass 4: nothing changed: no events; the ghost is still a ghost since
 	// pass 3. A ghost first seen as such, of an oid history does not know,
 	// is tracked with no former user.
-	unknownGhost := DBSession{PID: 103, BackendStart: at(8 * time.Second), UserOID: 99999, BackendType: "client backend"}
-	p4 := pass(t, s, at(15*time.Second), []DBRole{postgres, app, fresh}, []DBSession{{PID: 100, BackendStart: sOld.BackendStart, UserOID: old.OID,
+	unknownGhost := observed.DBSession{PID: 103, BackendStart: at(8 * time.Second), UserOID: 99999, BackendType: "client backend"}
+	p4 := pass(t, s, at(15*time.Second), []observed.DBRole{postgres, app, fresh}, []observed.DBSession{{PID: 100, BackendStart: sOld.BackendStart, UserOID: old.OID,
 		BackendType: "client backend"}, sApp, unknownGhost})
 	if len(p4.RoleEvents) != 0 || len(p4.SessionEvents) != 1 || p4.SessionEvents[0].PID != 103 {
 		t.Errorf("pass 4 events = %+v %+v", p4.RoleEvents, p4.SessionEvents)
@@ -155,7 +157,7 @@ func TestApplySnapshotDiffs(t *testing.T) {
 	}
 
 	// The outbox holds every event once, in order, each valid.
-	evs, err := UnpublishedDBEvents(ctx, s.Pool(), "main", 100)
+	evs, err := unpublishedEvents(ctx, s.Pool(), "main", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,14 +175,14 @@ func TestApplySnapshotDiffs(t *testing.T) {
 			t.Errorf("event %s: %v", e.ID, err)
 		}
 	}
-	if err := MarkDBEventsPublished(ctx, s.Pool(), []string{evs[0].ID}, at(20*time.Second)); err != nil {
+	if err := markEventsPublished(ctx, s.Pool(), []string{evs[0].ID}, at(20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if evs2, _ := UnpublishedDBEvents(ctx, s.Pool(), "main", 100); len(evs2) != want-1 {
+	if evs2, _ := unpublishedEvents(ctx, s.Pool(), "main", 100); len(evs2) != want-1 {
 		t.Errorf("after marking one: %d unpublished", len(evs2))
 	}
 	// Pruning drops ended sessions and published events, keeps role history.
-	if err := PruneObserver(ctx, s.Pool(), "main", at(time.Hour), false); err != nil {
+	if err := pruneHistory(ctx, s.Pool(), "main", at(time.Hour), false); err != nil {
 		t.Fatal(err)
 	}
 	var sessions, events, roles int
@@ -196,46 +198,29 @@ func TestApplySnapshotDiffs(t *testing.T) {
 func TestApplySnapshotRenameAndReusedOID(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	r := DBRole{OID: 17000, Name: "v-a", CanLogin: true}
-	pass(t, s, at(0), []DBRole{r}, nil)
+	r := observed.DBRole{OID: 17000, Name: "v-a", CanLogin: true}
+	pass(t, s, at(0), []observed.DBRole{r}, nil)
 	// Renamed out of the managed pattern: published as a change.
-	renamed := DBRole{OID: 17000, Name: "human", CanLogin: true}
-	p := pass(t, s, at(time.Second), []DBRole{renamed}, nil)
+	renamed := observed.DBRole{OID: 17000, Name: "human", CanLogin: true}
+	p := pass(t, s, at(time.Second), []observed.DBRole{renamed}, nil)
 	if len(p.RoleEvents) != 1 || p.RoleEvents[0].Kind != schemas.RoleChanged || p.RoleEvents[0].Managed || p.RoleEvents[0].Previous.Name != "v-a" || len(p.Roles) != 0 {
 		t.Fatalf("rename = %+v, roles %+v", p.RoleEvents, p.Roles)
 	}
 	// Dropped, then the oid comes back as another role: a new appearance,
 	// created after the pass that did not see it.
 	pass(t, s, at(2*time.Second), nil, nil)
-	p = pass(t, s, at(3*time.Second), []DBRole{{OID: 17000, Name: "v-b", CanLogin: true}}, nil)
+	p = pass(t, s, at(3*time.Second), []observed.DBRole{{OID: 17000, Name: "v-b", CanLogin: true}}, nil)
 	if len(p.RoleEvents) != 1 || p.RoleEvents[0].Kind != schemas.RoleAppeared || len(p.Roles) != 1 ||
 		!p.Roles[0].CreatedAfter.Equal(dbTime(at(2*time.Second))) || !p.Roles[0].FirstSeenAt.Equal(dbTime(at(3*time.Second))) {
 		t.Fatalf("reused oid = %+v, roles %+v", p.RoleEvents, p.Roles)
 	}
 	// Gone, and no session names it: its history is pruned.
 	pass(t, s, at(4*time.Second), nil, nil)
-	if err := PruneObserver(context.Background(), s.Pool(), "main", at(time.Hour), true); err != nil {
+	if err := pruneHistory(context.Background(), s.Pool(), "main", at(time.Hour), true); err != nil {
 		t.Fatal(err)
 	}
 	if rows := dump(t, s, "db_roles"); len(rows) != 0 {
 		t.Errorf("db_roles after prune = %v", rows)
-	}
-}
-
-func TestEnsureCoverageOnce(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	ctx := context.Background()
-	if _, err := Coverage(ctx, s.Pool()); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("coverage before = %v", err)
-	}
-	first, err := EnsureCoverage(ctx, s.Pool(), at(0))
-	if err != nil || !first.Equal(dbTime(at(0))) {
-		t.Fatalf("first = %v, %v", first, err)
-	}
-	again, err := EnsureCoverage(ctx, s.Pool(), at(time.Hour))
-	if err != nil || !again.Equal(first) {
-		t.Fatalf("second = %v, %v; the watermark must not move", again, err)
 	}
 }
 
@@ -245,15 +230,15 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	a := newStore(t)
 	b := openStore(t, a.Schema()) // another process on the same ledger
 
-	da, err := a.TryDuty(ctx, "main", "a", at(0))
+	da, err := tryDuty(ctx, a, "main", "a", at(0))
 	if err != nil || da == nil {
 		t.Fatalf("a: %v, %v", da, err)
 	}
-	if db, err := b.TryDuty(ctx, "main", "b", at(0)); err != nil || db != nil {
+	if db, err := tryDuty(ctx, b, "main", "b", at(0)); err != nil || db != nil {
 		t.Fatalf("b took a held duty: %v, %v", db, err)
 	}
 	// Another target is free.
-	other, err := b.TryDuty(ctx, "other", "b", at(0))
+	other, err := tryDuty(ctx, b, "other", "b", at(0))
 	if err != nil || other == nil {
 		t.Fatalf("b on other: %v, %v", other, err)
 	}
@@ -277,7 +262,7 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	var db *Duty
 	deadline := time.Now().Add(5 * time.Second)
 	for db == nil && time.Now().Before(deadline) {
-		if db, err = b.TryDuty(ctx, "main", "b", at(time.Second)); err != nil {
+		if db, err = tryDuty(ctx, b, "main", "b", at(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -308,35 +293,9 @@ func TestDutyIsExclusiveAndFenced(t *testing.T) {
 	}
 	db.Release(ctx)
 	// Released: the duty can be taken again.
-	dc, err := a.TryDuty(ctx, "main", "a", at(2*time.Second))
+	dc, err := tryDuty(ctx, a, "main", "a", at(2*time.Second))
 	if err != nil || dc == nil {
 		t.Fatalf("retake after release: %v, %v", dc, err)
 	}
 	dc.Release(ctx)
-}
-
-func TestLeaseLookupsForObserver(t *testing.T) {
-	t.Parallel()
-	s := newStore(t)
-	ctx := context.Background()
-	applyEvents(t, s,
-		issued("database/creds/app/aaaa", at(0), withUser("v-plain", false)),
-		issued("database/creds/app/bbbb", at(time.Minute), withUser("v-plain", false), func(e *schemas.LeaseEvent) { e.Database = "other" }),
-		issued("database/creds/app/cccc", at(2*time.Minute), withUser("hmac-sha256:00ff", true)),
-		issued("database/creds/app/dddd", at(time.Hour), withUser("hmac-sha256:11ee", true)),
-	)
-	m, err := LeasesNamingUsers(ctx, s.Pool(), []string{"v-plain", "v-none", "hmac-sha256:00ff"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ls := m["v-plain"]; len(ls) != 2 || ls[0].LeaseID != "database/creds/app/bbbb" {
-		t.Errorf("v-plain leases = %+v (want both targets, newest first)", ls)
-	}
-	if len(m["v-none"]) != 0 || len(m["hmac-sha256:00ff"]) != 0 {
-		t.Errorf("unexpected leases: %+v", m)
-	}
-	hl, err := HMACLeases(ctx, s.Pool(), "main", at(time.Minute), at(10*time.Minute))
-	if err != nil || len(hl) != 1 || hl[0].LeaseID != "database/creds/app/cccc" {
-		t.Errorf("hmac leases = %+v, %v", hl, err)
-	}
 }

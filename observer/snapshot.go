@@ -1,4 +1,4 @@
-package store
+package observer
 
 import (
 	"context"
@@ -15,103 +15,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
-// DBRole is one row of a target's pg_roles.
-type DBRole struct {
-	OID  uint32
-	Name string
-	// ValidUntil is rolvaliduntil; nil means no limit (NULL or infinity).
-	ValidUntil *time.Time
-	CanLogin   bool
-	Superuser  bool
-}
-
-// DBSession is one row of a target's pg_stat_activity that has a user
-// (usesysid not NULL).
-type DBSession struct {
-	PID          int32
-	BackendStart time.Time
-	// UserOID is usesysid; UserName is usename, empty when no role has
-	// that oid any more (a ghost).
-	UserOID         uint32
-	UserName        string
-	ClientAddr      string
-	ClientPort      int32
-	ApplicationName string
-	Datname         string
-	BackendType     string
-}
-
-// Snapshot is what one observer pass read from a target.
-type Snapshot struct {
-	Database   string
-	ObservedAt time.Time
-	// Sessions must be read before Roles: a session's role then exists in
-	// Roles unless it was dropped in between, so a session whose role is not
-	// in Roles is a ghost, never a session of a role created in between.
-	Sessions []DBSession
-	// Roles is all of pg_roles.
-	Roles []DBRole
-	// Managed reports whether a role name matches the managed pattern.
-	Managed func(name string) bool
-}
-
-// ObservedRole is a managed role present at a pass, with its history.
-type ObservedRole struct {
-	DBRole
-	FirstSeenAt time.Time
-	// CreatedAfter is the observer's previous pass, at which the role did
-	// not exist: it was created after this time. Nil when the role was
-	// there at the observer's first pass of the database (its creation
-	// time is unknown).
-	CreatedAfter *time.Time
-}
-
-// ObservedSession is a session of a managed role, or a ghost session,
-// present at a pass.
-type ObservedSession struct {
-	DBSession
-	FirstSeenAt time.Time
-	// Ghost: no role has UserOID; GhostSince is the pass that first saw it
-	// so.
-	Ghost      bool
-	GhostSince *time.Time
-	// FormerUser is, for a ghost, the role name the observer knew for
-	// UserOID (its history of pg_roles, or the session as first seen);
-	// empty when unknown. FormerManaged: that name matches the managed
-	// pattern.
-	FormerUser    string
-	FormerManaged bool
-}
-
-// ObservedPass is one pass of the observer over a target, diffed against
-// the previous one: what the rules judge.
-type ObservedPass struct {
-	Database   string
-	ObservedAt time.Time
-	// PreviousPassAt is nil on the observer's first pass of the database.
-	PreviousPassAt *time.Time
-	// Coverage is the ledger's coverage watermark.
-	Coverage time.Time
-	// Roles are the managed roles present, by name.
-	Roles []ObservedRole
-	// Sessions are the sessions of managed roles and the ghost sessions.
-	Sessions      []ObservedSession
-	RoleEvents    []schemas.RoleEvent
-	SessionEvents []schemas.SessionEvent
-	// Hidden counts sessions whose backend_start the observer may not read
-	// (it lacks pg_read_all_stats); they are not tracked.
-	Hidden int
-}
-
-// Baseline reports whether this is the observer's first pass of the
-// database.
-func (p *ObservedPass) Baseline() bool { return p.PreviousPassAt == nil }
-
 type roleRow struct {
-	DBRole
+	observed.DBRole
 	firstSeen    time.Time
 	createdAfter *time.Time
 	gone         bool
@@ -122,17 +32,31 @@ type sessionKey struct {
 	start int64 // backend_start, microseconds since the epoch
 }
 
-func keyOf(s DBSession) sessionKey { return sessionKey{s.PID, s.BackendStart.UnixMicro()} }
+func keyOf(s observed.DBSession) sessionKey { return sessionKey{s.PID, s.BackendStart.UnixMicro()} }
 
 // sessionRow is an open db_sessions row; UserName is the name the session
 // had when first seen (empty if first seen as a ghost).
 type sessionRow struct {
-	DBSession
+	observed.DBSession
 	firstSeen  time.Time
 	ghostSince *time.Time
 }
 
-// ApplySnapshot diffs snap against the previous pass of its database,
+// Snapshot is what one observer pass read from a target.
+type Snapshot struct {
+	Database   string
+	ObservedAt time.Time
+	// Sessions must be read before Roles: a session's role then exists in
+	// Roles unless it was dropped in between, so a session whose role is not
+	// in Roles is a ghost, never a session of a role created in between.
+	Sessions []observed.DBSession
+	// Roles is all of pg_roles.
+	Roles []observed.DBRole
+	// Managed reports whether a role name matches the managed pattern.
+	Managed func(name string) bool
+}
+
+// applySnapshot diffs snap against the previous pass of its database,
 // records the new state in db_roles and db_sessions and the changes in the
 // db_events outbox, and returns the pass for the rules. It must run in the
 // pass transaction (after Duty.Check). The first pass of a database is its
@@ -144,13 +68,13 @@ type sessionRow struct {
 // alone being reused: started, ended, or turned ghost (its role dropped
 // under it). Only managed roles and their sessions, and ghost sessions, are
 // reported.
-func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass, error) {
+func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pass, error) {
 	if snap.Database == "" || snap.Managed == nil || snap.ObservedAt.IsZero() {
 		return nil, errors.New("apply snapshot: database, managed and observed time are required")
 	}
 	now := dbTime(snap.ObservedAt)
 	db := snap.Database
-	cov, err := EnsureCoverage(ctx, tx, now)
+	cov, err := store.EnsureCoverage(ctx, tx, now)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +83,7 @@ func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("observer state of %s: %w", db, err)
 	}
-	p := &ObservedPass{Database: db, ObservedAt: now, Coverage: cov}
+	p := &observed.Pass{Database: db, ObservedAt: now, Coverage: cov}
 	if last.Valid {
 		t := last.Time.UTC()
 		p.PreviousPassAt = &t
@@ -189,7 +113,7 @@ func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass
 	}
 
 	w := &snapshotWriter{db: db, now: now, prev: p.PreviousPassAt}
-	present := make(map[uint32]DBRole, len(snap.Roles))
+	present := make(map[uint32]observed.DBRole, len(snap.Roles))
 	snap.Roles = slices.Clone(snap.Roles)
 	for i := range snap.Roles {
 		snap.Roles[i].ValidUntil = dbTimePtr(snap.Roles[i].ValidUntil)
@@ -255,7 +179,7 @@ func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass
 			continue
 		}
 		seen[k] = true
-		cur := ObservedSession{DBSession: s, FirstSeenAt: now, Ghost: ghost}
+		cur := observed.Session{DBSession: s, FirstSeenAt: now, Ghost: ghost}
 		if ghost {
 			cur.FormerUser, cur.FormerManaged = s.UserName, s.UserName != "" && snap.Managed(s.UserName)
 			cur.UserName = ""
@@ -292,7 +216,7 @@ func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass
 			continue
 		}
 		w.ended = append(w.ended, k)
-		s := ObservedSession{DBSession: old.DBSession, FirstSeenAt: old.firstSeen, Ghost: old.ghostSince != nil, GhostSince: old.ghostSince}
+		s := observed.Session{DBSession: old.DBSession, FirstSeenAt: old.firstSeen, Ghost: old.ghostSince != nil, GhostSince: old.ghostSince}
 		if s.Ghost {
 			s.FormerUser, s.UserName = s.UserName, ""
 			if h, ok := roles[s.UserOID]; ok && s.FormerUser == "" {
@@ -307,7 +231,7 @@ func ApplySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*ObservedPass
 			continue
 		}
 		row := roles[r.OID]
-		p.Roles = append(p.Roles, ObservedRole{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
+		p.Roles = append(p.Roles, observed.Role{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
 	}
 	sort.Slice(p.Roles, func(i, j int) bool { return p.Roles[i].Name < p.Roles[j].Name })
 	sort.Slice(p.Sessions, func(i, j int) bool {
@@ -331,7 +255,7 @@ func sameTime(a, b *time.Time) bool {
 	return a.Equal(*b)
 }
 
-func roleState(r DBRole) schemas.RoleState {
+func roleState(r observed.DBRole) schemas.RoleState {
 	return schemas.RoleState{Name: r.Name, ValidUntil: r.ValidUntil, CanLogin: r.CanLogin, Superuser: r.Superuser}
 }
 
@@ -405,7 +329,7 @@ type snapshotWriter struct {
 
 	roleUpserts []roleRow
 	gone        []int64
-	newSessions []ObservedSession
+	newSessions []observed.Session
 	ghosts      []sessionKey
 	ended       []sessionKey
 
@@ -415,9 +339,9 @@ type snapshotWriter struct {
 
 func (w *snapshotWriter) upsertRole(r roleRow) { w.roleUpserts = append(w.roleUpserts, r) }
 
-func (w *snapshotWriter) insertSession(s ObservedSession) { w.newSessions = append(w.newSessions, s) }
+func (w *snapshotWriter) insertSession(s observed.Session) { w.newSessions = append(w.newSessions, s) }
 
-func (w *snapshotWriter) roleEvent(kind schemas.RoleEventKind, r DBRole, prev *schemas.RoleState, managed bool) {
+func (w *snapshotWriter) roleEvent(kind schemas.RoleEventKind, r observed.DBRole, prev *schemas.RoleState, managed bool) {
 	ev := schemas.RoleEvent{
 		Type:       schemas.RoleEventType,
 		ID:         observerID("role", w.db, string(kind), strconv.FormatUint(uint64(r.OID), 10), micros(w.now)),
@@ -438,7 +362,7 @@ func (w *snapshotWriter) roleEvent(kind schemas.RoleEventKind, r DBRole, prev *s
 	w.roleEvents = append(w.roleEvents, ev)
 }
 
-func (w *snapshotWriter) sessionEvent(kind schemas.SessionEventKind, s ObservedSession) {
+func (w *snapshotWriter) sessionEvent(kind schemas.SessionEventKind, s observed.Session) {
 	ev := schemas.SessionEvent{
 		Type:            schemas.SessionEventType,
 		ID:              observerID("session", w.db, string(kind), strconv.Itoa(int(s.PID)), micros(s.BackendStart), micros(w.now)),
@@ -595,4 +519,15 @@ func queueEvents(b *pgx.Batch, db string, now time.Time, roles []schemas.RoleEve
 		ORDER BY n
 		ON CONFLICT (id) DO NOTHING`, db, ids, kinds, docs, now)
 	return nil
+}
+
+// dbTime is t as the state store keeps it: UTC, to the microsecond.
+func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+func dbTimePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := dbTime(*t)
+	return &u
 }

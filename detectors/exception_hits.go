@@ -1,9 +1,11 @@
-package store
+package detectors
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // ExceptionHit is an object a configured exception spared from a rule (see
@@ -31,7 +33,7 @@ const ExceptionAllowedCIDR = "allowed_cidr"
 
 // RecordExceptionHits records hits not recorded yet (the first sighting of
 // each object counts).
-func RecordExceptionHits(ctx context.Context, q Querier, hits []ExceptionHit) error {
+func RecordExceptionHits(ctx context.Context, q store.Querier, hits []ExceptionHit) error {
 	for _, h := range hits {
 		if _, err := q.Exec(ctx, `
 			INSERT INTO exception_hits (rule, database, object_key, exception, value, db_user, mount, role, client_addr, seen_at)
@@ -45,7 +47,7 @@ func RecordExceptionHits(ctx context.Context, q Querier, hits []ExceptionHit) er
 }
 
 // PruneExceptionHits deletes hits seen before cutoff.
-func PruneExceptionHits(ctx context.Context, q Querier, cutoff time.Time) error {
+func PruneExceptionHits(ctx context.Context, q store.Querier, cutoff time.Time) error {
 	if _, err := q.Exec(ctx, `DELETE FROM exception_hits WHERE seen_at < $1`, cutoff); err != nil {
 		return fmt.Errorf("prune exception hits: %w", err)
 	}

@@ -1,4 +1,4 @@
-package operator_test
+package approval_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/operator"
@@ -35,7 +37,7 @@ type approvalRig struct {
 
 func newApprovalRig(t *testing.T, tag string) *approvalRig {
 	t.Helper()
-	r := newRig(t, tag, nil, nil)
+	r := newRig(t, tag)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	signer := revoker.NewSigner(priv)
 	verifier, err := revoker.NewVerifier(signer.PublicKey())
@@ -114,9 +116,9 @@ func (s refuseSink) Submit(_ context.Context, cmds []schemas.RevocationCommand) 
 }
 
 // approvals builds an Approvals whose clock reads at.
-func (a *approvalRig) approvals(t *testing.T, at func() time.Time) *operator.Approvals {
+func (a *approvalRig) approvals(t *testing.T, at func() time.Time) *approval.Approvals {
 	t.Helper()
-	ap, err := operator.NewApprovals(operator.ApprovalDeps{State: a.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
+	ap, err := approval.NewApprovals(approval.ApprovalDeps{State: a.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
 		Executor: a.executor, Issuer: a.issuer, Backoff: 10 * time.Millisecond, Clock: at})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +170,7 @@ func TestApproveDrops(t *testing.T) {
 	t.Parallel()
 	a := newApprovalRig(t, "apok")
 	user, id := a.pend(t, "ro")
-	held, err := store.GetPending(a.ctx, a.st.Pool(), id)
+	held, err := pending.Get(a.ctx, a.st.Pool(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +198,7 @@ func TestApproveDrops(t *testing.T) {
 	if err != nil || rev.Outcome != schemas.OutcomeDropped {
 		t.Fatalf("revocation %+v, %v", rev, err)
 	}
-	p, err := store.GetPending(a.ctx, a.st.Pool(), id)
+	p, err := pending.Get(a.ctx, a.st.Pool(), id)
 	if err != nil || p.State != schemas.ApprovalApproved || p.DecidedBy != "alice" || p.Comment != "INC-7 confirmed" || p.EvidenceID == "" {
 		t.Fatalf("pending after approval %+v, %v", p, err)
 	}
@@ -210,13 +212,13 @@ func TestApproveDrops(t *testing.T) {
 		t.Errorf("revocation evidence %v", revs)
 	}
 	// Decided is decided.
-	if _, err := ap.Approve(a.ctx, id, "alice", ""); !errors.Is(err, operator.ErrAlreadyDecided) {
+	if _, err := ap.Approve(a.ctx, id, "alice", ""); !errors.Is(err, approval.ErrAlreadyDecided) {
 		t.Errorf("second approval: %v", err)
 	}
-	if _, err := ap.Reject(a.ctx, id, "bob", ""); !errors.Is(err, operator.ErrAlreadyDecided) {
+	if _, err := ap.Reject(a.ctx, id, "bob", ""); !errors.Is(err, approval.ErrAlreadyDecided) {
 		t.Errorf("rejection after approval: %v", err)
 	}
-	if _, err := ap.Approve(a.ctx, "nothing", "alice", ""); !errors.Is(err, store.ErrPendingNotFound) {
+	if _, err := ap.Approve(a.ctx, "nothing", "alice", ""); !errors.Is(err, pending.ErrNotFound) {
 		t.Errorf("unknown id: %v", err)
 	}
 	a.verifyChain(t)
@@ -235,7 +237,7 @@ func TestRejectKeeps(t *testing.T) {
 	if !a.exists(t, user) {
 		t.Fatal("rejected user was dropped")
 	}
-	if _, err := ap.Approve(a.ctx, id, "alice", ""); !errors.Is(err, operator.ErrAlreadyDecided) {
+	if _, err := ap.Approve(a.ctx, id, "alice", ""); !errors.Is(err, approval.ErrAlreadyDecided) {
 		t.Errorf("approval after rejection: %v", err)
 	}
 	if !a.exists(t, user) {
@@ -267,7 +269,7 @@ func TestApprovalExpiry(t *testing.T) {
 	ap := a.approvals(t, func() time.Time { return after })
 
 	// Approving one whose time ran out: refused, and recorded expired.
-	if _, err := ap.Approve(a.ctx, lateID, "alice", ""); !errors.Is(err, operator.ErrApprovalExpired) {
+	if _, err := ap.Approve(a.ctx, lateID, "alice", ""); !errors.Is(err, approval.ErrApprovalExpired) {
 		t.Fatalf("approval after expiry: %v", err)
 	}
 	if !a.exists(t, late) {
@@ -279,7 +281,7 @@ func TestApprovalExpiry(t *testing.T) {
 		t.Fatalf("ExpireDue = %+v, %v", ps, err)
 	}
 	for _, c := range []struct{ user, id string }{{swept, sweptID}, {late, lateID}} {
-		p, err := store.GetPending(a.ctx, a.st.Pool(), c.id)
+		p, err := pending.Get(a.ctx, a.st.Pool(), c.id)
 		if err != nil || p.State != schemas.ApprovalExpired || p.DecidedBy != evidence.DecidedBySystem {
 			t.Errorf("%s: %+v, %v", c.user, p, err)
 		}
@@ -290,7 +292,7 @@ func TestApprovalExpiry(t *testing.T) {
 		if len(dec) != 1 || unmapped(dec[0], "decision") != "expired" {
 			t.Errorf("%s: decision evidence %v", c.user, dec)
 		}
-		if _, err := ap.Approve(a.ctx, c.id, "alice", ""); !errors.Is(err, operator.ErrAlreadyDecided) {
+		if _, err := ap.Approve(a.ctx, c.id, "alice", ""); !errors.Is(err, approval.ErrAlreadyDecided) {
 			t.Errorf("%s: approval of an expired one: %v", c.user, err)
 		}
 	}
@@ -327,14 +329,14 @@ func TestApprovalRace(t *testing.T) {
 		switch {
 		case err == nil:
 			won++
-		case !errors.Is(err, operator.ErrAlreadyDecided):
+		case !errors.Is(err, approval.ErrAlreadyDecided):
 			t.Errorf("decider %d: %v", i, err)
 		}
 	}
 	if won != 1 {
 		t.Fatalf("%d decisions succeeded, want 1", won)
 	}
-	p, err := store.GetPending(a.ctx, a.st.Pool(), id)
+	p, err := pending.Get(a.ctx, a.st.Pool(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +368,7 @@ func TestApproveRefusesForgedRow(t *testing.T) {
 	if !a.exists(t, user) || !a.exists(t, other) {
 		t.Fatal("a forged pending revocation dropped a user")
 	}
-	if p, _ := store.GetPending(a.ctx, a.st.Pool(), id); p.State != schemas.ApprovalPending {
+	if p, _ := pending.Get(a.ctx, a.st.Pool(), id); p.State != schemas.ApprovalPending {
 		t.Errorf("state %s after a refused approval", p.State)
 	}
 }
@@ -385,7 +387,7 @@ func TestSweepResendsStranded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Approving again is refused, and says the run can be resumed.
-	if _, err := ap.Approve(a.ctx, id, "bob", ""); !errors.Is(err, operator.ErrAlreadyDecided) || !strings.Contains(err.Error(), "resume") {
+	if _, err := ap.Approve(a.ctx, id, "bob", ""); !errors.Is(err, approval.ErrAlreadyDecided) || !strings.Contains(err.Error(), "resume") {
 		t.Fatalf("approval of an interrupted approval: %v", err)
 	}
 	var sent []schemas.RevocationCommand
@@ -404,7 +406,7 @@ func TestSweepResendsStranded(t *testing.T) {
 	if _, resent, err := ap.Sweep(a.ctx, submit, time.Minute, 10); err != nil || resent != 0 {
 		t.Fatalf("Sweep after the outcome resent %d, %v", resent, err)
 	}
-	if _, err := ap.Resume(a.ctx, id); !errors.Is(err, operator.ErrAlreadyDecided) {
+	if _, err := ap.Resume(a.ctx, id); !errors.Is(err, approval.ErrAlreadyDecided) {
 		t.Errorf("resume after the outcome: %v", err)
 	}
 }
@@ -416,7 +418,7 @@ func TestResume(t *testing.T) {
 	a := newApprovalRig(t, "apresume")
 	user, id := a.pend(t, "ro")
 	ap := a.approvals(t, time.Now)
-	if _, err := ap.Resume(a.ctx, id); !errors.Is(err, operator.ErrAlreadyDecided) {
+	if _, err := ap.Resume(a.ctx, id); !errors.Is(err, approval.ErrAlreadyDecided) {
 		t.Fatalf("resume of a pending one: %v", err)
 	}
 	if _, err := a.st.Pool().Exec(a.ctx, `UPDATE pending_revocations SET state = 'approved', decided_by = 'alice',
@@ -427,7 +429,7 @@ func TestResume(t *testing.T) {
 	if err != nil || got.Executed == nil || !operator.Gone(*got.Executed) || got.Executed.Command.ID != id || a.exists(t, user) {
 		t.Fatalf("Resume = %+v, %v", got.Executed, err)
 	}
-	if p, _ := store.GetPending(a.ctx, a.st.Pool(), id); p.DecidedBy != "alice" || p.State != schemas.ApprovalApproved {
+	if p, _ := pending.Get(a.ctx, a.st.Pool(), id); p.DecidedBy != "alice" || p.State != schemas.ApprovalApproved {
 		t.Errorf("resume changed the decision: %+v", p)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package observer
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/leaseguard/leaseguard/internal/dbpool"
 	"github.com/leaseguard/leaseguard/internal/faultproxy"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // TestDutyOfAVanishedHolderIsFreed: the holder's lock connection goes
@@ -31,14 +32,14 @@ func TestDutyOfAVanishedHolderIsFreed(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
 	u.Host = proxy.Addr()
-	behind, err := Open(ctx, Config{URL: u.String(), Schema: direct.Schema(), Conn: dbpool.Settings{ConnectTimeout: time.Second}})
+	behind, err := store.Open(ctx, store.Config{URL: u.String(), Schema: direct.Schema(), Conn: dbpool.Settings{ConnectTimeout: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(behind.Close)
 	t.Cleanup(func() { proxy.SetMode(faultproxy.Reset) }) // before the pool closes
 
-	held, err := behind.TryDuty(ctx, "main", "vanishing", at(0))
+	held, err := tryDuty(ctx, behind, "main", "vanishing", at(0))
 	if err != nil || held == nil {
 		t.Fatalf("take the duty: %v, %v", held, err)
 	}
@@ -51,7 +52,7 @@ func TestDutyOfAVanishedHolderIsFreed(t *testing.T) {
 		if time.Since(start) > 15*time.Second {
 			t.Fatal("the duty stayed with the vanished holder's session")
 		}
-		if taken, err = direct.TryDuty(ctx, "main", "successor", at(time.Second)); err != nil {
+		if taken, err = tryDuty(ctx, direct, "main", "successor", at(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -72,7 +73,7 @@ func TestDutyHolderKeepsItsSessionBusy(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
-	d, err := s.TryDuty(ctx, "main", "live", at(0))
+	d, err := tryDuty(ctx, s, "main", "live", at(0))
 	if err != nil || d == nil {
 		t.Fatalf("take the duty: %v, %v", d, err)
 	}

@@ -1,4 +1,4 @@
-package store
+package observer
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // ErrDutyLost means this process no longer holds the duty of observing a
@@ -61,18 +62,18 @@ func dutyKey(schema, database string) int64 {
 	return int64(h.Sum64())
 }
 
-// TryDuty takes the duty of observing database, if no other process holds
+// tryDuty takes the duty of observing database, if no other process holds
 // it. It returns nil and no error when another process does. holder names
 // this process in observer_targets.
-func (s *Store) TryDuty(ctx context.Context, database, holder string, at time.Time) (*Duty, error) {
-	c, err := s.pool.Acquire(ctx)
+func tryDuty(ctx context.Context, st *store.Store, database, holder string, at time.Time) (*Duty, error) {
+	c, err := st.Pool().Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("observer duty of %s: %w", database, err)
 	}
 	// The lock lives as long as this session: take the connection out of
 	// the pool, which would otherwise hand it to others and keep it alive.
 	conn := c.Hijack()
-	key := dutyKey(s.schema, database)
+	key := dutyKey(st.Schema(), database)
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
 		closeConn(ctx, conn)

@@ -1,4 +1,4 @@
-package store
+package vaultlink
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 )
 
 // A revocation through the API body reaches the ledger as an HMAC of its
@@ -26,7 +27,7 @@ type PendingHashedRevocations struct {
 
 // HashedRevocationsPending summarises the unlinked hashed revocations
 // revoked at or after since.
-func HashedRevocationsPending(ctx context.Context, q Querier, since time.Time) (PendingHashedRevocations, error) {
+func HashedRevocationsPending(ctx context.Context, q store.Querier, since time.Time) (PendingHashedRevocations, error) {
 	var p PendingHashedRevocations
 	var lo, hi *time.Time
 	err := q.QueryRow(ctx, `
@@ -58,7 +59,7 @@ type LeaseWindow struct {
 // UnhashedLeaseIDs returns up to limit ids of leases in w that have no
 // HMAC for device yet, newest first (by first_seen_at: the issue time, or
 // the earliest event).
-func UnhashedLeaseIDs(ctx context.Context, q Querier, device string, w LeaseWindow, limit int) ([]string, error) {
+func UnhashedLeaseIDs(ctx context.Context, q store.Querier, device string, w LeaseWindow, limit int) ([]string, error) {
 	var rows pgx.Rows
 	var err error
 	if !w.SeenSince.IsZero() {
@@ -89,7 +90,7 @@ func UnhashedLeaseIDs(ctx context.Context, q Querier, device string, w LeaseWind
 }
 
 // SaveLeaseIDHMACs records the HMAC of each lease id for device.
-func SaveLeaseIDHMACs(ctx context.Context, q Querier, device string, hmacs map[string]string, at time.Time) error {
+func SaveLeaseIDHMACs(ctx context.Context, q store.Querier, device string, hmacs map[string]string, at time.Time) error {
 	if len(hmacs) == 0 {
 		return nil
 	}
@@ -143,7 +144,7 @@ func (m RevocationMatch) Event() schemas.LeaseEvent {
 // whose HMAC is the recorded HMAC of exactly one lease id, through one of
 // devices, newest first. An HMAC recorded for two lease ids (impossible
 // for a device's salt) matches nothing.
-func MatchHashedRevocations(ctx context.Context, q Querier, devices []string, limit int) ([]RevocationMatch, error) {
+func MatchHashedRevocations(ctx context.Context, q store.Querier, devices []string, limit int) ([]RevocationMatch, error) {
 	rows, err := q.Query(ctx, `
 		SELECT r.lease_id_hmac, r.revoked_at, coalesce(r.method, ''), coalesce(r.namespace, ''), coalesce(r.vault_request_id, ''),
 		       (SELECT e.source FROM lease_events e
@@ -181,7 +182,7 @@ func MatchHashedRevocations(ctx context.Context, q Querier, devices []string, li
 
 // RecordRevocationLinks records that each matched hashed revocation was
 // applied to the ledger as eventIDs[i] (method "hmac").
-func RecordRevocationLinks(ctx context.Context, q Querier, ms []RevocationMatch, eventIDs []string, at time.Time) error {
+func RecordRevocationLinks(ctx context.Context, q store.Querier, ms []RevocationMatch, eventIDs []string, at time.Time) error {
 	if len(ms) == 0 {
 		return nil
 	}
@@ -217,7 +218,7 @@ type RevocationLink struct {
 
 // RevocationLinksOf returns the hashed revocations linked to leaseID, in
 // revocation time order.
-func RevocationLinksOf(ctx context.Context, q Querier, leaseID string) ([]RevocationLink, error) {
+func RevocationLinksOf(ctx context.Context, q store.Querier, leaseID string) ([]RevocationLink, error) {
 	rows, err := q.Query(ctx, `SELECT lease_id_hmac, revoked_at, lease_id, method, device, event_id, linked_at
 		FROM vault_revocation_links WHERE lease_id = $1 ORDER BY revoked_at, lease_id_hmac`, leaseID)
 	if err != nil {
@@ -238,7 +239,7 @@ func RevocationLinksOf(ctx context.Context, q Querier, leaseID string) ([]Revoca
 // RevocationLinkMethods returns, for the given lease ids, how a revocation
 // of each was linked to it ("hmac"); leases with no linked revocation are
 // absent.
-func RevocationLinkMethods(ctx context.Context, q Querier, leaseIDs []string) (map[string]string, error) {
+func RevocationLinkMethods(ctx context.Context, q store.Querier, leaseIDs []string) (map[string]string, error) {
 	out := map[string]string{}
 	if len(leaseIDs) == 0 {
 		return out, nil

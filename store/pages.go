@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +11,8 @@ import (
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
-// The read queries of the admin API: pages of leases and findings, the
-// recorded revocations with their commands, and stored evidence.
+// Paged and keyed reads (the admin API's, the command line's): pages of
+// leases and findings, and the recorded revocations with their commands.
 
 // LeasePage selects one page of leases, ordered by lease id.
 type LeasePage struct {
@@ -183,18 +182,4 @@ func CommandKeysOfRule(ctx context.Context, q Querier, rule string) ([]CommandKe
 		return nil, fmt.Errorf("commands of %s: %w", rule, err)
 	}
 	return out, nil
-}
-
-// EvidenceEvent returns the exact stored bytes of one evidence event, or
-// ErrNotFound.
-func EvidenceEvent(ctx context.Context, q Querier, id string) ([]byte, error) {
-	var raw []byte
-	err := q.QueryRow(ctx, `SELECT event FROM evidence_outbox WHERE id = $1`, id).Scan(&raw)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("evidence %q: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("evidence %q: %w", id, err)
-	}
-	return raw, nil
 }
