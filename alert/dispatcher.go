@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -35,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leaseguard/leaseguard/internal/backoff"
 	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
@@ -202,7 +202,7 @@ func (x *Dispatcher) runIntake(ctx context.Context, ready chan struct{}) {
 		case err != nil:
 			// Intake fails only on the state store: retry soon.
 			failures++
-			wait = backoff(x.cfg.Interval, min(x.cfg.MaxBackoff, StoreBackoff), failures)
+			wait = retryWait(x.cfg.Interval, min(x.cfg.MaxBackoff, StoreBackoff), failures)
 			x.log.Warn("alert intake failed, will retry", "err", err, "failures", failures, "retry_in", wait)
 		case n >= x.cfg.Batch:
 			failures = 0 // more may be waiting
@@ -283,17 +283,11 @@ func (x *Dispatcher) updatePending(ctx context.Context) {
 	}
 }
 
-// backoff is the wait after the given number of consecutive failures: it
-// doubles from base up to ceiling, and is drawn from its upper half
-// (jitter), so that retries of many deliveries and processes spread out.
-func backoff(base, ceiling time.Duration, failures int) time.Duration {
-	d := base
-	for i := 1; i < failures && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	half := d / 2
-	return half + rand.N(d-half+1)
+// retryWait is the wait after the given number of consecutive failures:
+// it doubles from base up to ceiling, with jitter (internal/backoff), so
+// that retries of many deliveries and processes spread out.
+func retryWait(base, ceiling time.Duration, failures int) time.Duration {
+	return backoff.Policy{Base: base, Max: ceiling}.Wait(failures)
 }
 
 // bounded runs step within StoreTimeout.

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/backoff"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -299,7 +301,6 @@ func revocationDone(ctx context.Context, q store.Querier, id string) (bool, erro
 // execute runs an approved command through the revoker, trying a
 // transient failure again; the last failure is recorded as failed.
 func (a *Approvals) execute(ctx context.Context, cmd schemas.RevocationCommand) revoker.Executed {
-	wait := a.d.Backoff
 	for attempt := 1; ; attempt++ {
 		last := attempt >= a.d.Attempts
 		x := a.d.Executor.Execute(ctx, []schemas.RevocationCommand{cmd}, func(int) bool { return last })[0]
@@ -307,14 +308,20 @@ func (a *Approvals) execute(ctx context.Context, cmd schemas.RevocationCommand) 
 			return x
 		}
 		a.d.Logger.Warn("approved revocation failed transiently; trying again", "id", cmd.ID, "attempt", attempt, "err", x.Err)
-		select {
-		case <-ctx.Done():
+		if !pause.For(ctx, retryPolicy(a.d.Backoff).Wait(attempt), nil) {
 			return x
-		case <-time.After(wait):
 		}
-		wait *= 2
 	}
 }
+
+// retryPolicy is the wait between attempts of a command that failed
+// transiently: doubling from first, at most maxRetryWait, with jitter.
+func retryPolicy(first time.Duration) backoff.Policy {
+	return backoff.Policy{Base: first, Max: max(first, maxRetryWait)}
+}
+
+// maxRetryWait caps the wait between attempts: the caller is waiting.
+const maxRetryWait = 10 * time.Second
 
 // ExpireDue records as expired up to limit pending revocations whose time
 // ran out, with their evidence, and returns them. Processes running it at

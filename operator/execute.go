@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -185,7 +186,6 @@ func (s *Service) executeBatch(ctx, parent context.Context, cmds []schemas.Revoc
 	for i := range pending {
 		pending[i] = i
 	}
-	wait := s.d.Backoff
 	for attempt := 1; ; attempt++ {
 		last := attempt >= s.d.Attempts
 		batch := make([]schemas.RevocationCommand, len(pending))
@@ -203,13 +203,11 @@ func (s *Service) executeBatch(ctx, parent context.Context, cmds []schemas.Revoc
 		if len(again) == 0 || last || parent.Err() != nil {
 			return
 		}
+		wait := retryPolicy(s.d.Backoff).Wait(attempt)
 		s.d.Logger.Warn("operator revocations failed transiently; trying again", "count", len(again), "attempt", attempt, "wait", wait)
-		select {
-		case <-parent.Done():
+		if !pause.For(parent, wait, nil) {
 			return
-		case <-time.After(wait):
 		}
-		wait *= 2
 		pending = again
 	}
 }
