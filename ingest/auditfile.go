@@ -225,10 +225,8 @@ func (a *AuditFile) waitOpen(ctx context.Context) (*os.File, error) {
 			a.logger.Info("waiting for the audit file to appear")
 			waiting = true
 		}
-		select {
-		case <-ctx.Done():
+		if !pause.For(ctx, a.cfg.PollInterval, nil) {
 			return nil, ctx.Err()
-		case <-time.After(a.cfg.PollInterval):
 		}
 	}
 }
