@@ -44,22 +44,6 @@ func Append(ctx context.Context, tx pgx.Tx, ev Event) (Event, error) {
 	return evs[0], nil
 }
 
-func storedEvent(ctx context.Context, q Querier, id string) (Event, bool, error) {
-	var raw []byte
-	err := q.QueryRow(ctx, `SELECT event FROM evidence_outbox WHERE id = $1`, id).Scan(&raw)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Event{}, false, nil
-	}
-	if err != nil {
-		return Event{}, false, fmt.Errorf("read evidence %s: %w", id, err)
-	}
-	ev, err := decodeEvent(raw)
-	if err != nil {
-		return Event{}, false, fmt.Errorf("read evidence %s: %w", id, err)
-	}
-	return ev, true, nil
-}
-
 func decodeEvent(raw []byte) (Event, error) {
 	var ev Event
 	if err := json.Unmarshal(raw, &ev); err != nil {

@@ -86,19 +86,6 @@ func EnqueueDroppedLeases(ctx context.Context, q Querier, margin time.Duration, 
 	return added, nil
 }
 
-// EnqueueVaultRevocation adds one lease to the queue (the offline revoke
-// path enqueues its own drops directly); it reports whether it was added.
-func EnqueueVaultRevocation(ctx context.Context, q Querier, r VaultRevocation, now time.Time) (bool, error) {
-	tag, err := q.Exec(ctx, `
-		INSERT INTO vault_revocations (lease_id, command_id, database, db_user, dropped_at, next_attempt_at)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (lease_id) DO NOTHING`,
-		r.LeaseID, r.CommandID, r.Database, r.DBUser, dbTime(r.DroppedAt), dbTime(now))
-	if err != nil {
-		return false, fmt.Errorf("enqueue vault revocation of %s: %w", r.LeaseID, err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
 const vaultRevocationCols = `lease_id, command_id, database, db_user, dropped_at, state, attempts, next_attempt_at,
 	coalesce(method, ''), coalesce(last_status, 0), coalesce(last_error, ''), coalesce(failure_evidence_id, ''),
 	coalesce(evidence_id, ''), finished_at`

@@ -52,10 +52,10 @@ type options struct {
 	decodeEntries int
 	decodeRunTime time.Duration
 
-	e2eEntries   int
-	pacedRate    int
-	pacedSeconds time.Duration
-	resolver     bool
+	e2eEntries int
+	pacedRate  int
+	pacedFor   time.Duration
+	resolver   bool
 
 	revokeUsers    int
 	revokeSessions int
@@ -152,10 +152,10 @@ func (m *Main) parse(args []string) (options, error) {
 		}
 	}
 	o.decodeRunTime = time.Second
-	o.pacedSeconds = 5 * time.Second
+	o.pacedFor = 5 * time.Second
 	if o.quick {
 		o.decodeRunTime = 300 * time.Millisecond
-		o.pacedSeconds = 2 * time.Second
+		o.pacedFor = 2 * time.Second
 	}
 	if o.rssWindow <= 0 {
 		o.rssWindow = 16 * time.Second

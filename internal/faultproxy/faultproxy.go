@@ -104,9 +104,6 @@ func Start(listen, target string) (*Proxy, error) {
 // Addr is the address clients connect to (host:port).
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-// Target is the upstream address.
-func (p *Proxy) Target() string { return p.target }
-
 // Mode returns the current mode.
 func (p *Proxy) Mode() Mode {
 	p.mu.Lock()
