@@ -289,12 +289,6 @@ func (d *Dropper) Drop(ctx context.Context, pool *pgxpool.Pool, database string,
 	return d.DropBatch(ctx, pool, database, []schemas.RevocationCommand{cmd}, nil)[0]
 }
 
-func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item, hook BeforeCommitFunc) {
-	if err := d.run(ctx, pool, []*item{it}, hook); err != nil {
-		d.failItem(ctx, pool, it, err)
-	}
-}
-
 // failItem records a failed drop transaction in its result, with the
 // checks made afterwards.
 func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, err error) {
@@ -378,25 +372,8 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		run = append(run, it)
 	}
 
-	switch {
-	case len(run) == 1:
-		d.dropOne(ctx, pool, run[0], hook)
-	case len(run) > 1:
-		err := d.run(ctx, pool, run, hook)
-		var re *runError
-		var fe *faultError
-		switch {
-		case err == nil:
-		case ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin") || errors.As(err, &fe):
-			// No connection, or no time left: running each alone would
-			// only repeat the failure once per role. A fault stops the
-			// batch where it is.
-			for _, it := range run {
-				d.failItem(ctx, pool, it, err)
-			}
-		default:
-			d.fallback(ctx, pool, run, hook)
-		}
+	if len(run) > 0 {
+		d.runOrFallBack(ctx, pool, run, hook)
 	}
 
 	results := make([]schemas.RevocationResult, len(items))
@@ -408,6 +385,26 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		results[i] = it.res
 	}
 	return results
+}
+
+// runOrFallBack runs the drop transaction of items and, if it fails, fails
+// them or runs each alone.
+func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
+	err := d.run(ctx, pool, items, hook)
+	var re *runError
+	var fe *faultError
+	switch {
+	case err == nil:
+	case len(items) == 1 || ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin") || errors.As(err, &fe):
+		// Alone already; or no connection, or no time left: running each
+		// alone would only repeat the failure once per role. A fault
+		// stops the batch where it is.
+		for _, it := range items {
+			d.failItem(ctx, pool, it, err)
+		}
+	default:
+		d.fallback(ctx, pool, items, hook)
+	}
 }
 
 func duplicateResult(own, first schemas.RevocationResult, firstID string) schemas.RevocationResult {
@@ -448,7 +445,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 			Statements:         stmts,
 			SessionsTerminated: terminated,
 		}}
-		d.dropOne(ctx, pool, fresh, hook)
+		d.runOrFallBack(ctx, pool, []*item{fresh}, hook)
 		*it = *fresh
 	}
 }
