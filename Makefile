@@ -34,10 +34,16 @@ test: postgres tools
 demo: build postgres
 	LEASEGUARD_DATABASE_URL="$(TEST_DATABASE_URL)" ./$(BIN) demo
 
+# gofmt, go vet and staticcheck (its default checks; a pinned release, run
+# from the module cache).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./e2e
+	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) run $(STATICCHECK) -tags e2e ./e2e
 
 postgres:
 	@scripts/ensure-postgres.sh

@@ -53,7 +53,7 @@ func (w *worker) run(ctx context.Context, ready <-chan struct{}) {
 			if !isSinkFailure(err) {
 				ceiling = min(ceiling, StoreBackoff) // the state store failed: retry soon
 			}
-			wait = backoff(cfg.Interval, ceiling, failures)
+			wait = retryWait(cfg.Interval, ceiling, failures)
 			log.Warn("alert delivery failed, will retry", "err", err, "failures", failures, "retry_in", wait)
 		case n >= cfg.Batch:
 			failures = 0 // more may be due
@@ -188,7 +188,7 @@ func (w *worker) deliver(ctx context.Context, tx pgx.Tx, batch []due) (int, erro
 			if err != nil {
 				x.m.failed.WithLabelValues(name).Inc()
 				d.attempts++
-				next := at.Add(backoff(x.cfg.Interval, x.cfg.MaxBackoff, d.attempts))
+				next := at.Add(retryWait(x.cfg.Interval, x.cfg.MaxBackoff, d.attempts))
 				uerr := x.mark(ctx, tx, `
 					UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4
 					WHERE alert_id = $1 AND sink = $2`, d.alert.ID, name, truncate(err.Error(), 1000), next)

@@ -1,24 +1,3 @@
-// Package alert turns findings into on-call alerts: Prometheus Alertmanager,
-// PagerDuty Events API v2 and Slack-compatible incoming webhooks.
-//
-// The Dispatcher works from the state store only, on its own goroutines, so
-// detection and revocation never wait for a sink:
-//
-//   - Intake (one process at a time, by the alert_intake_lock row) takes the
-//     findings not yet seen (findings.alert_seen_at), in detection order.
-//     A finding at or above MinSeverity joins the open alert of its rule,
-//     database and user (its dedup key), or a resolved one that saw such a
-//     finding within DedupWindow, or else raises a new alert with one
-//     pending delivery per configured sink. The same pass resolves alerts:
-//     those of RevocationRules when the user was dropped (a revocation with
-//     outcome dropped or already_absent, finished no earlier than DedupWindow
-//     before the alert's first finding), the others AutoResolve after their
-//     last finding.
-//   - Delivery runs one goroutine per sink (one process per sink at a time,
-//     by its alert_sinks row). A delivery is pending while what the sink
-//     acknowledged lags the alert's state; it is retried with exponential
-//     backoff and jitter, and kept until it succeeds: a sink that is down
-//     receives its backlog when it is back, and holds back no other sink.
 package alert
 
 import (
@@ -26,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -35,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leaseguard/leaseguard/internal/backoff"
 	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
@@ -202,7 +181,7 @@ func (x *Dispatcher) runIntake(ctx context.Context, ready chan struct{}) {
 		case err != nil:
 			// Intake fails only on the state store: retry soon.
 			failures++
-			wait = backoff(x.cfg.Interval, min(x.cfg.MaxBackoff, StoreBackoff), failures)
+			wait = retryWait(x.cfg.Interval, min(x.cfg.MaxBackoff, StoreBackoff), failures)
 			x.log.Warn("alert intake failed, will retry", "err", err, "failures", failures, "retry_in", wait)
 		case n >= x.cfg.Batch:
 			failures = 0 // more may be waiting
@@ -283,17 +262,11 @@ func (x *Dispatcher) updatePending(ctx context.Context) {
 	}
 }
 
-// backoff is the wait after the given number of consecutive failures: it
-// doubles from base up to ceiling, and is drawn from its upper half
-// (jitter), so that retries of many deliveries and processes spread out.
-func backoff(base, ceiling time.Duration, failures int) time.Duration {
-	d := base
-	for i := 1; i < failures && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	half := d / 2
-	return half + rand.N(d-half+1)
+// retryWait is the wait after the given number of consecutive failures:
+// it doubles from base up to ceiling, with jitter (internal/backoff), so
+// that retries of many deliveries and processes spread out.
+func retryWait(base, ceiling time.Duration, failures int) time.Duration {
+	return backoff.Policy{Base: base, Max: ceiling}.Wait(failures)
 }
 
 // bounded runs step within StoreTimeout.

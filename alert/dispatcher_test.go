@@ -397,7 +397,7 @@ func TestBackoff(t *testing.T) {
 	base, ceiling := 100*time.Millisecond, 2*time.Second
 	for failures, want := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 10: ceiling, 60: ceiling} {
 		for range 50 {
-			got := backoff(base, ceiling, failures)
+			got := retryWait(base, ceiling, failures)
 			if got < want/2 || got > want {
 				t.Fatalf("backoff after %d failures %s, want within [%s, %s]", failures, got, want/2, want)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/approval/pending"
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/operator"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -317,7 +318,6 @@ func revocationDone(ctx context.Context, q store.Querier, id string) (bool, erro
 // execute runs an approved command through the revoker, trying a
 // transient failure again; the last failure is recorded as failed.
 func (a *Approvals) execute(ctx context.Context, cmd schemas.RevocationCommand) revoker.Executed {
-	wait := a.d.Backoff
 	for attempt := 1; ; attempt++ {
 		last := attempt >= a.d.Attempts
 		x := a.d.Executor.Execute(ctx, []schemas.RevocationCommand{cmd}, func(int) bool { return last })[0]
@@ -325,12 +325,9 @@ func (a *Approvals) execute(ctx context.Context, cmd schemas.RevocationCommand) 
 			return x
 		}
 		a.d.Logger.Warn("approved revocation failed transiently; trying again", "id", cmd.ID, "attempt", attempt, "err", x.Err)
-		select {
-		case <-ctx.Done():
+		if !pause.For(ctx, operator.RetryPolicy(a.d.Backoff).Wait(attempt), nil) {
 			return x
-		case <-time.After(wait):
 		}
-		wait *= 2
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
 )
 
@@ -124,12 +123,4 @@ func vaultEnded(ctx context.Context, vault VaultLeases, leaseID string, seenAt *
 	}
 	v.seen = found
 	return v
-}
-
-// leaseSeenAt is when Vault last confirmed holding l (nil: never).
-func leaseSeenAt(l *store.Lease) *time.Time {
-	if l == nil {
-		return nil
-	}
-	return l.VaultSeenAt
 }

@@ -37,51 +37,11 @@ var ErrNoChainHead = errors.New("evidence: chain head row is missing")
 // in the outbox, Append returns that stored event unchanged and the chain
 // does not advance.
 func Append(ctx context.Context, tx pgx.Tx, ev Event) (Event, error) {
-	if err := checkEvent(ev); err != nil {
+	evs, err := AppendMany(ctx, tx, []Event{ev})
+	if err != nil {
 		return Event{}, err
 	}
-	var headSeq int64
-	var headHash string
-	err := tx.QueryRow(ctx, `SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE`).Scan(&headSeq, &headHash)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Event{}, ErrNoChainHead
-	}
-	if err != nil {
-		return Event{}, fmt.Errorf("lock evidence chain head: %w", err)
-	}
-	// Under the head lock no other appender can insert this id, so the
-	// check and the insert below cannot race.
-	if stored, ok, err := storedEvent(ctx, tx, ev.ID); err != nil || ok {
-		return stored, err
-	}
-	if err := Seal(&ev, headHash, headSeq+1); err != nil {
-		return Event{}, err
-	}
-	raw, err := encodeJSON(ev)
-	if err != nil {
-		return Event{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
-	}
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO evidence_outbox (seq, id, type, subject, prev_hash, hash, event)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (id) DO NOTHING`,
-		ev.ChainSeq, ev.ID, ev.Type, ev.Subject, ev.PrevHash, ev.Hash, raw)
-	if err != nil {
-		return Event{}, fmt.Errorf("insert evidence %s: %w", ev.ID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		// Only reachable if the id appeared without the head lock
-		// (a hand-written row); the chain must not advance.
-		stored, ok, err := storedEvent(ctx, tx, ev.ID)
-		if err == nil && !ok {
-			err = fmt.Errorf("insert evidence %s: conflict, but no stored event", ev.ID)
-		}
-		return stored, err
-	}
-	if _, err := tx.Exec(ctx, `UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1`, ev.ChainSeq, ev.Hash); err != nil {
-		return Event{}, fmt.Errorf("advance evidence chain head: %w", err)
-	}
-	return ev, nil
+	return evs[0], nil
 }
 
 // ErrNotFound: no evidence event has that id.
@@ -99,22 +59,6 @@ func RawEvent(ctx context.Context, q Querier, id string) ([]byte, error) {
 		return nil, fmt.Errorf("evidence %q: %w", id, err)
 	}
 	return raw, nil
-}
-
-func storedEvent(ctx context.Context, q Querier, id string) (Event, bool, error) {
-	var raw []byte
-	err := q.QueryRow(ctx, `SELECT event FROM evidence_outbox WHERE id = $1`, id).Scan(&raw)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Event{}, false, nil
-	}
-	if err != nil {
-		return Event{}, false, fmt.Errorf("read evidence %s: %w", id, err)
-	}
-	ev, err := decodeEvent(raw)
-	if err != nil {
-		return Event{}, false, fmt.Errorf("read evidence %s: %w", id, err)
-	}
-	return ev, true, nil
 }
 
 func decodeEvent(raw []byte) (Event, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/internal/backoff"
 	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
@@ -201,7 +202,7 @@ func (r *Relay) Wake() {
 
 // Run relays until ctx is done, then returns nil. Failures (bus or database
 // down) are logged and retried with a backoff doubling from Interval to
-// MaxBackoff. A pass that published something is followed by the next at
+// MaxBackoff, with jitter (internal/backoff). A pass that published something is followed by the next at
 // once. While the state store is down the relay probes it every Interval
 // and starts the next pass as soon as it answers: a backlog leaves as soon
 // as the store is back, not after the backoff.
@@ -236,12 +237,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// backoff is the wait after failures consecutive failed passes.
 func (r *Relay) backoff(failures int) time.Duration {
-	d := r.cfg.Interval
-	for i := 1; i < failures && d < r.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, r.cfg.MaxBackoff)
+	return backoff.Policy{Base: r.cfg.Interval, Max: r.cfg.MaxBackoff}.Wait(failures)
 }
 
 // sleep waits d, or until woken. With probe (the store failed) it asks the

@@ -15,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseguard/leaseguard/internal/backoff"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/store"
 )
 
@@ -223,10 +225,8 @@ func (a *AuditFile) waitOpen(ctx context.Context) (*os.File, error) {
 			a.logger.Info("waiting for the audit file to appear")
 			waiting = true
 		}
-		select {
-		case <-ctx.Done():
+		if !pause.For(ctx, a.cfg.PollInterval, nil) {
 			return nil, ctx.Err()
-		case <-time.After(a.cfg.PollInterval):
 		}
 	}
 }
@@ -390,12 +390,15 @@ func (a *AuditFile) storedOffset(ctx context.Context) (store.AuditFileOffset, er
 	return o, lookup
 }
 
+// localRetry is the wait between attempts of the audit-file source's
+// retry loops (publishing to JetStream, the state store).
+var localRetry = backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second}
+
 // retryStore runs call, each attempt within StoreTimeout, until it
 // succeeds or ctx ends: a state store down or silent holds the source up,
 // never stops it.
 func (a *AuditFile) retryStore(ctx context.Context, what string, call func(context.Context) error) error {
-	backoff := 100 * time.Millisecond
-	for {
+	for failures := 1; ; failures++ {
 		cctx, cancel := context.WithTimeout(ctx, a.cfg.StoreTimeout)
 		err := call(cctx)
 		cancel()
@@ -407,12 +410,9 @@ func (a *AuditFile) retryStore(ctx context.Context, what string, call func(conte
 		}
 		a.cfg.Progress.Retry()
 		a.logger.Warn(what+" failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
+		if !pause.For(ctx, localRetry.Wait(failures), nil) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -146,7 +147,6 @@ func (p *directPublisher) message(l line) *nats.Msg {
 
 // publish stores lines, retrying until every one is acknowledged or ctx ends.
 func (p *directPublisher) publish(ctx context.Context, lines []line) error {
-	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := p.publishOnce(ctx, lines)
 		if err == nil {
@@ -172,12 +172,9 @@ func (p *directPublisher) publish(ctx context.Context, lines []line) error {
 		if p.metrics != nil {
 			p.metrics.retries.WithLabelValues(p.transport).Inc()
 		}
-		select {
-		case <-ctx.Done():
+		if !pause.For(ctx, localRetry.Wait(attempt), nil) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

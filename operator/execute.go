@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leaseguard/leaseguard/internal/backoff"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -185,7 +187,6 @@ func (s *Service) executeBatch(ctx, parent context.Context, cmds []schemas.Revoc
 	for i := range pending {
 		pending[i] = i
 	}
-	wait := s.d.Backoff
 	for attempt := 1; ; attempt++ {
 		last := attempt >= s.d.Attempts
 		batch := make([]schemas.RevocationCommand, len(pending))
@@ -203,13 +204,11 @@ func (s *Service) executeBatch(ctx, parent context.Context, cmds []schemas.Revoc
 		if len(again) == 0 || last || parent.Err() != nil {
 			return
 		}
+		wait := RetryPolicy(s.d.Backoff).Wait(attempt)
 		s.d.Logger.Warn("operator revocations failed transiently; trying again", "count", len(again), "attempt", attempt, "wait", wait)
-		select {
-		case <-parent.Done():
+		if !pause.For(parent, wait, nil) {
 			return
-		case <-time.After(wait):
 		}
-		wait *= 2
 		pending = again
 	}
 }
@@ -219,3 +218,12 @@ func (s *Service) executeBatch(ctx, parent context.Context, cmds []schemas.Revoc
 func Gone(x revoker.Executed) bool {
 	return x.Recorded && (x.Result.Outcome == schemas.OutcomeDropped || x.Result.Outcome == schemas.OutcomeAlreadyAbsent)
 }
+
+// RetryPolicy is the wait between attempts of a command that failed
+// transiently: doubling from first, at most maxRetryWait, with jitter.
+func RetryPolicy(first time.Duration) backoff.Policy {
+	return backoff.Policy{Base: first, Max: max(first, maxRetryWait)}
+}
+
+// maxRetryWait caps the wait between attempts: the caller is waiting.
+const maxRetryWait = 10 * time.Second

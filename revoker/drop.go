@@ -283,19 +283,10 @@ func (d *Dropper) precheck(it *item, cmd schemas.RevocationCommand, database str
 // Statements lists the statements that act on the role, in order, with
 // the failing one last; reads, locks, SET LOCAL and savepoints are left
 // out.
+//
+// Drop is DropBatch of one command, without a before-commit hook.
 func (d *Dropper) Drop(ctx context.Context, pool *pgxpool.Pool, database string, cmd schemas.RevocationCommand) schemas.RevocationResult {
-	it := d.newItem(cmd, database)
-	if !d.precheck(it, cmd, database) {
-		d.dropOne(ctx, pool, it, nil)
-	}
-	it.res.FinishedAt = d.now()
-	return it.res
-}
-
-func (d *Dropper) dropOne(ctx context.Context, pool *pgxpool.Pool, it *item, hook BeforeCommitFunc) {
-	if err := d.run(ctx, pool, []*item{it}, hook); err != nil {
-		d.failItem(ctx, pool, it, err)
-	}
+	return d.DropBatch(ctx, pool, database, []schemas.RevocationCommand{cmd}, nil)[0]
 }
 
 // failItem records a failed drop transaction in its result, with the
@@ -381,25 +372,8 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		run = append(run, it)
 	}
 
-	switch {
-	case len(run) == 1:
-		d.dropOne(ctx, pool, run[0], hook)
-	case len(run) > 1:
-		err := d.run(ctx, pool, run, hook)
-		var re *runError
-		var fe *faultError
-		switch {
-		case err == nil:
-		case ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin") || errors.As(err, &fe):
-			// No connection, or no time left: running each alone would
-			// only repeat the failure once per role. A fault stops the
-			// batch where it is.
-			for _, it := range run {
-				d.failItem(ctx, pool, it, err)
-			}
-		default:
-			d.fallback(ctx, pool, run, hook)
-		}
+	if len(run) > 0 {
+		d.runOrFallBack(ctx, pool, run, hook)
 	}
 
 	results := make([]schemas.RevocationResult, len(items))
@@ -411,6 +385,26 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		results[i] = it.res
 	}
 	return results
+}
+
+// runOrFallBack runs the drop transaction of items and, if it fails, fails
+// them or runs each alone.
+func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
+	err := d.run(ctx, pool, items, hook)
+	var re *runError
+	var fe *faultError
+	switch {
+	case err == nil:
+	case len(items) == 1 || ctx.Err() != nil || (errors.As(err, &re) && re.step == "begin") || errors.As(err, &fe):
+		// Alone already; or no connection, or no time left: running each
+		// alone would only repeat the failure once per role. A fault
+		// stops the batch where it is.
+		for _, it := range items {
+			d.failItem(ctx, pool, it, err)
+		}
+	default:
+		d.fallback(ctx, pool, items, hook)
+	}
 }
 
 func duplicateResult(own, first schemas.RevocationResult, firstID string) schemas.RevocationResult {
@@ -451,7 +445,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 			Statements:         stmts,
 			SessionsTerminated: terminated,
 		}}
-		d.dropOne(ctx, pool, fresh, hook)
+		d.runOrFallBack(ctx, pool, []*item{fresh}, hook)
 		*it = *fresh
 	}
 }
@@ -475,249 +469,6 @@ type hookError struct{ err error }
 
 func (e *hookError) Error() string { return e.err.Error() }
 func (e *hookError) Unwrap() error { return e.err }
-
-// run is the drop transaction for items (all past precheck, distinct
-// names). It sets each item's result except when it returns an error, in
-// which case the caller decides (fail, or run each item alone).
-func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) error {
-	names := make([]string, len(items))
-	for i, it := range items {
-		names[i] = it.name
-	}
-
-	tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: d.beginSQL})
-	if err != nil {
-		return &runError{step: "begin", err: err}
-	}
-	finished := false
-	defer func() {
-		if !finished {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			defer cancel()
-			_ = tx.Rollback(rctx)
-		}
-	}()
-
-	// 1) Lock, then read, in one round trip: the read is a later
-	// statement, so its snapshot sees whatever a previous holder of the
-	// lock committed.
-	b := &pgx.Batch{}
-	b.Queue(lockSQL, names)
-	b.Queue(readSQL, names)
-	br := tx.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return &runError{step: "advisory lock", err: err}
-	}
-	sess, facts, err := scanRead(br.Query())
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return &runError{step: "read pg_roles", err: err}
-	}
-
-	// 2) Guards, before anything changes.
-	reassignTo := d.reassignTo
-	if reassignTo == "" {
-		reassignTo = sess.CurrentUser
-	}
-	targets, absent := d.judge(items, sess, facts, reassignTo)
-	if len(targets) == 0 {
-		finished = true
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		_ = tx.Rollback(rctx)
-		cancel()
-		d.afterCheck(ctx, pool, absent)
-		return nil
-	}
-
-	if err := d.fault(ctx, StepBeforeNologin, targets); err != nil {
-		return err
-	}
-
-	// 3) NOLOGIN. ALTER ROLE takes one role; the statements go in one
-	// round trip.
-	alters := make([]string, len(targets))
-	for i, it := range targets {
-		it.alterSQL = "ALTER ROLE " + ident(it.name) + " NOLOGIN"
-		it.res.Statements = append(it.res.Statements, it.alterSQL)
-		alters[i] = it.alterSQL
-	}
-	if _, err := tx.Exec(ctx, strings.Join(alters, "; ")); err != nil {
-		return &runError{step: "alter role nologin", err: err}
-	}
-	if err := d.fault(ctx, StepAfterNologin, targets); err != nil {
-		return err
-	}
-	// Our update now holds the pg_authid rows: nobody can change or drop
-	// these roles until we end. Re-read them, so that a role replaced or
-	// altered since step 1 is not dropped on the strength of stale facts.
-	targetNames := make([]string, len(targets))
-	for i, it := range targets {
-		targetNames[i] = it.name
-	}
-	_, again, err := scanRead(tx.Query(ctx, readSQL, targetNames))
-	if err != nil {
-		return &runError{step: "re-read pg_roles", err: err}
-	}
-	for _, it := range targets {
-		if g, ok := again[it.name]; !ok || g != it.role {
-			return &runError{step: "verify", err: fmt.Errorf("role %q changed during the revocation", it.name)}
-		}
-	}
-
-	// 4) Terminate sessions (pg_terminate_backend does not wait; the
-	// after-check does).
-	term := terminateOneSQL
-	if len(targets) > 1 {
-		term = terminateManySQL
-	}
-	for _, it := range targets {
-		it.terminateSQL = term
-		it.res.Statements = append(it.res.Statements, term)
-	}
-	if len(targets) == 1 {
-		var n int
-		if err := tx.QueryRow(ctx, term, targets[0].name).Scan(&n); err != nil {
-			return &runError{step: "terminate sessions", err: err}
-		}
-		targets[0].terminated = n
-	} else {
-		counts, err := queryCounts[string](ctx, tx, term, targetNames)
-		if err != nil {
-			return &runError{step: "terminate sessions", err: err}
-		}
-		for _, it := range targets {
-			it.terminated = counts[it.name]
-		}
-	}
-	for _, it := range targets {
-		it.terminateRan = true
-		it.res.SessionsTerminated += it.terminated
-	}
-
-	// 5, 6) Reassign, drop owned, drop: one round trip, after the drop
-	// lock and a savepoint. A failure after the savepoint keeps the NOLOGIN.
-	ids := identList(targets)
-	// The drop lock only orders leaseguard's own drops; waiting for it is
-	// bounded by statement_timeout, not by lock_timeout, which is meant for
-	// locks held by the database's users.
-	steps := []txStep{
-		{step: "drop lock wait", sql: "SET LOCAL lock_timeout = 0"},
-		{step: "drop lock", sql: dropLockSQL},
-		{step: "lock timeout", sql: fmt.Sprintf("SET LOCAL lock_timeout = %d", millis(d.lockTimeout))},
-		{step: "savepoint", sql: savepointSQL},
-		roleStep("reassign owned", "REASSIGN OWNED BY ", ids, " TO "+ident(reassignTo)),
-	}
-	if len(targets) > 1 {
-		revokes, err := revokeSteps(ctx, tx, targets, ids)
-		if err != nil {
-			return &runError{step: "read grants", err: err}
-		}
-		steps = append(steps, revokes...)
-	}
-	steps = append(steps, roleStep("drop owned", "DROP OWNED BY ", ids, ""))
-	grantors, err := grantorSteps(ctx, tx, targets)
-	if err != nil {
-		return &runError{step: "read grantors", err: err}
-	}
-	steps = append(steps, grantors...)
-	steps = append(steps, roleStep("drop role", "DROP ROLE IF EXISTS ", ids, ""))
-	const firstActing = 4 // steps before it are not recorded
-	sqls := make([]string, len(steps))
-	for i, st := range steps {
-		sqls[i] = st.sql
-	}
-	for _, it := range targets {
-		it.res.ReassignedTo = reassignTo
-	}
-	results, err := tx.Conn().PgConn().Exec(ctx, strings.Join(sqls, "; ")).ReadAll()
-	completed := 0
-	for _, r := range results {
-		if r.Err != nil {
-			if err == nil {
-				err = r.Err
-			}
-			break
-		}
-		completed++
-	}
-	acted := len(steps)
-	if err != nil {
-		acted = min(completed+1, len(steps)) // the failing one included
-	}
-	// Each role's result records the statements as they apply to it: a
-	// statement naming the whole batch is recorded with the role's own
-	// name in place of the list, which is what it did to that role. (With
-	// the batch's hundred names in every statement of every result, the
-	// evidence of a batch grew with the square of its size.)
-	for _, st := range steps[firstActing:max(acted, firstActing)] {
-		for _, it := range targets {
-			if st.only != nil && !st.only[it.name] {
-				continue // a statement for other roles of the batch
-			}
-			it.res.Statements = append(it.res.Statements, st.forRole(it.name))
-		}
-	}
-	if err != nil {
-		re := &runError{step: steps[acted-1].step, err: err}
-		if acted-1 < firstActing {
-			return re // no savepoint to return to
-		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		if _, rerr := tx.Exec(cctx, rollbackSavepointSQL); rerr == nil {
-			if cerr := tx.Commit(cctx); cerr == nil {
-				finished = true
-				re.keptNologin = true
-				for _, it := range targets {
-					it.keptNologin = true
-					it.mayTerminate = true
-				}
-			}
-		}
-		return re
-	}
-	// Let the caller record this transaction's id before it commits, so a
-	// crash between COMMIT and recording the outcome can be resolved with
-	// txid_status after a restart.
-	if hook != nil {
-		var xid int64
-		if err := tx.QueryRow(ctx, "SELECT txid_current()").Scan(&xid); err != nil {
-			return &runError{step: "txid", err: err}
-		}
-		ids := make([]string, 0, len(targets))
-		for _, it := range targets {
-			ids = append(ids, it.res.CommandID)
-		}
-		if err := hook(ctx, xid, ids); err != nil {
-			return &runError{step: "before commit", err: &hookError{err: err}}
-		}
-	}
-	if err := d.fault(ctx, StepBeforeCommit, targets); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		finished = true
-		return &runError{step: "commit", err: err}
-	}
-	finished = true
-	if err := d.fault(ctx, StepAfterCommit, targets); err != nil {
-		return err
-	}
-	for _, it := range targets {
-		it.dropped = true
-		it.mayTerminate = true
-	}
-
-	// 7) The checks the outcome rests on.
-	d.afterCheck(ctx, pool, append(targets, absent...))
-	for _, it := range targets {
-		judgeDropped(&it.res)
-	}
-	return nil
-}
 
 // judgeDropped sets the outcome of a drop that committed from the check
 // after it: dropped only if the check was made, the role is absent and no

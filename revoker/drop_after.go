@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/internal/pause"
 )
 
 // afterCheck records RoleAbsentAfter and SessionsLeftAfter for items. It
@@ -43,11 +45,9 @@ func (d *Dropper) afterCheck(ctx context.Context, pool *pgxpool.Pool, items []*i
 	start := time.Now()
 	terminateAt, deadline := start.Add(d.settle/2), start.Add(d.settle)
 	terminated := false
-	wait := 2 * time.Millisecond
-	for {
+	_, err := pause.Until(ctx, d.settle, func() (struct{}, bool, error) {
 		if err := d.check(ctx, pool, items); err != nil {
-			fail(err)
-			return
+			return struct{}{}, false, err
 		}
 		var left []*item
 		for _, it := range items {
@@ -55,23 +55,17 @@ func (d *Dropper) afterCheck(ctx context.Context, pool *pgxpool.Pool, items []*i
 				left = append(left, it)
 			}
 		}
-		now := time.Now()
-		if len(left) == 0 || !now.Before(deadline) {
-			return
+		if len(left) == 0 {
+			return struct{}{}, true, nil
 		}
-		if !terminated && !now.Before(terminateAt) {
+		if now := time.Now(); !terminated && !now.Before(terminateAt) && now.Before(deadline) {
 			terminated = true
-			if err := d.terminateByOID(ctx, pool, left); err != nil {
-				fail(err)
-				return
-			}
+			return struct{}{}, false, d.terminateByOID(ctx, pool, left)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(min(wait, time.Until(deadline))):
-		}
-		wait = min(2*wait, 100*time.Millisecond)
+		return struct{}{}, false, nil
+	})
+	if err != nil {
+		fail(err)
 	}
 }
 

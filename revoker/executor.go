@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -351,6 +352,28 @@ func (x *Executor) duplicate(ctx context.Context, cmd schemas.RevocationCommand,
 // records their outcomes.
 func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schemas.RevocationCommand,
 	claims []store.Claim, final func(int) bool, out []Executed) {
+	results, err := x.carryOut(ctx, db, idx, cmds, claims)
+	if err != nil {
+		for _, i := range idx {
+			out[i] = Executed{Command: cmds[i], Result: results[i], Retry: true, Err: err}
+		}
+		return
+	}
+	x.record(ctx, db, idx, cmds, results, final, out)
+}
+
+// carryOut drops and terminates in one target. A panic there fails every
+// command of the target, as a failure without SQLSTATE: handed back for a
+// retry, and recorded as failed with its evidence on the last attempt,
+// instead of ending the process. An error is a drop stopped by a fault
+// before the record.
+func (x *Executor) carryOut(ctx context.Context, db string, idx []int, cmds []schemas.RevocationCommand,
+	claims []store.Claim) (results map[int]schemas.RevocationResult, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			results, err = x.panicked(db, idx, cmds, p), nil
+		}
+	}()
 	var drops, terms []int
 	for _, i := range idx {
 		if cmds[i].Action == schemas.ActionTerminateSession {
@@ -360,7 +383,7 @@ func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schem
 		}
 	}
 	pool, _ := x.Targets.Pool(db)
-	results := make(map[int]schemas.RevocationResult, len(idx))
+	results = make(map[int]schemas.RevocationResult, len(idx))
 	start := time.Now()
 	if len(drops) > 0 {
 		for k, res := range x.drop(ctx, pool, db, pick(cmds, drops), claims, drops) {
@@ -373,13 +396,22 @@ func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schem
 		}
 	}
 	x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
-	if err := x.Dropper.faultIDs(ctx, StepBeforeRecord, pickIDs(cmds, idx)); err != nil {
-		for _, i := range idx {
-			out[i] = Executed{Command: cmds[i], Result: results[i], Retry: true, Err: err}
-		}
-		return
+	return results, x.Dropper.faultIDs(ctx, StepBeforeRecord, pickIDs(cmds, idx))
+}
+
+// panicked is the failed result of each command of a target whose
+// handling panicked.
+func (x *Executor) panicked(db string, idx []int, cmds []schemas.RevocationCommand, p any) map[int]schemas.RevocationResult {
+	reason, _ := schemas.RedactText(fmt.Sprintf("panic in revocation: %v", p))
+	x.Logger.Error("revocation panicked; its commands failed", "database", db, "commands", len(idx),
+		"reason", reason, "stack", string(debug.Stack()))
+	now := x.Clock()
+	results := make(map[int]schemas.RevocationResult, len(idx))
+	for _, i := range idx {
+		results[i] = schemas.RevocationResult{CommandID: cmds[i].ID, Database: db, DBUser: cmds[i].DBUser,
+			Outcome: schemas.OutcomeFailed, Reason: reason, StartedAt: now, FinishedAt: now}
 	}
-	x.record(ctx, db, idx, cmds, results, final, out)
+	return results
 }
 
 func pickIDs(cmds []schemas.RevocationCommand, idx []int) []string {

@@ -1,7 +1,3 @@
-// Package revoker drops the PostgreSQL users of expired Vault leases, behind
-// guards that make dropping the wrong user impossible by construction: a
-// command must name a managed, unprotected, ordinary login role, and the
-// database must confirm that inside the transaction that drops it.
 package revoker
 
 import (

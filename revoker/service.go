@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -164,7 +165,7 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 		held = append(held, m)
 		delivered = append(delivered, n)
 	}
-	done := s.exec.Execute(ctx, cmds, func(i int) bool { return delivered[i] >= s.cfg.MaxDeliver })
+	done := s.execute(ctx, cmds, func(i int) bool { return delivered[i] >= s.cfg.MaxDeliver })
 	retried := 0
 	for i, d := range done {
 		switch {
@@ -178,6 +179,28 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 		}
 	}
 	s.exec.Progress.Finish(handedBack(retried, len(msgs)))
+}
+
+// execute carries out cmds. A panic the Executor did not contain (one in a
+// drop or its record is contained there) hands the batch back for a retry
+// instead of ending the process; on a command's last attempt it fails, and
+// the command is dead-lettered with the panic as its reason.
+func (s *Service) execute(ctx context.Context, cmds []schemas.RevocationCommand, final func(i int) bool) (done []Executed) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		reason, _ := schemas.RedactText(fmt.Sprintf("panic in revocation: %v", p))
+		s.logger.Error("revocation batch panicked; handed back", "commands", len(cmds), "reason", reason, "stack", string(debug.Stack()))
+		done = make([]Executed, len(cmds))
+		for i, cmd := range cmds {
+			done[i] = Executed{Command: cmd, Retry: !final(i), Err: errors.New(reason),
+				Result: schemas.RevocationResult{CommandID: cmd.ID, Database: cmd.Database, DBUser: cmd.DBUser,
+					Outcome: schemas.OutcomeFailed, Reason: reason}}
+		}
+	}()
+	return s.exec.Execute(ctx, cmds, final)
 }
 
 // errHandedBack: every command of a batch went back for a retry.

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/target"
 )
@@ -172,7 +173,7 @@ func (d *Dropper) settleGhosts(ctx context.Context, pool *pgxpool.Pool, gs []*gh
 		g.res.SessionsTerminated = 1
 		signalled = append(signalled, g)
 	}
-	left, err := poll(ctx, d.settle, func() (map[int32]bool, bool, error) {
+	left, err := pause.Until(ctx, d.settle, func() (map[int32]bool, bool, error) {
 		left, err := ghostsLeft(ctx, pool, signalled)
 		return left, len(left) == 0, err
 	})
@@ -207,24 +208,4 @@ func ghostsLeft(ctx context.Context, pool *pgxpool.Pool, gs []*ghost) (map[int32
 		return nil
 	})
 	return left, err
-}
-
-// poll calls check until it reports done, ctx ends or within has passed,
-// pausing 2 ms, doubling up to 100 ms, between calls; it returns the last
-// result. Terminated backends take a moment to leave pg_stat_activity.
-func poll[T any](ctx context.Context, within time.Duration, check func() (T, bool, error)) (T, error) {
-	deadline := time.Now().Add(within)
-	wait := 2 * time.Millisecond
-	for {
-		v, done, err := check()
-		if err != nil || done || !time.Now().Before(deadline) {
-			return v, err
-		}
-		select {
-		case <-ctx.Done():
-			return v, nil
-		case <-time.After(min(wait, time.Until(deadline))):
-		}
-		wait = min(2*wait, 100*time.Millisecond)
-	}
 }

@@ -96,9 +96,6 @@ func HoldsToken(s string) bool {
 	return mayHoldToken(s) && (hvToken.MatchString(s) || legacyToken.MatchString(s))
 }
 
-// SetsPassword reports whether s holds a statement that sets a password.
-func SetsPassword(s string) bool { return containsFold(s, "password") && sqlPassword.MatchString(s) }
-
 // LooksLikeSecret reports whether text holds something RedactText would
 // redact: a Vault token, a statement or assignment setting a password, a
 // URL with a password, or a secret-named key with its value (JSON inside a

@@ -165,13 +165,6 @@ func InsertFinding(ctx context.Context, tx pgx.Tx, f schemas.Finding, evidenceID
 	return tag.RowsAffected() == 1, nil
 }
 
-// FindingExists reports whether a finding id is already recorded.
-func FindingExists(ctx context.Context, q Querier, id string) (bool, error) {
-	var ok bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM findings WHERE id = $1)`, id).Scan(&ok)
-	return ok, err
-}
-
 // RearmStranded makes due again up to limit judged leases whose
 // lease-expired-not-revoked command never reached the revoker's record
 // (no revocations row for its id) although it was issued before cutoff:

@@ -282,14 +282,6 @@ func applyPrefix(l *Lease, p *prefixRevocation) bool {
 	return was != StateRevoked
 }
 
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
 func textPtr(s string) *string {
 	if s == "" {
 		return nil

@@ -165,32 +165,15 @@ func TargetXIDs(ctx context.Context, q Querier, commandIDs []string) (map[string
 	return out, nil
 }
 
-// FinishRevocation records the outcome of a command inside tx (the caller
-// appends the evidence in the same transaction). It reports false when the
-// command was already finished (by a concurrent or earlier attempt), in
-// which case the caller must not append evidence again.
-func FinishRevocation(ctx context.Context, tx pgx.Tx, res schemas.RevocationResult, evidenceID string, at time.Time) (bool, error) {
-	doc, err := json.Marshal(res)
-	if err != nil {
-		return false, fmt.Errorf("encode result: %w", err)
-	}
-	tag, err := tx.Exec(ctx, `
-		UPDATE revocations SET state = 'done', outcome = $2, result = $3, finished_at = $4, evidence_id = NULLIF($5, '')
-		WHERE command_id = $1 AND state = 'in_progress'`, res.CommandID, string(res.Outcome), doc, at, evidenceID)
-	if err != nil {
-		return false, fmt.Errorf("finish revocation %s: %w", res.CommandID, err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
 // Finish is one outcome for FinishRevocations.
 type Finish struct {
 	Result     schemas.RevocationResult
 	EvidenceID string
 }
 
-// FinishRevocations is FinishRevocation for many outcomes in one
-// statement. fresh[i] reports whether fs[i] was recorded now; it is false
+// FinishRevocations records the outcomes of commands inside tx, in one
+// statement (the caller appends the evidence in the same transaction).
+// fresh[i] reports whether fs[i] was recorded now; it is false
 // for a command already finished, and for a command id repeated in fs after
 // its first occurrence (as if they had been recorded one after another).
 func FinishRevocations(ctx context.Context, tx pgx.Tx, fs []Finish, at time.Time) ([]bool, error) {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
@@ -20,12 +21,8 @@ func every(ctx context.Context, interval time.Duration, logger *slog.Logger, wha
 		if err != nil && ctx.Err() == nil {
 			logger.Warn(what+" failed", "err", err)
 		}
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !pause.For(ctx, interval, nil) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

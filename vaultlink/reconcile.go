@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/backoff"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -43,7 +43,7 @@ type ReconcilerConfig struct {
 	// Batch: leases claimed per pass (default 50).
 	Batch int
 	// MinBackoff, MaxBackoff: retry waits after failures, doubling (default
-	// 10s, 30m), with jitter.
+	// 10s, 30m), with jitter (internal/backoff).
 	MinBackoff, MaxBackoff time.Duration
 	// Hold: how long a claimed lease is invisible to other workers (default 2m).
 	Hold time.Duration
@@ -406,14 +406,9 @@ func (r *Reconciler) record(ctx context.Context, tx pgx.Tx, f schemas.Finding) (
 }
 
 // backoff after the n-th attempt: MinBackoff doubling, at most MaxBackoff,
-// plus up to 10% jitter.
+// with jitter (internal/backoff).
 func (r *Reconciler) backoff(n int) time.Duration {
-	d := r.cfg.MinBackoff
-	for i := 1; i < n && d < r.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, r.cfg.MaxBackoff)
-	return d + time.Duration(rand.Int64N(int64(d/10)+1))
+	return backoff.Policy{Base: r.cfg.MinBackoff, Max: r.cfg.MaxBackoff}.Wait(n)
 }
 
 func findingID(parts ...string) string {

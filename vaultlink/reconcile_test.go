@@ -169,8 +169,10 @@ func TestReconcilerNoForce(t *testing.T) {
 	if len(r.vault.Calls("revoke-force")) != 0 || len(r.vault.Calls("revoke")) != 3 {
 		t.Fatalf("calls = %+v", r.vault.Calls())
 	}
-	if !(waits[0] >= 10*time.Second && waits[1] >= 20*time.Second && waits[2] >= 40*time.Second && waits[2] < 45*time.Second) {
-		t.Errorf("backoff = %v", waits)
+	// MinBackoff 10s doubling, drawn from the upper half (internal/backoff).
+	if !(waits[0] == 10*time.Second && waits[1] >= 10*time.Second && waits[1] <= 20*time.Second &&
+		waits[2] >= 20*time.Second && waits[2] <= 40*time.Second) {
+		t.Errorf("backoff = %v, want 10s, [10s, 20s], [20s, 40s]", waits)
 	}
 	q := r.queued(t, lease)
 	if q.State != "pending" || q.Attempts != 3 || !strings.Contains(q.LastError, "LEASEGUARD_VAULT_FORCE=false") {

@@ -52,10 +52,10 @@ type options struct {
 	decodeEntries int
 	decodeRunTime time.Duration
 
-	e2eEntries   int
-	pacedRate    int
-	pacedSeconds time.Duration
-	resolver     bool
+	e2eEntries int
+	pacedRate  int
+	pacedFor   time.Duration
+	resolver   bool
 
 	revokeUsers    int
 	revokeSessions int
@@ -113,18 +113,61 @@ func (m *Main) parse(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	o.only = map[string]bool{}
-	for _, s := range strings.Split(*only, ",") {
+	var err error
+	if o.only, err = parseOnly(*only); err != nil {
+		return o, err
+	}
+	if o.rssLeases, err = parseRSS(*rss, o.quick); err != nil {
+		return o, err
+	}
+	m.defaults(&o, *vaultBin)
+	return o, nil
+}
+
+// parseOnly reads -only: the scenarios to run.
+func parseOnly(only string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
 		switch s = strings.TrimSpace(s); s {
 		case "":
 		case "e2e":
-			o.only["nats"], o.only["kafka"] = true, true
+			out["nats"], out["kafka"] = true, true
 		case "decode", "nats", "kafka", "revoke", "expiry", "vault", "memory":
-			o.only[s] = true
+			out[s] = true
 		default:
-			return o, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
+			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
 		}
 	}
+	return out, nil
+}
+
+// parseRSS reads -rss-leases: two increasing ledger sizes.
+func parseRSS(rss string, quick bool) ([]int, error) {
+	if rss == "" {
+		rss = "10000,1000000"
+		if quick {
+			rss = "10000,100000"
+		}
+	}
+	var out []int
+	for _, s := range strings.Split(rss, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-rss-leases: %q is not a positive number", s)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, errors.New("-rss-leases: sizes must increase")
+		}
+		out = append(out, n)
+	}
+	if len(out) != 2 {
+		return nil, errors.New("-rss-leases: want two sizes, small and large")
+	}
+	return out, nil
+}
+
+// defaults fills in the sizes and settings left unset, full or -quick.
+func (m *Main) defaults(o *options, vaultBin string) {
 	pick := func(v *int, full, quick int) {
 		if *v <= 0 {
 			*v = full
@@ -140,7 +183,7 @@ func (m *Main) parse(args []string) (options, error) {
 	pick(&o.vaultLeases, 2000, 200)
 	pick(&o.vaultExpiryLeases, 1000, 100)
 	if o.only["vault"] {
-		o.vaultBin, o.vaultWhy = m.vaultBinary(*vaultBin)
+		o.vaultBin, o.vaultWhy = m.vaultBinary(vaultBin)
 	}
 	if o.revokeSessions <= 0 {
 		o.revokeSessions = max(1, o.revokeUsers/100)
@@ -152,10 +195,10 @@ func (m *Main) parse(args []string) (options, error) {
 		}
 	}
 	o.decodeRunTime = time.Second
-	o.pacedSeconds = 5 * time.Second
+	o.pacedFor = 5 * time.Second
 	if o.quick {
 		o.decodeRunTime = 300 * time.Millisecond
-		o.pacedSeconds = 2 * time.Second
+		o.pacedFor = 2 * time.Second
 	}
 	if o.rssWindow <= 0 {
 		o.rssWindow = 16 * time.Second
@@ -163,35 +206,14 @@ func (m *Main) parse(args []string) (options, error) {
 			o.rssWindow = 11 * time.Second
 		}
 	}
-	if *rss == "" {
-		*rss = "10000,1000000"
-		if o.quick {
-			*rss = "10000,100000"
+	for _, env := range []string{"TEST_DATABASE_URL", "LEASEGUARD_DATABASE_URL"} {
+		if o.dbURL == "" {
+			o.dbURL = m.Getenv(env)
 		}
-	}
-	for _, s := range strings.Split(*rss, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return o, fmt.Errorf("-rss-leases: %q is not a positive number", s)
-		}
-		if len(o.rssLeases) > 0 && n <= o.rssLeases[len(o.rssLeases)-1] {
-			return o, errors.New("-rss-leases: sizes must increase")
-		}
-		o.rssLeases = append(o.rssLeases, n)
-	}
-	if len(o.rssLeases) != 2 {
-		return o, errors.New("-rss-leases: want two sizes, small and large")
-	}
-	if o.dbURL == "" {
-		o.dbURL = m.Getenv("TEST_DATABASE_URL")
-	}
-	if o.dbURL == "" {
-		o.dbURL = m.Getenv("LEASEGUARD_DATABASE_URL")
 	}
 	if o.dbURL == "" {
 		o.dbURL = defaultDatabaseURL
 	}
-	return o, nil
 }
 
 // runsFor returns how many runs a scenario gets.

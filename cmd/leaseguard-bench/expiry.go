@@ -104,128 +104,170 @@ func (b *Bench) expiryRun(ctx context.Context, r int) (gone, recorded []float64,
 		}
 	}()
 
-	// Users: VALID UNTIL spread over one whole second far enough ahead for
-	// the setup (about 2 ms a user on an idle machine, ten times that when
-	// it is busy with other work) and ingest to finish.
-	sim := &vaultsim.Sim{Pool: b.admin, Mount: "postgres", DisplayName: b.displayName(),
-		EntityID: "2f6e0c1a-bench-" + b.sfx, RemoteAddress: "10.20.30.40"}
-	sim.HMAC("") // sets the salt before the workers share the Sim
-	issued := time.Now()
-	sim.Clock = func() time.Time { return issued }
-	first := issued.Add(5*time.Second + time.Duration(n)*20*time.Millisecond).Truncate(time.Second).Add(time.Second)
-	validUntil := make([]time.Time, n)
-	creds := make([]vaultsim.Cred, n)
-	lines := make([][][]byte, n)
-	// One at a time: concurrent GRANTs on one table fail with "tuple
-	// concurrently updated".
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(1)
-	for i := range n {
-		validUntil[i] = first.Add(time.Duration(i) * time.Second / time.Duration(n))
-		g.Go(func() error {
-			// vaultsim sets VALID UNTIL to the lease's expiry + 5 s, as
-			// Vault's plugin does.
-			c, l, err := sim.Issue(gctx, "expiry", validUntil[i].Add(-5*time.Second).Sub(issued), grants...)
-			creds[i], lines[i] = c, l
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	w, err := b.expiryUsers(ctx, n, grants)
+	if err != nil {
 		return nil, nil, err
 	}
-	names := make([]string, n)
-	for i, c := range creds {
-		names[i] = c.Username
-		// Read back what the database holds (microseconds).
-		validUntil[i] = c.Expire.Add(5 * time.Second).Truncate(time.Microsecond)
+	sess, err := b.liveSessions(ctx, w)
+	if err != nil {
+		return nil, nil, err
 	}
-	live := make([]string, 0, max(1, n/100))
-	for i := 0; i < n; i += 100 {
-		live = append(live, names[i])
-	}
-	pw := map[string]string{}
-	for _, c := range creds {
-		pw[c.Username] = c.Password
-	}
-	var sess sessions
 	defer sess.close()
-	for _, u := range live {
-		s, err := b.openSessions(ctx, []string{u}, pw[u])
-		if err != nil {
-			return nil, nil, err
-		}
-		sess.conns = append(sess.conns, s.conns...)
+	if err := publishAudit(srv, w.lines); err != nil {
+		return nil, nil, err
 	}
-
-	// Vault's audit entries, published as a shipper would.
-	nc, err := srv.connectAs(bus.UserShipper, nats.Name("bench-publisher"))
+	resolved, err := b.waitResolved(ctx, stateSchema, n, w.first)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, pair := range lines {
-		for _, l := range pair {
-			if _, err := js.PublishAsync(benchAuditSubject, l); err != nil {
-				return nil, nil, err
-			}
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		return nil, nil, fmt.Errorf("audit entries not acknowledged by JetStream")
-	}
-	resolved, err := b.waitResolved(ctx, stateSchema, n, first)
-	if err != nil {
-		return nil, nil, err
-	}
-	b.logf("expiry: run %d: %d users created and their leases resolved %.1f s before the first expiry", r+1, n, time.Until(first).Seconds())
+	b.logf("expiry: run %d: %d users created and their leases resolved %.1f s before the first expiry", r+1, n, time.Until(w.first).Seconds())
 	if resolved < n {
 		return nil, nil, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases; leaseguard log: %s", resolved, n, lg.lastLines())
 	}
-
 	cs := sampleCPU(lg.pid())
-	goneAt, err := b.pollGone(ctx, names, first.Add(b.opt.expiryGrace).Add(-200*time.Millisecond),
-		first.Add(time.Second+b.opt.expiryGrace+90*time.Second), 20*time.Millisecond)
-	if err != nil {
+	if gone, err = b.measureGone(ctx, w, lg); err != nil {
 		return nil, nil, err
-	}
-	missing := 0
-	for i, u := range names {
-		t, ok := goneAt[u]
-		if !ok {
-			missing++
-			continue
-		}
-		gone = append(gone, ms(t.Sub(validUntil[i].Add(b.opt.expiryGrace))))
-	}
-	if missing > 0 {
-		return nil, nil, fmt.Errorf("%d of %d users still in pg_roles 90 s after expiry; leaseguard log: %s", missing, n, lg.lastLines())
 	}
 	finished, err := b.waitRecorded(ctx, stateSchema, n, 60*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
 	b.logf("expiry: run %d: from the first expiry to the last outcome recorded: %s", r+1, b.cpuSince(cs))
-	for i, u := range names {
+	for i, u := range w.names {
 		if t, ok := finished[u]; ok {
-			recorded = append(recorded, ms(t.Sub(validUntil[i].Add(b.opt.expiryGrace))))
+			recorded = append(recorded, ms(t.Sub(w.validUntil[i].Add(b.opt.expiryGrace))))
 		}
 	}
 	if len(finished) < n {
 		b.logf("expiry: run %d: only %d of %d revocations recorded as dropped after 60 s", r+1, len(finished), n)
 	}
-	// Where the time went, from leaseguard's own metrics.
+	b.logTimeSpent(ctx, r, lg)
+	return gone, recorded, nil
+}
+
+// expiryWave is the users of one expiry run.
+type expiryWave struct {
+	// first is the earliest VALID UNTIL; validUntil[i] is names[i]'s, as
+	// the database holds it.
+	first      time.Time
+	names      []string
+	validUntil []time.Time
+	// lines are each user's audit entries; pw their passwords.
+	lines [][][]byte
+	pw    map[string]string
+}
+
+// expiryUsers creates n users as Vault's plugin does, with VALID UNTIL
+// spread over one whole second far enough ahead for the setup (about 2 ms
+// a user on an idle machine, ten times that when it is busy with other
+// work) and ingest to finish.
+func (b *Bench) expiryUsers(ctx context.Context, n int, grants []string) (expiryWave, error) {
+	sim := &vaultsim.Sim{Pool: b.admin, Mount: "postgres", DisplayName: b.displayName(),
+		EntityID: "2f6e0c1a-bench-" + b.sfx, RemoteAddress: "10.20.30.40"}
+	sim.HMAC("") // sets the salt before the workers share the Sim
+	issued := time.Now()
+	sim.Clock = func() time.Time { return issued }
+	w := expiryWave{first: issued.Add(5*time.Second + time.Duration(n)*20*time.Millisecond).Truncate(time.Second).Add(time.Second),
+		names: make([]string, n), validUntil: make([]time.Time, n), lines: make([][][]byte, n), pw: map[string]string{}}
+	creds := make([]vaultsim.Cred, n)
+	// One at a time: concurrent GRANTs on one table fail with "tuple
+	// concurrently updated".
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(1)
+	for i := range n {
+		w.validUntil[i] = w.first.Add(time.Duration(i) * time.Second / time.Duration(n))
+		g.Go(func() error {
+			// vaultsim sets VALID UNTIL to the lease's expiry + 5 s, as
+			// Vault's plugin does.
+			c, l, err := sim.Issue(gctx, "expiry", w.validUntil[i].Add(-5*time.Second).Sub(issued), grants...)
+			creds[i], w.lines[i] = c, l
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return w, err
+	}
+	for i, c := range creds {
+		w.names[i] = c.Username
+		w.pw[c.Username] = c.Password
+		// Read back what the database holds (microseconds).
+		w.validUntil[i] = c.Expire.Add(5 * time.Second).Truncate(time.Microsecond)
+	}
+	return w, nil
+}
+
+// liveSessions opens a session as one user in a hundred.
+func (b *Bench) liveSessions(ctx context.Context, w expiryWave) (*sessions, error) {
+	sess := &sessions{}
+	for i := 0; i < len(w.names); i += 100 {
+		u := w.names[i]
+		s, err := b.openSessions(ctx, []string{u}, w.pw[u])
+		if err != nil {
+			sess.close()
+			return nil, err
+		}
+		sess.conns = append(sess.conns, s.conns...)
+	}
+	return sess, nil
+}
+
+// publishAudit publishes Vault's audit entries as a shipper would.
+func publishAudit(srv *benchNATS, lines [][][]byte) error {
+	nc, err := srv.connectAs(bus.UserShipper, nats.Name("bench-publisher"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for _, pair := range lines {
+		for _, l := range pair {
+			if _, err := js.PublishAsync(benchAuditSubject, l); err != nil {
+				return err
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("audit entries not acknowledged by JetStream")
+	}
+}
+
+// measureGone polls pg_roles until every user of w is gone and returns,
+// in ms, each one's latency from its VALID UNTIL plus grace.
+func (b *Bench) measureGone(ctx context.Context, w expiryWave, lg *child) ([]float64, error) {
+	goneAt, err := b.pollGone(ctx, w.names, w.first.Add(b.opt.expiryGrace).Add(-200*time.Millisecond),
+		w.first.Add(time.Second+b.opt.expiryGrace+90*time.Second), 20*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	var gone []float64
+	missing := 0
+	for i, u := range w.names {
+		t, ok := goneAt[u]
+		if !ok {
+			missing++
+			continue
+		}
+		gone = append(gone, ms(t.Sub(w.validUntil[i].Add(b.opt.expiryGrace))))
+	}
+	if missing > 0 {
+		return nil, fmt.Errorf("%d of %d users still in pg_roles 90 s after expiry; leaseguard log: %s", missing, len(w.names), lg.lastLines())
+	}
+	return gone, nil
+}
+
+// logTimeSpent logs where the time went, from leaseguard's own metrics.
+func (b *Bench) logTimeSpent(ctx context.Context, r int, lg *child) {
 	dc, _ := lg.metric(ctx, "leaseguard_detector_pass_seconds_count")
 	ds, _ := lg.metric(ctx, "leaseguard_detector_pass_seconds_sum")
 	bc, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_count")
 	bs, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_sum")
 	b.logf("expiry: run %d: leaseguard spent %.2f s in %.0f detector passes and %.2f s in %.0f drop transactions (DropBatch)", r+1, ds, dc, bs, bc)
-	return gone, recorded, nil
 }
 
 // waitRecorded waits until n revocations are recorded as dropped, or for

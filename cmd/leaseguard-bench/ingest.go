@@ -359,7 +359,7 @@ func (b *Bench) e2eScenario(ctx context.Context, transport string, runOnce func(
 	burst := generateCorpus(b.opt.e2eEntries, 2)
 	var paced *corpus
 	if b.opt.pacedRate > 0 {
-		paced = generateCorpus(int(float64(b.opt.pacedRate)*b.opt.pacedSeconds.Seconds()), 3)
+		paced = generateCorpus(int(float64(b.opt.pacedRate)*b.opt.pacedFor.Seconds()), 3)
 	}
 	b.logf("%s: corpus of %d entries (%.0f MB) generated in %s", transport, len(burst.lines), float64(burst.bytes())/1e6, time.Since(t0).Round(time.Millisecond))
 	stop, err := b.startProfile(transport)

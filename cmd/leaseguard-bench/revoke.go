@@ -120,32 +120,8 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 		return 0, err
 	}
 	defer targets.Close()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return 0, err
-	}
-	signer := revoker.NewSigner(priv)
-	verifier, err := revoker.NewVerifier(signer.PublicKey())
-	if err != nil {
-		return 0, err
-	}
-	dropper, err := revoker.NewDropper(revoker.DropperConfig{
-		Guard:            revoker.GuardConfig{ManagedPattern: revoker.DefaultManagedPattern},
-		StatementTimeout: 10 * time.Second, LockTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		return 0, err
-	}
 	reg := prometheus.NewRegistry()
-	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
-		Dropper: dropper, Verifier: verifier, Targets: targets, State: st.Pool(),
-		Evidence: evidence.Builder{Source: "urn:leaseguard:bench"}, Logger: slog.New(slog.DiscardHandler),
-		Metrics: revoker.NewMetrics(reg),
-	})
-	if err != nil {
-		return 0, err
-	}
-	issuer, err := revoker.NewIssuer(signer, targets, time.Hour, nil)
+	exec, issuer, err := benchExecutor(targets, st, reg)
 	if err != nil {
 		return 0, err
 	}
@@ -189,17 +165,58 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
 		return 0, fmt.Errorf("after the revoker: %d users left (%v)", left, err)
 	}
+	if err := b.checkEvidence(ctx, st, r, len(names)); err != nil {
+		return 0, err
+	}
+	return float64(dropped) / elapsed.Seconds(), nil
+}
+
+// benchExecutor is an Executor of the revoker service's settings on st
+// and targets, with its metrics in reg, and an Issuer whose commands it
+// accepts.
+func benchExecutor(targets *target.Set, st *store.Store, reg *prometheus.Registry) (*revoker.Executor, *revoker.Issuer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer := revoker.NewSigner(priv)
+	verifier, err := revoker.NewVerifier(signer.PublicKey())
+	if err != nil {
+		return nil, nil, err
+	}
+	dropper, err := revoker.NewDropper(revoker.DropperConfig{
+		Guard:            revoker.GuardConfig{ManagedPattern: revoker.DefaultManagedPattern},
+		StatementTimeout: 10 * time.Second, LockTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
+		Dropper: dropper, Verifier: verifier, Targets: targets, State: st.Pool(),
+		Evidence: evidence.Builder{Source: "urn:leaseguard:bench"}, Logger: slog.New(slog.DiscardHandler),
+		Metrics: revoker.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	issuer, err := revoker.NewIssuer(signer, targets, time.Hour, nil)
+	return exec, issuer, err
+}
+
+// checkEvidence checks that each of the n users dropped has its
+// revocation evidence, and logs its mean size.
+func (b *Bench) checkEvidence(ctx context.Context, st *store.Store, r, n int) error {
 	var evidenceRows int
 	var evidenceBytes float64
 	if err := st.Pool().QueryRow(ctx, "SELECT count(*), coalesce(avg(length(event)), 0) FROM evidence_outbox WHERE type = 'io.leaseguard.revocation.v1'").
 		Scan(&evidenceRows, &evidenceBytes); err != nil {
-		return 0, err
+		return err
 	}
 	b.logf("revoke: run %d: %d revocation evidence events of %.1f KB mean", r+1, evidenceRows, evidenceBytes/1024)
-	if evidenceRows != len(names) {
-		return 0, fmt.Errorf("%d revocation evidence events for %d users", evidenceRows, len(names))
+	if evidenceRows != n {
+		return fmt.Errorf("%d revocation evidence events for %d users", evidenceRows, n)
 	}
-	return float64(dropped) / elapsed.Seconds(), nil
+	return nil
 }
 
 // revokeBaseline drops the users with DROP OWNED BY u; DROP ROLE u, one

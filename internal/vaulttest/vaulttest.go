@@ -1,10 +1,3 @@
-// Package vaulttest is a local HTTP server that speaks the few Vault
-// endpoints leaseguard calls, as Vault 1.21 answers them (status codes and
-// JSON shapes from vault/logical_system.go, http/logical.go and
-// sdk/logical/response_util.go): errors as {"errors": [...]}, 204 for a
-// revoke, 400 when the backend fails a revocation or a lease is unknown to
-// lookup, 403 for a missing capability or sudo, 404 for an empty list.
-// Tests drive its state: leases, tokens, audit devices, failures.
 package vaulttest
 
 import (
@@ -212,193 +205,255 @@ const permissionDenied = "1 error occurred:\n\t* permission denied\n\n"
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	path := strings.TrimPrefix(r.URL.Path, "/v1/")
-	var body map[string]any
+	x := &exchange{s: s, w: w, path: strings.TrimPrefix(r.URL.Path, "/v1/"), now: s.now(),
+		call: Call{Method: r.Method, Token: r.Header.Get("X-Vault-Token"), Namespace: r.Header.Get("X-Vault-Namespace")}}
+	x.call.Path = x.path
 	if r.Body != nil {
-		_ = json.NewDecoder(r.Body).Decode(&body)
+		_ = json.NewDecoder(r.Body).Decode(&x.body)
 	}
-	str := func(k string) string { v, _ := body[k].(string); return v }
-	call := Call{Method: r.Method, Path: path, Token: r.Header.Get("X-Vault-Token"), Namespace: r.Header.Get("X-Vault-Namespace")}
-	status := 0
-	defer func() {
-		call.Status = status
-		s.calls = append(s.calls, call)
-	}()
-	reply := func(code int, v any) {
-		status = code
-		if v == nil {
-			w.WriteHeader(code)
-			return
-		}
-		writeJSON(w, code, v)
+	defer func() { s.calls = append(s.calls, x.call) }()
+	if !x.route(r) {
+		x.fail(http.StatusNotFound)
+		return
 	}
-	fail := func(code int, errs ...string) { status = code; writeErrors(w, code, errs...) }
+	if !x.authorize() {
+		return
+	}
+	switch x.call.Op {
+	case "revoke":
+		x.revoke()
+	case "revoke-force":
+		x.revokeForce()
+	case "lookup":
+		x.lookup()
+	case "list":
+		x.list()
+	case "audit-hash":
+		x.auditHash()
+	case "lookup-self":
+		x.lookupSelf()
+	case "renew-self":
+		x.renewSelf()
+	}
+}
 
+// exchange is one request to the Server and its reply; the Server's lock
+// is held.
+type exchange struct {
+	s    *Server
+	w    http.ResponseWriter
+	path string
+	body map[string]any
+	call Call
+	now  time.Time
+	tok  *Token
+}
+
+func (x *exchange) str(k string) string { v, _ := x.body[k].(string); return v }
+
+func (x *exchange) reply(code int, v any) {
+	x.call.Status = code
+	if v == nil {
+		x.w.WriteHeader(code)
+		return
+	}
+	writeJSON(x.w, code, v)
+}
+
+func (x *exchange) fail(code int, errs ...string) {
+	x.call.Status = code
+	writeErrors(x.w, code, errs...)
+}
+
+// route names the operation of the request (call.Op, call.Arg); false
+// for a path the server does not serve.
+func (x *exchange) route(r *http.Request) bool {
 	list := r.Method == "LIST" || (r.Method == http.MethodGet && r.URL.Query().Get("list") == "true")
-	if list && !strings.HasSuffix(path, "/") {
-		path += "/" // as Vault does before its policy check (http/logical.go)
+	if list && !strings.HasSuffix(x.path, "/") {
+		x.path += "/" // as Vault does before its policy check (http/logical.go); call.Path keeps the request's
 	}
 	write := r.Method == http.MethodPut || r.Method == http.MethodPost
+	path, c := x.path, &x.call
 	switch {
 	case write && (path == "sys/leases/revoke" || strings.HasPrefix(path, "sys/leases/revoke/")):
-		call.Op, call.Arg = "revoke", str("lease_id")
-		if call.Arg == "" {
-			call.Arg = strings.TrimPrefix(path, "sys/leases/revoke/")
+		c.Op, c.Arg = "revoke", x.str("lease_id")
+		if c.Arg == "" {
+			c.Arg = strings.TrimPrefix(path, "sys/leases/revoke/")
 		}
 	case write && strings.HasPrefix(path, "sys/leases/revoke-force/"):
-		call.Op, call.Arg = "revoke-force", strings.TrimPrefix(path, "sys/leases/revoke-force/")
+		c.Op, c.Arg = "revoke-force", strings.TrimPrefix(path, "sys/leases/revoke-force/")
 	case write && path == "sys/leases/lookup":
-		call.Op, call.Arg = "lookup", str("lease_id")
+		c.Op, c.Arg = "lookup", x.str("lease_id")
 	case list && strings.HasPrefix(path, "sys/leases/lookup/"):
-		call.Op, call.Arg = "list", strings.TrimPrefix(path, "sys/leases/lookup/")
+		c.Op, c.Arg = "list", strings.TrimPrefix(path, "sys/leases/lookup/")
 	case write && strings.HasPrefix(path, "sys/audit-hash/"):
-		call.Op, call.Arg = "audit-hash", str("input")
+		c.Op, c.Arg = "audit-hash", x.str("input")
 	case r.Method == http.MethodGet && path == "auth/token/lookup-self":
-		call.Op = "lookup-self"
+		c.Op = "lookup-self"
 	case write && path == "auth/token/renew-self":
-		call.Op = "renew-self"
+		c.Op = "renew-self"
 	default:
-		fail(http.StatusNotFound)
+		return false
+	}
+	return true
+}
+
+// authorize checks the seal and the token; it replies and returns false
+// when the request may not go on.
+func (x *exchange) authorize() bool {
+	if x.s.sealed {
+		x.fail(http.StatusServiceUnavailable, "Vault is sealed")
+		return false
+	}
+	tok := x.s.tokens[x.call.Token]
+	if tok == nil || (!tok.expire.IsZero() && !x.now.Before(tok.expire)) {
+		x.fail(http.StatusForbidden, "permission denied")
+		return false
+	}
+	if tok.Deny[x.call.Op] || ((x.call.Op == "revoke-force" || x.call.Op == "list") && !tok.Sudo) {
+		x.fail(http.StatusForbidden, permissionDenied)
+		return false
+	}
+	x.tok = tok
+	return true
+}
+
+func (x *exchange) revoke() {
+	if x.call.Arg == "" {
+		x.fail(http.StatusBadRequest, "lease_id must be specified")
 		return
 	}
-	if s.sealed {
-		fail(http.StatusServiceUnavailable, "Vault is sealed")
+	l := x.s.leases[x.call.Arg]
+	if l == nil {
+		x.reply(http.StatusNoContent, nil)
 		return
 	}
-	now := s.now()
-	tok := s.tokens[call.Token]
-	if tok == nil || (!tok.expire.IsZero() && !now.Before(tok.expire)) {
-		fail(http.StatusForbidden, "permission denied")
+	if l.RevokeFails {
+		msg := "failed to revoke entry: resp: (*logical.Response)(nil) err: failed to revoke lease: ERROR: role \"x\" cannot be dropped because some objects depend on it (SQLSTATE 2BP01)"
+		if l.RevokeError != "" {
+			msg = l.RevokeError
+		}
+		x.fail(http.StatusBadRequest, msg)
 		return
 	}
-	if tok.Deny[call.Op] || ((call.Op == "revoke-force" || call.Op == "list") && !tok.Sudo) {
-		fail(http.StatusForbidden, permissionDenied)
+	delete(x.s.leases, x.call.Arg)
+	x.reply(http.StatusNoContent, nil)
+}
+
+// revokeForce is as vault/expiration.go revokePrefixCommon: an exact lease
+// id is that lease; otherwise everything under prefix + "/".
+func (x *exchange) revokeForce() {
+	if x.s.leases[x.call.Arg] != nil {
+		delete(x.s.leases, x.call.Arg)
+	} else {
+		p := strings.TrimSuffix(x.call.Arg, "/") + "/"
+		for id := range x.s.leases {
+			if strings.HasPrefix(id, p) {
+				delete(x.s.leases, id)
+			}
+		}
+	}
+	x.reply(http.StatusNoContent, nil)
+}
+
+func (x *exchange) lookup() {
+	if x.call.Arg == "" {
+		x.fail(http.StatusBadRequest, "lease_id must be specified")
 		return
 	}
-	switch call.Op {
-	case "revoke":
-		if call.Arg == "" {
-			fail(http.StatusBadRequest, "lease_id must be specified")
-			return
-		}
-		l := s.leases[call.Arg]
-		if l == nil {
-			reply(http.StatusNoContent, nil)
-			return
-		}
-		if l.RevokeFails {
-			msg := "failed to revoke entry: resp: (*logical.Response)(nil) err: failed to revoke lease: ERROR: role \"x\" cannot be dropped because some objects depend on it (SQLSTATE 2BP01)"
-			if l.RevokeError != "" {
-				msg = l.RevokeError
-			}
-			fail(http.StatusBadRequest, msg)
-			return
-		}
-		delete(s.leases, call.Arg)
-		reply(http.StatusNoContent, nil)
-	case "revoke-force":
-		// As vault/expiration.go revokePrefixCommon: an exact lease id is
-		// that lease; otherwise everything under prefix + "/".
-		if s.leases[call.Arg] != nil {
-			delete(s.leases, call.Arg)
-		} else {
-			p := strings.TrimSuffix(call.Arg, "/") + "/"
-			for id := range s.leases {
-				if strings.HasPrefix(id, p) {
-					delete(s.leases, id)
-				}
-			}
-		}
-		reply(http.StatusNoContent, nil)
-	case "lookup":
-		if call.Arg == "" {
-			fail(http.StatusBadRequest, "lease_id must be specified")
-			return
-		}
-		l := s.leases[call.Arg]
-		if l == nil {
-			fail(http.StatusBadRequest, "invalid lease")
-			return
-		}
-		data := map[string]any{"id": call.Arg, "issue_time": l.IssueTime.Format(time.RFC3339Nano), "expire_time": nil,
-			"last_renewal": nil, "renewable": true, "ttl": 0}
-		if !l.ExpireTime.IsZero() {
-			data["expire_time"] = l.ExpireTime.Format(time.RFC3339Nano)
-			ttl := int64(l.ExpireTime.Sub(now) / time.Second)
-			data["ttl"] = max(ttl, 0)
-		}
-		reply(http.StatusOK, map[string]any{"request_id": "req", "lease_id": "", "renewable": false, "lease_duration": 0,
-			"data": data, "wrap_info": nil, "warnings": nil, "auth": nil})
-	case "list":
-		p := strings.TrimSuffix(call.Arg, "/") + "/"
-		seen := map[string]bool{}
-		var keys []string
-		for id := range s.leases {
-			rest, ok := strings.CutPrefix(id, p)
-			if !ok {
-				continue
-			}
-			if i := strings.Index(rest, "/"); i >= 0 {
-				rest = rest[:i+1]
-			}
-			if !seen[rest] {
-				seen[rest] = true
-				keys = append(keys, rest)
-			}
-		}
-		if len(keys) == 0 {
-			fail(http.StatusNotFound)
-			return
-		}
-		sort.Strings(keys)
-		reply(http.StatusOK, map[string]any{"request_id": "req", "data": map[string]any{"keys": keys}})
-	case "audit-hash":
-		dev := strings.Trim(strings.TrimPrefix(path, "sys/audit-hash/"), "/") + "/"
-		if call.Arg == "" {
-			fail(http.StatusBadRequest, "the \"input\" parameter is empty")
-			return
-		}
-		salt, ok := s.devices[dev]
+	l := x.s.leases[x.call.Arg]
+	if l == nil {
+		x.fail(http.StatusBadRequest, "invalid lease")
+		return
+	}
+	data := map[string]any{"id": x.call.Arg, "issue_time": l.IssueTime.Format(time.RFC3339Nano), "expire_time": nil,
+		"last_renewal": nil, "renewable": true, "ttl": 0}
+	if !l.ExpireTime.IsZero() {
+		data["expire_time"] = l.ExpireTime.Format(time.RFC3339Nano)
+		ttl := int64(l.ExpireTime.Sub(x.now) / time.Second)
+		data["ttl"] = max(ttl, 0)
+	}
+	x.reply(http.StatusOK, map[string]any{"request_id": "req", "lease_id": "", "renewable": false, "lease_duration": 0,
+		"data": data, "wrap_info": nil, "warnings": nil, "auth": nil})
+}
+
+func (x *exchange) list() {
+	p := strings.TrimSuffix(x.call.Arg, "/") + "/"
+	seen := map[string]bool{}
+	var keys []string
+	for id := range x.s.leases {
+		rest, ok := strings.CutPrefix(id, p)
 		if !ok {
-			fail(http.StatusBadRequest, "unknown audit backend \""+dev+"\"")
-			return
+			continue
 		}
-		h := Hash(salt, call.Arg)
-		reply(http.StatusOK, map[string]any{"request_id": "req", "data": map[string]any{"hash": h}, "hash": h})
-	case "lookup-self":
-		var exp any
-		ttl := int64(0)
-		if !tok.expire.IsZero() {
-			exp = tok.expire.UTC().Format(time.RFC3339Nano)
-			ttl = int64(tok.expire.Sub(now) / time.Second)
+		if i := strings.Index(rest, "/"); i >= 0 {
+			rest = rest[:i+1]
 		}
-		typ := "service"
-		if !tok.Renewable && tok.TTL > 0 {
-			typ = "batch"
+		if !seen[rest] {
+			seen[rest] = true
+			keys = append(keys, rest)
 		}
-		reply(http.StatusOK, map[string]any{"request_id": "req", "data": map[string]any{
-			"id": call.Token, "accessor": "acc", "creation_ttl": int64(tok.CreationTTL / time.Second), "ttl": ttl,
-			"expire_time": exp, "renewable": tok.Renewable, "type": typ, "policies": []string{"leaseguard"},
-		}})
-	case "renew-self":
-		if !tok.Renewable {
-			fail(http.StatusBadRequest, "lease is not renewable")
-			return
-		}
-		inc := tok.CreationTTL
-		if v := str("increment"); v != "" {
-			if d, err := time.ParseDuration(v); err == nil {
-				inc = d
-			}
-		}
-		exp := now.Add(inc)
-		if tok.MaxTTL > 0 && exp.After(tok.created.Add(tok.MaxTTL)) {
-			exp = tok.created.Add(tok.MaxTTL)
-		}
-		tok.expire = exp
-		reply(http.StatusOK, map[string]any{"request_id": "req", "auth": map[string]any{
-			"client_token": call.Token, "accessor": "acc", "policies": []string{"leaseguard"},
-			"lease_duration": int64(exp.Sub(now) / time.Second), "renewable": true,
-		}})
 	}
+	if len(keys) == 0 {
+		x.fail(http.StatusNotFound)
+		return
+	}
+	sort.Strings(keys)
+	x.reply(http.StatusOK, map[string]any{"request_id": "req", "data": map[string]any{"keys": keys}})
+}
+
+func (x *exchange) auditHash() {
+	dev := strings.Trim(strings.TrimPrefix(x.path, "sys/audit-hash/"), "/") + "/"
+	if x.call.Arg == "" {
+		x.fail(http.StatusBadRequest, "the \"input\" parameter is empty")
+		return
+	}
+	salt, ok := x.s.devices[dev]
+	if !ok {
+		x.fail(http.StatusBadRequest, "unknown audit backend \""+dev+"\"")
+		return
+	}
+	h := Hash(salt, x.call.Arg)
+	x.reply(http.StatusOK, map[string]any{"request_id": "req", "data": map[string]any{"hash": h}, "hash": h})
+}
+
+func (x *exchange) lookupSelf() {
+	tok := x.tok
+	var exp any
+	ttl := int64(0)
+	if !tok.expire.IsZero() {
+		exp = tok.expire.UTC().Format(time.RFC3339Nano)
+		ttl = int64(tok.expire.Sub(x.now) / time.Second)
+	}
+	typ := "service"
+	if !tok.Renewable && tok.TTL > 0 {
+		typ = "batch"
+	}
+	x.reply(http.StatusOK, map[string]any{"request_id": "req", "data": map[string]any{
+		"id": x.call.Token, "accessor": "acc", "creation_ttl": int64(tok.CreationTTL / time.Second), "ttl": ttl,
+		"expire_time": exp, "renewable": tok.Renewable, "type": typ, "policies": []string{"leaseguard"},
+	}})
+}
+
+func (x *exchange) renewSelf() {
+	tok := x.tok
+	if !tok.Renewable {
+		x.fail(http.StatusBadRequest, "lease is not renewable")
+		return
+	}
+	inc := tok.CreationTTL
+	if v := x.str("increment"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			inc = d
+		}
+	}
+	exp := x.now.Add(inc)
+	if tok.MaxTTL > 0 && exp.After(tok.created.Add(tok.MaxTTL)) {
+		exp = tok.created.Add(tok.MaxTTL)
+	}
+	tok.expire = exp
+	x.reply(http.StatusOK, map[string]any{"request_id": "req", "auth": map[string]any{
+		"client_token": x.call.Token, "accessor": "acc", "policies": []string{"leaseguard"},
+		"lease_duration": int64(exp.Sub(x.now) / time.Second), "renewable": true,
+	}})
 }

@@ -143,7 +143,7 @@ func TestChildrenReportForTheirParent(t *testing.T) {
 	p := tr.Worker("observer")
 	p.Child("a").Start()
 	p.Child("b")
-	if p.Child("a") != p.Child("a") {
+	if a1, a2 := p.Child("a"), p.Child("a"); a1 != a2 {
 		t.Error("a child registered twice is two workers")
 	}
 	var names []string
