@@ -16,6 +16,7 @@ build:
 # The fuzz targets' seed corpora run as ordinary tests here.
 test: postgres tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd deploy/kubernetes/check && $(GO) test -count=1 ./...
 
 # The README's main command: a small Vault workload on local PostgreSQL and
 # an embedded JetStream server, start to finish in under a minute.
