@@ -27,6 +27,15 @@ var (
 	buildOut  []byte
 )
 
+// TestMain removes the binary leaseguard built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		_ = os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
+}
+
 // leaseguard builds the binary from the repository once per test run.
 func leaseguard(t *testing.T) string {
 	t.Helper()
