@@ -28,6 +28,7 @@ build:
 # The fuzz targets' seed corpora run as ordinary tests here.
 test: postgres tools
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd deploy/kubernetes/check && $(GO) test -count=1 ./...
 
 # The README's main command: a small Vault workload on local PostgreSQL and
 # an embedded JetStream server, start to finish in under a minute.
@@ -84,3 +85,20 @@ e2e: build postgres
 	@vault=$$(scripts/ensure-vault.sh) && \
 	E2E_VAULT_BIN="$$vault" E2E_LEASEGUARD_BIN="$(CURDIR)/$(BIN)" \
 	$(GO) test -tags e2e -count=1 -v -timeout 20m ./e2e/
+
+# Container image (Dockerfile: static binary on distroless static, nonroot).
+# Uses docker or podman when one is installed and reaches its engine;
+# otherwise says so and stops. The tests check the Dockerfile's build line
+# without an engine (deploy/container).
+IMAGE   ?= leaseguard:dev
+VERSION ?= $$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+.PHONY: image
+image:
+	@engine=$$(command -v docker || command -v podman || true); \
+	if [ -z "$$engine" ]; then \
+		echo "make image: neither docker nor podman is installed; install one, or build elsewhere with: docker build -t $(IMAGE) ."; exit 1; \
+	fi; \
+	if ! "$$engine" info >/dev/null 2>&1; then \
+		echo "make image: $$engine is installed but cannot reach its engine (daemon not running?); start it, or build elsewhere with: docker build -t $(IMAGE) ."; exit 1; \
+	fi; \
+	"$$engine" build --build-arg VERSION="$(VERSION)" -t "$(IMAGE)" .

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/leaseguard/leaseguard/schemas"
 )
 
 // AlertName is the alertname label of every leaseguard alert in
@@ -97,14 +99,31 @@ func (s *alertmanagerSink) document(n notification) amAlert {
 	}
 }
 
+// Service is the service label of every leaseguard alert, as in the
+// Prometheus rules (deploy/prometheus/leaseguard-rules.yml).
+const Service = "leaseguard"
+
+// alertmanagerSeverity maps a finding's severity onto the two of the
+// Prometheus rules, so that one Alertmanager route serves both: critical
+// (page now) for critical and high findings, warning for the rest. The
+// finding's own severity is the finding_severity label.
+func alertmanagerSeverity(s schemas.Severity) string {
+	if s.Rank() >= schemas.SeverityHigh.Rank() {
+		return "critical"
+	}
+	return "warning"
+}
+
 // alertmanagerLabels identify the alert: one per rule, database and user.
 // A finding that names no user (a ghost session of an unknown former user)
 // is told apart by its finding id.
 func alertmanagerLabels(a Alert) map[string]string {
 	l := map[string]string{
-		"alertname": AlertName,
-		"rule":      a.Rule,
-		"severity":  string(a.Severity),
+		"alertname":        AlertName,
+		"rule":             a.Rule,
+		"severity":         alertmanagerSeverity(a.Severity),
+		"service":          Service,
+		"finding_severity": string(a.Severity),
 	}
 	if a.Database != "" {
 		l["database"] = a.Database

@@ -174,7 +174,11 @@ func TestAlertmanagerFiresAndResolves(t *testing.T) {
 	})
 	a := got[0]
 	for k, want := range map[string]string{
-		"alertname": AlertName, "rule": "lease-expired-not-revoked", "database": "appdb", "role": user, "severity": "high",
+		"alertname": AlertName, "rule": "lease-expired-not-revoked", "database": "appdb", "role": user,
+		// The Prometheus rules' convention (deploy/prometheus): severity
+		// warning or critical, service leaseguard; the finding's own
+		// severity rides along.
+		"severity": "critical", "service": "leaseguard", "finding_severity": "high",
 	} {
 		if a.Labels[k] != want {
 			t.Errorf("label %s = %q, want %q (labels %v)", k, a.Labels[k], want, a.Labels)
@@ -247,6 +251,28 @@ func TestAlertmanagerDocument(t *testing.T) {
 		s, err := newAlertmanagerSink(raw, Config{}, nil)
 		if err != nil || s.url != "http://am:9093/api/v2/alerts" {
 			t.Errorf("%s: url %q, %v", raw, s.url, err)
+		}
+	}
+}
+
+// TestAlertmanagerSeverityLabels: every finding severity maps onto the
+// two of the Prometheus rules (critical pages, warning does not), with
+// service=leaseguard, as the routes written for the rules expect.
+func TestAlertmanagerSeverityLabels(t *testing.T) {
+	t.Parallel()
+	s, err := newAlertmanagerSink("http://am.example:9093/", Config{AlertmanagerResend: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for sev, want := range map[schemas.Severity]string{
+		schemas.SeverityCritical: "critical", schemas.SeverityHigh: "critical",
+		schemas.SeverityMedium: "warning", schemas.SeverityLow: "warning", schemas.SeverityInfo: "warning",
+	} {
+		a := Alert{Rule: "r", Severity: sev, Finding: schemas.Finding{ID: "f1"}, OpenedAt: at}
+		l := s.document(notification{Action: ActionTrigger, Alert: a, At: at}).Labels
+		if l["severity"] != want || l["service"] != "leaseguard" || l["finding_severity"] != string(sev) {
+			t.Errorf("finding severity %s: labels %v, want severity=%s service=leaseguard finding_severity=%s", sev, l, want, sev)
 		}
 	}
 }

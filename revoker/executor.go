@@ -520,15 +520,16 @@ func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand,
 		return out
 	}
 	var fresh []bool
+	var expiries map[string]time.Time
 	sctx, cancel := x.stateCtx(ctx)
 	defer cancel()
 	err := pgx.BeginFunc(sctx, x.State, func(tx pgx.Tx) error {
 		ctx := sctx
-		evs, f, err := x.finish(ctx, tx, cmds, results)
+		evs, f, exp, err := x.finish(ctx, tx, cmds, results)
 		if err != nil {
 			return err
 		}
-		fresh = f
+		fresh, expiries = f, exp
 		fs, fevs, err := x.trustFindings(cmds, results, fresh)
 		if err != nil {
 			return err
@@ -556,6 +557,7 @@ func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand,
 				continue
 			}
 			out[i] = x.recorded(cmds[i], results[i])
+			x.observeExpiryToDrop(cmds[i], results[i], expiries)
 		}
 	case len(cmds) > 1:
 		x.Logger.Warn("recording a batch of outcomes failed; recording one by one", "commands", len(cmds), "err", err)
@@ -578,28 +580,40 @@ func (x *Executor) recorded(cmd schemas.RevocationCommand, res schemas.Revocatio
 	return Executed{Command: cmd, Result: res, Recorded: true}
 }
 
+// observeExpiryToDrop measures how long after its lease's expiry a user
+// was dropped: the delay leaseguard exists to keep short. Drops before the
+// expiry (an operator's, a revoked lease's) and leases of unknown expiry
+// are not expiry latency and are left out.
+func (x *Executor) observeExpiryToDrop(cmd schemas.RevocationCommand, res schemas.RevocationResult, expiries map[string]time.Time) {
+	expire, ok := expiries[cmd.LeaseID]
+	if !ok || cmd.Action == schemas.ActionTerminateSession || res.Outcome != schemas.OutcomeDropped || !res.FinishedAt.After(expire) {
+		return
+	}
+	x.Metrics.expiryToDrop.Observe(res.FinishedAt.Sub(expire).Seconds())
+}
+
 // finish records the outcomes of cmds inside tx, in a few statements
 // whatever their number, and returns the evidence of those recorded now
 // (an outcome an earlier attempt recorded gets no second evidence) and
 // which those are.
-func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, []bool, error) {
-	leases, err := leaseContexts(ctx, tx, cmds)
+func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmds []schemas.RevocationCommand, results []schemas.RevocationResult) ([]evidence.Event, []bool, map[string]time.Time, error) {
+	leases, expiries, err := leaseContexts(ctx, tx, cmds)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	evs := make([]evidence.Event, len(cmds))
 	fs := make([]store.Finish, len(cmds))
 	for i, cmd := range cmds {
 		ev, err := x.Evidence.Revocation(cmd, results[i], leases[cmd.LeaseID])
 		if err != nil {
-			return nil, nil, fmt.Errorf("build evidence: %w", err)
+			return nil, nil, nil, fmt.Errorf("build evidence: %w", err)
 		}
 		evs[i] = ev
 		fs[i] = store.Finish{Result: results[i], EvidenceID: ev.ID}
 	}
 	fresh, err := store.FinishRevocations(ctx, tx, fs, x.Clock())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var out []evidence.Event
 	for i, ev := range evs {
@@ -607,7 +621,7 @@ func (x *Executor) finish(ctx context.Context, tx pgx.Tx, cmds []schemas.Revocat
 			out = append(out, ev)
 		}
 	}
-	return out, fresh, nil
+	return out, fresh, expiries, nil
 }
 
 // trustFindings are the command-refused findings (alerts) of the outcomes
@@ -635,8 +649,9 @@ func (x *Executor) trustFindings(cmds []schemas.RevocationCommand, results []sch
 
 // leaseContexts reads what the ledger knows of the commands' leases, for
 // their evidence. A lease the ledger does not know has only its id.
-func leaseContexts(ctx context.Context, q store.Querier, cmds []schemas.RevocationCommand) (map[string]*evidence.LeaseContext, error) {
+func leaseContexts(ctx context.Context, q store.Querier, cmds []schemas.RevocationCommand) (map[string]*evidence.LeaseContext, map[string]time.Time, error) {
 	out := map[string]*evidence.LeaseContext{}
+	expiries := map[string]time.Time{}
 	var ids []string
 	for _, cmd := range cmds {
 		if cmd.LeaseID != "" && out[cmd.LeaseID] == nil {
@@ -645,20 +660,24 @@ func leaseContexts(ctx context.Context, q store.Querier, cmds []schemas.Revocati
 		}
 	}
 	if len(ids) == 0 {
-		return out, nil
+		return out, expiries, nil
 	}
 	rows, err := q.Query(ctx, `SELECT lease_id, coalesce(last_request_id, ''), coalesce(entity_id, ''), coalesce(remote_address, ''),
-		coalesce(mount, ''), coalesce(role, '') FROM leases WHERE lease_id = ANY($1)`, ids)
+		coalesce(mount, ''), coalesce(role, ''), expire_at FROM leases WHERE lease_id = ANY($1)`, ids)
 	if err != nil {
-		return nil, fmt.Errorf("read leases: %w", err)
+		return nil, nil, fmt.Errorf("read leases: %w", err)
 	}
 	var lc evidence.LeaseContext
-	if _, err := pgx.ForEachRow(rows, []any{&lc.LeaseID, &lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role}, func() error {
+	var expire *time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&lc.LeaseID, &lc.VaultRequestID, &lc.EntityID, &lc.RemoteAddress, &lc.Mount, &lc.Role, &expire}, func() error {
 		c := lc
 		out[c.LeaseID] = &c
+		if expire != nil {
+			expiries[c.LeaseID] = *expire
+		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("read leases: %w", err)
+		return nil, nil, fmt.Errorf("read leases: %w", err)
 	}
-	return out, nil
+	return out, expiries, nil
 }

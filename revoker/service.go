@@ -319,6 +319,7 @@ type Metrics struct {
 	duplicates   prometheus.Counter
 	throttled    prometheus.Counter
 	batchSeconds prometheus.Histogram
+	expiryToDrop prometheus.Histogram
 	Throttling   prometheus.Gauge
 }
 
@@ -350,13 +351,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of one drop batch in a target database.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
+		expiryToDrop: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "leaseguard_revocation_expiry_to_drop_seconds",
+			Help:    "From a lease's expiry in the ledger to the drop of its database user, for users dropped after their lease expired.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
 		Throttling: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "leaseguard_revocation_throttling",
 			Help: "1 while automatic revocations wait on LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE (alert on it).",
 		}),
 	}
+	// Exported at 0 from the start (a Vec shows no series before its first
+	// use): dashboards show them, and increase() sees the first failure.
+	for _, o := range []schemas.Outcome{schemas.OutcomeDropped, schemas.OutcomeAlreadyAbsent, schemas.OutcomeFailed} {
+		m.outcomes.WithLabelValues(string(o), "")
+	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.Throttling)
+		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.expiryToDrop, m.Throttling)
 	}
 	return m
 }
