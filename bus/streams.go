@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/internal/pause"
 )
 
 // DefaultDeadLetterStream holds every dead letter leaseguard writes.
@@ -19,14 +21,15 @@ const DefaultDeadLetterMaxAge = 7 * 24 * time.Hour
 // maxAge (0: DefaultDeadLetterMaxAge): a dead letter is for an operator to
 // look at, not an archive of Vault's audit log. Dead letters carry their
 // reason in headers and the original bytes, secrets redacted, as body.
-func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, prefix string, maxAge time.Duration) error {
+// replicas below 1 counts as 1.
+func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, prefix string, maxAge time.Duration, replicas int) error {
 	if name == "" {
 		name = DefaultDeadLetterStream
 	}
 	if maxAge <= 0 {
 		maxAge = DefaultDeadLetterMaxAge
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name:        name,
 		Description: "leaseguard dead letters: malformed or finally failed messages, reason in headers",
 		Subjects:    []string{prefix + ".>"},
@@ -34,9 +37,49 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, p
 		Storage:     jetstream.FileStorage,
 		MaxAge:      maxAge,
 		Duplicates:  min(10*time.Minute, maxAge),
+		Replicas:    max(1, replicas),
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", name, err)
 	}
 	return nil
+}
+
+// EnsureStream creates or updates a stream as cfg says and, on a cluster,
+// waits until every replica is current: a stream whose replicas were just
+// raised (1 to 3) refuses new consumers until its new peers have caught up.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s, WaitReplicas(ctx, s, cfg.Replicas)
+}
+
+// WaitReplicas waits until s has want replicas, all current, or ctx ends.
+func WaitReplicas(ctx context.Context, s jetstream.Stream, want int) error {
+	if want <= 1 {
+		return nil
+	}
+	for {
+		info, err := s.Info(ctx)
+		if err == nil && replicasCurrent(info, want) {
+			return nil
+		}
+		if !pause.For(ctx, 100*time.Millisecond, nil) {
+			return fmt.Errorf("stream %s: %d replicas not current: %w", s.CachedInfo().Config.Name, want, ctx.Err())
+		}
+	}
+}
+
+func replicasCurrent(info *jetstream.StreamInfo, want int) bool {
+	if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != want-1 {
+		return false
+	}
+	for _, p := range info.Cluster.Replicas {
+		if !p.Current || p.Offline {
+			return false
+		}
+	}
+	return true
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/bus"
 )
 
 // JetStreamPublisher publishes events to a JetStream stream in CloudEvents
@@ -74,7 +76,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg RelayConfig) 
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = js.Stream(ctx, cfg.Stream) // another process created it
 		} else if err == nil {
-			return s, nil
+			return s, bus.WaitReplicas(ctx, s, cfg.Replicas)
 		}
 	}
 	if err != nil {
@@ -94,6 +96,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg RelayConfig) 
 		sc.DenyDelete, sc.DenyPurge = true, true
 		changed = true
 	}
+	if sc.Replicas != cfg.Replicas {
+		sc.Replicas = cfg.Replicas
+		changed = true
+	}
 	if !changed {
 		return s, nil
 	}
@@ -101,5 +107,5 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg RelayConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("update evidence stream %s: %w", cfg.Stream, err)
 	}
-	return s, nil
+	return s, bus.WaitReplicas(ctx, s, cfg.Replicas)
 }

@@ -36,7 +36,7 @@ func directStreams(t *testing.T, dupWindow time.Duration) jetstream.JetStream {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.EnsureDeadLetterStream(ctx, js, "", directDL, 0); err != nil {
+	if err := bus.EnsureDeadLetterStream(ctx, js, "", directDL, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	return js

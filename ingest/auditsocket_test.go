@@ -149,7 +149,7 @@ func TestAuditSocketOversizeAndInvalidLines(t *testing.T) {
 func TestAuditSocketStoresBeforeReadingOn(t *testing.T) {
 	t.Parallel()
 	_, js := natstest.Start(t).Connect(t)
-	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL, 0); err != nil {
+	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
@@ -183,7 +183,7 @@ func TestAuditSocketStoresBeforeReadingOn(t *testing.T) {
 func TestAuditSocketReportsProgress(t *testing.T) {
 	t.Parallel()
 	_, js := natstest.Start(t).Connect(t)
-	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL, 0); err != nil {
+	if err := bus.EnsureDeadLetterStream(context.Background(), js, "", directDL, 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	tracker := progress.NewTracker(nil)

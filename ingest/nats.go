@@ -29,7 +29,10 @@ const (
 // NATSConfig configures the JetStream source.
 type NATSConfig struct {
 	// Stream holds AuditSubject and LeaseSubject; created if absent.
-	Stream       string
+	Stream string
+	// Replicas of the audit and dead-letter streams on a JetStream
+	// cluster (below 1: 1).
+	Replicas     int
 	AuditSubject string
 	LeaseSubject string
 	// Consumer is the durable pull consumer's name.
@@ -137,13 +140,14 @@ func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, err
 	if maxAge <= 0 {
 		maxAge = 7 * 24 * time.Hour
 	}
-	stream, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := bus.EnsureStream(ctx, s.js, jetstream.StreamConfig{
 		Name:       s.cfg.Stream,
 		Subjects:   subjects,
 		Retention:  jetstream.LimitsPolicy,
 		Storage:    jetstream.FileStorage,
 		MaxAge:     maxAge,
 		Duplicates: 2 * time.Minute,
+		Replicas:   max(1, s.cfg.Replicas),
 	})
 	if err := bus.CheckServer(s.js.Conn()); err != nil {
 		return nil, err
@@ -152,7 +156,7 @@ func (s *NATSSource) EnsureStreams(ctx context.Context) (jetstream.Consumer, err
 		return nil, fmt.Errorf("ensure stream %s: %w", s.cfg.Stream, err)
 	}
 	s.stream = stream
-	if err := bus.EnsureDeadLetterStream(ctx, s.js, s.cfg.DeadLetterStream, s.cfg.DeadLetterSubject, s.cfg.DeadLetterMaxAge); err != nil {
+	if err := bus.EnsureDeadLetterStream(ctx, s.js, s.cfg.DeadLetterStream, s.cfg.DeadLetterSubject, s.cfg.DeadLetterMaxAge, s.cfg.Replicas); err != nil {
 		return nil, err
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, jetstream.ConsumerConfig{

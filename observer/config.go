@@ -40,6 +40,8 @@ type Config struct {
 	Stream string
 	// StreamMaxAge bounds how long the stream keeps events. Default 7 days.
 	StreamMaxAge time.Duration
+	// StreamReplicas of the stream on a JetStream cluster. Default 1.
+	StreamReplicas int
 	// Holder names this process in the state store's observer_targets.
 	// Default <host name>/<pid>.
 	Holder string

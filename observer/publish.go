@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseguard/leaseguard/bus"
 )
 
 // Message is one event to publish.
@@ -81,7 +83,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) error
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := bus.EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "leaseguard database observer: role and session changes of the target databases",
 		Subjects:    []string{cfg.SubjectPrefix + ".>"},
@@ -89,6 +91,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) error
 		Storage:     jetstream.FileStorage,
 		MaxAge:      cfg.StreamMaxAge,
 		Duplicates:  10 * time.Minute,
+		Replicas:    max(1, cfg.StreamReplicas),
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", cfg.Stream, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseguard/leaseguard/bus"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -18,6 +19,8 @@ type QueueConfig struct {
 	Subject string
 	// Duplicates is the de-duplication window for command ids.
 	Duplicates time.Duration
+	// Replicas of the stream on a JetStream cluster (below 1: 1).
+	Replicas int
 }
 
 // DefaultQueueConfig returns the documented defaults.
@@ -51,12 +54,13 @@ func NewQueue(cfg QueueConfig, js jetstream.JetStream) (*Queue, error) {
 // EnsureStream creates or updates the work-queue stream: each command is
 // delivered to one revoker and removed once acknowledged.
 func (q *Queue) EnsureStream(ctx context.Context) error {
-	_, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := bus.EnsureStream(ctx, q.js, jetstream.StreamConfig{
 		Name:       q.cfg.Stream,
 		Subjects:   []string{q.cfg.Subject},
 		Retention:  jetstream.WorkQueuePolicy,
 		Storage:    jetstream.FileStorage,
 		Duplicates: q.cfg.Duplicates,
+		Replicas:   max(1, q.cfg.Replicas),
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", q.cfg.Stream, err)

@@ -34,7 +34,9 @@ type ServiceConfig struct {
 	DeadLetterSubject string
 	// DeadLetterMaxAge bounds how long dead letters are kept (0: 7 days).
 	DeadLetterMaxAge time.Duration
-	AckWait          time.Duration
+	// DeadLetterReplicas: replicas of the dead-letter stream (below 1: 1).
+	DeadLetterReplicas int
+	AckWait            time.Duration
 	// MaxDeliver bounds attempts; the last failure is recorded as failed
 	// and the command dead-lettered.
 	MaxDeliver int
@@ -103,7 +105,7 @@ func (s *Service) EnsureConsumer(ctx context.Context) (jetstream.Consumer, error
 	if err := q.EnsureStream(ctx); err != nil {
 		return nil, err
 	}
-	if err := bus.EnsureDeadLetterStream(ctx, s.js, "", s.cfg.DeadLetterSubject, s.cfg.DeadLetterMaxAge); err != nil {
+	if err := bus.EnsureDeadLetterStream(ctx, s.js, "", s.cfg.DeadLetterSubject, s.cfg.DeadLetterMaxAge, s.cfg.DeadLetterReplicas); err != nil {
 		return nil, err
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Queue.Stream, jetstream.ConsumerConfig{

@@ -38,6 +38,7 @@ type Config struct {
 	DeadletterSubject string        `env:"LEASEGUARD_DEADLETTER_SUBJECT" envDefault:"leaseguard.deadletter" desc:"prefix for dead letters (<prefix>.audit, <prefix>.lease), stream LEASEGUARD_DEADLETTER"`
 	DeadletterMaxAge  time.Duration `env:"LEASEGUARD_DEADLETTER_MAX_AGE" envDefault:"168h" desc:"how long the dead-letter stream keeps dead letters (secrets in them are redacted before they are stored)"`
 	AuditMaxAge       time.Duration `env:"LEASEGUARD_AUDIT_MAX_AGE" envDefault:"168h" desc:"how long the audit stream keeps entries"`
+	StreamReplicas    int           `env:"LEASEGUARD_STREAM_REPLICAS" envDefault:"1" desc:"replicas of every stream leaseguard creates (audit, dead letters, revocations, observer, evidence): 3 or 5 on a JetStream cluster of that many servers; 1 with the embedded server; an existing stream is updated to it"`
 
 	MetricsAddr string `env:"LEASEGUARD_METRICS_ADDR" envDefault:":9464" desc:"listen address for /metrics, /livez (alias /healthz), /readyz"`
 	LogLevel    string `env:"LEASEGUARD_LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
@@ -214,6 +215,12 @@ func (c Config) validateBasics(bad badFunc) {
 	}
 	if c.DeadletterMaxAge <= 0 {
 		bad("DEADLETTER_MAX_AGE", "must be positive")
+	}
+	switch {
+	case c.StreamReplicas < 1 || c.StreamReplicas > 5:
+		bad("STREAM_REPLICAS", "outside 1..5 (JetStream's limit)")
+	case c.StreamReplicas > 1 && c.NATSURL == "":
+		bad("STREAM_REPLICAS", "the embedded JetStream server (LEASEGUARD_NATS_URL empty) is one server: only 1 replica")
 	}
 	if c.MaxEntryBytes < 1024 {
 		bad("MAX_ENTRY_BYTES", "below 1024")

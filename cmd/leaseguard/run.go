@@ -219,7 +219,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		}
 	}
 	if roles["relay"] {
-		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Logger: logger.With("part", "relay"),
+		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Replicas: cfg.StreamReplicas, Logger: logger.With("part", "relay"),
 			StoreTimeout: cfg.PassTimeout, MaxBackoff: cfg.RelayMaxBackoff,
 			Metrics: newRelayMetrics(p.registry, p.store.Pool()), Progress: p.progress.Worker("evidence.relay")}.WithDefaults()
 		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
@@ -296,6 +296,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 	builder := evidenceBuilder(cfg)
 	qcfg := revoker.DefaultQueueConfig()
 	qcfg.Subject = cfg.RevocationSubject
+	qcfg.Replicas = cfg.StreamReplicas
 	queue, err := revoker.NewQueue(qcfg, p.js)
 	if err != nil {
 		return err
@@ -318,6 +319,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scfg.Queue = qcfg
 		scfg.DeadLetterSubject = cfg.DeadletterSubject
 		scfg.DeadLetterMaxAge = cfg.DeadletterMaxAge
+		scfg.DeadLetterReplicas = cfg.StreamReplicas
 		scfg.Batch = cfg.RevocationBatch
 		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
@@ -408,7 +410,8 @@ func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, issuer *
 	if err != nil {
 		return err
 	}
-	ocfg := observer.Config{Interval: cfg.ObserveInterval, ManagedPattern: managed, PassTimeout: cfg.PassTimeout}
+	ocfg := observer.Config{Interval: cfg.ObserveInterval, ManagedPattern: managed, PassTimeout: cfg.PassTimeout,
+		StreamReplicas: cfg.StreamReplicas}
 	if err := observer.EnsureStream(ctx, p.js, ocfg); err != nil {
 		return err
 	}
@@ -468,6 +471,7 @@ func (c Config) natsSourceConfig() ingest.NATSConfig {
 	nc.DeadLetterSubject = c.DeadletterSubject
 	nc.DeadLetterMaxAge = c.DeadletterMaxAge
 	nc.MaxAge = c.AuditMaxAge
+	nc.Replicas = c.StreamReplicas
 	nc.Batch = c.IngestBatch
 	nc.MaxAckPending = c.MaxAckPending
 	return nc

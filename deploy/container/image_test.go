@@ -99,11 +99,11 @@ func TestDockerfileBinaryIsStatic(t *testing.T) {
 	checkStatic(t, bin)
 
 	v, err := exec.Command(bin, "version").CombinedOutput()
-	if err != nil || strings.TrimSpace(string(v)) != "leaseguard v0.0.0-imagetest" {
+	if first, _, _ := strings.Cut(string(v), "\n"); err != nil || first != "leaseguard v0.0.0-imagetest" {
 		t.Errorf("leaseguard version: %v: %q", err, v)
 	}
 	h, err := exec.Command(bin, "--help").CombinedOutput()
-	if err != nil || !strings.Contains(string(h), "usage: leaseguard <command>") || !strings.Contains(string(h), "  run ") {
+	if err != nil || !strings.Contains(string(h), "Usage:\n  leaseguard [command]") || !strings.Contains(string(h), "  run ") {
 		t.Errorf("leaseguard --help: %v: %s", err, h)
 	}
 }
