@@ -35,7 +35,8 @@ func chainEvents(t *testing.T) []evidence.Event {
 		add(b.Finding(schemas.Finding{Type: schemas.FindingType, ID: fmt.Sprintf("finding-%d", i), Rule: "lease-expired-not-revoked",
 			Severity: schemas.SeverityHigh, Mode: schemas.ModeEnforce, InScope: true, DetectedAt: at(), Database: "main",
 			DBUser: user, LeaseID: "postgres/creds/reporting/" + user, Summary: "user outlived its lease",
-			Action: schemas.ActionRevocationRequested, CommandID: fmt.Sprintf("cmd-%d", i)}, nil))
+			Action: schemas.ActionRevocationRequested, CommandID: fmt.Sprintf("cmd-%d", i)},
+			&evidence.LeaseContext{RemoteAddress: fmt.Sprintf("10.20.30.%d:51234", 40+i)}))
 		cmd := schemas.RevocationCommand{Type: schemas.RevocationCommandType, ID: fmt.Sprintf("cmd-%d", i), Action: schemas.ActionDropRole,
 			Issuer: "detector", Rule: "lease-expired-not-revoked", Database: "main", DBUser: user, RoleOID: uint32(24600 + i),
 			LeaseID: "postgres/creds/reporting/" + user, Reason: "lease expired"}
