@@ -204,7 +204,9 @@ func (f ExportFilter) Match(x Exported) bool {
 // ExportFile exports the events of a file as VerifyFile reads it (one
 // CloudEvent per line, other lines skipped). With verify, the whole file is
 // verified first and nothing is exported from a broken chain: the report
-// says where it breaks. emit receives the selected events in file order.
+// says where it breaks. emit receives the selected events in file order,
+// each once: a redelivered event (the same event on consecutive lines) is
+// skipped, as verification skips it.
 func ExportFile(r io.ReadSeeker, f ExportFilter, verify bool, emit func(Exported) error) (VerifyReport, error) {
 	var rep VerifyReport
 	if verify {
@@ -218,6 +220,7 @@ func ExportFile(r io.ReadSeeker, f ExportFilter, verify bool, emit func(Exported
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	var prev ExportChain
 	for line := 1; sc.Scan(); line++ {
 		doc := bytes.TrimSpace(sc.Bytes())
 		if len(doc) == 0 || doc[0] != '{' {
@@ -227,7 +230,10 @@ func ExportFile(r io.ReadSeeker, f ExportFilter, verify bool, emit func(Exported
 		if err != nil {
 			return rep, fmt.Errorf("line %d: %w", line, err)
 		}
-		if !f.Match(x) {
+		// A redelivery repeats the event before it: export it once.
+		redelivered := x.Chain.Seq == prev.Seq && x.Chain.EventID == prev.EventID && x.Chain.Hash == prev.Hash
+		prev = x.Chain
+		if redelivered || !f.Match(x) {
 			continue
 		}
 		if err := emit(x); err != nil {

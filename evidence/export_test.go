@@ -222,6 +222,27 @@ func TestExportRefusesABrokenChain(t *testing.T) {
 	}
 }
 
+// TestExportSkipsRedeliveries: an event repeated on consecutive lines (a
+// redelivery, which verification counts and skips) is exported once.
+func TestExportSkipsRedeliveries(t *testing.T) {
+	events := sealAll(t, sampleEvents(t, 3))
+	var file bytes.Buffer
+	for _, ev := range []Event{events[0], events[1], events[1], events[2], events[2]} {
+		file.Write(mustJSON(t, ev))
+		file.WriteString("\n")
+	}
+	for _, verify := range []bool{true, false} {
+		var got []int64
+		rep, err := ExportFile(bytes.NewReader(file.Bytes()), ExportFilter{}, verify, func(x Exported) error {
+			got = append(got, x.Chain.Seq)
+			return nil
+		})
+		if err != nil || !rep.OK() || !jsonEqual(t, got, []int64{1, 2, 3}) {
+			t.Errorf("verify %v: seqs %v, want [1 2 3]: %+v %v", verify, got, rep, err)
+		}
+	}
+}
+
 // TestExportOutbox reads the outbox of a real PostgreSQL, verified first,
 // from a seq on.
 func TestExportOutbox(t *testing.T) {

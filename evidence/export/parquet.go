@@ -71,15 +71,20 @@ func optional(s string) *string {
 	return &s
 }
 
-// parquetEncoder buffers a row group in memory and writes the file footer
-// on close. Snappy compression: every Parquet reader has it.
+// rowGroupRows bounds a row group: the writer holds one in memory, and
+// AWS Security Lake asks for row groups of at most 256 MB. An event is
+// about 2 KB of JSON in raw, so 50,000 rows stay near 100 MB uncompressed.
+var rowGroupRows int64 = 50_000
+
+// parquetEncoder writes row groups of at most rowGroupRows rows and the file
+// footer on close. Snappy compression: every Parquet reader has it.
 type parquetEncoder struct {
 	w *parquet.GenericWriter[Row]
 }
 
 func newParquetEncoder(out io.Writer) *parquetEncoder {
 	return &parquetEncoder{w: parquet.NewGenericWriter[Row](out, parquet.Compression(&parquet.Snappy),
-		parquet.CreatedBy("leaseguard", "", ""))}
+		parquet.MaxRowsPerRowGroup(rowGroupRows), parquet.CreatedBy("leaseguard", "", ""))}
 }
 
 func (e *parquetEncoder) write(x evidence.Exported) error {

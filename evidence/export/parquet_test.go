@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
 )
 
 // hyparquetVersion is the independent Parquet reader the test installs from
@@ -176,14 +178,19 @@ func TestParquetReadByIndependentReader(t *testing.T) {
 }
 
 // TestParquetOneFile: without --class, one Parquet file holds every event
-// in chain order.
+// in chain order, in row groups of at most rowGroupRows rows.
 func TestParquetOneFile(t *testing.T) {
 	reader := independentReader(t)
 	evs := chainEvents(t)
 	want := expectations(t, evs)
+	defer func(n int64) { rowGroupRows = n }(rowGroupRows)
+	rowGroupRows = 4
 	files := export(t, evs, Options{Dir: t.TempDir(), Format: Parquet})
 	if len(files) != 1 || filepath.Base(files[0].Path) != "evidence.parquet" {
 		t.Fatalf("files %+v, want evidence.parquet", files)
+	}
+	if groups := rowGroups(t, files[0].Path); len(groups) != 3 || groups[0] != 4 || groups[2] != 3 {
+		t.Errorf("row groups of %v rows, want [4 4 3]", groups)
 	}
 	rows := readParquet(t, reader, files[0].Path)
 	if len(rows) != len(want) {
@@ -192,4 +199,27 @@ func TestParquetOneFile(t *testing.T) {
 	for i, row := range rows {
 		checkRow(t, row, want[i])
 	}
+}
+
+// rowGroups reads the row counts of a file's row groups from its footer.
+func rowGroups(t *testing.T, path string) []int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n []int64
+	for _, rg := range pf.RowGroups() {
+		n = append(n, rg.NumRows())
+	}
+	return n
 }
