@@ -10,7 +10,9 @@
 // order to JetStream with a deterministic message id (relay.go, jetstream.go).
 // A verifier checks the chain from the outbox, or from the lines a SIEM stored
 // (verify.go); docs/evidence.md specifies the chain for verifiers written
-// elsewhere.
+// elsewhere. export.go gives the events as plain OCSF for SIEMs that do not
+// take CloudEvents, the chain kept under unmapped.chain (the evidence/export
+// package writes them as JSONL or Parquet).
 //
 // It owns the evidence_outbox and evidence_chain_head tables: nothing else
 // writes them.

@@ -5,11 +5,12 @@
 # evidence topic as a SIEM would; Debian's prometheus provides promtool,
 # which checks and unit-tests the alerting rules in deploy/prometheus/;
 # Debian's nats-server (2.9) is the too-old server a test expects leaseguard
-# to refuse by version. Quiet when everything is there; fails
-# loudly when something is still missing, so the test never skips.
+# to refuse by version; jq runs the SIEM recipes' unwrap.jq in a test. Quiet
+# when everything is there; fails loudly when something is still missing, so
+# the test never skips.
 set -euo pipefail
 
-packages=(rsyslog rsyslog-kafka kcat prometheus nats-server)
+packages=(rsyslog rsyslog-kafka kcat prometheus nats-server jq)
 
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

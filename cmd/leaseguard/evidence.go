@@ -15,10 +15,10 @@ import (
 func (m *Main) evidenceCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "evidence",
-		Short: "evidence tools: verify",
+		Short: "evidence tools: verify, export",
 	}
-	asGroup(cmd, "verify")
-	cmd.AddCommand(m.evidenceVerifyCommand())
+	asGroup(cmd, "verify or export")
+	cmd.AddCommand(m.evidenceVerifyCommand(), m.evidenceExportCommand())
 	return cmd
 }
 
