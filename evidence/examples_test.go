@@ -54,7 +54,7 @@ func TestExamples(t *testing.T) {
 	policy := examplePolicy(t, revocation.Hash)
 	sch := evidenceSchema(t)
 	ocsf := loadOCSFSchema(t, ocsfSchemaDir)
-	v := newVerifier()
+	v := newVerifier(VerifyOptions{})
 	for _, ex := range []struct {
 		file string
 		ev   Event

@@ -140,7 +140,7 @@ func TestCanonicalVectors(t *testing.T) {
 		}
 		events = append(events, ev)
 	}
-	if rep, err := Verify(events); err != nil || !rep.OK() || rep.Checked != 3 {
+	if rep, err := Verify(events, VerifyOptions{}); err != nil || !rep.OK() || rep.Checked != 3 {
 		t.Errorf("the vector chain does not verify: %+v %v", rep, err)
 	}
 }
@@ -265,7 +265,7 @@ func TestIndependentVerifierAgreesOnARealChain(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rep, err := VerifyFile(strings.NewReader(strings.Join(c.lines, "\n")))
+			rep, err := VerifyFile(strings.NewReader(strings.Join(c.lines, "\n")), VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

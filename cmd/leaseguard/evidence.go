@@ -72,10 +72,10 @@ func verifyEvidence(ctx context.Context, stdin io.Reader, file string) (string, 
 			return "", evidence.VerifyReport{}, err
 		}
 		defer st.Close()
-		rep, err := evidence.VerifyOutbox(ctx, st.Pool())
+		rep, err := evidence.VerifyOutbox(ctx, st.Pool(), evidence.VerifyOptions{})
 		return "outbox", rep, err
 	case "-":
-		rep, err := evidence.VerifyFile(stdin)
+		rep, err := evidence.VerifyFile(stdin, evidence.VerifyOptions{})
 		return "stdin", rep, err
 	}
 	f, err := os.Open(file)
@@ -83,7 +83,7 @@ func verifyEvidence(ctx context.Context, stdin io.Reader, file string) (string, 
 		return "", evidence.VerifyReport{}, err
 	}
 	defer f.Close()
-	rep, err := evidence.VerifyFile(f)
+	rep, err := evidence.VerifyFile(f, evidence.VerifyOptions{})
 	return file, rep, err
 }
 

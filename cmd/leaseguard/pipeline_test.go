@@ -219,7 +219,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	evMu.Lock()
 	file := bytes.Join(raw, []byte("\n"))
 	evMu.Unlock()
-	if rep, err := evidence.VerifyFile(bytes.NewReader(file)); err != nil || !rep.OK() {
+	if rep, err := evidence.VerifyFile(bytes.NewReader(file), evidence.VerifyOptions{}); err != nil || !rep.OK() {
 		t.Errorf("relayed evidence does not verify: %+v %v", rep, err)
 	}
 
