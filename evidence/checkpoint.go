@@ -125,9 +125,13 @@ func (b Builder) Checkpoint(s *CheckpointSigner, seq int64, hash string, at time
 	signedAt := rfc3339(at)
 	sig := ed25519.Sign(s.priv, CheckpointSigningBytes(seq, hash, signedAt, s.keyID))
 	id := eventID("checkpoint", strconv.FormatInt(seq, 10), hash, s.keyID)
+	class := classify(ocsfCategoryApplication, "Application Activity", ocsfClassAppLifecycle,
+		"Application Lifecycle", ocsfActivityOther, "Checkpoint", 1)
+	// activity_name of Other is free text; type_name is the class's
+	// caption of the type.
+	class.TypeName = "Application Lifecycle: Other"
 	data := checkpointEvent{
-		ocsfClass: classify(ocsfCategoryApplication, "Application Activity", ocsfClassAppLifecycle,
-			"Application Lifecycle", ocsfActivityOther, "Checkpoint", 1),
+		ocsfClass: class,
 		ocsfStatus: ocsfStatus{StatusID: ocsfStatusSuccess, Status: "Success", StatusCode: "signed",
 			StatusDetail: fmt.Sprintf("the evidence chain up to seq %d is signed by evidence key %s", seq, s.keyID)},
 		ocsfOccurrence: occurrence(at),

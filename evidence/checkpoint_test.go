@@ -195,3 +195,16 @@ func hasWarning(rep VerifyReport, part string) bool {
 	}
 	return false
 }
+
+// TestCheckpointEventMatchesTheSchema: a sealed checkpoint is an evidence
+// event as schemas/evidence.schema.json describes it.
+func TestCheckpointEventMatchesTheSchema(t *testing.T) {
+	sch := evidenceSchema(t)
+	evs := checkpointChain(t, testEvidenceKey(t, 1), "eC", time.Second)
+	if err := validateDoc(sch, mustJSON(t, evs[1])); err != nil {
+		t.Errorf("checkpoint: %v", err)
+	}
+	if evs[1].Type != TypeCheckpoint || evs[1].Subject != "checkpoint/1" {
+		t.Errorf("type %s subject %s", evs[1].Type, evs[1].Subject)
+	}
+}
