@@ -36,6 +36,9 @@ const (
 	DefaultCheckpointGrace = time.Minute
 )
 
+// rollbackTimeout bounds the rollback of a checkpoint that failed.
+const rollbackTimeout = 5 * time.Second
+
 // checkpointDomain is the first line of the signed bytes: a signature over
 // them can be mistaken for no other message of the same key.
 const checkpointDomain = "leaseguard-checkpoint-v1"
@@ -154,7 +157,12 @@ func AppendCheckpoint(ctx context.Context, db TxBeginner, b Builder, s *Checkpoi
 	if err != nil {
 		return Event{}, false, fmt.Errorf("checkpoint: begin: %w", err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer func() {
+		// After a commit a no-op; bounded even when ctx has ended.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
 	var seq int64
 	var hash string
 	err = tx.QueryRow(ctx, `SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE`).Scan(&seq, &hash)
