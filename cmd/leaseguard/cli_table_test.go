@@ -31,7 +31,7 @@ var cliCommands = []struct {
 	{[]string{"replay"}, "leaseguard replay FILE... [flags]", []string{"--dry-run", "--batch", "-o, --output"}},
 	{[]string{"config"}, "leaseguard config [flags]", []string{"--markdown", "-o, --output"}},
 	{[]string{"version"}, "leaseguard version [flags]", []string{"-o, --output"}},
-	{[]string{"evidence", "verify"}, "leaseguard evidence verify [--file FILE|-] [flags]", []string{"--file", "-o, --output"}},
+	{[]string{"evidence", "verify"}, "leaseguard evidence verify [--file FILE|-] [flags]", []string{"--file", "--evidence-key", "--require-checkpoint", "--checkpoint-interval", "-o, --output"}},
 	{[]string{"demo"}, "leaseguard demo [flags]", []string{"--timeout"}},
 	{[]string{"revoke"}, "leaseguard revoke (--db-user NAME | --lease-id ID | --prefix P | --entity-id ID | --token-accessor A | --all-managed --database NAME) --reason TEXT [flags]",
 		[]string{"--db-user", "--lease-id", "--prefix", "--entity-id", "--token-accessor", "--all-managed", "--database", "--reason",
