@@ -427,3 +427,30 @@ func TestIndependentVerifierAgreesOnCheckpoints(t *testing.T) {
 		})
 	}
 }
+
+// TestIndependentVerifierChecksTheExampleCheckpoint: the example chain of
+// schemas/examples ends with a checkpoint that the key docs/evidence.md
+// names verifies; the independent verifier confirms it from that key.
+func TestIndependentVerifierChecksTheExampleCheckpoint(t *testing.T) {
+	var lines []string
+	for _, name := range []string{"finding", "revocation", "policy", "approval", "checkpoint"} {
+		raw, err := os.ReadFile(filepath.Join("..", "schemas", "examples", "evidence-"+name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, b.String())
+	}
+	// The public key docs/evidence.md gives for the example.
+	const docKey = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
+	out, code := node(t, "--key", docKey, "--require-checkpoint", writeLines(t, lines))
+	if code != 0 || !strings.Contains(out, `"confirmed":true`) {
+		t.Errorf("node: exit %d %s", code, out)
+	}
+	if out, code := node(t, "--key", base64.StdEncoding.EncodeToString(testEvidenceKey(t, 2).PublicKey()), writeLines(t, lines)); code != 1 {
+		t.Errorf("node with another key: exit %d %s", code, out)
+	}
+}
