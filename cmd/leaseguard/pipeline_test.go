@@ -242,6 +242,12 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if err := p.stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
+	// A graceful stop checkpoints the head with the evidence key made in
+	// DATA_DIR: every event in the outbox is confirmed.
+	out.Reset()
+	if code := NewMain(strings.NewReader(""), &out, io.Discard).Run(ctx, []string{"evidence", "verify", "--require-checkpoint"}); code != 0 {
+		t.Errorf("evidence verify --require-checkpoint after the stop: exit %d: %s", code, out.String())
+	}
 }
 
 // waitQuiet waits until the pipeline has processed past every point where
