@@ -157,7 +157,7 @@ func unmapped(ev map[string]any, k string) any { return ev["unmapped"].(map[stri
 
 func (a *approvalRig) verifyChain(t *testing.T) {
 	t.Helper()
-	rep, err := evidence.VerifyOutbox(a.ctx, a.st.Pool())
+	rep, err := evidence.VerifyOutbox(a.ctx, a.st.Pool(), evidence.VerifyOptions{})
 	if err != nil || !rep.OK() {
 		t.Errorf("evidence chain: %+v, %v", rep, err)
 	}

@@ -101,7 +101,7 @@ func TestExpiryPoisonedLeaseDoesNotStallThePass(t *testing.T) {
 		data.Unmapped.Withheld[0] != "$.data.unmapped.lease_remote_address" {
 		t.Errorf("evidence of the poisoned lease: %s", ev.Data)
 	}
-	if rep, err := evidence.VerifyOutbox(ctx, f.st.Pool()); err != nil || !rep.OK() || rep.Checked != len(evs) {
+	if rep, err := evidence.VerifyOutbox(ctx, f.st.Pool(), evidence.VerifyOptions{}); err != nil || !rep.OK() || rep.Checked != len(evs) {
 		t.Errorf("outbox verify = %+v, %v", rep, err)
 	}
 }

@@ -235,7 +235,7 @@ func TestExpiryGraceEdges(t *testing.T) {
 		t.Errorf("second Tick = %d, %v", n, err)
 	}
 	// The evidence of the finding is in the outbox and the chain verifies.
-	rep, err := evidence.VerifyOutbox(ctx, f.st.Pool())
+	rep, err := evidence.VerifyOutbox(ctx, f.st.Pool(), evidence.VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != 1 {
 		t.Errorf("outbox verify = %+v, %v", rep, err)
 	}

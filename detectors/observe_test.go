@@ -140,7 +140,7 @@ func TestObserverRulesReuseAfterRevokeEnforces(t *testing.T) {
 	if rep, err := f.evaluate(t, r, pass, false); err != nil || len(rep.Findings) != 0 || len(f.sink.all()) != 1 {
 		t.Errorf("third pass: %+v, %v, %d commands", rep, err, len(f.sink.all()))
 	}
-	if rep, err := evidence.VerifyOutbox(context.Background(), f.st.Pool()); err != nil || !rep.OK() || rep.Checked != 2 {
+	if rep, err := evidence.VerifyOutbox(context.Background(), f.st.Pool(), evidence.VerifyOptions{}); err != nil || !rep.OK() || rep.Checked != 2 {
 		t.Errorf("outbox verify = %+v, %v", rep, err)
 	}
 }

@@ -42,7 +42,7 @@ func TestAppendManyMatchesAppend(t *testing.T) {
 	if got[2].ChainSeq != 4 || got[len(got)-2].ChainSeq != 12 || got[len(got)-1].Hash != got[4].Hash {
 		t.Errorf("chain positions: %d … %d, repeat %s vs %s", got[2].ChainSeq, got[len(got)-2].ChainSeq, got[len(got)-1].Hash, got[4].Hash)
 	}
-	rep, err := VerifyOutbox(ctx, pool)
+	rep, err := VerifyOutbox(ctx, pool, VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != 12 {
 		t.Fatalf("verify = %+v, %v", rep, err)
 	}

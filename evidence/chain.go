@@ -76,10 +76,46 @@ type VerifyReport struct {
 	LastHash string `json:"last_hash"`
 	// FirstBreak is nil when the chain is intact.
 	FirstBreak *Break `json:"first_break,omitempty"`
+	// Checkpoints counts the checkpoint events verified.
+	Checkpoints int `json:"checkpoints"`
+	// LastCheckpoint is the newest checkpoint verified, nil if none.
+	LastCheckpoint *CheckpointReport `json:"last_checkpoint,omitempty"`
+	// UnconfirmedTail counts the events after the last checkpoint (all
+	// of them when there is none): no signature confirms them yet.
+	UnconfirmedTail int `json:"unconfirmed_tail"`
+	// SignaturesChecked is false when no evidence key was given: the
+	// checkpoints' signatures were not checked and prove nothing.
+	SignaturesChecked bool `json:"signatures_checked"`
+	// CheckpointOverdue: the newest event is later than the last
+	// checkpoint (or the first event, when there is none) by more than the
+	// checkpoint interval plus grace: the next checkpoint should be there.
+	// The tail was cut off, or the relay stopped.
+	CheckpointOverdue bool `json:"checkpoint_overdue"`
+	// Warnings say what about the checkpoints is not as it should be,
+	// short of a break.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// CheckpointReport is one checkpoint as verify saw it.
+type CheckpointReport struct {
+	// Seq is the checkpoint event's own chainseq.
+	Seq        int64  `json:"seq"`
+	ID         string `json:"id"`
+	CoversSeq  int64  `json:"covers_chainseq"`
+	CoversHash string `json:"covers_hash"`
+	SignedAt   string `json:"signed_at"`
+	KeyID      string `json:"key_id"`
 }
 
 // OK reports whether no break was found.
 func (r VerifyReport) OK() bool { return r.FirstBreak == nil }
+
+// Confirmed reports whether the chain is intact and every event is
+// covered by a checkpoint whose signature was checked: nothing was cut off
+// the end since the last checkpoint.
+func (r VerifyReport) Confirmed() bool {
+	return r.OK() && r.SignaturesChecked && r.LastCheckpoint != nil && r.UnconfirmedTail == 0
+}
 
 // Break is where a chain stops verifying.
 type Break struct {
@@ -99,8 +135,8 @@ func (b *Break) String() string {
 // 1, 2, 3, … (else an event is missing or out of order) and every prevhash is
 // the previous event's hash. It stops at the first break. The error is
 // reserved for failures to verify at all; a broken chain is a report.
-func Verify(events []Event) (VerifyReport, error) {
-	v := newVerifier()
+func Verify(events []Event, opts VerifyOptions) (VerifyReport, error) {
+	v := newVerifier(opts)
 	for _, ev := range events {
 		raw, err := encodeJSON(ev)
 		if err != nil {
@@ -111,17 +147,18 @@ func Verify(events []Event) (VerifyReport, error) {
 			break
 		}
 	}
-	return v.report, nil
+	return v.finish(), nil
 }
 
 // verifier checks a chain one event at a time.
 type verifier struct {
 	report VerifyReport
 	lastID string
+	cp     checkpointState
 }
 
-func newVerifier() *verifier {
-	return &verifier{report: VerifyReport{LastHash: GenesisHash}}
+func newVerifier(opts VerifyOptions) *verifier {
+	return &verifier{report: VerifyReport{LastHash: GenesisHash}, cp: newCheckpointState(opts)}
 }
 
 func (v *verifier) fail(seq int64, id, reason string) {
@@ -170,9 +207,13 @@ func (v *verifier) add(ev Event, doc []byte) bool {
 		v.fail(ev.ChainSeq, ev.ID, fmt.Sprintf("prevhash %s is not %s (%s)", ev.PrevHash, prev, r.LastHash))
 		return false
 	}
+	if ev.Type == TypeCheckpoint && !v.checkpoint(ev) {
+		return false
+	}
 	r.Checked++
 	r.LastSeq = ev.ChainSeq
 	r.LastHash = ev.Hash
 	v.lastID = ev.ID
+	v.seen(ev)
 	return true
 }

@@ -71,7 +71,7 @@ func TestVerifyChain(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep, err := Verify(tt.events())
+			rep, err := Verify(tt.events(), VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +182,7 @@ func TestVerifyFile(t *testing.T) {
 		return b.String()
 	}
 
-	rep, err := VerifyFile(strings.NewReader(lines(func(_ int, l []byte) []byte { return l })))
+	rep, err := VerifyFile(strings.NewReader(lines(func(_ int, l []byte) []byte { return l })), VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != 6 || rep.LastHash != chain[5].Hash {
 		t.Fatalf("intact file: %+v %v", rep, err)
 	}
@@ -193,7 +193,8 @@ func TestVerifyFile(t *testing.T) {
 			return append([]byte(`{"siemtag":"x",`), l[1:]...)
 		}
 		return l
-	})))
+	})), VerifyOptions{})
+
 	if rep.OK() || rep.FirstBreak.Seq != 4 || !strings.Contains(rep.FirstBreak.Reason, "line") {
 		t.Errorf("added attribute: %+v", rep.FirstBreak)
 	}
@@ -204,7 +205,8 @@ func TestVerifyFile(t *testing.T) {
 			return l[:len(l)/2]
 		}
 		return l
-	})))
+	})), VerifyOptions{})
+
 	if rep.OK() || rep.FirstBreak.Seq != 3 {
 		t.Errorf("truncated line: %+v", rep.FirstBreak)
 	}

@@ -46,7 +46,7 @@ func TestDataSchema(t *testing.T) {
 			revocationData = ev.Data
 		}
 	}
-	if len(seen) != 4 {
+	if len(seen) != 5 {
 		t.Errorf("event types covered: %v", seen)
 	}
 	finding, err := c.Compile("https://leaseguard.dev/schemas/evidence.v1.json#/$defs/detectionFindingCreate")

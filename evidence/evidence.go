@@ -37,6 +37,7 @@ var dataSchemas = map[string]string{
 	TypeFinding:    SchemaID + "#/$defs/detectionFindingCreate",
 	TypeApproval:   SchemaID + "#/$defs/detectionFindingUpdate",
 	TypePolicy:     SchemaID + "#/$defs/entityManagementPolicy",
+	TypeCheckpoint: SchemaID + "#/$defs/applicationLifecycleCheckpoint",
 }
 
 // DataSchema is the dataschema of events of type typ ("" for a type

@@ -211,7 +211,7 @@ func ExportFile(r io.ReadSeeker, f ExportFilter, verify bool, emit func(Exported
 	var rep VerifyReport
 	if verify {
 		var err error
-		if rep, err = VerifyFile(r); err != nil || !rep.OK() {
+		if rep, err = VerifyFile(r, VerifyOptions{}); err != nil || !rep.OK() {
 			return rep, err
 		}
 		if _, err := r.Seek(0, io.SeekStart); err != nil {
@@ -254,7 +254,7 @@ func ExportOutbox(ctx context.Context, q Querier, f ExportFilter, verify bool, e
 	last := int64(1<<63 - 1)
 	if verify {
 		var err error
-		if rep, err = VerifyOutbox(ctx, q); err != nil || !rep.OK() {
+		if rep, err = VerifyOutbox(ctx, q, VerifyOptions{}); err != nil || !rep.OK() {
 			return rep, err
 		}
 		last = rep.LastSeq

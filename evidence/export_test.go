@@ -100,7 +100,16 @@ func jsonEqual(t *testing.T, a, b any) bool {
 // unmapped.chain verifies as the original chain; a changed field in the
 // export breaks it.
 func TestExportKeepsEnoughToVerify(t *testing.T) {
-	_, events := casesChain(t)
+	_, all := casesChain(t)
+	// The conformance cases' checkpoint covers a made-up head; a chain
+	// with it cannot verify, so it is left out here (its own tests cover it).
+	var events []Event
+	for _, ev := range all {
+		if ev.Type != TypeCheckpoint {
+			events = append(events, ev)
+		}
+	}
+	events = sealAll(t, events)
 	var lines []string
 	for _, ev := range events {
 		x := mustUnwrap(t, ev)
@@ -110,7 +119,7 @@ func TestExportKeepsEnoughToVerify(t *testing.T) {
 		}
 		lines = append(lines, string(back))
 	}
-	rep, err := VerifyFile(strings.NewReader(strings.Join(lines, "\n")))
+	rep, err := VerifyFile(strings.NewReader(strings.Join(lines, "\n")), VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != len(events) {
 		t.Fatalf("rewrapped export does not verify: %+v %v", rep, err)
 	}
@@ -124,7 +133,7 @@ func TestExportKeepsEnoughToVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines[2] = string(back)
-	rep, _ = VerifyFile(strings.NewReader(strings.Join(lines, "\n")))
+	rep, _ = VerifyFile(strings.NewReader(strings.Join(lines, "\n")), VerifyOptions{})
 	if rep.OK() || rep.FirstBreak.Seq != 3 {
 		t.Errorf("altered export verifies: %+v", rep)
 	}

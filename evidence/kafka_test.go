@@ -162,7 +162,7 @@ func checkKafkaEvidence(t testing.TB, pool *pgxpool.Pool, msgs []kafka.Message) 
 		file.Write(bySeq[s])
 		file.WriteByte('\n')
 	}
-	rep, err := VerifyFile(&file)
+	rep, err := VerifyFile(&file, VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != len(bodies) {
 		t.Fatalf("verify the events read from kafka: %+v %v", rep, err)
 	}

@@ -13,9 +13,10 @@ import (
 
 // ocsfClassFiles are the classes leaseguard's events use, by class_uid.
 var ocsfClassFiles = map[int]string{
-	3001: "events/iam/account_change.json",         // revocations
-	2004: "events/findings/detection_finding.json", // findings, approvals
-	3004: "events/iam/entity_management.json",      // policy changes
+	3001: "events/iam/account_change.json",                // revocations
+	2004: "events/findings/detection_finding.json",        // findings, approvals
+	3004: "events/iam/entity_management.json",             // policy changes
+	6002: "events/application/application_lifecycle.json", // checkpoints
 }
 
 // ocsfRecommendedWaived are the recommended attributes leaseguard leaves
@@ -62,6 +63,8 @@ var ocsfRecommendedWaived = map[string]string{
 var ocsfTypeWaived = map[string]map[string]string{
 	// A decision updates a finding; the artifacts are the finding's.
 	TypeApproval: {"detection_finding.evidences": "the updated finding carries them"},
+	// A checkpoint is about the evidence chain: no user or address.
+	TypeCheckpoint: {"application_lifecycle.observables": "nothing to index"},
 }
 
 // ocsfWaived is what is waived for an event: for all, for its type, and
@@ -225,6 +228,13 @@ func ocsfCases() []ocsfCase {
 		approvalCase(schemas.ApprovalExpired),
 		policyCase("policy/create", true),
 		policyCase("policy/update", false),
+		{name: "checkpoint", build: func(t *testing.T, b Builder) Event {
+			ev, err := b.Checkpoint(testEvidenceKey(t, 1), 41, "sha256:"+strings.Repeat("ab", 32), t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ev
+		}},
 	}
 }
 

@@ -94,7 +94,7 @@ func TestAppendIdempotent(t *testing.T) {
 	if next.ChainSeq != 2 || next.PrevHash != stored1.Hash {
 		t.Errorf("next event: seq %d prevhash %s, want 2 %s", next.ChainSeq, next.PrevHash, stored1.Hash)
 	}
-	rep, err := VerifyOutbox(ctx, pool)
+	rep, err := VerifyOutbox(ctx, pool, VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != 2 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
@@ -153,10 +153,10 @@ func TestAppendConcurrent(t *testing.T) {
 			t.Fatalf("event %d has seq %d: gap or repeat", i, ev.ChainSeq)
 		}
 	}
-	if rep, err := Verify(events); err != nil || !rep.OK() || rep.Checked != workers*each {
+	if rep, err := Verify(events, VerifyOptions{}); err != nil || !rep.OK() || rep.Checked != workers*each {
 		t.Fatalf("verify events: %+v %v", rep, err)
 	}
-	rep, err := VerifyOutbox(ctx, pool)
+	rep, err := VerifyOutbox(ctx, pool, VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != workers*each || rep.LastSeq != workers*each {
 		t.Fatalf("verify outbox: %+v %v", rep, err)
 	}
@@ -240,13 +240,13 @@ func TestVerifyOutboxFindsTampering(t *testing.T) {
 			for _, ev := range sampleEvents(t, 6) {
 				appendOne(t, pool, ev)
 			}
-			if rep, err := VerifyOutbox(ctx, pool); err != nil || !rep.OK() {
+			if rep, err := VerifyOutbox(ctx, pool, VerifyOptions{}); err != nil || !rep.OK() {
 				t.Fatalf("before tampering: %+v %v", rep, err)
 			}
 			if _, err := pool.Exec(ctx, tt.tamper); err != nil {
 				t.Fatal(err)
 			}
-			rep, err := VerifyOutbox(ctx, pool)
+			rep, err := VerifyOutbox(ctx, pool, VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -86,6 +86,18 @@ type RelayConfig struct {
 	Metrics RelayMetrics
 	// Progress hears of each pass (nil: nobody).
 	Progress *progress.Worker
+	// Checkpoints makes the relay append signed checkpoints; nil: none.
+	Checkpoints *Checkpointing
+}
+
+// Checkpointing is how a relay makes checkpoints (checkpoint.go).
+type Checkpointing struct {
+	// Signer signs them with the evidence key.
+	Signer *CheckpointSigner
+	// Builder gives the checkpoint events' source and version.
+	Builder Builder
+	// Interval is the cadence; zero means DefaultCheckpointInterval.
+	Interval time.Duration
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -123,6 +135,11 @@ func (c RelayConfig) WithDefaults() RelayConfig {
 	if c.Metrics == nil {
 		c.Metrics = nopMetrics{}
 	}
+	if c.Checkpoints != nil && c.Checkpoints.Interval == 0 {
+		cp := *c.Checkpoints
+		cp.Interval = DefaultCheckpointInterval
+		c.Checkpoints = &cp
+	}
 	return c
 }
 
@@ -145,6 +162,15 @@ func (c RelayConfig) Validate() error {
 			c.DuplicateWindow, 2*(c.MaxBackoff+c.PublishTimeout))
 	case c.Replicas < 1:
 		return fmt.Errorf("evidence relay: replicas %d must be at least 1", c.Replicas)
+	}
+	if cp := c.Checkpoints; cp != nil {
+		switch {
+		case cp.Signer == nil:
+			return errors.New("evidence relay: checkpoints need the evidence signing key")
+		case cp.Interval <= 0:
+			return fmt.Errorf("evidence relay: checkpoint interval %s must be positive", cp.Interval)
+		}
+		return cp.Builder.validate()
 	}
 	return nil
 }
@@ -200,20 +226,45 @@ func (r *Relay) Wake() {
 	}
 }
 
-// Run relays until ctx is done, then returns nil. Failures (bus or database
+// Run relays until ctx is done, then returns nil. With Checkpoints it
+// appends a checkpoint every Interval when events came after the last one,
+// and once more when ctx ends, which a last pass, bounded by StoreTimeout
+// plus PublishTimeout, then publishes. Failures (bus or database
 // down) are logged and retried with a backoff doubling from Interval to
 // MaxBackoff, with jitter (internal/backoff). A pass that published something is followed by the next at
 // once. While the state store is down the relay probes it every Interval
 // and starts the next pass as soon as it answers: a backlog leaves as soon
 // as the store is back, not after the backoff.
 func (r *Relay) Run(ctx context.Context) error {
+	if r.cfg.Checkpoints == nil {
+		r.relay(ctx)
+		return nil
+	}
+	checkpointed := make(chan struct{})
+	go func() {
+		defer close(checkpointed)
+		r.checkpoints(ctx)
+	}()
+	r.relay(ctx)
+	<-checkpointed
+	// Send the checkpoint made at shutdown, so the bus holds it too.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.StoreTimeout+r.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := r.PublishPending(fctx); err != nil {
+		r.log.Warn("evidence relay: last pass at shutdown failed; the next relay publishes the rest", "err", err)
+	}
+	return nil
+}
+
+// relay is Run's loop of passes, until ctx is done.
+func (r *Relay) relay(ctx context.Context) {
 	failures := 0
 	for {
 		r.cfg.Progress.Start()
 		n, err := r.PublishPending(ctx)
 		r.cfg.Progress.Finish(err)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		var wait time.Duration
 		probe := false
@@ -232,9 +283,44 @@ func (r *Relay) Run(ctx context.Context) error {
 			wait = r.cfg.Interval
 		}
 		if wait > 0 && !r.sleep(ctx, wait, probe) {
-			return nil
+			return
 		}
 	}
+}
+
+// checkpoints appends a checkpoint every Interval, and one when ctx ends
+// (bounded by StoreTimeout). A failure is logged; the next tick tries again.
+func (r *Relay) checkpoints(ctx context.Context) {
+	t := time.NewTicker(r.cfg.Checkpoints.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.checkpoint(ctx, "shutdown")
+			return
+		case <-t.C:
+			if r.checkpoint(ctx, "cadence") {
+				r.Wake() // publish it now
+			}
+		}
+	}
+}
+
+// checkpoint appends one checkpoint if anything came after the last; it
+// reports whether it did.
+func (r *Relay) checkpoint(ctx context.Context, why string) bool {
+	cctx, cancel := r.storeCtx(ctx)
+	defer cancel()
+	cp := r.cfg.Checkpoints
+	ev, ok, err := AppendCheckpoint(cctx, r.db, cp.Builder, cp.Signer, cp.Builder.now())
+	if err != nil {
+		r.log.Warn("evidence relay: checkpoint failed, will retry", "err", err, "at", why)
+		return false
+	}
+	if ok {
+		r.log.Debug("evidence relay: checkpoint", "seq", ev.ChainSeq, "at", why)
+	}
+	return ok
 }
 
 // backoff is the wait after failures consecutive failed passes.

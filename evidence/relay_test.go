@@ -98,7 +98,7 @@ func checkStream(t testing.TB, js jetstream.JetStream, want int) {
 		file.Write(m.Data)
 		file.WriteByte('\n')
 	}
-	rep, err := VerifyFile(&file)
+	rep, err := VerifyFile(&file, VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != want || rep.Duplicates != 0 {
 		t.Fatalf("verify stream contents: %+v %v", rep, err)
 	}

@@ -24,9 +24,10 @@ const maxLine = 8 << 20
 // removed from a line breaks the chain as any other change does. An event
 // repeated on consecutive lines (a redelivery) is counted in Duplicates.
 //
-// The file must start at the first event of the chain.
-func VerifyFile(r io.Reader) (VerifyReport, error) {
-	v := newVerifier()
+// The file must start at the first event of the chain. Checkpoints are
+// checked as opts says.
+func VerifyFile(r io.Reader, opts VerifyOptions) (VerifyReport, error) {
+	v := newVerifier(opts)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	line := 0
@@ -49,7 +50,7 @@ func VerifyFile(r io.Reader) (VerifyReport, error) {
 	if err := sc.Err(); err != nil {
 		return v.report, fmt.Errorf("read evidence: %w", err)
 	}
-	return v.report, nil
+	return v.finish(), nil
 }
 
 // VerifyOutbox verifies the chain held in the outbox, from seq 1 to the
@@ -57,7 +58,7 @@ func VerifyFile(r io.Reader) (VerifyReport, error) {
 // against its event, the links between events, and that the chain ends at
 // the head row (so rows cut from the end are found too). Events appended
 // while it runs, after the head it read first, are not checked.
-func VerifyOutbox(ctx context.Context, q Querier) (VerifyReport, error) {
+func VerifyOutbox(ctx context.Context, q Querier, opts VerifyOptions) (VerifyReport, error) {
 	var headSeq int64
 	var headHash string
 	err := q.QueryRow(ctx, `SELECT seq, hash FROM evidence_chain_head WHERE id = 1`).Scan(&headSeq, &headHash)
@@ -67,7 +68,7 @@ func VerifyOutbox(ctx context.Context, q Querier) (VerifyReport, error) {
 	if err != nil {
 		return VerifyReport{}, fmt.Errorf("read evidence chain head: %w", err)
 	}
-	v := newVerifier()
+	v := newVerifier(opts)
 	const page = 1000
 	for after := int64(0); after < headSeq; {
 		rows, err := q.Query(ctx, `
@@ -85,7 +86,7 @@ func VerifyOutbox(ctx context.Context, q Querier) (VerifyReport, error) {
 		}
 		for _, r := range rs {
 			if !v.addRow(r) {
-				return v.report, nil
+				return v.finish(), nil
 			}
 		}
 		after = rs[len(rs)-1].Seq
@@ -96,7 +97,7 @@ func VerifyOutbox(ctx context.Context, q Querier) (VerifyReport, error) {
 	case v.report.LastHash != headHash:
 		v.fail(headSeq, "", fmt.Sprintf("the chain head hash %s is not the hash of the last event (%s)", headHash, v.report.LastHash))
 	}
-	return v.report, nil
+	return v.finish(), nil
 }
 
 type outboxRow struct {

@@ -325,7 +325,7 @@ func (g *ghostRun) checkEvidence(t *testing.T, ctx context.Context, f schemas.Fi
 		revs[0].Result.SessionsTerminated != 1 || revs[0].Result.SessionsLeftAfter != 0 {
 		t.Errorf("revocations = %+v, %v", revs, err)
 	}
-	if vr, err := evidence.VerifyOutbox(ctx, pool); err != nil || !vr.OK() {
+	if vr, err := evidence.VerifyOutbox(ctx, pool, evidence.VerifyOptions{}); err != nil || !vr.OK() {
 		t.Errorf("outbox verify = %+v, %v", vr, err)
 	}
 }

@@ -259,7 +259,7 @@ func TestReuseAfterRevokeEndsSessionAndDropsRole(t *testing.T) {
 		revs[0].CommandID != f.CommandID || revs[0].Result.SessionsTerminated < 1 {
 		t.Errorf("revocations = %+v, %v", revs, err)
 	}
-	if vr, err := evidence.VerifyOutbox(ctx, e.st.Pool()); err != nil || !vr.OK() || vr.Checked < 2 {
+	if vr, err := evidence.VerifyOutbox(ctx, e.st.Pool(), evidence.VerifyOptions{}); err != nil || !vr.OK() || vr.Checked < 2 {
 		t.Errorf("outbox verify = %+v, %v", vr, err)
 	}
 	// The role dropped by the revoker terminated the session itself: no

@@ -127,7 +127,7 @@ func execOne(x *revoker.Executor, cmd schemas.RevocationCommand) revoker.Execute
 // chainVerifies checks the rig's evidence chain.
 func (r *svcRig) chainVerifies(t *testing.T) {
 	t.Helper()
-	rep, err := evidence.VerifyOutbox(context.Background(), r.st.Pool())
+	rep, err := evidence.VerifyOutbox(context.Background(), r.st.Pool(), evidence.VerifyOptions{})
 	if err != nil || !rep.OK() {
 		t.Errorf("evidence chain does not verify: %+v %v", rep, err)
 	}

@@ -88,7 +88,13 @@ func ParsePublicKeys(s string) ([]ed25519.PublicKey, error) {
 // processes racing to create it, one wins and the others read and return
 // its key. A key file readable by group or others is refused.
 func LoadOrCreateKeyPair(dataDir string) (priv ed25519.PrivateKey, created bool, err error) {
-	path := filepath.Join(dataDir, SigningKeyFile)
+	return LoadOrCreateKeyFile(dataDir, SigningKeyFile)
+}
+
+// LoadOrCreateKeyFile is LoadOrCreateKeyPair for the key file name in
+// dataDir (the evidence signing key is another file).
+func LoadOrCreateKeyFile(dataDir, name string) (priv ed25519.PrivateKey, created bool, err error) {
+	path := filepath.Join(dataDir, name)
 	if priv, err := readKeyFile(path); !errors.Is(err, fs.ErrNotExist) {
 		return priv, false, err
 	}
@@ -108,6 +114,10 @@ func LoadOrCreateKeyPair(dataDir string) (priv ed25519.PrivateKey, created bool,
 	}
 	return priv, created, err
 }
+
+// ReadKeyFile reads a key file LoadOrCreateKeyFile made, refusing one
+// readable by group or others.
+func ReadKeyFile(path string) (ed25519.PrivateKey, error) { return readKeyFile(path) }
 
 func readKeyFile(path string) (ed25519.PrivateKey, error) {
 	b, err := privfile.Read(path)

@@ -242,7 +242,7 @@ func TestServiceDuplicateDeliveryAndSecondCommand(t *testing.T) {
 	if err != nil || len(revs) != 2 || revs[0].Attempts != 2 {
 		t.Fatalf("revocations = %+v, %v", revs, err)
 	}
-	rep, err := evidence.VerifyOutbox(context.Background(), r.st.Pool())
+	rep, err := evidence.VerifyOutbox(context.Background(), r.st.Pool(), evidence.VerifyOptions{})
 	if err != nil || !rep.OK() {
 		t.Errorf("chain = %+v %v", rep, err)
 	}

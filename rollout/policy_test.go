@@ -133,7 +133,7 @@ func TestChangesNeedAReasonAndAreEvidence(t *testing.T) {
 	if events[2].Unmapped.Previous == nil || events[2].Unmapped.Previous.Scope != "db:orders,db:staging" {
 		t.Errorf("the rollback's evidence does not say what it replaced: %+v", events[2].Unmapped)
 	}
-	if rep, err := evidence.VerifyOutbox(r.ctx, r.st.Pool()); err != nil || !rep.OK() || rep.Checked != 5 {
+	if rep, err := evidence.VerifyOutbox(r.ctx, r.st.Pool(), evidence.VerifyOptions{}); err != nil || !rep.OK() || rep.Checked != 5 {
 		t.Errorf("outbox verify = %+v, %v", rep, err)
 	}
 }

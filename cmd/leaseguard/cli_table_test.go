@@ -31,7 +31,7 @@ var cliCommands = []struct {
 	{[]string{"replay"}, "leaseguard replay FILE... [flags]", []string{"--dry-run", "--batch", "-o, --output"}},
 	{[]string{"config"}, "leaseguard config [flags]", []string{"--markdown", "-o, --output"}},
 	{[]string{"version"}, "leaseguard version [flags]", []string{"-o, --output"}},
-	{[]string{"evidence", "verify"}, "leaseguard evidence verify [--file FILE|-] [flags]", []string{"--file", "-o, --output"}},
+	{[]string{"evidence", "verify"}, "leaseguard evidence verify [--file FILE|-] [flags]", []string{"--file", "--evidence-key", "--require-checkpoint", "--checkpoint-interval", "-o, --output"}},
 	{[]string{"evidence", "export"}, "leaseguard evidence export [--file FILE|-] [--class --out DIR] [flags]",
 		[]string{"--file", "--since", "--until", "--from-seq", "--class", "--out", "--format", "--no-verify"}},
 	{[]string{"demo"}, "leaseguard demo [flags]", []string{"--timeout"}},

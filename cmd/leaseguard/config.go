@@ -74,6 +74,9 @@ type Config struct {
 	LockTimeout          time.Duration `env:"LEASEGUARD_LOCK_TIMEOUT" envDefault:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
 	RevocationSubject    string        `env:"LEASEGUARD_REVOCATION_SUBJECT" envDefault:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `env:"LEASEGUARD_EVIDENCE_SUBJECT" envDefault:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
+	EvidenceSigningKey   string        `env:"LEASEGUARD_EVIDENCE_SIGNING_KEY" secret:"true" desc:"Ed25519 key signing evidence checkpoints, separate from the command key: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
+	EvidenceVerifyKeys   string        `env:"LEASEGUARD_EVIDENCE_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose checkpoints evidence verify accepts, e.g. earlier evidence keys after a rotation (the signing key's own is always accepted)"`
+	CheckpointInterval   time.Duration `env:"LEASEGUARD_EVIDENCE_CHECKPOINT_INTERVAL" envDefault:"1m" desc:"how often the relay appends a signed checkpoint of the evidence chain when events came after the last one (and once when it stops); evidence verify calls a checkpoint overdue after this plus 1m (1s to 1h)"`
 	TransportConfig
 	AuditSourceConfig
 	AdminConfig
@@ -126,6 +129,7 @@ func (c Config) problems() problems {
 	c.validateStore(bad)
 	c.validateBasics(bad)
 	c.validateEnforcement(bad)
+	c.validateEvidence(bad)
 	c.TransportConfig.validate(bad)
 	c.validateNATSListen(bad)
 	c.validateAuditSources(bad)
@@ -138,6 +142,21 @@ func (c Config) problems() problems {
 	c.DeadlineConfig.validate(bad)
 	c.validatePosture(bad)
 	return ps
+}
+
+// validateEvidence checks the evidence keys and the checkpoint cadence.
+func (c Config) validateEvidence(bad badFunc) {
+	if c.EvidenceSigningKey != "" {
+		if _, err := revoker.ParsePrivateKey(c.EvidenceSigningKey); err != nil {
+			bad("EVIDENCE_SIGNING_KEY", "%v", err)
+		}
+	}
+	if _, err := revoker.ParsePublicKeys(c.EvidenceVerifyKeys); err != nil {
+		bad("EVIDENCE_VERIFY_KEYS", "%v", err)
+	}
+	if c.CheckpointInterval < time.Second || c.CheckpointInterval > time.Hour {
+		bad("EVIDENCE_CHECKPOINT_INTERVAL", "outside 1s..1h")
+	}
 }
 
 // validateStore checks the state store and the targets. Without

@@ -247,7 +247,9 @@ func TestConfigPrintsEverySettingRedacted(t *testing.T) {
 		seed[i] = byte(100 + i)
 	}
 	signingKey := base64.StdEncoding.EncodeToString(seed)
-	secrets := []string{"s3cr3t-pw", "hvs.V4ultT0kenS3cret", signingKey, "t4rget-pw", "n4ts-pw", "am-s3cret"}
+	seed[0]++
+	evidenceKey := base64.StdEncoding.EncodeToString(seed)
+	secrets := []string{"s3cr3t-pw", "hvs.V4ultT0kenS3cret", signingKey, evidenceKey, "t4rget-pw", "n4ts-pw", "am-s3cret"}
 	onlyEnv(t, map[string]string{
 		"LEASEGUARD_DATABASE_URL":                   "postgres://lg:s3cr3t-pw@db.example:5432/state?sslmode=verify-full",
 		"LEASEGUARD_TARGETS":                        "app=postgres://revoker:t4rget-pw@db.example:5432/app?sslmode=verify-full",
@@ -256,6 +258,7 @@ func TestConfigPrintsEverySettingRedacted(t *testing.T) {
 		"LEASEGUARD_VAULT_ADDR":                     "https://vault.example:8200",
 		"LEASEGUARD_VAULT_TOKEN":                    "hvs.V4ultT0kenS3cret",
 		"LEASEGUARD_COMMAND_SIGNING_KEY":            signingKey,
+		"LEASEGUARD_EVIDENCE_SIGNING_KEY":           evidenceKey,
 		"LEASEGUARD_OBSERVE_INTERVAL":               "7s",
 		"LEASEGUARD_COMMAND_TTL":                    "90m",
 		"LEASEGUARD_VAULT_REVOKE":                   "false",

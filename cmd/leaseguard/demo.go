@@ -358,7 +358,7 @@ func (d *demo) summary(ctx context.Context) error {
 	}
 	_ = tw.Flush()
 
-	rep, err := evidence.VerifyOutbox(ctx, d.p.store.Pool())
+	rep, err := evidence.VerifyOutbox(ctx, d.p.store.Pool(), evidence.VerifyOptions{})
 	d.mu.Lock()
 	relayed := len(d.events)
 	d.mu.Unlock()

@@ -2,10 +2,14 @@ package main
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 
+	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/revoker"
 )
 
@@ -56,4 +60,58 @@ func commandKeys(cfg Config, logger *slog.Logger) (*revoker.Signer, *revoker.Ver
 		return nil, nil, err
 	}
 	return signer, verifier, nil
+}
+
+// EvidenceKeyFile is the evidence signing key kept in DATA_DIR when
+// LEASEGUARD_EVIDENCE_SIGNING_KEY is empty.
+const EvidenceKeyFile = "evidence-signing.key"
+
+// evidenceSigner returns the key that signs evidence checkpoints. Without
+// a configured key, one is created in DATA_DIR on first start, next to
+// (never the same as) the command key.
+func evidenceSigner(cfg Config, logger *slog.Logger) (*evidence.CheckpointSigner, error) {
+	var priv ed25519.PrivateKey
+	var err error
+	if cfg.EvidenceSigningKey != "" {
+		if priv, err = revoker.ParsePrivateKey(cfg.EvidenceSigningKey); err != nil {
+			return nil, configError{fmt.Errorf("%s: %w", env("EVIDENCE_SIGNING_KEY"), err)}
+		}
+	} else {
+		var created bool
+		if priv, created, err = revoker.LoadOrCreateKeyFile(cfg.DataDir, EvidenceKeyFile); err != nil {
+			return nil, fmt.Errorf("evidence %w", err)
+		}
+		if created {
+			logger.Info("created an evidence signing key; set LEASEGUARD_EVIDENCE_SIGNING_KEY to share one across nodes", "dir", cfg.DataDir)
+		}
+	}
+	return evidence.NewCheckpointSigner(priv)
+}
+
+// evidenceVerifyKeys are the public keys checkpoints are verified with:
+// LEASEGUARD_EVIDENCE_VERIFY_KEYS and the signing key's own: configured,
+// or with dataDir the file in DATA_DIR if it exists (never created here).
+func evidenceVerifyKeys(cfg Config, dataDir bool) ([]ed25519.PublicKey, error) {
+	pubs, err := revoker.ParsePublicKeys(cfg.EvidenceVerifyKeys)
+	if err != nil {
+		return nil, configError{fmt.Errorf("%s: %w", env("EVIDENCE_VERIFY_KEYS"), err)}
+	}
+	var priv ed25519.PrivateKey
+	switch {
+	case cfg.EvidenceSigningKey != "":
+		if priv, err = revoker.ParsePrivateKey(cfg.EvidenceSigningKey); err != nil {
+			return nil, configError{fmt.Errorf("%s: %w", env("EVIDENCE_SIGNING_KEY"), err)}
+		}
+	case !dataDir:
+		return pubs, nil
+	default:
+		priv, err = revoker.ReadKeyFile(filepath.Join(cfg.DataDir, EvidenceKeyFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			return pubs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("evidence %w", err)
+		}
+	}
+	return append(pubs, priv.Public().(ed25519.PublicKey)), nil
 }

@@ -220,7 +220,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	evMu.Lock()
 	file := bytes.Join(raw, []byte("\n"))
 	evMu.Unlock()
-	if rep, err := evidence.VerifyFile(bytes.NewReader(file)); err != nil || !rep.OK() {
+	if rep, err := evidence.VerifyFile(bytes.NewReader(file), evidence.VerifyOptions{}); err != nil || !rep.OK() {
 		t.Errorf("relayed evidence does not verify: %+v %v", rep, err)
 	}
 
@@ -243,6 +243,12 @@ func TestPipelineEndToEnd(t *testing.T) {
 	stopped = true
 	if err := p.stop(); err != nil {
 		t.Errorf("stop: %v", err)
+	}
+	// A graceful stop checkpoints the head with the evidence key made in
+	// DATA_DIR: every event in the outbox is confirmed.
+	out.Reset()
+	if code := NewMain(strings.NewReader(""), &out, io.Discard).Run(ctx, []string{"evidence", "verify", "--require-checkpoint"}); code != 0 {
+		t.Errorf("evidence verify --require-checkpoint after the stop: exit %d: %s", code, out.String())
 	}
 }
 

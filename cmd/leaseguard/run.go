@@ -219,25 +219,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		}
 	}
 	if roles["relay"] {
-		rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Replicas: cfg.StreamReplicas, Logger: logger.With("part", "relay"),
-			StoreTimeout: cfg.PassTimeout, MaxBackoff: cfg.RelayMaxBackoff,
-			Metrics: newRelayMetrics(p.registry, p.store.Pool()), Progress: p.progress.Worker("evidence.relay")}.WithDefaults()
-		if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
+		if err := p.startRelay(ctx, gctx, g, cfg, logger); err != nil {
 			return nil, err
 		}
-		if err := p.ensureSIEMConsumer(ctx, cfg); err != nil {
-			return nil, err
-		}
-		pub, err := p.evidencePublisher(cfg, rcfg)
-		if err != nil {
-			return nil, err
-		}
-		relay, err := evidence.NewRelay(p.store.Pool(), pub, rcfg)
-		if err != nil {
-			return nil, err
-		}
-		p.onNATSReconnect(relay.Wake) // the bus is back: publish now
-		g.Go(func() error { return relay.Run(gctx) })
 	}
 	if roles["alerts"] {
 		if err := p.startAlerts(cfg, logger.With("part", "alerts")); err != nil {
@@ -253,6 +237,36 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	}
 	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
 	return p, nil
+}
+
+// startRelay starts the evidence relay, which also appends the signed
+// checkpoints.
+func (p *pipeline) startRelay(ctx, gctx context.Context, g *errgroup.Group, cfg Config, logger *slog.Logger) error {
+	rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Replicas: cfg.StreamReplicas, Logger: logger.With("part", "relay"),
+		StoreTimeout: cfg.PassTimeout, MaxBackoff: cfg.RelayMaxBackoff,
+		Metrics: newRelayMetrics(p.registry, p.store.Pool()), Progress: p.progress.Worker("evidence.relay")}.WithDefaults()
+	if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
+		return err
+	}
+	if err := p.ensureSIEMConsumer(ctx, cfg); err != nil {
+		return err
+	}
+	pub, err := p.evidencePublisher(cfg, rcfg)
+	if err != nil {
+		return err
+	}
+	signer, err := evidenceSigner(cfg, logger)
+	if err != nil {
+		return err
+	}
+	rcfg.Checkpoints = &evidence.Checkpointing{Signer: signer, Builder: evidenceBuilder(cfg), Interval: cfg.CheckpointInterval}
+	relay, err := evidence.NewRelay(p.store.Pool(), pub, rcfg)
+	if err != nil {
+		return err
+	}
+	p.onNATSReconnect(relay.Wake) // the bus is back: publish now
+	g.Go(func() error { return relay.Run(gctx) })
+	return nil
 }
 
 // evidencePublisher publishes to the sinks of LEASEGUARD_EVIDENCE_SINKS.

@@ -174,7 +174,7 @@ func TestShipperRsyslogKafka(t *testing.T) {
 	for _, r := range evidenceRecs {
 		values.WriteString(r.value + "\n")
 	}
-	if rep, err := evidence.VerifyFile(&values); err != nil || !rep.OK() {
+	if rep, err := evidence.VerifyFile(&values, evidence.VerifyOptions{}); err != nil || !rep.OK() {
 		t.Errorf("evidence read by kcat does not verify: %+v %v", rep, err)
 	}
 

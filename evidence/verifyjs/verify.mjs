@@ -2,12 +2,18 @@
 // docs/evidence.md alone (no code shared with leaseguard), for Node.js 18+
 // and nothing else.
 //
-//   node verify.mjs FILE.jsonl              verify a chain: one event per line,
-//                                           from chainseq 1; prints a JSON report,
-//                                           exit 0 intact, 1 broken, 2 unusable input
+//   node verify.mjs [--key BASE64]... [--require-checkpoint] FILE.jsonl
+//                                           verify a chain: one event per line,
+//                                           from chainseq 1, and its checkpoints'
+//                                           signatures with the evidence public
+//                                           keys given; prints a JSON report,
+//                                           exit 0 intact, 1 broken (or, with
+//                                           --require-checkpoint, not every event
+//                                           confirmed by a checked checkpoint),
+//                                           2 unusable input
 //   node verify.mjs --canonical FILE.jsonl  print, per line, the canonical encoding
 //                                           (without a top-level "hash") and its hash
-import { createHash } from "node:crypto";
+import { createHash, createPublicKey, verify as verifySignature } from "node:crypto";
 import { readFileSync } from "node:fs";
 
 const GENESIS = "sha256:" + "0".repeat(64);
@@ -134,8 +140,49 @@ const scalar = (doc, k) => {
   return v.num ?? v.lit;
 };
 
-function verify(lines) {
-  const report = { checked: 0, duplicates: 0, last_seq: 0, last_hash: GENESIS };
+const CHECKPOINT = "io.leaseguard.checkpoint.v1";
+
+// evidenceKeys maps key id (first 16 hex characters of the SHA-256 of the
+// 32 raw key bytes) to a public key, from standard base64.
+function evidenceKeys(b64s) {
+  const keys = new Map();
+  for (const b64 of b64s) {
+    const raw = Buffer.from(b64, "base64");
+    if (raw.length !== 32) throw new Error(`--key ${b64}: not 32 bytes of standard base64`);
+    const id = createHash("sha256").update(raw).digest("hex").slice(0, 16);
+    keys.set(id, createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") }, format: "jwk" }));
+  }
+  return keys;
+}
+
+// checkpointProblem says why a checkpoint event at seq (its prevhash
+// prev) does not hold, or returns its fields when it does.
+function checkpointProblem(doc, seq, prev, keys) {
+  const data = doc.get("data");
+  const u = data instanceof Map ? data.get("unmapped") : undefined;
+  if (!(u instanceof Map)) return { problem: "checkpoint without data.unmapped" };
+  const cp = {};
+  for (const k of ["covers_chainseq", "covers_hash", "signed_at", "key_id", "algorithm", "signature"]) cp[k] = scalar(u, k);
+  if (Number(cp.covers_chainseq) !== seq - 1 || cp.covers_hash !== prev) {
+    return { problem: `checkpoint covers seq ${cp.covers_chainseq} (${cp.covers_hash}), not the event before it` };
+  }
+  if (keys.size === 0) return { cp };
+  const key = keys.get(cp.key_id);
+  if (!key) return { problem: `checkpoint is signed by key ${cp.key_id}, which is not a known evidence key` };
+  if (cp.algorithm !== "ed25519") return { problem: `checkpoint algorithm ${cp.algorithm}` };
+  const signed = ["leaseguard-checkpoint-v1", cp.covers_chainseq, cp.covers_hash, cp.signed_at, cp.key_id].join("\n");
+  const sig = Buffer.from(cp.signature ?? "", "base64");
+  if (sig.length !== 64 || !verifySignature(null, utf8(signed), key, sig)) {
+    return { problem: `checkpoint signature does not verify with evidence key ${cp.key_id}` };
+  }
+  return { cp };
+}
+
+function verify(lines, keys) {
+  const report = {
+    checked: 0, duplicates: 0, last_seq: 0, last_hash: GENESIS,
+    checkpoints: 0, unconfirmed_tail: 0, signatures_checked: keys.size > 0,
+  };
   let lastID = "";
   const brk = (seq, id, reason) => { report.first_break = { seq, id, reason }; return report; };
   for (const { n, text } of lines) {
@@ -153,6 +200,15 @@ function verify(lines) {
     }
     if (seq !== report.last_seq + 1) return brk(seq, id, `line ${n}: chainseq ${seq} where ${report.last_seq + 1} was expected`);
     if (scalar(doc, "prevhash") !== report.last_hash) return brk(seq, id, `line ${n}: prevhash does not link`);
+    if (scalar(doc, "type") === CHECKPOINT) {
+      const { problem, cp } = checkpointProblem(doc, seq, report.last_hash, keys);
+      if (problem) return brk(seq, id, `line ${n}: ${problem}`);
+      report.checkpoints++;
+      report.unconfirmed_tail = 0;
+      report.last_checkpoint = { seq, id, covers_chainseq: Number(cp.covers_chainseq), covers_hash: cp.covers_hash, signed_at: cp.signed_at, key_id: cp.key_id };
+    } else {
+      report.unconfirmed_tail++;
+    }
     report.checked++;
     report.last_seq = seq;
     report.last_hash = claimed;
@@ -163,11 +219,21 @@ function verify(lines) {
 
 function main(argv) {
   const canonicalOnly = argv[0] === "--canonical";
-  const file = canonicalOnly ? argv[1] : argv[0];
+  const keyArgs = [];
+  let requireCheckpoint = false;
+  const rest = [];
+  for (let k = canonicalOnly ? 1 : 0; k < argv.length; k++) {
+    if (argv[k] === "--key") keyArgs.push(argv[++k] ?? "");
+    else if (argv[k] === "--require-checkpoint") requireCheckpoint = true;
+    else rest.push(argv[k]);
+  }
+  const file = rest[0];
   if (!file) {
-    process.stderr.write("usage: node verify.mjs [--canonical] FILE.jsonl\n");
+    process.stderr.write("usage: node verify.mjs [--canonical] [--key BASE64]... [--require-checkpoint] FILE.jsonl\n");
     return 2;
   }
+  let keys;
+  try { keys = evidenceKeys(keyArgs); } catch (e) { process.stderr.write(e.message + "\n"); return 2; }
   const text = new TextDecoder("utf-8").decode(readFileSync(file));
   const lines = text.split("\n").map((t, k) => ({ n: k + 1, text: t.trim() }))
     .filter((l) => l.text.startsWith("{"));
@@ -175,9 +241,11 @@ function main(argv) {
     for (const l of lines) process.stdout.write(JSON.stringify(hashOf(parse(l.text))) + "\n");
     return 0;
   }
-  const report = verify(lines);
+  const report = verify(lines, keys);
+  report.confirmed = !report.first_break && report.signatures_checked && report.last_checkpoint !== undefined && report.unconfirmed_tail === 0;
   process.stdout.write(JSON.stringify(report) + "\n");
-  return report.first_break ? 1 : 0;
+  if (report.first_break) return 1;
+  return requireCheckpoint && !report.confirmed ? 1 : 0;
 }
 
 process.exitCode = main(process.argv.slice(2));
