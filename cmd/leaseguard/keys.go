@@ -1,10 +1,10 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 
 	"github.com/leaseguard/leaseguard/revoker"
 )
@@ -28,13 +28,9 @@ func commandAuth(cfg Config, logger *slog.Logger, targets revoker.TargetFacts) (
 // verifier the revoker checks them with. Without a configured signing key,
 // a key pair is created in DATA_DIR on first start (single node).
 func commandKeys(cfg Config, logger *slog.Logger) (*revoker.Signer, *revoker.Verifier, error) {
-	var priv ed25519.PrivateKey
+	priv := cfg.parsed().signingKey
 	var err error
-	if cfg.CommandSigningKey != "" {
-		if priv, err = revoker.ParsePrivateKey(cfg.CommandSigningKey); err != nil {
-			return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_SIGNING_KEY"), err)}
-		}
-	} else {
+	if priv == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", env("DATA_DIR"), err)
 		}
@@ -47,11 +43,8 @@ func commandKeys(cfg Config, logger *slog.Logger) (*revoker.Signer, *revoker.Ver
 		}
 	}
 	signer := revoker.NewSigner(priv)
-	pubs, err := revoker.ParsePublicKeys(cfg.CommandVerifyKeys)
-	if err != nil {
-		return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_VERIFY_KEYS"), err)}
-	}
-	verifier, err := revoker.NewVerifier(append(pubs, signer.PublicKey())...)
+	pubs := cfg.parsed().verifyKeys
+	verifier, err := revoker.NewVerifier(append(slices.Clone(pubs), signer.PublicKey())...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -51,7 +50,7 @@ func runCmd(ctx context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(m.Stderr, cfg.LogLevel, logFormatForRun(cfg.LogFormat))
+	logger := newLevelLogger(m.Stderr, cfg.parsed().logLevel, logFormatForRun(cfg.LogFormat))
 	p, err := startPipeline(ctx, cfg, logger, nil)
 	if err != nil {
 		return err
@@ -122,7 +121,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			p.close()
 		}
 	}()
-	roles, _ := parseRoles(cfg.Roles)
+	roles := cfg.parsed().roles
 	if err := p.connect(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -181,7 +180,7 @@ func (p *pipeline) connect(ctx context.Context, cfg Config) (err error) {
 	if p.policies, err = bootstrapPolicies(ctx, cfg, p.store, p.logger); err != nil {
 		return err
 	}
-	tc, _ := cfg.targetConfig()
+	tc := cfg.parsed().targets
 	if p.targets, err = target.Open(ctx, tc); err != nil {
 		return err
 	}
@@ -221,7 +220,7 @@ func (p *pipeline) startGroup(ctx context.Context) context.Context {
 // the NATS source and the Kafka one if configured. It returns the ingest
 // metrics (nil when this process does not ingest).
 func (p *pipeline) startIngest(ctx, gctx context.Context, cfg Config, roles map[string]bool) (*ingest.Metrics, error) {
-	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
+	ttls := cfg.parsed().roleTTLs
 	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, p.logger.With("part", "expiry"))
 	resolver.Progress = p.progress.Worker("ingest.expiry_resolver")
 	resolver.PassTimeout = cfg.PassTimeout
@@ -315,7 +314,7 @@ func (p *pipeline) logRunning(cfg Config) {
 
 // evidencePublisher publishes to the sinks of LEASEGUARD_EVIDENCE_SINKS.
 func (p *pipeline) evidencePublisher(cfg Config, rcfg evidence.RelayConfig) (evidence.Publisher, error) {
-	sinks, _ := parseSinks(cfg.EvidenceSinks)
+	sinks := cfg.parsed().sinks
 	var out evidence.Fanout
 	if sinks["nats"] {
 		pub, err := evidence.NewJetStreamPublisher(p.js, rcfg)
@@ -458,7 +457,7 @@ func (p *pipeline) joinNodes(ctx context.Context, cfg Config, roles map[string]b
 // the database rules: ghost sessions, credential reuse, orphans.
 func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, issuer *revoker.Issuer, queue *revoker.Queue,
 	builder evidence.Builder, dm *detectors.Metrics) error {
-	managed := regexp.MustCompile(cfg.ManagedRolePattern)
+	managed := cfg.parsed().managed
 	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{ManagedPattern: managed,
 		ApprovalTTL: cfg.ApprovalTTL, CommandTTL: cfg.CommandTTL},
 		detectors.DBRulesDeps{Issuer: issuer, Sink: queue, Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm,
@@ -491,7 +490,7 @@ func (c Config) dropperConfig() revoker.DropperConfig {
 		}
 	}
 	return revoker.DropperConfig{
-		Guard: revoker.GuardConfig{ManagedPattern: regexp.MustCompile(c.ManagedRolePattern), Protected: protected,
+		Guard: revoker.GuardConfig{ManagedPattern: c.parsed().managed, Protected: protected,
 			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole},
 		ReassignTo:       c.ReassignOwnedTo,
 		StatementTimeout: c.StatementTimeout,
