@@ -114,18 +114,11 @@ func KeepInProgress(ctx context.Context, msgs []jetstream.Msg, interval time.Dur
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
-				}
+		pause.Every(ctx, interval, nil, func() {
+			for _, m := range msgs {
+				_ = m.InProgress()
 			}
-		}
+		})
 	}()
 	return func() { cancel(); <-done }
 }

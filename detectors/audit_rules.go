@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -171,24 +172,16 @@ func NewAuditRules(cfg AuditRulesConfig, d AuditRulesDeps) (*AuditRules, error) 
 // Run ticks until ctx ends. A pass that claimed a full batch is followed at
 // once by another.
 func (a *AuditRules) Run(ctx context.Context) error {
-	t := time.NewTicker(a.cfg.Interval)
-	defer t.Stop()
-	for {
+	pause.Repeat(ctx, a.cfg.Interval, func() bool {
 		a.progress.Start()
 		n, err := a.tick(ctx)
 		a.progress.Finish(err)
 		if err != nil && ctx.Err() == nil {
 			a.logger.Warn("audit rules pass failed; will retry", "err", err)
 		}
-		if err == nil && n >= a.cfg.Batch {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+		return err == nil && n >= a.cfg.Batch
+	})
+	return nil
 }
 
 // tick is Tick within PassTimeout: a pass that runs out (a silent state

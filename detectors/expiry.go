@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -184,9 +185,7 @@ func NewExpiry(cfg ExpiryConfig, d ExpiryDeps) (*Expiry, error) {
 // Each tick is bounded by PassTimeout: one that runs out (a silent state
 // store, target or queue) is logged and tried again at the next interval.
 func (e *Expiry) Run(ctx context.Context) error {
-	t := time.NewTicker(e.cfg.Interval)
-	defer t.Stop()
-	for {
+	pause.Repeat(ctx, e.cfg.Interval, func() bool {
 		e.progress.Start()
 		e.rearm(ctx)
 		n, err := e.tick(ctx)
@@ -194,15 +193,9 @@ func (e *Expiry) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			e.logger.Warn("expiry pass failed; will retry", "err", err)
 		}
-		if err == nil && n >= e.cfg.Batch {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+		return err == nil && n >= e.cfg.Batch
+	})
+	return nil
 }
 
 // rearm makes due again, every quarter of the command lifetime, the leases

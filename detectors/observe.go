@@ -191,16 +191,91 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 // recorded with their evidence in tx; commands are queued and ghost sessions
 // terminated before it commits. An error means tx must be rolled back.
 func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (observed.Report, error) {
-	var rep observed.Report
-	now := p.ObservedAt
-	// Read in the pass's transaction, never kept for the next pass.
-	pol, err := r.Policy.Policy(ctx, tx)
-	if err != nil {
-		return rep, fmt.Errorf("read the enforcement policy: %w", err)
+	e := &evaluation{r: r, p: p, now: p.ObservedAt}
+	if err := e.judge(ctx, tx); err != nil {
+		return e.rep, err
 	}
-	live := map[string][]observed.Session{}
-	var ghosts []observed.Session
-	names := make([]string, 0, len(p.Roles))
+	if err := e.takeRecorded(ctx, tx); err != nil {
+		return e.rep, err
+	}
+	// Carried findings not yet seen recorded stay carried whatever happens
+	// to this pass.
+	defer func() { r.putCarry(p.Database, e.acted) }()
+	e.plan()
+	if err := e.act(ctx); err != nil {
+		return e.rep, err
+	}
+	if err := e.record(ctx, tx); err != nil {
+		return e.rep, err
+	}
+	return e.rep, nil
+}
+
+// evaluation is one pass being judged: its verdicts, the findings to
+// record (todo: the carried ones first, then the fresh), the commands to
+// issue, and the findings acted on that stay carried until seen recorded.
+type evaluation struct {
+	r   *DBRules
+	p   *observed.Pass
+	now time.Time
+	pol Policy
+	rep observed.Report
+
+	vs       []*verdict
+	recorded map[string]bool
+	todo     []heldFinding
+	inTodo   map[string]bool
+	fresh    int // todo[fresh:] are this pass's new findings
+	acted    []heldFinding
+	cmds     []schemas.RevocationCommand
+	reissued []string
+	hold     *approvalHold
+}
+
+// judge reads the policy in force (in the pass's transaction, never kept
+// for the next pass), links the pass's roles and sessions to their leases,
+// and has every rule give its verdicts, marked for pilots, stranded leases
+// and what Vault says.
+func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
+	r, p := e.r, e.p
+	if e.pol, err = r.Policy.Policy(ctx, tx); err != nil {
+		return fmt.Errorf("read the enforcement policy: %w", err)
+	}
+	live, ghosts, names := sessionsByUser(p)
+	exact, err := store.LeasesNamingUsers(ctx, tx, names)
+	if err != nil {
+		return err
+	}
+	hmac, err := r.hmacCandidates(ctx, tx, p, exact)
+	if err != nil {
+		return err
+	}
+	for _, s := range ghosts {
+		var l *store.Lease
+		if ls := exact[s.FormerUser]; s.FormerUser != "" && len(ls) > 0 {
+			l = &ls[0]
+		}
+		e.vs = append(e.vs, judgeGhost(p.Database, s, l, e.now, r.cfg))
+	}
+	links, err := r.linkPass(ctx, tx, p, exact, hmac)
+	if err != nil {
+		return err
+	}
+	for _, role := range p.Roles {
+		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name]})
+	}
+	markPilots(e.pol, p.Database, e.vs)
+	if err := r.markStranded(ctx, tx, e.now, e.vs); err != nil {
+		return err
+	}
+	return r.corroborate(ctx, tx, e.pol, p.Database, e.now, e.vs)
+}
+
+// sessionsByUser splits the pass's sessions into the live ones by user and
+// the ghosts, and lists the user names whose leases the rules need.
+func sessionsByUser(p *observed.Pass) (live map[string][]observed.Session, ghosts []observed.Session, names []string) {
+	live = map[string][]observed.Session{}
+	names = make([]string, 0, len(p.Roles))
 	for _, s := range p.Sessions {
 		if s.Ghost {
 			ghosts = append(ghosts, s)
@@ -214,135 +289,122 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (ob
 	for _, role := range p.Roles {
 		names = append(names, role.Name)
 	}
-	exact, err := store.LeasesNamingUsers(ctx, tx, names)
-	if err != nil {
-		return rep, err
-	}
-	hmac, err := r.hmacCandidates(ctx, tx, p, exact)
-	if err != nil {
-		return rep, err
-	}
+	return live, ghosts, names
+}
 
-	var vs []*verdict
-	for _, s := range ghosts {
-		var l *store.Lease
-		if ls := exact[s.FormerUser]; s.FormerUser != "" && len(ls) > 0 {
-			l = &ls[0]
-		}
-		vs = append(vs, judgeGhost(p.Database, s, l, now, r.cfg))
+// judgeRole adds the verdicts of the rules about one role.
+func (e *evaluation) judgeRole(c roleCase) {
+	db, now, cfg := e.p.Database, e.now, e.r.cfg
+	if c.link.kind == linkAmbiguous {
+		e.rep.Ambiguous++
 	}
-	links, err := r.linkPass(ctx, tx, p, exact, hmac)
-	if err != nil {
-		return rep, err
-	}
-	for _, role := range p.Roles {
-		c := roleCase{role: role, sessions: live[role.Name], link: links[role.Name]}
-		if c.link.kind == linkAmbiguous {
-			rep.Ambiguous++
-		}
-		for _, v := range []*verdict{
-			judgeReuseAfterRevoke(p.Database, c, now, r.cfg),
-			judgeReuseUnknownLease(p.Database, c, p.Coverage, now, r.cfg),
-			judgeOrphanRole(p.Database, c, p.Coverage, now, r.cfg),
-		} {
-			if v != nil {
-				vs = append(vs, v)
-			}
+	for _, v := range []*verdict{
+		judgeReuseAfterRevoke(db, c, now, cfg),
+		judgeReuseUnknownLease(db, c, e.p.Coverage, now, cfg),
+		judgeOrphanRole(db, c, e.p.Coverage, now, cfg),
+	} {
+		if v != nil {
+			e.vs = append(e.vs, v)
 		}
 	}
+}
 
-	markPilots(pol, p.Database, vs)
-	if err := r.markStranded(ctx, tx, now, vs); err != nil {
-		return rep, err
-	}
-	if err := r.corroborate(ctx, tx, pol, p.Database, now, vs); err != nil {
-		return rep, err
-	}
-
-	// Carried findings first; then new verdicts whose finding is not
-	// recorded yet (a condition that lasts is one finding).
-	carried := r.takeCarry(p.Database)
-	ids := make([]string, 0, len(carried)+len(vs))
+// takeRecorded takes the carried findings and reads which findings, carried
+// or judged now, are recorded already. The carried ones not yet recorded
+// start the todo list, and stay carried (acted).
+func (e *evaluation) takeRecorded(ctx context.Context, tx pgx.Tx) (err error) {
+	carried := e.r.takeCarry(e.p.Database)
+	ids := make([]string, 0, len(carried)+len(e.vs))
 	for _, c := range carried {
 		ids = append(ids, c.f.ID)
 	}
-	for _, v := range vs {
+	for _, v := range e.vs {
 		ids = append(ids, v.id)
 	}
-	recorded, err := existingFindings(ctx, tx, ids)
-	if err != nil {
-		r.putCarry(p.Database, carried)
-		return rep, err
+	if e.recorded, err = existingFindings(ctx, tx, ids); err != nil {
+		e.r.putCarry(e.p.Database, carried)
+		return err
 	}
-	var todo []heldFinding
-	inTodo := map[string]bool{}
+	e.inTodo = map[string]bool{}
 	for _, c := range carried {
-		if !recorded[c.f.ID] {
-			todo = append(todo, c)
-			inTodo[c.f.ID] = true
+		if !e.recorded[c.f.ID] {
+			e.todo = append(e.todo, c)
+			e.inTodo[c.f.ID] = true
 		}
 	}
-	// Carried findings not yet seen recorded stay carried whatever happens
-	// to this pass.
-	acted := append([]heldFinding(nil), todo...)
-	defer func() { r.putCarry(p.Database, acted) }()
+	e.acted = append([]heldFinding(nil), e.todo...)
+	e.fresh = len(e.todo)
+	return nil
+}
 
-	var cmds []schemas.RevocationCommand
-	var reissued []string
-	hold := newApprovalHold(r.cfg.ApprovalTTL, r.Issuer)
-	fresh := len(todo)
-	for _, v := range vs {
-		if recorded[v.id] && v.reissue {
-			if f, cmd := r.finding(pol, p.Database, now, v); cmd != nil && f.Action == schemas.ActionRevocationRequested {
-				cmds, reissued = append(cmds, *cmd), append(reissued, f.ID)
+// plan turns the verdicts whose finding is not recorded yet into findings
+// (a condition that lasts is one finding) and their commands, held for an
+// owner in approve mode; a recorded verdict that asks for it has its command
+// issued again.
+func (e *evaluation) plan() {
+	r, db := e.r, e.p.Database
+	e.hold = newApprovalHold(r.cfg.ApprovalTTL, r.Issuer)
+	for _, v := range e.vs {
+		if e.recorded[v.id] && v.reissue {
+			if f, cmd := r.finding(e.pol, db, e.now, v); cmd != nil && f.Action == schemas.ActionRevocationRequested {
+				e.cmds, e.reissued = append(e.cmds, *cmd), append(e.reissued, f.ID)
 			}
 			continue
 		}
-		if recorded[v.id] || inTodo[v.id] {
+		if e.recorded[v.id] || e.inTodo[v.id] {
 			continue
 		}
-		inTodo[v.id] = true
-		f, cmd := r.finding(pol, p.Database, now, v)
-		if cmd = hold.route(&f, cmd, now); cmd != nil {
-			cmds = append(cmds, *cmd)
+		e.inTodo[v.id] = true
+		f, cmd := r.finding(e.pol, db, e.now, v)
+		if cmd = e.hold.route(&f, cmd, e.now); cmd != nil {
+			e.cmds = append(e.cmds, *cmd)
 		}
-		todo = append(todo, heldFinding{f: f, lc: leaseContext(v.lease)})
+		e.todo = append(e.todo, heldFinding{f: f, lc: leaseContext(v.lease)})
 	}
+}
 
-	// Act, before any evidence is appended: appending holds the chain head
-	// until commit, and the revoker (when it runs in this process) appends
-	// evidence of its own.
-	if len(cmds) > 0 {
-		if err := r.Issuer.Issue(ctx, cmds); err != nil {
-			return rep, fmt.Errorf("issue %d commands: %w", len(cmds), err)
-		}
-		if err := r.Sink.Submit(ctx, cmds); err != nil {
-			return rep, fmt.Errorf("queue %d commands: %w", len(cmds), err)
-		}
-		rep.Commands = len(cmds)
-		for i := fresh; i < len(todo); i++ {
-			if todo[i].f.Action == schemas.ActionRevocationRequested {
-				acted = append(acted, todo[i])
-			}
+// act issues and queues the commands, before any evidence is appended:
+// appending holds the chain head until commit, and the revoker (when it
+// runs in this process) appends evidence of its own. The new findings that
+// requested a revocation stay carried until seen recorded.
+func (e *evaluation) act(ctx context.Context) error {
+	if len(e.cmds) == 0 {
+		return nil
+	}
+	if err := e.r.Issuer.Issue(ctx, e.cmds); err != nil {
+		return fmt.Errorf("issue %d commands: %w", len(e.cmds), err)
+	}
+	if err := e.r.Sink.Submit(ctx, e.cmds); err != nil {
+		return fmt.Errorf("queue %d commands: %w", len(e.cmds), err)
+	}
+	e.rep.Commands = len(e.cmds)
+	for _, h := range e.todo[e.fresh:] {
+		if h.f.Action == schemas.ActionRevocationRequested {
+			e.acted = append(e.acted, h)
 		}
 	}
+	return nil
+}
 
-	if err := hold.save(ctx, tx); err != nil {
-		return rep, err
+// record saves the held approvals, marks the reissued commands and records
+// the findings with their evidence, in tx.
+func (e *evaluation) record(ctx context.Context, tx pgx.Tx) error {
+	if err := e.hold.save(ctx, tx); err != nil {
+		return err
 	}
-	if err := store.MarkCommandIssued(ctx, tx, reissued, now); err != nil {
-		return rep, err
+	if err := store.MarkCommandIssued(ctx, tx, e.reissued, e.now); err != nil {
+		return err
 	}
-	for i := range todo {
-		if err := r.record(ctx, tx, &todo[i]); err != nil {
-			return rep, err
+	for i := range e.todo {
+		if err := e.r.record(ctx, tx, &e.todo[i]); err != nil {
+			return err
 		}
-		rep.Findings = append(rep.Findings, todo[i].f)
+		e.rep.Findings = append(e.rep.Findings, e.todo[i].f)
 	}
-	for _, f := range rep.Findings {
-		r.Metrics.findings.WithLabelValues(f.Rule, string(f.Severity), string(f.Mode), f.Action).Inc()
+	for _, f := range e.rep.Findings {
+		e.r.Metrics.findings.WithLabelValues(f.Rule, string(f.Severity), string(f.Mode), f.Action).Inc()
 	}
-	return rep, nil
+	return nil
 }
 
 // markStranded marks the verdicts whose finding is recorded with a command

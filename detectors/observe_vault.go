@@ -279,28 +279,13 @@ func (r *DBRules) checkLinkedLease(ctx context.Context, l *store.Lease, now time
 // another user.
 func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string, c *roleCase, now time.Time) vaultCheck {
 	name := c.role.Name
-	paths, err := store.CredsPathsOf(ctx, q, db)
+	prefixes, refused := credsPrefixes(ctx, q, db, name)
+	if refused != nil {
+		return *refused
+	}
+	listed, err := r.listLeases(ctx, prefixes)
 	if err != nil {
-		return vaultCheck{result: vaultCannotVerify, why: "the ledger could not be read: " + err.Error(), facts: map[string]any{}}
-	}
-	var prefixes []string
-	for _, p := range paths {
-		if strings.HasPrefix(name, "v-") && !strings.Contains(name, "-"+cutBytes(p.Role, 8)+"-") {
-			continue // Vault's default template names the role
-		}
-		prefixes = append(prefixes, strings.TrimSuffix(p.Mount, "/")+"/creds/"+p.Role+"/")
-	}
-	if len(prefixes) == 0 {
-		return vaultCheck{result: vaultCannotVerify, why: "no Vault mount and role the ledger knows for this database could have issued the user, so Vault cannot be asked: nothing is dropped",
-			facts: map[string]any{"creds_paths_known": len(paths)}}
-	}
-	var listed []string
-	for _, p := range prefixes {
-		ids, err := r.Vault.Leases.ListLeases(ctx, p)
-		if err != nil {
-			return unreachable(err)
-		}
-		listed = append(listed, ids...)
+		return unreachable(err)
 	}
 	facts := map[string]any{"prefixes": prefixes, "leases_listed": len(listed)}
 	clear := vaultCheck{result: vaultClear, facts: facts,
@@ -312,64 +297,11 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 	if err != nil {
 		return vaultCheck{result: vaultCannotVerify, why: "the ledger could not be read: " + err.Error(), facts: facts}
 	}
-	// mine: this user's HMAC through every device, or nil when one is not
-	// known (an HMAC'd lease then cannot be attributed by it).
-	var mine map[string]bool
-	for _, dev := range r.Vault.AuditDevices {
-		hs, err := vaultlink.UserHMACs(ctx, q, dev, []string{name})
-		if err != nil || hs[name] == "" {
-			mine = nil
-			break
-		}
-		if mine == nil {
-			mine = map[string]bool{}
-		}
-		mine[hs[name]] = true
-	}
-	from, to, windowKnown := creationWindow(c.role, r.cfg.ClockSkew)
-	maxLookups := r.Vault.MaxLookups
-	if maxLookups <= 0 {
-		maxLookups = 20
-	}
-	lookups, others := 0, 0
-	var unattributed []string
-	for _, id := range listed {
-		l, ok := known[id]
-		switch {
-		case ok && l.DBUser != "" && !l.DBUserHMAC:
-			if l.DBUser != name {
-				others++
-				continue
-			}
-		case ok && l.DBUserHMAC && mine != nil:
-			if !mine[l.DBUser] {
-				others++
-				continue
-			}
-		case ok && windowKnown && l.IssuedAt != nil && (l.IssuedAt.Before(from) || l.IssuedAt.After(to)):
-			others++
-			continue
-		}
-		// The ledger cannot tell it is another user's: ask Vault whether it
-		// is live and when it was issued.
-		if lookups >= maxLookups {
-			unattributed = append(unattributed, id)
-			continue
-		}
-		lookups++
-		info, found, err := r.Vault.Leases.LookupLease(ctx, id)
-		if err != nil {
-			return unreachable(err)
-		}
-		if !found || !info.Live(now) {
-			continue
-		}
-		issued := info.IssueTime
-		if windowKnown && !issued.IsZero() && (issued.Before(from) || issued.After(to)) {
-			others++
-			continue
-		}
-		unattributed = append(unattributed, id)
+	a := attribution{r: r, name: name, known: known, mine: r.userHMACs(ctx, q, name), now: now}
+	a.from, a.to, a.windowKnown = creationWindow(c.role, r.cfg.ClockSkew)
+	unattributed, others, err := a.unattributed(ctx, listed)
+	if err != nil {
+		return unreachable(err)
 	}
 	facts["attributed_to_others"] = others
 	if len(unattributed) == 0 {
@@ -383,4 +315,128 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 	facts["unattributed_count"] = len(unattributed)
 	return vaultCheck{result: vaultMayBeLive, facts: facts,
 		why: fmt.Sprintf("Vault holds %d live lease(s) the ledger cannot attribute to another user: one may be this user's", len(unattributed))}
+}
+
+// credsPrefixes are the Vault creds paths the ledger knows for db that may
+// have issued user name; when there are none, or the ledger cannot be read,
+// the check that Vault cannot be asked.
+func credsPrefixes(ctx context.Context, q store.Querier, db, name string) ([]string, *vaultCheck) {
+	paths, err := store.CredsPathsOf(ctx, q, db)
+	if err != nil {
+		return nil, &vaultCheck{result: vaultCannotVerify, why: "the ledger could not be read: " + err.Error(), facts: map[string]any{}}
+	}
+	var prefixes []string
+	for _, p := range paths {
+		if strings.HasPrefix(name, "v-") && !strings.Contains(name, "-"+cutBytes(p.Role, 8)+"-") {
+			continue // Vault's default template names the role
+		}
+		prefixes = append(prefixes, strings.TrimSuffix(p.Mount, "/")+"/creds/"+p.Role+"/")
+	}
+	if len(prefixes) == 0 {
+		return nil, &vaultCheck{result: vaultCannotVerify, why: "no Vault mount and role the ledger knows for this database could have issued the user, so Vault cannot be asked: nothing is dropped",
+			facts: map[string]any{"creds_paths_known": len(paths)}}
+	}
+	return prefixes, nil
+}
+
+// listLeases lists the leases Vault holds under the prefixes.
+func (r *DBRules) listLeases(ctx context.Context, prefixes []string) ([]string, error) {
+	var listed []string
+	for _, p := range prefixes {
+		ids, err := r.Vault.Leases.ListLeases(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		listed = append(listed, ids...)
+	}
+	return listed, nil
+}
+
+// userHMACs is user name's HMAC through every audit device, or nil when
+// one is not known (an HMAC'd lease then cannot be attributed by it).
+func (r *DBRules) userHMACs(ctx context.Context, q store.Querier, name string) map[string]bool {
+	var mine map[string]bool
+	for _, dev := range r.Vault.AuditDevices {
+		hs, err := vaultlink.UserHMACs(ctx, q, dev, []string{name})
+		if err != nil || hs[name] == "" {
+			return nil
+		}
+		if mine == nil {
+			mine = map[string]bool{}
+		}
+		mine[hs[name]] = true
+	}
+	return mine
+}
+
+// attribution tells, of the leases Vault lists, which are another user's
+// than name: by the ledger (known) where it can, else by asking Vault.
+type attribution struct {
+	r     *DBRules
+	name  string
+	known map[string]store.Lease
+	mine  map[string]bool
+	now   time.Time
+	// from and to bound when the role's lease was issued, if windowKnown.
+	from, to    time.Time
+	windowKnown bool
+}
+
+// unattributed returns the live leases of listed not shown to be another
+// user's, and how many were; Vault is asked about at most MaxLookups (20
+// by default) of them, the rest counting as unattributed.
+func (a attribution) unattributed(ctx context.Context, listed []string) (unattributed []string, others int, err error) {
+	maxLookups := a.r.Vault.MaxLookups
+	if maxLookups <= 0 {
+		maxLookups = 20
+	}
+	lookups := 0
+	for _, id := range listed {
+		if a.ledgerSaysOther(id) {
+			others++
+			continue
+		}
+		// The ledger cannot tell it is another user's: ask Vault whether it
+		// is live and when it was issued.
+		if lookups >= maxLookups {
+			unattributed = append(unattributed, id)
+			continue
+		}
+		lookups++
+		info, found, err := a.r.Vault.Leases.LookupLease(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !found || !info.Live(a.now) {
+			continue
+		}
+		if !info.IssueTime.IsZero() && a.outsideWindow(info.IssueTime) {
+			others++
+			continue
+		}
+		unattributed = append(unattributed, id)
+	}
+	return unattributed, others, nil
+}
+
+// ledgerSaysOther reports whether the ledger shows lease id to be another
+// user's: by its plain user name, its user's HMAC, or its issue time.
+func (a attribution) ledgerSaysOther(id string) bool {
+	l, ok := a.known[id]
+	switch {
+	case !ok:
+		return false
+	case l.DBUser != "" && !l.DBUserHMAC:
+		return l.DBUser != a.name
+	case l.DBUserHMAC && a.mine != nil:
+		return !a.mine[l.DBUser]
+	case l.IssuedAt != nil:
+		return a.outsideWindow(*l.IssuedAt)
+	}
+	return false
+}
+
+// outsideWindow reports whether a lease issued at t cannot be the role's.
+func (a attribution) outsideWindow(t time.Time) bool {
+	return a.windowKnown && (t.Before(a.from) || t.After(a.to))
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
 )
@@ -80,15 +81,7 @@ func (r *ExpiryResolver) pass(ctx context.Context) (int, error) {
 
 // Run resolves on every kick and interval until ctx ends.
 func (r *ExpiryResolver) Run(ctx context.Context) error {
-	t := time.NewTicker(r.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-r.kick:
-		}
+	pause.Every(ctx, r.Interval, r.kick, func() {
 		r.Progress.Start()
 		n, err := r.ResolveAll(ctx)
 		r.Progress.Finish(err)
@@ -97,5 +90,6 @@ func (r *ExpiryResolver) Run(ctx context.Context) error {
 		} else if n > 0 {
 			r.Logger.Debug("expiry resolved", "leases", n)
 		}
-	}
+	})
+	return nil
 }

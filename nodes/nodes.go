@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/internal/pause"
 )
 
 // Defaults of Config.
@@ -120,17 +122,9 @@ func (n Node) describe() string {
 // checks the live processes again and logs (at error level) those that
 // joined with keys this one would refuse, or that would refuse its own.
 func (r *Register) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			r.leave()
-			return nil
-		case <-t.C:
-			r.tick(ctx)
-		}
-	}
+	pause.Every(ctx, r.cfg.Heartbeat, nil, func() { r.tick(ctx) })
+	r.leave()
+	return nil
 }
 
 func (r *Register) tick(ctx context.Context) {

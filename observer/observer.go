@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
@@ -108,18 +109,12 @@ func (o *Observer) Run(ctx context.Context) error {
 }
 
 func (o *Observer) loop(ctx context.Context, db string) {
-	t := time.NewTicker(o.cfg.Interval)
-	defer t.Stop()
 	w := o.Progress.Child(db)
-	for {
+	pause.Repeat(ctx, o.cfg.Interval, func() bool {
 		w.Start()
 		w.Finish(o.step(ctx, db))
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+		return false
+	})
 }
 
 // step makes one pass within ReadTimeout + PassTimeout (a pass that runs

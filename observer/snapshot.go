@@ -72,8 +72,63 @@ func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pas
 	if snap.Database == "" || snap.Managed == nil || snap.ObservedAt.IsZero() {
 		return nil, errors.New("apply snapshot: database, managed and observed time are required")
 	}
+	d, err := startDiff(ctx, tx, snap)
+	if err != nil {
+		return nil, err
+	}
+	d.diffRoles()
+	d.endSessions(d.diffSessions())
+	d.reportRoles()
+	d.sortPass()
+	if err := d.w.flush(ctx, tx); err != nil {
+		return nil, err
+	}
+	d.p.RoleEvents, d.p.SessionEvents = d.w.roleEvents, d.w.sessionEvents
+	return d.p, nil
+}
+
+// snapshotDiff is one pass being diffed against the previous one: what the
+// previous pass left (roles, open sessions), what this one sees (snap,
+// present) and what comes of it (the pass p, the writes w).
+type snapshotDiff struct {
+	snap    Snapshot
+	now     time.Time
+	p       *observed.Pass
+	w       *snapshotWriter
+	roles   map[uint32]roleRow
+	open    map[sessionKey]sessionRow
+	present map[uint32]observed.DBRole
+}
+
+// startDiff reads what the previous pass of snap's database left: its time,
+// the open sessions and the roles (with the history of those that may need
+// it).
+func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot) (*snapshotDiff, error) {
 	now := dbTime(snap.ObservedAt)
-	db := snap.Database
+	p, err := startPass(ctx, tx, snap.Database, now)
+	if err != nil {
+		return nil, err
+	}
+	open, err := loadOpenSessions(ctx, tx, snap.Database)
+	if err != nil {
+		return nil, err
+	}
+	roles, err := loadRoles(ctx, tx, snap.Database, historyOIDs(snap, open))
+	if err != nil {
+		return nil, err
+	}
+	snap.Roles = slices.Clone(snap.Roles)
+	for i := range snap.Roles {
+		snap.Roles[i].ValidUntil = dbTimePtr(snap.Roles[i].ValidUntil)
+	}
+	return &snapshotDiff{snap: snap, now: now, p: p, roles: roles, open: open,
+		w:       &snapshotWriter{db: snap.Database, now: now, prev: p.PreviousPassAt},
+		present: make(map[uint32]observed.DBRole, len(snap.Roles))}, nil
+}
+
+// startPass is the pass of db at now: its coverage, and when the previous
+// pass was.
+func startPass(ctx context.Context, tx pgx.Tx, db string, now time.Time) (*observed.Pass, error) {
 	cov, err := store.EnsureCoverage(ctx, tx, now)
 	if err != nil {
 		return nil, err
@@ -88,12 +143,12 @@ func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pas
 		t := last.Time.UTC()
 		p.PreviousPassAt = &t
 	}
-	open, err := loadOpenSessions(ctx, tx, db)
-	if err != nil {
-		return nil, err
-	}
-	// History is loaded for the oids that may need it: those of sessions
-	// with no present role (ghosts) and of the tracked sessions.
+	return p, nil
+}
+
+// historyOIDs are the oids whose history (gone roles) may be needed: those
+// of sessions with no present role (ghosts) and of the tracked sessions.
+func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow) []int64 {
 	inSnap := make(map[uint32]bool, len(snap.Roles))
 	for _, r := range snap.Roles {
 		inSnap[r.OID] = true
@@ -107,132 +162,164 @@ func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pas
 	for _, s := range open {
 		history = append(history, int64(s.UserOID))
 	}
-	roles, err := loadRoles(ctx, tx, db, history)
-	if err != nil {
-		return nil, err
-	}
+	return history
+}
 
-	w := &snapshotWriter{db: db, now: now, prev: p.PreviousPassAt}
-	present := make(map[uint32]observed.DBRole, len(snap.Roles))
-	snap.Roles = slices.Clone(snap.Roles)
-	for i := range snap.Roles {
-		snap.Roles[i].ValidUntil = dbTimePtr(snap.Roles[i].ValidUntil)
-	}
-	for _, r := range snap.Roles {
-		present[r.OID] = r
-		old, known := roles[r.OID]
+// diffRoles records the roles that appeared or changed, then those that
+// disappeared.
+func (d *snapshotDiff) diffRoles() {
+	for _, r := range d.snap.Roles {
+		d.present[r.OID] = r
+		old, known := d.roles[r.OID]
 		switch {
 		case !known || old.gone:
-			row := roleRow{DBRole: r, firstSeen: now, createdAfter: p.PreviousPassAt}
-			w.upsertRole(row)
-			if snap.Managed(r.Name) {
-				w.roleEvent(schemas.RoleAppeared, r, nil, true)
+			row := roleRow{DBRole: r, firstSeen: d.now, createdAfter: d.p.PreviousPassAt}
+			d.w.upsertRole(row)
+			if d.snap.Managed(r.Name) {
+				d.w.roleEvent(schemas.RoleAppeared, r, nil, true)
 			}
-			roles[r.OID] = row
+			d.roles[r.OID] = row
 		case old.DBRole.Name != r.Name || !sameTime(old.ValidUntil, r.ValidUntil) ||
 			old.CanLogin != r.CanLogin || old.Superuser != r.Superuser:
 			row := old
 			row.DBRole = r
-			w.upsertRole(row)
-			if snap.Managed(r.Name) || snap.Managed(old.Name) {
+			d.w.upsertRole(row)
+			if d.snap.Managed(r.Name) || d.snap.Managed(old.Name) {
 				prevState := roleState(old.DBRole)
-				w.roleEvent(schemas.RoleChanged, r, &prevState, snap.Managed(r.Name))
+				d.w.roleEvent(schemas.RoleChanged, r, &prevState, d.snap.Managed(r.Name))
 			}
-			roles[r.OID] = row
+			d.roles[r.OID] = row
 		}
 	}
-	for oid, old := range roles {
-		if _, still := present[oid]; still || old.gone {
+	for oid, old := range d.roles {
+		if _, still := d.present[oid]; still || old.gone {
 			continue
 		}
-		w.gone = append(w.gone, int64(oid))
-		if snap.Managed(old.Name) {
-			w.roleEvent(schemas.RoleDisappeared, old.DBRole, nil, true)
+		d.w.gone = append(d.w.gone, int64(oid))
+		if d.snap.Managed(old.Name) {
+			d.w.roleEvent(schemas.RoleDisappeared, old.DBRole, nil, true)
 		}
 		old.gone = true
-		roles[oid] = old
+		d.roles[oid] = old
 	}
+}
 
+// diffSessions records the sessions that started or turned ghost, and
+// reports every managed or ghost session in the pass. It returns the
+// sessions it saw.
+func (d *snapshotDiff) diffSessions() map[sessionKey]bool {
 	seen := map[sessionKey]bool{}
-	for _, s := range snap.Sessions {
+	for _, s := range d.snap.Sessions {
 		if s.BackendStart.IsZero() {
-			p.Hidden++
+			d.p.Hidden++
 			continue
 		}
-		s.BackendStart = dbTime(s.BackendStart)
-		r, hasRole := present[s.UserOID]
-		ghost := !hasRole
-		if hasRole {
-			s.UserName = r.Name
-			if !snap.Managed(r.Name) {
-				continue
-			}
-		} else {
-			// The name as the activity read showed it (the role was dropped
-			// between the two reads), else as history knew it.
-			if h, ok := roles[s.UserOID]; ok && s.UserName == "" {
-				s.UserName = h.Name
-			}
+		cur, ok := d.session(s)
+		if !ok {
+			continue
 		}
-		k := keyOf(s)
+		k := keyOf(cur.DBSession)
 		if seen[k] {
 			continue
 		}
 		seen[k] = true
-		cur := observed.Session{DBSession: s, FirstSeenAt: now, Ghost: ghost}
-		if ghost {
-			cur.FormerUser, cur.FormerManaged = s.UserName, s.UserName != "" && snap.Managed(s.UserName)
-			cur.UserName = ""
+		if old, tracked := d.open[k]; tracked {
+			d.trackedSession(&cur, old, k)
+		} else {
+			d.newSession(&cur)
 		}
-		old, tracked := open[k]
-		switch {
-		case !tracked:
-			if ghost {
-				cur.GhostSince = &now
-			}
-			w.insertSession(cur)
-			w.sessionEvent(schemas.SessionStarted, cur)
-		default:
-			cur.FirstSeenAt = old.firstSeen
-			if ghost && old.UserName != "" {
-				// The name the session had when first seen wins: the oid
-				// was that role's when the session logged in.
-				cur.FormerUser, cur.FormerManaged = old.UserName, snap.Managed(old.UserName)
-			}
-			switch {
-			case ghost && old.ghostSince == nil:
-				cur.GhostSince = &now
-				w.ghosts = append(w.ghosts, k)
-				w.sessionEvent(schemas.SessionGhost, cur)
-			case ghost:
-				t := *old.ghostSince
-				cur.GhostSince = &t
-			}
-		}
-		p.Sessions = append(p.Sessions, cur)
+		d.p.Sessions = append(d.p.Sessions, cur)
 	}
-	for k, old := range open {
+	return seen
+}
+
+// session is s as the pass reports it, named after its present role, or a
+// ghost named after its former one; false for a session of an unmanaged
+// role.
+func (d *snapshotDiff) session(s observed.DBSession) (observed.Session, bool) {
+	s.BackendStart = dbTime(s.BackendStart)
+	r, hasRole := d.present[s.UserOID]
+	ghost := !hasRole
+	if hasRole {
+		s.UserName = r.Name
+		if !d.snap.Managed(r.Name) {
+			return observed.Session{}, false
+		}
+	} else if h, ok := d.roles[s.UserOID]; ok && s.UserName == "" {
+		// The name as the activity read showed it (the role was dropped
+		// between the two reads), else as history knew it.
+		s.UserName = h.Name
+	}
+	cur := observed.Session{DBSession: s, FirstSeenAt: d.now, Ghost: ghost}
+	if ghost {
+		cur.FormerUser, cur.FormerManaged = s.UserName, s.UserName != "" && d.snap.Managed(s.UserName)
+		cur.UserName = ""
+	}
+	return cur, true
+}
+
+// newSession records a session the previous pass did not track.
+func (d *snapshotDiff) newSession(cur *observed.Session) {
+	if cur.Ghost {
+		cur.GhostSince = &d.now
+	}
+	d.w.insertSession(*cur)
+	d.w.sessionEvent(schemas.SessionStarted, *cur)
+}
+
+// trackedSession carries over what the previous pass knew of a session,
+// and records it turning ghost.
+func (d *snapshotDiff) trackedSession(cur *observed.Session, old sessionRow, k sessionKey) {
+	cur.FirstSeenAt = old.firstSeen
+	if cur.Ghost && old.UserName != "" {
+		// The name the session had when first seen wins: the oid
+		// was that role's when the session logged in.
+		cur.FormerUser, cur.FormerManaged = old.UserName, d.snap.Managed(old.UserName)
+	}
+	switch {
+	case cur.Ghost && old.ghostSince == nil:
+		cur.GhostSince = &d.now
+		d.w.ghosts = append(d.w.ghosts, k)
+		d.w.sessionEvent(schemas.SessionGhost, *cur)
+	case cur.Ghost:
+		t := *old.ghostSince
+		cur.GhostSince = &t
+	}
+}
+
+// endSessions records the tracked sessions this pass did not see.
+func (d *snapshotDiff) endSessions(seen map[sessionKey]bool) {
+	for k, old := range d.open {
 		if seen[k] {
 			continue
 		}
-		w.ended = append(w.ended, k)
+		d.w.ended = append(d.w.ended, k)
 		s := observed.Session{DBSession: old.DBSession, FirstSeenAt: old.firstSeen, Ghost: old.ghostSince != nil, GhostSince: old.ghostSince}
 		if s.Ghost {
 			s.FormerUser, s.UserName = s.UserName, ""
-			if h, ok := roles[s.UserOID]; ok && s.FormerUser == "" {
+			if h, ok := d.roles[s.UserOID]; ok && s.FormerUser == "" {
 				s.FormerUser = h.Name
 			}
 		}
-		w.sessionEvent(schemas.SessionEnded, s)
+		d.w.sessionEvent(schemas.SessionEnded, s)
 	}
+}
 
-	for _, r := range snap.Roles {
-		if !snap.Managed(r.Name) {
+// reportRoles puts the managed roles in the pass.
+func (d *snapshotDiff) reportRoles() {
+	for _, r := range d.snap.Roles {
+		if !d.snap.Managed(r.Name) {
 			continue
 		}
-		row := roles[r.OID]
-		p.Roles = append(p.Roles, observed.Role{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
+		row := d.roles[r.OID]
+		d.p.Roles = append(d.p.Roles, observed.Role{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
 	}
+}
+
+// sortPass orders the pass's roles by name and its sessions by pid and
+// start, so the rules see them in a stable order.
+func (d *snapshotDiff) sortPass() {
+	p := d.p
 	sort.Slice(p.Roles, func(i, j int) bool { return p.Roles[i].Name < p.Roles[j].Name })
 	sort.Slice(p.Sessions, func(i, j int) bool {
 		a, b := p.Sessions[i], p.Sessions[j]
@@ -241,11 +328,6 @@ func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pas
 		}
 		return a.BackendStart.Before(b.BackendStart)
 	})
-	if err := w.flush(ctx, tx); err != nil {
-		return nil, err
-	}
-	p.RoleEvents, p.SessionEvents = w.roleEvents, w.sessionEvents
-	return p, nil
 }
 
 func sameTime(a, b *time.Time) bool {

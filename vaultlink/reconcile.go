@@ -15,6 +15,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/backoff"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -160,12 +161,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if err == nil && n >= r.cfg.Batch {
 			wait = 0
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !pause.For(ctx, wait, nil) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/ops/progress"
 )
 
@@ -65,12 +66,8 @@ func (k *TokenKeeper) Run(ctx context.Context) error {
 		k.cfg.Progress.Start()
 		wait := k.Step(ctx)
 		k.cfg.Progress.Finish(nil)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !pause.For(ctx, wait, nil) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

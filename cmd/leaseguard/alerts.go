@@ -33,7 +33,7 @@ func (a AlertConfig) validate(bad badFunc) {
 	if schemas.Severity(a.AlertMinSeverity).Rank() == 0 {
 		bad("ALERT_MIN_SEVERITY", "not info, low, medium, high or critical")
 	}
-	full, _ := a.alertConfig(false)
+	urls := a.alertmanagerURLs()
 	check := func(name string, set func(c *alert.Config)) {
 		c := alert.Config{MinSeverity: schemas.SeverityHigh}
 		set(&c)
@@ -41,7 +41,7 @@ func (a AlertConfig) validate(bad badFunc) {
 			bad(name, "%s", strings.TrimPrefix(err.Error(), "alert: "))
 		}
 	}
-	check("ALERTMANAGER_URLS", func(c *alert.Config) { c.AlertmanagerURLs = full.AlertmanagerURLs })
+	check("ALERTMANAGER_URLS", func(c *alert.Config) { c.AlertmanagerURLs = urls })
 	check("ALERT_GENERATOR_URL", func(c *alert.Config) { c.GeneratorURL = a.AlertGeneratorURL })
 	// The routing key is read only at start; any stands in for it here.
 	check("PAGERDUTY_URL", func(c *alert.Config) { c.PagerDutyRoutingKey, c.PagerDutyURL = "key", a.PagerDutyURL })
@@ -73,11 +73,7 @@ func (a AlertConfig) alertConfig(readSecrets bool) (alert.Config, error) {
 	if c.MinSeverity.Rank() == 0 {
 		return c, fmt.Errorf("%q is not info, low, medium, high or critical", a.AlertMinSeverity)
 	}
-	for _, u := range strings.Split(a.AlertmanagerURLs, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			c.AlertmanagerURLs = append(c.AlertmanagerURLs, u)
-		}
-	}
+	c.AlertmanagerURLs = a.alertmanagerURLs()
 	if readSecrets {
 		var err error
 		if c.PagerDutyRoutingKey, err = readSecretFile(a.PagerDutyRoutingKeyFile, "PAGERDUTY_ROUTING_KEY_FILE"); err != nil {
@@ -91,6 +87,17 @@ func (a AlertConfig) alertConfig(readSecrets bool) (alert.Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// alertmanagerURLs are the URLs of LEASEGUARD_ALERTMANAGER_URLS.
+func (a AlertConfig) alertmanagerURLs() []string {
+	var urls []string
+	for _, u := range strings.Split(a.AlertmanagerURLs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }
 
 func readSecretFile(path, name string) (string, error) {

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/approval"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -56,9 +57,7 @@ func (p *pipeline) startApprovals(cfg Config, queue interface {
 	gctx := p.groupCtx
 	w := p.progress.Worker("approvals.sweep")
 	p.group.Go(func() error {
-		t := time.NewTicker(cfg.ApprovalSweepInterval)
-		defer t.Stop()
-		for {
+		pause.Repeat(gctx, cfg.ApprovalSweepInterval, func() bool {
 			w.Start()
 			sctx, cancel := context.WithTimeout(gctx, cfg.PassTimeout)
 			_, _, err := ap.Sweep(sctx, queue.Submit, strandedAfter, 100)
@@ -67,12 +66,9 @@ func (p *pipeline) startApprovals(cfg Config, queue interface {
 			if err != nil && gctx.Err() == nil {
 				logger.Warn("approval sweep failed; will retry", "err", err)
 			}
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-t.C:
-			}
-		}
+			return false
+		})
+		return nil
 	})
 	return nil
 }

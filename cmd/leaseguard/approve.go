@@ -98,7 +98,7 @@ func decideCmd(ctx context.Context, m *Main, verb, id string, o decideOptions) e
 
 	var exec *operatorExecutor
 	if verb == "approve" {
-		tc, _ := cfg.targetConfig()
+		tc := cfg.parsed().targets
 		targets, err := target.Open(ctx, tc)
 		if err != nil {
 			return err

@@ -45,10 +45,9 @@ func (c Config) auditFileConfig() ingest.AuditFileConfig {
 // auditSocketConfig is the socket source's configuration; an allow-list
 // or mode that does not parse (refused by Validate) is left empty.
 func (c Config) auditSocketConfig() ingest.AuditSocketConfig {
-	nets, _ := parseAllowedNets(c.AuditSocketAllowed)
-	mode, _ := parseSocketMode(c.AuditSocketMode)
+	t := c.parsed()
 	return ingest.AuditSocketConfig{DirectConfig: c.directConfig(c.AuditSocketSubject), Addr: c.AuditSocketAddr, IdleTimeout: c.AuditSocketIdle,
-		AllowedNets: nets, Mode: mode}
+		AllowedNets: t.socketNets, Mode: t.socketMode}
 }
 
 // parseAllowedNets reads "10.0.0.0/8,192.168.1.7,::1/128": CIDRs, or
@@ -104,7 +103,14 @@ func (c Config) directConfig(subject string) ingest.DirectConfig {
 	}
 }
 
-func (c Config) validateAuditSources(bad func(name, format string, args ...any)) {
+func (c Config) validateAuditSources(t *typedSettings, bad func(name, format string, args ...any)) {
+	var err error
+	if t.socketNets, err = parseAllowedNets(c.AuditSocketAllowed); err != nil {
+		bad("AUDIT_SOCKET_ALLOWED_CIDRS", "%v", err)
+	}
+	if t.socketMode, err = parseSocketMode(c.AuditSocketMode); err != nil {
+		bad("AUDIT_SOCKET_MODE", "%v", err)
+	}
 	if c.AuditFile != "" {
 		if err := c.auditFileConfig().Validate(); err != nil {
 			bad("AUDIT_FILE", "%v", err)
@@ -120,12 +126,6 @@ func (c Config) validateAuditSources(bad func(name, format string, args ...any))
 		} else if err := c.auditSocketConfig().Validate(); err != nil {
 			bad("AUDIT_SOCKET_ADDR", "%v", err)
 		}
-	}
-	if _, err := parseAllowedNets(c.AuditSocketAllowed); err != nil {
-		bad("AUDIT_SOCKET_ALLOWED_CIDRS", "%v", err)
-	}
-	if _, err := parseSocketMode(c.AuditSocketMode); err != nil {
-		bad("AUDIT_SOCKET_MODE", "%v", err)
 	}
 	if c.AuditSocketIdle < 0 {
 		bad("AUDIT_SOCKET_IDLE_TIMEOUT", "must not be negative")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"regexp/syntax"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,10 @@ const envPrefix = "LEASEGUARD"
 // reads the environment; packages receive typed, validated config structs.
 // The README's configuration table lists the same variables (docs/configuration.md).
 type Config struct {
+	// typed are the settings below that need parsing, parsed once by
+	// Validate (or loadConfig); the commands read them there.
+	typed *typedSettings
+
 	DatabaseURL    string `env:"LEASEGUARD_DATABASE_URL" desc:"state store (lease ledger, outbox): its PostgreSQL URL, e.g. postgres://leaseguard@db.example:5432/leaseguard?sslmode=verify-full; required by every command that opens it (run, migrate, replay, revoke, approve, reject, scope, pilot, evidence verify); no default"`
 	DatabaseSchema string `env:"LEASEGUARD_DATABASE_SCHEMA" envDefault:"leaseguard" desc:"schema of the state store"`
 
@@ -97,15 +102,18 @@ func env(name string) string { return envPrefix + "_" + name }
 // requiresApproval says which rules are in approve mode: the revoker
 // carries out their commands only if an owner approved them.
 func (c Config) requiresApproval() func(rule string) bool {
-	modes, _ := detectors.ParseModes(c.RuleModes)
+	modes := c.parsed().modes
 	return func(rule string) bool { return modes.Mode(rule) == schemas.ModeApprove }
 }
 
 var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true, "alerts": true}
 
-// Validate checks every setting; each error names its variable and value.
-func (c Config) Validate() error {
-	if ps := c.problems(); len(ps) > 0 {
+// Validate checks every setting, each error naming its variable and value,
+// and parses those that need it into the typed settings the commands read.
+func (c *Config) Validate() error {
+	var ps problems
+	c.typed, ps = c.parse()
+	if len(ps) > 0 {
 		return ps
 	}
 	return nil
@@ -114,9 +122,11 @@ func (c Config) Validate() error {
 // badFunc records that a setting (named without its prefix) is wrong.
 type badFunc func(name, format string, args ...any)
 
-// problems lists what Validate refuses, one problem per finding, each
-// line "NAME=\"value\": what is wrong".
-func (c Config) problems() problems {
+// parse checks every setting and parses those that need it, once. It
+// returns the typed settings (a value that did not parse left zero) and
+// what Validate refuses, one problem per finding, each line
+// "NAME=\"value\": what is wrong".
+func (c Config) parse() (*typedSettings, problems) {
 	var ps problems
 	bad := func(name, format string, args ...any) {
 		full := env(name)
@@ -126,32 +136,35 @@ func (c Config) problems() problems {
 		}
 		ps = append(ps, problem{name: full, line: echo + ": " + fmt.Sprintf(format, args...)})
 	}
-	c.validateStore(bad)
-	c.validateBasics(bad)
-	c.validateEnforcement(bad)
-	c.validateEvidence(bad)
-	c.TransportConfig.validate(bad)
+	t := &typedSettings{}
+	c.typed = t // the checks after a parse read its value
+	c.validateStore(t, bad)
+	c.validateBasics(t, bad)
+	c.validateEnforcement(t, bad)
+	c.validateEvidence(t, bad)
+	c.TransportConfig.validate(t, bad)
 	c.validateNATSListen(bad)
-	c.validateAuditSources(bad)
+	c.validateAuditSources(t, bad)
 	c.AdminConfig.validate(bad)
 	c.AlertConfig.validate(bad)
 	c.ApprovalConfig.validate(bad)
-	c.SignalRulesConfig.validate(c.RuleModes, bad)
+	c.SignalRulesConfig.validate(t, bad)
 	c.VaultConfig.validate(bad)
 	c.HealthConfig.validate(bad)
 	c.DeadlineConfig.validate(bad)
 	c.validatePosture(bad)
-	return ps
+	return t, ps
 }
 
 // validateEvidence checks the evidence keys and the checkpoint cadence.
-func (c Config) validateEvidence(bad badFunc) {
+func (c Config) validateEvidence(t *typedSettings, bad badFunc) {
+	var err error
 	if c.EvidenceSigningKey != "" {
-		if _, err := revoker.ParsePrivateKey(c.EvidenceSigningKey); err != nil {
+		if t.evidenceKey, err = revoker.ParsePrivateKey(c.EvidenceSigningKey); err != nil {
 			bad("EVIDENCE_SIGNING_KEY", "%v", err)
 		}
 	}
-	if _, err := revoker.ParsePublicKeys(c.EvidenceVerifyKeys); err != nil {
+	if t.evidenceVerifyKeys, err = revoker.ParsePublicKeys(c.EvidenceVerifyKeys); err != nil {
 		bad("EVIDENCE_VERIFY_KEYS", "%v", err)
 	}
 	if c.CheckpointInterval < time.Second || c.CheckpointInterval > time.Hour {
@@ -162,7 +175,8 @@ func (c Config) validateEvidence(bad badFunc) {
 // validateStore checks the state store and the targets. Without
 // LEASEGUARD_DATABASE_URL there is no state store (a command that opens it
 // says it is required) and, without LEASEGUARD_TARGETS, no target either.
-func (c Config) validateStore(bad badFunc) {
+func (c Config) validateStore(t *typedSettings, bad badFunc) {
+	var err error
 	if c.DatabaseURL != "" {
 		if err := (store.Config{URL: c.DatabaseURL, Schema: c.DatabaseSchema}).Validate(); err != nil {
 			bad("DATABASE_URL", "%v", err)
@@ -172,18 +186,21 @@ func (c Config) validateStore(bad badFunc) {
 		bad("DATABASE_SCHEMA", "not a plain lowercase identifier (letters, digits, _)")
 	}
 	if c.DatabaseURL == "" && strings.TrimSpace(c.Targets) == "" {
-		if _, err := target.ParseRoutes(c.Routes); err != nil {
+		if t.targets.Routes, err = target.ParseRoutes(c.Routes); err != nil {
 			bad("ROUTES", "%v", err)
 		}
 		return
 	}
-	c.validateTargets(bad)
+	c.validateTargets(t, bad)
 }
 
-func (c Config) validateTargets(bad badFunc) {
+// validateTargets parses the target set: the configured one, or the state
+// store's database alone, and the routes to it.
+func (c Config) validateTargets(t *typedSettings, bad badFunc) {
+	ts := []target.Target{{Name: target.DefaultName(c.DatabaseURL), URL: c.DatabaseURL}}
 	if strings.TrimSpace(c.Targets) != "" {
-		ts, err := target.ParseTargets(c.Targets)
-		if err != nil {
+		var err error
+		if ts, err = target.ParseTargets(c.Targets); err != nil {
 			bad("TARGETS", "%v", err)
 			return
 		}
@@ -202,23 +219,28 @@ func (c Config) validateTargets(bad badFunc) {
 			return
 		}
 	}
-	if _, err := target.ParseRoutes(c.Routes); err != nil {
+	routes, err := target.ParseRoutes(c.Routes)
+	if err != nil {
 		bad("ROUTES", "%v", err)
 		return
 	}
-	if _, err := c.targetConfig(); err != nil {
+	tc := target.Config{Targets: ts, Routes: routes, Conn: c.targetConn()}
+	if err := tc.Validate(); err != nil {
 		bad("TARGETS", "%v", err)
+		return
 	}
+	t.targets = tc
 }
 
-func (c Config) validateBasics(bad badFunc) {
+func (c Config) validateBasics(t *typedSettings, bad badFunc) {
+	var err error
 	if c.AuditSubject == "" {
 		bad("AUDIT_SUBJECT", "must not be empty")
 	}
 	if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 		bad("METRICS_ADDR", "not host:port, e.g. :9464 or 127.0.0.1:9464")
 	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
+	if t.logLevel, err = parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
 	}
 	switch c.LogFormat {
@@ -229,7 +251,7 @@ func (c Config) validateBasics(bad badFunc) {
 	if c.DataDir == "" {
 		bad("DATA_DIR", "must not be empty")
 	}
-	if _, err := parseRoleTTLs(c.RoleTTLs); err != nil {
+	if t.roleTTLs, err = parseRoleTTLs(c.RoleTTLs); err != nil {
 		bad("ROLE_TTLS", "%v", err)
 	}
 	if c.DeadletterMaxAge <= 0 {
@@ -250,7 +272,7 @@ func (c Config) validateBasics(bad badFunc) {
 	if c.MaxAckPending < c.IngestBatch {
 		bad("MAX_ACK_PENDING", "below LEASEGUARD_INGEST_BATCH %d", c.IngestBatch)
 	}
-	if _, err := parseRoles(c.Roles); err != nil {
+	if t.roles, err = parseRoles(c.Roles); err != nil {
 		bad("ROLES", "%v", err)
 	}
 	if c.RevocationSubject == "" {
@@ -262,7 +284,8 @@ func (c Config) validateBasics(bad badFunc) {
 }
 
 // validateEnforcement checks what decides what gets dropped, and when.
-func (c Config) validateEnforcement(bad badFunc) {
+func (c Config) validateEnforcement(t *typedSettings, bad badFunc) {
+	var err error
 	if c.ExpiryGrace < 0 {
 		bad("EXPIRY_GRACE", "must not be negative")
 	}
@@ -275,29 +298,32 @@ func (c Config) validateEnforcement(bad badFunc) {
 	if c.DetectBatch < 1 {
 		bad("DETECT_BATCH", "must be positive")
 	}
-	if modes, err := detectors.ParseModes(c.RuleModes); err != nil {
+	if t.modes, err = detectors.ParseModes(c.RuleModes); err != nil {
 		bad("RULE_MODES", "%v", err)
 	} else {
 		for _, r := range []string{detectors.RuleUnauditedIssue, detectors.RuleMassRevocation} {
-			if modes.Mode(r) != schemas.ModeObserve { // enforce or approve
+			if t.modes.Mode(r) != schemas.ModeObserve { // enforce or approve
 				bad("RULE_MODES", "rule %s names no database user and can only observe", r)
 			}
 		}
+		if err := detectors.CheckSignalModes(t.modes); err != nil {
+			bad("RULE_MODES", "%v", err)
+		}
 	}
-	if _, err := detectors.ParseScope(c.EnforceScope); err != nil {
+	if t.scope, err = detectors.ParseScope(c.EnforceScope); err != nil {
 		bad("ENFORCE_SCOPE", "%v", err)
 	}
 	if c.ManagedRolePattern == "" {
 		bad("MANAGED_ROLE_PATTERN", "must not be empty: it is what keeps leaseguard off roles Vault did not create")
-	} else if _, err := regexp.Compile(c.ManagedRolePattern); err != nil {
+	} else if t.managed, err = regexp.Compile(c.ManagedRolePattern); err != nil {
 		bad("MANAGED_ROLE_PATTERN", "not a regular expression: %s", regexpProblem(err))
 	}
 	if c.CommandSigningKey != "" {
-		if _, err := revoker.ParsePrivateKey(c.CommandSigningKey); err != nil {
+		if t.signingKey, err = revoker.ParsePrivateKey(c.CommandSigningKey); err != nil {
 			bad("COMMAND_SIGNING_KEY", "%v", err)
 		}
 	}
-	if _, err := revoker.ParsePublicKeys(c.CommandVerifyKeys); err != nil {
+	if t.verifyKeys, err = revoker.ParsePublicKeys(c.CommandVerifyKeys); err != nil {
 		bad("COMMAND_VERIFY_KEYS", "%v", err)
 	}
 	if c.CommandTTL < time.Second || c.CommandTTL > revoker.MaxCommandTTL {
@@ -325,23 +351,6 @@ func regexpProblem(err error) string {
 		return string(se.Code)
 	}
 	return err.Error()
-}
-
-// targetConfig builds the target set: the configured one, or the state
-// store's database alone.
-func (c Config) targetConfig() (target.Config, error) {
-	var tc target.Config
-	var err error
-	if strings.TrimSpace(c.Targets) == "" {
-		tc.Targets = []target.Target{{Name: target.DefaultName(c.DatabaseURL), URL: c.DatabaseURL}}
-	} else if tc.Targets, err = target.ParseTargets(c.Targets); err != nil {
-		return tc, err
-	}
-	if tc.Routes, err = target.ParseRoutes(c.Routes); err != nil {
-		return tc, fmt.Errorf("%s: %w", env("ROUTES"), err)
-	}
-	tc.Conn = c.targetConn()
-	return tc, tc.Validate()
 }
 
 func parseRoleTTLs(s string) (store.RoleTTLs, error) {
@@ -386,10 +395,20 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// newLogger builds the process logger: JSON for machines, text for people.
+// newLogger builds a logger at a level named in code ("debug", "error"),
+// not by a setting (LEASEGUARD_LOG_LEVEL is parsed once, into the typed
+// settings, and goes to newLevelLogger).
 func newLogger(w io.Writer, level, format string) *slog.Logger {
-	l, _ := parseLevel(level)
-	opts := &slog.HandlerOptions{Level: l}
+	l, err := parseLevel(level)
+	if err != nil {
+		panic("log level " + strconv.Quote(level) + ": " + err.Error())
+	}
+	return newLevelLogger(w, l, format)
+}
+
+// newLevelLogger builds the process logger: JSON for machines, text for people.
+func newLevelLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" || (format == "auto" && isTerminal(w)) {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}

@@ -81,7 +81,7 @@ func (c Config) derivedRows(vars map[string]string) []configRow {
 		rule, _, _ := strings.Cut(e, "=")
 		named[strings.TrimSpace(rule)] = true
 	}
-	modes, _ := detectors.ParseModes(c.RuleModes)
+	modes := c.parsed().modes
 	rules := make([]string, 0, len(detectors.DefaultModes))
 	for r := range detectors.DefaultModes {
 		rules = append(rules, r)
@@ -90,16 +90,14 @@ func (c Config) derivedRows(vars map[string]string) []configRow {
 	for _, r := range rules {
 		rows = append(rows, configRow{Name: "rule mode " + r, Value: string(modes.Mode(r)), Source: pick(named[r], sourceEnv, sourceDefault)})
 	}
-	scope, _ := detectors.ParseScope(c.EnforceScope)
+	scope := c.parsed().scope
 	_, scopeSet := vars[env("ENFORCE_SCOPE")]
 	rows = append(rows, configRow{Name: "enforce scope", Value: scopeText(scope.String()), Source: pick(scopeSet, sourceEnv, sourceDefault)})
 	if c.DatabaseURL == "" && strings.TrimSpace(c.Targets) == "" {
 		return rows // no state store, no default target
 	}
-	if tc, err := c.targetConfig(); err == nil {
-		for _, t := range tc.Targets {
-			rows = append(rows, configRow{Name: "target " + t.Name, Value: redactURL(t.URL), Source: sourceEnv})
-		}
+	for _, t := range c.parsed().targets.Targets {
+		rows = append(rows, configRow{Name: "target " + t.Name, Value: redactURL(t.URL), Source: sourceEnv})
 	}
 	return rows
 }

@@ -243,7 +243,7 @@ func TestPoolsCarryTheDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	tc, _ := cfg.targetConfig()
+	tc := cfg.parsed().targets
 	targets, err := target.Open(ctx, tc)
 	if err != nil {
 		t.Fatal(err)

@@ -426,8 +426,7 @@ func randomSuffix() string {
 
 // targetName is the name of the first target (the only one by default).
 func (c Config) targetName() string {
-	tc, _ := c.targetConfig()
-	return tc.Targets[0].Name
+	return c.parsed().targets.Targets[0].Name
 }
 
 func roleExists(ctx context.Context, q interface {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/revoker"
@@ -32,13 +33,9 @@ func commandAuth(cfg Config, logger *slog.Logger, targets revoker.TargetFacts) (
 // verifier the revoker checks them with. Without a configured signing key,
 // a key pair is created in DATA_DIR on first start (single node).
 func commandKeys(cfg Config, logger *slog.Logger) (*revoker.Signer, *revoker.Verifier, error) {
-	var priv ed25519.PrivateKey
+	priv := cfg.parsed().signingKey
 	var err error
-	if cfg.CommandSigningKey != "" {
-		if priv, err = revoker.ParsePrivateKey(cfg.CommandSigningKey); err != nil {
-			return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_SIGNING_KEY"), err)}
-		}
-	} else {
+	if priv == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", env("DATA_DIR"), err)
 		}
@@ -51,11 +48,8 @@ func commandKeys(cfg Config, logger *slog.Logger) (*revoker.Signer, *revoker.Ver
 		}
 	}
 	signer := revoker.NewSigner(priv)
-	pubs, err := revoker.ParsePublicKeys(cfg.CommandVerifyKeys)
-	if err != nil {
-		return nil, nil, configError{fmt.Errorf("%s: %w", env("COMMAND_VERIFY_KEYS"), err)}
-	}
-	verifier, err := revoker.NewVerifier(append(pubs, signer.PublicKey())...)
+	pubs := cfg.parsed().verifyKeys
+	verifier, err := revoker.NewVerifier(append(slices.Clone(pubs), signer.PublicKey())...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -70,14 +64,10 @@ const EvidenceKeyFile = "evidence-signing.key"
 // a configured key, one is created in DATA_DIR on first start, next to
 // (never the same as) the command key.
 func evidenceSigner(cfg Config, logger *slog.Logger) (*evidence.CheckpointSigner, error) {
-	var priv ed25519.PrivateKey
-	var err error
-	if cfg.EvidenceSigningKey != "" {
-		if priv, err = revoker.ParsePrivateKey(cfg.EvidenceSigningKey); err != nil {
-			return nil, configError{fmt.Errorf("%s: %w", env("EVIDENCE_SIGNING_KEY"), err)}
-		}
-	} else {
+	priv := cfg.parsed().evidenceKey
+	if priv == nil {
 		var created bool
+		var err error
 		if priv, created, err = revoker.LoadOrCreateKeyFile(cfg.DataDir, EvidenceKeyFile); err != nil {
 			return nil, fmt.Errorf("evidence %w", err)
 		}
@@ -92,16 +82,11 @@ func evidenceSigner(cfg Config, logger *slog.Logger) (*evidence.CheckpointSigner
 // LEASEGUARD_EVIDENCE_VERIFY_KEYS and the signing key's own: configured,
 // or with dataDir the file in DATA_DIR if it exists (never created here).
 func evidenceVerifyKeys(cfg Config, dataDir bool) ([]ed25519.PublicKey, error) {
-	pubs, err := revoker.ParsePublicKeys(cfg.EvidenceVerifyKeys)
-	if err != nil {
-		return nil, configError{fmt.Errorf("%s: %w", env("EVIDENCE_VERIFY_KEYS"), err)}
-	}
-	var priv ed25519.PrivateKey
+	pubs := slices.Clone(cfg.parsed().evidenceVerifyKeys)
+	priv := cfg.parsed().evidenceKey
+	var err error
 	switch {
-	case cfg.EvidenceSigningKey != "":
-		if priv, err = revoker.ParsePrivateKey(cfg.EvidenceSigningKey); err != nil {
-			return nil, configError{fmt.Errorf("%s: %w", env("EVIDENCE_SIGNING_KEY"), err)}
-		}
+	case priv != nil:
 	case !dataDir:
 		return pubs, nil
 	default:

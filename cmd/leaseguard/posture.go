@@ -156,7 +156,7 @@ func (c Config) auditSocketPosture(add addFunc) {
 	if _, unix := c.auditSocketConfig().UnixPath(); !unix {
 		return
 	}
-	if mode, err := parseSocketMode(c.AuditSocketMode); err == nil && mode&0o002 != 0 {
+	if mode := c.parsed().socketMode; mode&0o002 != 0 {
 		add("AUDIT_SOCKET_MODE", "%#o lets every local user connect to the audit socket and write audit entries into the ledger", uint32(mode))
 	}
 }

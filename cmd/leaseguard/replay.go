@@ -102,7 +102,7 @@ func replayCmd(ctx context.Context, m *Main, o replayOptions, files []string) er
 	if err != nil {
 		return err
 	}
-	logger := newLogger(m.Stderr, cfg.LogLevel, "text")
+	logger := newLevelLogger(m.Stderr, cfg.parsed().logLevel, "text")
 	dst, err := openReplayLedger(ctx, cfg, o.dryRun, logger)
 	if err != nil {
 		return err
@@ -162,13 +162,13 @@ func openReplayLedger(ctx context.Context, cfg Config, dryRun bool, logger *slog
 	if err != nil {
 		return replayLedger{}, err
 	}
-	tc, _ := cfg.targetConfig()
+	tc := cfg.parsed().targets
 	targets, err := target.Open(ctx, tc)
 	if err != nil {
 		st.Close()
 		return replayLedger{}, err
 	}
-	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
+	ttls := cfg.parsed().roleTTLs
 	return replayLedger{ledger: st, router: targets, resolver: ingest.NewExpiryResolver(st, targets, ttls, logger),
 		closers: []func(){targets.Close, st.Close}}, nil
 }

@@ -90,7 +90,7 @@ func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
 		return err
 	}
 	defer st.Close()
-	tc, _ := cfg.targetConfig()
+	tc := cfg.parsed().targets
 	targets, err := target.Open(ctx, tc)
 	if err != nil {
 		return err
@@ -128,11 +128,11 @@ func revokeCmd(ctx context.Context, m *Main, o revokeOptions) error {
 // only at the default level, as the table says what the per-revocation
 // logs would.
 func operatorLogger(w io.Writer, cfg Config) *slog.Logger {
-	level := cfg.LogLevel
-	if level == "info" {
-		level = "warn"
+	level := cfg.parsed().logLevel
+	if level == slog.LevelInfo {
+		level = slog.LevelWarn
 	}
-	return newLogger(w, level, "text")
+	return newLevelLogger(w, level, "text")
 }
 
 // revokePlan plans req and shows the planner's warnings.

@@ -29,19 +29,17 @@ type SignalRulesConfig struct {
 	RuleClockSkew          time.Duration `env:"LEASEGUARD_RULE_CLOCK_SKEW" envDefault:"30s" desc:"clock skew tolerated between Vault and the databases when comparing issue times with rolvaliduntil"`
 }
 
-func (s SignalRulesConfig) validate(ruleModes string, bad func(name, format string, args ...any)) {
-	if m, err := detectors.ParseModes(ruleModes); err == nil {
-		if err := detectors.CheckSignalModes(m); err != nil {
-			bad("RULE_MODES", "%v", err)
-		}
-	}
+// validate checks the signal rules' settings; the rule modes are checked
+// with the others (validateEnforcement).
+func (s SignalRulesConfig) validate(t *typedSettings, bad func(name, format string, args ...any)) {
+	var err error
 	if s.AuditRulesInterval <= 0 {
 		bad("AUDIT_RULES_INTERVAL", "must be positive")
 	}
-	if _, err := detectors.ParseAllowedCIDRs(s.AllowedCIDRs); err != nil {
+	if t.allowedCIDRs, err = detectors.ParseAllowedCIDRs(s.AllowedCIDRs); err != nil {
 		bad("ALLOWED_CIDRS", "%v", err)
 	}
-	if _, err := detectors.ParseMaxTTLs(s.MaxTTLs); err != nil {
+	if t.maxTTLs, err = detectors.ParseMaxTTLs(s.MaxTTLs); err != nil {
 		bad("MAX_TTLS", "%v", err)
 	}
 	for _, v := range []struct {
@@ -84,9 +82,8 @@ func (s SignalRulesConfig) validate(ruleModes string, bad func(name, format stri
 }
 
 // signalRulesConfig is the detectors' configuration (after validate).
-func (s SignalRulesConfig) signalRulesConfig() detectors.SignalRulesConfig {
-	cidrs, _ := detectors.ParseAllowedCIDRs(s.AllowedCIDRs)
-	ttls, _ := detectors.ParseMaxTTLs(s.MaxTTLs)
+func (s Config) signalRulesConfig() detectors.SignalRulesConfig {
+	cidrs, ttls := s.parsed().allowedCIDRs, s.parsed().maxTTLs
 	baseline := s.IssuanceBurstBaseline
 	factor := s.IssuanceBurstFactor
 	if baseline == 0 {

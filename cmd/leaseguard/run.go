@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -51,7 +50,7 @@ func runCmd(ctx context.Context, m *Main) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(m.Stderr, cfg.LogLevel, logFormatForRun(cfg.LogFormat))
+	logger := newLevelLogger(m.Stderr, cfg.parsed().logLevel, logFormatForRun(cfg.LogFormat))
 	p, err := startPipeline(ctx, cfg, logger, nil)
 	if err != nil {
 		return err
@@ -112,11 +111,7 @@ func (p *pipeline) natsReconnected() {
 // startPipeline connects everything and starts the selected parts. The
 // registry may be nil (a fresh one is made).
 func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registry *prometheus.Registry) (_ *pipeline, err error) {
-	if registry == nil {
-		registry = prometheus.NewRegistry()
-		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	if err := registerBuildInfo(registry); err != nil {
+	if registry, err = pipelineRegistry(registry); err != nil {
 		return nil, err
 	}
 	p := &pipeline{logger: logger, registry: registry, progress: progress.NewTracker(nil)}
@@ -126,86 +121,17 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			p.close()
 		}
 	}()
-	roles, _ := parseRoles(cfg.Roles)
-
-	if p.store, err = openStore(ctx, cfg); err != nil {
+	roles := cfg.parsed().roles
+	if err := p.connect(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if p.policies, err = bootstrapPolicies(ctx, cfg, p.store, logger); err != nil {
+	if err := p.startOps(cfg); err != nil {
 		return nil, err
 	}
-	tc, _ := cfg.targetConfig()
-	if p.targets, err = target.Open(ctx, tc); err != nil {
+	gctx := p.startGroup(ctx)
+	metrics, err := p.startIngest(ctx, gctx, cfg, roles)
+	if err != nil {
 		return nil, err
-	}
-	if err := p.connectNATS(cfg); err != nil {
-		return nil, err
-	}
-
-	if p.opsSrv, err = ops.New(ops.Config{Addr: cfg.MetricsAddr, Gatherer: registry, Logger: logger,
-		Workers: p.progress, StallTimeout: cfg.StallTimeout, WedgeTimeout: cfg.WedgeTimeout}); err != nil {
-		return nil, err
-	}
-	if err := registry.Register(p.opsSrv.WorkerCollector()); err != nil {
-		return nil, fmt.Errorf("register worker metrics: %w", err)
-	}
-	p.opsSrv.AddCheck("state_store", p.store.Ping)
-	p.opsSrv.AddCheck("targets", p.targets.Ping)
-	p.opsSrv.AddCheck("nats", func(context.Context) error {
-		if !p.nc.IsConnected() {
-			return fmt.Errorf("not connected (%s)", p.nc.Status())
-		}
-		return nil
-	})
-	if err := p.opsSrv.Start(); err != nil {
-		return nil, err
-	}
-
-	runCtx, cancel := context.WithCancel(ctx)
-	p.cancel = cancel
-	g, gctx := errgroup.WithContext(runCtx)
-	p.group, p.groupCtx = g, gctx
-
-	ttls, _ := parseRoleTTLs(cfg.RoleTTLs)
-	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, logger.With("part", "expiry"))
-	resolver.Progress = p.progress.Worker("ingest.expiry_resolver")
-	resolver.PassTimeout = cfg.PassTimeout
-	g.Go(func() error { return resolver.Run(gctx) })
-
-	var metrics *ingest.Metrics
-	if roles["ingest"] {
-		metrics = ingest.NewMetrics(registry)
-		proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
-			Ledger: p.store, Router: p.targets, MaxEntryBytes: cfg.MaxEntryBytes, CommitTimeout: cfg.PassTimeout,
-			Metrics: metrics, Logger: logger.With("part", "ingest"), OnIssued: resolver.Kick,
-		})
-		if err != nil {
-			return nil, err
-		}
-		ncfg := cfg.natsSourceConfig()
-		ncfg.Progress = p.progress.Worker("ingest.nats")
-		src, err := ingest.NewNATSSource(ncfg, p.js, proc, metrics, logger.With("part", "ingest"))
-		if err != nil {
-			return nil, configError{err}
-		}
-		// Create the streams before reporting ready, so producers can publish.
-		if _, err := src.EnsureStreams(ctx); err != nil {
-			return nil, err
-		}
-		g.Go(func() error { return src.Run(gctx) })
-		if cfg.KafkaBrokers != "" {
-			tc, mech, err := cfg.kafkaSecurity()
-			if err != nil {
-				return nil, configError{err}
-			}
-			kcfg := cfg.kafkaSourceConfig(cfg.IngestBatch, tc, mech)
-			kcfg.Progress = p.progress.Worker("ingest.kafka")
-			ksrc, err := ingest.NewKafkaSource(kcfg, proc, metrics, logger.With("part", "ingest", "transport", "kafka"))
-			if err != nil {
-				return nil, configError{err}
-			}
-			g.Go(func() error { return ksrc.Run(gctx) })
-		}
 	}
 	if err := p.startAuditSources(gctx, cfg, metrics); err != nil {
 		return nil, err
@@ -219,7 +145,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 		}
 	}
 	if roles["relay"] {
-		if err := p.startRelay(ctx, gctx, g, cfg, logger); err != nil {
+		if err := p.startRelay(ctx, gctx, cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -231,18 +157,141 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	if err := p.startAdmin(cfg, logger.With("part", "adminapi")); err != nil {
 		return nil, err
 	}
+	p.logRunning(cfg)
+	return p, nil
+}
+
+// pipelineRegistry is registry, or a fresh one with the Go and process
+// collectors when it is nil, with the build information registered.
+func pipelineRegistry(registry *prometheus.Registry) (*prometheus.Registry, error) {
+	if registry == nil {
+		registry = prometheus.NewRegistry()
+		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return registry, registerBuildInfo(registry)
+}
+
+// connect opens the state store (and reads the enforcement policy in
+// force), the targets and NATS.
+func (p *pipeline) connect(ctx context.Context, cfg Config) (err error) {
+	if p.store, err = openStore(ctx, cfg); err != nil {
+		return err
+	}
+	if p.policies, err = bootstrapPolicies(ctx, cfg, p.store, p.logger); err != nil {
+		return err
+	}
+	tc := cfg.parsed().targets
+	if p.targets, err = target.Open(ctx, tc); err != nil {
+		return err
+	}
+	return p.connectNATS(cfg)
+}
+
+// startOps starts the operations server, whose /readyz checks the state
+// store, the targets and NATS.
+func (p *pipeline) startOps(cfg Config) (err error) {
+	if p.opsSrv, err = ops.New(ops.Config{Addr: cfg.MetricsAddr, Gatherer: p.registry, Logger: p.logger,
+		Workers: p.progress, StallTimeout: cfg.StallTimeout, WedgeTimeout: cfg.WedgeTimeout}); err != nil {
+		return err
+	}
+	if err := p.registry.Register(p.opsSrv.WorkerCollector()); err != nil {
+		return fmt.Errorf("register worker metrics: %w", err)
+	}
+	p.opsSrv.AddCheck("state_store", p.store.Ping)
+	p.opsSrv.AddCheck("targets", p.targets.Ping)
+	p.opsSrv.AddCheck("nats", func(context.Context) error {
+		if !p.nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", p.nc.Status())
+		}
+		return nil
+	})
+	return p.opsSrv.Start()
+}
+
+// startGroup makes the group the parts run in, and returns its context.
+func (p *pipeline) startGroup(ctx context.Context) context.Context {
+	runCtx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	p.group, p.groupCtx = errgroup.WithContext(runCtx)
+	return p.groupCtx
+}
+
+// startIngest starts the expiry resolver and, when this process ingests,
+// the NATS source and the Kafka one if configured. It returns the ingest
+// metrics (nil when this process does not ingest).
+func (p *pipeline) startIngest(ctx, gctx context.Context, cfg Config, roles map[string]bool) (*ingest.Metrics, error) {
+	ttls := cfg.parsed().roleTTLs
+	resolver := ingest.NewExpiryResolver(p.store, p.targets, ttls, p.logger.With("part", "expiry"))
+	resolver.Progress = p.progress.Worker("ingest.expiry_resolver")
+	resolver.PassTimeout = cfg.PassTimeout
+	p.group.Go(func() error { return resolver.Run(gctx) })
+	if !roles["ingest"] {
+		return nil, nil
+	}
+	metrics := ingest.NewMetrics(p.registry)
+	proc, err := ingest.NewProcessor(ingest.ProcessorConfig{
+		Ledger: p.store, Router: p.targets, MaxEntryBytes: cfg.MaxEntryBytes, CommitTimeout: cfg.PassTimeout,
+		Metrics: metrics, Logger: p.logger.With("part", "ingest"), OnIssued: resolver.Kick,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.startNATSSource(ctx, gctx, cfg, proc, metrics); err != nil {
+		return nil, err
+	}
+	if cfg.KafkaBrokers != "" {
+		if err := p.startKafkaSource(gctx, cfg, proc, metrics); err != nil {
+			return nil, err
+		}
+	}
+	return metrics, nil
+}
+
+// startNATSSource consumes the audit stream from JetStream.
+func (p *pipeline) startNATSSource(ctx, gctx context.Context, cfg Config, proc *ingest.Processor, metrics *ingest.Metrics) error {
+	ncfg := cfg.natsSourceConfig()
+	ncfg.Progress = p.progress.Worker("ingest.nats")
+	src, err := ingest.NewNATSSource(ncfg, p.js, proc, metrics, p.logger.With("part", "ingest"))
+	if err != nil {
+		return configError{err}
+	}
+	// Create the streams before reporting ready, so producers can publish.
+	if _, err := src.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	p.group.Go(func() error { return src.Run(gctx) })
+	return nil
+}
+
+// startKafkaSource consumes the audit topic from Kafka.
+func (p *pipeline) startKafkaSource(gctx context.Context, cfg Config, proc *ingest.Processor, metrics *ingest.Metrics) error {
+	tc, mech, err := cfg.kafkaSecurity()
+	if err != nil {
+		return configError{err}
+	}
+	kcfg := cfg.kafkaSourceConfig(cfg.IngestBatch, tc, mech)
+	kcfg.Progress = p.progress.Worker("ingest.kafka")
+	ksrc, err := ingest.NewKafkaSource(kcfg, proc, metrics, p.logger.With("part", "ingest", "transport", "kafka"))
+	if err != nil {
+		return configError{err}
+	}
+	p.group.Go(func() error { return ksrc.Run(gctx) })
+	return nil
+}
+
+// logRunning says that leaseguard runs, and with what.
+func (p *pipeline) logRunning(cfg Config) {
 	natsAt := redactURL(p.nc.ConnectedUrl())
 	if p.embedded != nil {
 		natsAt = "embedded, in-process" // the URL would be a placeholder
 	}
-	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
-	return p, nil
+	p.logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
 }
 
 // startRelay starts the evidence relay, which also appends the signed
 // checkpoints.
-func (p *pipeline) startRelay(ctx, gctx context.Context, g *errgroup.Group, cfg Config, logger *slog.Logger) error {
-	rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Replicas: cfg.StreamReplicas, Logger: logger.With("part", "relay"),
+func (p *pipeline) startRelay(ctx, gctx context.Context, cfg Config) error {
+	rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Replicas: cfg.StreamReplicas, Logger: p.logger.With("part", "relay"),
 		StoreTimeout: cfg.PassTimeout, MaxBackoff: cfg.RelayMaxBackoff,
 		Metrics: newRelayMetrics(p.registry, p.store.Pool()), Progress: p.progress.Worker("evidence.relay")}.WithDefaults()
 	if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
@@ -255,7 +304,7 @@ func (p *pipeline) startRelay(ctx, gctx context.Context, g *errgroup.Group, cfg 
 	if err != nil {
 		return err
 	}
-	signer, err := evidenceSigner(cfg, logger)
+	signer, err := evidenceSigner(cfg, p.logger)
 	if err != nil {
 		return err
 	}
@@ -265,13 +314,13 @@ func (p *pipeline) startRelay(ctx, gctx context.Context, g *errgroup.Group, cfg 
 		return err
 	}
 	p.onNATSReconnect(relay.Wake) // the bus is back: publish now
-	g.Go(func() error { return relay.Run(gctx) })
+	p.group.Go(func() error { return relay.Run(gctx) })
 	return nil
 }
 
 // evidencePublisher publishes to the sinks of LEASEGUARD_EVIDENCE_SINKS.
 func (p *pipeline) evidencePublisher(cfg Config, rcfg evidence.RelayConfig) (evidence.Publisher, error) {
-	sinks, _ := parseSinks(cfg.EvidenceSinks)
+	sinks := cfg.parsed().sinks
 	var out evidence.Fanout
 	if sinks["nats"] {
 		pub, err := evidence.NewJetStreamPublisher(p.js, rcfg)
@@ -416,7 +465,7 @@ func (p *pipeline) joinNodes(ctx context.Context, cfg Config, roles map[string]b
 // the database rules: ghost sessions, credential reuse, orphans.
 func (p *pipeline) startObserver(ctx, gctx context.Context, cfg Config, issuer *revoker.Issuer, queue *revoker.Queue,
 	builder evidence.Builder, dm *detectors.Metrics) error {
-	managed := regexp.MustCompile(cfg.ManagedRolePattern)
+	managed := cfg.parsed().managed
 	rules, err := detectors.NewDBRules(detectors.DBRulesConfig{ManagedPattern: managed,
 		ApprovalTTL: cfg.ApprovalTTL, CommandTTL: cfg.CommandTTL},
 		detectors.DBRulesDeps{Issuer: issuer, Sink: queue, Evidence: builder, Logger: p.logger.With("part", "observer"), Metrics: dm,
@@ -450,7 +499,7 @@ func (c Config) dropperConfig() revoker.DropperConfig {
 		}
 	}
 	return revoker.DropperConfig{
-		Guard: revoker.GuardConfig{ManagedPattern: regexp.MustCompile(c.ManagedRolePattern), Protected: protected,
+		Guard: revoker.GuardConfig{ManagedPattern: c.parsed().managed, Protected: protected,
 			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole},
 		ReassignTo:       c.ReassignOwnedTo,
 		StatementTimeout: c.StatementTimeout,

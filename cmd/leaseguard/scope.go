@@ -188,8 +188,7 @@ func scopeError(err error) error {
 
 // rolloutSpec is the configured starting point (after Validate).
 func (c Config) rolloutSpec() rollout.Spec {
-	spec, _ := rollout.ParseSpec(c.EnforceScope, c.RuleModes)
-	return spec
+	return rollout.Spec{Scope: c.parsed().scope, Modes: c.parsed().modes}
 }
 
 // openPolicies opens the state store and its policy (bootstrapPolicies).

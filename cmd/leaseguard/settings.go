@@ -134,7 +134,9 @@ func loadConfigFrom(environ []string, storeFor string) (Config, error) {
 	if storeFor != "" && c.DatabaseURL == "" {
 		ps = append(ps, databaseRequired(storeFor))
 	}
-	for _, p := range c.problems() {
+	var refused problems
+	c.typed, refused = c.parse()
+	for _, p := range refused {
 		if !failed[p.name] { // a value that did not parse is reported once
 			ps = append(ps, p)
 		}

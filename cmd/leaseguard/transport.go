@@ -43,7 +43,7 @@ type TransportConfig struct {
 	EvidenceKafkaTopic string `env:"LEASEGUARD_EVIDENCE_KAFKA_TOPIC" envDefault:"leaseguard.evidence" desc:"Kafka topic of evidence (key <database>/<user>, CloudEvents structured mode)"`
 }
 
-func (t TransportConfig) validate(bad func(name, format string, args ...any)) {
+func (t TransportConfig) validate(typed *typedSettings, bad func(name, format string, args ...any)) {
 	if (t.NATSTLSCertFile == "") != (t.NATSTLSKeyFile == "") {
 		bad("NATS_TLS_CERT_FILE", "certificate and key (NATS_TLS_KEY_FILE) go together")
 	}
@@ -54,6 +54,7 @@ func (t TransportConfig) validate(bad func(name, format string, args ...any)) {
 	if err != nil {
 		bad("EVIDENCE_SINKS", "%v", err)
 	}
+	typed.sinks = sinks
 	if sinks["kafka"] && t.KafkaBrokers == "" {
 		bad("EVIDENCE_SINKS", "kafka needs LEASEGUARD_KAFKA_BROKERS")
 	}

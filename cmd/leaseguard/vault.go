@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
@@ -127,7 +126,7 @@ func (p *pipeline) startVault(cfg Config, roles map[string]bool) error {
 	devices := cfg.auditDevices()
 	if roles["observer"] && len(devices) > 0 {
 		res, err := vaultlink.NewHMACResolver(vaultlink.HMACResolverConfig{Devices: devices,
-			ManagedPattern: regexp.MustCompile(cfg.ManagedRolePattern), Progress: p.progress.Worker("vault.hmac_resolver")},
+			ManagedPattern: cfg.parsed().managed, Progress: p.progress.Worker("vault.hmac_resolver")},
 			p.store.Pool(), c, logger, c.Metrics(), nil)
 		if err != nil {
 			return err

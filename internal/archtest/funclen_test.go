@@ -16,25 +16,8 @@ import (
 // func keyword to its closing brace.
 const maxFuncLines = 100
 
-// longFuncExempt lists the functions over maxFuncLines that are left for
-// now, by file and name, with their length when they were listed. They are
-// in packages being restructured elsewhere (cmd/leaseguard's configuration
-// and commands; the store, observer and detectors split); each is to be
-// cut into named steps there, and taken off this list. A function that
-// grows past its listed length, or a new long function, fails the test.
-var longFuncExempt = map[string]int{
-	// cmd/leaseguard: its configuration is to be parsed once into typed
-	// settings; the pipeline's start follows.
-	"cmd/leaseguard/run.go:startPipeline": 143,
-	// The observer's rules and snapshot, just moved out of detectors and
-	// store.
-	"detectors/observe.go:DBRules.Evaluate":            154,
-	"detectors/observe_vault.go:DBRules.checkUnlinked": 107,
-	"observer/snapshot.go:applySnapshot":               179,
-}
-
 // TestNoLongFunctions fails listing every function outside tests longer
-// than maxFuncLines that is not exempt.
+// than maxFuncLines.
 func TestNoLongFunctions(t *testing.T) {
 	long, err := longFunctions(filepath.Join("..", ".."))
 	if err != nil {
@@ -42,19 +25,11 @@ func TestNoLongFunctions(t *testing.T) {
 	}
 	var bad []string
 	for name, n := range long {
-		if limit, ok := longFuncExempt[name]; ok && n <= limit {
-			continue
-		}
 		bad = append(bad, fmt.Sprintf("%s: %d lines", name, n))
 	}
 	sort.Strings(bad)
 	if len(bad) > 0 {
 		t.Errorf("functions over %d lines (cut them into named steps):\n%s", maxFuncLines, strings.Join(bad, "\n"))
-	}
-	for name := range longFuncExempt {
-		if _, ok := long[name]; !ok {
-			t.Errorf("%s is exempt but no longer over %d lines (or gone): take it off longFuncExempt", name, maxFuncLines)
-		}
 	}
 }
 
