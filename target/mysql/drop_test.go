@@ -141,31 +141,38 @@ func TestDropGuardsRefuse(t *testing.T) {
 	protected := r.name("keep")
 	r.createUser(protected, "pw", "%")
 
+	// The server's own accounts are asked of through a revoker that cannot
+	// drop anyone (no CREATE USER): were the guard broken, the drop would
+	// fail on the server instead of removing them (mariadb.sys defines
+	// mysql.user; without it the server's user table cannot be read).
+	powerless := r.revokerAs("lgro-"+r.suffix, "ro-pw", "PROCESS ON *.*", "SELECT ON mysql.*")
 	everything := engine.Guard{ManagedPattern: regexp.MustCompile(`.*`)}
 	cases := []struct {
 		name, user, guard string
 		g                 engine.Guard
 		edit              func(*schemas.RevocationCommand)
+		e                 *Engine
 	}{
-		{"root", "root", GuardProtected, everything, nil},
-		{"mariadb.sys", "mariadb.sys", GuardProtected, everything, nil},
-		{"mysql.sys", "mysql.sys", GuardProtected, everything, nil},
-		{"pattern", outside, GuardManagedPattern, testGuard, nil},
-		{"protected", protected, GuardProtected, engine.Guard{ManagedPattern: testGuard.ManagedPattern, Protected: []string{protected}}, nil},
-		{"super", super, GuardSuperuser, testGuard, nil},
-		{"all privileges", all, GuardSuperuser, testGuard, nil},
+		{"root", "root", GuardProtected, everything, nil, powerless},
+		{"mariadb.sys", "mariadb.sys", GuardProtected, everything, nil, powerless},
+		{"mysql", "mysql", GuardProtected, everything, nil, powerless},
+		{"mysql.sys", "mysql.sys", GuardProtected, everything, nil, powerless},
+		{"pattern", outside, GuardManagedPattern, testGuard, nil, nil},
+		{"protected", protected, GuardProtected, engine.Guard{ManagedPattern: testGuard.ManagedPattern, Protected: []string{protected}}, nil, nil},
+		{"super", super, GuardSuperuser, testGuard, nil, nil},
+		{"all privileges", all, GuardSuperuser, testGuard, nil, nil},
 		{"pg corroboration", uncorroborated, GuardCorroboration, testGuard, func(c *schemas.RevocationCommand) {
 			c.Corroboration.Source = schemas.CorroboratedByValidUntil
-		}},
+		}, nil},
 		{"other server", uncorroborated, GuardTarget, testGuard, func(c *schemas.RevocationCommand) {
 			c.Target.SystemIdentifier = "mariadb:another"
-		}},
-		{"other target", uncorroborated, GuardDatabase, testGuard, func(c *schemas.RevocationCommand) { c.Database = "other" }},
+		}, nil},
+		{"other target", uncorroborated, GuardDatabase, testGuard, func(c *schemas.RevocationCommand) { c.Database = "other" }, nil},
 		{"terminate", uncorroborated, GuardAction, testGuard, func(c *schemas.RevocationCommand) {
 			c.Action = schemas.ActionTerminateSession
-		}},
-		{"empty", "", GuardEmpty, testGuard, nil},
-		{"too long", "v-" + strings.Repeat("x", 127), GuardInvalidName, testGuard, nil},
+		}, nil},
+		{"empty", "", GuardEmpty, testGuard, nil, nil},
+		{"too long", "v-" + strings.Repeat("x", 127), GuardInvalidName, testGuard, nil, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,7 +181,11 @@ func TestDropGuardsRefuse(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&cmd)
 			}
-			res := r.e.Drop(r.ctx(), "maria", cmd, tc.g)
+			e := r.e
+			if tc.e != nil {
+				e = tc.e
+			}
+			res := e.Drop(r.ctx(), "maria", cmd, tc.g)
 			if res.Outcome != schemas.OutcomeRefused || res.Guard != tc.guard {
 				t.Fatalf("outcome %s guard %q (%s); want refused by %s", res.Outcome, res.Guard, res.Reason, tc.guard)
 			}

@@ -31,9 +31,11 @@ const (
 const maxNameChars = 128
 
 // builtin are accounts the server itself needs: never dropped, whatever
-// the managed pattern says. Every "mysql.*" name is the server's too
-// (mysql.sys, mysql.session, mysql.infoschema on MySQL 8).
-var builtin = []string{"root", "mariadb.sys", "debian-sys-maint"}
+// the managed pattern says. mariadb.sys defines the mysql.user view: once
+// it is gone, every read of mysql.user fails (error 1449). "mysql" is the
+// Debian packages' socket account. Every "mysql.*" name is the server's
+// too (mysql.sys, mysql.session, mysql.infoschema on MySQL 8).
+var builtin = []string{"root", "mariadb.sys", "mysql", "debian-sys-maint"}
 
 // refusal is a guard's refusal; nothing was executed when one is returned.
 type refusal struct {
