@@ -45,11 +45,12 @@ func newIdentities() *identities { return &identities{m: map[string]cachedIdenti
 var ErrUnknownTarget = errors.New("unknown target")
 
 // Identity returns the named target's identity: its cluster's system
-// identifier and its database oid. Signed commands carry it, so a command
+// identifier and its database oid (MySQL: its server's, see
+// mysql.Engine.Identity). Signed commands carry it, so a command
 // issued for one database is refused by a revoker whose target of that
 // name is another.
 func (s *Set) Identity(ctx context.Context, database string) (schemas.TargetIdentity, error) {
-	pool, ok := s.pools[database]
+	e, ok := s.Engine(database)
 	if !ok {
 		return schemas.TargetIdentity{}, fmt.Errorf("%w %q", ErrUnknownTarget, database)
 	}
@@ -59,7 +60,7 @@ func (s *Set) Identity(ctx context.Context, database string) (schemas.TargetIden
 	if ok && time.Since(c.at) < identityTTL {
 		return c.id, nil
 	}
-	id, err := ReadIdentity(ctx, pool)
+	id, err := e.Identity(ctx)
 	if err != nil {
 		return id, fmt.Errorf("read identity of %s: %w", database, err)
 	}
