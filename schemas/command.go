@@ -85,7 +85,9 @@ type RevocationCommand struct {
 
 // TargetIdentity identifies one database of one PostgreSQL cluster: the
 // cluster's pg_control_system().system_identifier (decimal) and the
-// database's oid.
+// database's oid. For a MySQL or MariaDB server, whose accounts are
+// server-wide, it is "mysql:<server_uuid>" or "mariadb:<digest>" and oid 0
+// (target/mysql).
 type TargetIdentity struct {
 	SystemIdentifier string `json:"system_identifier"`
 	DatabaseOID      uint32 `json:"database_oid"`

@@ -434,7 +434,8 @@ func (c Config) dropperConfig() revoker.DropperConfig {
 	}
 	return revoker.DropperConfig{
 		Guard: revoker.GuardConfig{ManagedPattern: regexp.MustCompile(c.ManagedRolePattern), Protected: protected,
-			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole},
+			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole,
+			AllowSuperuser: c.RevokeMySQLSuper},
 		ReassignTo:       c.ReassignOwnedTo,
 		StatementTimeout: c.StatementTimeout,
 		LockTimeout:      c.LockTimeout,
