@@ -2,6 +2,7 @@ package target
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/url"
 	"os"
@@ -11,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	driver "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/target/engine"
+	"github.com/leaseguard/leaseguard/target/mysql"
 )
 
 func mysqlURL() string {
@@ -84,6 +87,30 @@ func TestSetOfTwoEngines(t *testing.T) {
 	if _, err := e.Expiry(ctx, []string{"v-x"}); !errors.Is(err, engine.ErrNoExpiry) {
 		t.Errorf("MySQL expiry: %v, want ErrNoExpiry", err)
 	}
+	mysqlRolesSeen(ctx, t, set)
+}
+
+// mysqlRolesSeen: Roles of a MySQL target are the users with an account,
+// without oid and with NoExpiry; ValidUntil knows none.
+func mysqlRolesSeen(ctx context.Context, t *testing.T, set *Set) {
+	t.Helper()
+	name := "v-roles-" + pgtest.Suffix()
+	exec := func(q string) {
+		t.Helper()
+		if err := rootExec(ctx, q, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec("CREATE USER ?@'%'")
+	t.Cleanup(func() { _ = rootExec(context.Background(), "DROP USER IF EXISTS ?@'%'", name) })
+	roles, err := set.Roles(ctx, "maria", []string{name, "v-absent-" + name})
+	if err != nil || len(roles) != 1 || roles[name] != (Role{NoExpiry: true}) {
+		t.Errorf("Roles = %+v, %v; want only %s, NoExpiry", roles, err, name)
+	}
+	vu, err := set.ValidUntil(ctx, "maria", []string{name})
+	if err != nil || len(vu) != 0 {
+		t.Errorf("ValidUntil = %v, %v; want none", vu, err)
+	}
 }
 
 // The PostgreSQL engine lists, terminates and verifies by name.
@@ -135,4 +162,21 @@ func TestPostgresEngine(t *testing.T) {
 		}
 		<-time.After(20 * time.Millisecond)
 	}
+}
+
+// rootExec runs one statement on the MySQL test server with arg
+// interpolated by the driver.
+func rootExec(ctx context.Context, q string, arg string) error {
+	cfg, err := mysql.ParseURL(mysqlURL())
+	if err != nil {
+		return err
+	}
+	c, err := driver.NewConnector(cfg)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	_, err = db.ExecContext(ctx, q, arg)
+	return err
 }

@@ -256,10 +256,16 @@ func (s *Set) Ping(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// ValidUntil reads pg_roles.rolvaliduntil of users in the named target.
+// ValidUntil reads pg_roles.rolvaliduntil of users in the named target
+// (none on a MySQL target).
 // Users that do not exist, or whose validity is NULL or infinite, are
 // missing from the result.
 func (s *Set) ValidUntil(ctx context.Context, database string, users []string) (map[string]time.Time, error) {
+	if _, ok := s.mysqls[database]; ok {
+		// MySQL keeps no expiry: the lease's comes from Vault or the
+		// configured role TTLs.
+		return map[string]time.Time{}, nil
+	}
 	pool, ok := s.pools[database]
 	if !ok {
 		return nil, fmt.Errorf("unknown target %q", database)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"regexp"
+	"strings"
 	"time"
 
 	driver "github.com/go-sql-driver/mysql"
@@ -253,4 +254,33 @@ func verify(ctx context.Context, q rowQuerier, user string) (engine.Gone, error)
 		return engine.Gone{}, fmt.Errorf("verify %q: %w", user, err)
 	}
 	return engine.Gone{Absent: hosts == 0, Sessions: sessions}, nil
+}
+
+// Existing reports which of the named users have an account on some host.
+func (e *Engine) Existing(ctx context.Context, users []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(users)), ", ")
+	args := make([]any, len(users))
+	for i, u := range users {
+		args[i] = u
+	}
+	rows, err := e.db.QueryContext(ctx, `SELECT DISTINCT User FROM mysql.user WHERE User IN (`+marks+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read mysql.user: %w", err)
+	}
+	err = eachRow(rows, func(r *sql.Rows) error {
+		var u string
+		err := r.Scan(&u)
+		out[u] = true
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read mysql.user: %w", err)
+	}
+	return out, nil
 }
