@@ -152,6 +152,10 @@ type RevocationResult struct {
 	Statements         []string `json:"statements,omitempty"`
 	SessionsTerminated int      `json:"sessions_terminated"`
 	ReassignedTo       string   `json:"reassigned_to,omitempty"`
+	// Definers are the objects ("view db.v", "procedure db.p", …) whose
+	// DEFINER was the dropped MySQL user: they fail when run until given
+	// another definer. PostgreSQL has owners instead (ReassignedTo).
+	Definers []string `json:"definers,omitempty"`
 	// The checks made after the statements: the outcome rests on these.
 	RoleAbsentAfter   bool      `json:"role_absent_after"`
 	SessionsLeftAfter int       `json:"sessions_left_after"`

@@ -262,6 +262,7 @@ func (r *revocation) definers(ctx context.Context) {
 		r.notes = append(r.notes, "definers not read: "+err.Error())
 		return
 	}
+	r.res.Definers = objs
 	if len(objs) > 0 {
 		r.notes = append(r.notes, fmt.Sprintf("definer of %s (they fail when run until given another definer)",
 			strings.Join(objs, ", ")))

@@ -116,7 +116,11 @@ func TestDropReportsDefiners(t *testing.T) {
 	if res.Outcome != schemas.OutcomeDropped {
 		t.Fatalf("outcome %s (%s), want dropped", res.Outcome, res.Reason)
 	}
-	for _, obj := range []string{"view " + db + ".v", "procedure " + db + ".p", "trigger " + db + ".trg", "event " + db + ".ev"} {
+	want := []string{"event " + db + ".ev", "procedure " + db + ".p", "trigger " + db + ".trg", "view " + db + ".v"}
+	if !slices.Equal(res.Definers, want) {
+		t.Errorf("definers %q, want %q", res.Definers, want)
+	}
+	for _, obj := range want {
 		if !strings.Contains(res.Reason, obj) {
 			t.Errorf("reason %q does not name %s", res.Reason, obj)
 		}
