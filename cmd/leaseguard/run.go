@@ -251,7 +251,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	if p.embedded != nil {
 		natsAt = "embedded, in-process" // the URL would be a placeholder
 	}
-	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
+	logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.AllNames(), ","))
 	return p, nil
 }
 
