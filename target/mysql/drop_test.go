@@ -216,3 +216,32 @@ func TestDropAllowSuper(t *testing.T) {
 		t.Fatalf("outcome %s (%s), want dropped", res.Outcome, res.Reason)
 	}
 }
+
+// Two revokers carrying out the same command at once (a redelivery racing
+// the first delivery): the named lock orders them; one drops, the other
+// finds the user gone.
+func TestConcurrentDropsOfOneUser(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	name := r.name("race")
+	r.createUser(name, "pw", "%", "localhost")
+	r.connectAs(name, "pw")
+	other, err := Open(testURL(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	cmd := r.command(name)
+	results := make(chan schemas.RevocationResult, 2)
+	for _, e := range []*Engine{r.e, other} {
+		go func() { results <- e.Drop(r.ctx(), "maria", cmd, testGuard) }()
+	}
+	got := []schemas.Outcome{(<-results).Outcome, (<-results).Outcome}
+	slices.Sort(got)
+	if !slices.Equal(got, []schemas.Outcome{schemas.OutcomeAlreadyAbsent, schemas.OutcomeDropped}) {
+		t.Fatalf("outcomes %v, want one dropped and one already_absent", got)
+	}
+	if h := r.hosts(name); len(h) != 0 {
+		t.Errorf("hosts left: %v", h)
+	}
+}
