@@ -100,10 +100,15 @@ func (r *revocation) run(ctx context.Context, database string) {
 		return
 	}
 	r.definers(ctx)
-	for _, step := range []func(context.Context) error{r.lockAccount, r.kill, r.revoke, r.dropUser} {
+	for i, step := range []func(context.Context) error{r.lockAccount, r.kill, r.revoke, r.dropUser} {
 		if err := step(ctx); err != nil {
 			r.res.Outcome, r.res.Reason = schemas.OutcomeFailed, err.Error()
 			r.setSQLState(err)
+			if i > 0 {
+				// No transaction spans the steps: the lock stays, and no
+				// new session of the user can start.
+				r.res.Reason += "; the account was left locked (ACCOUNT LOCK)"
+			}
 			r.check(ctx)
 			return
 		}

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/leaseguard/leaseguard/schemas"
@@ -51,8 +52,8 @@ func TestDropWithoutConnectionAdminFails(t *testing.T) {
 
 	res := rev.Drop(r.ctx(), "maria", r.command(name), testGuard)
 
-	if res.Outcome != schemas.OutcomeFailed || res.SQLState == "" {
-		t.Fatalf("outcome %s sqlstate %q (%s); want failed with the server's SQLSTATE", res.Outcome, res.SQLState, res.Reason)
+	if res.Outcome != schemas.OutcomeFailed || res.SQLState == "" || !strings.Contains(res.Reason, "left locked") {
+		t.Fatalf("outcome %s sqlstate %q (%s); want failed with the server's SQLSTATE, the account left locked", res.Outcome, res.SQLState, res.Reason)
 	}
 	if h := r.hosts(name); len(h) != 1 {
 		t.Errorf("hosts %v; the account must stay (locked) when its session cannot be killed", h)
