@@ -37,6 +37,12 @@ const maxNameChars = 128
 // too (mysql.sys, mysql.session, mysql.infoschema on MySQL 8).
 var builtin = []string{"root", "mariadb.sys", "mysql", "debian-sys-maint"}
 
+// BuiltIn reports whether name is an account of the server itself, which
+// no drop ever touches.
+func BuiltIn(name string) bool {
+	return slices.Contains(builtin, name) || strings.HasPrefix(name, "mysql.")
+}
+
 // refusal is a guard's refusal; nothing was executed when one is returned.
 type refusal struct {
 	guard, reason string
@@ -59,7 +65,7 @@ func checkName(g engine.Guard, name string) *refusal {
 		return refuse(GuardInvalidName, "user name is not valid UTF-8 text")
 	case utf8.RuneCountInString(name) > maxNameChars:
 		return refuse(GuardInvalidName, "user name is longer than the %d characters MySQL and MariaDB accept", maxNameChars)
-	case slices.Contains(builtin, name) || strings.HasPrefix(name, "mysql."):
+	case BuiltIn(name):
 		return refuse(GuardProtected, "%q is an account of the server itself", name)
 	case g.ManagedPattern == nil || !g.ManagedPattern.MatchString(name):
 		return refuse(GuardManagedPattern, "user %q does not match the managed pattern %v", name, g.ManagedPattern)
