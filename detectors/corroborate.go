@@ -82,6 +82,10 @@ func corroborateEnd(ctx context.Context, vault VaultLeases, leaseID string, seen
 		return confirmed(schemas.CorroboratedByValidUntil, corrValidUntilPassed,
 			fmt.Sprintf("rolvaliduntil %s has passed", rfc(*role.ValidUntil)), now)
 	}
+	if vault == nil && role.NoExpiry {
+		return unconfirmed(corrNoVault, "the database (MySQL or MariaDB) keeps no expiry of an account and no Vault link "+
+			"is configured to ask whether the lease ended: the target is observe only", now)
+	}
 	if vault == nil {
 		return unconfirmed(corrNoVault, "the database honours the password without limit (VALID UNTIL is NULL or infinity) and no Vault link is configured to ask whether the lease ended", now)
 	}

@@ -277,6 +277,7 @@ type revocationUnmapped struct {
 	Statements         []string                `json:"statements"`
 	SessionsTerminated int                     `json:"sessions_terminated"`
 	ReassignedTo       string                  `json:"reassigned_to,omitempty"`
+	Definers           []string                `json:"definers,omitempty"`
 	RoleAbsentAfter    bool                    `json:"role_absent_after"`
 	SessionsLeftAfter  int                     `json:"sessions_left_after"`
 	StartedAt          string                  `json:"started_at,omitempty"`
@@ -420,6 +421,7 @@ func (b Builder) revocationData(id string, cmd schemas.RevocationCommand, res sc
 			Statements:         statements,
 			SessionsTerminated: res.SessionsTerminated,
 			ReassignedTo:       res.ReassignedTo,
+			Definers:           res.Definers,
 			RoleAbsentAfter:    res.RoleAbsentAfter,
 			SessionsLeftAfter:  res.SessionsLeftAfter,
 			StartedAt:          rfc3339(res.StartedAt),

@@ -82,8 +82,8 @@ func (s *Service) Plan(ctx context.Context, req Request) (Plan, error) {
 		return Plan{}, err
 	}
 	if req.Database != "" {
-		if _, ok := s.d.Targets.Pool(req.Database); !ok {
-			return Plan{}, invalid("no target database named %q is configured (known: %s)", req.Database, strings.Join(s.d.Targets.Names(), ", "))
+		if !s.known(req.Database) {
+			return Plan{}, invalid("no target database named %q is configured (known: %s)", req.Database, strings.Join(s.names(), ", "))
 		}
 	}
 	now := s.d.Clock()
@@ -116,8 +116,7 @@ func (s *Service) Plan(ctx context.Context, req Request) (Plan, error) {
 
 func (s *Service) planAllManaged(ctx context.Context, p *Plan) error {
 	db := p.Request.Database
-	pool, _ := s.d.Targets.Pool(db)
-	roles, err := readRoles(ctx, pool, nil)
+	roles, _, err := s.readTarget(ctx, db, nil)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", db, err)
 	}
@@ -172,11 +171,10 @@ func (s *Service) planLedger(ctx context.Context, p *Plan) error {
 	roles := map[string]*targetRoles{}
 	unreadable := map[string]error{}
 	for db, us := range users {
-		pool, ok := s.d.Targets.Pool(db)
+		tr, ok, err := s.readTarget(ctx, db, us)
 		if !ok {
 			continue
 		}
-		tr, err := readRoles(ctx, pool, us)
 		if err != nil {
 			unreadable[db] = err
 			p.Warnings = append(p.Warnings, fmt.Sprintf("target %s could not be read (%v): its matched leases are all planned", db, err))
@@ -204,7 +202,7 @@ func (s *Service) planLedger(ctx context.Context, p *Plan) error {
 			continue
 		}
 		it := Item{Database: l.Database, DBUser: l.DBUser, LeaseID: l.LeaseID, LeaseState: string(l.State)}
-		_, known := s.d.Targets.Pool(l.Database)
+		known := s.known(l.Database)
 		tr := roles[l.Database]
 		switch {
 		case !known:
@@ -247,7 +245,7 @@ func (s *Service) planLedger(ctx context.Context, p *Plan) error {
 // created in an audit gap, or by hand, is still the operator's to drop.
 func (s *Service) planUnleasedUser(ctx context.Context, p *Plan, seen map[userKey]int) error {
 	req := p.Request
-	dbs := s.d.Targets.Names()
+	dbs := s.names()
 	if req.Database != "" {
 		dbs = []string{req.Database}
 	}
@@ -255,8 +253,7 @@ func (s *Service) planUnleasedUser(ctx context.Context, p *Plan, seen map[userKe
 		if _, done := seen[userKey{db, req.DBUser}]; done {
 			continue
 		}
-		pool, _ := s.d.Targets.Pool(db)
-		tr, err := readRoles(ctx, pool, []string{req.DBUser})
+		tr, _, err := s.readTarget(ctx, db, []string{req.DBUser})
 		if err != nil {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("target %s could not be read (%v): whether %s exists there is unknown", db, err, req.DBUser))
 			continue
@@ -297,9 +294,9 @@ func (s *Service) planUnfinished(ctx context.Context, p *Plan) error {
 		planned[k] = true
 		it := Item{Database: r.Database, DBUser: r.DBUser, LeaseID: r.LeaseID,
 			Why: "unfinished command of this request " + req.RequestID + " (resumed)"}
-		if pool, ok := s.d.Targets.Pool(r.Database); !ok {
+		if tr, ok, err := s.readTarget(ctx, r.Database, []string{r.DBUser}); !ok {
 			it.Guard, it.Refusal = GuardUnknownTarget, fmt.Sprintf("no target database named %q is configured", r.Database)
-		} else if tr, err := readRoles(ctx, pool, []string{r.DBUser}); err != nil {
+		} else if err != nil {
 			it.Unverified = true
 		} else {
 			_, it.Exists = tr.roles[r.DBUser]

@@ -197,7 +197,7 @@ func (x *Executor) admit(ctx context.Context, cmd schemas.RevocationCommand) err
 	if err := CheckFresh(cmd, x.Clock()); err != nil {
 		return err
 	}
-	if _, ok := x.Targets.Pool(cmd.Database); !ok {
+	if !x.known(cmd.Database) {
 		return refuse(GuardUnknownTarget, "no target database named %q is configured", cmd.Database)
 	}
 	if err := CheckShape(cmd); err != nil {
@@ -374,6 +374,12 @@ func (x *Executor) carryOut(ctx context.Context, db string, idx []int, cmds []sc
 			results, err = x.panicked(db, idx, cmds, p), nil
 		}
 	}()
+	start := time.Now()
+	if r, ok := x.engineRevoker(db); ok {
+		results = x.dropThrough(ctx, r, db, idx, cmds)
+		x.Metrics.batchSeconds.Observe(time.Since(start).Seconds())
+		return results, x.Dropper.faultIDs(ctx, StepBeforeRecord, pickIDs(cmds, idx))
+	}
 	var drops, terms []int
 	for _, i := range idx {
 		if cmds[i].Action == schemas.ActionTerminateSession {
@@ -384,7 +390,6 @@ func (x *Executor) carryOut(ctx context.Context, db string, idx []int, cmds []sc
 	}
 	pool, _ := x.Targets.Pool(db)
 	results = make(map[int]schemas.RevocationResult, len(idx))
-	start := time.Now()
 	if len(drops) > 0 {
 		for k, res := range x.drop(ctx, pool, db, pick(cmds, drops), claims, drops) {
 			results[drops[k]] = res

@@ -77,6 +77,10 @@ type GuardConfig struct {
 	// AllowCreateRole lets the revoker drop a role with CREATEROLE, which
 	// Vault's default creation statements never grant.
 	AllowCreateRole bool
+	// AllowSuperuser lets the revoker drop a MySQL or MariaDB account with
+	// global SUPER or ALL PRIVILEGES, which Vault's plugin never grants by
+	// default. A PostgreSQL superuser is never dropped.
+	AllowSuperuser bool
 }
 
 func (g GuardConfig) withDefaults() GuardConfig {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
@@ -201,10 +202,16 @@ func CheckShape(cmd schemas.RevocationCommand) error {
 	default:
 		return refuse(GuardAction, "action %q is not %s or %s", cmd.Action, schemas.ActionDropRole, schemas.ActionTerminateSession)
 	}
-	if cmd.Target.SystemIdentifier == "" || cmd.Target.DatabaseOID == 0 {
+	if cmd.Target.SystemIdentifier == "" || (cmd.Target.DatabaseOID == 0 && !serverWide(cmd.Target)) {
 		return refuse(GuardTarget, "the command names no target identity")
 	}
 	return nil
 }
 
 func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// serverWide reports whether an identity is a MySQL or MariaDB server's:
+// its accounts are server-wide, so it names no database (oid 0).
+func serverWide(id schemas.TargetIdentity) bool {
+	return strings.HasPrefix(id.SystemIdentifier, "mysql:") || strings.HasPrefix(id.SystemIdentifier, "mariadb:")
+}

@@ -85,7 +85,9 @@ type RevocationCommand struct {
 
 // TargetIdentity identifies one database of one PostgreSQL cluster: the
 // cluster's pg_control_system().system_identifier (decimal) and the
-// database's oid.
+// database's oid. For a MySQL or MariaDB server, whose accounts are
+// server-wide, it is "mysql:<server_uuid>" or "mariadb:<digest>" and oid 0
+// (target/mysql).
 type TargetIdentity struct {
 	SystemIdentifier string `json:"system_identifier"`
 	DatabaseOID      uint32 `json:"database_oid"`
@@ -150,6 +152,10 @@ type RevocationResult struct {
 	Statements         []string `json:"statements,omitempty"`
 	SessionsTerminated int      `json:"sessions_terminated"`
 	ReassignedTo       string   `json:"reassigned_to,omitempty"`
+	// Definers are the objects ("view db.v", "procedure db.p", …) whose
+	// DEFINER was the dropped MySQL user: they fail when run until given
+	// another definer. PostgreSQL has owners instead (ReassignedTo).
+	Definers []string `json:"definers,omitempty"`
 	// The checks made after the statements: the outcome rests on these.
 	RoleAbsentAfter   bool      `json:"role_absent_after"`
 	SessionsLeftAfter int       `json:"sessions_left_after"`

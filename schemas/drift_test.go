@@ -284,6 +284,7 @@ func populated() map[string][]any {
 				Statements:         []string{`ALTER ROLE "v-userpass-reportin-k1B0cLsSUMNiuIuIwYGR-1795634613" NOLOGIN`, `DROP ROLE "v-userpass-reportin-k1B0cLsSUMNiuIuIwYGR-1795634613"`},
 				SessionsTerminated: 2,
 				ReassignedTo:       "leaseguard",
+				Definers:           []string{"view app.v"},
 				RoleAbsentAfter:    false,
 				SessionsLeftAfter:  1,
 				StartedAt:          t0,

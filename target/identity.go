@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/target/mysql"
 )
 
 // queryTimeout bounds every read this package makes of a target.
@@ -45,11 +46,12 @@ func newIdentities() *identities { return &identities{m: map[string]cachedIdenti
 var ErrUnknownTarget = errors.New("unknown target")
 
 // Identity returns the named target's identity: its cluster's system
-// identifier and its database oid. Signed commands carry it, so a command
+// identifier and its database oid (MySQL: its server's, see
+// mysql.Engine.Identity). Signed commands carry it, so a command
 // issued for one database is refused by a revoker whose target of that
 // name is another.
 func (s *Set) Identity(ctx context.Context, database string) (schemas.TargetIdentity, error) {
-	pool, ok := s.pools[database]
+	e, ok := s.Engine(database)
 	if !ok {
 		return schemas.TargetIdentity{}, fmt.Errorf("%w %q", ErrUnknownTarget, database)
 	}
@@ -59,7 +61,7 @@ func (s *Set) Identity(ctx context.Context, database string) (schemas.TargetIden
 	if ok && time.Since(c.at) < identityTTL {
 		return c.id, nil
 	}
-	id, err := ReadIdentity(ctx, pool)
+	id, err := e.Identity(ctx)
 	if err != nil {
 		return id, fmt.Errorf("read identity of %s: %w", database, err)
 	}
@@ -74,11 +76,17 @@ func (s *Set) Identity(ctx context.Context, database string) (schemas.TargetIden
 type Role struct {
 	OID        uint32
 	ValidUntil *time.Time
+	// NoExpiry: the engine keeps no expiry of its accounts (MySQL,
+	// MariaDB), so a nil ValidUntil says nothing; OID is 0 there too.
+	NoExpiry bool
 }
 
 // Roles reads the named users of a target; users that do not exist are
 // missing from the result.
 func (s *Set) Roles(ctx context.Context, database string, users []string) (map[string]Role, error) {
+	if e, ok := s.mysqls[database]; ok {
+		return mysqlRoles(ctx, e, database, users)
+	}
 	pool, ok := s.pools[database]
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownTarget, database)
@@ -88,6 +96,20 @@ func (s *Set) Roles(ctx context.Context, database string, users []string) (map[s
 		return nil, fmt.Errorf("read pg_roles of %s: %w", database, err)
 	}
 	return roles, nil
+}
+
+// mysqlRoles: the users with an account on a MySQL target, with no oid
+// and NoExpiry (MySQL has neither).
+func mysqlRoles(ctx context.Context, e *mysql.Engine, database string, users []string) (map[string]Role, error) {
+	exist, err := e.Existing(ctx, users)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", database, err)
+	}
+	out := make(map[string]Role, len(exist))
+	for u := range exist {
+		out[u] = Role{NoExpiry: true}
+	}
+	return out, nil
 }
 
 // ReadIdentity reads the identity of the database pool connects to.

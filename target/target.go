@@ -15,12 +15,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/leaseguard/leaseguard/internal/dbpool"
+	"github.com/leaseguard/leaseguard/target/engine"
+	"github.com/leaseguard/leaseguard/target/mysql"
 )
 
 // Target is one database leaseguard watches and revokes in.
 type Target struct {
 	Name string
 	URL  string
+	// Kind is the engine, from the URL: mysql:// is MySQL or MariaDB,
+	// anything else PostgreSQL.
+	Kind engine.Kind
 }
 
 // Route sends leases of a Vault mount, or of mount/role, to a target.
@@ -35,7 +40,8 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // ParseTargets reads "name=url,name=url". Names are letters, digits, '_',
 // '.' and '-'; URLs are PostgreSQL connection URLs or key=value strings
-// without commas.
+// without commas, or mysql://user:password@host:port/ for MySQL and
+// MariaDB.
 func ParseTargets(s string) ([]Target, error) {
 	var out []Target
 	for _, entry := range splitList(s) {
@@ -47,10 +53,11 @@ func ParseTargets(s string) ([]Target, error) {
 		if !nameRE.MatchString(name) {
 			return nil, fmt.Errorf("target name %q: use letters, digits, '_', '.', '-'", name)
 		}
-		if _, err := pgx.ParseConfig(url); err != nil {
-			return nil, fmt.Errorf("target %s: connection url does not parse", name)
+		kind, err := kindOf(url)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", name, err)
 		}
-		out = append(out, Target{Name: name, URL: url})
+		out = append(out, Target{Name: name, URL: url, Kind: kind})
 	}
 	return out, nil
 }
@@ -123,11 +130,28 @@ func (c Config) Validate() error {
 	return c.Conn.Validate()
 }
 
-// Set holds a pool per target and answers routing questions.
+// kindOf tells the engine of a target URL, and checks the URL parses. The
+// error never repeats the URL: it may hold a password.
+func kindOf(url string) (engine.Kind, error) {
+	if mysql.IsURL(url) {
+		if _, err := mysql.ParseURL(url); err != nil {
+			return "", fmt.Errorf("mysql url: %w", err)
+		}
+		return engine.KindMySQL, nil
+	}
+	if _, err := pgx.ParseConfig(url); err != nil {
+		return "", errors.New("connection url does not parse")
+	}
+	return engine.KindPostgres, nil
+}
+
+// Set holds a pool per PostgreSQL target, an engine per MySQL target, and
+// answers routing questions.
 type Set struct {
-	cfg   Config
-	pools map[string]*pgxpool.Pool
-	ids   *identities
+	cfg    Config
+	pools  map[string]*pgxpool.Pool
+	mysqls map[string]*mysql.Engine
+	ids    *identities
 }
 
 // Open creates (lazily connecting) pools for every target.
@@ -139,8 +163,17 @@ func Open(ctx context.Context, cfg Config) (*Set, error) {
 	if maxConns <= 0 {
 		maxConns = 4
 	}
-	s := &Set{cfg: cfg, pools: map[string]*pgxpool.Pool{}, ids: newIdentities()}
+	s := &Set{cfg: cfg, pools: map[string]*pgxpool.Pool{}, mysqls: map[string]*mysql.Engine{}, ids: newIdentities()}
 	for _, t := range cfg.Targets {
+		if mysql.IsURL(t.URL) {
+			e, err := mysql.Open(t.URL, int(maxConns))
+			if err != nil {
+				s.Close()
+				return nil, fmt.Errorf("target %s: %w", t.Name, err)
+			}
+			s.mysqls[t.Name] = e
+			continue
+		}
 		pc, err := pgxpool.ParseConfig(t.URL)
 		if err != nil {
 			s.Close()
@@ -164,9 +197,13 @@ func (s *Set) Close() {
 	for _, p := range s.pools {
 		p.Close()
 	}
+	for _, e := range s.mysqls {
+		e.Close()
+	}
 }
 
-// Names lists the targets in a stable order.
+// Names lists the PostgreSQL targets (those with a Pool) in a stable
+// order; AllNames lists every target.
 func (s *Set) Names() []string {
 	out := make([]string, 0, len(s.pools))
 	for n := range s.pools {
@@ -210,18 +247,25 @@ func route(cfg Config, mount, role string) (string, bool) {
 // Ping checks every target is reachable.
 func (s *Set) Ping(ctx context.Context) error {
 	var errs []error
-	for _, n := range s.Names() {
-		if err := s.pools[n].Ping(ctx); err != nil {
+	for _, n := range s.AllNames() {
+		e, _ := s.Engine(n)
+		if err := e.Ping(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", n, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// ValidUntil reads pg_roles.rolvaliduntil of users in the named target.
+// ValidUntil reads pg_roles.rolvaliduntil of users in the named target
+// (none on a MySQL target).
 // Users that do not exist, or whose validity is NULL or infinite, are
 // missing from the result.
 func (s *Set) ValidUntil(ctx context.Context, database string, users []string) (map[string]time.Time, error) {
+	if _, ok := s.mysqls[database]; ok {
+		// MySQL keeps no expiry: the lease's comes from Vault or the
+		// configured role TTLs.
+		return map[string]time.Time{}, nil
+	}
 	pool, ok := s.pools[database]
 	if !ok {
 		return nil, fmt.Errorf("unknown target %q", database)

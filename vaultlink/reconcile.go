@@ -19,6 +19,7 @@ import (
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target/engine"
 )
 
 // RuleVaultRevoke names the findings that record how Vault was brought in
@@ -257,9 +258,22 @@ func (r *Reconciler) work(ctx context.Context, it VaultRevocation) error {
 	return r.failed(ctx, it, a)
 }
 
-// userAbsent re-reads the target's pg_roles.
+// engineTargets is what a target set has when some targets are not
+// PostgreSQL (target.Set): each answers through its engine.
+type engineTargets interface {
+	Engine(name string) (engine.Engine, bool)
+}
+
+// userAbsent re-reads the target's pg_roles (on MySQL: mysql.user, every
+// host of the name).
 func (r *Reconciler) userAbsent(ctx context.Context, database, user string) (bool, error) {
 	pool, ok := r.Targets.Pool(database)
+	if et, isSet := r.Targets.(engineTargets); !ok && isSet {
+		if e, found := et.Engine(database); found {
+			g, err := e.Verify(ctx, user)
+			return g.Absent, err
+		}
+	}
 	if !ok {
 		return false, fmt.Errorf("unknown target %q", database)
 	}

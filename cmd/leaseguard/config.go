@@ -50,7 +50,7 @@ type Config struct {
 	LogFormat   string `env:"LEASEGUARD_LOG_FORMAT" envDefault:"auto" desc:"json, text, or auto (text on a terminal, else json)"`
 	DataDir     string `env:"LEASEGUARD_DATA_DIR" envDefault:"/var/lib/leaseguard" desc:"local state: embedded JetStream store, generated signing key"`
 
-	Targets       string `env:"LEASEGUARD_TARGETS" desc:"target databases, name=postgres-url,…; default one target, the state-store database, named after it"`
+	Targets       string `env:"LEASEGUARD_TARGETS" desc:"target databases, name=url,… (postgres:// or key=value for PostgreSQL, mysql://user:password@host:port/ for MySQL and MariaDB); default one target, the state-store database, named after it"`
 	Routes        string `env:"LEASEGUARD_ROUTES" desc:"mount or mount/role glob → target, pattern=target,… (first match wins); optional with one target"`
 	RoleTTLs      string `env:"LEASEGUARD_ROLE_TTLS" desc:"fallback lease TTL per Vault role, role=duration or mount/role=duration,…"`
 	MaxEntryBytes int    `env:"LEASEGUARD_MAX_ENTRY_BYTES" envDefault:"1048576" desc:"larger audit entries are dead-lettered"`
@@ -73,6 +73,7 @@ type Config struct {
 	CommandTTL           time.Duration `env:"LEASEGUARD_COMMAND_TTL" envDefault:"10m" desc:"how long a signed revocation command stays valid; the revoker refuses it after (1s to 24h)"`
 	RevokeGroupRoles     bool          `env:"LEASEGUARD_REVOKE_GROUP_ROLES" envDefault:"false" desc:"let the revoker drop roles that have members (group roles); refused by default"`
 	RevokeCreateRole     bool          `env:"LEASEGUARD_REVOKE_CREATEROLE" envDefault:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
+	RevokeMySQLSuper     bool          `env:"LEASEGUARD_REVOKE_MYSQL_SUPER" envDefault:"false" desc:"let the revoker drop MySQL/MariaDB accounts with global SUPER or ALL PRIVILEGES; refused by default"`
 	MaxRevocationsPerMin int           `env:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" envDefault:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
 	RevocationBatch      int           `env:"LEASEGUARD_REVOCATION_BATCH" envDefault:"100" desc:"roles dropped per target transaction"`
 	StatementTimeout     time.Duration `env:"LEASEGUARD_STATEMENT_TIMEOUT" envDefault:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target"`

@@ -285,7 +285,7 @@ func (p *pipeline) logRunning(cfg Config) {
 	if p.embedded != nil {
 		natsAt = "embedded, in-process" // the URL would be a placeholder
 	}
-	p.logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.Names(), ","))
+	p.logger.Info("leaseguard running", "roles", cfg.Roles, "metrics", p.opsSrv.Addr(), "nats", natsAt, "targets", strings.Join(p.targets.AllNames(), ","))
 }
 
 // startRelay starts the evidence relay, which also appends the signed
@@ -500,7 +500,8 @@ func (c Config) dropperConfig() revoker.DropperConfig {
 	}
 	return revoker.DropperConfig{
 		Guard: revoker.GuardConfig{ManagedPattern: c.parsed().managed, Protected: protected,
-			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole},
+			AllowGroupRoles: c.RevokeGroupRoles, AllowCreateRole: c.RevokeCreateRole,
+			AllowSuperuser: c.RevokeMySQLSuper},
 		ReassignTo:       c.ReassignOwnedTo,
 		StatementTimeout: c.StatementTimeout,
 		LockTimeout:      c.LockTimeout,

@@ -1,0 +1,196 @@
+package revoker_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	driver "github.com/go-sql-driver/mysql"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/cmdtest"
+	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+	"github.com/leaseguard/leaseguard/target/mysql"
+)
+
+func mysqlURL() string {
+	if u := os.Getenv("TEST_MYSQL_URL"); u != "" {
+		return u
+	}
+	return "mysql://root@127.0.0.1:3306/"
+}
+
+// mysqlRig is an Executor whose only target, "maria", is the local MariaDB,
+// with a root connection for setting up and looking.
+type mysqlRig struct {
+	st     *store.Store
+	set    *target.Set
+	root   *sql.DB
+	signer *revoker.Signer
+	exec   *revoker.Executor
+}
+
+func newMySQLRig(t *testing.T) *mysqlRig {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_mysql")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set, err := target.Open(ctx, target.Config{Targets: []target.Target{{Name: "maria", URL: mysqlURL()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(set.Close)
+	cfg, err := mysql.ParseURL(mysqlURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := driver.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := sql.OpenDB(conn)
+	t.Cleanup(func() { _ = root.Close() })
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer := revoker.NewSigner(priv)
+	verifier, err := revoker.NewVerifier(signer.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropper, err := revoker.NewDropper(revoker.DropperConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: set,
+		State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &mysqlRig{st: st, set: set, root: root, signer: signer, exec: exec}
+}
+
+// user creates a managed user at two hosts, dropped at cleanup whatever
+// happens.
+func (r *mysqlRig) user(t *testing.T, label string) string {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "v-" + label + "-" + hex.EncodeToString(b)
+	for _, h := range []string{"%", "localhost"} {
+		if _, err := r.root.Exec(`CREATE USER ?@? IDENTIFIED BY 'pw'`, name, h); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = r.root.Exec(`DROP USER IF EXISTS ?@?`, name, h) })
+	}
+	return name
+}
+
+// signed is a signed drop command for name, corroborated by source.
+func (r *mysqlRig) signed(t *testing.T, name, source string) schemas.RevocationCommand {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := r.set.Identity(ctx, "maria")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	cmd := schemas.RevocationCommand{
+		Type: schemas.RevocationCommandType, ID: "cmd-" + name, Action: schemas.ActionDropRole,
+		IssuedAt: now, ExpiresAt: now.Add(time.Hour), Nonce: cmdtest.Nonce(), Issuer: "detectors", Actor: "test",
+		Rule: "lease-expired", Database: "maria", Target: id, DBUser: name, LeaseID: "mysql/creds/app/x",
+		Reason: "test", Corroboration: schemas.Corroboration{Source: source, CheckedAt: now},
+	}
+	if err := r.signer.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+func (r *mysqlRig) hosts(t *testing.T, name string) int {
+	t.Helper()
+	var n int
+	if err := r.root.QueryRow(`SELECT count(*) FROM mysql.user WHERE User = ?`, name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A signed command on a MySQL target goes through the same Executor as on
+// PostgreSQL: admitted, claimed, dropped (every host), recorded with its
+// evidence; its redelivery is a duplicate.
+func TestExecutorDropsOnMySQL(t *testing.T) {
+	t.Parallel()
+	r := newMySQLRig(t)
+	name := r.user(t, "exec")
+	cmd := r.signed(t, name, schemas.CorroboratedByVaultLookup)
+
+	got := execOne(r.exec, cmd)
+
+	if !got.Recorded || got.Result.Outcome != schemas.OutcomeDropped {
+		t.Fatalf("executed %+v (%v), want dropped and recorded", got.Result, got.Err)
+	}
+	if n := r.hosts(t, name); n != 0 {
+		t.Errorf("%d hosts of %s left", n, name)
+	}
+	again := execOne(r.exec, cmd)
+	if !again.Duplicate || again.Result.Outcome != schemas.OutcomeDropped {
+		t.Errorf("redelivery %+v, want a duplicate of the drop", again)
+	}
+	rev, err := store.GetRevocation(context.Background(), r.st.Pool(), cmd.ID)
+	if err != nil || rev.Result == nil || rev.Result.Outcome != schemas.OutcomeDropped || len(rev.Result.Statements) == 0 {
+		t.Fatalf("recorded %+v, %v", rev, err)
+	}
+	rep, err := evidence.VerifyOutbox(context.Background(), r.st.Pool(), evidence.VerifyOptions{})
+	if err != nil || !rep.OK() {
+		t.Errorf("evidence chain: %+v %v", rep, err)
+	}
+}
+
+// A command that rests on PostgreSQL's VALID UNTIL means nothing on MySQL:
+// refused, recorded, and the user stays.
+func TestExecutorRefusesUncorroboratedMySQLDrop(t *testing.T) {
+	t.Parallel()
+	r := newMySQLRig(t)
+	name := r.user(t, "unc")
+
+	got := execOne(r.exec, r.signed(t, name, schemas.CorroboratedByValidUntil))
+
+	if !got.Recorded || got.Result.Outcome != schemas.OutcomeRefused || got.Result.Guard != revoker.GuardCorroboration {
+		t.Fatalf("executed %+v (%v), want refused by corroboration", got.Result, got.Err)
+	}
+	if n := r.hosts(t, name); n != 2 {
+		t.Errorf("%d hosts of %s, want the 2 it had", n, name)
+	}
+}
+
+// The MySQL engine's guard names are the revoker's.
+func TestMySQLGuardNamesAreTheRevokers(t *testing.T) {
+	t.Parallel()
+	pairs := [][2]string{
+		{mysql.GuardEmpty, revoker.GuardEmpty}, {mysql.GuardInvalidName, revoker.GuardInvalidName},
+		{mysql.GuardManagedPattern, revoker.GuardManagedPattern}, {mysql.GuardProtected, revoker.GuardProtected},
+		{mysql.GuardDatabase, revoker.GuardDatabase}, {mysql.GuardSuperuser, revoker.GuardSuperuser},
+		{mysql.GuardOwnRole, revoker.GuardOwnRole}, {mysql.GuardTarget, revoker.GuardTarget},
+		{mysql.GuardAction, revoker.GuardAction}, {mysql.GuardCorroboration, revoker.GuardCorroboration},
+	}
+	for _, p := range pairs {
+		if p[0] != p[1] {
+			t.Errorf("mysql guard %q is %q in the revoker", p[0], p[1])
+		}
+	}
+}
