@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// burst issues n users that all fall due within two seconds, starting a
+// second from now, and publishes their entries.
+func (e *caseEnv) burst(ctx context.Context, n int) error {
+	first := time.Now().Add(time.Second)
+	return e.issueAndPublish(ctx, n, first, first.Add(2*time.Second))
+}
+
+// runSigterm: SIGTERM once the burst's first user is dropped, then a
+// restart at once; every due user must be dropped within 5 s of it.
+func runSigterm(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
+	goal := restartGoal(5 * time.Second)
+	if err := e.start(); err != nil {
+		return Observation{}, goal, err
+	}
+	if err := e.burst(ctx, e.h.opt.users); err != nil {
+		return Observation{}, goal, err
+	}
+	if err := e.waitFirstDrop(ctx, time.Minute); err != nil {
+		return Observation{}, goal, err
+	}
+	stopAt := time.Now()
+	stopErr := e.procs[0].term(60 * time.Second)
+	e.note = fmt.Sprintf("shutdown took %s", time.Since(stopAt).Round(10*time.Millisecond))
+	restart := time.Now()
+	if _, err := e.startLeaseguard(0); err != nil {
+		return Observation{}, goal, err
+	}
+	obs, goal, err := e.settleAndObserve(ctx, time.Time{}, restart, goal)
+	if stopErr != nil {
+		obs.Extra = append(obs.Extra, stopErr.Error())
+	}
+	return obs, goal, err
+}
+
+// runKill9: kill -9 once a burst's first user is dropped, a restart at
+// once, and the burst settled; three rounds in the full form, one in the
+// short. Every user must be dropped within 30 s (the AckWait) of the
+// restart that followed its round's kill.
+func runKill9(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
+	goal := restartGoal(30 * time.Second)
+	rounds := 3
+	if e.h.opt.short {
+		rounds = 1
+	}
+	if err := e.start(); err != nil {
+		return Observation{}, goal, err
+	}
+	restores := map[string]time.Time{}
+	var restart time.Time
+	for r := range rounds {
+		var err error
+		if restart, err = e.kill9Round(ctx, r, restores); err != nil {
+			return Observation{}, goal, err
+		}
+	}
+	obs, goal, err := e.settleAndObserve(ctx, time.Time{}, restart, goal)
+	obs.Restores = restores
+	return obs, goal, err
+}
+
+// kill9Round runs one burst, kill and restart, and waits for the burst to
+// settle; restores gets the restart time of the round's users.
+func (e *caseEnv) kill9Round(ctx context.Context, r int, restores map[string]time.Time) (time.Time, error) {
+	known := map[string]bool{}
+	for u := range e.users {
+		known[u] = true
+	}
+	dropped, err := e.droppedInOutbox(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := e.burst(ctx, e.h.opt.users); err != nil {
+		return time.Time{}, err
+	}
+	if err := e.waitDropped(ctx, dropped+1, time.Minute); err != nil {
+		return time.Time{}, err
+	}
+	e.procs[0].kill()
+	restart := time.Now()
+	if _, err := e.startLeaseguard(0); err != nil {
+		return time.Time{}, fmt.Errorf("round %d: %w", r+1, err)
+	}
+	for u := range e.users {
+		if !known[u] {
+			restores[u] = restart
+		}
+	}
+	return restart, e.waitSettled(ctx, settleTimeout)
+}

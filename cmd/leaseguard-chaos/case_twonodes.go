@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"time"
+)
+
+// runTwoNodes: two leaseguard processes share the state store and the
+// JetStream (the same durable consumers) with the same signing key; once
+// the burst's first user is dropped, one of them is killed (kill -9) and
+// not restarted. The other must finish every drop within 30 s (the
+// revoker's AckWait) of the kill.
+func runTwoNodes(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
+	goal := restartGoal(30 * time.Second)
+	if err := e.start(); err != nil {
+		return Observation{}, goal, err
+	}
+	if _, err := e.startLeaseguard(1); err != nil {
+		return Observation{}, goal, err
+	}
+	if err := e.burst(ctx, e.h.opt.users); err != nil {
+		return Observation{}, goal, err
+	}
+	if err := e.waitFirstDrop(ctx, time.Minute); err != nil {
+		return Observation{}, goal, err
+	}
+	e.procs[1].kill()
+	return e.settleAndObserve(ctx, time.Time{}, time.Now(), goal)
+}
