@@ -91,7 +91,9 @@ func (e *caseEnv) close() {
 		e.closers[i]()
 	}
 	e.h.dropUsers(e.prefix)
-	e.h.dropSchema(e.schema)
+	if !e.h.opt.keep {
+		e.h.dropSchema(e.schema)
+	}
 }
 
 // leaseguardEnv is the configuration of leaseguard number i of the case.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -31,34 +33,63 @@ func record(event []byte, at time.Time) (Record, error) {
 	if err := json.Unmarshal(event, &ev); err != nil {
 		return Record{}, fmt.Errorf("evidence is not a CloudEvent: %w", err)
 	}
-	r := Record{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, At: at}
+	r := Record{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, At: at, Raw: event}
 	if m := outcomeRE.FindSubmatch(ev.Data); r.Type == RevocationType && m != nil {
 		r.Outcome = string(m[1])
 	}
 	return r, nil
 }
 
-// outbox reads every event of the case's outbox.
-func (e *caseEnv) outbox(ctx context.Context) ([]Record, error) {
-	rows, err := e.h.admin.Query(ctx, "SELECT event, created_at FROM "+pgx.Identifier{e.schema, "evidence_outbox"}.Sanitize()+" ORDER BY seq")
+// outbox reads every event of the case's outbox, and whether all of them
+// are marked published.
+func (e *caseEnv) outbox(ctx context.Context) ([]Record, bool, error) {
+	rows, err := e.h.admin.Query(ctx, "SELECT event, created_at, published_at IS NOT NULL FROM "+
+		pgx.Identifier{e.schema, "evidence_outbox"}.Sanitize()+" ORDER BY seq")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rows.Close()
 	var out []Record
+	all := true
 	for rows.Next() {
 		var ev []byte
 		var at time.Time
-		if err := rows.Scan(&ev, &at); err != nil {
-			return nil, err
+		var published bool
+		if err := rows.Scan(&ev, &at, &published); err != nil {
+			return nil, false, err
 		}
 		r, err := record(ev, at)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		out = append(out, r)
+		all = all && published
 	}
-	return out, rows.Err()
+	return out, all, rows.Err()
+}
+
+// evidence reads the outbox and the evidence stream at a moment when they
+// can be compared: the parts keep adding evidence (audit rules run every
+// few seconds), so the outbox is read before and after the stream, and
+// the reads count only when the outbox did not change in between and was
+// all published.
+func (e *caseEnv) evidence(ctx context.Context) (outbox, relayed []Record, err error) {
+	err = poll(ctx, "a quiet outbox to compare with the stream", time.Minute, func(ctx context.Context) (bool, string, error) {
+		before, published, err := e.outbox(ctx)
+		if err != nil || !published {
+			return false, "outbox not all published", err
+		}
+		if relayed, err = e.relayed(ctx); err != nil {
+			return false, "", err
+		}
+		after, _, err := e.outbox(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		outbox = after
+		return len(after) == len(before), "outbox grew while the stream was read", nil
+	})
+	return outbox, relayed, err
 }
 
 // relayed reads the evidence stream from its start, as a SIEM would.
@@ -98,7 +129,7 @@ func (e *caseEnv) relayed(ctx context.Context) ([]Record, error) {
 				return nil, err
 			}
 			seq = md.Sequence.Stream
-			r, err := record(m.Data(), md.Timestamp)
+			r, err := record(append([]byte(nil), m.Data()...), md.Timestamp)
 			if err != nil {
 				return nil, err
 			}
@@ -238,15 +269,33 @@ func (e *caseEnv) observe(ctx context.Context, restore time.Time) (Observation, 
 	if obs.Left, err = e.usersLeft(ctx); err != nil {
 		return obs, err
 	}
-	if obs.Outbox, err = e.outbox(ctx); err != nil {
+	if obs.Outbox, obs.Relayed, err = e.evidence(ctx); err != nil {
 		return obs, err
 	}
-	if obs.Relayed, err = e.relayed(ctx); err != nil {
-		return obs, err
-	}
+	e.writeOdd(obs)
 	var out string
 	if obs.ChainOK, out = e.verifyChain(ctx); !obs.ChainOK {
 		obs.Extra = append(obs.Extra, "evidence verify: "+out)
 	}
 	return obs, nil
+}
+
+// writeOdd writes the relayed events that are doubled or not in the outbox
+// to odd-events.jsonl in the case's directory, for a closer look.
+func (e *caseEnv) writeOdd(obs Observation) {
+	in := map[string]bool{}
+	for _, r := range obs.Outbox {
+		in[r.ID] = true
+	}
+	seen := map[string]bool{}
+	var b []byte
+	for _, r := range obs.Relayed {
+		if !in[r.ID] || seen[r.ID] {
+			b = append(append(b, r.Raw...), '\n')
+		}
+		seen[r.ID] = true
+	}
+	if len(b) > 0 {
+		_ = os.WriteFile(filepath.Join(e.dir, "odd-events.jsonl"), b, 0o600)
+	}
 }

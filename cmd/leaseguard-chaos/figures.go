@@ -19,6 +19,8 @@ type Record struct {
 	Subject string // <target>/<user> for revocations
 	Outcome string // revocations only: dropped, terminated, already_absent, …
 	At      time.Time
+	// Raw is the event as read, for a report of odd ones.
+	Raw []byte
 }
 
 // Observation is what a case saw at its end, the input of the figures.
@@ -189,9 +191,41 @@ func Compute(name string, obs Observation, goal Goal) Figures {
 	f.Lost, f.Doubled = lostAndDoubled(obs.Outbox, obs.Relayed)
 	f.Recovery, f.HeldBack = recovery(obs.Relayed, obs.Target, obs.Users, obs.Restore, obs.Restores)
 	f.Failures = append(check(f, goal), obs.Extra...)
+	if f.Lost > 0 || f.Doubled > 0 {
+		f.Failures = append(f.Failures, "lost or doubled: "+strings.Join(oddEvents(obs.Outbox, obs.Relayed, 5), "; "))
+	}
 	return f
 }
 
+// oddEvents describes up to n events lost or doubled, for the log.
+func oddEvents(outbox, relayed []Record, n int) []string {
+	inOutbox := map[string]bool{}
+	for _, r := range outbox {
+		inOutbox[r.ID] = true
+	}
+	times := map[string]int{}
+	byID := map[string]Record{}
+	for _, r := range relayed {
+		times[r.ID]++
+		byID[r.ID] = r
+	}
+	var out []string
+	for _, r := range outbox {
+		if times[r.ID] == 0 {
+			out = append(out, fmt.Sprintf("lost %s %s %s", r.ID, r.Type, r.Subject))
+		}
+	}
+	for id, k := range times {
+		if r := byID[id]; k > 1 || !inOutbox[id] {
+			out = append(out, fmt.Sprintf("relayed %d× (in outbox: %v) %s %s %s %s", k, inOutbox[id], r.ID, r.Type, r.Subject, r.Outcome))
+		}
+	}
+	sort.Strings(out)
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
 // check lists every goal f misses.
 func check(f Figures, goal Goal) []string {
 	var out []string

@@ -35,7 +35,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.dbURL, "db", "", "PostgreSQL URL (default TEST_DATABASE_URL or the local test database)")
 	pattern := fs.String("run", "", "run only the cases whose name matches this regular expression")
 	fs.StringVar(&o.workDir, "workdir", "", "where logs and data go (default a temporary directory, removed unless -keep or a case failed)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory and the cases' schemas")
 	fs.IntVar(&o.users, "users", 0, "users per case (default 1000, short 200)")
 	fs.DurationVar(&o.fault, "fault", 0, "how long a fault holds (default 20s, short 12s)")
 	if err := fs.Parse(args); err != nil {
