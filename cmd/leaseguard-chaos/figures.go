@@ -226,6 +226,7 @@ func oddEvents(outbox, relayed []Record, n int) []string {
 	}
 	return out
 }
+
 // check lists every goal f misses.
 func check(f Figures, goal Goal) []string {
 	var out []string
