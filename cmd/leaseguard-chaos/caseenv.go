@@ -40,6 +40,8 @@ type caseEnv struct {
 	sim           *vaultsim.Sim
 	// users: each issued user and when it became due.
 	users map[string]time.Time
+	// outcome is the revocation outcome every user must get (dropped).
+	outcome string
 	ready *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
@@ -53,7 +55,7 @@ func (h *harness) newCaseEnv(ctx context.Context, name string) (_ *caseEnv, err 
 	caseSeq++
 	display := fmt.Sprintf("c%s%d", h.sfx, caseSeq%10)
 	e := &caseEnv{h: h, name: name, schema: "chaos_" + h.sfx + "_" + strings.ReplaceAll(name, "-", "_"),
-		prefix: "v-" + display + "-", metricsPorts: map[int]int{}, users: map[string]time.Time{}, extraEnv: map[string]string{}}
+		prefix: "v-" + display + "-", metricsPorts: map[int]int{}, users: map[string]time.Time{}, outcome: "dropped", extraEnv: map[string]string{}}
 	defer func() {
 		if err != nil {
 			e.close()

@@ -251,20 +251,20 @@ func (e *caseEnv) waitSettled(ctx context.Context, timeout time.Duration) error 
 		if err != nil {
 			return false, "", err
 		}
-		counts := droppedPerUser(rel, targetName, e.users)
+		counts := outcomesPerUser(rel, targetName, e.outcome, e.users)
 		missing := 0
 		for _, n := range counts {
 			if n == 0 {
 				missing++
 			}
 		}
-		return missing == 0, fmt.Sprintf("%d users' dropped evidence not relayed", missing), nil
+		return missing == 0, fmt.Sprintf("%d users' %s evidence not relayed", missing, e.outcome), nil
 	})
 }
 
 // observe gathers the case's end state. restore is the end of its fault.
 func (e *caseEnv) observe(ctx context.Context, restore time.Time) (Observation, error) {
-	obs := Observation{Target: targetName, Users: e.users, Restore: restore}
+	obs := Observation{Target: targetName, Outcome: e.outcome, Users: e.users, Restore: restore}
 	var err error
 	if obs.Left, err = e.usersLeft(ctx); err != nil {
 		return obs, err

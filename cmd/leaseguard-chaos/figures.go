@@ -27,6 +27,9 @@ type Record struct {
 type Observation struct {
 	// Target is the target name that prefixes evidence subjects.
 	Target string
+	// Outcome is the revocation outcome each user must have exactly once:
+	// dropped (the default), or terminated for ghost sessions.
+	Outcome string
 	// Users are the users the case expects dropped, with when each became
 	// due (its rolvaliduntil plus the expiry grace).
 	Users map[string]time.Time
@@ -50,6 +53,13 @@ type Observation struct {
 	Extra []string
 }
 
+func (o Observation) outcome() string {
+	if o.Outcome == "" {
+		return "dropped"
+	}
+	return o.Outcome
+}
+
 // Goal is what a case must show.
 type Goal struct {
 	// Recovery bounds the time from the restore to each held-back user's
@@ -64,8 +74,10 @@ type Goal struct {
 
 // Figures are one case's results, a row of the final table.
 type Figures struct {
-	Case  string
-	Users int
+	Case string
+	// Outcome is what every user must get once (dropped, terminated).
+	Outcome string
+	Users   int
 	Left  int
 	// Once, Never and More count users by their `dropped` evidence
 	// relayed: exactly one, none, more than one.
@@ -89,17 +101,17 @@ type Figures struct {
 // OK says whether every goal was met.
 func (f Figures) OK() bool { return len(f.Failures) == 0 }
 
-// droppedPerUser counts the relayed `dropped` revocation events of each of
-// users (by subject <target>/<user>), distinct event ids only: a doubled
-// relay is counted as doubled, not as a second drop.
-func droppedPerUser(relayed []Record, target string, users map[string]time.Time) map[string]int {
+// outcomesPerUser counts the relayed revocation events with outcome (e.g.
+// dropped) of each of users (by subject <target>/<user>), distinct event
+// ids only: a doubled relay is counted as doubled, not as a second drop.
+func outcomesPerUser(relayed []Record, target, outcome string, users map[string]time.Time) map[string]int {
 	out := make(map[string]int, len(users))
 	for u := range users {
 		out[u] = 0
 	}
 	seen := map[string]bool{}
 	for _, r := range relayed {
-		if r.Type != RevocationType || r.Outcome != "dropped" || seen[r.ID] {
+		if r.Type != RevocationType || r.Outcome != outcome || seen[r.ID] {
 			continue
 		}
 		seen[r.ID] = true
@@ -139,13 +151,13 @@ func lostAndDoubled(outbox, relayed []Record) (lost, doubled int) {
 	return lost, doubled
 }
 
-// recovery finds, over the users' first relayed `dropped` events that came
+// recovery finds, over the users' first relayed events with outcome that came
 // after their restore (restores[u], else restore), the longest wait from
 // max(restore, due) to that event, and how many came after their restore.
-func recovery(relayed []Record, target string, users map[string]time.Time, restore time.Time, restores map[string]time.Time) (time.Duration, int) {
+func recovery(relayed []Record, target, outcome string, users map[string]time.Time, restore time.Time, restores map[string]time.Time) (time.Duration, int) {
 	first := map[string]time.Time{}
 	for _, r := range relayed {
-		if r.Type != RevocationType || r.Outcome != "dropped" {
+		if r.Type != RevocationType || r.Outcome != outcome {
 			continue
 		}
 		u, ok := strings.CutPrefix(r.Subject, target+"/")
@@ -178,7 +190,9 @@ func recovery(relayed []Record, target string, users map[string]time.Time, resto
 // Compute turns an observation into figures and checks them against goal.
 func Compute(name string, obs Observation, goal Goal) Figures {
 	f := Figures{Case: name, Users: len(obs.Users), Left: len(obs.Left), NotReady: obs.NotReady, ChainOK: obs.ChainOK, Goal: goal}
-	for _, n := range droppedPerUser(obs.Relayed, obs.Target, obs.Users) {
+	outcome := obs.outcome()
+	f.Outcome = outcome
+	for _, n := range outcomesPerUser(obs.Relayed, obs.Target, outcome, obs.Users) {
 		switch {
 		case n == 0:
 			f.Never++
@@ -189,7 +203,7 @@ func Compute(name string, obs Observation, goal Goal) Figures {
 		}
 	}
 	f.Lost, f.Doubled = lostAndDoubled(obs.Outbox, obs.Relayed)
-	f.Recovery, f.HeldBack = recovery(obs.Relayed, obs.Target, obs.Users, obs.Restore, obs.Restores)
+	f.Recovery, f.HeldBack = recovery(obs.Relayed, obs.Target, outcome, obs.Users, obs.Restore, obs.Restores)
 	f.Failures = append(check(f, goal), obs.Extra...)
 	if f.Lost > 0 || f.Doubled > 0 {
 		f.Failures = append(f.Failures, "lost or doubled: "+strings.Join(oddEvents(obs.Outbox, obs.Relayed, 5), "; "))
@@ -235,7 +249,7 @@ func check(f Figures, goal Goal) []string {
 		fail("%d users left behind", f.Left)
 	}
 	if f.Never > 0 || f.More > 0 {
-		fail("%d users without a dropped event, %d with more than one", f.Never, f.More)
+		fail("%d users without their outcome's evidence, %d with more than one", f.Never, f.More)
 	}
 	if f.Lost > 0 || f.Doubled > 0 {
 		fail("%d evidence events lost, %d doubled", f.Lost, f.Doubled)

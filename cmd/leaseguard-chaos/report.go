@@ -10,8 +10,8 @@ import (
 
 // printFigures prints one case's figures as it ends.
 func printFigures(w io.Writer, f Figures, took time.Duration) {
-	fmt.Fprintf(w, "    users %d, left behind %d; dropped evidence per user: %d exactly once, %d never, %d more than once\n",
-		f.Users, f.Left, f.Once, f.Never, f.More)
+	fmt.Fprintf(w, "    users %d, left behind %d; %s evidence per user: %d exactly once, %d never, %d more than once\n",
+		f.Users, f.Left, f.Outcome, f.Once, f.Never, f.More)
 	fmt.Fprintf(w, "    evidence lost %d, doubled %d; chain verifies: %v\n", f.Lost, f.Doubled, f.ChainOK)
 	fmt.Fprintf(w, "    outcomes after the restore %d; restore to last outcome %s; /readyz not ready while stuck: %s\n",
 		f.HeldBack, dur(f.Recovery), readiness(f.NotReady))
@@ -28,7 +28,7 @@ func printFigures(w io.Writer, f Figures, took time.Duration) {
 func printTable(w io.Writer, all []Figures, o options) {
 	fmt.Fprintf(w, "\nleaseguard-chaos (%s form): figures\n\n", map[bool]string{true: "short", false: "full"}[o.short])
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "case\tusers\tleft\tdropped ×1\t×0\t×2+\tlost\tdoubled\theld back\trestore→last\tnot ready\tchain\tgoal\tresult")
+	fmt.Fprintln(tw, "case\tusers\tleft\toutcome ×1\t×0\t×2+\tlost\tdoubled\theld back\trestore→last\tnot ready\tchain\tgoal\tresult")
 	for _, f := range all {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%v\t%s\t%s\n", f.Case, f.Users, f.Left, f.Once, f.Never, f.More,
 			f.Lost, f.Doubled, f.HeldBack, dur(f.Recovery), readiness(f.NotReady), f.ChainOK, goalText(f.Goal), verdict(f))
