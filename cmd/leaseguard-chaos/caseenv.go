@@ -42,7 +42,7 @@ type caseEnv struct {
 	users map[string]time.Time
 	// outcome is the revocation outcome every user must get (dropped).
 	outcome string
-	ready *readyWatcher
+	ready   *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
 	closers  []func()

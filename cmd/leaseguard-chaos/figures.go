@@ -78,7 +78,7 @@ type Figures struct {
 	// Outcome is what every user must get once (dropped, terminated).
 	Outcome string
 	Users   int
-	Left  int
+	Left    int
 	// Once, Never and More count users by their `dropped` evidence
 	// relayed: exactly one, none, more than one.
 	Once, Never, More int
