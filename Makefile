@@ -66,3 +66,19 @@ e2e: build postgres
 	@vault=$$(scripts/ensure-vault.sh) && \
 	E2E_VAULT_BIN="$$vault" E2E_LEASEGUARD_BIN="$(CURDIR)/$(BIN)" \
 	$(GO) test -tags e2e -count=1 -v -timeout 20m ./e2e/
+
+# Fault suite (docs/reliability.md): real leaseguard processes, a
+# nats-server, PostgreSQL and Alertmanager, each dependency behind a proxy
+# the suite switches (reset, blackhole) or a process it kills. Prints each
+# case's figures and a table; exits non-zero if a goal is missed.
+# chaos-short is the CI form (hundreds of users, shorter faults).
+.PHONY: chaos chaos-short
+chaos: build postgres
+	@nats=$$(scripts/ensure-nats-server.sh) && \
+	$(GO) build -o bin/leaseguard-chaos ./cmd/leaseguard-chaos && \
+	bin/leaseguard-chaos -leaseguard $(BIN) -nats-server "$$nats" $(CHAOSFLAGS)
+
+chaos-short: build postgres
+	@nats=$$(scripts/ensure-nats-server.sh) && \
+	$(GO) build -o bin/leaseguard-chaos ./cmd/leaseguard-chaos && \
+	bin/leaseguard-chaos -short -leaseguard $(BIN) -nats-server "$$nats" $(CHAOSFLAGS)
