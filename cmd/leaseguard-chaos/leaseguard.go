@@ -58,12 +58,14 @@ type readyWatcher struct {
 	samples []Sample
 }
 
-// watchReady polls url/readyz every 200 ms until stopped. A refused or
-// timed-out request counts as not ready.
+// watchReady polls url/readyz every 200 ms until stopped. A refused
+// request counts as not ready; the client waits longer than the 3 s that
+// /readyz gives its checks, so that a slow answer is not mistaken for a
+// failing one.
 func watchReady(url string) *readyWatcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &readyWatcher{cancel: cancel, done: make(chan struct{})}
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: 5 * time.Second}
 	go func() {
 		defer close(w.done)
 		tick := time.NewTicker(200 * time.Millisecond)

@@ -192,6 +192,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 			if err != nil {
 				return nil, configError{err}
 			}
+			p.opsSrv.AddCheck("kafka", ksrc.Ping)
 			g.Go(func() error { return ksrc.Run(gctx) })
 		}
 	}
