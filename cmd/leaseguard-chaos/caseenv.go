@@ -45,7 +45,7 @@ type caseEnv struct {
 	// fault is how long the case's fault holds (the -fault option unless
 	// the case needs its own).
 	fault time.Duration
-	ready   *readyWatcher
+	ready *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
 	closers  []func()
