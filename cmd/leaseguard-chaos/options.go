@@ -37,7 +37,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.workDir, "workdir", "", "where logs and data go (default a temporary directory, removed unless -keep or a case failed)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory and the cases' schemas")
 	fs.IntVar(&o.users, "users", 0, "users per case (default 1000, short 200)")
-	fs.DurationVar(&o.fault, "fault", 0, "how long a fault holds (default 20s, short 12s)")
+	fs.DurationVar(&o.fault, "fault", 0, "how long a fault holds (default 20s, short 10s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -60,7 +60,7 @@ func (o *options) defaults() {
 	if o.fault == 0 {
 		o.fault = 20 * time.Second
 		if o.short {
-			o.fault = 12 * time.Second
+			o.fault = 10 * time.Second
 		}
 	}
 	if o.dbURL == "" {

@@ -34,6 +34,11 @@ func printTable(w io.Writer, all []Figures, o options) {
 			f.Lost, f.Doubled, f.HeldBack, dur(f.Recovery), readiness(f.NotReady), f.ChainOK, goalText(f.Goal), verdict(f))
 	}
 	_ = tw.Flush()
+	for _, f := range all {
+		if f.Note != "" {
+			fmt.Fprintf(w, "%s: %s\n", f.Case, f.Note)
+		}
+	}
 	fmt.Fprintln(w, "\ngoals: a dependency blackholed, reset or killed, then restored: all work resumes within 10 s of the restore and")
 	fmt.Fprintln(w, "/readyz is not ready while stuck (the socket case: a Vault reconnect is no outage, readiness not judged); SIGTERM")
 	fmt.Fprintln(w, "during a burst: every due user dropped within 5 s of the restart; kill -9 during a burst, or one of two nodes killed:")
