@@ -56,7 +56,7 @@ func (e *caseEnv) startAlertSink() (*alertSink, error) {
 	}
 	e.closers = append(e.closers, p.kill)
 	return &alertSink{base: base, received: func(ctx context.Context) (int, error) {
-		return scrapeSum(ctx, base+"/metrics", "alertmanager_alerts_received_total")
+		return scrapeSum(ctx, base+"/metrics", "alertmanager_alerts_received_total", "")
 	}}, nil
 }
 
@@ -167,8 +167,9 @@ func (e *caseEnv) alertDeliveries(ctx context.Context) (alerts, lagging int, las
 	return alerts, lagging, last, err
 }
 
-// scrapeSum sums the samples of a metric in a Prometheus text page.
-func scrapeSum(ctx context.Context, url, name string) (int, error) {
+// scrapeSum sums the samples of a metric in a Prometheus text page whose
+// line contains filter (e.g. a label pair).
+func scrapeSum(ctx context.Context, url, name, filter string) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
@@ -183,7 +184,7 @@ func scrapeSum(ctx context.Context, url, name string) (int, error) {
 	for sc.Scan() {
 		line := sc.Text()
 		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') || !strings.Contains(line, filter) {
 			continue
 		}
 		f := strings.Fields(line)

@@ -155,8 +155,11 @@ func (e *caseEnv) kafkaRebalance(ctx context.Context, b *broker, restores map[st
 			if _, err := e.startLeaseguard(1); err != nil {
 				return err
 			}
-		} else if err := e.procs[1].term(60 * time.Second); err != nil {
-			return err
+		} else {
+			e.checkSecondConsumed(ctx)
+			if err := e.procs[1].term(60 * time.Second); err != nil {
+				return err
+			}
 		}
 		at := time.Now()
 		known := len(e.users)
@@ -177,4 +180,19 @@ func (e *caseEnv) kafkaRebalance(ctx context.Context, b *broker, restores map[st
 		}
 	}
 	return nil
+}
+
+// checkSecondConsumed fails the case if the second leaseguard took no
+// entry from Kafka while it was in the group: the rebalance gave it no
+// partition, so it was not exercised.
+func (e *caseEnv) checkSecondConsumed(ctx context.Context) {
+	n, err := scrapeSum(ctx, e.metricsURL(1)+"/metrics", "leaseguard_ingest_entries_total", `transport="kafka"`)
+	switch {
+	case err != nil:
+		e.extra = append(e.extra, "read the second leaseguard's metrics: "+err.Error())
+	case n == 0:
+		e.extra = append(e.extra, "the second leaseguard ingested nothing from Kafka: no partition came to it")
+	default:
+		e.note = fmt.Sprintf("the second leaseguard ingested %d entries from Kafka while in the group", n)
+	}
 }

@@ -50,6 +50,8 @@ type caseEnv struct {
 	extraEnv map[string]string
 	closers  []func()
 	note     string
+	// extra are failures a case found on its way (added to the figures).
+	extra []string
 }
 
 var caseSeq int

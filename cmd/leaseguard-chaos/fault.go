@@ -129,5 +129,6 @@ func (e *caseEnv) settleAndObserve(ctx context.Context, faultAt, restored time.T
 	if settleErr != nil {
 		obs.Extra = append(obs.Extra, settleErr.Error())
 	}
+	obs.Extra = append(obs.Extra, e.extra...)
 	return obs, goal, nil
 }
