@@ -44,6 +44,13 @@ func printTable(w io.Writer, all []Figures, o options) {
 	fmt.Fprintln(w, "during a burst: every due user dropped within 5 s of the restart; kill -9 during a burst, or one of two nodes killed:")
 	fmt.Fprintln(w, "within the revoker's AckWait (30 s) + 5 s; every case: 0 users left, exactly 1 outcome per user, 0 evidence lost")
 	fmt.Fprintln(w, "or doubled, the chain verifies, and the fault held back at least one outcome (alerts: at least one delivery).")
+	passed := 0
+	for _, f := range all {
+		if f.OK() {
+			passed++
+		}
+	}
+	fmt.Fprintf(w, "\nchaos: %d passed, %d failed\n", passed, len(all)-passed)
 }
 
 func verdict(f Figures) string {
