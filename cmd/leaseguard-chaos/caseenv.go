@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -58,7 +57,9 @@ var caseSeq int
 
 func (h *harness) newCaseEnv(ctx context.Context, name string) (_ *caseEnv, err error) {
 	caseSeq++
-	display := fmt.Sprintf("c%s%d", h.sfx, caseSeq%10)
+	// Vault's username template keeps 8 characters of the display name:
+	// c, the run's suffix and one character per case.
+	display := "c" + h.sfx + strconv.FormatInt(int64(caseSeq%36), 36)
 	e := &caseEnv{h: h, name: name, schema: "chaos_" + h.sfx + "_" + strings.ReplaceAll(name, "-", "_"),
 		prefix: "v-" + display + "-", metricsPorts: map[int]int{}, users: map[string]time.Time{}, outcome: "dropped", fault: h.opt.fault, extraEnv: map[string]string{}}
 	defer func() {

@@ -95,7 +95,7 @@ func (h *harness) runCase(ctx context.Context, c Case) Figures {
 	return f
 }
 
-// stateURL is the PostgreSQL URL with its host replaced by addr.
+// urlVia is the PostgreSQL URL with its host replaced by addr (a proxy).
 func (h *harness) urlVia(addr string) string {
 	u, err := url.Parse(h.opt.dbURL)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -158,6 +157,3 @@ func freePort() (int, error) {
 }
 
 func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-
-// errJoin joins errors, ignoring nils.
-func errJoin(errs ...error) error { return errors.Join(errs...) }
