@@ -6,11 +6,13 @@ import (
 	"time"
 )
 
-// burst issues n users that all fall due within two seconds, starting a
-// second from now, and publishes their entries.
+// burst issues n users that all fall due at once, a second from now, and
+// publishes their entries: more commands than the revoker takes in one
+// batch, so that at a stop some are in hand, some prefetched and some
+// still queued.
 func (e *caseEnv) burst(ctx context.Context, n int) error {
-	first := time.Now().Add(time.Second)
-	return e.issueAndPublish(ctx, n, first, first.Add(2*time.Second))
+	due := time.Now().Add(time.Second)
+	return e.issueAndPublish(ctx, n, due, due)
 }
 
 // killGoal bounds the recovery after a kill -9: the commands the killed
@@ -20,8 +22,9 @@ func (e *caseEnv) burst(ctx context.Context, n int) error {
 // 5 s (a kill -9 costs the AckWait, not more). Measured: 30.4 s.
 const killGoal = 35 * time.Second
 
-// runSigterm: SIGTERM once the burst's first user is dropped, then a
-// restart at once; every due user must be dropped within 5 s of it.
+// runSigterm: SIGTERM once the revoker has claimed the burst's first
+// commands, then a restart at once; every due user must be dropped within
+// 5 s of it.
 func runSigterm(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 	goal := restartGoal(5 * time.Second)
 	if err := e.start(); err != nil {
@@ -30,7 +33,9 @@ func runSigterm(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 	if err := e.burst(ctx, e.h.opt.users); err != nil {
 		return Observation{}, goal, err
 	}
-	if err := e.waitFirstDrop(ctx, time.Minute); err != nil {
+	// Stop while the revoker holds its first batch: the next one is then
+	// prefetched, and must be handed back at once.
+	if err := e.waitClaimed(ctx, 1, time.Minute); err != nil {
 		return Observation{}, goal, err
 	}
 	stopAt := time.Now()

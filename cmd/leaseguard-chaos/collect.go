@@ -231,6 +231,17 @@ func (e *caseEnv) waitFirstDrop(ctx context.Context, timeout time.Duration) erro
 	return e.waitDropped(ctx, 1, timeout)
 }
 
+// waitClaimed waits until the revoker has claimed at least n commands
+// (recorded them in progress, before it acts): a batch is in hand.
+func (e *caseEnv) waitClaimed(ctx context.Context, n int, timeout time.Duration) error {
+	q := "SELECT count(*) FROM " + pgx.Identifier{e.schema, "revocations"}.Sanitize()
+	return poll(ctx, fmt.Sprintf("%d commands claimed", n), timeout, func(ctx context.Context) (bool, string, error) {
+		var got int
+		err := e.h.admin.QueryRow(ctx, q).Scan(&got)
+		return got >= n, fmt.Sprintf("%d claimed", got), err
+	})
+}
+
 // waitDropped waits until leaseguard has dropped at least n users.
 func (e *caseEnv) waitDropped(ctx context.Context, n int, timeout time.Duration) error {
 	return poll(ctx, fmt.Sprintf("%d users dropped", n), timeout, func(ctx context.Context) (bool, string, error) {
