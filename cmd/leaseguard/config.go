@@ -74,7 +74,7 @@ type Config struct {
 	RevokeCreateRole     bool          `envconfig:"LEASEGUARD_REVOKE_CREATEROLE" default:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
 	MaxRevocationsPerMin int           `envconfig:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" default:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
 	RevocationBatch      int           `envconfig:"LEASEGUARD_REVOCATION_BATCH" default:"100" desc:"roles dropped per target transaction"`
-	StatementTimeout     time.Duration `envconfig:"LEASEGUARD_STATEMENT_TIMEOUT" default:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target"`
+	StatementTimeout     time.Duration `envconfig:"LEASEGUARD_STATEMENT_TIMEOUT" default:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target; a call to a target still unanswered 2 s past it is given up (a silent network)"`
 	LockTimeout          time.Duration `envconfig:"LEASEGUARD_LOCK_TIMEOUT" default:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
 	RevocationSubject    string        `envconfig:"LEASEGUARD_REVOCATION_SUBJECT" default:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `envconfig:"LEASEGUARD_EVIDENCE_SUBJECT" default:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
