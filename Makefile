@@ -102,3 +102,19 @@ image:
 		echo "make image: $$engine is installed but cannot reach its engine (daemon not running?); start it, or build elsewhere with: docker build -t $(IMAGE) ."; exit 1; \
 	fi; \
 	"$$engine" build --build-arg VERSION="$(VERSION)" -t "$(IMAGE)" .
+
+# Fault suite (docs/reliability.md): real leaseguard processes, a
+# nats-server, PostgreSQL and Alertmanager, each dependency behind a proxy
+# the suite switches (reset, blackhole) or a process it kills. Prints each
+# case's figures and a table; exits non-zero if a goal is missed.
+# chaos-short is the CI form (hundreds of users, shorter faults).
+.PHONY: chaos chaos-short
+chaos: build postgres
+	@nats=$$(scripts/ensure-nats-server.sh) && \
+	$(GO) build -o bin/leaseguard-chaos ./cmd/leaseguard-chaos && \
+	bin/leaseguard-chaos -leaseguard $(BIN) -nats-server "$$nats" $(CHAOSFLAGS)
+
+chaos-short: build postgres
+	@nats=$$(scripts/ensure-nats-server.sh) && \
+	$(GO) build -o bin/leaseguard-chaos ./cmd/leaseguard-chaos && \
+	bin/leaseguard-chaos -short -leaseguard $(BIN) -nats-server "$$nats" $(CHAOSFLAGS)

@@ -76,7 +76,7 @@ type Config struct {
 	RevokeMySQLSuper     bool          `env:"LEASEGUARD_REVOKE_MYSQL_SUPER" envDefault:"false" desc:"let the revoker drop MySQL/MariaDB accounts with global SUPER or ALL PRIVILEGES; refused by default"`
 	MaxRevocationsPerMin int           `env:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" envDefault:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
 	RevocationBatch      int           `env:"LEASEGUARD_REVOCATION_BATCH" envDefault:"100" desc:"roles dropped per target transaction"`
-	StatementTimeout     time.Duration `env:"LEASEGUARD_STATEMENT_TIMEOUT" envDefault:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target"`
+	StatementTimeout     time.Duration `env:"LEASEGUARD_STATEMENT_TIMEOUT" envDefault:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target; a call to a target still unanswered 2 s past it is given up (a silent network)"`
 	LockTimeout          time.Duration `env:"LEASEGUARD_LOCK_TIMEOUT" envDefault:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
 	RevocationSubject    string        `env:"LEASEGUARD_REVOCATION_SUBJECT" envDefault:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
 	EvidenceSubject      string        `env:"LEASEGUARD_EVIDENCE_SUBJECT" envDefault:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`

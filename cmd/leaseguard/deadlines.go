@@ -54,12 +54,20 @@ func (c Config) stateConn() dbpool.Settings {
 	}
 }
 
+// targetSilenceSlack is how much longer than its statement_timeout a call
+// to a target may wait for an answer before it is taken for silence.
+const targetSilenceSlack = 2 * time.Second
+
 // targetConn is the connection settings of the targets' pools: the drop
-// transactions' statement and lock timeouts hold for every statement.
+// transactions' statement and lock timeouts hold for every statement, and
+// a call still unanswered once the server would have ended it is given up
+// (the revoker's drop transaction has a long bound for its whole chunk,
+// which must not hold one silent call).
 func (c Config) targetConn() dbpool.Settings {
 	return dbpool.Settings{
 		ConnectTimeout: c.DBConnectTimeout, TCPUserTimeout: c.DBTCPUserTimeout, CallTimeout: c.PassTimeout,
 		StatementTimeout: c.StatementTimeout, LockTimeout: c.LockTimeout, IdleInTransactionTimeout: c.DBIdleInTxTimeout,
+		MaxCallTime: c.StatementTimeout + targetSilenceSlack,
 	}
 }
 

@@ -268,3 +268,48 @@ func TestPoolsCarryTheDeadlines(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetCallGivesUpOnSilentTarget: a call to a target on a connection
+// that went silent (a hung server, a firewall dropping packets) gives up
+// once the server would have ended the statement (LEASEGUARD_STATEMENT_
+// TIMEOUT) plus 2 s, whatever deadline the caller gave. The revoker's drop
+// transaction runs under a 2-minute bound for its whole chunk, so before
+// this cap one silent BEGIN held every due drop of that target for two
+// minutes after the target came back (found by the chaos suite's
+// target-blackhole case: 1m43s).
+func TestTargetCallGivesUpOnSilentTarget(t *testing.T) {
+	proxy, viaProxy := stateStoreBehindProxy(t)
+	cfg, err := loadWith(t, map[string]string{
+		"LEASEGUARD_DATABASE_URL": pgtest.URL(), "LEASEGUARD_DATABASE_SCHEMA": pgtest.Schema(t, "lg_silent_target"),
+		"LEASEGUARD_TARGETS": "silent=" + viaProxy, "LEASEGUARD_STATEMENT_TIMEOUT": "1s", "LEASEGUARD_LOCK_TIMEOUT": "500ms",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	targets, err := target.Open(ctx, cfg.parsed().targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer targets.Close()
+	pool, _ := targets.Pool("silent")
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	// The connection just used goes back to the pool and is handed out
+	// again at once (no health ping): the BEGIN is sent into the silence.
+	proxy.SetMode(faultproxy.Blackhole)
+	callCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	tx, err := pool.Begin(callCtx)
+	took := time.Since(start)
+	if err == nil {
+		_ = tx.Rollback(ctx)
+		t.Fatal("BEGIN on a silent target succeeded")
+	}
+	if took > 5*time.Second {
+		t.Errorf("BEGIN on a silent target gave up after %s, want about 1s + 2s (%v)", took.Round(100*time.Millisecond), err)
+	}
+	proxy.SetMode(faultproxy.Reset) // let the pool close
+}

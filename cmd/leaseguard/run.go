@@ -275,6 +275,7 @@ func (p *pipeline) startKafkaSource(gctx context.Context, cfg Config, proc *inge
 	if err != nil {
 		return configError{err}
 	}
+	p.opsSrv.AddCheck("kafka", ksrc.Ping)
 	p.group.Go(func() error { return ksrc.Run(gctx) })
 	return nil
 }

@@ -52,6 +52,13 @@ type Settings struct {
 	// copy whose context has none (0: none is given). Callers give their
 	// own; this catches those that do not (see WithoutDefaultDeadline).
 	CallTimeout time.Duration
+	// MaxCallTime caps how long a query, batch or copy waits for the
+	// server, whatever deadline its context carries (0: no cap). For a
+	// connection whose every statement the server ends at its
+	// statement_timeout, a call that outlives that bound is waiting on a
+	// silent network, and a caller's longer deadline (one for a whole
+	// transaction of many statements) must not hold it.
+	MaxCallTime time.Duration
 }
 
 // WithDefaults fills unset fields.
@@ -74,7 +81,7 @@ func (s Settings) WithDefaults() Settings {
 // Validate checks the settings.
 func (s Settings) Validate() error {
 	for _, d := range []time.Duration{s.ConnectTimeout, s.StatementTimeout, s.LockTimeout, s.IdleInTransactionTimeout,
-		s.TCPUserTimeout, s.PingTimeout, s.HealthCheckPeriod, s.CallTimeout} {
+		s.TCPUserTimeout, s.PingTimeout, s.HealthCheckPeriod, s.CallTimeout, s.MaxCallTime} {
 		if d < 0 {
 			return errors.New("database connection: timeouts must not be negative")
 		}
@@ -101,8 +108,8 @@ func Apply(pc *pgxpool.Config, s Settings) {
 	cc.DialFunc = Dialer(cc.ConnectTimeout, s.TCPUserTimeout)
 	pc.PingTimeout = s.PingTimeout
 	pc.HealthCheckPeriod = s.HealthCheckPeriod
-	if s.CallTimeout > 0 && cc.Tracer == nil {
-		cc.Tracer = defaultDeadline{d: s.CallTimeout}
+	if (s.CallTimeout > 0 || s.MaxCallTime > 0) && cc.Tracer == nil {
+		cc.Tracer = defaultDeadline{d: s.CallTimeout, max: s.MaxCallTime}
 	}
 }
 

@@ -23,8 +23,11 @@ type cancelKey struct{}
 
 // defaultDeadline is a pgx tracer that gives every acquire, query, batch
 // and copy whose context has no deadline one of d: a call somebody made
-// with a background context cannot wait forever on a silent server.
-type defaultDeadline struct{ d time.Duration }
+// with a background context cannot wait forever on a silent server. With
+// max, no query, batch or copy waits longer than max, whatever deadline
+// its context has (acquires are not capped: waiting for a busy pool's
+// connection is no silence).
+type defaultDeadline struct{ d, max time.Duration }
 
 var (
 	_ pgx.QueryTracer       = defaultDeadline{}
@@ -33,16 +36,24 @@ var (
 	_ pgxpool.AcquireTracer = defaultDeadline{}
 )
 
-func (t defaultDeadline) start(ctx context.Context) context.Context {
-	if _, has := ctx.Deadline(); has || ctx.Value(noDefaultKey{}) != nil {
-		if ctx.Value(cancelKey{}) != nil {
-			// Derived by an outer call of ours: its deadline is not this
-			// call's to end.
-			return context.WithValue(ctx, cancelKey{}, context.CancelFunc(nil))
-		}
+func (t defaultDeadline) start(ctx context.Context, capped bool) context.Context {
+	if ctx.Value(cancelKey{}) != nil {
+		// Derived by an outer call of ours: its deadline is not this
+		// call's to end.
+		return context.WithValue(ctx, cancelKey{}, context.CancelFunc(nil))
+	}
+	limit := time.Duration(0)
+	deadline, has := ctx.Deadline()
+	if !has && ctx.Value(noDefaultKey{}) == nil {
+		limit = t.d
+	}
+	if capped && t.max > 0 && (limit == 0 || t.max < limit) && (!has || time.Until(deadline) > t.max) {
+		limit = t.max
+	}
+	if limit <= 0 {
 		return ctx
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.d)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	return context.WithValue(ctx, cancelKey{}, cancel)
 }
 
@@ -53,7 +64,7 @@ func (defaultDeadline) end(ctx context.Context) {
 }
 
 func (t defaultDeadline) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	return t.start(ctx)
+	return t.start(ctx, true)
 }
 
 func (t defaultDeadline) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
@@ -61,7 +72,7 @@ func (t defaultDeadline) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.T
 }
 
 func (t defaultDeadline) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return t.start(ctx)
+	return t.start(ctx, true)
 }
 
 func (defaultDeadline) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
@@ -71,7 +82,7 @@ func (t defaultDeadline) TraceBatchEnd(ctx context.Context, _ *pgx.Conn, _ pgx.T
 }
 
 func (t defaultDeadline) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceCopyFromStartData) context.Context {
-	return t.start(ctx)
+	return t.start(ctx, true)
 }
 
 func (t defaultDeadline) TraceCopyFromEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceCopyFromEndData) {
@@ -79,7 +90,7 @@ func (t defaultDeadline) TraceCopyFromEnd(ctx context.Context, _ *pgx.Conn, _ pg
 }
 
 func (t defaultDeadline) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
-	return t.start(ctx)
+	return t.start(ctx, false)
 }
 
 func (t defaultDeadline) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireEndData) {

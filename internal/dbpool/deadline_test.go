@@ -96,3 +96,36 @@ func TestDefaultDeadlineOnASilentServer(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxCallTimeCapsLongerDeadlines: with max set, a query whose context
+// allows longer gets max; a shorter deadline is kept; an acquire is not
+// capped; without max a caller's deadline is left alone.
+func TestMaxCallTimeCapsLongerDeadlines(t *testing.T) {
+	tr := defaultDeadline{d: time.Minute, max: 3 * time.Second}
+	long, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	left := func(ctx context.Context) time.Duration {
+		d, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("no deadline")
+		}
+		return time.Until(d)
+	}
+	if got := left(tr.start(long, true)); got > 3*time.Second || got < 2*time.Second {
+		t.Errorf("query under a 1h deadline: %s left, want about 3s", got)
+	}
+	if got := left(tr.start(short, true)); got > time.Second {
+		t.Errorf("query under a 1s deadline: %s left, want at most 1s", got)
+	}
+	if got := left(tr.start(long, false)); got < 59*time.Minute {
+		t.Errorf("acquire under a 1h deadline: %s left, want it untouched", got)
+	}
+	if got := left(tr.start(context.Background(), true)); got > 3*time.Second {
+		t.Errorf("query without a deadline: %s left, want the 3s cap over the 1m default", got)
+	}
+	if got := left(defaultDeadline{d: time.Minute}.start(long, true)); got < 59*time.Minute {
+		t.Errorf("without a cap: %s left, want the caller's deadline", got)
+	}
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// kfakeSubcommand runs this program as a Kafka broker (kfake with its data
+// on disk), so that the suite can kill it and start it again.
+const kfakeSubcommand = "kfake-broker"
+
+const kafkaAuditTopic = "vault.audit"
+
+// runKfakeBroker is the broker process: it serves until killed.
+func runKfakeBroker(args []string) int {
+	fs := flag.NewFlagSet(kfakeSubcommand, flag.ContinueOnError)
+	port := fs.Int("port", 0, "listen port (loopback)")
+	dir := fs.String("dir", "", "data directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(*port), kfake.DataDir(*dir), kfake.SyncWrites(),
+		kfake.SeedTopics(4, kafkaAuditTopic), kfake.SeedTopics(1, "vault.leases", "leaseguard.deadletter"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfake:", err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "kfake broker ready on", c.ListenAddrs())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	<-sig
+	c.Close()
+	return 0
+}
+
+// broker is the Kafka broker process of the Kafka case.
+type broker struct {
+	e    *caseEnv
+	port int
+	proc *proc
+}
+
+func (b *broker) addr() string { return loopback(b.port) }
+
+// start starts (or restarts) the broker on its port and data directory.
+func (b *broker) start() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{kfakeSubcommand, "-port", strconv.Itoa(b.port), "-dir", filepath.Join(b.e.dir, "kafka")}
+	b.proc, err = startProc("kafka broker", self, args, nil, filepath.Join(b.e.dir, "kafka.log"), "kfake broker ready", 30*time.Second)
+	return err
+}
+
+// produce writes audit entries to the audit topic as a shipper would,
+// keyed by entry so that they spread over the partitions.
+func (b *broker) produce(ctx context.Context, lines [][]byte) error {
+	w := &kafka.Writer{Addr: kafka.TCP(b.addr()), Topic: kafkaAuditTopic, RequiredAcks: kafka.RequireAll,
+		Balancer: &kafka.Hash{}, BatchTimeout: 5 * time.Millisecond, WriteTimeout: 10 * time.Second}
+	defer w.Close()
+	msgs := make([]kafka.Message, len(lines))
+	for i, l := range lines {
+		msgs[i] = kafka.Message{Key: []byte(strconv.Itoa(i)), Value: l}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return w.WriteMessages(ctx, msgs...)
+}
+
+// runKafka: the audit entries come from Kafka. The broker is killed once
+// the first user is dropped; entries issued meanwhile wait at the shipper
+// and are produced once the broker is back. Then a second leaseguard joins
+// the consumer group and leaves it (two rebalances), entries arriving
+// after each. Every user must be dropped within 10 s of the restore or
+// rebalance that preceded its entries (or of its due time, if later).
+func runKafka(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
+	goal := resumeGoal
+	port, err := freePort()
+	if err != nil {
+		return Observation{}, goal, err
+	}
+	b := &broker{e: e, port: port}
+	if err := b.start(); err != nil {
+		return Observation{}, goal, err
+	}
+	e.closers = append(e.closers, func() { b.proc.kill() })
+	e.extraEnv["LEASEGUARD_KAFKA_BROKERS"] = b.addr()
+	if err := e.start(); err != nil {
+		return Observation{}, goal, err
+	}
+	restores := map[string]time.Time{}
+	faultAt, restored, err := e.kafkaBrokerKill(ctx, b, restores)
+	if err != nil {
+		return Observation{}, goal, err
+	}
+	if err := e.kafkaRebalance(ctx, b, restores); err != nil {
+		return Observation{}, goal, err
+	}
+	obs, goal, err := e.settleAndObserve(ctx, faultAt, restored, goal)
+	obs.Restores = restores
+	return obs, goal, err
+}
+
+// kafkaBrokerKill runs the broker kill; restores gets the restart time of
+// the users issued before and during it.
+func (e *caseEnv) kafkaBrokerKill(ctx context.Context, b *broker, restores map[string]time.Time) (time.Time, time.Time, error) {
+	n, d := e.h.opt.users, e.h.opt.fault
+	first := time.Now().Add(2 * time.Second)
+	lines, err := e.issue(ctx, n/2, first, first.Add(d))
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if err := b.produce(ctx, lines); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if err := e.waitFirstDrop(ctx, time.Minute); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	b.proc.kill()
+	faultAt := time.Now()
+	held, err := e.issue(ctx, n/4, time.Now(), time.Now().Add(d/2))
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if err := hold(ctx, time.Until(faultAt.Add(d))); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if err := b.start(); err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	restored := time.Now()
+	for u := range e.users {
+		restores[u] = restored
+	}
+	return faultAt, restored, b.produce(ctx, held)
+}
+
+// kafkaRebalance starts a second leaseguard in the same consumer group,
+// produces a batch, stops it (SIGTERM) and produces another.
+func (e *caseEnv) kafkaRebalance(ctx context.Context, b *broker, restores map[string]time.Time) error {
+	batch := max(1, e.h.opt.users/8)
+	for step := range 2 {
+		if step == 0 {
+			if _, err := e.startLeaseguard(1); err != nil {
+				return err
+			}
+		} else {
+			e.checkSecondConsumed(ctx)
+			if err := e.procs[1].term(60 * time.Second); err != nil {
+				return err
+			}
+		}
+		at := time.Now()
+		known := len(e.users)
+		lines, err := e.issue(ctx, batch, at.Add(time.Second), at.Add(3*time.Second))
+		if err != nil {
+			return err
+		}
+		for u := range e.users {
+			if _, ok := restores[u]; !ok {
+				restores[u] = at
+			}
+		}
+		if err := b.produce(ctx, lines); err != nil {
+			return err
+		}
+		if err := e.waitDropped(ctx, known+batch, settleTimeout); err != nil {
+			return fmt.Errorf("after the rebalance: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkSecondConsumed fails the case if the second leaseguard took no
+// entry from Kafka while it was in the group: the rebalance gave it no
+// partition, so it was not exercised.
+func (e *caseEnv) checkSecondConsumed(ctx context.Context) {
+	n, err := scrapeSum(ctx, e.metricsURL(1)+"/metrics", "leaseguard_ingest_entries_total", `transport="kafka"`)
+	switch {
+	case err != nil:
+		e.extra = append(e.extra, "read the second leaseguard's metrics: "+err.Error())
+	case n == 0:
+		e.extra = append(e.extra, "the second leaseguard ingested nothing from Kafka: no partition came to it")
+	default:
+		e.note = fmt.Sprintf("the second leaseguard ingested %d entries from Kafka while in the group", n)
+	}
+}
