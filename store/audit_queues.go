@@ -31,13 +31,7 @@ func ClaimUnauditedIssues(ctx context.Context, tx pgx.Tx, cutoff time.Time, limi
 	if err != nil {
 		return nil, fmt.Errorf("claim unaudited creds requests: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CredsRecord, error) {
-		var c CredsRecord
-		err := r.Scan(&c.RequestID, &c.Path, &c.Mount, &c.Role, &c.Namespace, &c.EntityID,
-			&c.TokenAccessor, &c.DisplayName, &c.RemoteAddress, &c.Time)
-		c.Time = c.Time.UTC()
-		return c, err
-	})
+	out, err := pgx.CollectRows(rows, scanCredsRecord)
 	if err != nil {
 		return nil, fmt.Errorf("claim unaudited creds requests: %w", err)
 	}

@@ -161,15 +161,20 @@ func (s *Store) UnansweredCredsRequests(ctx context.Context, olderThan time.Time
 	if err != nil {
 		return nil, fmt.Errorf("unanswered creds requests: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CredsRecord, error) {
-		var c CredsRecord
-		err := r.Scan(&c.RequestID, &c.Path, &c.Mount, &c.Role, &c.Namespace, &c.EntityID,
-			&c.TokenAccessor, &c.DisplayName, &c.RemoteAddress, &c.Time)
-		c.Time = c.Time.UTC()
-		return c, err
-	})
+	out, err := pgx.CollectRows(rows, scanCredsRecord)
 	if err != nil {
 		return nil, fmt.Errorf("unanswered creds requests: %w", err)
 	}
 	return out, nil
+}
+
+// scanCredsRecord reads one creds_requests row selected with the columns
+// RequestID, Path, Mount, Role, Namespace, EntityID, TokenAccessor,
+// DisplayName, RemoteAddress and Time, in that order.
+func scanCredsRecord(r pgx.CollectableRow) (CredsRecord, error) {
+	var c CredsRecord
+	err := r.Scan(&c.RequestID, &c.Path, &c.Mount, &c.Role, &c.Namespace, &c.EntityID,
+		&c.TokenAccessor, &c.DisplayName, &c.RemoteAddress, &c.Time)
+	c.Time = c.Time.UTC()
+	return c, err
 }
