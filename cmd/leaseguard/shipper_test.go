@@ -206,16 +206,20 @@ func TestShipperRsyslogOutage(t *testing.T) {
 	dir := t.TempDir()
 	auditLog := filepath.Join(dir, "vault-audit.log")
 	confPath, logFile := rsyslogConfig(t, ctx, rsyslogd, dir, auditLog, broker)
-	// rsyslogd counts what omkafka handed to librdkafka (impstats, every
-	// second), which is how the test knows the lines are in its hands.
+	// rsyslogd counts what entered the Kafka action's queue (impstats,
+	// every second): from there a line is either handed to omkafka (kept in
+	// its failed-message file at shutdown) or, once omkafka has suspended
+	// the action for the dead broker, held in the queue (saved on
+	// shutdown). Either way it is in rsyslogd's hands; which one depends on
+	// whether the line came before the first failed connection.
 	statsFile := filepath.Join(dir, "stats.log")
 	appendFile(t, confPath, "\nmodule(load=\"impstats\" interval=\"1\" log.syslog=\"off\" log.file=\""+statsFile+"\")\n")
 	rs := startRsyslog(t, ctx, rsyslogd, confPath)
 	sim := &vaultsim.Sim{Mount: "postgres", DisplayName: "token", EntityID: "ent-outage", RemoteAddress: "10.0.0.8"}
 	before := append(sim.Noise(), sim.Noise()...)
 	appendAuditLog(t, auditLog, before)
-	waitFor(t, ctx, 20*time.Second, "omkafka to take every line while the broker is down", func() bool {
-		return omkafkaSubmitted(readFile(statsFile)) >= len(before)
+	waitFor(t, ctx, 20*time.Second, "the Kafka action to take every line while the broker is down", func() bool {
+		return actionEnqueued(readFile(statsFile)) >= len(before)
 	})
 	// rsyslogd stops during the outage and saves what it holds.
 	if err := rs.stop(); err != nil {
@@ -600,16 +604,16 @@ func appendFile(t *testing.T, path, text string) {
 	}
 }
 
-// omkafkaSubmitted is the last "submitted" count of omkafka in impstats
-// output: the records it handed to librdkafka.
-func omkafkaSubmitted(stats string) int {
+// actionEnqueued is the last count impstats gave of lines enqueued to the
+// Kafka action's queue (queue.filename vault-audit-kafka).
+func actionEnqueued(stats string) int {
 	n := 0
 	for _, line := range strings.Split(stats, "\n") {
-		if !strings.Contains(line, "omkafka:") {
+		if !strings.Contains(line, "vault-audit-kafka queue:") {
 			continue
 		}
 		for _, field := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(field, "submitted="); ok {
+			if v, ok := strings.CutPrefix(field, "enqueued="); ok {
 				if k, err := strconv.Atoi(v); err == nil {
 					n = k
 				}
