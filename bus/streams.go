@@ -56,18 +56,27 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, WaitReplicas(ctx, s, cfg.Replicas)
 }
 
-// WaitReplicas waits until s has want replicas, all current, or ctx ends.
+// replicaWait bounds WaitReplicas: a cluster smaller than the replicas
+// asked for, or with a peer down, must stop the start with an error, not
+// hang it.
+var replicaWait = 30 * time.Second
+
+// WaitReplicas waits until s has want replicas, all current, for at most
+// replicaWait (or until ctx ends).
 func WaitReplicas(ctx context.Context, s jetstream.Stream, want int) error {
 	if want <= 1 {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, replicaWait)
+	defer cancel()
 	for {
 		info, err := s.Info(ctx)
 		if err == nil && replicasCurrent(info, want) {
 			return nil
 		}
 		if !pause.For(ctx, 100*time.Millisecond, nil) {
-			return fmt.Errorf("stream %s: %d replicas not current: %w", s.CachedInfo().Config.Name, want, ctx.Err())
+			return fmt.Errorf("stream %s: %d replicas not all current within %s (LEASEGUARD_STREAM_REPLICAS larger than the servers up?): %w",
+				s.CachedInfo().Config.Name, want, replicaWait, ctx.Err())
 		}
 	}
 }

@@ -17,6 +17,14 @@ import (
 // meta leader, so streams with n replicas can be created at once.
 func StartCluster(t testing.TB, n int) string {
 	t.Helper()
+	urls, _ := StartClusterServers(t, n)
+	return urls
+}
+
+// StartClusterServers is StartCluster that also returns the servers, for
+// a test that stops one of them.
+func StartClusterServers(t testing.TB, n int) (string, []*server.Server) {
+	t.Helper()
 	clientPorts, routePorts := freePorts(t, n), freePorts(t, n)
 	var routes []*url.URL
 	for _, p := range routePorts {
@@ -41,7 +49,7 @@ func StartCluster(t testing.TB, n int) string {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
 	}
 	waitClusterReady(t, servers)
-	return strings.Join(urls, ",")
+	return strings.Join(urls, ","), servers
 }
 
 func waitClusterReady(t testing.TB, servers []*server.Server) {
