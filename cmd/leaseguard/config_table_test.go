@@ -420,10 +420,12 @@ func TestRedactURL(t *testing.T) {
 		"postgres://lg:p@ss/w,rd@db.example:5432/state":  "postgres://lg:xxxxx@db.example:5432/state",
 		"a=postgres://db:5432/a,b=postgres://u:pw@db2/b": "a=postgres://db:5432/a,b=postgres://u:xxxxx@db2/b",
 		"nats://nats-1:4222,nats://u:p@nats-2:4222":      "nats://nats-1:4222,nats://u:xxxxx@nats-2:4222",
-		"host=db user=lg password=s3cret dbname=state":   "host=db user=lg password=xxxxx dbname=state",
-		"postgres://lg@db/state?sslmode=verify-full":     "postgres://lg@db/state?sslmode=verify-full",
-		"https://alertmanager.example:9093":              "https://alertmanager.example:9093",
-		"":                                               "",
+		// NATS reads a user with no password as a token.
+		"nats://s3cretToken@nats-1:4222,tls://t0k@nats-2:4222": "nats://xxxxx@nats-1:4222,tls://xxxxx@nats-2:4222",
+		"host=db user=lg password=s3cret dbname=state":         "host=db user=lg password=xxxxx dbname=state",
+		"postgres://lg@db/state?sslmode=verify-full":           "postgres://lg@db/state?sslmode=verify-full",
+		"https://alertmanager.example:9093":                    "https://alertmanager.example:9093",
+		"":                                                     "",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)

@@ -176,6 +176,8 @@ func redactURL(s string) string {
 		if at := strings.LastIndex(seg, "@"); at >= 0 {
 			if colon := strings.Index(seg[:at], ":"); colon >= 0 {
 				seg = seg[:colon+1] + "xxxxx" + seg[at:]
+			} else if tokenScheme(s[loc[0]:loc[1]]) {
+				seg = "xxxxx" + seg[at:] // NATS reads a lone user as a token
 			}
 		}
 		b.WriteString(seg)
@@ -183,4 +185,14 @@ func redactURL(s string) string {
 	}
 	b.WriteString(s[last:])
 	return passwordParam.ReplaceAllString(b.String(), "${1}xxxxx")
+}
+
+// tokenScheme: in a NATS URL, user information without a password is an
+// authentication token, a secret.
+func tokenScheme(scheme string) bool {
+	switch strings.ToLower(scheme) {
+	case "nats://", "tls://", "ws://", "wss://":
+		return true
+	}
+	return false
 }
