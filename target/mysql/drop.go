@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -211,31 +212,103 @@ func (r *revocation) readHosts(ctx context.Context) ([]string, error) {
 }
 
 // checkGrants refuses a user that holds, on any host, global SUPER or ALL
-// PRIVILEGES, unless the guard allows it.
+// PRIVILEGES, directly or through a role it was granted, unless the guard
+// allows it.
 func (r *revocation) checkGrants(ctx context.Context) (*refusal, error) {
 	if r.g.AllowSuper {
 		return nil, nil
 	}
 	for _, h := range r.hosts {
-		rows, err := r.conn.QueryContext(ctx, `SHOW GRANTS FOR ?@?`, r.cmd.DBUser, h)
-		if err != nil {
-			return nil, fmt.Errorf("show grants for %s: %w", account(r.cmd.DBUser, h), err)
-		}
-		super := false
-		err = eachRow(rows, func(rows *sql.Rows) error {
-			var line string
-			err := rows.Scan(&line)
-			super = super || superGrant(line)
-			return err
-		})
+		admin, via, err := r.adminGrant(ctx, grantee{name: r.cmd.DBUser, host: h, account: true}, map[grantee]bool{})
 		if err != nil {
 			return nil, err
 		}
-		if super {
-			return refuse(GuardSuperuser, "%s has global SUPER or ALL PRIVILEGES", account(r.cmd.DBUser, h)), nil
+		if admin {
+			return refuse(GuardSuperuser, "%s has global SUPER or ALL PRIVILEGES%s", account(r.cmd.DBUser, h), via), nil
 		}
 	}
 	return nil, nil
+}
+
+// grantee is an account, or a role (MariaDB's have no host; MySQL 8's do).
+type grantee struct {
+	name, host string
+	account    bool
+}
+
+// maxRoleDepth bounds how far roles granted to roles are followed.
+const maxRoleDepth = 8
+
+// adminGrant reports whether g holds administrator rights, and via says
+// how when it is through a role. A role whose grants cannot be read counts
+// as holding them: the guard fails closed.
+func (r *revocation) adminGrant(ctx context.Context, g grantee, seen map[grantee]bool) (admin bool, via string, err error) {
+	if seen[g] || len(seen) > maxRoleDepth {
+		return false, "", nil
+	}
+	seen[g] = true
+	lines, err := r.showGrants(ctx, g)
+	if err != nil {
+		if g.account {
+			return false, "", fmt.Errorf("show grants for %s: %w", account(g.name, g.host), err)
+		}
+		return true, fmt.Sprintf(" (the grants of its role %q cannot be read: %v)", g.name, err), nil
+	}
+	for _, line := range lines {
+		if superGrant(line) {
+			if g.account {
+				return true, "", nil
+			}
+			return true, fmt.Sprintf(" through its role %q", g.name), nil
+		}
+	}
+	for _, line := range lines {
+		for _, role := range grantedRoles(line) {
+			if admin, via, err := r.adminGrant(ctx, role, seen); err != nil || admin {
+				return admin, via, err
+			}
+		}
+	}
+	return false, "", nil
+}
+
+func (r *revocation) showGrants(ctx context.Context, g grantee) ([]string, error) {
+	var rows *sql.Rows
+	var err error
+	if g.account || g.host != "" {
+		rows, err = r.conn.QueryContext(ctx, `SHOW GRANTS FOR ?@?`, g.name, g.host)
+	} else {
+		rows, err = r.conn.QueryContext(ctx, `SHOW GRANTS FOR ?`, g.name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	err = eachRow(rows, func(rows *sql.Rows) error {
+		var line string
+		err := rows.Scan(&line)
+		lines = append(lines, line)
+		return err
+	})
+	return lines, err
+}
+
+// roleName matches one quoted role of a role grant: `r` or `r`@`h`.
+var roleName = regexp.MustCompile("`((?:[^`]|``)+)`(?:@`((?:[^`]|``)*)`)?")
+
+// grantedRoles returns the roles a SHOW GRANTS line grants ("GRANT `r1`,
+// `r2` TO ..."); none for a privilege grant ("GRANT ... ON ... TO ...").
+func grantedRoles(line string) []grantee {
+	up := strings.ToUpper(line)
+	to := strings.Index(up, " TO ")
+	if !strings.HasPrefix(up, "GRANT ") || to < 0 || strings.Contains(up[:to], " ON ") {
+		return nil
+	}
+	var out []grantee
+	for _, m := range roleName.FindAllStringSubmatch(line[len("GRANT "):to], -1) {
+		out = append(out, grantee{name: strings.ReplaceAll(m[1], "``", "`"), host: strings.ReplaceAll(m[2], "``", "`")})
+	}
+	return out
 }
 
 // definersSQL finds the objects whose DEFINER is the name, on any host:

@@ -144,6 +144,15 @@ func TestDropGuardsRefuse(t *testing.T) {
 	r.createUser(uncorroborated, "pw", "%")
 	protected := r.name("keep")
 	r.createUser(protected, "pw", "%")
+	// Administrator rights that come through a role: SHOW GRANTS names
+	// only the role.
+	viaRole := r.name("viarole")
+	r.createUser(viaRole, "pw", "%")
+	adminRole := "lgadm_" + r.suffix
+	r.exec("CREATE ROLE " + "`" + adminRole + "`")
+	t.Cleanup(func() { r.exec("DROP ROLE IF EXISTS " + "`" + adminRole + "`") })
+	r.exec(`GRANT SUPER ON *.* TO ` + "`" + adminRole + "`")
+	r.exec(`GRANT `+"`"+adminRole+"`"+` TO ?@?`, viaRole, "%")
 
 	// The server's own accounts are asked of through a revoker that cannot
 	// drop anyone (no CREATE USER): were the guard broken, the drop would
@@ -165,6 +174,7 @@ func TestDropGuardsRefuse(t *testing.T) {
 		{"protected", protected, GuardProtected, engine.Guard{ManagedPattern: testGuard.ManagedPattern, Protected: []string{protected}}, nil, nil},
 		{"super", super, GuardSuperuser, testGuard, nil, nil},
 		{"all privileges", all, GuardSuperuser, testGuard, nil, nil},
+		{"super through a role", viaRole, GuardSuperuser, testGuard, nil, nil},
 		{"pg corroboration", uncorroborated, GuardCorroboration, testGuard, func(c *schemas.RevocationCommand) {
 			c.Corroboration.Source = schemas.CorroboratedByValidUntil
 		}, nil},
