@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,9 @@ const Scheme = "mysql://"
 const (
 	dialTimeout = 5 * time.Second
 	ioTimeout   = 30 * time.Second
+	// lockWaitTimeout (seconds) is the server's lock_wait_timeout of every
+	// session: well under ioTimeout and the drop's own deadline.
+	lockWaitTimeout = 10
 )
 
 // IsURL reports whether s is a mysql:// URL.
@@ -71,5 +75,9 @@ func ParseURL(s string) (*driver.Config, error) {
 	// argument itself, escaped for the connection's character set and
 	// SQL mode, so no statement is ever built by concatenating a name.
 	cfg.InterpolateParams = true
+	// A statement waiting on a lock ends on the server too: the driver's
+	// deadlines only close the client's side, and a DROP USER left waiting
+	// would hold the account's revocation lock long after.
+	cfg.Params = map[string]string{"lock_wait_timeout": strconv.Itoa(lockWaitTimeout)}
 	return cfg, nil
 }

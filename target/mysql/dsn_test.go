@@ -74,3 +74,19 @@ func TestHostOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionsWaitForLocksBriefly: a statement of the revoker that waits
+// on a metadata lock (ALTER or DROP USER behind another session) ends on
+// the server after lockWaitTimeout, instead of MySQL's default of a year
+// after the client has given up on it.
+func TestSessionsWaitForLocksBriefly(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var got int
+	if err := r.root.QueryRowContext(r.ctx(), `SELECT @@SESSION.lock_wait_timeout`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != 10 {
+		t.Errorf("session lock_wait_timeout = %d s, want 10", got)
+	}
+}
