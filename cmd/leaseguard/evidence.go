@@ -154,8 +154,11 @@ func printVerify(w io.Writer, source string, rep evidence.VerifyReport, format o
 		fmt.Fprintf(&b, "%d checkpoint(s), %s; the last at seq %d covers seq %d, signed %s by evidence key %s\n",
 			rep.Checkpoints, checked, cp.Seq, cp.CoversSeq, cp.SignedAt, cp.KeyID)
 	}
-	if rep.OK() && rep.Confirmed() {
-		b.WriteString("every event is confirmed by a signed checkpoint\n")
+	if rep.Confirmed() {
+		// A cut exactly after a checkpoint looks the same: only its time,
+		// against when the chain was read, can tell (docs/evidence.md).
+		fmt.Fprintf(&b, "every event up to the last checkpoint (signed %s) is confirmed; later ones would not be\n",
+			rep.LastCheckpoint.SignedAt)
 	}
 	for _, warning := range rep.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", warning)

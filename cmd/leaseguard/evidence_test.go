@@ -95,7 +95,7 @@ func TestEvidenceVerifyCheckpoints(t *testing.T) {
 		code  int
 		want  string
 	}{
-		{"whole", good, []string{key}, exitOK, "every event is confirmed by a signed checkpoint"},
+		{"whole", good, []string{key}, exitOK, "every event up to the last checkpoint (signed "},
 		{"cut", good[:5], []string{key}, exitOK, "warning: unconfirmed tail: 1 event(s) after the checkpoint at seq 4"},
 		{"cut, required", good[:5], []string{key, "--require-checkpoint"}, exitNotClean, "unconfirmed tail"},
 		{"no checkpoint, required", good[:3], []string{key, "--require-checkpoint"}, exitNotClean, "warning: no checkpoint"},
