@@ -69,14 +69,21 @@ func WaitReplicas(ctx context.Context, s jetstream.Stream, want int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, replicaWait)
 	defer cancel()
+	last := ctx.Err()
 	for {
 		info, err := s.Info(ctx)
 		if err == nil && replicasCurrent(info, want) {
 			return nil
 		}
+		if err != nil {
+			last = err
+		}
 		if !pause.For(ctx, 100*time.Millisecond, nil) {
+			if last == nil {
+				last = ctx.Err()
+			}
 			return fmt.Errorf("stream %s: %d replicas not all current within %s (LEASEGUARD_STREAM_REPLICAS larger than the servers up?): %w",
-				s.CachedInfo().Config.Name, want, replicaWait, ctx.Err())
+				s.CachedInfo().Config.Name, want, replicaWait, last)
 		}
 	}
 }
