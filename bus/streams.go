@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -49,12 +50,30 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, name, p
 // waits until every replica is current: a stream whose replicas were just
 // raised (1 to 3) refuses new consumers until its new peers have caught up.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	var s jetstream.Stream
+	var err error
+	// On a cluster, a request that reaches a meta leader just as it steps
+	// down is never answered: it is tried again, each time with its own
+	// deadline, instead of waiting out the caller's.
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, streamRequestTimeout)
+		s, err = js.CreateOrUpdateStream(actx, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil || attempt == streamRequestAttempts || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return s, WaitReplicas(ctx, s, cfg.Replicas)
 }
+
+// A stream request gets streamRequestTimeout, streamRequestAttempts times.
+const (
+	streamRequestTimeout  = 10 * time.Second
+	streamRequestAttempts = 3
+)
 
 // replicaWait bounds WaitReplicas: a cluster smaller than the replicas
 // asked for, or with a peer down, must stop the start with an error, not
