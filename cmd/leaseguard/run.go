@@ -118,7 +118,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, registr
 	warnInsecure(logger, cfg)
 	defer func() {
 		if err != nil {
-			p.close()
+			p.abandon()
 		}
 	}()
 	roles := cfg.parsed().roles
@@ -607,6 +607,17 @@ func (p *pipeline) stop() error {
 		p.cancel()
 	}
 	return p.wait()
+}
+
+// abandon undoes a start that failed part way: the parts already running
+// are cancelled and waited for before the store, NATS and the targets they
+// use are closed under them.
+func (p *pipeline) abandon() {
+	if p.cancel != nil {
+		p.cancel()
+		_ = p.group.Wait()
+	}
+	p.close()
 }
 
 func (p *pipeline) close() {
