@@ -3,9 +3,7 @@ package evidence
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/internal/keyid"
 )
 
 // A chain cannot show that its newest events were cut off. A checkpoint
@@ -53,12 +53,9 @@ func CheckpointSigningBytes(seq int64, hash, at, keyID string) []byte {
 	return []byte(checkpointDomain + "\n" + strconv.FormatInt(seq, 10) + "\n" + hash + "\n" + at + "\n" + keyID)
 }
 
-// EvidenceKeyID names an evidence public key: the first 16 hex characters
-// of the SHA-256 of its 32 bytes.
-func EvidenceKeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])[:16]
-}
+// EvidenceKeyID names an evidence public key, as command keys are named
+// (package keyid).
+func EvidenceKeyID(pub ed25519.PublicKey) string { return keyid.Of(pub) }
 
 // CheckpointSigner signs checkpoints with the evidence key.
 type CheckpointSigner struct {

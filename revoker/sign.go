@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/leaseguard/leaseguard/internal/keyid"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -83,11 +84,8 @@ func CommandHash(body []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// KeyID names a public key: the first 16 hex characters of its SHA-256.
-func KeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])[:16]
-}
+// KeyID names a public key (package keyid).
+func KeyID(pub ed25519.PublicKey) string { return keyid.Of(pub) }
 
 // Signer signs revocation commands with one Ed25519 key.
 type Signer struct {
