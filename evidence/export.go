@@ -249,7 +249,23 @@ func ExportFile(r io.ReadSeeker, f ExportFilter, verify bool, emit func(Exported
 // ExportOutbox exports the events of the outbox in chain order. With
 // verify, the chain is verified first (VerifyOutbox) and only events up to
 // the verified end are exported; nothing is exported from a broken chain.
-func ExportOutbox(ctx context.Context, q Querier, f ExportFilter, verify bool, emit func(Exported) error) (VerifyReport, error) {
+func ExportOutbox(ctx context.Context, db Snapshotter, f ExportFilter, verify bool, emit func(Exported) error) (VerifyReport, error) {
+	// One snapshot for both reads: what is exported is what was verified,
+	// whatever another session writes meanwhile.
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return VerifyReport{}, fmt.Errorf("read evidence outbox: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	return exportOutbox(ctx, tx, f, verify, emit)
+}
+
+// Snapshotter opens the transaction an export reads in (a pool fits).
+type Snapshotter interface {
+	BeginTx(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error)
+}
+
+func exportOutbox(ctx context.Context, q Querier, f ExportFilter, verify bool, emit func(Exported) error) (VerifyReport, error) {
 	var rep VerifyReport
 	last := int64(1<<63 - 1)
 	if verify {

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // envelopeKeys are the CloudEvents attributes leaseguard's events carry at
@@ -278,4 +281,80 @@ func TestExportOutbox(t *testing.T) {
 	if err != nil || rep.OK() || len(got) != 0 {
 		t.Errorf("tampered outbox exported: %v %+v %v", got, rep, err)
 	}
+}
+
+// TestExportOutboxExportsWhatItVerified: the chain is verified, then read
+// again to export. A row another session changes between the two reads
+// must not be exported unverified: both reads see one snapshot.
+func TestExportOutboxExportsWhatItVerified(t *testing.T) {
+	pool := testDB(t)
+	for _, ev := range sampleEvents(t, 5) {
+		appendOne(t, pool, ev)
+	}
+	ctx := context.Background()
+	db := &tamperBeforeExport{Pool: pool, tamper: func() {
+		if _, err := pool.Exec(ctx, `UPDATE evidence_outbox SET event = convert_to(replace(convert_from(event, 'UTF8'), 'dropped', 'failed'), 'UTF8') WHERE seq = 3`); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	var third []byte
+	_, err := ExportOutbox(ctx, db, ExportFilter{}, true, func(x Exported) error {
+		if x.Chain.Seq == 3 {
+			third = mustJSONBytes(t, x)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !db.tampered {
+		t.Fatal("the export never read the outbox after verifying it")
+	}
+	if bytes.Contains(third, []byte("failed")) || !bytes.Contains(third, []byte("dropped")) {
+		t.Fatalf("seq 3 was exported as changed after verification: %s", third)
+	}
+}
+
+// tamperBeforeExport runs tamper, from another session, just before the
+// first read of the export's pages, wherever the export reads them.
+type tamperBeforeExport struct {
+	*pgxpool.Pool
+	tamper   func()
+	tampered bool
+}
+
+func (d *tamperBeforeExport) before(sql string) {
+	if !d.tampered && strings.Contains(sql, "ORDER BY seq LIMIT") {
+		d.tampered = true
+		d.tamper()
+	}
+}
+
+func (d *tamperBeforeExport) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	d.before(sql)
+	return d.Pool.Query(ctx, sql, args...)
+}
+
+func (d *tamperBeforeExport) BeginTx(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
+	tx, err := d.Pool.BeginTx(ctx, o)
+	return tamperTx{Tx: tx, d: d}, err
+}
+
+type tamperTx struct {
+	pgx.Tx
+	d *tamperBeforeExport
+}
+
+func (t tamperTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	t.d.before(sql)
+	return t.Tx.Query(ctx, sql, args...)
+}
+
+func mustJSONBytes(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
