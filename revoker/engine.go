@@ -22,6 +22,15 @@ func (x *Executor) engineRevoker(db string) (engine.Revoker, bool) {
 	return nil, false
 }
 
+// kind is the engine of the named target (PostgreSQL when it is not one
+// that drops by itself, or unknown: the stricter names).
+func (x *Executor) kind(db string) engine.Kind {
+	if r, ok := x.engineRevoker(db); ok {
+		return r.Kind()
+	}
+	return engine.KindPostgres
+}
+
 // known reports whether a target of that name is configured, of any
 // engine.
 func (x *Executor) known(db string) bool {

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,5 +193,41 @@ func TestMySQLGuardNamesAreTheRevokers(t *testing.T) {
 		if p[0] != p[1] {
 			t.Errorf("mysql guard %q is %q in the revoker", p[0], p[1])
 		}
+	}
+}
+
+// MySQL names are not PostgreSQL's: MariaDB 10.11 accepts user names of up
+// to 128 characters (tried: 128 is created, 129 is error 1470), so a name
+// past PostgreSQL's 63 bytes is dropped there, and one past 128 characters
+// is refused as invalid before anything runs.
+func TestMySQLNameLimitIsMySQLs(t *testing.T) {
+	t.Parallel()
+	r := newMySQLRig(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	long := "v-long-" + hex.EncodeToString(b) + "-" + strings.Repeat("x", 128-16)
+	if len(long) != 128 {
+		t.Fatalf("test name is %d characters", len(long))
+	}
+	for _, h := range []string{"%", "localhost"} {
+		if _, err := r.root.Exec(`CREATE USER ?@? IDENTIFIED BY 'pw'`, long, h); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = r.root.Exec(`DROP USER IF EXISTS ?@?`, long, h) })
+	}
+
+	got := execOne(r.exec, r.signed(t, long, schemas.CorroboratedByVaultLookup))
+	if !got.Recorded || got.Result.Outcome != schemas.OutcomeDropped {
+		t.Fatalf("128-character name: %+v (%v), want dropped", got.Result, got.Err)
+	}
+	if n := r.hosts(t, long); n != 0 {
+		t.Errorf("%d hosts of the 128-character name left", n)
+	}
+
+	tooLong := long + "y"
+	got = execOne(r.exec, r.signed(t, tooLong, schemas.CorroboratedByVaultLookup))
+	if got.Result.Outcome != schemas.OutcomeRefused || got.Result.Guard != revoker.GuardInvalidName ||
+		!strings.Contains(got.Result.Reason, "128") {
+		t.Errorf("129-character name: %+v, want refused as invalid_name, naming MySQL's 128", got.Result)
 	}
 }
