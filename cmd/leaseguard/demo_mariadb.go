@@ -45,8 +45,8 @@ type demoMyLease struct {
 	// session is a client connection held open as the user.
 	session   *sql.Conn
 	sessionDB *sql.DB
-	seen    map[string]bool
-	result  *revoker.Executed
+	seen      map[string]bool
+	result    *revoker.Executed
 }
 
 // openDemoMaria connects to the local MariaDB; on failure it says why the
