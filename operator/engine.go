@@ -61,7 +61,7 @@ func (s *Service) readTarget(ctx context.Context, db string, names []string) (tr
 func readAccounts(ctx context.Context, e engine.Engine, names []string) (targetRoles, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	tr := targetRoles{roles: map[string]roleAttrs{}}
+	tr := targetRoles{kind: e.Kind(), roles: map[string]roleAttrs{}}
 	accts, err := e.Accounts(ctx, nil)
 	if err != nil {
 		return tr, fmt.Errorf("read accounts: %w", err)

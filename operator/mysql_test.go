@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,7 +86,9 @@ func TestOperatorOnMySQL(t *testing.T) {
 	root := sql.OpenDB(conn)
 	t.Cleanup(func() { _ = root.Close() })
 	name, super := "v-"+tag+"-leaked", "v-"+tag+"-super"
-	for _, u := range []string{name, super} {
+	// Past PostgreSQL's 63 bytes, within the 128 characters MariaDB takes.
+	long := "v-" + tag + "-" + strings.Repeat("l", 100)
+	for _, u := range []string{name, super, long} {
 		if _, err := root.ExecContext(ctx, `CREATE USER ?@'%'`, u); err != nil {
 			t.Fatal(err)
 		}
@@ -103,8 +106,8 @@ func TestOperatorOnMySQL(t *testing.T) {
 	for _, it := range p.Items {
 		got[it.DBUser] = it.Guard
 	}
-	if len(got) != 2 || got[name] != "" || got[super] != revoker.GuardSuperuser {
-		t.Fatalf("plan items %+v; want %s and %s, the latter refused as superuser", p.Items, name, super)
+	if len(got) != 3 || got[name] != "" || got[long] != "" || got[super] != revoker.GuardSuperuser {
+		t.Fatalf("plan items %+v; want %s, %s and %s, the latter refused as superuser", p.Items, name, long, super)
 	}
 	res, err := svc.Execute(ctx, p, nil)
 	if err != nil {
@@ -114,7 +117,7 @@ func TestOperatorOnMySQL(t *testing.T) {
 	for _, e := range res {
 		outcomes[e.Result.DBUser] = e.Result.Outcome
 	}
-	if outcomes[name] != schemas.OutcomeDropped || outcomes[super] != schemas.OutcomeRefused {
+	if outcomes[name] != schemas.OutcomeDropped || outcomes[long] != schemas.OutcomeDropped || outcomes[super] != schemas.OutcomeRefused {
 		t.Fatalf("outcomes %v", outcomes)
 	}
 	var n int

@@ -12,6 +12,7 @@ import (
 
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target/engine"
 )
 
 // Plan is what a Request resolves to: the users to drop, and what was left
@@ -320,7 +321,11 @@ func unresolvable(l store.Lease) string {
 // preview fills in the guard that will refuse it, as far as names and
 // pg_roles attributes tell. The revoker re-checks everything when it acts.
 func (s *Service) preview(it *Item, tr *targetRoles) {
-	if err := s.d.Guard.CheckName(it.DBUser); err != nil {
+	kind := tr.kind
+	if kind == "" {
+		kind = engine.KindPostgres
+	}
+	if err := s.d.Guard.CheckNameFor(kind, it.DBUser); err != nil {
 		var r *revoker.Refusal
 		if errors.As(err, &r) {
 			it.Guard, it.Refusal = r.Guard, r.Reason

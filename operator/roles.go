@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/target/engine"
 )
 
 // firstNormalOID is PostgreSQL's FirstNormalObjectId: roles below it are
@@ -26,6 +28,9 @@ type roleAttrs struct {
 // targetRoles is a snapshot of roles in one target, and who the revoker's
 // connection logs in as there.
 type targetRoles struct {
+	// kind is the target's engine ("" is PostgreSQL): the names it
+	// accepts are its own.
+	kind        engine.Kind
 	roles       map[string]roleAttrs
 	currentUser string
 	sessionUser string

@@ -2,8 +2,12 @@ package revoker
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target/engine"
 )
 
@@ -20,6 +24,15 @@ func (x *Executor) engineRevoker(db string) (engine.Revoker, bool) {
 		return et.Revoker(db)
 	}
 	return nil, false
+}
+
+// kind is the engine of the named target (PostgreSQL when it is not one
+// that drops by itself, or unknown: the stricter names).
+func (x *Executor) kind(db string) engine.Kind {
+	if r, ok := x.engineRevoker(db); ok {
+		return r.Kind()
+	}
+	return engine.KindPostgres
 }
 
 // known reports whether a target of that name is configured, of any
@@ -42,7 +55,56 @@ func (x *Executor) dropThrough(ctx context.Context, r engine.Revoker, db string,
 	eg := engine.Guard{ManagedPattern: g.ManagedPattern, Protected: g.Protected, AllowSuper: g.AllowSuperuser}
 	results := make(map[int]schemas.RevocationResult, len(idx))
 	for _, i := range idx {
-		results[i] = r.Drop(ctx, db, cmds[i], eg)
+		res := r.Drop(ctx, db, cmds[i], eg)
+		switch res.Outcome {
+		case schemas.OutcomeDropped:
+			x.noteDrop(ctx, res)
+		case schemas.OutcomeAlreadyAbsent:
+			res = x.earlierDrop(ctx, res)
+		}
+		results[i] = res
 	}
 	return results
+}
+
+// noteDrop keeps the verified drop on the command's claim before anything
+// else can stop the attempt: if it ends before recording the outcome, the
+// redelivery finds the user absent and this tells it the drop was its own.
+// A crash between the DROP USER and this note still leaves the redelivery
+// an already_absent (the engine keeps no transaction id to ask).
+func (x *Executor) noteDrop(ctx context.Context, res schemas.RevocationResult) {
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	if err := store.NoteEngineDrop(sctx, x.State, res); err != nil {
+		x.Logger.Warn("cannot note the drop before recording it", "command_id", res.CommandID, "err", err)
+	}
+}
+
+// earlierDrop turns an already_absent into the drop an earlier attempt of
+// the same command carried out and did not record: one drop, as the
+// evidence of a crash-free run would show, saying the user was absent at
+// the re-check. Sessions found at the re-check were killed now, and one
+// still left makes it a failure, as after any drop.
+func (x *Executor) earlierDrop(ctx context.Context, now schemas.RevocationResult) schemas.RevocationResult {
+	sctx, cancel := x.stateCtx(ctx)
+	defer cancel()
+	prior, ok, err := store.EngineDrop(sctx, x.State, now.CommandID)
+	if err != nil {
+		x.Logger.Warn("cannot read an earlier attempt's drop; the user is already absent", "command_id", now.CommandID, "err", err)
+		return now
+	}
+	if !ok || prior.Outcome != schemas.OutcomeDropped {
+		return now
+	}
+	res := prior
+	res.Reason = fmt.Sprintf("absent at the re-check; dropped by an earlier attempt of this command (started %s, verified gone then) "+
+		"that ended before recording its outcome", prior.StartedAt.UTC().Format(time.RFC3339Nano))
+	res.Statements = append(slices.Clone(prior.Statements), now.Statements...)
+	res.SessionsTerminated += now.SessionsTerminated
+	res.RoleAbsentAfter, res.SessionsLeftAfter, res.FinishedAt = now.RoleAbsentAfter, now.SessionsLeftAfter, now.FinishedAt
+	if now.SessionsLeftAfter > 0 {
+		res.Outcome = schemas.OutcomeFailed
+		res.Reason += fmt.Sprintf("; %d session(s) of the user left", now.SessionsLeftAfter)
+	}
+	return res
 }

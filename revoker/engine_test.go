@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,11 @@ type mysqlRig struct {
 
 func newMySQLRig(t *testing.T) *mysqlRig {
 	t.Helper()
+	return newMySQLRigWith(t, revoker.DropperConfig{})
+}
+
+func newMySQLRigWith(t *testing.T, dc revoker.DropperConfig) *mysqlRig {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_mysql")})
 	if err != nil {
@@ -71,7 +77,7 @@ func newMySQLRig(t *testing.T) *mysqlRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dropper, err := revoker.NewDropper(revoker.DropperConfig{})
+	dropper, err := revoker.NewDropper(dc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,5 +198,109 @@ func TestMySQLGuardNamesAreTheRevokers(t *testing.T) {
 		if p[0] != p[1] {
 			t.Errorf("mysql guard %q is %q in the revoker", p[0], p[1])
 		}
+	}
+}
+
+// MySQL names are not PostgreSQL's: MariaDB 10.11 accepts user names of up
+// to 128 characters (tried: 128 is created, 129 is error 1470), so a name
+// past PostgreSQL's 63 bytes is dropped there, and one past 128 characters
+// is refused as invalid before anything runs.
+func TestMySQLNameLimitIsMySQLs(t *testing.T) {
+	t.Parallel()
+	r := newMySQLRig(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	long := "v-long-" + hex.EncodeToString(b) + "-" + strings.Repeat("x", 128-16)
+	if len(long) != 128 {
+		t.Fatalf("test name is %d characters", len(long))
+	}
+	for _, h := range []string{"%", "localhost"} {
+		if _, err := r.root.Exec(`CREATE USER ?@? IDENTIFIED BY 'pw'`, long, h); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = r.root.Exec(`DROP USER IF EXISTS ?@?`, long, h) })
+	}
+
+	got := execOne(r.exec, r.signed(t, long, schemas.CorroboratedByVaultLookup))
+	if !got.Recorded || got.Result.Outcome != schemas.OutcomeDropped {
+		t.Fatalf("128-character name: %+v (%v), want dropped", got.Result, got.Err)
+	}
+	if n := r.hosts(t, long); n != 0 {
+		t.Errorf("%d hosts of the 128-character name left", n)
+	}
+
+	tooLong := long + "y"
+	got = execOne(r.exec, r.signed(t, tooLong, schemas.CorroboratedByVaultLookup))
+	if got.Result.Outcome != schemas.OutcomeRefused || got.Result.Guard != revoker.GuardInvalidName ||
+		!strings.Contains(got.Result.Reason, "128") {
+		t.Errorf("129-character name: %+v, want refused as invalid_name, naming MySQL's 128", got.Result)
+	}
+}
+
+// The revoker dies after MySQL dropped the user and before the outcome was
+// recorded; the command is delivered again and finds the user absent. The
+// drop was this command's: the redelivery records it as dropped, once,
+// saying the user was absent at the re-check and which earlier attempt
+// dropped it, so a SIEM sees one drop and no already_absent.
+func TestCrashBeforeRecordOnMySQL(t *testing.T) {
+	t.Parallel()
+	plan := newFaultPlan().crash(revoker.StepBeforeRecord, 1)
+	r := newMySQLRigWith(t, revoker.DropperConfig{Faults: plan.fn})
+	name := r.user(t, "crash")
+	cmd := r.signed(t, name, schemas.CorroboratedByVaultLookup)
+
+	first := execOne(r.exec, cmd)
+	if first.Recorded || !first.Retry || plan.count(revoker.StepBeforeRecord) != 1 {
+		t.Fatalf("first attempt %+v (%v), want it stopped before the record and handed back", first.Result, first.Err)
+	}
+	if n := r.hosts(t, name); n != 0 {
+		t.Fatalf("%d hosts of %s left after the first attempt's drop", n, name)
+	}
+
+	again := execOne(r.exec, cmd)
+	res := again.Result
+	if !again.Recorded || res.Outcome != schemas.OutcomeDropped ||
+		!strings.Contains(res.Reason, "absent at the re-check") || !strings.Contains(res.Reason, "earlier attempt") {
+		t.Fatalf("redelivery %+v, want dropped, naming the earlier attempt", res)
+	}
+	if len(res.Statements) == 0 || !strings.Contains(strings.Join(res.Statements, ";"), "DROP USER") {
+		t.Errorf("statements %v, want the earlier attempt's DROP USER", res.Statements)
+	}
+	rev, err := store.GetRevocation(context.Background(), r.st.Pool(), cmd.ID)
+	if err != nil || rev.Attempts != 2 || rev.Outcome != schemas.OutcomeDropped {
+		t.Errorf("revocation %+v, %v; want dropped after 2 attempts", rev, err)
+	}
+	var outcomes []string
+	rows, err := r.st.Pool().Query(context.Background(), `SELECT convert_from(event, 'UTF8')::jsonb->'data'->'unmapped'->>'outcome'
+		FROM evidence_outbox WHERE subject = $1 AND type = 'io.leaseguard.revocation.v1' ORDER BY seq`, "maria/"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			t.Fatal(err)
+		}
+		outcomes = append(outcomes, o)
+	}
+	if len(outcomes) != 1 || outcomes[0] != "dropped" {
+		t.Errorf("revocation evidence outcomes %v, want one dropped", outcomes)
+	}
+}
+
+// A user someone else dropped (Vault's own revocation) is already_absent:
+// no earlier attempt of the command dropped it.
+func TestAbsentMySQLUserIsAlreadyAbsent(t *testing.T) {
+	t.Parallel()
+	r := newMySQLRig(t)
+	name := r.user(t, "gone")
+	for _, h := range []string{"%", "localhost"} {
+		if _, err := r.root.Exec(`DROP USER ?@?`, name, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := execOne(r.exec, r.signed(t, name, schemas.CorroboratedByVaultLookup))
+	if got.Result.Outcome != schemas.OutcomeAlreadyAbsent || strings.Contains(got.Result.Reason, "earlier attempt") {
+		t.Errorf("%+v, want already_absent", got.Result)
 	}
 }

@@ -271,7 +271,7 @@ func (x *Executor) triage(ctx context.Context, cmds []schemas.RevocationCommand,
 			out[i] = x.duplicate(ctx, cmd, claims[i])
 			continue
 		}
-		if res, ok := x.Dropper.refuseByName(cmd, x.Clock()); ok {
+		if res, ok := x.Dropper.refuseByName(cmd, x.kind(cmd.Database), x.Clock()); ok {
 			refusedIdx, refused = append(refusedIdx, i), append(refused, res)
 			continue
 		}

@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/target/engine"
+	"github.com/leaseguard/leaseguard/target/mysql"
 )
 
 // Guard names, as recorded in RevocationResult.Guard.
@@ -91,16 +93,26 @@ func (g GuardConfig) withDefaults() GuardConfig {
 	return g
 }
 
-// CheckName applies the guards that need no database, in order: empty,
-// invalid_name (longer than 63 bytes, NUL or invalid UTF-8), managed_pattern,
-// protected. It returns nil or a *Refusal.
+// CheckName applies the guards that need no database to a PostgreSQL role
+// name: CheckNameFor of engine.KindPostgres.
 func (g GuardConfig) CheckName(name string) error {
+	return g.CheckNameFor(engine.KindPostgres, name)
+}
+
+// CheckNameFor applies the guards that need no database, in order: empty,
+// invalid_name (longer than the engine allows: 63 bytes on PostgreSQL, 128
+// characters on MySQL and MariaDB; NUL or invalid UTF-8), managed_pattern,
+// protected. It returns nil or a *Refusal.
+func (g GuardConfig) CheckNameFor(kind engine.Kind, name string) error {
 	g = g.withDefaults()
 	switch {
 	case name == "":
 		return refuse(GuardEmpty, "no role name")
-	case len(name) > maxIdentifierBytes:
+	case kind != engine.KindMySQL && len(name) > maxIdentifierBytes:
 		return refuse(GuardInvalidName, "role name is %d bytes, longer than PostgreSQL's %d", len(name), maxIdentifierBytes)
+	case kind == engine.KindMySQL && utf8.RuneCountInString(name) > mysql.MaxNameChars:
+		return refuse(GuardInvalidName, "user name is %d characters, longer than the %d MySQL and MariaDB accept",
+			utf8.RuneCountInString(name), mysql.MaxNameChars)
 	case !utf8.ValidString(name) || strings.ContainsRune(name, 0):
 		return refuse(GuardInvalidName, "role name is not valid UTF-8 text")
 	case !g.ManagedPattern.MatchString(name):
@@ -196,12 +208,13 @@ func asRefusal(err error) (*Refusal, bool) {
 // refuseByName applies the guards that need neither the database nor the
 // blast-radius limit (the name: managed pattern, protected, valid): a
 // command they refuse takes no token. It returns the refusal and true, or
-// false.
-func (d *Dropper) refuseByName(cmd schemas.RevocationCommand, now time.Time) (schemas.RevocationResult, bool) {
+// false. kind is the engine of the command's target: the names it accepts
+// are its own.
+func (d *Dropper) refuseByName(cmd schemas.RevocationCommand, kind engine.Kind, now time.Time) (schemas.RevocationResult, bool) {
 	if cmd.Action == schemas.ActionTerminateSession && cmd.DBUser == "" {
 		return schemas.RevocationResult{}, false // a ghost of a role nobody knows
 	}
-	r, ok := asRefusal(d.guard.CheckName(cmd.DBUser))
+	r, ok := asRefusal(d.guard.CheckNameFor(kind, cmd.DBUser))
 	if !ok {
 		return schemas.RevocationResult{}, false
 	}

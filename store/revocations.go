@@ -165,6 +165,42 @@ func TargetXIDs(ctx context.Context, q Querier, commandIDs []string) (map[string
 	return out, nil
 }
 
+// NoteEngineDrop keeps, on the claim of a command still in progress, the
+// result of a drop its target engine carried out and verified (MySQL,
+// MariaDB), before the outcome is recorded with its evidence. Such an
+// engine has no transaction id to ask about after a crash (PostgreSQL's
+// target_xid): a redelivery that finds the user absent reads this to tell
+// its own earlier drop from someone else's (EngineDrops).
+func NoteEngineDrop(ctx context.Context, q Querier, res schemas.RevocationResult) error {
+	doc, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result %s: %w", res.CommandID, err)
+	}
+	if _, err := q.Exec(ctx, `UPDATE revocations SET result = $2 WHERE command_id = $1 AND state = 'in_progress'`,
+		res.CommandID, doc); err != nil {
+		return fmt.Errorf("note the drop of %s: %w", res.CommandID, err)
+	}
+	return nil
+}
+
+// EngineDrop returns the drop NoteEngineDrop kept for a command still in
+// progress; ok is false when there is none.
+func EngineDrop(ctx context.Context, q Querier, commandID string) (res schemas.RevocationResult, ok bool, err error) {
+	var doc []byte
+	err = q.QueryRow(ctx, `SELECT result FROM revocations WHERE command_id = $1 AND state = 'in_progress' AND result IS NOT NULL`,
+		commandID).Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return res, false, nil
+	}
+	if err != nil {
+		return res, false, fmt.Errorf("read the noted drop of %s: %w", commandID, err)
+	}
+	if err := json.Unmarshal(doc, &res); err != nil {
+		return res, false, fmt.Errorf("decode the noted drop of %s: %w", commandID, err)
+	}
+	return res, true, nil
+}
+
 // Finish is one outcome for FinishRevocations.
 type Finish struct {
 	Result     schemas.RevocationResult

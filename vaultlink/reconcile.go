@@ -37,8 +37,8 @@ const (
 // ReconcilerConfig configures the Reconciler.
 type ReconcilerConfig struct {
 	// Force allows sys/leases/revoke-force/<lease id> when the revoke fails
-	// and the user is verified gone from pg_roles (default true via
-	// DefaultReconcilerConfig).
+	// and the user is verified gone from the target (pg_roles; mysql.user
+	// on MySQL) (default true via DefaultReconcilerConfig).
 	Force bool
 	// Interval between passes (default 2s).
 	Interval time.Duration
@@ -113,15 +113,15 @@ type ReconcilerDeps struct {
 
 // Reconciler revokes in Vault the leases whose users leaseguard dropped, so
 // that Vault stops retrying its own revocation and stops counting them. It
-// never touches a target database except to read pg_roles, and nothing it
-// does undoes a drop.
+// never touches a target database except to read pg_roles (on MySQL:
+// mysql.user), and nothing it does undoes a drop.
 //
 // Each dropped outcome with a lease id is queued once (vault_revocations).
 // sys/leases/revoke runs the role's revocation statements again, often what
 // failed Vault in the first place; when it fails (Vault answers 400) and the
-// user is verified absent from the target's pg_roles, and Vault still holds
-// that exact lease, sys/leases/revoke-force/<lease id> is used (unless Force
-// is off). Failures are retried with backoff, durably; the first failure
+// user is verified absent from the target's pg_roles (or mysql.user), and
+// Vault still holds that exact lease, sys/leases/revoke-force/<lease id> is
+// used (unless Force is off). Failures are retried with backoff, durably; the first failure
 // and the resolution after failures (always a revoke-force) are recorded in
 // evidence as findings of RuleVaultRevoke.
 type Reconciler struct {
@@ -208,7 +208,10 @@ func (r *Reconciler) Drain(ctx context.Context) (int64, error) {
 
 // attempt is what one try at a lease found.
 type attempt struct {
-	revokeErr  error
+	revokeErr error
+	// catalog is where the user's absence was checked: pg_roles, or
+	// mysql.user (every host of the name).
+	catalog    string
 	userAbsent *bool
 	checkErr   error
 	forceTried bool
@@ -229,15 +232,17 @@ func (r *Reconciler) work(ctx context.Context, it VaultRevocation) error {
 		// revocation statements; forcing would not help.
 		a.whyNoForce = "Vault did not attempt the revocation"
 	default:
-		absent, err := r.userAbsent(ctx, it.Database, it.DBUser)
+		var absent bool
+		var err error
+		absent, a.catalog, err = r.userAbsent(ctx, it.Database, it.DBUser)
 		if err != nil {
 			a.checkErr = err
-			a.whyNoForce = "could not verify the user gone from pg_roles"
+			a.whyNoForce = "could not verify the user gone from " + a.catalog
 			break
 		}
 		a.userAbsent = &absent
 		if !absent {
-			a.whyNoForce = "the user exists in pg_roles"
+			a.whyNoForce = "the user exists in " + a.catalog
 			break
 		}
 		_, found, err := r.Vault.LookupLease(ctx, it.LeaseID)
@@ -264,24 +269,34 @@ type engineTargets interface {
 	Engine(name string) (engine.Engine, bool)
 }
 
+// Where userAbsent looks, as messages and evidence name it.
+const (
+	catalogPostgres = "pg_roles"
+	catalogMySQL    = "mysql.user"
+)
+
 // userAbsent re-reads the target's pg_roles (on MySQL: mysql.user, every
-// host of the name).
-func (r *Reconciler) userAbsent(ctx context.Context, database, user string) (bool, error) {
+// host of the name); it returns which of the two it read.
+func (r *Reconciler) userAbsent(ctx context.Context, database, user string) (bool, string, error) {
 	pool, ok := r.Targets.Pool(database)
 	if et, isSet := r.Targets.(engineTargets); !ok && isSet {
 		if e, found := et.Engine(database); found {
+			catalog := catalogPostgres
+			if e.Kind() == engine.KindMySQL {
+				catalog = catalogMySQL
+			}
 			g, err := e.Verify(ctx, user)
-			return g.Absent, err
+			return g.Absent, catalog, err
 		}
 	}
 	if !ok {
-		return false, fmt.Errorf("unknown target %q", database)
+		return false, "the target", fmt.Errorf("unknown target %q", database)
 	}
 	var exists bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)`, user).Scan(&exists); err != nil {
-		return false, fmt.Errorf("pg_roles of %s: %w", database, err)
+		return false, catalogPostgres, fmt.Errorf("pg_roles of %s: %w", database, err)
 	}
-	return !exists, nil
+	return !exists, catalogPostgres, nil
 }
 
 func (r *Reconciler) done(ctx context.Context, it VaultRevocation, method string, a attempt) error {
@@ -298,8 +313,8 @@ func (r *Reconciler) done(ctx context.Context, it VaultRevocation, method string
 	switch method {
 	case MethodRevokeForce:
 		sev = schemas.SeverityLow
-		summary = fmt.Sprintf("Vault let go of lease %s by revoke-force of that exact lease after its revoke failed; user %s was verified gone from pg_roles of %s",
-			it.LeaseID, it.DBUser, it.Database)
+		summary = fmt.Sprintf("Vault let go of lease %s by revoke-force of that exact lease after its revoke failed; user %s was verified gone from %s of %s",
+			it.LeaseID, it.DBUser, a.catalog, it.Database)
 	case MethodAbsent:
 		summary = fmt.Sprintf("Vault no longer holds lease %s (user %s of %s dropped by leaseguard), after %d attempt(s)", it.LeaseID, it.DBUser, it.Database, it.Attempts)
 	default:
@@ -375,7 +390,8 @@ func (r *Reconciler) facts(it VaultRevocation, a attempt) map[string]any {
 	}
 	addErr("revoke", a.revokeErr)
 	if a.userAbsent != nil {
-		f["user_absent_from_pg_roles"] = *a.userAbsent
+		// user_absent_from_pg_roles, or user_absent_from_mysql_user.
+		f["user_absent_from_"+strings.ReplaceAll(a.catalog, ".", "_")] = *a.userAbsent
 	}
 	addErr("check", a.checkErr)
 	if a.forceTried {

@@ -27,6 +27,7 @@ import (
 
 func (m *Main) demoCommand() *cobra.Command {
 	var timeout time.Duration
+	var maria string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "play a small Vault workload on local PostgreSQL and embedded NATS",
@@ -34,9 +35,10 @@ func (m *Main) demoCommand() *cobra.Command {
 			"embedded JetStream server, in a schema and users of its own, narrates what leaseguard does\n" +
 			"about it, and removes what it made.",
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return demoCmd(cmd.Context(), m, timeout) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return demoCmd(cmd.Context(), m, timeout, maria) },
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 50*time.Second, "give up if the workload has not played out by then")
+	cmd.Flags().StringVar(&maria, "mariadb", demoMariaDBURL, "the MariaDB or MySQL server (root) of the MySQL part; when it does not answer, that part is skipped, saying so")
 	return cmd
 }
 
@@ -45,7 +47,7 @@ const demoDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
 // demoCmd plays a small Vault workload against the local PostgreSQL and an
 // embedded JetStream server and narrates what leaseguard does about it.
-func demoCmd(ctx context.Context, m *Main, timeout time.Duration) error {
+func demoCmd(ctx context.Context, m *Main, timeout time.Duration, mariaURL string) error {
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
@@ -78,13 +80,20 @@ func demoCmd(ctx context.Context, m *Main, timeout time.Duration) error {
 	// users are its own, so it enforces everywhere (a real rollout pilots
 	// first: leaseguard pilot report, then leaseguard scope expand).
 	cfg.EnforceScope = "*"
+	// The MariaDB part runs when the local MariaDB answers; without it the
+	// demo says so and plays the PostgreSQL part alone (make demo sets up
+	// PostgreSQL only).
+	maria, mariaErr := openDemoMaria(ctx, mariaURL)
+	if maria != nil {
+		withMaria(&cfg, mariaURL)
+	}
 	if err := cfg.Validate(); err != nil {
 		return configError{err}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
 	defer cancel()
-	d := &demo{m: m, cfg: cfg, sfx: sfx, start: time.Now(), out: m.Stdout}
+	d := &demo{m: m, cfg: cfg, sfx: sfx, start: time.Now(), out: m.Stdout, maria: maria, mariaErr: mariaErr}
 	defer d.cleanup()
 	return d.run(ctx, timeout)
 }
@@ -114,6 +123,10 @@ type demo struct {
 	mu     sync.Mutex
 	events []evidence.Event
 	raw    [][]byte
+
+	// maria is the MariaDB part; nil when skipped, mariaErr saying why.
+	maria    *demoMaria
+	mariaErr error
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -122,6 +135,11 @@ func (d *demo) say(format string, args ...any) {
 
 func (d *demo) run(ctx context.Context, timeout time.Duration) error {
 	fmt.Fprintln(d.out, "leaseguard demo: a Vault database secrets engine, simulated on this PostgreSQL, audited into an embedded JetStream")
+	if d.maria == nil {
+		fmt.Fprintf(d.out, "MariaDB part SKIPPED: no MariaDB answers (%v); the PostgreSQL part runs alone\n", d.mariaErr)
+	} else {
+		fmt.Fprintf(d.out, "MariaDB part: the same simulated Vault issues users on the MariaDB at %s (target %q)\n", redactURL(d.maria.url), demoMariaTarget)
+	}
 	fmt.Fprintln(d.out)
 	var err error
 	if d.admin, err = pgxpool.New(ctx, d.cfg.DatabaseURL); err != nil {
@@ -150,7 +168,14 @@ func (d *demo) run(ctx context.Context, timeout time.Duration) error {
 	if err := d.workload(ctx); err != nil {
 		return err
 	}
+	deadline := time.Now().Add(timeout)
 	d.watch(ctx, timeout)
+	if d.maria != nil {
+		if err := d.mariaWatch(ctx, deadline); err != nil {
+			return err
+		}
+		d.settleEvidence(ctx)
+	}
 	return d.summary(ctx)
 }
 
@@ -222,6 +247,13 @@ func (d *demo) workload(ctx context.Context) error {
 	}
 	lines = append(lines, renew...)
 	lines = append(lines, revoke...)
+	if d.maria != nil {
+		my, err := d.mariaWorkload(ctx)
+		if err != nil {
+			return fmt.Errorf("MariaDB part: %w", err)
+		}
+		lines = append(lines, my...)
+	}
 	for _, l := range lines {
 		if _, err := d.p.js.Publish(ctx, "vault.audit.demo", l); err != nil {
 			return fmt.Errorf("publish audit entry: %w", err)
@@ -230,6 +262,11 @@ func (d *demo) workload(ctx context.Context) error {
 	d.say("Vault issued %d credentials; %d audit entries published on vault.audit.demo", len(d.leases), len(lines))
 	for _, l := range d.leases {
 		d.say("  %s  %-52s  %s", l.label, l.cred.Username, l.story)
+	}
+	if d.maria != nil {
+		for _, l := range d.maria.leases {
+			d.say("  %s  %-52s  %s", l.label, l.cred.Username+"@{%,localhost}", l.story)
+		}
 	}
 	return nil
 }
@@ -263,7 +300,7 @@ func (d *demo) onEvidence(msg *nats.Msg) {
 	u := data.Unmapped
 	switch ev.Type {
 	case "io.leaseguard.finding.v1":
-		d.say("evidence #%d  finding    %v on %s", ev.ChainSeq, u["rule"], ev.Subject)
+		d.say("evidence #%d  finding    %v on %s: %v", ev.ChainSeq, u["rule"], ev.Subject, u["action"])
 	case "io.leaseguard.revocation.v1":
 		extra := ""
 		if n, ok := u["sessions_terminated"].(float64); ok && n > 0 {
@@ -356,7 +393,15 @@ func (d *demo) summary(ctx context.Context) error {
 		}
 		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\n", l.label, l.cred.Role, l.vault, lease.State, inDB, action, verdict)
 	}
+	if d.maria != nil {
+		failures += d.mariaRows(ctx, tw)
+	}
 	_ = tw.Flush()
+	if d.maria != nil {
+		failures += d.mariaSessions(ctx)
+	} else {
+		fmt.Fprintln(d.out, "MariaDB part skipped (see the top)")
+	}
 
 	rep, err := evidence.VerifyOutbox(ctx, d.p.store.Pool(), evidence.VerifyOptions{})
 	d.mu.Lock()
@@ -399,6 +444,9 @@ func (d *demo) cleanup() {
 	}
 	if d.p != nil {
 		_ = d.p.stop()
+	}
+	if d.maria != nil {
+		d.maria.cleanup(ctx)
 	}
 	if d.admin == nil {
 		return

@@ -25,7 +25,7 @@ type VaultConfig struct {
 	VaultTimeout       time.Duration `env:"LEASEGUARD_VAULT_TIMEOUT" envDefault:"10s" desc:"timeout of one Vault call"`
 	VaultTokenWarning  time.Duration `env:"LEASEGUARD_VAULT_TOKEN_EXPIRY_WARNING" envDefault:"1h" desc:"a token expiring within this that cannot be renewed past it is logged and raises leaseguard_vault_token_near_expiry"`
 	VaultRevoke        bool          `env:"LEASEGUARD_VAULT_REVOKE" envDefault:"true" desc:"after a drop, revoke the lease in Vault (sys/leases/revoke) so Vault stops retrying and counting it; retried durably"`
-	VaultForce         bool          `env:"LEASEGUARD_VAULT_FORCE" envDefault:"true" desc:"when that revoke fails and the user is verified gone from pg_roles, use sys/leases/revoke-force/<that exact lease id> (sudo)"`
+	VaultForce         bool          `env:"LEASEGUARD_VAULT_FORCE" envDefault:"true" desc:"when that revoke fails and the user is verified gone from the target (pg_roles, mysql.user), use sys/leases/revoke-force/<that exact lease id> (sudo)"`
 	VaultRetryMax      time.Duration `env:"LEASEGUARD_VAULT_RETRY_MAX_BACKOFF" envDefault:"30m" desc:"longest wait between retries of a Vault revocation that failed (from 10s, doubling)"`
 	VaultVerify        bool          `env:"LEASEGUARD_VAULT_VERIFY" envDefault:"true" desc:"verify-before-destroy: orphan-role and credential-reuse-unknown-lease drop nothing while Vault holds, or cannot rule out, a live lease for the user"`
 	VaultVerifyRecheck time.Duration `env:"LEASEGUARD_VAULT_VERIFY_RECHECK" envDefault:"1m" desc:"how often Vault is asked again about a finding it did not clear"`

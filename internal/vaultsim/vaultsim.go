@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -120,7 +121,13 @@ func (s *Sim) Issue(ctx context.Context, role string, ttl time.Duration, grants 
 	}); err != nil {
 		return c, nil, fmt.Errorf("create user for %s: %w", role, err)
 	}
-	path := s.Mount + "/creds/" + role
+	return c, s.issueEntries(now, c), nil
+}
+
+// issueEntries are the request and response audit entries of the creds
+// read that issued c.
+func (s *Sim) issueEntries(now time.Time, c Cred) [][]byte {
+	path := s.Mount + "/creds/" + c.Role
 	reqID := newUUID()
 	username := c.Username
 	if s.HashUsernames {
@@ -138,7 +145,42 @@ func (s *Sim) Issue(ctx context.Context, role string, ttl time.Duration, grants 
 		"data":   map[string]any{"username": username, "password": password},
 		"secret": map[string]any{"lease_id": c.LeaseID},
 	}
-	return c, [][]byte{mustJSON(req), mustJSON(resp)}, nil
+	return [][]byte{mustJSON(req), mustJSON(resp)}
+}
+
+// MySQLUsername follows the default template of Vault's mysql plugin:
+// v-<display name, 10>-<role, 10>-<20 random>-<unix time>, cut to 32
+// characters (the unix time is usually cut off).
+func MySQLUsername(display, role string, at time.Time) string {
+	return cut(fmt.Sprintf("v-%s-%s-%s-%d", cut(display, 10), cut(role, 10), randomString(20, base62), at.Unix()), 32)
+}
+
+// IssueMySQL creates the user on a MySQL or MariaDB server as the mysql
+// plugin would with creation statements for two hosts ('u'@'%' and
+// 'u'@'localhost', a password, grants with {{name}} for 'u'@'h'), and
+// returns the credential and the audit entries of the creds read. The
+// plugin sets no expiry: nothing in mysql.user says when the lease ends.
+func (s *Sim) IssueMySQL(ctx context.Context, db *sql.DB, role string, ttl time.Duration, grants ...string) (Cred, [][]byte, error) {
+	now := s.now()
+	c := Cred{
+		LeaseID:  fmt.Sprintf("%s/creds/%s/%s", s.Mount, role, randomString(24, base62)),
+		Role:     role,
+		Username: MySQLUsername(s.DisplayName, role, now),
+		Password: "A1a-" + randomString(20, base62),
+		Expire:   now.Add(ttl),
+	}
+	for _, h := range []string{"%", "localhost"} {
+		// The driver renders name, host and password as escaped literals.
+		if _, err := db.ExecContext(ctx, "CREATE USER ?@? IDENTIFIED BY ?", c.Username, h, c.Password); err != nil {
+			return c, nil, fmt.Errorf("create user for %s: %w", role, err)
+		}
+		for _, g := range grants {
+			if _, err := db.ExecContext(ctx, strings.ReplaceAll(g, "{{name}}", "?@?"), c.Username, h); err != nil {
+				return c, nil, fmt.Errorf("grant to user for %s: %w", role, err)
+			}
+		}
+	}
+	return c, s.issueEntries(now, c), nil
 }
 
 // Renew extends the lease as Vault does (ALTER ROLE … VALID UNTIL) and

@@ -25,10 +25,10 @@ const (
 	GuardCorroboration  = "corroboration"
 )
 
-// maxNameChars is the longest account name MySQL or MariaDB accepts (128
+// MaxNameChars is the longest account name MySQL or MariaDB accepts (128
 // characters on MariaDB 10.11, 32 on MySQL 8). A longer one is an error
 // there, never truncated; refusing it here keeps it out of every statement.
-const maxNameChars = 128
+const MaxNameChars = 128
 
 // builtin are accounts the server itself needs: never dropped, whatever
 // the managed pattern says. mariadb.sys defines the mysql.user view: once
@@ -63,8 +63,8 @@ func checkName(g engine.Guard, name string) *refusal {
 		return refuse(GuardEmpty, "no user name")
 	case !utf8.ValidString(name) || strings.ContainsRune(name, 0):
 		return refuse(GuardInvalidName, "user name is not valid UTF-8 text")
-	case utf8.RuneCountInString(name) > maxNameChars:
-		return refuse(GuardInvalidName, "user name is longer than the %d characters MySQL and MariaDB accept", maxNameChars)
+	case utf8.RuneCountInString(name) > MaxNameChars:
+		return refuse(GuardInvalidName, "user name is longer than the %d characters MySQL and MariaDB accept", MaxNameChars)
 	case BuiltIn(name):
 		return refuse(GuardProtected, "%q is an account of the server itself", name)
 	case g.ManagedPattern == nil || !g.ManagedPattern.MatchString(name):
