@@ -264,6 +264,7 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 	for _, role := range p.Roles {
 		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name]})
 	}
+	adaptEngine(p, e.vs)
 	markPilots(e.pol, p.Database, e.vs)
 	if err := r.markStranded(ctx, tx, e.now, e.vs); err != nil {
 		return err
