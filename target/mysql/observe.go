@@ -119,28 +119,29 @@ func (e *Engine) observeSessions(ctx context.Context) ([]ObservedSession, error)
 }
 
 // SplitHost splits the processlist's HOST column into the client's
-// address and port. A TCP client is "addr:port" ("10.0.0.5:51234",
-// "::1:51234" or "[::1]:51234" for IPv6, "app.example:51234" when the
-// server resolves names); a local socket is "localhost" with no port, and
-// has no address (as a PostgreSQL socket has no client_addr).
+// address and port. The server appends the port to every TCP client's
+// address, IPv6 without brackets ("10.0.0.5:51234", "::1:51234",
+// "app.example:51234" when it resolves names); a local socket is
+// "localhost" with no port, and has no address (as a PostgreSQL socket
+// has no client_addr). "[::1]:51234" and an address without a port are
+// read too.
 func SplitHost(h string) (string, int32) {
 	if h == "" || h == "localhost" {
 		return "", 0
 	}
+	if i := strings.LastIndexByte(h, ':'); i > 0 {
+		if port, err := strconv.ParseUint(h[i+1:], 10, 16); err == nil {
+			host := h[:i]
+			if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+				return a.String(), int32(port)
+			}
+			if !strings.ContainsRune(host, ':') {
+				return host, int32(port) // a host name
+			}
+		}
+	}
 	if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
-		return a.String(), 0 // an address without a port
+		return a.String(), 0
 	}
-	i := strings.LastIndexByte(h, ':')
-	if i <= 0 {
-		return h, 0
-	}
-	port, err := strconv.ParseUint(h[i+1:], 10, 16)
-	if err != nil {
-		return h, 0
-	}
-	host := strings.TrimSuffix(strings.TrimPrefix(h[:i], "["), "]")
-	if a, err := netip.ParseAddr(host); err == nil {
-		host = a.String()
-	}
-	return host, int32(port)
+	return h, 0
 }
