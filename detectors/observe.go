@@ -30,7 +30,8 @@ const (
 // observer:
 //
 //   - ghost-session (critical; enforce by default): a session whose role
-//     was dropped under it (usesysid matches no role). In enforce mode a
+//     was dropped under it (usesysid matches no role; on MySQL, a
+//     processlist user with no account left in mysql.user). In enforce mode a
 //     signed terminate_session command names it (pid, backend_start, user
 //     oid), for a client backend whose former role the observer's history
 //     knows and that matches the managed pattern; the revoker ends it only
