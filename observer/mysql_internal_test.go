@@ -15,7 +15,9 @@ import (
 // fakeMySQL is a MySQL target's read, as given.
 type fakeMySQL mysql.Observation
 
-func (f fakeMySQL) Observe(context.Context) (mysql.Observation, error) { return mysql.Observation(f), nil }
+func (f fakeMySQL) Observe(context.Context) (mysql.Observation, error) {
+	return mysql.Observation(f), nil
+}
 
 // collidingNames finds two names of one key (a 32-bit key: a few tens of
 // thousands of names do).
