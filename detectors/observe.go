@@ -30,7 +30,8 @@ const (
 // observer:
 //
 //   - ghost-session (critical; enforce by default): a session whose role
-//     was dropped under it (usesysid matches no role). In enforce mode a
+//     was dropped under it (usesysid matches no role; on MySQL, a
+//     processlist user with no account left in mysql.user). In enforce mode a
 //     signed terminate_session command names it (pid, backend_start, user
 //     oid), for a client backend whose former role the observer's history
 //     knows and that matches the managed pattern; the revoker ends it only
@@ -264,6 +265,7 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 	for _, role := range p.Roles {
 		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name]})
 	}
+	adaptEngine(p, e.vs)
 	markPilots(e.pol, p.Database, e.vs)
 	if err := r.markStranded(ctx, tx, e.now, e.vs); err != nil {
 		return err

@@ -4,7 +4,9 @@
 // state store, records and publishes the changes as RoleEvent and
 // SessionEvent documents on JetStream (leaseguard.db.<database>.role and
 // .session), and hands the pass to the rules (package detectors: ghost
-// sessions, credential reuse, orphan roles).
+// sessions, credential reuse, orphan roles). MySQL and MariaDB targets
+// are read from information_schema.PROCESSLIST and mysql.user, mapped onto
+// the same model (mysql.go).
 //
 // One process observes a target at a time: the duty is a session-level
 // advisory lock on a dedicated connection of the state store (store.Duty),

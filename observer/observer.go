@@ -15,6 +15,7 @@ import (
 	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/ops/progress"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target/engine"
 )
 
 // ErrNotHolder: another process holds the duty of observing the target;
@@ -67,8 +68,10 @@ func New(cfg Config, d Deps) (*Observer, error) {
 	if d.Store == nil || d.Targets == nil {
 		return nil, errors.New("observer: state store and targets are required")
 	}
+	o := &Observer{cfg: cfg, Deps: d, duties: map[string]*Duty{}, passing: map[string]*sync.Mutex{},
+		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}}
 	for _, db := range cfg.Databases {
-		if _, ok := d.Targets.Pool(db); !ok {
+		if _, _, ok := o.reader(db); !ok {
 			return nil, fmt.Errorf("observer: unknown target %q", db)
 		}
 	}
@@ -81,14 +84,17 @@ func New(cfg Config, d Deps) (*Observer, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	return &Observer{cfg: cfg, Deps: d, duties: map[string]*Duty{}, passing: map[string]*sync.Mutex{},
-		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}}, nil
+	o.Deps = d
+	return o, nil
 }
 
 // Databases lists the targets this observer observes.
 func (o *Observer) Databases() []string {
 	if len(o.cfg.Databases) > 0 {
 		return slices.Clone(o.cfg.Databases)
+	}
+	if mt, ok := o.Targets.(mysqlTargets); ok {
+		return mt.AllNames()
 	}
 	return o.Targets.Names()
 }
@@ -166,7 +172,7 @@ type PassReport struct {
 // ErrDutyLost (the duty is then released) when this one lost it.
 func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	rep := PassReport{Database: db}
-	pool, ok := o.Targets.Pool(db)
+	read, kind, ok := o.reader(db)
 	if !ok {
 		return rep, fmt.Errorf("unknown target %q", db)
 	}
@@ -184,7 +190,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	// did not exist at that time (observed.Role.CreatedAfter).
 	now := o.Clock().UTC().Truncate(time.Microsecond)
 	rctx, cancel := context.WithTimeout(ctx, o.cfg.ReadTimeout)
-	sessions, roles, err := read(rctx, pool)
+	sessions, roles, err := read(rctx)
 	cancel()
 	if err != nil {
 		o.Metrics.failures.WithLabelValues(db).Inc()
@@ -202,6 +208,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 		if err != nil {
 			return err
 		}
+		p.Engine = string(kind)
 		if o.Rules != nil {
 			rep.Rules, err = o.Rules.Evaluate(ctx, tx, p)
 		}
@@ -224,7 +231,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 		o.Metrics.changes.WithLabelValues(db, "session_"+string(e.Kind)).Inc()
 	}
 	if p.Hidden > 0 {
-		o.warnHidden(db, p.Hidden)
+		o.warnHidden(db, kind, p.Hidden)
 	}
 
 	// After the commit: what a failure here leaves is published after the
@@ -347,12 +354,16 @@ func (o *Observer) prune(ctx context.Context, db string, now time.Time) {
 	}
 }
 
-func (o *Observer) warnHidden(db string, n int) {
+func (o *Observer) warnHidden(db string, kind engine.Kind, n int) {
 	o.mu.Lock()
 	seen := o.hiddenLog[db]
 	o.hiddenLog[db] = true
 	o.mu.Unlock()
-	if !seen {
+	switch {
+	case seen:
+	case kind == engine.KindMySQL:
+		o.Logger.Warn("some sessions are not tracked: their connection ids are past a pid's range", "database", db, "hidden", n)
+	default:
 		o.Logger.Warn("some sessions are hidden from the observer: grant its role pg_read_all_stats", "database", db, "hidden", n)
 	}
 }

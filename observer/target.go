@@ -9,12 +9,29 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/leaseguard/leaseguard/observer/observed"
+	"github.com/leaseguard/leaseguard/target/engine"
 )
 
-// Targets resolves target databases (target.Set fits).
+// Targets resolves target databases (target.Set fits). Names and Pool are
+// the PostgreSQL targets; a set that also has AllNames and Engine
+// (mysqlTargets) has its MySQL and MariaDB targets observed too.
 type Targets interface {
 	Names() []string
 	Pool(name string) (*pgxpool.Pool, bool)
+}
+
+// reader returns how to read the named target and its engine: PostgreSQL
+// through its pool, MySQL and MariaDB through their engine (mysql.go).
+func (o *Observer) reader(db string) (func(context.Context) ([]observed.DBSession, []observed.DBRole, error), engine.Kind, bool) {
+	if pool, ok := o.Targets.Pool(db); ok {
+		return func(ctx context.Context) ([]observed.DBSession, []observed.DBRole, error) { return read(ctx, pool) },
+			engine.KindPostgres, true
+	}
+	if m, ok := o.mysqlTarget(db); ok {
+		return func(ctx context.Context) ([]observed.DBSession, []observed.DBRole, error) { return readMySQL(ctx, m) },
+			engine.KindMySQL, true
+	}
+	return nil, "", false
 }
 
 // The observer's reads. Its role in the target needs pg_read_all_stats to

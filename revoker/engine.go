@@ -47,7 +47,7 @@ func (x *Executor) known(db string) bool {
 
 // dropThrough carries out one target's commands through its engine, one
 // command at a time (each locks, kills, revokes and drops every host of
-// its user, and verifies). The engine applies its own guards, with the
+// its user, and verifies; or ends one ghost session). The engine applies its own guards, with the
 // Dropper's managed pattern and protected names.
 func (x *Executor) dropThrough(ctx context.Context, r engine.Revoker, db string, idx []int,
 	cmds []schemas.RevocationCommand) map[int]schemas.RevocationResult {
@@ -55,6 +55,10 @@ func (x *Executor) dropThrough(ctx context.Context, r engine.Revoker, db string,
 	eg := engine.Guard{ManagedPattern: g.ManagedPattern, Protected: g.Protected, AllowSuper: g.AllowSuperuser}
 	results := make(map[int]schemas.RevocationResult, len(idx))
 	for _, i := range idx {
+		if gt, ok := r.(ghostTerminator); ok && cmds[i].Action == schemas.ActionTerminateSession {
+			results[i] = gt.TerminateGhost(ctx, db, cmds[i], eg)
+			continue
+		}
 		res := r.Drop(ctx, db, cmds[i], eg)
 		switch res.Outcome {
 		case schemas.OutcomeDropped:
@@ -107,4 +111,12 @@ func (x *Executor) earlierDrop(ctx context.Context, now schemas.RevocationResult
 		res.Reason += fmt.Sprintf("; %d session(s) of the user left", now.SessionsLeftAfter)
 	}
 	return res
+}
+
+// ghostTerminator is an engine that ends ghost sessions itself (MySQL:
+// mysql.Engine.TerminateGhost), checking with the server, under the user's
+// lock, that the session is still a ghost just before it acts. An engine
+// without it refuses terminate_session commands in Drop.
+type ghostTerminator interface {
+	TerminateGhost(ctx context.Context, database string, cmd schemas.RevocationCommand, g engine.Guard) schemas.RevocationResult
 }

@@ -17,7 +17,9 @@ import (
 // own revocation leaves running) has no role left to drop. The observer
 // issues a signed terminate_session command for it, and the revoker ends
 // it here, behind the same signature, freshness, target, guards,
-// blast-radius limit and evidence as a drop.
+// blast-radius limit and evidence as a drop. This file is PostgreSQL's; a
+// MySQL or MariaDB target ends its ghosts itself (engine.go,
+// mysql.Engine.TerminateGhost).
 const (
 	// terminateGhostsSQL ends each named session only if, at that instant,
 	// its pid still has the start time and user oid the command names, it

@@ -67,7 +67,11 @@ type Session struct {
 // Pass is one pass of the observer over a target, diffed against
 // the previous one: what the rules judge.
 type Pass struct {
-	Database   string
+	Database string
+	// Engine is the target's engine: "postgres" or "mysql" (MySQL and
+	// MariaDB, whose sessions' BackendStart is the server's start, a
+	// lower bound of theirs: see package observer).
+	Engine     string
 	ObservedAt time.Time
 	// PreviousPassAt is nil on the observer's first pass of the database.
 	PreviousPassAt *time.Time

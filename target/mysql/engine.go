@@ -221,8 +221,15 @@ func (e *Engine) Expiry(context.Context, []string) (map[string]time.Time, error)
 	return nil, engine.ErrNoExpiry
 }
 
-// Terminate kills every session of user but the caller's own.
+// Terminate kills every session of user but the caller's own. It has no
+// caller in the program (drops and ghost terminations have their own
+// steps), and refuses what no drop would touch whatever the managed
+// pattern: no name, an invalid one, the server's own accounts and the
+// caller's own account.
 func (e *Engine) Terminate(ctx context.Context, user string) (int, error) {
+	if err := checkTerminateName(user); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	conn, err := e.db.Conn(ctx)
@@ -230,6 +237,12 @@ func (e *Engine) Terminate(ctx context.Context, user string) (int, error) {
 		return 0, err
 	}
 	defer conn.Close()
+	if rf, err := ownAccount(ctx, conn, user); err != nil || rf != nil {
+		if rf != nil {
+			return 0, rf
+		}
+		return 0, err
+	}
 	n, _, err := killSessions(ctx, conn, user)
 	return n, err
 }
