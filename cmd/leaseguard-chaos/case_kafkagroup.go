@@ -62,7 +62,6 @@ func runKafkaGroup(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 		e.extra = append(e.extra, err.Error())
 	}
 	e.checkGroupLedger(ctx, killedAt)
-	e.note += fmt.Sprintf("; at least %d entries delivered again after the kill (the ledger ignored them)", e.redelivered(ctx, 1))
 	return e.settleAndObserve(ctx, time.Time{}, killedAt, goal)
 }
 
@@ -90,7 +89,6 @@ func (e *caseEnv) groupLoadAndKill(ctx context.Context, b *broker, victim int) (
 		if counts, ok := e.ingestedPerProcess(ctx); ok {
 			e.procs[victim].kill()
 			killedAt = time.Now()
-			e.groupVictimIngested = counts[victim]
 			e.note = fmt.Sprintf("leaseguard %d killed after part %d of %d of the load (ingested per process: %v)", victim, c+1, groupChunks, counts)
 		}
 	}
@@ -108,24 +106,6 @@ func (e *caseEnv) ingestedPerProcess(ctx context.Context) ([]int, bool) {
 		ok = ok && err == nil && n > 0
 	}
 	return counts, ok
-}
-
-// redelivered is how many entries the processes ingested beyond those
-// produced (two per user): entries the survivors got again after the
-// kill, at least (the victim's count is its last before the kill).
-func (e *caseEnv) redelivered(ctx context.Context, victim int) int {
-	total := e.groupVictimIngested
-	for i := range groupProcs {
-		if i == victim {
-			continue
-		}
-		n, err := scrapeSum(ctx, e.metricsURL(i)+"/metrics", "leaseguard_ingest_entries_total", `transport="kafka"`)
-		if err != nil {
-			return -1
-		}
-		total += int(n)
-	}
-	return total - 2*len(e.users)
 }
 
 // applyLog is the table the trigger logs each lease event insert to.

@@ -49,9 +49,6 @@ type caseEnv struct {
 	extraEnv map[string]string
 	closers  []func()
 	note     string
-	// groupVictimIngested is, in the kafka-group case, the entries the
-	// killed process had ingested at its last scrape before the kill.
-	groupVictimIngested int
 	// extra are failures a case found on its way (added to the figures).
 	extra []string
 }
