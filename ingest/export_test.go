@@ -1,5 +1,10 @@
 package ingest
 
+import (
+	"context"
+	"net"
+)
+
 // SetBeforeAck installs a hook that runs after a batch is committed and
 // before it is acknowledged; an error simulates a crash at that point.
 func (s *NATSSource) SetBeforeAck(f func() error) { s.beforeAck = f }
@@ -17,4 +22,9 @@ func (s *KafkaSource) InFlight() int {
 		n += int(r.Stats().QueueLength)
 	}
 	return n
+}
+
+// SetDial makes the source open every broker connection with dial.
+func (s *KafkaSource) SetDial(dial func(ctx context.Context, network, address string) (net.Conn, error)) {
+	s.dial = dial
 }

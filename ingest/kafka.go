@@ -80,6 +80,14 @@ type KafkaConfig struct {
 	// is handed over only once its records are in the ledger; a crash
 	// between the two redelivers them, which the ledger ignores.
 	CommitInterval time.Duration
+	// SessionTimeout is how long the group coordinator waits without a
+	// heartbeat before it gives a member's partitions to the others: the
+	// time a killed (or cut off) consumer's partitions stand still. The
+	// brokers accept it between their group.min.session.timeout.ms and
+	// group.max.session.timeout.ms (Kafka's defaults: 6 s and 30 min).
+	// Heartbeats go at a fifth of it, at most every 3 s (0:
+	// DefaultKafkaConfig's).
+	SessionTimeout time.Duration
 	// ProcessTimeout bounds one batch: ledger transaction, dead letters and
 	// offset commit (0: DefaultKafkaConfig's).
 	ProcessTimeout time.Duration
@@ -97,6 +105,10 @@ type KafkaConfig struct {
 	Progress *progress.Worker
 }
 
+// DefaultKafkaSessionTimeout is Kafka's classic consumer default: a
+// killed consumer's partitions move to the others within about that long.
+const DefaultKafkaSessionTimeout = 10 * time.Second
+
 // DefaultKafkaConfig returns the defaults (no brokers).
 func DefaultKafkaConfig() KafkaConfig {
 	return KafkaConfig{
@@ -109,6 +121,7 @@ func DefaultKafkaConfig() KafkaConfig {
 		MaxWait:         500 * time.Millisecond,
 		QueueCapacity:   1000,
 		MaxFetchBytes:   16 << 20,
+		SessionTimeout:  DefaultKafkaSessionTimeout,
 		ProcessTimeout:  30 * time.Second,
 		// Capped at a few seconds: ingest resumes as soon as the ledger or
 		// the dead-letter topic is back.
@@ -135,6 +148,9 @@ func (c KafkaConfig) withDefaults() KafkaConfig {
 	}
 	if c.ProcessTimeout <= 0 {
 		c.ProcessTimeout = d.ProcessTimeout
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = d.SessionTimeout
 	}
 	if len(c.Backoff) == 0 {
 		c.Backoff = d.Backoff
@@ -178,8 +194,10 @@ func (c KafkaConfig) Validate() error {
 		return fmt.Errorf("kafka source: envelope field %q has surrounding spaces", c.EnvelopeField)
 	case c.Batch <= 0:
 		return fmt.Errorf("kafka source: batch %d must be positive", c.Batch)
-	case c.FillWait < 0 || c.MaxWait < 0 || c.CommitInterval < 0 || c.ProcessTimeout < 0:
+	case c.FillWait < 0 || c.MaxWait < 0 || c.CommitInterval < 0 || c.ProcessTimeout < 0 || c.SessionTimeout < 0:
 		return errors.New("kafka source: durations must not be negative")
+	case c.SessionTimeout != 0 && (c.SessionTimeout < time.Second || c.SessionTimeout > 30*time.Minute):
+		return fmt.Errorf("kafka source: session timeout %s is outside 1s..30m", c.SessionTimeout)
 	case c.QueueCapacity < 0 || c.MaxFetchBytes < 0:
 		return errors.New("kafka source: queue capacity and max fetch bytes must not be negative")
 	}
@@ -243,6 +261,9 @@ type KafkaSource struct {
 	// held counts the records fetched and not finished.
 	held   atomic.Int64
 	reader atomic.Pointer[kafka.Reader]
+	// dial, when set (tests), opens every connection to the brokers, so a
+	// test can cut them all at once as a killed process's would be.
+	dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// beforeCommit, when set (tests), runs after a batch's ledger
 	// transaction and before its dead letters and offset commit; an error
 	// makes Run return it at once, as a crash there would.
@@ -279,6 +300,7 @@ func (s *KafkaSource) Run(ctx context.Context) error {
 		ClientID:    s.cfg.ClientID,
 		TLS:         s.cfg.TLS,
 		SASL:        s.cfg.SASL,
+		Dial:        s.dial,
 	}
 	defer transport.CloseIdleConnections()
 	s.checkTopics(ctx, transport)
@@ -365,6 +387,7 @@ func (s *KafkaSource) readerConfig() kafka.ReaderConfig {
 			DualStack:     true,
 			TLS:           s.cfg.TLS,
 			SASLMechanism: s.cfg.SASL,
+			DialFunc:      s.dial,
 		},
 		QueueCapacity:         s.cfg.QueueCapacity,
 		MinBytes:              1,
@@ -372,11 +395,20 @@ func (s *KafkaSource) readerConfig() kafka.ReaderConfig {
 		MaxWait:               s.cfg.MaxWait,
 		ReadLagInterval:       -1,
 		CommitInterval:        s.cfg.CommitInterval,
+		SessionTimeout:        s.cfg.SessionTimeout,
+		HeartbeatInterval:     heartbeatInterval(s.cfg.SessionTimeout),
 		WatchPartitionChanges: true,
 		StartOffset:           kafka.FirstOffset,
 		Logger:                s.kafkaLogger(slog.LevelDebug),
 		ErrorLogger:           s.kafkaLogger(slog.LevelWarn),
 	}
+}
+
+// heartbeatInterval is a fifth of the session timeout, at most 3 s (the
+// client's default): several heartbeats may be lost before the session
+// ends, and a rebalance reaches a member within one interval.
+func heartbeatInterval(session time.Duration) time.Duration {
+	return min(session/5, 3*time.Second)
 }
 
 func (s *KafkaSource) kafkaLogger(level slog.Level) kafka.Logger {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -126,6 +127,42 @@ func TestUnwrapEnvelope(t *testing.T) {
 		}
 		if reason != "" && strings.Contains(reason, "envelope: envelope") {
 			t.Errorf("reason %q repeats itself", reason)
+		}
+	}
+}
+
+// The session timeout reaches the group client, with heartbeats often
+// enough that a few lost ones do not end the session; the default is not
+// the client's 30 s.
+func TestKafkaSessionTimeoutReachesTheReader(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		session, wantSession, wantHeartbeat time.Duration
+	}{
+		{0, 10 * time.Second, 2 * time.Second},
+		{6 * time.Second, 6 * time.Second, 1200 * time.Millisecond},
+		{time.Minute, time.Minute, 3 * time.Second},
+	}
+	for _, c := range cases {
+		cfg := DefaultKafkaConfig()
+		cfg.Brokers = []string{"127.0.0.1:9092"}
+		cfg.SessionTimeout = c.session
+		s, err := NewKafkaSource(cfg, &Processor{}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := s.readerConfig()
+		if rc.SessionTimeout != c.wantSession || rc.HeartbeatInterval != c.wantHeartbeat {
+			t.Errorf("session %s: reader has session %s, heartbeat %s; want %s, %s", c.session, rc.SessionTimeout, rc.HeartbeatInterval,
+				c.wantSession, c.wantHeartbeat)
+		}
+	}
+	for _, bad := range []time.Duration{-time.Second, 500 * time.Millisecond, 31 * time.Minute} {
+		cfg := DefaultKafkaConfig()
+		cfg.Brokers = []string{"127.0.0.1:9092"}
+		cfg.SessionTimeout = bad
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("session timeout %s accepted", bad)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,16 +22,27 @@ const kfakeSubcommand = "kfake-broker"
 
 const kafkaAuditTopic = "vault.audit"
 
-// runKfakeBroker is the broker process: it serves until killed.
+// runKfakeBroker is the broker process: it serves until killed. With
+// several ports it is a cluster of that many brokers.
 func runKfakeBroker(args []string) int {
 	fs := flag.NewFlagSet(kfakeSubcommand, flag.ContinueOnError)
-	port := fs.Int("port", 0, "listen port (loopback)")
+	ports := fs.String("ports", "", "listen ports (loopback), one per broker, comma-separated")
+	partitions := fs.Int("partitions", 4, "partitions of the audit topic")
 	dir := fs.String("dir", "", "data directory")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(*port), kfake.DataDir(*dir), kfake.SyncWrites(),
-		kfake.SeedTopics(4, kafkaAuditTopic), kfake.SeedTopics(1, "vault.leases", "leaseguard.deadletter"))
+	var ps []int
+	for _, p := range strings.Split(*ports, ",") {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kfake: port:", err)
+			return 2
+		}
+		ps = append(ps, n)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(len(ps)), kfake.Ports(ps...), kfake.DataDir(*dir), kfake.SyncWrites(),
+		kfake.SeedTopics(int32(*partitions), kafkaAuditTopic), kfake.SeedTopics(1, "vault.leases", "leaseguard.deadletter"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kfake:", err)
 		return 1
@@ -43,22 +55,53 @@ func runKfakeBroker(args []string) int {
 	return 0
 }
 
-// broker is the Kafka broker process of the Kafka case.
+// broker is the Kafka broker process of a Kafka case: one broker or a
+// cluster of several.
 type broker struct {
-	e    *caseEnv
-	port int
-	proc *proc
+	e          *caseEnv
+	ports      []int
+	partitions int
+	proc       *proc
 }
 
-func (b *broker) addr() string { return loopback(b.port) }
+// newBroker picks n free ports for a broker process with partitions audit
+// partitions; start starts it.
+func newBroker(e *caseEnv, n, partitions int) (*broker, error) {
+	b := &broker{e: e, partitions: partitions}
+	for range n {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		b.ports = append(b.ports, p)
+	}
+	return b, nil
+}
 
-// start starts (or restarts) the broker on its port and data directory.
+// addr is the first broker's address; addrs every broker's, as
+// LEASEGUARD_KAFKA_BROKERS takes them.
+func (b *broker) addr() string { return loopback(b.ports[0]) }
+
+func (b *broker) addrs() string {
+	out := make([]string, len(b.ports))
+	for i, p := range b.ports {
+		out[i] = loopback(p)
+	}
+	return strings.Join(out, ",")
+}
+
+// start starts (or restarts) the broker on its ports and data directory.
 func (b *broker) start() error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	args := []string{kfakeSubcommand, "-port", strconv.Itoa(b.port), "-dir", filepath.Join(b.e.dir, "kafka")}
+	ports := make([]string, len(b.ports))
+	for i, p := range b.ports {
+		ports[i] = strconv.Itoa(p)
+	}
+	args := []string{kfakeSubcommand, "-ports", strings.Join(ports, ","), "-partitions", strconv.Itoa(b.partitions),
+		"-dir", filepath.Join(b.e.dir, "kafka")}
 	b.proc, err = startProc("kafka broker", self, args, nil, filepath.Join(b.e.dir, "kafka.log"), "kfake broker ready", 30*time.Second)
 	return err
 }
@@ -66,7 +109,7 @@ func (b *broker) start() error {
 // produce writes audit entries to the audit topic as a shipper would,
 // keyed by entry so that they spread over the partitions.
 func (b *broker) produce(ctx context.Context, lines [][]byte) error {
-	w := &kafka.Writer{Addr: kafka.TCP(b.addr()), Topic: kafkaAuditTopic, RequiredAcks: kafka.RequireAll,
+	w := &kafka.Writer{Addr: kafka.TCP(strings.Split(b.addrs(), ",")...), Topic: kafkaAuditTopic, RequiredAcks: kafka.RequireAll,
 		Balancer: &kafka.Hash{}, BatchTimeout: 5 * time.Millisecond, WriteTimeout: 10 * time.Second}
 	defer w.Close()
 	msgs := make([]kafka.Message, len(lines))
@@ -86,11 +129,10 @@ func (b *broker) produce(ctx context.Context, lines [][]byte) error {
 // rebalance that preceded its entries (or of its due time, if later).
 func runKafka(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 	goal := resumeGoal
-	port, err := freePort()
+	b, err := newBroker(e, 1, 4)
 	if err != nil {
 		return Observation{}, goal, err
 	}
-	b := &broker{e: e, port: port}
 	if err := b.start(); err != nil {
 		return Observation{}, goal, err
 	}

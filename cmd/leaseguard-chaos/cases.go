@@ -47,6 +47,8 @@ func cases() []Case {
 		{Name: "kill9", What: "kill -9 during a burst of drops, restarted at once", Run: runKill9},
 		{Name: "two-nodes", What: "two processes sharing one JetStream and state store (same signing key), one killed", Run: runTwoNodes},
 		{Name: "kafka", What: "Kafka audit source: broker killed and restarted, consumer group rebalanced", Run: runKafka},
+		{Name: "kafka-group", What: "Kafka audit source: three brokers, six partitions, three leaseguard processes in one group, one killed (SIGKILL) mid-load",
+			Run: runKafkaGroup},
 		{Name: "socket", What: "socket audit source: the Vault side disconnects and reconnects", Run: runSocket},
 		{Name: "observer", What: "observer: target blackholed while ghost sessions appear, then back", Run: runObserver},
 		{Name: "alerts", What: "Alertmanager blackholed while alerts are raised, then back", Run: runAlerts},

@@ -78,6 +78,8 @@ func TestConfigurationErrorsWordForWord(t *testing.T) {
 			want: `leaseguard config: LEASEGUARD_EXPIRY_GRACE="": ` + notADuration + "\n"},
 		{name: "duration too short", env: map[string]string{"LEASEGUARD_OBSERVE_INTERVAL": "50ms"},
 			want: `leaseguard config: LEASEGUARD_OBSERVE_INTERVAL="50ms": must be at least 100ms` + "\n"},
+		{name: "kafka session timeout below the brokers' range", env: map[string]string{"LEASEGUARD_KAFKA_BROKERS": "127.0.0.1:9092", "LEASEGUARD_KAFKA_SESSION_TIMEOUT": "0s"},
+			want: `leaseguard config: LEASEGUARD_KAFKA_SESSION_TIMEOUT="0s": outside 1s..30m` + "\n"},
 		{name: "int", env: map[string]string{"LEASEGUARD_INGEST_BATCH": "lots"},
 			want: `leaseguard config: LEASEGUARD_INGEST_BATCH="lots": not a whole number` + "\n"},
 		{name: "int written as a float", env: map[string]string{"LEASEGUARD_MAX_ENTRY_BYTES": "1.5e6"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/segmentio/kafka-go/sasl"
@@ -25,19 +26,20 @@ type TransportConfig struct {
 	NATSTLSCertFile string `env:"LEASEGUARD_NATS_TLS_CERT_FILE" desc:"client certificate for NATS mutual TLS"`
 	NATSTLSKeyFile  string `env:"LEASEGUARD_NATS_TLS_KEY_FILE" desc:"client key for NATS mutual TLS"`
 
-	KafkaBrokers          string `env:"LEASEGUARD_KAFKA_BROKERS" desc:"Kafka bootstrap brokers host:port,…; empty: no Kafka"`
-	KafkaGroup            string `env:"LEASEGUARD_KAFKA_GROUP" envDefault:"leaseguard" desc:"consumer group of the audit and lease topics"`
-	KafkaAuditTopic       string `env:"LEASEGUARD_KAFKA_AUDIT_TOPIC" envDefault:"vault.audit" desc:"topic of Vault audit entries (one per record, or newline-separated)"`
-	KafkaLeaseTopic       string `env:"LEASEGUARD_KAFKA_LEASE_TOPIC" envDefault:"vault.leases" desc:"topic of LeaseEvent documents (empty: off)"`
-	KafkaDeadletterTopic  string `env:"LEASEGUARD_KAFKA_DEADLETTER_TOPIC" envDefault:"leaseguard.deadletter" desc:"topic receiving malformed records, reason in headers"`
-	KafkaEnvelopeField    string `env:"LEASEGUARD_KAFKA_ENVELOPE_FIELD" desc:"the audit entry is under this field of a shipper's JSON envelope (Vector, Filebeat: message)"`
-	KafkaTLS              bool   `env:"LEASEGUARD_KAFKA_TLS" envDefault:"false" desc:"connect to Kafka over TLS"`
-	KafkaTLSCAFile        string `env:"LEASEGUARD_KAFKA_TLS_CA_FILE" desc:"CA bundle to verify the brokers (implies TLS)"`
-	KafkaTLSCertFile      string `env:"LEASEGUARD_KAFKA_TLS_CERT_FILE" desc:"client certificate for Kafka mutual TLS"`
-	KafkaTLSKeyFile       string `env:"LEASEGUARD_KAFKA_TLS_KEY_FILE" desc:"client key for Kafka mutual TLS"`
-	KafkaSASLMechanism    string `env:"LEASEGUARD_KAFKA_SASL_MECHANISM" desc:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: none"`
-	KafkaSASLUsername     string `env:"LEASEGUARD_KAFKA_SASL_USERNAME" desc:"SASL user name"`
-	KafkaSASLPasswordFile string `env:"LEASEGUARD_KAFKA_SASL_PASSWORD_FILE" desc:"file holding the SASL password (never the password itself in the environment)"`
+	KafkaBrokers          string        `env:"LEASEGUARD_KAFKA_BROKERS" desc:"Kafka bootstrap brokers host:port,…; empty: no Kafka"`
+	KafkaGroup            string        `env:"LEASEGUARD_KAFKA_GROUP" envDefault:"leaseguard" desc:"consumer group of the audit and lease topics"`
+	KafkaAuditTopic       string        `env:"LEASEGUARD_KAFKA_AUDIT_TOPIC" envDefault:"vault.audit" desc:"topic of Vault audit entries (one per record, or newline-separated)"`
+	KafkaLeaseTopic       string        `env:"LEASEGUARD_KAFKA_LEASE_TOPIC" envDefault:"vault.leases" desc:"topic of LeaseEvent documents (empty: off)"`
+	KafkaDeadletterTopic  string        `env:"LEASEGUARD_KAFKA_DEADLETTER_TOPIC" envDefault:"leaseguard.deadletter" desc:"topic receiving malformed records, reason in headers"`
+	KafkaEnvelopeField    string        `env:"LEASEGUARD_KAFKA_ENVELOPE_FIELD" desc:"the audit entry is under this field of a shipper's JSON envelope (Vector, Filebeat: message)"`
+	KafkaSessionTimeout   time.Duration `env:"LEASEGUARD_KAFKA_SESSION_TIMEOUT" envDefault:"10s" desc:"how long the group waits for a silent consumer before its partitions go to the others: a killed leaseguard's partitions stand still this long (1s to 30m, and within the brokers' group.min/max.session.timeout.ms: Kafka's 6s to 30m)"`
+	KafkaTLS              bool          `env:"LEASEGUARD_KAFKA_TLS" envDefault:"false" desc:"connect to Kafka over TLS"`
+	KafkaTLSCAFile        string        `env:"LEASEGUARD_KAFKA_TLS_CA_FILE" desc:"CA bundle to verify the brokers (implies TLS)"`
+	KafkaTLSCertFile      string        `env:"LEASEGUARD_KAFKA_TLS_CERT_FILE" desc:"client certificate for Kafka mutual TLS"`
+	KafkaTLSKeyFile       string        `env:"LEASEGUARD_KAFKA_TLS_KEY_FILE" desc:"client key for Kafka mutual TLS"`
+	KafkaSASLMechanism    string        `env:"LEASEGUARD_KAFKA_SASL_MECHANISM" desc:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: none"`
+	KafkaSASLUsername     string        `env:"LEASEGUARD_KAFKA_SASL_USERNAME" desc:"SASL user name"`
+	KafkaSASLPasswordFile string        `env:"LEASEGUARD_KAFKA_SASL_PASSWORD_FILE" desc:"file holding the SASL password (never the password itself in the environment)"`
 
 	EvidenceSinks      string `env:"LEASEGUARD_EVIDENCE_SINKS" envDefault:"nats" desc:"where the relay publishes evidence: nats, kafka, or nats,kafka"`
 	EvidenceKafkaTopic string `env:"LEASEGUARD_EVIDENCE_KAFKA_TOPIC" envDefault:"leaseguard.evidence" desc:"Kafka topic of evidence (key <database>/<user>, CloudEvents structured mode)"`
@@ -59,7 +61,10 @@ func (t TransportConfig) validate(typed *typedSettings, bad func(name, format st
 		bad("EVIDENCE_SINKS", "kafka needs LEASEGUARD_KAFKA_BROKERS")
 	}
 	if t.KafkaBrokers != "" {
-		if err := t.kafkaSourceConfig(ingest.DefaultKafkaConfig().Batch, nil, nil).Validate(); err != nil {
+		// Zero would mean the library's default: refused, as a typo.
+		if t.KafkaSessionTimeout < time.Second || t.KafkaSessionTimeout > 30*time.Minute {
+			bad("KAFKA_SESSION_TIMEOUT", "outside 1s..30m")
+		} else if err := t.kafkaSourceConfig(ingest.DefaultKafkaConfig().Batch, nil, nil).Validate(); err != nil {
 			bad("KAFKA_BROKERS", "%v", err)
 		}
 	}
@@ -168,6 +173,7 @@ func (t TransportConfig) kafkaSourceConfig(batch int, tc *tls.Config, mech sasl.
 	kc.LeaseTopic = t.KafkaLeaseTopic
 	kc.DeadLetterTopic = t.KafkaDeadletterTopic
 	kc.EnvelopeField = t.KafkaEnvelopeField
+	kc.SessionTimeout = t.KafkaSessionTimeout
 	kc.Batch = batch
 	kc.TLS = tc
 	kc.SASL = mech
