@@ -12,11 +12,22 @@ import (
 // clusterProcs is the number of leaseguard processes of the cluster case.
 const clusterProcs = 3
 
-// clusterGoal bounds the recovery from the kills: the killed leaseguard's
-// commands come back after the revoker's AckWait, as in two-nodes; the
-// killed node's streams elect a new leader within a few seconds, well
-// inside that wait, so the bound is killGoal's.
-const clusterGoal = killGoal
+// clusterGoal bounds the recovery from the kills of a burst of n users:
+// the killed leaseguard's commands come back after the revoker's AckWait,
+// as in two-nodes (killGoal; the killed node's streams elect a new leader
+// within a few seconds, inside that wait); and the survivors still have
+// the rest of the burst to drop, which is throughput, not waiting: 10 s
+// per 1000 users (the SIGTERM case measured 1000 users in 7.3 s on two
+// loaded cores).
+func clusterGoal(n int) time.Duration {
+	return killGoal + time.Duration(n)*10*time.Millisecond
+}
+
+// clusterSettle bounds the wait for the burst to settle: past the goal,
+// so that a slow recovery is measured rather than cut off.
+func clusterSettle(n int) time.Duration {
+	return settleTimeout + time.Duration(n)*40*time.Millisecond
+}
 
 // runCluster: a three-node JetStream cluster (streams at three replicas)
 // and three leaseguard processes sharing it and the state store. A burst
@@ -28,7 +39,9 @@ const clusterGoal = killGoal
 // must each have dropped users (their /metrics), the killed node must
 // catch up, and every user must be dropped within clusterGoal of the kills.
 func runCluster(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
-	goal := restartGoal(clusterGoal)
+	n := e.h.opt.clusterUsers
+	goal := restartGoal(clusterGoal(n))
+	e.settle = clusterSettle(n)
 	e.extraEnv["LEASEGUARD_STREAM_REPLICAS"] = fmt.Sprint(clusterSize)
 	idx := make([]int, clusterProcs)
 	for i := range idx {
@@ -39,10 +52,10 @@ func runCluster(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 	}
 	scr := e.scrapeDrops(idx)
 	defer scr.stop()
-	n := e.h.opt.clusterUsers
 	if err := e.burstAt(ctx, n); err != nil {
 		return Observation{}, goal, err
 	}
+	published := time.Now()
 	// Some but not all: a tenth of the burst dropped.
 	if err := e.waitDropped(ctx, max(1, n/10), 3*time.Minute); err != nil {
 		return Observation{}, goal, err
@@ -55,7 +68,7 @@ func runCluster(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 	if err != nil {
 		return obs, goal, err
 	}
-	k.span = burstSpan(obs)
+	k.span = burstSpan(obs, published)
 	final := e.finalDrops(ctx, scr, k.victim)
 	note, failures := sharedWork(final, k.countsAtKill, k.victim)
 	e.note = k.describe() + "; " + note
@@ -79,7 +92,8 @@ type clusterKill struct {
 	// restarted; restarted is how long after the kill that was.
 	progress  int
 	restarted time.Duration
-	// span: from the burst's due time to its last dropped evidence.
+	// span: from the burst's due time (or its publication, if later) to
+	// its last dropped evidence.
 	span time.Duration
 	// caughtUp says when the restarted node's replica was current again
 	// (or why not): a sentence, or one starting "restarted node:" on
@@ -88,7 +102,7 @@ type clusterKill struct {
 }
 
 func (k clusterKill) describe() string {
-	return fmt.Sprintf("killed node %s (revocation stream leader) and leaseguard %d at %d dropped; %d more dropped on two nodes, node restarted %s after the kill; the last drop reached the stream %s after the burst fell due",
+	return fmt.Sprintf("killed node %s (revocation stream leader) and leaseguard %d at %d dropped; %d more dropped on two nodes, node restarted %s after the kill; the last drop reached the stream %s after the burst was due and published",
 		k.node, k.victim, k.droppedAt, k.progress, k.restarted.Round(10*time.Millisecond), k.span.Round(100*time.Millisecond))
 }
 
@@ -203,12 +217,14 @@ func (e *caseEnv) burstAt(ctx context.Context, n int) error {
 	return e.issueAndPublish(ctx, n, due, due)
 }
 
-// burstSpan is the time from the earliest due time of the case's users to
-// the last of their dropped evidence in the stream.
-func burstSpan(obs Observation) time.Duration {
-	var due, last time.Time
+// burstSpan is the time from when the burst was due and published (the
+// latest of its users' due times and published: leaseguard learns of them
+// from their audit entries) to the last of their dropped evidence in the
+// stream.
+func burstSpan(obs Observation, published time.Time) time.Duration {
+	due, last := published, time.Time{}
 	for _, d := range obs.Users {
-		if due.IsZero() || d.Before(due) {
+		if d.After(due) {
 			due = d
 		}
 	}

@@ -63,10 +63,14 @@ func TestBurstSpan(t *testing.T) {
 		drop("e3", "zz", 40), // not the case's user
 		{ID: "e4", Type: RevocationType, Subject: "chaos/a", Outcome: "refused", At: at(50)},
 	}}
-	if got := burstSpan(obs); got != 7500*time.Millisecond {
+	if got := burstSpan(obs, time.Time{}); got != 7500*time.Millisecond {
 		t.Fatalf("span = %s, want 7.5s", got)
 	}
-	if got := burstSpan(Observation{Target: "chaos", Users: usersDue("a")}); got != 0 {
+	// Published 3 s after it was due: counted from the publication.
+	if got := burstSpan(obs, at(3)); got != 4500*time.Millisecond {
+		t.Fatalf("span of a burst published late = %s, want 4.5s", got)
+	}
+	if got := burstSpan(Observation{Target: "chaos", Users: usersDue("a")}, time.Time{}); got != 0 {
 		t.Fatalf("span without drops = %s, want 0", got)
 	}
 }

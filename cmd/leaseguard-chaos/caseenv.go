@@ -48,6 +48,8 @@ type caseEnv struct {
 	// fault is how long the case's fault holds (the -fault option unless
 	// the case needs its own).
 	fault time.Duration
+	// settle, when set, replaces settleTimeout (a larger burst).
+	settle time.Duration
 	ready *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
