@@ -50,7 +50,7 @@ type caseEnv struct {
 	fault time.Duration
 	// settle, when set, replaces settleTimeout (a larger burst).
 	settle time.Duration
-	ready *readyWatcher
+	ready  *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
 	closers  []func()
