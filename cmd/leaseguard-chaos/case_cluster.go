@@ -188,6 +188,10 @@ func (e *caseEnv) finalDrops(ctx context.Context, scr *dropsScraper, victim int)
 func sharedWork(final, atKill map[int]int, victim int) (string, []string) {
 	var parts, failures []string
 	for i := range clusterProcs {
+		if _, scraped := final[i]; !scraped && i == victim {
+			parts = append(parts, fmt.Sprintf("lg%d ? (killed; no scrape answered before the kill)", i))
+			continue
+		}
 		if i == victim {
 			parts = append(parts, fmt.Sprintf("lg%d %d (killed; last scrape)", i, final[i]))
 			continue

@@ -50,6 +50,10 @@ func TestSharedWork(t *testing.T) {
 	if note != want {
 		t.Fatalf("note\n %q, want\n %q", note, want)
 	}
+	note, _ = sharedWork(map[int]int{1: 40, 2: 110}, map[int]int{1: 40, 2: 30}, 0)
+	if !strings.HasPrefix(note, "drops by process: lg0 ? (killed; no scrape answered before the kill)") {
+		t.Fatalf("a victim never scraped: note %q", note)
+	}
 	_, failures = sharedWork(map[int]int{0: 300, 1: 0, 2: 0}, map[int]int{0: 30}, 2)
 	if len(failures) != 1 || !strings.Contains(failures[0], "leaseguard 1 survived and dropped no user") {
 		t.Fatalf("a survivor without drops: failures %v", failures)

@@ -65,7 +65,8 @@ type dropsScraper struct {
 func (e *caseEnv) scrapeDrops(indexes []int) *dropsScraper {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &dropsScraper{cancel: cancel, done: make(chan struct{}), last: map[int]int{}}
-	client := &http.Client{Timeout: 2 * time.Second}
+	// A process busy on two loaded cores can take seconds to answer.
+	client := &http.Client{Timeout: 5 * time.Second}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(250 * time.Millisecond)
