@@ -51,7 +51,7 @@ func newApprovalRig(t *testing.T, tag string) *approvalRig {
 	targets := target.Pools{"main": r.admin}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: targets,
 		State: r.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
-		RequiresApproval: func(rule string) bool { return rule == detectors.RuleLeaseExpired }})
+		RequiresApproval: func(_ context.Context, rule string) (bool, error) { return rule == detectors.RuleLeaseExpired, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/rollout"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
@@ -28,6 +29,13 @@ type admitRig struct {
 }
 
 func newAdmitRig(t *testing.T, now func() time.Time) *admitRig {
+	t.Helper()
+	return newAdmitRigWith(t, now, func(_ context.Context, rule string) (bool, error) { return rule == "approved-rule", nil })
+}
+
+// newAdmitRigWith is newAdmitRig with requires telling the rules in
+// approve mode.
+func newAdmitRigWith(t *testing.T, now func() time.Time, requires func(ctx context.Context, rule string) (bool, error)) *admitRig {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_admit")})
@@ -51,7 +59,7 @@ func newAdmitRig(t *testing.T, now func() time.Time) *admitRig {
 	targets := target.Pools{"main": pgtest.Pool(t)}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: targets,
 		State: st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}, Clock: now,
-		RequiresApproval: func(rule string) bool { return rule == "approved-rule" }})
+		RequiresApproval: requires})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +124,44 @@ func TestAdmitRefusesBeforeRecording(t *testing.T) {
 				t.Fatal("the user was dropped")
 			}
 		})
+	}
+}
+
+// TestUnreadablePolicyHandsTheCommandBack: when the policy in force cannot
+// be read (the state store refused a connection), whether the rule needs
+// an approval is unknown: the command is handed back for a retry, not
+// refused for want of an approval, a final outcome that left the user in
+// place for good (seen in the cluster chaos case, PostgreSQL out of
+// connections for a moment).
+func TestUnreadablePolicyHandsTheCommandBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	closed, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_nopolicy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	policies := rollout.New(closed.Pool(), evidence.Builder{Source: "urn:leaseguard:test"}, rollout.Spec{})
+	r := newAdmitRigWith(t, nil, policies.RequiresApproval)
+	admin := r.targets["main"]
+	user := "v-token-nopolicy-" + pgtest.Suffix()
+	if _, err := admin.Exec(ctx, `CREATE ROLE "`+user+`" LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, admin, user)
+	cmd := cmdtest.Drop(t, admin, "main", user)
+	if err := r.signer.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	x := r.exec.Execute(ctx, []schemas.RevocationCommand{cmd}, nil)[0]
+	if !x.Retry || x.Recorded {
+		t.Fatalf("executed %+v (retry %v, recorded %v), want it handed back unrecorded", x.Result, x.Retry, x.Recorded)
+	}
+	if _, err := store.GetRevocation(ctx, r.st.Pool(), cmd.ID); !errors.Is(err, store.ErrNoRevocation) {
+		t.Errorf("recorded under its id: %v", err)
+	}
+	if !exists(t, admin, user) {
+		t.Fatal("the user was dropped without knowing the policy")
 	}
 }
 

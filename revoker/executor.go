@@ -34,8 +34,9 @@ type ExecutorDeps struct {
 	Evidence evidence.Builder
 	// RequiresApproval reports whether a rule is in approve mode: its
 	// commands are carried out only if an owner approved exactly that
-	// command. nil: no rule is.
-	RequiresApproval func(rule string) bool
+	// command. An error (the policy unreadable) hands the command back for
+	// a retry. nil: no rule is.
+	RequiresApproval func(ctx context.Context, rule string) (bool, error)
 	Logger           *slog.Logger
 	Metrics          *Metrics
 	Clock            func() time.Time
@@ -218,7 +219,13 @@ func (x *Executor) admit(ctx context.Context, cmd schemas.RevocationCommand) err
 // revocation of its id is approved, and the command the approval issued
 // has this command's nonce.
 func (x *Executor) checkApproval(ctx context.Context, cmd schemas.RevocationCommand) error {
-	needs := cmd.Issuer == IssuerApproval || (x.RequiresApproval != nil && x.RequiresApproval(cmd.Rule))
+	needs := cmd.Issuer == IssuerApproval
+	if !needs && x.RequiresApproval != nil {
+		var err error
+		if needs, err = x.RequiresApproval(ctx, cmd.Rule); err != nil {
+			return err
+		}
+	}
 	if !needs {
 		return nil
 	}

@@ -142,13 +142,18 @@ func (p *Policies) Policy(ctx context.Context, q store.Querier) (detectors.Polic
 // in force: the revoker asks for each command, so a mode changed at run
 // time applies to commands already queued (a rule moved from enforce to
 // approve has them refused unless approved). When the policy cannot be
-// read it answers true, failing closed: the revoker then needs a recorded
-// approval for the command.
-func (p *Policies) RequiresApproval(rule string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// read it returns the error, and the revoker hands the command back for a
+// later attempt: it fails closed (nothing is dropped) without refusing,
+// as a refusal is final and a state store out of connections for a
+// moment would leave the user in place for good.
+func (p *Policies) RequiresApproval(ctx context.Context, rule string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	r, err := current(ctx, p.pool)
-	return err != nil || r.Modes.Mode(rule) == schemas.ModeApprove
+	if err != nil {
+		return false, fmt.Errorf("read the policy in force: %w", err)
+	}
+	return r.Modes.Mode(rule) == schemas.ModeApprove, nil
 }
 
 // Current is the policy in force.

@@ -34,9 +34,13 @@ type caseEnv struct {
 	state, target *faultproxy.Proxy
 	nats          *natsServer
 	natsProxy     *faultproxy.Proxy
-	procs         []*leaseguard
-	metricsPorts  map[int]int
-	sim           *vaultsim.Sim
+	// cluster, in a cluster case, is the JetStream cluster leaseguard
+	// reaches directly (no proxy): nats then only holds the suite's
+	// connection.
+	cluster      *natsCluster
+	procs        []*leaseguard
+	metricsPorts map[int]int
+	sim          *vaultsim.Sim
 	// users: each issued user and when it became due.
 	users map[string]time.Time
 	// outcome is the revocation outcome every user must get (dropped).
@@ -44,7 +48,9 @@ type caseEnv struct {
 	// fault is how long the case's fault holds (the -fault option unless
 	// the case needs its own).
 	fault time.Duration
-	ready *readyWatcher
+	// settle, when set, replaces settleTimeout (a larger burst).
+	settle time.Duration
+	ready  *readyWatcher
 	// extraEnv is added to every leaseguard of the case.
 	extraEnv map[string]string
 	closers  []func()
@@ -55,7 +61,8 @@ type caseEnv struct {
 
 var caseSeq int
 
-func (h *harness) newCaseEnv(ctx context.Context, name string) (_ *caseEnv, err error) {
+func (h *harness) newCaseEnv(ctx context.Context, c Case) (_ *caseEnv, err error) {
+	name := c.Name
 	caseSeq++
 	// Vault's username template keeps 8 characters of the display name:
 	// c, the run's suffix and one character per case.
@@ -79,7 +86,11 @@ func (h *harness) newCaseEnv(ctx context.Context, name string) (_ *caseEnv, err 
 		return nil, err
 	}
 	e.closers = append(e.closers, func() { _ = e.target.Close() })
-	if err := e.startNATS(ctx); err != nil {
+	start := e.startNATS
+	if c.Cluster {
+		start = e.startNATSCluster
+	}
+	if err := start(ctx); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -117,7 +128,7 @@ func (e *caseEnv) leaseguardEnv(i int) ([]string, error) {
 	env := map[string]string{
 		"LEASEGUARD_DATABASE_URL":    e.h.urlVia(e.state.Addr()),
 		"LEASEGUARD_DATABASE_SCHEMA": e.schema,
-		"LEASEGUARD_NATS_URL":        "nats://" + e.natsProxy.Addr(),
+		"LEASEGUARD_NATS_URL":        e.natsURL(),
 		"LEASEGUARD_TARGETS":         targetName + "=" + e.h.urlVia(e.target.Addr()),
 		"LEASEGUARD_DATA_DIR":        filepath.Join(e.dir, "lg"+strconv.Itoa(i)),
 		"LEASEGUARD_METRICS_ADDR":    loopback(port),
@@ -145,6 +156,15 @@ func (e *caseEnv) leaseguardEnv(i int) ([]string, error) {
 		out = append(out, k+"="+env[k])
 	}
 	return out, nil
+}
+
+// natsURL is what leaseguard connects to: the proxy in front of the
+// case's nats-server, or every node of its cluster.
+func (e *caseEnv) natsURL() string {
+	if e.cluster != nil {
+		return e.cluster.urls()
+	}
+	return "nats://" + e.natsProxy.Addr()
 }
 
 // metricsURL is the base URL of leaseguard i's operations server.

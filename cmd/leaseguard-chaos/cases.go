@@ -13,7 +13,10 @@ type Case struct {
 	What string
 	// FullOnly cases run only in the full form.
 	FullOnly bool
-	Run      func(ctx context.Context, e *caseEnv) (Observation, Goal, error)
+	// Cluster cases run on a three-node JetStream cluster, not one
+	// nats-server behind a proxy.
+	Cluster bool
+	Run     func(ctx context.Context, e *caseEnv) (Observation, Goal, error)
 }
 
 // cases is every case, in the order they run.
@@ -46,6 +49,8 @@ func cases() []Case {
 		{Name: "sigterm", What: "SIGTERM during a burst of drops, restarted at once", Run: runSigterm},
 		{Name: "kill9", What: "kill -9 during a burst of drops, restarted at once", Run: runKill9},
 		{Name: "two-nodes", What: "two processes sharing one JetStream and state store (same signing key), one killed", Run: runTwoNodes},
+		{Name: "cluster", What: "three processes on a three-node JetStream cluster (3 replicas); a node and a process killed mid-burst, the node restarted",
+			Cluster: true, Run: runCluster},
 		{Name: "kafka", What: "Kafka audit source: broker killed and restarted, consumer group rebalanced", Run: runKafka},
 		{Name: "kafka-group", What: "Kafka audit source: three brokers, six partitions, three leaseguard processes in one group, one killed (SIGKILL) mid-load",
 			Run: runKafkaGroup},

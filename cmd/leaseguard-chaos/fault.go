@@ -118,7 +118,11 @@ func (e *caseEnv) holdAndObserve(ctx context.Context, f fault, during func(conte
 // settleAndObserve waits for the last outcome and gathers the figures'
 // input; a settle that times out is reported, not fatal.
 func (e *caseEnv) settleAndObserve(ctx context.Context, faultAt, restored time.Time, goal Goal) (Observation, Goal, error) {
-	settleErr := e.waitSettled(ctx, settleTimeout)
+	settle := settleTimeout
+	if e.settle > 0 {
+		settle = e.settle
+	}
+	settleErr := e.waitSettled(ctx, settle)
 	obs, err := e.observe(ctx, restored)
 	if err != nil {
 		return obs, goal, err

@@ -74,7 +74,7 @@ func (h *harness) close() {
 func (h *harness) runCase(ctx context.Context, c Case) Figures {
 	fmt.Printf("\n=== %s: %s\n", c.Name, c.What)
 	start := time.Now()
-	e, err := h.newCaseEnv(ctx, c.Name)
+	e, err := h.newCaseEnv(ctx, c)
 	var f Figures
 	if err == nil {
 		var obs Observation

@@ -2,7 +2,8 @@
 // of their dependencies and checks that no work is lost, doubled or stuck:
 // the state store blackholed and reset, the NATS server killed, the target
 // database blackholed, SIGTERM and kill -9 in the middle of a burst, two
-// processes sharing one JetStream, a Kafka broker killed and a consumer
+// processes sharing one JetStream, three processes on a three-node
+// JetStream cluster losing a server and a process, a Kafka broker killed and a consumer
 // group rebalanced, the socket audit source's writer reconnecting, the
 // observer's target down, and the Alertmanager sink down. Each case prints
 // its figures; a table and the goals follow at the end, and the exit status

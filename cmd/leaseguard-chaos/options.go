@@ -23,6 +23,8 @@ type options struct {
 	// users per case and how long a fault holds.
 	users int
 	fault time.Duration
+	// clusterUsers is the burst of the cluster case.
+	clusterUsers int
 }
 
 func parseOptions(args []string) (options, error) {
@@ -37,6 +39,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.workDir, "workdir", "", "where logs and data go (default a temporary directory, removed unless -keep or a case failed)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory and the cases' schemas")
 	fs.IntVar(&o.users, "users", 0, "users per case (default 1000, short 200)")
+	fs.IntVar(&o.clusterUsers, "cluster-users", 0, "users falling due at once in the cluster case (default 5000, short 300)")
 	fs.DurationVar(&o.fault, "fault", 0, "how long a fault holds (default 20s, short 10s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -55,6 +58,12 @@ func (o *options) defaults() {
 		o.users = 1000
 		if o.short {
 			o.users = 200
+		}
+	}
+	if o.clusterUsers == 0 {
+		o.clusterUsers = 5000
+		if o.short {
+			o.clusterUsers = 300
 		}
 	}
 	if o.fault == 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -102,9 +103,11 @@ func env(name string) string { return envPrefix + "_" + name }
 
 // requiresApproval says which rules are in approve mode: the revoker
 // carries out their commands only if an owner approved them.
-func (c Config) requiresApproval() func(rule string) bool {
+func (c Config) requiresApproval() func(ctx context.Context, rule string) (bool, error) {
 	modes := c.parsed().modes
-	return func(rule string) bool { return modes.Mode(rule) == schemas.ModeApprove }
+	return func(_ context.Context, rule string) (bool, error) {
+		return modes.Mode(rule) == schemas.ModeApprove, nil
+	}
 }
 
 var knownRoles = map[string]bool{"ingest": true, "detectors": true, "revoker": true, "relay": true, "observer": true, "alerts": true}
