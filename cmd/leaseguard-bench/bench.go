@@ -64,6 +64,7 @@ type options struct {
 	expirySizes     []int
 	expiryGrants    string
 	expiryGrace     time.Duration
+	expirySetup     time.Duration
 	detectInterval  time.Duration
 	expiryRateLimit int
 
@@ -100,6 +101,7 @@ func (m *Main) parse(args []string) (options, error) {
 	expiry := fs.String("expiry-leases", "", "leases expiring in the same second per expiry run, comma-separated sizes (default 1000,10000; -quick 100)")
 	fs.StringVar(&o.expiryGrants, "expiry-grants", "auto", "how the expiry scenario's users get their privileges: direct (on the tables), group (membership in a group role), both, or auto (both up to 2,000 users, group above)")
 	fs.DurationVar(&o.expiryGrace, "expiry-grace", 0, "LEASEGUARD_EXPIRY_GRACE of the expiry scenario")
+	fs.DurationVar(&o.expirySetup, "expiry-setup", 20*time.Millisecond, "time the expiry scenario allows per user to create the users and ingest their leases before the first expires (raise it on a busy machine)")
 	fs.DurationVar(&o.detectInterval, "detect-interval", 200*time.Millisecond, "LEASEGUARD_DETECT_INTERVAL of the expiry scenario")
 	fs.IntVar(&o.expiryRateLimit, "expiry-rate-limit", 100000, "LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE of the expiry scenario (the default 600 would hold 1,000 drops back by design)")
 	rss := fs.String("rss-leases", "", "ledger sizes of the memory scenario, comma-separated (default 10000,1000000; -quick 10000,100000)")
