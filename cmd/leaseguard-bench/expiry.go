@@ -135,10 +135,10 @@ func (b *Bench) expiryRuns(ctx context.Context, c expiryCase) error {
 	}
 	b.recordExpiry(c, p50, p95, p99, mx, rec99)
 	b.recordCPU(c, cpu)
-	b.results.note("expiry, %d leases, %s grants: users created as Vault's plugin does (VALID UNTIL spread over one second, 1%% with a live session), their audit entries ingested by `leaseguard run` "+
+	b.results.note("expiry, %d leases, %s grants: users created as Vault's plugin does (VALID UNTIL spread over one second, 1%% with a live session, at most %d), their audit entries ingested by `leaseguard run` "+
 		"(grace %s, detect interval %s, revocation batch %d, blast-radius limit %d/min); latency from VALID UNTIL (the ledger's expire_at; Vault sets it 5 s after the lease's own expiry) "+
 		"plus grace to the role missing from pg_roles, polled every 20 ms; all runs pooled: %s",
-		c.n, c.mode, b.opt.expiryGrace, b.opt.detectInterval, b.opt.revokeBatch, b.opt.expiryRateLimit, distOf(all))
+		c.n, c.mode, maxLiveSessions, b.opt.expiryGrace, b.opt.detectInterval, b.opt.revokeBatch, b.opt.expiryRateLimit, distOf(all))
 	return nil
 }
 
@@ -318,10 +318,17 @@ func (b *Bench) expiryUsers(ctx context.Context, n int, grants []string, mode st
 	return w, nil
 }
 
-// liveSessions opens a session as one user in a hundred.
+// maxLiveSessions bounds the wave's live sessions: one user in a hundred
+// of 10,000 took the server's last connection slots (max_connections
+// 100, shared with other clients).
+const maxLiveSessions = 20
+
+// liveSessions opens a session as one user in a hundred, at most
+// maxLiveSessions, spread over the wave.
 func (b *Bench) liveSessions(ctx context.Context, w expiryWave) (*sessions, error) {
 	sess := &sessions{}
-	for i := 0; i < len(w.names); i += 100 {
+	step := max(100, len(w.names)/maxLiveSessions)
+	for i := 0; i < len(w.names); i += step {
 		u := w.names[i]
 		s, err := b.openSessions(ctx, []string{u}, w.pw[u])
 		if err != nil {
