@@ -351,19 +351,24 @@ func publishAudit(srv *benchNATS, lines [][][]byte) error {
 	if err != nil {
 		return err
 	}
-	for _, pair := range lines {
-		for _, l := range pair {
-			if _, err := js.PublishAsync(benchAuditSubject, l); err != nil {
-				return err
+	// In chunks: the client stalls beyond 4,000 unacknowledged messages,
+	// and 10,000 leases are 20,000 entries.
+	const chunk = 1000
+	for lo := 0; lo < len(lines); lo += chunk {
+		for _, pair := range lines[lo:min(lo+chunk, len(lines))] {
+			for _, l := range pair {
+				if _, err := js.PublishAsync(benchAuditSubject, l); err != nil {
+					return err
+				}
 			}
 		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("audit entries not acknowledged by JetStream")
+		}
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("audit entries not acknowledged by JetStream")
-	}
+	return nil
 }
 
 // measureGone polls pg_roles until every user of w is gone and returns,
