@@ -18,7 +18,7 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 	}
 	ids := make([]string, len(evs))
 	for i, ev := range evs {
-		if err := checkEvent(ev); err != nil {
+		if _, err := checkEvent(ev); err != nil {
 			return nil, err
 		}
 		ids[i] = ev.ID
@@ -58,6 +58,7 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 			out[i] = s
 			continue
 		}
+		ev.checked = nil // sealing changes it; what is returned is as stored
 		if err := Seal(&ev, headHash, headSeq+1); err != nil {
 			return nil, err
 		}

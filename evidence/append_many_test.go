@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -45,5 +46,35 @@ func TestAppendManyMatchesAppend(t *testing.T) {
 	rep, err := VerifyOutbox(ctx, pool, VerifyOptions{})
 	if err != nil || !rep.OK() || rep.Checked != 12 {
 		t.Fatalf("verify = %+v, %v", rep, err)
+	}
+}
+
+// An event built (and checked) by the Builder is not checked a second time
+// when appended unchanged, but one changed after it was built is: a token
+// placed in its data or its subject afterwards is refused, not stored.
+func TestAppendManyChecksEventsChangedAfterBuild(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testDB(t)
+	for name, change := range map[string]func(*Event){
+		"data":    func(ev *Event) { ev.Data = []byte(`{"note":"hvs.CAESIJ4yD7sRkXoZ1tW0m3vQ8aPu2nLbKcEhGfYjTdUiOqVx"}`) },
+		"subject": func(ev *Event) { ev.Subject = "hvs.CAESIJ4yD7sRkXoZ1tW0m3vQ8aPu2nLbKcEhGfYjTdUiOqVx" },
+	} {
+		evs := sampleEvents(t, 2)
+		change(&evs[1])
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := AppendMany(ctx, tx, evs)
+			return err
+		})
+		if !errors.Is(err, ErrSecret) {
+			t.Errorf("%s changed after build: AppendMany = %v, want ErrSecret", name, err)
+		}
+	}
+	var stored int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM evidence_outbox").Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != 0 {
+		t.Errorf("%d events stored, want none", stored)
 	}
 }

@@ -61,8 +61,10 @@ type options struct {
 	revokeSessions int
 	revokeBatch    int
 
-	expiryLeases    int
+	expirySizes     []int
+	expiryGrants    string
 	expiryGrace     time.Duration
+	expirySetup     time.Duration
 	detectInterval  time.Duration
 	expiryRateLimit int
 
@@ -96,8 +98,10 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.IntVar(&o.revokeUsers, "revoke-users", 0, "users dropped per revocation run (default 2000; -quick 200)")
 	fs.IntVar(&o.revokeSessions, "revoke-sessions", 0, "users of each revocation run that hold a live session (default 1%)")
 	fs.IntVar(&o.revokeBatch, "revoke-batch", 0, "commands per Executor call (default LEASEGUARD_REVOCATION_BATCH, else 100)")
-	fs.IntVar(&o.expiryLeases, "expiry-leases", 0, "leases expiring in the same second per expiry run (default 1000; -quick 100)")
+	expiry := fs.String("expiry-leases", "", "leases expiring in the same second per expiry run, comma-separated sizes (default 1000,10000; -quick 100)")
+	fs.StringVar(&o.expiryGrants, "expiry-grants", "auto", "how the expiry scenario's users get their privileges: direct (on the tables), group (membership in a group role), both, or auto (both up to 2,000 users, group above)")
 	fs.DurationVar(&o.expiryGrace, "expiry-grace", 0, "LEASEGUARD_EXPIRY_GRACE of the expiry scenario")
+	fs.DurationVar(&o.expirySetup, "expiry-setup", 20*time.Millisecond, "time the expiry scenario allows per user to create the users and ingest their leases before the first expires (raise it on a busy machine)")
 	fs.DurationVar(&o.detectInterval, "detect-interval", 200*time.Millisecond, "LEASEGUARD_DETECT_INTERVAL of the expiry scenario")
 	fs.IntVar(&o.expiryRateLimit, "expiry-rate-limit", 100000, "LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE of the expiry scenario (the default 600 would hold 1,000 drops back by design)")
 	rss := fs.String("rss-leases", "", "ledger sizes of the memory scenario, comma-separated (default 10000,1000000; -quick 10000,100000)")
@@ -115,6 +119,9 @@ func (m *Main) parse(args []string) (options, error) {
 	}
 	var err error
 	if o.only, err = parseOnly(*only); err != nil {
+		return o, err
+	}
+	if o.expirySizes, err = parseExpiry(*expiry, o.expiryGrants, o.quick); err != nil {
 		return o, err
 	}
 	if o.rssLeases, err = parseRSS(*rss, o.quick); err != nil {
@@ -179,7 +186,6 @@ func (m *Main) defaults(o *options, vaultBin string) {
 	pick(&o.decodeEntries, 20000, 10000)
 	pick(&o.e2eEntries, 200000, 20000)
 	pick(&o.revokeUsers, 2000, 200)
-	pick(&o.expiryLeases, 1000, 100)
 	pick(&o.vaultLeases, 2000, 200)
 	pick(&o.vaultExpiryLeases, 1000, 100)
 	if o.only["vault"] {

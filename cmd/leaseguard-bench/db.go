@@ -117,6 +117,52 @@ func (b *Bench) appSchemaIn(ctx context.Context, db *pgxpool.Pool, what string, 
 	}, nil
 }
 
+// Grant modes: how a user gets its privileges on the application schema.
+const (
+	// grantDirect: each user is granted on the objects, as Vault's
+	// documented creation statements do. Every table's ACL gains an entry
+	// per user; PostgreSQL keeps an ACL inside its catalog row (8 KB, no
+	// TOAST), so a few thousand users on one table fail with "row is too
+	// big".
+	grantDirect = "direct"
+	// grantGroup: the privileges are granted once to a group role and each
+	// user is made its member (GRANT group TO "{{name}}"), as fleets of
+	// that size do; the ACLs keep one entry whatever the number of users.
+	grantGroup = "group"
+)
+
+// groupRoleName names the group role of an application schema of this
+// run. It starts like the run's schemas, not like its users, so that
+// nothing mistakes it for a Vault user; the sweep drops it.
+func (b *Bench) groupRoleName(what string) string { return b.schemaName(what) + "_ro" }
+
+// userGrants returns the creation statements that give a user ({{name}})
+// the privileges of grants, the application schema's statements: those
+// statements themselves (grantDirect), or, for grantGroup, a membership in
+// a group role created here and granted them once.
+func (b *Bench) userGrants(ctx context.Context, db *pgxpool.Pool, what, mode string, grants []string) ([]string, error) {
+	if mode != grantGroup {
+		return grants, nil
+	}
+	group := ident(b.groupRoleName(what))
+	stmts := []string{"CREATE ROLE " + group + " NOLOGIN"}
+	for _, g := range grants {
+		stmts = append(stmts, strings.ReplaceAll(g, "{{name}}", group))
+	}
+	if _, err := db.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
+		return nil, fmt.Errorf("create group role %s: %w", group, err)
+	}
+	return []string{"GRANT " + group + " TO {{name}}"}, nil
+}
+
+// dropGroup drops the group role of an application schema, if any, once
+// the schema is gone (its tables took the group's privileges with them;
+// its memberships go with the role).
+func (b *Bench) dropGroup(ctx context.Context, what string) error {
+	_, err := b.admin.Exec(ctx, "DROP ROLE IF EXISTS "+ident(b.groupRoleName(what)))
+	return err
+}
+
 // createUsers creates users as Vault's PostgreSQL plugin does: CREATE ROLE
 // … LOGIN PASSWORD … VALID UNTIL, then the grants. The roles are created a
 // hundred per transaction on two connections (the server hashes each
@@ -241,7 +287,10 @@ func (b *Bench) sweep(ctx context.Context) {
 	for _, s := range schemas {
 		errs = append(errs, b.dropSchema(ctx, s))
 	}
-	roles, err := collect(ctx, b.admin, "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname::text, $1) ORDER BY 1", prefix)
+	// Users, then the group roles (named like the schemas) they are
+	// members of.
+	roles, err := collect(ctx, b.admin, "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname::text, $1) OR starts_with(rolname::text, $2) "+
+		"ORDER BY starts_with(rolname::text, $2), 1", prefix, "lgbench_"+b.sfx+"_")
 	errs = append(errs, err)
 	for lo := 0; lo < len(roles); lo += 200 {
 		ids := make([]string, 0, 200)
