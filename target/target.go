@@ -98,7 +98,7 @@ func redactEntry(e string) string {
 type Config struct {
 	Targets []Target
 	Routes  []Route
-	// MaxConns per target pool (default 4).
+	// MaxConns per target pool (0: DefaultMaxConns).
 	MaxConns int32
 	// Conn: connect timeout, server-side statement, lock and
 	// idle-in-transaction timeouts, TCP keepalive and user timeout of
@@ -145,6 +145,10 @@ func kindOf(url string) (engine.Kind, error) {
 	return engine.KindPostgres, nil
 }
 
+// DefaultMaxConns is the size of each target's pool when Config.MaxConns is
+// 0.
+const DefaultMaxConns = 4
+
 // Set holds a pool per PostgreSQL target, an engine per MySQL target, and
 // answers routing questions.
 type Set struct {
@@ -161,7 +165,7 @@ func Open(ctx context.Context, cfg Config) (*Set, error) {
 	}
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
-		maxConns = 4
+		maxConns = DefaultMaxConns
 	}
 	s := &Set{cfg: cfg, pools: map[string]*pgxpool.Pool{}, mysqls: map[string]*mysql.Engine{}, ids: newIdentities()}
 	for _, t := range cfg.Targets {

@@ -1,0 +1,253 @@
+package revoker_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/evidence"
+	"github.com/leaseguard/leaseguard/internal/cmdtest"
+	"github.com/leaseguard/leaseguard/internal/pause"
+	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/revoker"
+	"github.com/leaseguard/leaseguard/schemas"
+	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
+)
+
+// manyTargets is how many target databases the scale-out tests spread
+// their roles over, each a database of its own on the test server.
+const manyTargets = 50
+
+// many are the databases, made once for this test binary by the first test
+// that needs them and dropped by TestMain, whatever the tests' outcome.
+var many struct {
+	once sync.Once
+	dbs  *pgtest.Databases
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	many.dbs.Drop()
+	os.Exit(code)
+}
+
+func manyDatabases(t *testing.T) *pgtest.Databases {
+	t.Helper()
+	many.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		start := time.Now()
+		many.dbs, many.err = pgtest.CreateDatabases(ctx, manyTargets)
+		t.Logf("created %d databases in %s", manyTargets, time.Since(start).Round(time.Millisecond))
+	})
+	if many.err != nil {
+		t.Fatal(many.err)
+	}
+	return many.dbs
+}
+
+// manyRig is leaseguard's view of the many databases: the targets as
+// LEASEGUARD_TARGETS names them, opened as target.Open opens them, and a
+// state store.
+type manyRig struct {
+	dbs     *pgtest.Databases
+	names   []string // target names, t00 … t49; names[i] is dbs.Names[i]
+	set     *target.Set
+	st      *store.Store
+	signer  *revoker.Signer
+	maxConn int32
+}
+
+func newManyRig(t *testing.T, maxConns int32) *manyRig {
+	t.Helper()
+	ctx := testCtx(t, time.Minute)
+	r := &manyRig{dbs: manyDatabases(t), maxConn: maxConns}
+	entries := make([]string, manyTargets)
+	for i, db := range r.dbs.Names {
+		r.names = append(r.names, fmt.Sprintf("t%02d", i))
+		entries[i] = r.names[i] + "=" + r.dbs.URL(db)
+	}
+	targets, err := target.ParseTargets(strings.Join(entries, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, _ := target.ParseRoutes("*=t00")
+	if r.set, err = target.Open(ctx, target.Config{Targets: targets, Routes: routes, MaxConns: maxConns}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.set.Close)
+	if r.st, err = store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_many")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.st.Close)
+	if err := r.st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	r.signer = revoker.NewSigner(priv)
+	return r
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// spreadRoles makes perTarget Vault-like users in each target, each owning
+// a table there (so its drop has work to do in that database only), and
+// returns them by target.
+func (r *manyRig) spreadRoles(t *testing.T, perTarget int) map[string][]string {
+	t.Helper()
+	ctx := testCtx(t, 2*time.Minute)
+	sfx := pgtest.Suffix()
+	admin := pgtest.Pool(t)
+	out := map[string][]string{}
+	for i, name := range r.names {
+		pool, _ := r.set.Pool(name)
+		for j := range perTarget {
+			user := fmt.Sprintf("v-lgt-%s-%02d-%d", sfx, i, j)
+			id := pgx.Identifier{user}.Sanitize()
+			table := pgx.Identifier{"owned_" + strings.ReplaceAll(user, "-", "_")}.Sanitize()
+			if _, err := admin.Exec(ctx, "CREATE ROLE "+id+" LOGIN VALID UNTIL 'infinity'"); err != nil {
+				t.Fatal(err)
+			}
+			pgtest.DropRoleAtCleanup(t, pool, user)
+			if _, err := pool.Exec(ctx, "CREATE TABLE "+table+" (x int); ALTER TABLE "+table+" OWNER TO "+id); err != nil {
+				t.Fatal(err)
+			}
+			out[name] = append(out[name], user)
+		}
+	}
+	return out
+}
+
+// executor is a revoker over the rig's targets whose drops wait up to
+// lockWait for a lock.
+func (r *manyRig) executor(t *testing.T, lockWait time.Duration, workers int) *revoker.Executor {
+	t.Helper()
+	dropper, err := revoker.NewDropper(revoker.DropperConfig{LockTimeout: lockWait, StatementTimeout: 2 * lockWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := revoker.NewVerifier(r.signer.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := revoker.NewExecutor(revoker.ExecutorDeps{Dropper: dropper, Verifier: verifier, Targets: r.set,
+		State: r.st.Pool(), Evidence: evidence.Builder{Source: "urn:leaseguard:test"}, TargetWorkers: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// drop is a signed drop command of user in the named target.
+func (r *manyRig) drop(t *testing.T, name, user string) schemas.RevocationCommand {
+	t.Helper()
+	pool, _ := r.set.Pool(name)
+	cmd := cmdtest.Drop(t, pool, name, user)
+	if err := r.signer.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// dropped counts the recorded drops per target.
+func (r *manyRig) dropped(ctx context.Context) (map[string]int, error) {
+	rows, err := r.st.Pool().Query(ctx, `SELECT database, count(*)::int FROM revocations WHERE outcome = 'dropped' GROUP BY database`)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	var db string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&db, &n}, func() error { out[db] = n; return nil })
+	return out, err
+}
+
+// holdTable takes a lock on table in database db of the test server, in an
+// open transaction of the test's own session, until the returned release
+// is called (and at cleanup).
+func holdTable(t *testing.T, dbs *pgtest.Databases, db, table string) (release func()) {
+	t.Helper()
+	ctx := testCtx(t, time.Minute)
+	conn, err := pgx.Connect(ctx, dbs.URL(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_ = tx.Rollback(context.Background())
+			_ = conn.Close(context.Background())
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// TestDropsInOtherTargetsDoNotWait: one batch drops a user in each of the
+// 50 targets; the first target's drop waits on a lock the test holds.
+// Every other target's drop is carried out and recorded meanwhile, and the
+// waiting one completes once the lock goes.
+func TestDropsInOtherTargetsDoNotWait(t *testing.T) {
+	r := newManyRig(t, target.DefaultMaxConns)
+	users := r.spreadRoles(t, 1)
+	x := r.executor(t, time.Minute, revoker.DefaultTargetWorkers)
+	cmds := make([]schemas.RevocationCommand, 0, manyTargets)
+	for _, name := range r.names {
+		cmds = append(cmds, r.drop(t, name, users[name][0]))
+	}
+	blocked := users[r.names[0]][0]
+	release := holdTable(t, r.dbs, r.dbs.Names[0], pgx.Identifier{"owned_" + strings.ReplaceAll(blocked, "-", "_")}.Sanitize())
+
+	done := make(chan []revoker.Executed, 1)
+	start := time.Now()
+	go func() { done <- x.Execute(context.Background(), cmds, nil) }()
+
+	ctx := testCtx(t, time.Minute)
+	got, err := pause.Until(ctx, 30*time.Second, func() (map[string]int, bool, error) {
+		m, err := r.dropped(ctx)
+		return m, err == nil && len(m) >= manyTargets-1, err
+	})
+	others := time.Since(start)
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[r.names[0]] != 0 {
+		t.Errorf("the drop in %s completed although its lock was held", r.names[0])
+	}
+	if len(got) < manyTargets-1 {
+		t.Errorf("while %s waited on a lock, %d of %d other targets' drops were recorded within 30 s", r.names[0], len(got), manyTargets-1)
+	}
+	t.Logf("drops in %d other targets recorded in %s while one waited", len(got), others.Round(time.Millisecond))
+	select {
+	case res := <-done:
+		for _, e := range res {
+			if e.Result.Outcome != schemas.OutcomeDropped {
+				t.Errorf("%s in %s: %s %s", e.Command.DBUser, e.Command.Database, e.Result.Outcome, e.Result.Reason)
+			}
+		}
+	case <-ctx.Done():
+		t.Fatal("the batch did not end after the lock was released")
+	}
+}
