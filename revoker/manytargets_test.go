@@ -17,6 +17,7 @@ import (
 	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/observer"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -68,7 +69,7 @@ type manyRig struct {
 	maxConn int32
 }
 
-func newManyRig(t *testing.T, maxConns int32) *manyRig {
+func newManyRig(t *testing.T, maxConns int32, idle time.Duration) *manyRig {
 	t.Helper()
 	ctx := testCtx(t, time.Minute)
 	r := &manyRig{dbs: manyDatabases(t), maxConn: maxConns}
@@ -82,7 +83,11 @@ func newManyRig(t *testing.T, maxConns int32) *manyRig {
 		t.Fatal(err)
 	}
 	routes, _ := target.ParseRoutes("*=t00")
-	if r.set, err = target.Open(ctx, target.Config{Targets: targets, Routes: routes, MaxConns: maxConns}); err != nil {
+	tc := target.Config{Targets: targets, Routes: routes, MaxConns: maxConns, MaxConnIdleTime: idle}
+	if idle > 0 {
+		tc.Conn.HealthCheckPeriod = idle / 2
+	}
+	if r.set, err = target.Open(ctx, tc); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.set.Close)
@@ -209,7 +214,7 @@ func holdTable(t *testing.T, dbs *pgtest.Databases, db, table string) (release f
 // Every other target's drop is carried out and recorded meanwhile, and the
 // waiting one completes once the lock goes.
 func TestDropsInOtherTargetsDoNotWait(t *testing.T) {
-	r := newManyRig(t, target.DefaultMaxConns)
+	r := newManyRig(t, target.DefaultMaxConns, 0)
 	users := r.spreadRoles(t, 1)
 	x := r.executor(t, time.Minute, revoker.DefaultTargetWorkers)
 	cmds := make([]schemas.RevocationCommand, 0, manyTargets)
@@ -250,4 +255,167 @@ func TestDropsInOtherTargetsDoNotWait(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the batch did not end after the lock was released")
 	}
+}
+
+// connSample is the most connections seen at once: of leaseguard's target
+// pools per target database, in all of them, and of the state store (its
+// pool and anything it hands out for good).
+type connSample struct {
+	mu       sync.Mutex
+	perDB    map[string]int
+	total    int
+	state    int
+	samples  int
+	maxDB    string
+	maxPerDB int
+}
+
+// sampleConns counts, every few milliseconds until ctx ends, the sessions
+// of each of dbs named application_name "leaseguard" (the target pools'),
+// and those named stateApp (the state store's).
+func sampleConns(ctx context.Context, t *testing.T, dbs []string, stateApp string) *connSample {
+	admin := pgtest.Pool(t)
+	s := &connSample{perDB: map[string]int{}}
+	go func() {
+		for ctx.Err() == nil {
+			rows, err := admin.Query(ctx, `SELECT coalesce(datname, ''), application_name, count(*)::int FROM pg_stat_activity
+				WHERE (application_name = 'leaseguard' AND datname = ANY($1)) OR application_name = $2
+				GROUP BY 1, 2`, dbs, stateApp)
+			if err != nil {
+				return
+			}
+			var db, app string
+			var n int
+			total, state := 0, 0
+			s.mu.Lock()
+			_, _ = pgx.ForEachRow(rows, []any{&db, &app, &n}, func() error {
+				if app == stateApp {
+					state += n
+					return nil
+				}
+				total += n
+				if n > s.perDB[db] {
+					s.perDB[db] = n
+				}
+				if n > s.maxPerDB {
+					s.maxPerDB, s.maxDB = n, db
+				}
+				return nil
+			})
+			s.total, s.state = max(s.total, total), max(s.state, state)
+			s.samples++
+			s.mu.Unlock()
+			pause.For(ctx, 10*time.Millisecond, nil)
+		}
+	}()
+	return s
+}
+
+// lastPasses reads each target's last committed observer pass.
+func (r *manyRig) lastPasses(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := r.st.Pool().Query(ctx, `SELECT database, last_pass_at FROM observer_targets WHERE last_pass_at IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]time.Time{}
+	var db string
+	var at time.Time
+	_, err = pgx.ForEachRow(rows, []any{&db, &at}, func() error { out[db] = at; return nil })
+	return out, err
+}
+
+// coveredSince waits until every target has a pass committed after since,
+// and returns how long that took and the targets still without one.
+func (r *manyRig) coveredSince(ctx context.Context, since time.Time, within time.Duration) (time.Duration, []string, error) {
+	missing, err := pause.Until(ctx, within, func() ([]string, bool, error) {
+		last, err := r.lastPasses(ctx)
+		var miss []string
+		for _, n := range r.names {
+			if !last[n].After(since) {
+				miss = append(miss, n)
+			}
+		}
+		return miss, len(miss) == 0, err
+	})
+	return time.Since(since), missing, err
+}
+
+// TestObserverCoversManyTargets: an observer of 50 targets on one server
+// passes over each within its interval, round after round, while a
+// revocation burst drops a user in every target; meanwhile no target has
+// more connections than its pool's size, and the state store no more than
+// its pool's and the one session the observer's duties hold their locks
+// on. The targets' idle connections are closed within a second, so that
+// the test leaves room on the shared test server.
+func TestObserverCoversManyTargets(t *testing.T) {
+	const interval, slack = 2 * time.Second, 3 * time.Second
+	r := newManyRig(t, target.DefaultMaxConns, 500*time.Millisecond)
+	stateApp := "lg-many-state-" + pgtest.Suffix()
+	st, err := store.Open(testCtx(t, time.Minute), store.Config{URL: withParam(pgtest.URL(), "application_name", stateApp), Schema: r.st.Schema()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	r.st = st
+	users := r.spreadRoles(t, 2)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	obs, err := observer.New(observer.Config{Interval: interval, Holder: "many"}, observer.Deps{Store: r.st, Targets: r.set})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = obs.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	conns := sampleConns(ctx, t, r.dbs.Names, stateApp)
+
+	first, missing, err := r.coveredSince(ctx, time.Time{}, time.Minute)
+	if err != nil || len(missing) > 0 {
+		t.Fatalf("first passes: %d targets never passed over within a minute (%v)", len(missing), err)
+	}
+	_ = first
+	var cmds []schemas.RevocationCommand
+	for _, name := range r.names {
+		cmds = append(cmds, r.drop(t, name, users[name][1]))
+	}
+	burst := make(chan []revoker.Executed, 1)
+	go func() { burst <- r.executor(t, 5*time.Second, 0).Execute(context.Background(), cmds, nil) }()
+	for round := range 3 {
+		took, missing, err := r.coveredSince(ctx, time.Now(), interval+slack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) > 0 {
+			t.Errorf("round %d: %d targets had no pass within the interval %s + %s: %v", round, len(missing), interval, slack, missing)
+		}
+		t.Logf("round %d: every target passed over within %s", round, took.Round(time.Millisecond))
+	}
+	for _, e := range <-burst {
+		if e.Result.Outcome != schemas.OutcomeDropped {
+			t.Errorf("%s in %s: %s %s", e.Command.DBUser, e.Command.Database, e.Result.Outcome, e.Result.Reason)
+		}
+	}
+
+	conns.mu.Lock()
+	defer conns.mu.Unlock()
+	t.Logf("connections at %d targets (%d samples): at most %d in one target (%s), %d to all targets, %d to the state store",
+		manyTargets, conns.samples, conns.maxPerDB, conns.maxDB, conns.total, conns.state)
+	if conns.maxPerDB > int(r.maxConn) {
+		t.Errorf("target %s had %d connections; its pool has %d", conns.maxDB, conns.maxPerDB, r.maxConn)
+	}
+	if conns.total > manyTargets*int(r.maxConn) {
+		t.Errorf("%d connections to the targets; want at most %d × %d", conns.total, manyTargets, r.maxConn)
+	}
+	if conns.state > store.DefaultMaxConns+1 {
+		t.Errorf("%d connections to the state store; want at most its pool's %d and the duties' lock session", conns.state, store.DefaultMaxConns)
+	}
+}
+
+// withParam adds a query parameter to a connection URL.
+func withParam(u, key, value string) string {
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	return u + sep + key + "=" + value
 }
