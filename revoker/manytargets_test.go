@@ -327,17 +327,27 @@ func (r *manyRig) lastPasses(ctx context.Context) (map[string]time.Time, error) 
 // coveredSince waits until every target has a pass committed after since,
 // and returns how long that took and the targets still without one.
 func (r *manyRig) coveredSince(ctx context.Context, since time.Time, within time.Duration) (time.Duration, []string, error) {
-	missing, err := pause.Until(ctx, within, func() ([]string, bool, error) {
+	// A read that fails (the shared server busy) is tried again; the last
+	// error is told only if the targets were not all covered.
+	var lastErr error
+	missing, _ := pause.Until(ctx, within, func() ([]string, bool, error) {
 		last, err := r.lastPasses(ctx)
+		if err != nil {
+			lastErr = err
+			return r.names, false, nil
+		}
 		var miss []string
 		for _, n := range r.names {
 			if !last[n].After(since) {
 				miss = append(miss, n)
 			}
 		}
-		return miss, len(miss) == 0, err
+		return miss, len(miss) == 0, nil
 	})
-	return time.Since(since), missing, err
+	if len(missing) == 0 {
+		lastErr = nil
+	}
+	return time.Since(since), missing, lastErr
 }
 
 // TestObserverCoversManyTargets: an observer of 50 targets on one server
@@ -348,7 +358,7 @@ func (r *manyRig) coveredSince(ctx context.Context, since time.Time, within time
 // on. The targets' idle connections are closed within a second, so that
 // the test leaves room on the shared test server.
 func TestObserverCoversManyTargets(t *testing.T) {
-	const interval, slack = 2 * time.Second, 3 * time.Second
+	const interval, slack = observer.DefaultInterval, 5 * time.Second
 	r := newManyRig(t, target.DefaultMaxConns, 500*time.Millisecond)
 	stateApp := "lg-many-state-" + pgtest.Suffix()
 	st, err := store.Open(testCtx(t, time.Minute), store.Config{URL: withParam(pgtest.URL(), "application_name", stateApp), Schema: r.st.Schema()})
@@ -356,6 +366,7 @@ func TestObserverCoversManyTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
+	r.st.Close() // the rig's own store: its connections would count against the shared server
 	r.st = st
 	users := r.spreadRoles(t, 2)
 
@@ -365,15 +376,18 @@ func TestObserverCoversManyTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	ran := make(chan struct{})
+	started := time.Now()
 	go func() { defer close(ran); _ = obs.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-ran })
 	conns := sampleConns(ctx, t, r.dbs.Names, stateApp)
 
-	first, missing, err := r.coveredSince(ctx, time.Time{}, time.Minute)
-	if err != nil || len(missing) > 0 {
-		t.Fatalf("first passes: %d targets never passed over within a minute (%v)", len(missing), err)
+	// The first pass of each target records all of the server's roles
+	// (cluster-wide: every target's pass reads the same pg_roles).
+	_, missing, err := r.coveredSince(ctx, time.Time{}, 3*time.Minute)
+	if len(missing) > 0 {
+		t.Fatalf("first passes: %d targets never passed over within 3 minutes (%v)", len(missing), err)
 	}
-	_ = first
+	t.Logf("first pass over every target within %s of the start", time.Since(started).Round(time.Millisecond))
 	var cmds []schemas.RevocationCommand
 	for _, name := range r.names {
 		cmds = append(cmds, r.drop(t, name, users[name][1]))
@@ -382,11 +396,8 @@ func TestObserverCoversManyTargets(t *testing.T) {
 	go func() { burst <- r.executor(t, 5*time.Second, 0).Execute(context.Background(), cmds, nil) }()
 	for round := range 3 {
 		took, missing, err := r.coveredSince(ctx, time.Now(), interval+slack)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if len(missing) > 0 {
-			t.Errorf("round %d: %d targets had no pass within the interval %s + %s: %v", round, len(missing), interval, slack, missing)
+			t.Errorf("round %d: %d targets had no pass within the interval %s + %s: %v (%v)", round, len(missing), interval, slack, missing, err)
 		}
 		t.Logf("round %d: every target passed over within %s", round, took.Round(time.Millisecond))
 	}
