@@ -9,6 +9,7 @@
 // the same model (mysql.go).
 //
 // One process observes a target at a time: the duty is a session-level
-// advisory lock on a dedicated connection of the state store (store.Duty),
+// advisory lock on a connection of the state store kept for the duties
+// (one per observer process, whatever the number of targets: Duty),
 // with an epoch that fences off a process that lost it.
 package observer

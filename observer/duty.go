@@ -23,19 +23,32 @@ var ErrDutyLost = errors.New("observer duty lost")
 // same target at once.
 //
 // It is a session-level advisory lock held on a connection of the state
-// store dedicated to it: the lease of the duty lasts as long as that
-// session, and the server releases it when the session ends (process
-// killed, network lost). Taking the duty also bumps the target's epoch in
-// observer_targets; every pass locks that row and checks the epoch (Check),
-// so a process whose lock connection died cannot commit a pass after
-// another process took over: the two passes are serialised by the row lock,
-// and the old holder's finds a newer epoch.
+// store dedicated to the duties (a lockSession): the lease of the duty
+// lasts as long as that session, and the server releases it when the
+// session ends (process killed, network lost). Taking the duty also bumps
+// the target's epoch in observer_targets; every pass locks that row and
+// checks the epoch (Check), so a process whose lock connection died cannot
+// commit a pass after another process took over: the two passes are
+// serialised by the row lock, and the old holder's finds a newer epoch.
+//
+// The duties of one observer share its lock session, so a process
+// observing 50 targets holds one such connection, not 50 (each outside the
+// state store's pool): when it ends, every duty on it is lost at once.
 type Duty struct {
-	mu       sync.Mutex
-	conn     *pgx.Conn
+	sess     *lockSession
 	database string
 	key      int64
 	epoch    int64
+	once     sync.Once
+	released bool // under sess.mu
+}
+
+// lockSession is a state-store connection, out of the pool, on which
+// duties hold their advisory locks; a keeper pings it while it holds any.
+type lockSession struct {
+	mu   sync.Mutex
+	conn *pgx.Conn // nil once closed
+	held int       // duties holding a lock on it
 	// stop ends the keeper; kept is closed when it has ended.
 	stop chan struct{}
 	kept chan struct{}
@@ -62,44 +75,75 @@ func dutyKey(schema, database string) int64 {
 	return int64(h.Sum64())
 }
 
-// tryDuty takes the duty of observing database, if no other process holds
-// it. It returns nil and no error when another process does. holder names
-// this process in observer_targets.
-func tryDuty(ctx context.Context, st *store.Store, database, holder string, at time.Time) (*Duty, error) {
+// openLockSession takes a connection out of the state store's pool for
+// duties, and starts its keeper.
+func openLockSession(ctx context.Context, st *store.Store) (*lockSession, error) {
 	c, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The locks live as long as this session: take the connection out of
+	// the pool, which would otherwise hand it to others and keep it alive.
+	conn := c.Hijack()
+	if err := setIdleSessionTimeout(ctx, conn); err != nil {
+		closeConn(ctx, conn)
+		return nil, err
+	}
+	s := &lockSession{conn: conn, stop: make(chan struct{}), kept: make(chan struct{})}
+	go s.keep()
+	return s, nil
+}
+
+// alive reports whether the session may still hold locks.
+func (s *lockSession) alive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn != nil && !s.conn.IsClosed()
+}
+
+// tryDuty takes the duty of observing database on a lock session of its
+// own, if no other process holds it. It returns nil and no error when
+// another process does. holder names this process in observer_targets.
+func tryDuty(ctx context.Context, st *store.Store, database, holder string, at time.Time) (*Duty, error) {
+	s, err := openLockSession(ctx, st)
 	if err != nil {
 		return nil, fmt.Errorf("observer duty of %s: %w", database, err)
 	}
-	// The lock lives as long as this session: take the connection out of
-	// the pool, which would otherwise hand it to others and keep it alive.
-	conn := c.Hijack()
-	key := dutyKey(st.Schema(), database)
+	d, err := s.tryDuty(ctx, st.Schema(), database, holder, at)
+	if d == nil {
+		s.close(ctx)
+	}
+	return d, err
+}
+
+// tryDuty takes the duty of observing database on s, if no other process
+// holds it (nil and no error when one does).
+func (s *lockSession) tryDuty(ctx context.Context, schema, database, holder string, at time.Time) (*Duty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return nil, fmt.Errorf("%w: %s: lock session closed", ErrDutyLost, database)
+	}
+	key := dutyKey(schema, database)
 	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
-		closeConn(ctx, conn)
+	if err := s.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
 		return nil, fmt.Errorf("observer duty of %s: %w", database, err)
 	}
 	if !ok {
-		closeConn(ctx, conn)
 		return nil, nil
 	}
-	if err := setIdleSessionTimeout(ctx, conn); err != nil {
-		closeConn(ctx, conn)
-		return nil, fmt.Errorf("observer duty of %s: %w", database, err)
-	}
-	d := &Duty{conn: conn, database: database, key: key, stop: make(chan struct{}), kept: make(chan struct{})}
-	err = conn.QueryRow(ctx, `
+	d := &Duty{sess: s, database: database, key: key}
+	err := s.conn.QueryRow(ctx, `
 		INSERT INTO observer_targets (database, epoch, holder, holder_pid, acquired_at)
 		VALUES ($1, 1, $2, pg_backend_pid(), $3)
 		ON CONFLICT (database) DO UPDATE SET epoch = observer_targets.epoch + 1,
 			holder = EXCLUDED.holder, holder_pid = EXCLUDED.holder_pid, acquired_at = EXCLUDED.acquired_at
 		RETURNING epoch`, database, holder, dbTime(at)).Scan(&d.epoch)
 	if err != nil {
-		close(d.kept) // no keeper yet
-		d.Release(ctx)
+		s.unlock(ctx, key)
 		return nil, fmt.Errorf("observer duty of %s: bump epoch: %w", database, err)
 	}
-	go d.keep()
+	s.held++
 	return d, nil
 }
 
@@ -116,39 +160,82 @@ func setIdleSessionTimeout(ctx context.Context, conn *pgx.Conn) error {
 	return err
 }
 
-// keep pings the lock session every dutyBeat until the duty is released or
-// a ping fails; a failed ping closes the connection (the next Check finds
-// the duty lost).
-func (d *Duty) keep() {
-	defer close(d.kept)
+// keep pings the lock session every dutyBeat until it is closed or a ping
+// fails; a failed ping closes the connection (the next Check of each duty
+// on it finds the duty lost).
+func (s *lockSession) keep() {
+	defer close(s.kept)
 	t := time.NewTicker(dutyBeat)
 	defer t.Stop()
 	for {
 		select {
-		case <-d.stop:
+		case <-s.stop:
 			return
 		case <-t.C:
 		}
-		if !d.beat() {
+		if !s.beat() {
 			return
 		}
 	}
 }
 
 // beat pings the lock session once and reports whether it answered.
-func (d *Duty) beat() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.conn == nil {
+func (s *lockSession) beat() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dutyBeat)
 	defer cancel()
-	if err := d.conn.Ping(ctx); err != nil {
-		closeConn(ctx, d.conn)
+	if err := s.conn.Ping(ctx); err != nil {
+		closeConn(ctx, s.conn)
 		return false
 	}
 	return true
+}
+
+// unlock releases one duty's lock; s.mu is held.
+func (s *lockSession) unlock(ctx context.Context, key int64) {
+	if s.conn == nil || s.conn.IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+		// A lock that cannot be given back must not outlive its duty.
+		closeConn(ctx, s.conn)
+	}
+}
+
+// release gives one duty's lock back, and closes the session with the last.
+func (s *lockSession) release(ctx context.Context, d *Duty) {
+	s.mu.Lock()
+	d.released = true
+	s.unlock(ctx, d.key)
+	s.held--
+	last := s.held <= 0
+	s.mu.Unlock()
+	if last {
+		s.close(ctx)
+	}
+}
+
+// close ends the keeper and the session; safe more than once.
+func (s *lockSession) close(ctx context.Context) {
+	s.mu.Lock()
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	conn := s.conn
+	s.conn = nil
+	s.mu.Unlock()
+	<-s.kept
+	if conn != nil {
+		closeConn(ctx, conn)
+	}
 }
 
 // Database is the target this duty is for.
@@ -179,18 +266,19 @@ func (d *Duty) Check(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// ping checks, holding the connection from the keeper, that the lock
-// session answers.
+// ping checks, holding the session from its keeper, that the lock session
+// answers.
 func (d *Duty) ping(ctx context.Context) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.conn == nil {
+	s := d.sess
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil || d.released {
 		return fmt.Errorf("%w: %s: released", ErrDutyLost, d.database)
 	}
-	if d.conn.IsClosed() {
+	if s.conn.IsClosed() {
 		return fmt.Errorf("%w: %s: lock connection closed", ErrDutyLost, d.database)
 	}
-	if err := d.conn.Ping(ctx); err != nil {
+	if err := s.conn.Ping(ctx); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -201,30 +289,7 @@ func (d *Duty) ping(ctx context.Context) error {
 
 // Release gives the duty up. It is safe to call more than once.
 func (d *Duty) Release(ctx context.Context) {
-	d.stopKeeper()
-	d.mu.Lock()
-	conn := d.conn
-	d.conn = nil
-	d.mu.Unlock()
-	if conn == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, d.key)
-	_ = conn.Close(ctx)
-}
-
-// stopKeeper ends the keeper and waits for it; safe more than once.
-func (d *Duty) stopKeeper() {
-	d.mu.Lock()
-	select {
-	case <-d.stop:
-	default:
-		close(d.stop)
-	}
-	d.mu.Unlock()
-	<-d.kept
+	d.once.Do(func() { d.sess.release(ctx, d) })
 }
 
 func closeConn(ctx context.Context, conn *pgx.Conn) {

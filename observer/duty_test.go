@@ -8,8 +8,10 @@ import (
 
 	"github.com/leaseguard/leaseguard/internal/dbpool"
 	"github.com/leaseguard/leaseguard/internal/faultproxy"
+	"github.com/leaseguard/leaseguard/internal/pause"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/store"
+	"github.com/leaseguard/leaseguard/target"
 )
 
 // TestDutyOfAVanishedHolderIsFreed: the holder's lock connection goes
@@ -93,5 +95,46 @@ func TestDutyHolderKeepsItsSessionBusy(t *testing.T) {
 			t.Fatalf("the holder's lock session has been idle for %.1fs", idle)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDutiesShareOneSession: an observer of several targets holds all
+// their duties on one state-store session, not one session each (with 50
+// targets that was 50 connections outside the pool); released, they free
+// it.
+func TestDutiesShareOneSession(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	pool := pgtest.Pool(t)
+	o, err := New(Config{Holder: "shared"}, Deps{Store: s, Targets: target.Pools{"a": pool, "b": pool, "c": pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []string{"a", "b", "c"} {
+		if _, err := o.Pass(ctx, db); err != nil {
+			t.Fatalf("pass over %s: %v", db, err)
+		}
+	}
+	var duties, sessions, alive int
+	err = s.Pool().QueryRow(ctx, `SELECT count(*), count(DISTINCT holder_pid),
+		(SELECT count(*) FROM pg_stat_activity WHERE pid IN (SELECT holder_pid FROM observer_targets))
+		FROM observer_targets`).Scan(&duties, &sessions, &alive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if duties != 3 || sessions != 1 || alive != 1 {
+		t.Errorf("%d duties on %d sessions (%d alive); want 3 on 1", duties, sessions, alive)
+	}
+	pid := 0
+	_ = s.Pool().QueryRow(ctx, `SELECT min(holder_pid) FROM observer_targets`).Scan(&pid)
+	o.Release(ctx)
+	gone, err := pause.Until(ctx, 5*time.Second, func() (bool, bool, error) {
+		var n int
+		err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n)
+		return n == 0, n == 0, err
+	})
+	if err != nil || !gone {
+		t.Errorf("the lock session outlived the released duties (%v)", err)
 	}
 }

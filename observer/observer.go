@@ -57,6 +57,11 @@ type Observer struct {
 	duties    map[string]*Duty
 	lastPrune map[string]time.Time
 	hiddenLog map[string]bool
+
+	// sessMu guards sess, the state-store session every duty of this
+	// observer holds its lock on (opened when a duty is first tried).
+	sessMu sync.Mutex
+	sess   *lockSession
 }
 
 // New builds an observer; cfg's unset fields get the defaults.
@@ -262,7 +267,11 @@ func (o *Observer) duty(ctx context.Context, db string) (*Duty, error) {
 	if d != nil {
 		return d, nil
 	}
-	d, err := tryDuty(ctx, o.Store, db, o.cfg.Holder, o.Clock())
+	sess, err := o.lockSession(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("observer duty of %s: %w", db, err)
+	}
+	d, err = sess.tryDuty(ctx, o.Store.Schema(), db, o.cfg.Holder, o.Clock())
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +284,23 @@ func (o *Observer) duty(ctx context.Context, db string) (*Duty, error) {
 	o.Metrics.duty.WithLabelValues(db).Set(1)
 	o.Logger.Info("observer duty taken", "database", db, "epoch", d.Epoch(), "holder", o.cfg.Holder)
 	return d, nil
+}
+
+// lockSession is the observer's lock session, opened again if the last one
+// ended (the duties held on it are lost then, and taken again on the new
+// one).
+func (o *Observer) lockSession(ctx context.Context) (*lockSession, error) {
+	o.sessMu.Lock()
+	defer o.sessMu.Unlock()
+	if o.sess != nil && o.sess.alive() {
+		return o.sess, nil
+	}
+	s, err := openLockSession(ctx, o.Store)
+	if err != nil {
+		return nil, err
+	}
+	o.sess = s
+	return s, nil
 }
 
 func (o *Observer) dropDuty(ctx context.Context, db string) {
@@ -309,6 +335,12 @@ func (o *Observer) Release(ctx context.Context) {
 		o.dropDuty(ctx, db)
 		pm.Unlock()
 	}
+	o.sessMu.Lock()
+	if o.sess != nil {
+		o.sess.close(ctx)
+		o.sess = nil
+	}
+	o.sessMu.Unlock()
 }
 
 // publish sends the target's unpublished events, in order, and marks what

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,7 +50,13 @@ type ExecutorDeps struct {
 	// commands are handed back for a retry, instead of holding the batch
 	// for the whole work timeout.
 	StateTimeout time.Duration
+	// TargetWorkers bounds how many target databases are worked on at
+	// once (default DefaultTargetWorkers).
+	TargetWorkers int
 }
+
+// DefaultTargetWorkers is ExecutorDeps.TargetWorkers when it is 0.
+const DefaultTargetWorkers = 8
 
 // DefaultStateTimeout bounds a state-store step of the Executor when its
 // deps give no StateTimeout.
@@ -83,6 +90,9 @@ func NewExecutor(d ExecutorDeps) (*Executor, error) {
 	}
 	if d.StateTimeout <= 0 {
 		d.StateTimeout = DefaultStateTimeout
+	}
+	if d.TargetWorkers <= 0 {
+		d.TargetWorkers = DefaultTargetWorkers
 	}
 	return &Executor{ExecutorDeps: d}, nil
 }
@@ -152,7 +162,11 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 // have their own statement and lock timeouts) and the records.
 const workTimeout = 2 * time.Minute
 
-// runChunk carries out the commands of chunk, per target database.
+// runChunk carries out the commands of chunk, per target database: up to
+// TargetWorkers databases at once, so that a drop waiting on a lock in one
+// database holds no other database's drops. Each database's commands are
+// still one transaction at a time (one connection of its pool), and each
+// writes only its own entries of out.
 func (x *Executor) runChunk(cmds []schemas.RevocationCommand, chunk []int, claims []store.Claim, final func(int) bool, out []Executed) {
 	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()
@@ -160,9 +174,16 @@ func (x *Executor) runChunk(cmds []schemas.RevocationCommand, chunk []int, claim
 	for _, i := range chunk {
 		byDB[cmds[i].Database] = append(byDB[cmds[i].Database], i)
 	}
+	var wg sync.WaitGroup
+	workers := make(chan struct{}, x.TargetWorkers)
 	for _, db := range dbOrder(cmds, byDB) {
-		x.runIn(ctx, db, byDB[db], cmds, claims, final, out)
+		workers <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-workers }()
+			x.runIn(ctx, db, byDB[db], cmds, claims, final, out)
+		})
 	}
+	wg.Wait()
 }
 
 // admitAll authenticates each command. A refused one is recorded under its

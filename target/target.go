@@ -1,6 +1,7 @@
 package target
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,8 +99,14 @@ func redactEntry(e string) string {
 type Config struct {
 	Targets []Target
 	Routes  []Route
-	// MaxConns per target pool (default 4).
+	// MaxConns per target pool (0: DefaultMaxConns): the most connections
+	// leaseguard opens to one target, whatever its parts do at once.
 	MaxConns int32
+	// MaxConnIdleTime: a connection of a target pool idle this long is
+	// closed (0: DefaultConnIdleTime), at the pool's next health check
+	// (Conn.HealthCheckPeriod). An observer passing over the target more
+	// often keeps one connection open.
+	MaxConnIdleTime time.Duration
 	// Conn: connect timeout, server-side statement, lock and
 	// idle-in-transaction timeouts, TCP keepalive and user timeout of
 	// every connection (internal/dbpool). The revoker's drop transactions
@@ -127,6 +134,9 @@ func (c Config) Validate() error {
 	if len(c.Targets) > 1 && len(c.Routes) == 0 {
 		return errors.New("several targets but no routes: set which mount goes where")
 	}
+	if c.MaxConns < 0 || c.MaxConnIdleTime < 0 {
+		return errors.New("target pool size and idle timeout must not be negative")
+	}
 	return c.Conn.Validate()
 }
 
@@ -145,6 +155,13 @@ func kindOf(url string) (engine.Kind, error) {
 	return engine.KindPostgres, nil
 }
 
+// Defaults of a target's pool: its size when Config.MaxConns is 0, and how
+// long a connection may sit idle when Config.MaxConnIdleTime is 0.
+const (
+	DefaultMaxConns     = 4
+	DefaultConnIdleTime = time.Minute
+)
+
 // Set holds a pool per PostgreSQL target, an engine per MySQL target, and
 // answers routing questions.
 type Set struct {
@@ -161,7 +178,7 @@ func Open(ctx context.Context, cfg Config) (*Set, error) {
 	}
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
-		maxConns = 4
+		maxConns = DefaultMaxConns
 	}
 	s := &Set{cfg: cfg, pools: map[string]*pgxpool.Pool{}, mysqls: map[string]*mysql.Engine{}, ids: newIdentities()}
 	for _, t := range cfg.Targets {
@@ -180,6 +197,7 @@ func Open(ctx context.Context, cfg Config) (*Set, error) {
 			return nil, fmt.Errorf("target %s: connection url does not parse", t.Name)
 		}
 		pc.MaxConns = maxConns
+		pc.MaxConnIdleTime = cmp.Or(cfg.MaxConnIdleTime, DefaultConnIdleTime)
 		pc.ConnConfig.RuntimeParams["application_name"] = "leaseguard"
 		dbpool.Apply(pc, cfg.Conn)
 		pool, err := pgxpool.NewWithConfig(ctx, pc)

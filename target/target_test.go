@@ -105,3 +105,32 @@ func TestValidUntil(t *testing.T) {
 		t.Error("unknown target accepted")
 	}
 }
+
+// TestPoolSizeAndIdleTimeout: each target's pool has the configured size
+// and idle timeout, or the documented defaults.
+func TestPoolSizeAndIdleTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ts := []Target{{Name: "a", URL: pgtest.URL()}, {Name: "b", URL: pgtest.URL()}}
+	routes := []Route{{Pattern: "*", Target: "a"}}
+	for _, c := range []struct {
+		cfg  Config
+		size int32
+		idle time.Duration
+	}{
+		{Config{Targets: ts, Routes: routes}, 4, time.Minute},
+		{Config{Targets: ts, Routes: routes, MaxConns: 2, MaxConnIdleTime: 3 * time.Second}, 2, 3 * time.Second},
+	} {
+		s, err := Open(ctx, c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range s.Names() {
+			p, _ := s.Pool(n)
+			if got := p.Config(); got.MaxConns != c.size || got.MaxConnIdleTime != c.idle {
+				t.Errorf("%s: pool of %d, idle %s; want %d, %s", n, got.MaxConns, got.MaxConnIdleTime, c.size, c.idle)
+			}
+		}
+		s.Close()
+	}
+}

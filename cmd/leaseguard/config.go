@@ -66,24 +66,27 @@ type Config struct {
 	RuleModes       string        `env:"LEASEGUARD_RULE_MODES" desc:"starting point of the rule modes (recorded at first start; then leaseguard scope): rule=observe|approve|enforce,… over the defaults: lease-expired-not-revoked, ghost-session and credential-reuse-after-revoke enforce inside the scope; the other rules observe (see the rules table)"`
 	EnforceScope    string        `env:"LEASEGUARD_ENFORCE_SCOPE" desc:"starting point of where rules may enforce (recorded at first start; then leaseguard scope): *, or db:<glob>,role:<mount/role glob>,…; empty = nowhere: a pilot, rules record what they would do (would_drop, would_terminate); * = everywhere"`
 
-	ManagedRolePattern   string        `env:"LEASEGUARD_MANAGED_ROLE_PATTERN" envDefault:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
-	ProtectedRoles       string        `env:"LEASEGUARD_PROTECTED_ROLES" desc:"comma-separated roles never dropped, whatever their name"`
-	ReassignOwnedTo      string        `env:"LEASEGUARD_REASSIGN_OWNED_TO" desc:"role that receives objects owned by dropped users (default: the revoker's login role)"`
-	CommandSigningKey    string        `env:"LEASEGUARD_COMMAND_SIGNING_KEY" secret:"true" desc:"Ed25519 key signing revocation commands: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
-	CommandVerifyKeys    string        `env:"LEASEGUARD_COMMAND_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose commands the revoker accepts (the signing key's own is always accepted)"`
-	CommandTTL           time.Duration `env:"LEASEGUARD_COMMAND_TTL" envDefault:"10m" desc:"how long a signed revocation command stays valid; the revoker refuses it after (1s to 24h)"`
-	RevokeGroupRoles     bool          `env:"LEASEGUARD_REVOKE_GROUP_ROLES" envDefault:"false" desc:"let the revoker drop roles that have members (group roles); refused by default"`
-	RevokeCreateRole     bool          `env:"LEASEGUARD_REVOKE_CREATEROLE" envDefault:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
-	RevokeMySQLSuper     bool          `env:"LEASEGUARD_REVOKE_MYSQL_SUPER" envDefault:"false" desc:"let the revoker drop MySQL/MariaDB accounts with global SUPER or ALL PRIVILEGES; refused by default"`
-	MaxRevocationsPerMin int           `env:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" envDefault:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
-	RevocationBatch      int           `env:"LEASEGUARD_REVOCATION_BATCH" envDefault:"100" desc:"roles dropped per target transaction"`
-	StatementTimeout     time.Duration `env:"LEASEGUARD_STATEMENT_TIMEOUT" envDefault:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target; a call to a target still unanswered 2 s past it is given up (a silent network)"`
-	LockTimeout          time.Duration `env:"LEASEGUARD_LOCK_TIMEOUT" envDefault:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
-	RevocationSubject    string        `env:"LEASEGUARD_REVOCATION_SUBJECT" envDefault:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
-	EvidenceSubject      string        `env:"LEASEGUARD_EVIDENCE_SUBJECT" envDefault:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
-	EvidenceSigningKey   string        `env:"LEASEGUARD_EVIDENCE_SIGNING_KEY" secret:"true" desc:"Ed25519 key signing evidence checkpoints, separate from the command key: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
-	EvidenceVerifyKeys   string        `env:"LEASEGUARD_EVIDENCE_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose checkpoints evidence verify accepts, e.g. earlier evidence keys after a rotation (the signing key's own is always accepted)"`
-	CheckpointInterval   time.Duration `env:"LEASEGUARD_EVIDENCE_CHECKPOINT_INTERVAL" envDefault:"1m" desc:"how often the relay appends a signed checkpoint of the evidence chain when events came after the last one (and once when it stops); evidence verify calls a checkpoint overdue after this plus 1m (1s to 1h)"`
+	ManagedRolePattern    string        `env:"LEASEGUARD_MANAGED_ROLE_PATTERN" envDefault:"^v-" desc:"regular expression a role name must match to be dropped (Vault's default username template starts with v-)"`
+	ProtectedRoles        string        `env:"LEASEGUARD_PROTECTED_ROLES" desc:"comma-separated roles never dropped, whatever their name"`
+	ReassignOwnedTo       string        `env:"LEASEGUARD_REASSIGN_OWNED_TO" desc:"role that receives objects owned by dropped users (default: the revoker's login role)"`
+	CommandSigningKey     string        `env:"LEASEGUARD_COMMAND_SIGNING_KEY" secret:"true" desc:"Ed25519 key signing revocation commands: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
+	CommandVerifyKeys     string        `env:"LEASEGUARD_COMMAND_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose commands the revoker accepts (the signing key's own is always accepted)"`
+	CommandTTL            time.Duration `env:"LEASEGUARD_COMMAND_TTL" envDefault:"10m" desc:"how long a signed revocation command stays valid; the revoker refuses it after (1s to 24h)"`
+	RevokeGroupRoles      bool          `env:"LEASEGUARD_REVOKE_GROUP_ROLES" envDefault:"false" desc:"let the revoker drop roles that have members (group roles); refused by default"`
+	RevokeCreateRole      bool          `env:"LEASEGUARD_REVOKE_CREATEROLE" envDefault:"false" desc:"let the revoker drop roles with CREATEROLE; refused by default"`
+	RevokeMySQLSuper      bool          `env:"LEASEGUARD_REVOKE_MYSQL_SUPER" envDefault:"false" desc:"let the revoker drop MySQL/MariaDB accounts with global SUPER or ALL PRIVILEGES; refused by default"`
+	MaxRevocationsPerMin  int           `env:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" envDefault:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
+	RevocationBatch       int           `env:"LEASEGUARD_REVOCATION_BATCH" envDefault:"100" desc:"roles dropped per target transaction"`
+	RevocationWorkers     int           `env:"LEASEGUARD_REVOCATION_TARGET_WORKERS" envDefault:"8" desc:"target databases the revoker works in at once (1 to 64): a drop waiting on a lock in one target holds no other target's drops; each target has at most one drop transaction at a time"`
+	TargetMaxConns        int           `env:"LEASEGUARD_TARGET_MAX_CONNS" envDefault:"4" desc:"connections of each PostgreSQL target's pool (2 to 100), shared by the observer, the rules and the revoker; with N targets leaseguard opens at most N times this to the targets (docs/operations.md#connections)"`
+	TargetConnIdleTimeout time.Duration `env:"LEASEGUARD_TARGET_CONN_IDLE_TIMEOUT" envDefault:"1m" desc:"a target connection idle this long is closed (checked every 10s); at least 1s"`
+	StatementTimeout      time.Duration `env:"LEASEGUARD_STATEMENT_TIMEOUT" envDefault:"10s" desc:"statement_timeout of drop transactions, and of every connection to a target; a call to a target still unanswered 2 s past it is given up (a silent network)"`
+	LockTimeout           time.Duration `env:"LEASEGUARD_LOCK_TIMEOUT" envDefault:"5s" desc:"lock_timeout of drop transactions, and of every connection to a target"`
+	RevocationSubject     string        `env:"LEASEGUARD_REVOCATION_SUBJECT" envDefault:"leaseguard.revocations" desc:"work-queue subject of revocation commands (stream LEASEGUARD_REVOCATIONS)"`
+	EvidenceSubject       string        `env:"LEASEGUARD_EVIDENCE_SUBJECT" envDefault:"leaseguard.evidence" desc:"subject evidence is relayed to (stream LEASEGUARD_EVIDENCE)"`
+	EvidenceSigningKey    string        `env:"LEASEGUARD_EVIDENCE_SIGNING_KEY" secret:"true" desc:"Ed25519 key signing evidence checkpoints, separate from the command key: base64 seed or private key, or file:<path>; empty: generated in DATA_DIR"`
+	EvidenceVerifyKeys    string        `env:"LEASEGUARD_EVIDENCE_VERIFY_KEYS" desc:"comma-separated base64 Ed25519 public keys whose checkpoints evidence verify accepts, e.g. earlier evidence keys after a rotation (the signing key's own is always accepted)"`
+	CheckpointInterval    time.Duration `env:"LEASEGUARD_EVIDENCE_CHECKPOINT_INTERVAL" envDefault:"1m" desc:"how often the relay appends a signed checkpoint of the evidence chain when events came after the last one (and once when it stops); evidence verify calls a checkpoint overdue after this plus 1m (1s to 1h)"`
 	TransportConfig
 	AuditSourceConfig
 	AdminConfig
@@ -189,6 +192,12 @@ func (c Config) validateStore(t *typedSettings, bad badFunc) {
 	if !regexp.MustCompile(`^[a-z_][a-z0-9_]*$`).MatchString(c.DatabaseSchema) {
 		bad("DATABASE_SCHEMA", "not a plain lowercase identifier (letters, digits, _)")
 	}
+	if c.TargetMaxConns < 2 || c.TargetMaxConns > 100 {
+		bad("TARGET_MAX_CONNS", "outside 2..100: the observer and the revoker each need one at a time")
+	}
+	if c.TargetConnIdleTimeout < time.Second {
+		bad("TARGET_CONN_IDLE_TIMEOUT", "below 1s")
+	}
 	if c.DatabaseURL == "" && strings.TrimSpace(c.Targets) == "" {
 		if t.targets.Routes, err = target.ParseRoutes(c.Routes); err != nil {
 			bad("ROUTES", "%v", err)
@@ -228,7 +237,8 @@ func (c Config) validateTargets(t *typedSettings, bad badFunc) {
 		bad("ROUTES", "%v", err)
 		return
 	}
-	tc := target.Config{Targets: ts, Routes: routes, Conn: c.targetConn()}
+	tc := target.Config{Targets: ts, Routes: routes, Conn: c.targetConn(),
+		MaxConns: int32(c.TargetMaxConns), MaxConnIdleTime: c.TargetConnIdleTimeout}
 	if err := tc.Validate(); err != nil {
 		bad("TARGETS", "%v", err)
 		return
@@ -295,6 +305,9 @@ func (c Config) validateEnforcement(t *typedSettings, bad badFunc) {
 	}
 	if c.DetectInterval <= 0 {
 		bad("DETECT_INTERVAL", "must be positive")
+	}
+	if c.RevocationWorkers < 1 || c.RevocationWorkers > 64 {
+		bad("REVOCATION_TARGET_WORKERS", "outside 1..64")
 	}
 	if c.ObserveInterval < 100*time.Millisecond {
 		bad("OBSERVE_INTERVAL", "must be at least 100ms")

@@ -240,7 +240,7 @@ func newOperatorExecutor(cfg Config, st *store.Store, targets *target.Set, logge
 	x, err := revoker.NewExecutor(revoker.ExecutorDeps{
 		Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: targets, State: st.Pool(),
 		Evidence: evidenceBuilder(cfg), Logger: logger.With("part", "revoker"),
-		RequiresApproval: cfg.requiresApproval(),
+		RequiresApproval: cfg.requiresApproval(), TargetWorkers: cfg.RevocationWorkers,
 	})
 	if err != nil {
 		return operatorExecutor{}, err

@@ -389,6 +389,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
 			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
 			RequiresApproval: p.policies.RequiresApproval, Progress: p.progress.Worker("revoker"), StateTimeout: cfg.PassTimeout,
+			TargetWorkers: cfg.RevocationWorkers,
 		})
 		if err != nil {
 			return err
