@@ -75,7 +75,10 @@ type options struct {
 	vaultLeases       int
 	vaultExpiryLeases int
 	vaultWait         time.Duration
-	vaultSharedDB     bool
+	// vaultClientTimeout: how long the revoke-prefix request waits for
+	// Vault's answer (0: vaultWait).
+	vaultClientTimeout time.Duration
+	vaultSharedDB      bool
 
 	mysqlURL      string
 	mysqlUsers    int
@@ -110,6 +113,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.IntVar(&o.vaultLeases, "vault-leases", 0, "leases Vault issues and revokes by prefix per vault run (default 2000; -quick 200)")
 	fs.IntVar(&o.vaultExpiryLeases, "vault-expiry-leases", 0, "leases expiring in about the same second per vault run (default 1000; -quick 100)")
 	fs.DurationVar(&o.vaultWait, "vault-wait", 12*time.Minute, "how long the vault scenario waits for Vault to drop the users of one phase")
+	fs.DurationVar(&o.vaultClientTimeout, "vault-client-timeout", 0, "how long the revoke-prefix request waits for Vault's answer before the users are polled on and Vault is asked again with sync=false (default -vault-wait)")
 	fs.BoolVar(&o.vaultSharedDB, "vault-shared-db", false, "grant Vault's users on the harness's database instead of a database of the run's own on the same server")
 	fs.StringVar(&o.mysqlURL, "mysql-url", "", "MariaDB or MySQL of the mysql scenarios, an administrative account (default TEST_MYSQL_URL, else "+defaultMySQLURL+")")
 	fs.IntVar(&o.mysqlUsers, "mysql-users", 0, "MariaDB users dropped per mysql run (default 2000; -quick 200)")
