@@ -126,6 +126,11 @@ func (b *Bench) mysqlLeaseguard(ctx context.Context, m *mariadb, r int) (float64
 	start := time.Now()
 	var each []float64
 	for lo := 0; lo < len(cmds); lo += b.opt.revokeBatch {
+		// The Executor finishes a batch it started; an interrupt stops
+		// the next.
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		for _, e := range exec.Execute(ctx, cmds[lo:min(lo+b.opt.revokeBatch, len(cmds))], nil) {
 			switch {
 			case !e.Recorded:
