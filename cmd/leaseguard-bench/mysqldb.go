@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"strings"
 	"time"
 
@@ -62,6 +64,9 @@ func mysqlDB(url, user, password string) (*sql.DB, error) {
 	if user != "" {
 		cfg.User, cfg.Passwd = user, password
 	}
+	// The driver logs to stderr what it also returns (a session the
+	// revoker killed, …).
+	cfg.Logger = driver.Logger(log.New(io.Discard, "", 0))
 	conn, err := driver.NewConnector(cfg)
 	if err != nil {
 		return nil, err
