@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -29,7 +30,7 @@ const (
 	exitOK      = 0
 	exitFailed  = 1
 	exitUsage   = 2
-	scenarioAll = "decode,nats,kafka,revoke,expiry,vault,memory"
+	scenarioAll = "decode,nats,kafka,revoke,mysql,expiry,vault,memory"
 )
 
 // Main holds what the harness takes from its environment.
@@ -76,14 +77,21 @@ type options struct {
 	vaultLeases       int
 	vaultExpiryLeases int
 	vaultWait         time.Duration
-	vaultSharedDB     bool
+	// vaultClientTimeout: how long the revoke-prefix request waits for
+	// Vault's answer (0: vaultWait).
+	vaultClientTimeout time.Duration
+	vaultSharedDB      bool
+
+	mysqlURL      string
+	mysqlUsers    int
+	mysqlSessions int
 }
 
 func (m *Main) parse(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("leaseguard-bench", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
-	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, vault, memory")
+	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, mysql, expiry, vault, memory")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes, one run per scenario (about a minute)")
 	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry/vault 3, memory 1; -quick: 1)")
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
@@ -109,7 +117,10 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.IntVar(&o.vaultLeases, "vault-leases", 0, "leases Vault issues and revokes by prefix per vault run (default 2000; -quick 200)")
 	fs.IntVar(&o.vaultExpiryLeases, "vault-expiry-leases", 0, "leases expiring in about the same second per vault run (default 1000; -quick 100)")
 	fs.DurationVar(&o.vaultWait, "vault-wait", 12*time.Minute, "how long the vault scenario waits for Vault to drop the users of one phase")
+	fs.DurationVar(&o.vaultClientTimeout, "vault-client-timeout", 0, "how long the revoke-prefix request waits for Vault's answer before the users are polled on and Vault is asked again with sync=false (default -vault-wait)")
 	fs.BoolVar(&o.vaultSharedDB, "vault-shared-db", false, "grant Vault's users on the harness's database instead of a database of the run's own on the same server")
+	fs.StringVar(&o.mysqlURL, "mysql-url", "", "MariaDB or MySQL of the mysql scenarios, an administrative account (default TEST_MYSQL_URL, else "+defaultMySQLURL+")")
+	fs.IntVar(&o.mysqlUsers, "mysql-users", 0, "MariaDB users dropped per mysql run (default 2000; -quick 200)")
 	fs.DurationVar(&o.rssWindow, "rss-window", 0, "how long the memory scenario runs leaseguard per ledger size (default 16s; -quick 11s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -139,7 +150,7 @@ func parseOnly(only string) (map[string]bool, error) {
 		case "":
 		case "e2e":
 			out["nats"], out["kafka"] = true, true
-		case "decode", "nats", "kafka", "revoke", "expiry", "vault", "memory":
+		case "decode", "nats", "kafka", "revoke", "mysql", "expiry", "vault", "memory":
 			out[s] = true
 		default:
 			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
@@ -188,6 +199,11 @@ func (m *Main) defaults(o *options, vaultBin string) {
 	pick(&o.revokeUsers, 2000, 200)
 	pick(&o.vaultLeases, 2000, 200)
 	pick(&o.vaultExpiryLeases, 1000, 100)
+	pick(&o.mysqlUsers, 2000, 200)
+	o.mysqlSessions = max(1, o.mysqlUsers/100)
+	if o.mysqlURL == "" {
+		o.mysqlURL = cmp.Or(m.Getenv("TEST_MYSQL_URL"), defaultMySQLURL)
+	}
 	if o.only["vault"] {
 		o.vaultBin, o.vaultWhy = m.vaultBinary(vaultBin)
 	}
@@ -308,6 +324,7 @@ func (b *Bench) run(ctx context.Context) (failed bool) {
 		{"nats", b.natsScenario},
 		{"kafka", b.kafkaScenario},
 		{"revoke", b.revokeScenario},
+		{"mysql", b.mysqlScenario},
 		{"expiry", b.expiryScenario},
 		{"vault", b.vaultScenario},
 		{"memory", b.memoryScenario},
