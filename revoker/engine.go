@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
@@ -45,30 +46,54 @@ func (x *Executor) known(db string) bool {
 	return ok
 }
 
-// dropThrough carries out one target's commands through its engine, one
-// command at a time (each locks, kills, revokes and drops every host of
-// its user, and verifies; or ends one ghost session). The engine applies its own guards, with the
-// Dropper's managed pattern and protected names.
+// engineParallel bounds the accounts one target's engine works on at once.
+// Each holds one connection for its whole drop (its named lock is the
+// connection's), and the engine's pool keeps one of its four for the
+// observer and the checks.
+const engineParallel = 3
+
+// dropThrough carries out one target's commands through its engine (each
+// locks, kills, revokes and drops every host of its user, and verifies; or
+// ends one ghost session), a few accounts at a time: an account whose lock
+// another revoker holds must not hold up the others. Two commands of one
+// account wait on each other through that lock. The engine applies its own
+// guards, with the Dropper's managed pattern and protected names.
 func (x *Executor) dropThrough(ctx context.Context, r engine.Revoker, db string, idx []int,
 	cmds []schemas.RevocationCommand) map[int]schemas.RevocationResult {
 	g := x.Dropper.guard
 	eg := engine.Guard{ManagedPattern: g.ManagedPattern, Protected: g.Protected, AllowSuper: g.AllowSuperuser}
 	results := make(map[int]schemas.RevocationResult, len(idx))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, engineParallel)
 	for _, i := range idx {
-		if gt, ok := r.(ghostTerminator); ok && cmds[i].Action == schemas.ActionTerminateSession {
-			results[i] = gt.TerminateGhost(ctx, db, cmds[i], eg)
-			continue
-		}
-		res := r.Drop(ctx, db, cmds[i], eg)
-		switch res.Outcome {
-		case schemas.OutcomeDropped:
-			x.noteDrop(ctx, res)
-		case schemas.OutcomeAlreadyAbsent:
-			res = x.earlierDrop(ctx, res)
-		}
-		results[i] = res
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			res := x.dropOne(ctx, r, db, cmds[i], eg)
+			mu.Lock()
+			results[i] = res
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	return results
+}
+
+// dropOne carries out one command through the engine.
+func (x *Executor) dropOne(ctx context.Context, r engine.Revoker, db string, cmd schemas.RevocationCommand, eg engine.Guard) schemas.RevocationResult {
+	if gt, ok := r.(ghostTerminator); ok && cmd.Action == schemas.ActionTerminateSession {
+		return gt.TerminateGhost(ctx, db, cmd, eg)
+	}
+	res := r.Drop(ctx, db, cmd, eg)
+	switch res.Outcome {
+	case schemas.OutcomeDropped:
+		x.noteDrop(ctx, res)
+	case schemas.OutcomeAlreadyAbsent:
+		res = x.earlierDrop(ctx, res)
+	}
+	return res
 }
 
 // noteDrop keeps the verified drop on the command's claim before anything

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"os"
@@ -302,5 +303,43 @@ func TestAbsentMySQLUserIsAlreadyAbsent(t *testing.T) {
 	got := execOne(r.exec, r.signed(t, name, schemas.CorroboratedByVaultLookup))
 	if got.Result.Outcome != schemas.OutcomeAlreadyAbsent || strings.Contains(got.Result.Reason, "earlier attempt") {
 		t.Errorf("%+v, want already_absent", got.Result)
+	}
+}
+
+// On MySQL each command is one account at a time, under the account's
+// named lock: a drop that waits on that lock (another revoker holds it)
+// must not hold up the other accounts of the batch.
+func TestMySQLDropsOfABatchDoNotWaitOnEachOther(t *testing.T) {
+	t.Parallel()
+	r := newMySQLRig(t)
+	held, free := r.user(t, "held"), r.user(t, "free")
+	// Another revoker's lock on the first account, as target/mysql names it
+	// (a digest of the name, as docs/mysql.md says).
+	conn, err := r.root.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sum := sha256.Sum256([]byte(held))
+	var got int
+	if err := conn.QueryRowContext(context.Background(), `SELECT GET_LOCK(?, 0)`,
+		"leaseguard.user:"+hex.EncodeToString(sum[:16])).Scan(&got); err != nil || got != 1 {
+		t.Fatalf("take the lock: %d %v", got, err)
+	}
+	cmds := []schemas.RevocationCommand{r.signed(t, held, schemas.CorroboratedByVaultLookup),
+		r.signed(t, free, schemas.CorroboratedByVaultLookup)}
+
+	out := r.exec.Execute(context.Background(), cmds, nil)
+
+	a, b := out[0].Result, out[1].Result
+	if a.Outcome == schemas.OutcomeDropped {
+		t.Fatalf("the held account was dropped under another revoker's lock: %+v", a)
+	}
+	if b.Outcome != schemas.OutcomeDropped {
+		t.Fatalf("the free account: %+v (%v)", b, out[1].Err)
+	}
+	if !b.FinishedAt.Before(a.FinishedAt) {
+		t.Errorf("the free account's drop finished at %s, after the held one gave up (%s): it waited on it",
+			b.FinishedAt.Format(time.StampMilli), a.FinishedAt.Format(time.StampMilli))
 	}
 }
