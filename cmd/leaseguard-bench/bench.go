@@ -29,7 +29,7 @@ const (
 	exitOK      = 0
 	exitFailed  = 1
 	exitUsage   = 2
-	scenarioAll = "decode,nats,kafka,revoke,expiry,vault,memory"
+	scenarioAll = "decode,nats,kafka,revoke,expiry,vault,memory,observer"
 )
 
 // Main holds what the harness takes from its environment.
@@ -75,13 +75,15 @@ type options struct {
 	vaultExpiryLeases int
 	vaultWait         time.Duration
 	vaultSharedDB     bool
+
+	obs observerOptions
 }
 
 func (m *Main) parse(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("leaseguard-bench", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
-	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, vault, memory")
+	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, expiry, vault, memory, observer")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes, one run per scenario (about a minute)")
 	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry/vault 3, memory 1; -quick: 1)")
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
@@ -107,6 +109,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.DurationVar(&o.vaultWait, "vault-wait", 12*time.Minute, "how long the vault scenario waits for Vault to drop the users of one phase")
 	fs.BoolVar(&o.vaultSharedDB, "vault-shared-db", false, "grant Vault's users on the harness's database instead of a database of the run's own on the same server")
 	fs.DurationVar(&o.rssWindow, "rss-window", 0, "how long the memory scenario runs leaseguard per ledger size (default 16s; -quick 11s)")
+	observerFlags(fs, &o.obs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -118,6 +121,9 @@ func (m *Main) parse(args []string) (options, error) {
 		return o, err
 	}
 	if o.rssLeases, err = parseRSS(*rss, o.quick); err != nil {
+		return o, err
+	}
+	if err = o.obs.finish(o.quick); err != nil {
 		return o, err
 	}
 	m.defaults(&o, *vaultBin)
@@ -132,7 +138,7 @@ func parseOnly(only string) (map[string]bool, error) {
 		case "":
 		case "e2e":
 			out["nats"], out["kafka"] = true, true
-		case "decode", "nats", "kafka", "revoke", "expiry", "vault", "memory":
+		case "decode", "nats", "kafka", "revoke", "expiry", "vault", "memory", "observer":
 			out[s] = true
 		default:
 			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
@@ -305,6 +311,7 @@ func (b *Bench) run(ctx context.Context) (failed bool) {
 		{"expiry", b.expiryScenario},
 		{"vault", b.vaultScenario},
 		{"memory", b.memoryScenario},
+		{"observer", b.observerScenario},
 	}
 	for _, s := range scenarios {
 		if !b.opt.only[s.name] {
