@@ -56,6 +56,15 @@ type Observer struct {
 	duties    map[string]*Duty
 	lastPrune map[string]time.Time
 	hiddenLog map[string]bool
+	// known: per database, the roles its last committed pass recorded,
+	// under the duty that pass held (knownRoles).
+	known map[string]heldRoles
+}
+
+// heldRoles are known roles and the duty under which they were recorded.
+type heldRoles struct {
+	duty  *Duty
+	roles *knownRoles
 }
 
 // New builds an observer; cfg's unset fields get the defaults.
@@ -82,7 +91,7 @@ func New(cfg Config, d Deps) (*Observer, error) {
 		d.Metrics = NewMetrics(nil)
 	}
 	return &Observer{cfg: cfg, Deps: d, duties: map[string]*Duty{}, passing: map[string]*sync.Mutex{},
-		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}}, nil
+		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}, known: map[string]heldRoles{}}, nil
 }
 
 // Databases lists the targets this observer observes.
@@ -192,13 +201,14 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	}
 
 	var p *observed.Pass
+	known, next := o.takeKnown(db, duty), (*knownRoles)(nil)
 	err = pgx.BeginFunc(ctx, o.Store.Pool(), func(tx pgx.Tx) error {
 		if err := duty.Check(ctx, tx); err != nil {
 			return err
 		}
 		var err error
-		p, err = applySnapshot(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
-			Managed: o.cfg.ManagedPattern.MatchString})
+		p, next, err = applySnapshotKnown(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
+			Managed: o.cfg.ManagedPattern.MatchString}, known)
 		if err != nil {
 			return err
 		}
@@ -214,6 +224,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 		}
 		return rep, err
 	}
+	o.keepKnown(db, duty, next)
 	rep.ObservedAt, rep.Baseline, rep.Hidden = p.ObservedAt, p.Baseline(), p.Hidden
 	rep.Roles, rep.Sessions = len(p.Roles), len(p.Sessions)
 	rep.RoleEvents, rep.SessionEvents = len(p.RoleEvents), len(p.SessionEvents)
@@ -270,10 +281,32 @@ func (o *Observer) duty(ctx context.Context, db string) (*Duty, error) {
 	return d, nil
 }
 
+// takeKnown hands the roles the last pass of db recorded to this pass, if
+// recorded under duty; whatever happens to this pass, they are no longer
+// kept (the pass changes them in place).
+func (o *Observer) takeKnown(db string, duty *Duty) *knownRoles {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := o.known[db]
+	delete(o.known, db)
+	if h.duty != duty {
+		return nil
+	}
+	return h.roles
+}
+
+// keepKnown keeps the roles a committed pass recorded for the next pass.
+func (o *Observer) keepKnown(db string, duty *Duty, k *knownRoles) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.known[db] = heldRoles{duty: duty, roles: k}
+}
+
 func (o *Observer) dropDuty(ctx context.Context, db string) {
 	o.mu.Lock()
 	d := o.duties[db]
 	delete(o.duties, db)
+	delete(o.known, db)
 	o.mu.Unlock()
 	if d != nil {
 		d.Release(ctx)
