@@ -105,12 +105,12 @@ func (b *Bench) observerScenario(ctx context.Context) error {
 		return err
 	}
 	defer tgt.Close()
-	w := &obsWorld{b: b, tgt: tgt, prefix: b.rolePrefix() + "obs-", lo: o.sessions}
+	w := &obsWorld{tgt: tgt, prefix: b.rolePrefix() + "obs-", base: o.sessions, lo: o.sessions}
 	defer w.closeSessions()
 	var figs [2]obsFigures
 	for i, size := range o.roles {
 		t0 := time.Now()
-		if err := w.createRoles(ctx, w.hi, size-(w.hi-w.lo)); err != nil {
+		if err := w.createRoles(ctx, w.hi, size-w.present()); err != nil {
 			return err
 		}
 		if i == 0 {
@@ -169,15 +169,16 @@ func sizeKey(n int) string {
 }
 
 // obsWorld is the target's managed roles: prefix + a 7-digit number in
-// [0, lo) with a session each, then [lo, hi) without (the churn drops from
-// lo and creates at hi).
+// [0, base) with a session each, then [lo, hi) without (the churn drops
+// from lo and creates at hi).
 type obsWorld struct {
-	b      *Bench
-	tgt    *pgxpool.Pool
-	prefix string
-	lo, hi int
-	conns  []*pgx.Conn
+	tgt          *pgxpool.Pool
+	prefix       string
+	base, lo, hi int
+	conns        []*pgx.Conn
 }
+
+func (w *obsWorld) present() int { return w.base + w.hi - w.lo }
 
 // createRoles creates roles [from, from+n) in blocks of 10,000, one
 // statement each.
@@ -199,9 +200,9 @@ func (w *obsWorld) createRoles(ctx context.Context, from, n int) error {
 func (w *obsWorld) churn(ctx context.Context, n int) error {
 	k := n / 3
 	sql := fmt.Sprintf(`DO $$ BEGIN
-		FOR i IN %d..%d LOOP EXECUTE format('DROP ROLE %%I', '%[5]s' || lpad(i::text, 7, '0')); END LOOP;
-		FOR i IN %d..%d LOOP EXECUTE format('ALTER ROLE %%I VALID UNTIL %%L', '%[5]s' || lpad(i::text, 7, '0'), now() + interval '31 days'); END LOOP;
-		FOR i IN %d..%d LOOP EXECUTE format('CREATE ROLE %%I LOGIN VALID UNTIL %%L', '%[5]s' || lpad(i::text, 7, '0'), now() + interval '30 days'); END LOOP;
+		FOR i IN %[1]d..%[2]d LOOP EXECUTE format('DROP ROLE %%I', '%[5]s' || lpad(i::text, 7, '0')); END LOOP;
+		FOR i IN %[3]d..%[4]d LOOP EXECUTE format('ALTER ROLE %%I VALID UNTIL %%L', '%[5]s' || lpad(i::text, 7, '0'), now() + interval '31 days'); END LOOP;
+		FOR i IN %[6]d..%[7]d LOOP EXECUTE format('CREATE ROLE %%I LOGIN VALID UNTIL %%L', '%[5]s' || lpad(i::text, 7, '0'), now() + interval '30 days'); END LOOP;
 		END $$`, w.lo, w.lo+k-1, w.lo+k, w.lo+2*k-1, w.prefix, w.hi, w.hi+k-1)
 	if _, err := w.tgt.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("churn: %w", err)
