@@ -255,6 +255,8 @@ type Bench struct {
 	started time.Time
 	// dropOnly: users/s of the revoker's drop transactions alone, per run.
 	dropOnly []float64
+	// obsFailed: observer passes that failed in the observer scenario.
+	obsFailed int
 }
 
 // Run runs the selected scenarios and returns the exit code.

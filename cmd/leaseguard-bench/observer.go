@@ -155,9 +155,10 @@ func (b *Bench) observerResults(figs [2]obsFigures) {
 			thousands(int64(size)), f.firstMS, thousands(int64(size+o.sessions)), f.drain.Round(100*time.Millisecond), f.rss, f.churnEvents)
 	}
 	b.results.set("observer_sessions", float64(o.sessions))
+	b.results.set("observer_failed_passes", float64(b.obsFailed))
 	b.results.note("observer: `leaseguard run` with LEASEGUARD_ROLES=observer (embedded JetStream) against a PostgreSQL cluster of the harness's own (max_connections %d); "+
-		"pass = leaseguard_observer_pass_seconds (read, diff, rules, commit, publish); steady and churn: medians of %d passes at a %s interval; RSS: VmHWM over the whole size",
-		o.sessions+50, o.steady, o.interval)
+		"LEASEGUARD_PASS_TIMEOUT=60s; pass = leaseguard_observer_pass_seconds (read, diff, rules, commit, publish); %d passes failed (not measured); steady and churn: medians of %d passes at a %s interval; RSS: VmHWM over the whole size",
+		o.sessions+50, b.obsFailed, o.steady, o.interval)
 }
 
 // sizeKey names a size in results.json: 10000 → 10k.
@@ -289,6 +290,9 @@ func (b *Bench) observeSize(ctx context.Context, srv *pgServer, w *obsWorld, siz
 		"LEASEGUARD_ROLES":            "observer",
 		"LEASEGUARD_TARGETS":          "obs=" + srv.url(),
 		"LEASEGUARD_OBSERVE_INTERVAL": o.interval.String(),
+		// The first pass at 100,000 roles writes 100,000 rows and events:
+		// on a busy machine more than the default 10 s.
+		"LEASEGUARD_PASS_TIMEOUT": "60s",
 	}
 	if err := b.withObserver(ctx, env, &f.hwm, func(p *passWatch) (err error) {
 		f.firstMS, _, err = p.next(ctx)
@@ -352,7 +356,7 @@ func (b *Bench) withObserver(ctx context.Context, env map[string]string, hwm *fl
 			err = serr
 		}
 	}()
-	if err := fn(&passWatch{lg: lg}); err != nil {
+	if err := fn(&passWatch{lg: lg, failed: &b.obsFailed}); err != nil {
 		return err
 	}
 	_, h, err := lg.rss()
@@ -385,7 +389,8 @@ func (b *Bench) published(ctx context.Context, schema string) (time.Duration, er
 // passWatch follows the child's passes through its metrics.
 type passWatch struct {
 	lg                  *child
-	count, sum, changes float64
+	count, sum, changes, fails float64
+	failed                     *int
 }
 
 // next waits for the next pass to end and returns its time in ms and the
@@ -397,8 +402,18 @@ func (p *passWatch) next(ctx context.Context) (ms, changes float64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		if fails, _ := p.lg.metric(ctx, "leaseguard_observer_pass_failures_total"); fails > 0 {
-			return 0, 0, fmt.Errorf("an observer pass failed: %s", p.lg.lastLines())
+		fails, err := p.lg.metric(ctx, "leaseguard_observer_pass_failures_total")
+		if err != nil {
+			return 0, 0, err
+		}
+		if count > p.count && fails > p.fails {
+			// A failed pass (it ran out of time on a busy machine) is
+			// tried again at the next interval: counted, not measured.
+			sum, _ := p.lg.metric(ctx, "leaseguard_observer_pass_seconds_sum")
+			ch, _ := p.lg.metric(ctx, "leaseguard_observer_changes_total")
+			p.count, p.sum, p.changes, p.fails = count, sum, ch, fails
+			*p.failed++
+			continue
 		}
 		if count > p.count {
 			sum, err := p.lg.metric(ctx, "leaseguard_observer_pass_seconds_sum")
