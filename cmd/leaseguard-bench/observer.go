@@ -388,7 +388,7 @@ func (b *Bench) published(ctx context.Context, schema string) (time.Duration, er
 
 // passWatch follows the child's passes through its metrics.
 type passWatch struct {
-	lg                  *child
+	lg                         *child
 	count, sum, changes, fails float64
 	failed                     *int
 }
