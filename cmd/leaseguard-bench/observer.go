@@ -292,7 +292,8 @@ func (b *Bench) observeSize(ctx context.Context, srv *pgServer, w *obsWorld, siz
 		"LEASEGUARD_OBSERVE_INTERVAL": o.interval.String(),
 		// The first pass at 100,000 roles writes 100,000 rows and events:
 		// on a busy machine more than the default 10 s.
-		"LEASEGUARD_PASS_TIMEOUT": "60s",
+		"LEASEGUARD_PASS_TIMEOUT":                   "60s",
+		"LEASEGUARD_DB_IDLE_IN_TRANSACTION_TIMEOUT": "120s",
 	}
 	if err := b.withObserver(ctx, env, &f.hwm, func(p *passWatch) (err error) {
 		f.firstMS, _, err = p.next(ctx)
