@@ -62,6 +62,15 @@ type Observer struct {
 	// observer holds its lock on (opened when a duty is first tried).
 	sessMu sync.Mutex
 	sess   *lockSession
+	// known: per database, the roles its last committed pass recorded,
+	// under the duty that pass held (knownRoles).
+	known map[string]heldRoles
+}
+
+// heldRoles are known roles and the duty under which they were recorded.
+type heldRoles struct {
+	duty  *Duty
+	roles *knownRoles
 }
 
 // New builds an observer; cfg's unset fields get the defaults.
@@ -74,7 +83,7 @@ func New(cfg Config, d Deps) (*Observer, error) {
 		return nil, errors.New("observer: state store and targets are required")
 	}
 	o := &Observer{cfg: cfg, Deps: d, duties: map[string]*Duty{}, passing: map[string]*sync.Mutex{},
-		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}}
+		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}, known: map[string]heldRoles{}}
 	for _, db := range cfg.Databases {
 		if _, _, ok := o.reader(db); !ok {
 			return nil, fmt.Errorf("observer: unknown target %q", db)
@@ -203,13 +212,14 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	}
 
 	var p *observed.Pass
+	known, next := o.takeKnown(db, duty), (*knownRoles)(nil)
 	err = pgx.BeginFunc(ctx, o.Store.Pool(), func(tx pgx.Tx) error {
 		if err := duty.Check(ctx, tx); err != nil {
 			return err
 		}
 		var err error
-		p, err = applySnapshot(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
-			Managed: o.cfg.ManagedPattern.MatchString})
+		p, next, err = applySnapshotKnown(ctx, tx, Snapshot{Database: db, ObservedAt: now, Sessions: sessions, Roles: roles,
+			Managed: o.cfg.ManagedPattern.MatchString}, known)
 		if err != nil {
 			return err
 		}
@@ -226,6 +236,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 		}
 		return rep, err
 	}
+	o.keepKnown(db, duty, next)
 	rep.ObservedAt, rep.Baseline, rep.Hidden = p.ObservedAt, p.Baseline(), p.Hidden
 	rep.Roles, rep.Sessions = len(p.Roles), len(p.Sessions)
 	rep.RoleEvents, rep.SessionEvents = len(p.RoleEvents), len(p.SessionEvents)
@@ -303,10 +314,32 @@ func (o *Observer) lockSession(ctx context.Context) (*lockSession, error) {
 	return s, nil
 }
 
+// takeKnown hands the roles the last pass of db recorded to this pass, if
+// recorded under duty; whatever happens to this pass, they are no longer
+// kept (the pass changes them in place).
+func (o *Observer) takeKnown(db string, duty *Duty) *knownRoles {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := o.known[db]
+	delete(o.known, db)
+	if h.duty != duty {
+		return nil
+	}
+	return h.roles
+}
+
+// keepKnown keeps the roles a committed pass recorded for the next pass.
+func (o *Observer) keepKnown(db string, duty *Duty, k *knownRoles) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.known[db] = heldRoles{duty: duty, roles: k}
+}
+
 func (o *Observer) dropDuty(ctx context.Context, db string) {
 	o.mu.Lock()
 	d := o.duties[db]
 	delete(o.duties, db)
+	delete(o.known, db)
 	o.mu.Unlock()
 	if d != nil {
 		d.Release(ctx)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -69,22 +70,49 @@ type Snapshot struct {
 // under it). Only managed roles and their sessions, and ghost sessions, are
 // reported.
 func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pass, error) {
+	p, _, err := applySnapshotKnown(ctx, tx, snap, nil)
+	return p, err
+}
+
+// knownRoles is what a committed pass recorded of its database's present
+// roles, as db_roles holds them. The process that holds the duty is the
+// only writer of db_roles for the database, so while it keeps the duty the
+// next pass can diff against this instead of reading every role back from
+// the state store: at 100,000 roles that read was most of a pass that saw
+// no change, and the state store's work then grows with the changes, not
+// with the roles.
+type knownRoles struct {
+	// passAt is the pass that left them: only the pass whose previous
+	// pass (observer_targets.last_pass_at) is exactly that one may use
+	// them.
+	passAt time.Time
+	roles  map[uint32]roleRow
+}
+
+// applySnapshotKnown is applySnapshot diffing against known (nil: read
+// from the state store), which it consumes: the map is updated in place.
+// It returns what the next pass may diff against once tx commits (known
+// must be dropped if it does not).
+func applySnapshotKnown(ctx context.Context, tx pgx.Tx, snap Snapshot, known *knownRoles) (*observed.Pass, *knownRoles, error) {
 	if snap.Database == "" || snap.Managed == nil || snap.ObservedAt.IsZero() {
-		return nil, errors.New("apply snapshot: database, managed and observed time are required")
+		return nil, nil, errors.New("apply snapshot: database, managed and observed time are required")
 	}
-	d, err := startDiff(ctx, tx, snap)
+	d, err := startDiff(ctx, tx, snap, known)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d.diffRoles()
 	d.endSessions(d.diffSessions())
 	d.reportRoles()
 	d.sortPass()
 	if err := d.w.flush(ctx, tx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d.p.RoleEvents, d.p.SessionEvents = d.w.roleEvents, d.w.sessionEvents
-	return d.p, nil
+	// Gone roles stay in db_roles as history, read by oid when a session
+	// needs them; the next pass knows only the present ones.
+	maps.DeleteFunc(d.roles, func(_ uint32, r roleRow) bool { return r.gone })
+	return d.p, &knownRoles{passAt: d.now, roles: d.roles}, nil
 }
 
 // snapshotDiff is one pass being diffed against the previous one: what the
@@ -102,8 +130,8 @@ type snapshotDiff struct {
 
 // startDiff reads what the previous pass of snap's database left: its time,
 // the open sessions and the roles (with the history of those that may need
-// it).
-func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot) (*snapshotDiff, error) {
+// it), the present roles from known when it is that pass's.
+func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot, known *knownRoles) (*snapshotDiff, error) {
 	now := dbTime(snap.ObservedAt)
 	p, err := startPass(ctx, tx, snap.Database, now)
 	if err != nil {
@@ -113,7 +141,12 @@ func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot) (*snapshotDiff, er
 	if err != nil {
 		return nil, err
 	}
-	roles, err := loadRoles(ctx, tx, snap.Database, historyOIDs(snap, open))
+	var roles map[uint32]roleRow
+	if known != nil && p.PreviousPassAt != nil && known.passAt.Equal(*p.PreviousPassAt) {
+		roles, err = known.roles, loadHistory(ctx, tx, snap.Database, historyOIDs(snap, open), known.roles)
+	} else {
+		roles, err = loadRoles(ctx, tx, snap.Database, historyOIDs(snap, open))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +180,8 @@ func startPass(ctx context.Context, tx pgx.Tx, db string, now time.Time) (*obser
 }
 
 // historyOIDs are the oids whose history (gone roles) may be needed: those
-// of sessions with no present role (ghosts) and of the tracked sessions.
+// of sessions, seen now or tracked, with no present role (ghosts). A
+// session whose role is present needs only that role, known anyway.
 func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow) []int64 {
 	inSnap := make(map[uint32]bool, len(snap.Roles))
 	for _, r := range snap.Roles {
@@ -160,7 +194,9 @@ func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow) []int64 {
 		}
 	}
 	for _, s := range open {
-		history = append(history, int64(s.UserOID))
+		if !inSnap[s.UserOID] {
+			history = append(history, int64(s.UserOID))
+		}
 	}
 	return history
 }
@@ -344,13 +380,28 @@ func roleState(r observed.DBRole) schemas.RoleState {
 // loadRoles reads the roles present at the previous pass, and the history
 // (gone roles) of the given oids.
 func loadRoles(ctx context.Context, tx pgx.Tx, db string, history []int64) (map[uint32]roleRow, error) {
+	out := map[uint32]roleRow{}
+	return out, scanRoles(ctx, tx, out, db, `gone_at IS NULL OR oid = ANY($2)`, history)
+}
+
+// loadHistory adds to roles the history of the given oids it lacks.
+func loadHistory(ctx context.Context, tx pgx.Tx, db string, history []int64, roles map[uint32]roleRow) error {
+	history = slices.DeleteFunc(history, func(oid int64) bool { _, ok := roles[uint32(oid)]; return ok })
+	if len(history) == 0 {
+		return nil
+	}
+	return scanRoles(ctx, tx, roles, db, `gone_at IS NOT NULL AND oid = ANY($2)`, history)
+}
+
+// scanRoles reads the db_roles rows of db that match where (in which $2
+// is oids) into out.
+func scanRoles(ctx context.Context, tx pgx.Tx, out map[uint32]roleRow, db, where string, oids []int64) error {
 	rows, err := tx.Query(ctx, `
 		SELECT oid, rolname, valid_until, can_login, superuser, first_seen_at, created_after, gone_at IS NOT NULL
-		FROM db_roles WHERE database = $1 AND (gone_at IS NULL OR oid = ANY($2))`, db, history)
+		FROM db_roles WHERE database = $1 AND (`+where+`)`, db, oids)
 	if err != nil {
-		return nil, fmt.Errorf("load roles of %s: %w", db, err)
+		return fmt.Errorf("load roles of %s: %w", db, err)
 	}
-	out := map[uint32]roleRow{}
 	var r roleRow
 	var oid int64
 	_, err = pgx.ForEachRow(rows, []any{&oid, &r.Name, &r.ValidUntil, &r.CanLogin, &r.Superuser, &r.firstSeen, &r.createdAfter, &r.gone}, func() error {
@@ -363,9 +414,9 @@ func loadRoles(ctx context.Context, tx pgx.Tx, db string, history []int64) (map[
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load roles of %s: %w", db, err)
+		return fmt.Errorf("load roles of %s: %w", db, err)
 	}
-	return out, nil
+	return nil
 }
 
 func loadOpenSessions(ctx context.Context, tx pgx.Tx, db string) (map[sessionKey]sessionRow, error) {

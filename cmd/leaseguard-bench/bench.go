@@ -30,7 +30,7 @@ const (
 	exitOK      = 0
 	exitFailed  = 1
 	exitUsage   = 2
-	scenarioAll = "decode,nats,kafka,revoke,mysql,expiry,vault,memory"
+	scenarioAll = "decode,nats,kafka,revoke,mysql,expiry,vault,memory,observer"
 )
 
 // Main holds what the harness takes from its environment.
@@ -85,13 +85,15 @@ type options struct {
 	mysqlURL      string
 	mysqlUsers    int
 	mysqlSessions int
+
+	obs observerOptions
 }
 
 func (m *Main) parse(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("leaseguard-bench", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
-	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, mysql, expiry, vault, memory")
+	only := fs.String("only", scenarioAll, "comma-separated scenarios to run: decode, nats, kafka (or e2e for both), revoke, mysql, expiry, vault, memory, observer")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: small sizes, one run per scenario (about a minute)")
 	fs.IntVar(&o.runs, "runs", 0, "runs per scenario (0: decode 5, nats/kafka/revoke/expiry/vault 3, memory 1; -quick: 1)")
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
@@ -122,6 +124,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.StringVar(&o.mysqlURL, "mysql-url", "", "MariaDB or MySQL of the mysql scenarios, an administrative account (default TEST_MYSQL_URL, else "+defaultMySQLURL+")")
 	fs.IntVar(&o.mysqlUsers, "mysql-users", 0, "MariaDB users dropped per mysql run (default 2000; -quick 200)")
 	fs.DurationVar(&o.rssWindow, "rss-window", 0, "how long the memory scenario runs leaseguard per ledger size (default 16s; -quick 11s)")
+	observerFlags(fs, &o.obs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -138,6 +141,9 @@ func (m *Main) parse(args []string) (options, error) {
 	if o.rssLeases, err = parseRSS(*rss, o.quick); err != nil {
 		return o, err
 	}
+	if err = o.obs.finish(o.quick); err != nil {
+		return o, err
+	}
 	m.defaults(&o, *vaultBin)
 	return o, nil
 }
@@ -150,7 +156,7 @@ func parseOnly(only string) (map[string]bool, error) {
 		case "":
 		case "e2e":
 			out["nats"], out["kafka"] = true, true
-		case "decode", "nats", "kafka", "revoke", "mysql", "expiry", "vault", "memory":
+		case "decode", "nats", "kafka", "revoke", "mysql", "expiry", "vault", "memory", "observer":
 			out[s] = true
 		default:
 			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", s, scenarioAll)
@@ -271,6 +277,8 @@ type Bench struct {
 	started time.Time
 	// dropOnly: users/s of the revoker's drop transactions alone, per run.
 	dropOnly []float64
+	// obsFailed: observer passes that failed in the observer scenario.
+	obsFailed int
 }
 
 // Run runs the selected scenarios and returns the exit code.
@@ -328,6 +336,7 @@ func (b *Bench) run(ctx context.Context) (failed bool) {
 		{"expiry", b.expiryScenario},
 		{"vault", b.vaultScenario},
 		{"memory", b.memoryScenario},
+		{"observer", b.observerScenario},
 	}
 	for _, s := range scenarios {
 		if !b.opt.only[s.name] {
