@@ -93,7 +93,7 @@ func demoCmd(ctx context.Context, m *Main, timeout time.Duration, mariaURL strin
 
 	ctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
 	defer cancel()
-	d := &demo{m: m, cfg: cfg, sfx: sfx, start: time.Now(), out: m.Stdout, maria: maria, mariaErr: mariaErr}
+	d := &demo{m: m, cfg: cfg, sfx: sfx, start: time.Now(), out: &lockedWriter{w: m.Stdout}, maria: maria, mariaErr: mariaErr}
 	defer d.cleanup()
 	return d.run(ctx, timeout)
 }
@@ -127,6 +127,19 @@ type demo struct {
 	// maria is the MariaDB part; nil when skipped, mariaErr saying why.
 	maria    *demoMaria
 	mariaErr error
+}
+
+// lockedWriter writes one call at a time: the demo's evidence subscription
+// writes from its own goroutine.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func (d *demo) say(format string, args ...any) {
