@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
-	"github.com/leaseguard/leaseguard/target"
 )
 
 // mysqlTables is how many tables the database the users are granted
@@ -99,25 +96,13 @@ func (b *Bench) mysqlLeaseguard(ctx context.Context, m *mariadb, r int) (float64
 	if err != nil {
 		return 0, err
 	}
-	st, err := store.Open(ctx, store.Config{URL: b.appURL("leaseguard-bench-state"), Schema: stateSchema})
-	if err != nil {
-		return 0, err
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return 0, err
-	}
 	const db = "maria"
-	targets, err := target.Open(ctx, target.Config{Targets: []target.Target{{Name: db, URL: m.url}}})
+	rr, err := b.openRevoker(ctx, stateSchema, db, m.url)
 	if err != nil {
 		return 0, err
 	}
-	defer targets.Close()
-	reg := prometheus.NewRegistry()
-	exec, issuer, err := benchExecutor(targets, st, reg)
-	if err != nil {
-		return 0, err
-	}
+	defer rr.close()
+	st, reg, exec, issuer := rr.st, rr.reg, rr.exec, rr.issuer
 	cmds := b.mysqlCommands(db, names, r)
 	if err := issuer.Issue(ctx, cmds); err != nil {
 		return 0, err

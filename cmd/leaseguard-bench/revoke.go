@@ -121,25 +121,13 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 		return 0, err
 	}
 
-	st, err := store.Open(ctx, store.Config{URL: b.appURL("leaseguard-bench-state"), Schema: stateSchema})
-	if err != nil {
-		return 0, err
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return 0, err
-	}
 	const db = "bench"
-	targets, err := target.Open(ctx, target.Config{Targets: []target.Target{{Name: db, URL: b.opt.dbURL}}})
+	rr, err := b.openRevoker(ctx, stateSchema, db, b.opt.dbURL)
 	if err != nil {
 		return 0, err
 	}
-	defer targets.Close()
-	reg := prometheus.NewRegistry()
-	exec, issuer, err := benchExecutor(targets, st, reg)
-	if err != nil {
-		return 0, err
-	}
+	defer rr.close()
+	st, reg, exec, issuer := rr.st, rr.reg, rr.exec, rr.issuer
 	cmds := make([]schemas.RevocationCommand, len(names))
 	now := time.Now().UTC()
 	for i, u := range names {
@@ -184,6 +172,46 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 		return 0, err
 	}
 	return float64(dropped) / elapsed.Seconds(), nil
+}
+
+// benchRevoker is a revoker as run wires it, for one target: its state
+// store (migrated), the target, the Executor and the Issuer, with their
+// metrics in reg.
+type benchRevoker struct {
+	st      *store.Store
+	targets *target.Set
+	reg     *prometheus.Registry
+	exec    *revoker.Executor
+	issuer  *revoker.Issuer
+}
+
+func (b *Bench) openRevoker(ctx context.Context, stateSchema, db, url string) (_ *benchRevoker, err error) {
+	rr := &benchRevoker{reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			rr.close()
+		}
+	}()
+	if rr.st, err = store.Open(ctx, store.Config{URL: b.appURL("leaseguard-bench-state"), Schema: stateSchema}); err != nil {
+		return nil, err
+	}
+	if err := rr.st.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	if rr.targets, err = target.Open(ctx, target.Config{Targets: []target.Target{{Name: db, URL: url}}}); err != nil {
+		return nil, err
+	}
+	rr.exec, rr.issuer, err = benchExecutor(rr.targets, rr.st, rr.reg)
+	return rr, err
+}
+
+func (rr *benchRevoker) close() {
+	if rr.targets != nil {
+		rr.targets.Close()
+	}
+	if rr.st != nil {
+		rr.st.Close()
+	}
 }
 
 // benchExecutor is an Executor of the revoker service's settings on st
