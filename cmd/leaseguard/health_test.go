@@ -137,8 +137,11 @@ func TestHealthSeesAStalledWorker(t *testing.T) {
 	}
 
 	// Wedged: the detector's pass blocks on the locked ledger.
+	// The unit the wedged pass holds may have been taken up to one detect
+	// interval (100 ms) before the lock: the probes count from that unit,
+	// so the earliest moment they may fail counts from there too.
+	locked := time.Now().Add(-100 * time.Millisecond)
 	release := lockTable(t, ctx, admin, schema, "leases")
-	locked := time.Now()
 	var body string
 	waitFor(t, ctx, stall+10*time.Second, "/readyz naming the stalled detector", func() bool {
 		var code int
