@@ -28,28 +28,12 @@ func (b *Bench) mysqlScenario(ctx context.Context) error {
 	}
 	defer m.sweep(context.WithoutCancel(ctx))
 	n := b.opt.mysqlUsers
-	var ours, base []float64
-	for r := range b.opt.runsFor("mysql") {
-		sides := []func(context.Context, *mariadb, int) (float64, error){b.mysqlLeaseguard, b.mysqlBaseline}
-		if r%2 == 1 {
-			sides[0], sides[1] = sides[1], sides[0]
-		}
-		var rates [2]float64
-		for i, side := range sides {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rate, err := side(ctx, m, r)
-			if err != nil {
-				return fmt.Errorf("run %d: %w", r+1, err)
-			}
-			rates[i] = rate
-		}
-		if r%2 == 1 {
-			rates[0], rates[1] = rates[1], rates[0]
-		}
-		ours, base = append(ours, rates[0]), append(base, rates[1])
-		b.logf("mysql: run %d: %s users/s through the revoker, DROP USER loop %s users/s", r+1, thousands(int64(rates[0])), thousands(int64(rates[1])))
+	withM := func(f func(context.Context, *mariadb, int) (float64, error)) func(context.Context, int) (float64, error) {
+		return func(ctx context.Context, r int) (float64, error) { return f(ctx, m, r) }
+	}
+	ours, base, err := b.alternate(ctx, "mysql", withM(b.mysqlLeaseguard), withM(b.mysqlBaseline), func() {})
+	if err != nil {
+		return err
 	}
 	v, bl := median(ours), median(base)
 	b.results.add(row{figure: fmt.Sprintf("MariaDB revocations, %d users", n), value: v, baseline: bl, unit: "/s"})

@@ -21,6 +21,36 @@ import (
 // revokeTables is how many tables each user is granted SELECT on.
 const revokeTables = 3
 
+// alternate runs the scenario's runs, each measuring ours and then the
+// baseline or, every other run, the other way round (so neither side
+// always finds the server warmed up by the other), with before called
+// ahead of each side; it returns the rates of each side, by run.
+func (b *Bench) alternate(ctx context.Context, scenario string, ours, base func(context.Context, int) (float64, error),
+	before func()) (oursRates, baseRates []float64, err error) {
+	for r := range b.opt.runsFor(scenario) {
+		sides := [2]func(context.Context, int) (float64, error){ours, base}
+		if r%2 == 1 {
+			sides[0], sides[1] = sides[1], sides[0]
+		}
+		var rates [2]float64
+		for i, side := range sides {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, err
+			}
+			before()
+			if rates[i], err = side(ctx, r); err != nil {
+				return nil, nil, fmt.Errorf("run %d: %w", r+1, err)
+			}
+		}
+		if r%2 == 1 {
+			rates[0], rates[1] = rates[1], rates[0]
+		}
+		oursRates, baseRates = append(oursRates, rates[0]), append(baseRates, rates[1])
+		b.logf("%s: run %d: %s users/s through the revoker, baseline %s users/s", scenario, r+1, thousands(int64(rates[0])), thousands(int64(rates[1])))
+	}
+	return oursRates, baseRates, nil
+}
+
 // revokeScenario drops users through revoker.Executor (guards, locks,
 // NOLOGIN, terminate, REASSIGN/DROP OWNED, DROP ROLE, after-checks, outcome
 // and evidence per command) against a tight loop of DROP OWNED; DROP ROLE
@@ -33,29 +63,11 @@ func (b *Bench) revokeScenario(ctx context.Context) error {
 		return err
 	}
 	defer stop()
-	var ours, base []float64
-	for r := range b.opt.runsFor("revoke") {
-		sides := []func(context.Context, int) (float64, error){b.revokeLeaseguard, b.revokeBaseline}
-		if r%2 == 1 {
-			sides[0], sides[1] = sides[1], sides[0]
-		}
-		var rates [2]float64
-		for i, side := range sides {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			b.vacuumCatalogs(ctx, b.admin, "revoke")
-			rate, err := side(ctx, r)
-			if err != nil {
-				return fmt.Errorf("run %d: %w", r+1, err)
-			}
-			rates[i] = rate
-		}
-		if r%2 == 1 {
-			rates[0], rates[1] = rates[1], rates[0]
-		}
-		ours, base = append(ours, rates[0]), append(base, rates[1])
-		b.logf("revoke: run %d: %s users/s through the revoker, baseline %s users/s", r+1, thousands(int64(rates[0])), thousands(int64(rates[1])))
+	ours, base, err := b.alternate(ctx, "revoke", b.revokeLeaseguard, b.revokeBaseline, func() {
+		b.vacuumCatalogs(ctx, b.admin, "revoke")
+	})
+	if err != nil {
+		return err
 	}
 	v, bl := median(ours), median(base)
 	b.results.add(row{figure: fmt.Sprintf("revocations, %d users", n), value: v, baseline: bl, unit: "/s",
