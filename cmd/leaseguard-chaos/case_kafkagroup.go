@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/leaseguard/leaseguard/internal/pause"
 )
 
 // The Kafka group case: a cluster of three brokers, a six-partition audit
@@ -86,13 +88,31 @@ func (e *caseEnv) groupLoadAndKill(ctx context.Context, b *broker, victim int) (
 		if c == groupChunks-1 {
 			return killedAt, errors.New("the load ended before every process had ingested from Kafka: the group never spread")
 		}
-		if counts, ok := e.ingestedPerProcess(ctx); ok {
+		// The group spreads once all three members have joined and a
+		// rebalance assigned them partitions, which may take a session
+		// timeout; a small load is produced faster than that, so each
+		// part before the kill waits a while for every process to ingest.
+		counts, _ := pause.Until(ctx, groupSession/2, func() ([]int, bool, error) {
+			c, ok := e.ingestedPerProcess(ctx)
+			return c, ok, nil
+		})
+		if ok := spread(counts); ok {
 			e.procs[victim].kill()
 			killedAt = time.Now()
 			e.note = fmt.Sprintf("leaseguard %d killed after part %d of %d of the load (ingested per process: %v)", victim, c+1, groupChunks, counts)
 		}
 	}
 	return killedAt, nil
+}
+
+// spread: every process took some entries from Kafka.
+func spread(counts []int) bool {
+	for _, n := range counts {
+		if n == 0 {
+			return false
+		}
+	}
+	return len(counts) > 0
 }
 
 // ingestedPerProcess returns how many entries each leaseguard took from
