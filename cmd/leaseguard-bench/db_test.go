@@ -22,7 +22,7 @@ func TestGroupGrantsAgainstPostgres(t *testing.T) {
 	defer cancel()
 	b := &Bench{opt: options{dbURL: url}, stderr: io.Discard, sfx: newSuffix(), undo: &cleanups{}, results: newResults(), started: time.Now()}
 	if err := b.connect(ctx); err != nil {
-		t.Skipf("no PostgreSQL: %v", err)
+		t.Fatalf("no PostgreSQL at %s (make test starts it): %v", url, err)
 	}
 	defer b.undo.run(io.Discard)
 
