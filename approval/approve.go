@@ -257,15 +257,16 @@ func (a *Approvals) record(ctx context.Context, tx pgx.Tx, p *pending.Revocation
 	if err != nil {
 		return fmt.Errorf("build approval evidence: %w", err)
 	}
-	if ev, err = evidence.Append(ctx, tx, ev); err != nil {
-		return fmt.Errorf("append approval evidence: %w", err)
-	}
 	ok, err := pending.Decide(ctx, tx, d, approved, ev.ID)
 	if err != nil {
 		return err
 	}
 	if !ok { // cannot happen under the row lock; never record two decisions
 		return fmt.Errorf("pending revocation %s changed under its lock", p.ID)
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	if _, err := evidence.Append(ctx, tx, ev); err != nil {
+		return fmt.Errorf("append approval evidence: %w", err)
 	}
 	p.State, p.DecidedBy, p.DecidedAt, p.Comment, p.Approved, p.EvidenceID = decision, by, &at, comment, approved, ev.ID
 	return nil

@@ -360,9 +360,13 @@ func (a *AuditRules) record(ctx context.Context, tx pgx.Tx, f schemas.Finding, l
 	if err != nil {
 		return false, fmt.Errorf("build finding evidence: %w", err)
 	}
-	ev, err = evidence.Append(ctx, tx, ev)
+	fresh, err := store.InsertFinding(ctx, tx, f, ev.ID)
 	if err != nil {
+		return false, err
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	if _, err := evidence.Append(ctx, tx, ev); err != nil {
 		return false, fmt.Errorf("append finding evidence: %w", err)
 	}
-	return store.InsertFinding(ctx, tx, f, ev.ID)
+	return fresh, nil
 }

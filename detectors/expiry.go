@@ -489,16 +489,18 @@ func (e *Expiry) recordAll(ctx context.Context, tx pgx.Tx, findings []schemas.Fi
 	if len(fresh) == 0 {
 		return nil
 	}
-	evs, err = evidence.AppendMany(ctx, tx, evs)
-	if err != nil {
-		return fmt.Errorf("append finding evidence: %w", err)
-	}
 	evIDs := make([]string, len(evs))
 	for i, ev := range evs {
 		evIDs[i] = ev.ID
 	}
-	_, err = store.InsertFindings(ctx, tx, fresh, evIDs)
-	return err
+	if _, err := store.InsertFindings(ctx, tx, fresh, evIDs); err != nil {
+		return err
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	if _, err := evidence.AppendMany(ctx, tx, evs); err != nil {
+		return fmt.Errorf("append finding evidence: %w", err)
+	}
+	return nil
 }
 
 // Metrics are the detectors' Prometheus metrics.

@@ -579,12 +579,11 @@ func (r *DBRules) record(ctx context.Context, tx pgx.Tx, p *heldFinding) error {
 	if err != nil {
 		return fmt.Errorf("build finding evidence %s: %w", p.f.ID, err)
 	}
-	ev, err = evidence.Append(ctx, tx, ev)
-	if err != nil {
-		return fmt.Errorf("append finding evidence: %w", err)
-	}
 	if _, err := store.InsertFinding(ctx, tx, p.f, ev.ID); err != nil {
 		return err
+	}
+	if _, err := evidence.Append(ctx, tx, ev); err != nil {
+		return fmt.Errorf("append finding evidence: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -12,88 +13,87 @@ import (
 // transaction, like Append for each, but taking the chain head lock once and
 // writing all rows in one statement. Events whose id is already stored (or
 // repeated in evs) are returned as stored and do not advance the chain.
+//
+// The events are encoded, checked and cut for sealing before the statement
+// that locks the chain head (evidence_append, in the store's migrations),
+// which then does the rest on the server: from that statement until the
+// caller commits, the client has nothing left to do.
 func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(evs))
-	for i, ev := range evs {
+	a := appendArgs{}
+	for _, ev := range evs {
 		if _, err := checkEvent(ev); err != nil {
 			return nil, err
 		}
-		ids[i] = ev.ID
-	}
-	var headSeq int64
-	var headHash string
-	err := tx.QueryRow(ctx, `SELECT seq, hash FROM evidence_chain_head WHERE id = 1 FOR UPDATE`).Scan(&headSeq, &headHash)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNoChainHead
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lock evidence chain head: %w", err)
-	}
-	stored := map[string]Event{}
-	rows, err := tx.Query(ctx, `SELECT id, event FROM evidence_outbox WHERE id = ANY($1)`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("read stored evidence: %w", err)
-	}
-	var id string
-	var raw []byte
-	if _, err := pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
-		ev, err := decodeEvent(raw)
+		cut, err := cutSeal(ev)
 		if err != nil {
-			return fmt.Errorf("read evidence %s: %w", id, err)
-		}
-		stored[id] = ev
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	out := make([]Event, len(evs))
-	var seqs []int64
-	var newIDs, types, subjects, prevs, hashes []string
-	var bodies [][]byte
-	for i, ev := range evs {
-		if s, ok := stored[ev.ID]; ok {
-			out[i] = s
-			continue
-		}
-		ev.checked = nil // sealing changes it; what is returned is as stored
-		if err := Seal(&ev, headHash, headSeq+1); err != nil {
 			return nil, err
 		}
-		body, err := encodeJSON(ev)
-		if err != nil {
-			return nil, fmt.Errorf("encode event %s: %w", ev.ID, err)
-		}
-		headSeq, headHash = ev.ChainSeq, ev.Hash
-		stored[ev.ID] = ev
-		out[i] = ev
-		seqs = append(seqs, ev.ChainSeq)
-		newIDs = append(newIDs, ev.ID)
-		types = append(types, ev.Type)
-		subjects = append(subjects, ev.Subject)
-		prevs = append(prevs, ev.PrevHash)
-		hashes = append(hashes, ev.Hash)
-		bodies = append(bodies, body)
+		a.add(ev, cut)
 	}
-	if len(newIDs) == 0 {
-		return out, nil
-	}
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO evidence_outbox (seq, id, type, subject, prev_hash, hash, event)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
-		ON CONFLICT (id) DO NOTHING`, seqs, newIDs, types, subjects, prevs, hashes, bodies)
+	rows, err := tx.Query(ctx, `SELECT out_seq, out_prev_hash, out_hash, out_stored FROM evidence_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		a.ids, a.types, a.subjects, a.canon[0], a.canon[1], a.canon[2], a.body[0], a.body[1], a.body[2], a.body[3])
 	if err != nil {
-		return nil, fmt.Errorf("insert %d evidence events: %w", len(newIDs), err)
+		return nil, appendError(len(evs), err)
 	}
-	if int(tag.RowsAffected()) != len(newIDs) {
-		// Only reachable if ids appeared without the head lock; the chain
-		// must not advance over a gap.
-		return nil, fmt.Errorf("insert evidence: %d of %d rows written", tag.RowsAffected(), len(newIDs))
+	out := make([]Event, 0, len(evs))
+	var seq int64
+	var prev, hash string
+	var stored []byte
+	_, err = pgx.ForEachRow(rows, []any{&seq, &prev, &hash, &stored}, func() error {
+		i := len(out)
+		if i >= len(evs) {
+			return fmt.Errorf("append evidence: more rows than the %d events", len(evs))
+		}
+		ev := evs[i]
+		if stored != nil {
+			s, err := decodeEvent(stored)
+			if err != nil {
+				return fmt.Errorf("read evidence %s: %w", ev.ID, err)
+			}
+			out = append(out, s)
+			return nil
+		}
+		ev.checked = nil // sealing changed it; what is returned is as stored
+		ev.ChainSeq, ev.PrevHash, ev.Hash = seq, prev, hash
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, appendError(len(evs), err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE evidence_chain_head SET seq = $1, hash = $2 WHERE id = 1`, headSeq, headHash); err != nil {
-		return nil, fmt.Errorf("advance evidence chain head: %w", err)
+	if len(out) != len(evs) {
+		return nil, fmt.Errorf("append evidence: %d rows for %d events", len(out), len(evs))
 	}
 	return out, nil
+}
+
+// appendArgs are evidence_append's arguments, one array element per event.
+type appendArgs struct {
+	ids, types, subjects []string
+	canon                [3][][]byte
+	body                 [4][][]byte
+}
+
+func (a *appendArgs) add(ev Event, cut sealCut) {
+	a.ids, a.types, a.subjects = append(a.ids, ev.ID), append(a.types, ev.Type), append(a.subjects, ev.Subject)
+	for k := range cut.canon {
+		a.canon[k] = append(a.canon[k], cut.canon[k])
+	}
+	for k := range cut.body {
+		a.body[k] = append(a.body[k], cut.body[k])
+	}
+}
+
+// sqlstateNoChainHead is what evidence_append raises without its row.
+const sqlstateNoChainHead = "LGE01"
+
+func appendError(n int, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == sqlstateNoChainHead {
+		return ErrNoChainHead
+	}
+	return fmt.Errorf("append %d evidence events: %w", n, err)
 }

@@ -46,21 +46,35 @@ func Seal(ev *Event, prev string, seq int64) error {
 
 // hashDocument hashes one encoded event: its canonical form without "hash".
 func hashDocument(doc []byte) (string, error) {
-	v, err := parseJSON(doc)
+	canon, err := canonicalWithoutHash(doc)
 	if err != nil {
 		return "", err
 	}
+	return hashCanonical(canon), nil
+}
+
+// canonicalWithoutHash is what an event's hash covers: the canonical form
+// of the encoded event without its "hash" attribute.
+func canonicalWithoutHash(doc []byte) ([]byte, error) {
+	v, err := parseJSON(doc)
+	if err != nil {
+		return nil, err
+	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return "", errors.New("event is not a JSON object")
+		return nil, errors.New("event is not a JSON object")
 	}
 	delete(obj, "hash")
 	var canon bytes.Buffer
 	if err := writeCanonical(&canon, obj); err != nil {
-		return "", err
+		return nil, err
 	}
-	sum := sha256.Sum256(canon.Bytes())
-	return HashPrefix + hex.EncodeToString(sum[:]), nil
+	return canon.Bytes(), nil
+}
+
+func hashCanonical(canon []byte) string {
+	sum := sha256.Sum256(canon)
+	return HashPrefix + hex.EncodeToString(sum[:])
 }
 
 // VerifyReport is the result of checking a chain.

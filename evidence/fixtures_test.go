@@ -202,12 +202,14 @@ func testDB(t testing.TB) *pgxpool.Pool {
 		t.Fatalf("connect to test postgres: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	migration, err := os.ReadFile(filepath.Join("..", "store", "migrations", "002_evidence.sql"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, string(migration)); err != nil {
-		t.Fatalf("apply 002_evidence.sql: %v", err)
+	for _, name := range []string{"002_evidence.sql", "015_evidence_append.sql"} {
+		migration, err := os.ReadFile(filepath.Join("..", "store", "migrations", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, string(migration)); err != nil {
+			t.Fatalf("apply %s: %v", name, err)
+		}
 	}
 	return pool
 }

@@ -83,12 +83,12 @@ func vectorChain(t *testing.T) []vector {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, vector{Event: string(raw), Canonical: string(canonicalWithoutHash(t, raw)), Hash: ev.Hash})
+		out = append(out, vector{Event: string(raw), Canonical: string(testCanonicalWithoutHash(t, raw)), Hash: ev.Hash})
 	}
 	return out
 }
 
-func canonicalWithoutHash(t *testing.T, doc []byte) []byte {
+func testCanonicalWithoutHash(t *testing.T, doc []byte) []byte {
 	t.Helper()
 	v, err := parseJSON(doc)
 	if err != nil {
@@ -133,7 +133,7 @@ func TestCanonicalVectors(t *testing.T) {
 		if h, err := hashDocument([]byte(c.Event)); err != nil || h != c.Hash {
 			t.Errorf("chain event %d: hash %s (%v), vector says %s", i+1, h, err, c.Hash)
 		}
-		if got := canonicalWithoutHash(t, []byte(c.Event)); string(got) != c.Canonical {
+		if got := testCanonicalWithoutHash(t, []byte(c.Event)); string(got) != c.Canonical {
 			t.Errorf("chain event %d: canonical text differs from the vector", i+1)
 		}
 		ev, err := decodeEvent([]byte(c.Event))

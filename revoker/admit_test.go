@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,5 +250,49 @@ func TestRefusedKeyOfARegisteredProcess(t *testing.T) {
 	if err := r.st.Pool().QueryRow(ctx, `SELECT finding->'facts'->>'key_of_registered_process', severity FROM findings
 		WHERE rule = 'command-refused' AND db_user = $1`, user).Scan(&who, &severity); err != nil || who != "site-b on host-b" || severity != "critical" {
 		t.Errorf("finding: %q %q %v", who, severity, err)
+	}
+}
+
+// TestPolicyReadOncePerBatch: whether a rule needs approval is read from
+// the state store once per rule for a batch, not once per command: at
+// 10,000 expiries the per-command reads were most of the revoker's trips to
+// the state store. Commands of a rule in approve mode are still refused
+// without their approval, whichever of the batch they are.
+func TestPolicyReadOncePerBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var reads atomic.Int64
+	r := newAdmitRigWith(t, nil, func(_ context.Context, rule string) (bool, error) {
+		reads.Add(1)
+		return rule == "approved-rule", nil
+	})
+	admin := r.targets["main"]
+	var cmds []schemas.RevocationCommand
+	for i := range 12 {
+		user := fmt.Sprintf("v-token-perbatch-%d-%s", i, pgtest.Suffix())
+		if _, err := admin.Exec(ctx, `CREATE ROLE "`+user+`" LOGIN`); err != nil {
+			t.Fatal(err)
+		}
+		pgtest.DropRoleAtCleanup(t, admin, user)
+		cmd := cmdtest.Drop(t, admin, "main", user)
+		if i%4 == 3 {
+			cmd.Rule = "approved-rule"
+		}
+		if err := r.signer.Sign(&cmd); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	for i, x := range r.exec.Execute(ctx, cmds, nil) {
+		want := schemas.OutcomeDropped
+		if i%4 == 3 {
+			want = schemas.OutcomeRefused
+		}
+		if x.Result.Outcome != want {
+			t.Errorf("command %d (rule %s): %s (%s), want %s", i, cmds[i].Rule, x.Result.Outcome, x.Result.Reason, want)
+		}
+	}
+	if n := reads.Load(); n != 2 {
+		t.Errorf("the policy was read %d times for a batch of 12 commands of 2 rules; want 2", n)
 	}
 }

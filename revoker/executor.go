@@ -192,8 +192,9 @@ func (x *Executor) runChunk(cmds []schemas.RevocationCommand, chunk []int, claim
 // indexes of the admitted commands.
 func (x *Executor) admitAll(ctx context.Context, cmds []schemas.RevocationCommand, out []Executed) []int {
 	var admitted []int
+	modes := approvalModes{}
 	for i, cmd := range cmds {
-		err := x.admit(ctx, cmd)
+		err := x.admit(ctx, cmd, modes)
 		var r *Refusal
 		switch {
 		case err == nil:
@@ -212,7 +213,7 @@ func (x *Executor) admitAll(ctx context.Context, cmds []schemas.RevocationComman
 // under its id: a valid signature by a trusted key, its lifetime, an action
 // that fits, a configured target whose identity it carries, and, for a rule
 // in approve mode, an owner's approval of exactly this command.
-func (x *Executor) admit(ctx context.Context, cmd schemas.RevocationCommand) error {
+func (x *Executor) admit(ctx context.Context, cmd schemas.RevocationCommand, modes approvalModes) error {
 	if err := x.Verifier.Verify(cmd); err != nil {
 		return err
 	}
@@ -232,18 +233,39 @@ func (x *Executor) admit(ctx context.Context, cmd schemas.RevocationCommand) err
 	if err := checkTarget(sessionFacts{Target: id}, expect(cmd)); err != nil {
 		return err
 	}
-	return x.checkApproval(ctx, cmd)
+	return x.checkApproval(ctx, cmd, modes)
+}
+
+// approvalModes holds, for one batch, whether each rule it met needs an
+// owner's approval: the policy is read once per rule and batch, which is
+// as fresh as once per command (a batch is admitted in moments) without a
+// trip to the state store for each.
+type approvalModes map[string]bool
+
+func (x *Executor) needsApproval(ctx context.Context, rule string, modes approvalModes) (bool, error) {
+	if x.RequiresApproval == nil {
+		return false, nil
+	}
+	if needs, ok := modes[rule]; ok {
+		return needs, nil
+	}
+	needs, err := x.RequiresApproval(ctx, rule)
+	if err != nil {
+		return false, err // not kept: the next command asks again
+	}
+	modes[rule] = needs
+	return needs, nil
 }
 
 // checkApproval refuses a command of a rule in approve mode (or one issued
 // as approved) unless an owner approved exactly this command: the pending
 // revocation of its id is approved, and the command the approval issued
 // has this command's nonce.
-func (x *Executor) checkApproval(ctx context.Context, cmd schemas.RevocationCommand) error {
+func (x *Executor) checkApproval(ctx context.Context, cmd schemas.RevocationCommand, modes approvalModes) error {
 	needs := cmd.Issuer == IssuerApproval
-	if !needs && x.RequiresApproval != nil {
+	if !needs {
 		var err error
-		if needs, err = x.RequiresApproval(ctx, cmd.Rule); err != nil {
+		if needs, err = x.needsApproval(ctx, cmd.Rule, modes); err != nil {
 			return err
 		}
 	}
@@ -567,15 +589,14 @@ func (x *Executor) settle(ctx context.Context, cmds []schemas.RevocationCommand,
 		if err != nil {
 			return err
 		}
-		// Evidence last: the chain head stays locked until commit.
-		appended, err := evidence.AppendMany(ctx, tx, append(evs, fevs...))
-		if err != nil {
-			return fmt.Errorf("append evidence: %w", err)
-		}
 		for k, f := range fs {
-			if _, err := store.InsertFinding(ctx, tx, f, appended[len(evs)+k].ID); err != nil {
+			if _, err := store.InsertFinding(ctx, tx, f, fevs[k].ID); err != nil {
 				return err
 			}
+		}
+		// Evidence last: the chain head stays locked until commit.
+		if _, err := evidence.AppendMany(ctx, tx, append(evs, fevs...)); err != nil {
+			return fmt.Errorf("append evidence: %w", err)
 		}
 		return nil
 	})

@@ -77,12 +77,14 @@ func (x *Executor) recordRefused(ctx context.Context, tx pgx.Tx, cmd schemas.Rev
 	if err != nil {
 		return fmt.Errorf("build refusal finding evidence: %w", err)
 	}
-	evs, err := evidence.AppendMany(ctx, tx, []evidence.Event{ev, fev})
-	if err != nil {
+	if _, err := store.InsertFinding(ctx, tx, f, fev.ID); err != nil {
+		return err
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	if _, err := evidence.AppendMany(ctx, tx, []evidence.Event{ev, fev}); err != nil {
 		return fmt.Errorf("append refusal evidence: %w", err)
 	}
-	_, err = store.InsertFinding(ctx, tx, f, evs[1].ID)
-	return err
+	return nil
 }
 
 // refusedFinding is the finding of a refused command: it names what the

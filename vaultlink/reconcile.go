@@ -422,12 +422,12 @@ func (r *Reconciler) record(ctx context.Context, tx pgx.Tx, f schemas.Finding) (
 	if err != nil {
 		return "", fmt.Errorf("build vault revocation evidence: %w", err)
 	}
-	ev, err = evidence.Append(ctx, tx, ev)
-	if err != nil {
-		return "", fmt.Errorf("append vault revocation evidence: %w", err)
-	}
 	if _, err := store.InsertFinding(ctx, tx, f, ev.ID); err != nil {
 		return "", err
+	}
+	// Evidence last: appending holds the chain head lock until commit.
+	if _, err := evidence.Append(ctx, tx, ev); err != nil {
+		return "", fmt.Errorf("append vault revocation evidence: %w", err)
 	}
 	return ev.ID, nil
 }
