@@ -72,6 +72,9 @@ const DefaultStateTimeout = 10 * time.Second
 // same idempotency.
 type Executor struct {
 	ExecutorDeps
+	// throttled counts the batches waiting on the blast-radius limit.
+	throttling sync.Mutex
+	throttled  int
 }
 
 // NewExecutor builds an Executor.
@@ -142,9 +145,14 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 		return out
 	}
 	todo := x.triage(wctx, cmds, admitted, claims, out)
-	defer x.setThrottling(false)
+	var throttled bool
+	defer func() {
+		if throttled {
+			x.throttle(-1)
+		}
+	}()
 	for len(todo) > 0 {
-		chunk, rest, err := x.takeTokens(ctx, cmds, todo)
+		chunk, rest, err := x.takeTokens(ctx, cmds, todo, &throttled)
 		if err != nil {
 			for _, i := range todo {
 				out[i].Retry, out[i].Err = true, err
@@ -336,7 +344,7 @@ func (x *Executor) triage(ctx context.Context, cmds []schemas.RevocationCommand,
 // takeTokens returns the longest head of todo the blast-radius limit lets
 // through now, and the rest. When it lets none through, it waits for one
 // token (the revoker reports throttling meanwhile).
-func (x *Executor) takeTokens(ctx context.Context, cmds []schemas.RevocationCommand, todo []int) (chunk, rest []int, err error) {
+func (x *Executor) takeTokens(ctx context.Context, cmds []schemas.RevocationCommand, todo []int, throttled *bool) (chunk, rest []int, err error) {
 	if x.Limiter == nil {
 		return todo, nil, nil
 	}
@@ -351,7 +359,10 @@ func (x *Executor) takeTokens(ctx context.Context, cmds []schemas.RevocationComm
 			return todo, nil, nil
 		}
 	}
-	x.setThrottling(true)
+	if !*throttled {
+		*throttled = true
+		x.throttle(1)
+	}
 	waited, err := x.Limiter.Wait(ctx, cmds[todo[0]].Emergency)
 	if waited > 0 {
 		x.Metrics.throttled.Add(waited.Seconds())
@@ -362,8 +373,13 @@ func (x *Executor) takeTokens(ctx context.Context, cmds []schemas.RevocationComm
 	return todo[:1], todo[1:], nil
 }
 
-func (x *Executor) setThrottling(on bool) {
-	if on {
+// throttle counts the batches waiting on the limit (the revoker has more
+// than one in flight): the gauge is 1 while any is.
+func (x *Executor) throttle(delta int) {
+	x.throttling.Lock()
+	defer x.throttling.Unlock()
+	x.throttled += delta
+	if x.throttled > 0 {
 		x.Metrics.Throttling.Set(1)
 	} else {
 		x.Metrics.Throttling.Set(0)

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,6 +46,26 @@ type ServiceConfig struct {
 	// Batch is how many commands are dropped in one target transaction.
 	Batch    int
 	FillWait time.Duration
+	// InFlight is how many batches are carried out at once (0: 2). A
+	// batch waiting on a role another session holds does not hold back
+	// the next, and one batch's claims and records overlap another's
+	// drops instead of leaving the target idle. Drops in one database
+	// still take turns on the target's drop lock.
+	InFlight int
+}
+
+// DefaultInFlight is the batches a revoker carries out at once by default.
+const DefaultInFlight = 2
+
+// MaxInFlight bounds InFlight: each batch in flight holds a state-store
+// and a target connection.
+const MaxInFlight = 8
+
+func (c ServiceConfig) inFlight() int {
+	if c.InFlight <= 0 {
+		return DefaultInFlight
+	}
+	return c.InFlight
 }
 
 // DefaultServiceConfig returns the documented defaults.
@@ -72,6 +94,8 @@ func (c ServiceConfig) Validate() error {
 		return errors.New("revoker: ack wait, max deliver and batch must be positive")
 	case len(c.Backoff) == 0:
 		return errors.New("revoker: backoff is empty")
+	case c.InFlight > MaxInFlight:
+		return fmt.Errorf("revoker: %d batches in flight; at most %d", c.InFlight, MaxInFlight)
 	}
 	return nil
 }
@@ -109,12 +133,14 @@ func (s *Service) EnsureConsumer(ctx context.Context) (jetstream.Consumer, error
 		return nil, err
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Queue.Stream, jetstream.ConsumerConfig{
-		Durable:       s.cfg.Consumer,
-		Description:   "leaseguard revoker: drops database users named by signed revocation commands",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.cfg.AckWait,
-		MaxDeliver:    s.cfg.MaxDeliver,
-		MaxAckPending: 4 * s.cfg.Batch,
+		Durable:     s.cfg.Consumer,
+		Description: "leaseguard revoker: drops database users named by signed revocation commands",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     s.cfg.AckWait,
+		MaxDeliver:  s.cfg.MaxDeliver,
+		// The batches in hand and what the pull has fetched ahead (twice
+		// a batch, see bus.PullBatches).
+		MaxAckPending: (s.cfg.inFlight() + 2) * s.cfg.Batch,
 		FilterSubject: s.cfg.Queue.Subject,
 	})
 	if err != nil {
@@ -132,8 +158,22 @@ func (s *Service) Run(ctx context.Context) error {
 	// handle gets the run's own context: a batch in hand is finished, but
 	// commands still waiting on the blast-radius limit at shutdown are
 	// handed back at once (the Executor finishes work it started).
-	handle := func(_ context.Context, msgs []jetstream.Msg) { s.handle(ctx, msgs) }
-	if err := bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, handle); err != nil {
+	work := make(chan []jetstream.Msg)
+	var wg sync.WaitGroup
+	for range s.cfg.inFlight() {
+		wg.Go(func() {
+			for msgs := range work {
+				s.handle(ctx, msgs)
+			}
+		})
+	}
+	// One pull hands each batch to a free worker: a worker that waits
+	// holds only its own batch, never messages fetched after it.
+	handle := func(_ context.Context, msgs []jetstream.Msg) { work <- slices.Clone(msgs) }
+	err = bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, handle)
+	close(work)
+	wg.Wait()
+	if err != nil {
 		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, err)
 	}
 	return nil

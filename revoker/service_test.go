@@ -571,3 +571,54 @@ func (r *svcRig) publishTo(t *testing.T, subject string, cmd schemas.RevocationC
 		t.Fatal(err)
 	}
 }
+
+// TestABatchWaitingOnARoleHoldsNoOtherBatch: a batch whose role is locked
+// by someone else (another revoker's drop, an operator's session) waits for
+// it, and the batches after it go on meanwhile: the revoker keeps more
+// than one batch in flight, which also keeps its claims and records of one
+// batch from idling the target while another drops.
+func TestABatchWaitingOnARoleHoldsNoOtherBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// The held drop waits on its lock longer than the test waits for the
+	// free one, so the free one cannot pass in the held one's retry.
+	r := newSvcRigWith(t, revoker.DropperConfig{LockTimeout: time.Minute, StatementTimeout: time.Minute})
+	held, free := "v-token-held-"+pgtest.Suffix(), "v-token-free-"+pgtest.Suffix()
+	r.role(t, held)
+	r.role(t, free)
+	lock, err := r.admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback(ctx) }()
+	if _, err := lock.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('leaseguard.role:' || $1, 0))`, held); err != nil {
+		t.Fatal(err)
+	}
+	var holder int
+	if err := lock.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(t, r.command(t, "cmd-"+held, held))
+	waitFor(t, 20*time.Second, "the held role's drop waiting on its lock", func() bool {
+		var n int
+		err := r.admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&n)
+		return err == nil && n > 0
+	})
+	r.publish(t, r.command(t, "cmd-"+free, free))
+	waitFor(t, 20*time.Second, "the free role dropped while the held one waits", func() bool { return !exists(t, r.admin, free) })
+	if !exists(t, r.admin, held) {
+		t.Fatal("the held role was dropped under someone else's lock")
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.drained(t)
+	if exists(t, r.admin, held) {
+		t.Fatal("the held role was not dropped once its lock was released")
+	}
+	for _, u := range []string{held, free} {
+		if got := r.outcomes(t, u); len(got) != 1 || got[0] != "dropped" {
+			t.Errorf("evidence of %s: %v, want [dropped]", u, got)
+		}
+	}
+}

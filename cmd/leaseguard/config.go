@@ -77,6 +77,7 @@ type Config struct {
 	RevokeMySQLSuper      bool          `env:"LEASEGUARD_REVOKE_MYSQL_SUPER" envDefault:"false" desc:"let the revoker drop MySQL/MariaDB accounts with global SUPER or ALL PRIVILEGES; refused by default"`
 	MaxRevocationsPerMin  int           `env:"LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE" envDefault:"600" desc:"blast-radius limit on automatic revocations; past it commands wait and leaseguard_revocation_throttling rises"`
 	RevocationBatch       int           `env:"LEASEGUARD_REVOCATION_BATCH" envDefault:"100" desc:"roles dropped per target transaction"`
+	RevocationInFlight    int           `env:"LEASEGUARD_REVOCATION_BATCHES_IN_FLIGHT" envDefault:"2" desc:"batches of revocation commands a revoker carries out at once (1 to 8): a batch waiting on a role another session holds does not hold back the next, and one batch's bookkeeping overlaps another's drops; each holds a state-store and a target connection"`
 	RevocationWorkers     int           `env:"LEASEGUARD_REVOCATION_TARGET_WORKERS" envDefault:"8" desc:"target databases the revoker works in at once (1 to 64): a drop waiting on a lock in one target holds no other target's drops; each target has at most one drop transaction at a time"`
 	TargetMaxConns        int           `env:"LEASEGUARD_TARGET_MAX_CONNS" envDefault:"4" desc:"connections of each PostgreSQL target's pool (2 to 100), shared by the observer, the rules and the revoker; with N targets leaseguard opens at most N times this to the targets (docs/operations.md#connections)"`
 	TargetConnIdleTimeout time.Duration `env:"LEASEGUARD_TARGET_CONN_IDLE_TIMEOUT" envDefault:"1m" desc:"a target connection idle this long is closed (checked every 10s); at least 1s"`
@@ -305,6 +306,9 @@ func (c Config) validateEnforcement(t *typedSettings, bad badFunc) {
 	}
 	if c.DetectInterval <= 0 {
 		bad("DETECT_INTERVAL", "must be positive")
+	}
+	if c.RevocationInFlight < 1 || c.RevocationInFlight > revoker.MaxInFlight {
+		bad("REVOCATION_BATCHES_IN_FLIGHT", fmt.Sprintf("outside 1..%d", revoker.MaxInFlight))
 	}
 	if c.RevocationWorkers < 1 || c.RevocationWorkers > 64 {
 		bad("REVOCATION_TARGET_WORKERS", "outside 1..64")

@@ -385,6 +385,7 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scfg.DeadLetterMaxAge = cfg.DeadletterMaxAge
 		scfg.DeadLetterReplicas = cfg.StreamReplicas
 		scfg.Batch = cfg.RevocationBatch
+		scfg.InFlight = cfg.RevocationInFlight
 		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
 			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
