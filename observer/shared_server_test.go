@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
 	"github.com/leaseguard/leaseguard/internal/vaulttest"
 	"github.com/leaseguard/leaseguard/observer"
+	"github.com/leaseguard/leaseguard/observer/observed"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -450,5 +452,51 @@ func TestSiblingEvaluationsTakeTurns(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("pass over app-b after the lock was released: %v", err)
+	}
+}
+
+// passRecorder is rules that keep the passes they are handed.
+type passRecorder struct {
+	mu     sync.Mutex
+	passes map[string]*observed.Pass
+}
+
+func (p *passRecorder) Evaluate(_ context.Context, _ pgx.Tx, pass *observed.Pass) (observed.Report, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.passes[pass.Database] = pass
+	return observed.Report{}, nil
+}
+
+// TestServerOfEachEngine: two MySQL targets that reach one MariaDB server
+// (by two addresses) are told to share it, as its accounts are the
+// server's; a PostgreSQL target beside them is on a server of its own.
+func TestServerOfEachEngine(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	ts, err := target.Open(ctx, target.Config{Targets: []target.Target{
+		{Name: "maria-a", URL: mysqlURL}, {Name: "maria-b", URL: "mysql://root@localhost:3306/"}, {Name: "main", URL: pgtest.URL()}},
+		Routes: []target.Route{{Pattern: "*", Target: "main"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ts.Close)
+	rec := &passRecorder{passes: map[string]*observed.Pass{}}
+	o, err := observer.New(observer.Config{Interval: time.Second, ManagedPattern: e.pattern},
+		observer.Deps{Store: e.st, Targets: ts, Rules: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Release(context.Background()) })
+	passEach(t, ctx, o, "maria-a", "maria-b", "main")
+	a, b, pg := rec.passes["maria-a"], rec.passes["maria-b"], rec.passes["main"]
+	if !strings.HasPrefix(a.Server, "mariadb:") && !strings.HasPrefix(a.Server, "mysql:") || a.Server != b.Server ||
+		!slices.Equal(a.ServerTargets, []string{"maria-a", "maria-b"}) || a.RoleScope() != "maria-a" || b.RoleScope() != "maria-a" {
+		t.Errorf("MySQL passes: %q %v, %q %v", a.Server, a.ServerTargets, b.Server, b.ServerTargets)
+	}
+	if !strings.HasPrefix(pg.Server, "postgres:") || !slices.Equal(pg.ServerTargets, []string{"main"}) || pg.RoleScope() != "main" {
+		t.Errorf("PostgreSQL pass: %q %v", pg.Server, pg.ServerTargets)
 	}
 }
