@@ -29,9 +29,16 @@ import (
 // are for roles. No superuser or pg_read_all_settings is needed
 // (data_directory would need one of them).
 
-// serverKeyTTL: how long a target's server key is reused before it is read
-// again (a failed read is retried after it too).
-const serverKeyTTL = time.Minute
+// serverKeyTTL: how long the server key of a target not passed over by
+// this process is reused before it is read again (a failed read is retried
+// after it too). A target's own key is read at each of its passes, on the
+// connection the pass uses: only targets another process observes, and
+// the first pass's siblings, are read here, a few at a time.
+const serverKeyTTL = 10 * time.Minute
+
+// keyReadsAtOnce bounds the reads of other targets' keys in flight (each
+// may open a connection).
+const keyReadsAtOnce = 4
 
 // serverKeySQL reads a PostgreSQL target's server key.
 const serverKeySQL = `SELECT (SELECT system_identifier FROM pg_control_system())::text || ':' || current_setting('port')`
@@ -64,12 +71,21 @@ type server struct {
 // own key cannot be read has no pass: judged alone, its roles' leases under
 // a sibling target would go unseen.
 func (o *Observer) server(ctx context.Context, db string) (server, error) {
+	rctx, cancel := context.WithTimeout(ctx, o.cfg.ReadTimeout)
+	key, err := o.readServerKey(rctx, db)
+	cancel()
+	if err != nil {
+		return server{}, fmt.Errorf("target %s: read which server it is on: %w", db, err)
+	}
+	own := serverKey{key: key, at: time.Now()}
+	o.keys.mu.Lock()
+	if o.keys.m == nil {
+		o.keys.m = map[string]serverKey{}
+	}
+	o.keys.m[db] = own
+	o.keys.mu.Unlock()
 	names := o.allTargets()
 	keys := o.serverKeys(ctx, names)
-	own := keys[db]
-	if own.err != nil {
-		return server{}, fmt.Errorf("target %s: read which server it is on: %w", db, own.err)
-	}
 	s := server{key: own.key}
 	for _, n := range names {
 		switch k := keys[n]; {
@@ -96,7 +112,7 @@ func (o *Observer) allTargets() []string {
 }
 
 // serverKeys returns the keys of names, reading those not read within
-// serverKeyTTL (at once, each within ReadTimeout).
+// serverKeyTTL (keyReadsAtOnce at a time, each within ReadTimeout).
 func (o *Observer) serverKeys(ctx context.Context, names []string) map[string]serverKey {
 	o.keys.refresh.Lock()
 	defer o.keys.refresh.Unlock()
@@ -115,8 +131,11 @@ func (o *Observer) serverKeys(ctx context.Context, names []string) map[string]se
 	o.keys.mu.Unlock()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	sem := make(chan struct{}, keyReadsAtOnce)
 	for _, n := range stale {
 		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
 			rctx, cancel := context.WithTimeout(ctx, o.cfg.ReadTimeout)
 			defer cancel()
 			key, err := o.readServerKey(rctx, n)
