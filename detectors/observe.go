@@ -193,6 +193,9 @@ func NewDBRules(cfg DBRulesConfig, d DBRulesDeps) (*DBRules, error) {
 // terminated before it commits. An error means tx must be rolled back.
 func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (observed.Report, error) {
 	e := &evaluation{r: r, p: p, now: p.ObservedAt}
+	if err := lockServer(ctx, tx, p); err != nil {
+		return e.rep, err
+	}
 	if err := e.judge(ctx, tx); err != nil {
 		return e.rep, err
 	}
@@ -211,6 +214,27 @@ func (r *DBRules) Evaluate(ctx context.Context, tx pgx.Tx, p *observed.Pass) (ob
 	}
 	return e.rep, nil
 }
+
+// lockServer serialises, until tx ends, the evaluations of the targets that
+// share the pass's server (in every process: the lock is the state
+// store's, for its schema): each then sees the findings about the server's
+// roles that the one before recorded, and a role is found once.
+func lockServer(ctx context.Context, tx pgx.Tx, p *observed.Pass) error {
+	if p.Server == "" || len(p.ServerTargets)+len(p.UnknownServerTargets) <= 1 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, ServerLockSQL, p.Server); err != nil {
+		return fmt.Errorf("lock the server of %s: %w", p.Database, err)
+	}
+	return nil
+}
+
+// ServerLockSQL takes the lock of server $1 (observed.Pass.Server) in the
+// state store's schema until the transaction ends.
+const ServerLockSQL = `SELECT pg_advisory_xact_lock(` + ServerLockKeySQL + `)`
+
+// ServerLockKeySQL is the advisory lock key of server $1.
+const ServerLockKeySQL = `hashtextextended('leaseguard.server:' || current_schema() || ':' || $1, 0)`
 
 // evaluation is one pass being judged: its verdicts, the findings to
 // record (todo: the carried ones first, then the fresh), the commands to
@@ -262,8 +286,9 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 	if err != nil {
 		return err
 	}
+	scope, leaseDBs := p.RoleScope(), p.LeaseTargets()
 	for _, role := range p.Roles {
-		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name]})
+		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name], scope: scope, leaseDBs: leaseDBs})
 	}
 	adaptEngine(p, e.vs)
 	markPilots(e.pol, p.Database, e.vs)
@@ -295,19 +320,26 @@ func sessionsByUser(p *observed.Pass) (live map[string][]observed.Session, ghost
 }
 
 // judgeRole adds the verdicts of the rules about one role.
+//
+// The role is the server's: its verdicts are keyed by the server's scope,
+// not the target's, so that a sibling target's pass finds them recorded.
 func (e *evaluation) judgeRole(c roleCase) {
-	db, now, cfg := e.p.Database, e.now, e.r.cfg
+	scope, now, cfg := c.scopeOr(e.p.Database), e.now, e.r.cfg
 	if c.link.kind == linkAmbiguous {
 		e.rep.Ambiguous++
 	}
 	for _, v := range []*verdict{
-		judgeReuseAfterRevoke(db, c, now, cfg),
-		judgeReuseUnknownLease(db, c, e.p.Coverage, now, cfg),
-		judgeOrphanRole(db, c, e.p.Coverage, now, cfg),
+		judgeReuseAfterRevoke(scope, c, now, cfg),
+		judgeReuseUnknownLease(scope, c, e.p.Coverage, now, cfg),
+		judgeOrphanRole(scope, c, e.p.Coverage, now, cfg),
 	} {
-		if v != nil {
-			e.vs = append(e.vs, v)
+		if v == nil {
+			continue
 		}
+		if len(e.p.ServerTargets) > 1 {
+			v.facts["server_targets"] = e.p.ServerTargets
+		}
+		e.vs = append(e.vs, v)
 	}
 }
 
@@ -450,7 +482,7 @@ func (r *DBRules) hmacCandidates(ctx context.Context, tx pgx.Tx, p *observed.Pas
 	if from.IsZero() {
 		return nil, nil
 	}
-	return store.HMACLeases(ctx, tx, p.Database, from, to)
+	return store.HMACLeases(ctx, tx, p.LeaseTargets(), from, to)
 }
 
 // markPilots gives the verdicts a rule would act on outside the scope
@@ -561,7 +593,9 @@ func (r *DBRules) proposal(db string, f schemas.Finding, v *verdict) *schemas.Re
 		DBUser: v.dbUser, RoleOID: v.oid, LeaseID: f.LeaseID, Reason: f.Summary, Corroboration: *v.corroboration,
 	}
 	if v.ghost == nil {
-		cmd.ID = id("revoke", db, v.dbUser, f.LeaseID, v.rule, oidString(v.oid))
+		// One command per server: a sibling target's pass that judged the
+		// role too issues the same id, which the revoker runs once.
+		cmd.ID = id("revoke", v.role.scopeOr(db), v.dbUser, f.LeaseID, v.rule, oidString(v.oid))
 		return cmd
 	}
 	s := v.ghost

@@ -53,6 +53,28 @@ type roleCase struct {
 	role     observed.Role
 	sessions []observed.Session
 	link     leaseLink
+	// scope keys the findings about the role (observed.Pass.RoleScope):
+	// the role is the server's, found once whichever target sees it.
+	// leaseDBs are the targets whose leases may account for it
+	// (observed.Pass.LeaseTargets). Both empty: the pass's database.
+	scope    string
+	leaseDBs []string
+}
+
+// scopeOr is the role's scope, or db when it has none.
+func (c *roleCase) scopeOr(db string) string {
+	if c == nil || c.scope == "" {
+		return db
+	}
+	return c.scope
+}
+
+// leaseTargets are the targets whose leases may account for the role.
+func (c *roleCase) leaseTargets(db string) []string {
+	if c == nil || len(c.leaseDBs) == 0 {
+		return []string{db}
+	}
+	return c.leaseDBs
 }
 
 func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -169,7 +169,7 @@ func (r *DBRules) pruneVaultChecks(now time.Time) {
 // vaultCheckFor asks Vault once per lease (or per role with none) and
 // Recheck, whatever the number of rules judging it.
 func (r *DBRules) vaultCheckFor(ctx context.Context, q store.Querier, db string, v *verdict, now time.Time) vaultCheck {
-	key := "role\x00" + db + "\x00" + v.role.role.Name + "\x00" + oidString(v.role.role.OID)
+	key := "role\x00" + v.role.scopeOr(db) + "\x00" + v.role.role.Name + "\x00" + oidString(v.role.role.OID)
 	if v.lease != nil {
 		key = "lease\x00" + v.lease.LeaseID
 	}
@@ -279,7 +279,7 @@ func (r *DBRules) checkLinkedLease(ctx context.Context, l *store.Lease, now time
 // another user.
 func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string, c *roleCase, now time.Time) vaultCheck {
 	name := c.role.Name
-	prefixes, refused := credsPrefixes(ctx, q, db, name)
+	prefixes, refused := credsPrefixes(ctx, q, c.leaseTargets(db), name)
 	if refused != nil {
 		return *refused
 	}
@@ -317,11 +317,12 @@ func (r *DBRules) checkUnlinked(ctx context.Context, q store.Querier, db string,
 		why: fmt.Sprintf("Vault holds %d live lease(s) the ledger cannot attribute to another user: one may be this user's", len(unattributed))}
 }
 
-// credsPrefixes are the Vault creds paths the ledger knows for db that may
-// have issued user name; when there are none, or the ledger cannot be read,
-// the check that Vault cannot be asked.
-func credsPrefixes(ctx context.Context, q store.Querier, db, name string) ([]string, *vaultCheck) {
-	paths, err := store.CredsPathsOf(ctx, q, db)
+// credsPrefixes are the Vault creds paths the ledger knows for dbs (the
+// targets on the role's server: a sibling target's Vault role may have
+// issued it) that may have issued user name; when there are none, or the
+// ledger cannot be read, the check that Vault cannot be asked.
+func credsPrefixes(ctx context.Context, q store.Querier, dbs []string, name string) ([]string, *vaultCheck) {
+	paths, err := store.CredsPathsOf(ctx, q, dbs)
 	if err != nil {
 		return nil, &vaultCheck{result: vaultCannotVerify, why: "the ledger could not be read: " + err.Error(), facts: map[string]any{}}
 	}

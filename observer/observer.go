@@ -65,6 +65,8 @@ type Observer struct {
 	// known: per database, the roles its last committed pass recorded,
 	// under the duty that pass held (knownRoles).
 	known map[string]heldRoles
+	// keys: the server each configured target is on (server.go).
+	keys serverKeys
 }
 
 // heldRoles are known roles and the duty under which they were recorded.
@@ -200,6 +202,14 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 	start := time.Now()
 	defer func() { o.Metrics.pass.Observe(time.Since(start).Seconds()) }()
 
+	// Which targets share the server, before the reads: nothing slows the
+	// pass between its reads and its judgement.
+	srv, err := o.server(ctx, db)
+	if err != nil {
+		o.Metrics.failures.WithLabelValues(db).Inc()
+		return rep, err
+	}
+
 	// The pass's time is taken before the reads: a role absent from them
 	// did not exist at that time (observed.Role.CreatedAfter).
 	now := o.Clock().UTC().Truncate(time.Microsecond)
@@ -224,6 +234,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 			return err
 		}
 		p.Engine = string(kind)
+		p.Server, p.ServerTargets, p.UnknownServerTargets = srv.key, srv.targets, srv.unknown
 		if o.Rules != nil {
 			rep.Rules, err = o.Rules.Evaluate(ctx, tx, p)
 		}

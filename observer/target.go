@@ -40,11 +40,14 @@ func (o *Observer) reader(db string) (func(context.Context) ([]observed.DBSessio
 // superuser) for the ghost-session rule to terminate.
 const (
 	// sessionsSQL reads every session that has a user, except the
-	// observer's own. usename is NULL for a ghost.
+	// observer's own, in the target's database (and those in none, such
+	// as a walsender): a session in another database of the server is
+	// that database's target's. usename is NULL for a ghost.
 	sessionsSQL = `SELECT pid, backend_start, usesysid::int8, coalesce(usename::text, ''),
 		coalesce(host(client_addr), ''), coalesce(client_port, 0), coalesce(application_name, ''),
 		coalesce(datname::text, ''), coalesce(backend_type, '')
-		FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_backend_pid()`
+		FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_backend_pid()
+		  AND (datname = current_database() OR datname IS NULL)`
 	// rolesSQL reads all of pg_roles; the managed pattern is applied here
 	// (Go's regular expressions, the same as the revoker's guard).
 	rolesSQL = `SELECT oid::int8, rolname::text, rolvaliduntil, rolcanlogin, rolsuper FROM pg_roles`

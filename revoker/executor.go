@@ -335,10 +335,34 @@ func (x *Executor) triage(ctx context.Context, cmds []schemas.RevocationCommand,
 		}
 		todo = append(todo, i)
 	}
+	todo, refusedIdx, refused = x.refuseSiblings(ctx, cmds, todo, out, refusedIdx, refused)
 	for k, e := range x.settle(ctx, pick(cmds, refusedIdx), refused) {
 		out[refusedIdx[k]] = e
 	}
 	return todo
+}
+
+// refuseSiblings moves to the refused the drops GuardSiblingLease refuses;
+// when the ledger cannot be read, the drops it would check are handed back
+// for a retry (never carried out unchecked).
+func (x *Executor) refuseSiblings(ctx context.Context, cmds []schemas.RevocationCommand, todo []int, out []Executed,
+	refusedIdx []int, refused []schemas.RevocationResult) ([]int, []int, []schemas.RevocationResult) {
+	elsewhere, err := x.liveLeaseElsewhere(ctx, cmds, todo)
+	keep := todo[:0]
+	for _, i := range todo {
+		c := cmds[i]
+		checked := c.Issuer != "operator" && c.Action == schemas.ActionDropRole
+		switch l, found := elsewhere[i]; {
+		case err != nil && checked:
+			x.Logger.Warn("cannot read the ledger before a drop; will retry", "command_id", c.ID, "err", err)
+			out[i].Retry, out[i].Err = true, err
+		case found:
+			refusedIdx, refused = append(refusedIdx, i), append(refused, siblingRefusal(c, l, x.Clock()))
+		default:
+			keep = append(keep, i)
+		}
+	}
+	return keep, refusedIdx, refused
 }
 
 // takeTokens returns the longest head of todo the blast-radius limit lets

@@ -35,19 +35,19 @@ func LeasesNamingUsers(ctx context.Context, q Querier, users []string) (map[stri
 	return out, nil
 }
 
-// HMACLeases returns the leases of database whose user the audit log showed
-// only as an HMAC (an untuned database mount), issued within [from, to],
-// oldest first.
-func HMACLeases(ctx context.Context, q Querier, database string, from, to time.Time) ([]Lease, error) {
+// HMACLeases returns the leases of databases (the targets of one server,
+// whose roles are shared) whose user the audit log showed only as an HMAC
+// (an untuned database mount), issued within [from, to], oldest first.
+func HMACLeases(ctx context.Context, q Querier, databases []string, from, to time.Time) ([]Lease, error) {
 	rows, err := q.Query(ctx, "SELECT "+leaseSelect+` FROM leases
-		WHERE database = $1 AND db_user_hmac AND issued_at BETWEEN $2 AND $3
-		ORDER BY issued_at, lease_id`, database, from, to)
+		WHERE database = ANY($1) AND db_user_hmac AND issued_at BETWEEN $2 AND $3
+		ORDER BY issued_at, lease_id`, databases, from, to)
 	if err != nil {
-		return nil, fmt.Errorf("hmac leases of %s: %w", database, err)
+		return nil, fmt.Errorf("hmac leases of %v: %w", databases, err)
 	}
 	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
 	if err != nil {
-		return nil, fmt.Errorf("hmac leases of %s: %w", database, err)
+		return nil, fmt.Errorf("hmac leases of %v: %w", databases, err)
 	}
 	return ls, nil
 }
@@ -80,19 +80,19 @@ type CredsPath struct {
 }
 
 // CredsPathsOf returns the distinct mounts and roles of the ledger's leases
-// of database.
-func CredsPathsOf(ctx context.Context, q Querier, database string) ([]CredsPath, error) {
+// of databases.
+func CredsPathsOf(ctx context.Context, q Querier, databases []string) ([]CredsPath, error) {
 	rows, err := q.Query(ctx, `SELECT DISTINCT mount, role FROM leases
-		WHERE database = $1 AND mount IS NOT NULL AND role IS NOT NULL ORDER BY mount, role`, database)
+		WHERE database = ANY($1) AND mount IS NOT NULL AND role IS NOT NULL ORDER BY mount, role`, databases)
 	if err != nil {
-		return nil, fmt.Errorf("creds paths of %s: %w", database, err)
+		return nil, fmt.Errorf("creds paths of %v: %w", databases, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CredsPath, error) {
 		var c CredsPath
 		return c, r.Scan(&c.Mount, &c.Role)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creds paths of %s: %w", database, err)
+		return nil, fmt.Errorf("creds paths of %v: %w", databases, err)
 	}
 	return out, nil
 }

@@ -28,7 +28,7 @@ func TestLeaseLookupsForObserver(t *testing.T) {
 	if len(m["v-none"]) != 0 || len(m["hmac-sha256:00ff"]) != 0 {
 		t.Errorf("unexpected leases: %+v", m)
 	}
-	hl, err := HMACLeases(ctx, s.Pool(), "main", at(time.Minute), at(10*time.Minute))
+	hl, err := HMACLeases(ctx, s.Pool(), []string{"main"}, at(time.Minute), at(10*time.Minute))
 	if err != nil || len(hl) != 1 || hl[0].LeaseID != "database/creds/app/cccc" {
 		t.Errorf("hmac leases = %+v, %v", hl, err)
 	}

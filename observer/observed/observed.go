@@ -5,6 +5,7 @@
 package observed
 
 import (
+	"slices"
 	"time"
 
 	"github.com/leaseguard/leaseguard/schemas"
@@ -86,6 +87,35 @@ type Pass struct {
 	// Hidden counts sessions whose backend_start the observer may not read
 	// (it lacks pg_read_all_stats); they are not tracked.
 	Hidden int
+	// Server identifies the server the target is on (see package
+	// observer); empty when unknown (the target is judged alone).
+	Server string
+	// ServerTargets are the configured targets on that server, this one
+	// included, sorted: roles are the server's, and a lease naming any of
+	// them accounts for a role. UnknownServerTargets are the configured
+	// targets whose server could not be read: they may be on it, and their
+	// leases count too.
+	ServerTargets        []string
+	UnknownServerTargets []string
+}
+
+// RoleScope is the name a finding about a role is keyed by: the first
+// target of the server, so that a role is found once per server whichever
+// target's pass sees it (the database itself when it is alone).
+func (p *Pass) RoleScope() string {
+	if len(p.ServerTargets) > 0 {
+		return p.ServerTargets[0]
+	}
+	return p.Database
+}
+
+// LeaseTargets are the targets whose leases may account for a role of the
+// pass: every target that is, or may be, on its server.
+func (p *Pass) LeaseTargets() []string {
+	out := append([]string{p.Database}, p.ServerTargets...)
+	out = append(out, p.UnknownServerTargets...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Baseline reports whether this is the observer's first pass of the
