@@ -263,7 +263,7 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 		return err
 	}
 	for _, role := range p.Roles {
-		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name]})
+		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links.of(role.Name)})
 	}
 	adaptEngine(p, e.vs)
 	markPilots(e.pol, p.Database, e.vs)
