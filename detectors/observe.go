@@ -288,7 +288,7 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 	}
 	scope, leaseDBs := p.RoleScope(), p.LeaseTargets()
 	for _, role := range p.Roles {
-		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links[role.Name], scope: scope, leaseDBs: leaseDBs})
+		e.judgeRole(roleCase{role: role, sessions: live[role.Name], link: links.of(role.Name), scope: scope, leaseDBs: leaseDBs})
 	}
 	adaptEngine(p, e.vs)
 	markPilots(e.pol, p.Database, e.vs)

@@ -77,6 +77,11 @@ func (c *roleCase) leaseTargets(db string) []string {
 	return c.leaseDBs
 }
 
+// caseOf is a copy of c for a verdict to keep. A rule must not take the
+// address of its own c: that moves c to the heap on every call, verdict or
+// not, and the rules see every managed role of every pass.
+func caseOf(c roleCase) *roleCase { return &c }
+
 func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 func oidString(oid uint32) string { return strconv.FormatUint(uint64(oid), 10) }
@@ -187,7 +192,7 @@ func judgeReuseAfterRevoke(db string, c roleCase, now time.Time, cfg DBRulesConf
 		id: id(RuleReuseAfterRevoke, db, c.role.Name, oidString(c.role.OID), l.LeaseID),
 		summary: fmt.Sprintf("user %s has %d live session(s) although its lease %s was %s at %s",
 			c.role.Name, len(c.sessions), l.LeaseID, l.State, end.UTC().Format(time.RFC3339)),
-		facts: facts, mayEnforce: true, verify: true, role: &c,
+		facts: facts, mayEnforce: true, verify: true, role: caseOf(c),
 	}
 	if c.link.kind == linkExact || c.link.kind == linkHMAC {
 		v.lease = l
@@ -217,7 +222,7 @@ func judgeReuseUnknownLease(db string, c roleCase, coverage, now time.Time, cfg 
 		id: id(RuleReuseUnknownLease, db, c.role.Name, oidString(c.role.OID)),
 		summary: fmt.Sprintf("user %s, created after %s, has %d live session(s) and no lease in the ledger accounts for it",
 			c.role.Name, c.role.CreatedAfter.UTC().Format(time.RFC3339), len(c.sessions)),
-		facts: facts, mayEnforce: true, verify: true, role: &c,
+		facts: facts, mayEnforce: true, verify: true, role: caseOf(c),
 	}
 }
 
@@ -232,7 +237,7 @@ func judgeOrphanRole(db string, c roleCase, coverage, now time.Time, cfg DBRules
 		facts := roleFacts(c)
 		facts["grace_seconds"] = cfg.OrphanGrace.Seconds()
 		facts["live_sessions"] = len(c.sessions)
-		return &verdict{rule: RuleOrphanRole, dbUser: c.role.Name, oid: c.role.OID, facts: facts, mayEnforce: true, verify: true, role: &c}, facts
+		return &verdict{rule: RuleOrphanRole, dbUser: c.role.Name, oid: c.role.OID, facts: facts, mayEnforce: true, verify: true, role: caseOf(c)}, facts
 	}
 	var v *verdict
 	var facts map[string]any

@@ -280,7 +280,7 @@ func TestVaultTemplateLink(t *testing.T) {
 			DisplayName: display, Role: role, IssuedAt: tptr(at)}
 	}
 	link := func(r observed.Role, exact []store.Lease, hmac ...store.Lease) leaseLink {
-		return linkRoles([]observed.Role{r}, map[string][]store.Lease{r.Name: exact}, hmac, skew)[r.Name]
+		return linkRoles([]observed.Role{r}, map[string][]store.Lease{r.Name: exact}, hmac, skew).of(r.Name)
 	}
 	if l := link(r, nil, hm("token", "other", issued), hm("userpass-alice", "reporting", issued)); l.kind != linkProbable ||
 		l.leases[0].Role != "reporting" {
@@ -299,7 +299,7 @@ func TestVaultTemplateLink(t *testing.T) {
 	// the same window: one lease, one user.
 	other := observed.Role{DBRole: observed.DBRole{Name: "v-evil"}, FirstSeenAt: first, CreatedAfter: r.CreatedAfter}
 	links := linkRoles([]observed.Role{r, other}, nil, []store.Lease{hm("userpass-alice", "reporting", issued)}, skew)
-	if links[name].kind != linkProbable || links["v-evil"].kind != linkNone {
+	if links.of(name).kind != linkProbable || links.of("v-evil").kind != linkNone {
 		t.Errorf("links = %+v", links)
 	}
 	if l := link(r, []store.Lease{active(name)}); l.kind != linkExact {

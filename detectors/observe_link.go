@@ -59,20 +59,33 @@ func creationWindow(r observed.Role, skew time.Duration) (from, to time.Time, ok
 	return r.CreatedAfter.Add(-skew), r.FirstSeenAt.Add(skew), true
 }
 
+// roleLinks are the links of a pass's roles by name; a role with none
+// (most, on a target whose roles were there before leaseguard) has no
+// entry, which spares a map of every role on every pass.
+type roleLinks map[string]leaseLink
+
+// of is the link of the named role.
+func (l roleLinks) of(name string) leaseLink {
+	if k, ok := l[name]; ok {
+		return k
+	}
+	return leaseLink{kind: linkNone}
+}
+
 // linkRoles ties each role to the ledger: by exact leases first; else by
 // an HMAC'd lease issued in its creation window that fits its name by
 // Vault's template (probable); else, if HMAC'd leases issued in that window
 // are left that no other role fits, the role may be one of theirs
 // (ambiguous).
-func linkRoles(roles []observed.Role, exact map[string][]store.Lease, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
+func linkRoles(roles []observed.Role, exact map[string][]store.Lease, hmac []store.Lease, skew time.Duration) roleLinks {
 	return linkRolesVia(roles, exact, nil, hmac, skew)
 }
 
 // linkRolesVia is linkRoles where methods says which leases were linked to
 // their plain user by leaseguard ("hmac"): a role whose newest lease was
 // linked so has an hmac link.
-func linkRolesVia(roles []observed.Role, exact map[string][]store.Lease, methods map[string]string, hmac []store.Lease, skew time.Duration) map[string]leaseLink {
-	out := make(map[string]leaseLink, len(roles))
+func linkRolesVia(roles []observed.Role, exact map[string][]store.Lease, methods map[string]string, hmac []store.Lease, skew time.Duration) roleLinks {
+	out := roleLinks{}
 	claimed := map[string]bool{}
 	var rest []observed.Role
 	for _, r := range roles {
@@ -86,8 +99,7 @@ func linkRolesVia(roles []observed.Role, exact map[string][]store.Lease, methods
 		}
 		from, to, ok := creationWindow(r, skew)
 		if !ok {
-			out[r.Name] = leaseLink{kind: linkNone}
-			continue
+			continue // none
 		}
 		var best *store.Lease
 		var bestGap time.Duration
@@ -117,8 +129,8 @@ func linkRolesVia(roles []observed.Role, exact map[string][]store.Lease, methods
 		}
 		if link.candidates > 0 {
 			link.kind = linkAmbiguous
+			out[r.Name] = link
 		}
-		out[r.Name] = link
 	}
 	return out
 }
@@ -203,7 +215,7 @@ func leaseEnd(l store.Lease) (time.Time, string) {
 
 // linkPass ties the pass's roles to the ledger (linkRolesVia), with the
 // link methods the ledger recorded for their exact leases.
-func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *observed.Pass, exact map[string][]store.Lease, hmac []store.Lease) (map[string]leaseLink, error) {
+func (r *DBRules) linkPass(ctx context.Context, tx pgx.Tx, p *observed.Pass, exact map[string][]store.Lease, hmac []store.Lease) (roleLinks, error) {
 	var ids []string
 	for _, ls := range exact {
 		if len(ls) > 0 {

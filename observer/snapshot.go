@@ -2,15 +2,11 @@ package observer
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -105,7 +101,7 @@ func applySnapshotKnown(ctx context.Context, tx pgx.Tx, snap Snapshot, known *kn
 	d.endSessions(d.diffSessions())
 	d.reportRoles()
 	d.sortPass()
-	if err := d.w.flush(ctx, tx); err != nil {
+	if err := d.w.flush(); err != nil {
 		return nil, nil, err
 	}
 	d.p.RoleEvents, d.p.SessionEvents = d.w.roleEvents, d.w.sessionEvents
@@ -119,13 +115,18 @@ func applySnapshotKnown(ctx context.Context, tx pgx.Tx, snap Snapshot, known *kn
 // previous pass left (roles, open sessions), what this one sees (snap,
 // present) and what comes of it (the pass p, the writes w).
 type snapshotDiff struct {
-	snap    Snapshot
-	now     time.Time
-	p       *observed.Pass
-	w       *snapshotWriter
-	roles   map[uint32]roleRow
-	open    map[sessionKey]sessionRow
-	present map[uint32]observed.DBRole
+	snap  Snapshot
+	now   time.Time
+	p     *observed.Pass
+	w     *snapshotWriter
+	roles map[uint32]roleRow
+	open  map[sessionKey]sessionRow
+	// present indexes snap.Roles by oid; managed tells, by the same
+	// index, which match the managed pattern (set by diffRoles). The
+	// snapshot is not copied: at 100,000 roles each copy of it, or map of
+	// its roles, was megabytes more per pass.
+	present map[uint32]int32
+	managed []bool
 }
 
 // startDiff reads what the previous pass of snap's database left: its time,
@@ -141,22 +142,32 @@ func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot, known *knownRoles)
 	if err != nil {
 		return nil, err
 	}
+	present := make(map[uint32]int32, len(snap.Roles))
+	for i, r := range snap.Roles {
+		present[r.OID] = int32(i)
+	}
+	history := historyOIDs(snap, open, present)
 	var roles map[uint32]roleRow
 	if known != nil && p.PreviousPassAt != nil && known.passAt.Equal(*p.PreviousPassAt) {
-		roles, err = known.roles, loadHistory(ctx, tx, snap.Database, historyOIDs(snap, open), known.roles)
+		roles, err = known.roles, loadHistory(ctx, tx, snap.Database, history, known.roles)
 	} else {
-		roles, err = loadRoles(ctx, tx, snap.Database, historyOIDs(snap, open))
+		roles, err = loadRoles(ctx, tx, snap.Database, history)
 	}
 	if err != nil {
 		return nil, err
 	}
-	snap.Roles = slices.Clone(snap.Roles)
-	for i := range snap.Roles {
-		snap.Roles[i].ValidUntil = dbTimePtr(snap.Roles[i].ValidUntil)
+	return &snapshotDiff{snap: snap, now: now, p: p, roles: roles, open: open, present: present,
+		w: newSnapshotWriter(ctx, tx, snap.Database, now, p.PreviousPassAt)}, nil
+}
+
+// role is the snapshot's i-th role with its validity as the state store
+// keeps it (a copy of the time only when it is not so already).
+func (d *snapshotDiff) role(i int) observed.DBRole {
+	r := d.snap.Roles[i]
+	if r.ValidUntil != nil && dbTime(*r.ValidUntil) != *r.ValidUntil {
+		r.ValidUntil = dbTimePtr(r.ValidUntil)
 	}
-	return &snapshotDiff{snap: snap, now: now, p: p, roles: roles, open: open,
-		w:       &snapshotWriter{db: snap.Database, now: now, prev: p.PreviousPassAt},
-		present: make(map[uint32]observed.DBRole, len(snap.Roles))}, nil
+	return r
 }
 
 // startPass is the pass of db at now: its coverage, and when the previous
@@ -182,19 +193,15 @@ func startPass(ctx context.Context, tx pgx.Tx, db string, now time.Time) (*obser
 // historyOIDs are the oids whose history (gone roles) may be needed: those
 // of sessions, seen now or tracked, with no present role (ghosts). A
 // session whose role is present needs only that role, known anyway.
-func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow) []int64 {
-	inSnap := make(map[uint32]bool, len(snap.Roles))
-	for _, r := range snap.Roles {
-		inSnap[r.OID] = true
-	}
+func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow, present map[uint32]int32) []int64 {
 	var history []int64
 	for _, s := range snap.Sessions {
-		if !inSnap[s.UserOID] {
+		if _, ok := present[s.UserOID]; !ok {
 			history = append(history, int64(s.UserOID))
 		}
 	}
 	for _, s := range open {
-		if !inSnap[s.UserOID] {
+		if _, ok := present[s.UserOID]; !ok {
 			history = append(history, int64(s.UserOID))
 		}
 	}
@@ -204,14 +211,16 @@ func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow) []int64 {
 // diffRoles records the roles that appeared or changed, then those that
 // disappeared.
 func (d *snapshotDiff) diffRoles() {
-	for _, r := range d.snap.Roles {
-		d.present[r.OID] = r
+	d.managed = make([]bool, len(d.snap.Roles))
+	for i := range d.snap.Roles {
+		r := d.role(i)
+		d.managed[i] = d.snap.Managed(r.Name)
 		old, known := d.roles[r.OID]
 		switch {
 		case !known || old.gone:
 			row := roleRow{DBRole: r, firstSeen: d.now, createdAfter: d.p.PreviousPassAt}
 			d.w.upsertRole(row)
-			if d.snap.Managed(r.Name) {
+			if d.managed[i] {
 				d.w.roleEvent(schemas.RoleAppeared, r, nil, true)
 			}
 			d.roles[r.OID] = row
@@ -220,9 +229,9 @@ func (d *snapshotDiff) diffRoles() {
 			row := old
 			row.DBRole = r
 			d.w.upsertRole(row)
-			if d.snap.Managed(r.Name) || d.snap.Managed(old.Name) {
+			if d.managed[i] || d.snap.Managed(old.Name) {
 				prevState := roleState(old.DBRole)
-				d.w.roleEvent(schemas.RoleChanged, r, &prevState, d.snap.Managed(r.Name))
+				d.w.roleEvent(schemas.RoleChanged, r, &prevState, d.managed[i])
 			}
 			d.roles[r.OID] = row
 		}
@@ -231,7 +240,7 @@ func (d *snapshotDiff) diffRoles() {
 		if _, still := d.present[oid]; still || old.gone {
 			continue
 		}
-		d.w.gone = append(d.w.gone, int64(oid))
+		d.w.roleGone(oid)
 		if d.snap.Managed(old.Name) {
 			d.w.roleEvent(schemas.RoleDisappeared, old.DBRole, nil, true)
 		}
@@ -274,11 +283,11 @@ func (d *snapshotDiff) diffSessions() map[sessionKey]bool {
 // role.
 func (d *snapshotDiff) session(s observed.DBSession) (observed.Session, bool) {
 	s.BackendStart = dbTime(s.BackendStart)
-	r, hasRole := d.present[s.UserOID]
+	i, hasRole := d.present[s.UserOID]
 	ghost := !hasRole
 	if hasRole {
-		s.UserName = r.Name
-		if !d.snap.Managed(r.Name) {
+		s.UserName = d.snap.Roles[i].Name
+		if !d.managed[i] {
 			return observed.Session{}, false
 		}
 	} else if h, ok := d.roles[s.UserOID]; ok && s.UserName == "" {
@@ -315,7 +324,7 @@ func (d *snapshotDiff) trackedSession(cur *observed.Session, old sessionRow, k s
 	switch {
 	case cur.Ghost && old.ghostSince == nil:
 		cur.GhostSince = &d.now
-		d.w.ghosts = append(d.w.ghosts, k)
+		d.w.sessionGhost(k)
 		d.w.sessionEvent(schemas.SessionGhost, *cur)
 	case cur.Ghost:
 		t := *old.ghostSince
@@ -329,7 +338,7 @@ func (d *snapshotDiff) endSessions(seen map[sessionKey]bool) {
 		if seen[k] {
 			continue
 		}
-		d.w.ended = append(d.w.ended, k)
+		d.w.sessionEnded(k)
 		s := observed.Session{DBSession: old.DBSession, FirstSeenAt: old.firstSeen, Ghost: old.ghostSince != nil, GhostSince: old.ghostSince}
 		if s.Ghost {
 			s.FormerUser, s.UserName = s.UserName, ""
@@ -343,10 +352,20 @@ func (d *snapshotDiff) endSessions(seen map[sessionKey]bool) {
 
 // reportRoles puts the managed roles in the pass.
 func (d *snapshotDiff) reportRoles() {
-	for _, r := range d.snap.Roles {
-		if !d.snap.Managed(r.Name) {
+	n := 0
+	for _, m := range d.managed {
+		if m {
+			n++
+		}
+	}
+	if n > 0 {
+		d.p.Roles = make([]observed.Role, 0, n)
+	}
+	for i := range d.snap.Roles {
+		if !d.managed[i] {
 			continue
 		}
+		r := d.role(i)
 		row := d.roles[r.OID]
 		d.p.Roles = append(d.p.Roles, observed.Role{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
 	}
@@ -452,206 +471,6 @@ func utcPtr(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-// snapshotWriter collects a pass's writes and sends them in one batch.
-type snapshotWriter struct {
-	db   string
-	now  time.Time
-	prev *time.Time
-
-	roleUpserts []roleRow
-	gone        []int64
-	newSessions []observed.Session
-	ghosts      []sessionKey
-	ended       []sessionKey
-
-	roleEvents    []schemas.RoleEvent
-	sessionEvents []schemas.SessionEvent
-}
-
-func (w *snapshotWriter) upsertRole(r roleRow) { w.roleUpserts = append(w.roleUpserts, r) }
-
-func (w *snapshotWriter) insertSession(s observed.Session) { w.newSessions = append(w.newSessions, s) }
-
-func (w *snapshotWriter) roleEvent(kind schemas.RoleEventKind, r observed.DBRole, prev *schemas.RoleState, managed bool) {
-	ev := schemas.RoleEvent{
-		Type:       schemas.RoleEventType,
-		ID:         observerID("role", w.db, string(kind), strconv.FormatUint(uint64(r.OID), 10), micros(w.now)),
-		Kind:       kind,
-		Database:   w.db,
-		OID:        r.OID,
-		ObservedAt: w.now,
-		Role:       roleState(r),
-		Previous:   prev,
-		Managed:    managed,
-	}
-	if w.prev == nil {
-		ev.Baseline = true
-	} else {
-		t := *w.prev
-		ev.PreviousPassAt = &t
-	}
-	w.roleEvents = append(w.roleEvents, ev)
-}
-
-func (w *snapshotWriter) sessionEvent(kind schemas.SessionEventKind, s observed.Session) {
-	ev := schemas.SessionEvent{
-		Type:            schemas.SessionEventType,
-		ID:              observerID("session", w.db, string(kind), strconv.Itoa(int(s.PID)), micros(s.BackendStart), micros(w.now)),
-		Kind:            kind,
-		Database:        w.db,
-		ObservedAt:      w.now,
-		PID:             s.PID,
-		BackendStart:    s.BackendStart,
-		UserOID:         s.UserOID,
-		User:            s.UserName,
-		Ghost:           s.Ghost,
-		FormerUser:      s.FormerUser,
-		ClientAddr:      s.ClientAddr,
-		ClientPort:      s.ClientPort,
-		ApplicationName: s.ApplicationName,
-		Datname:         s.Datname,
-		BackendType:     s.BackendType,
-	}
-	if s.Ghost {
-		ev.User = ""
-	}
-	if w.prev == nil && kind == schemas.SessionStarted {
-		ev.Baseline = true
-	} else if w.prev != nil {
-		t := *w.prev
-		ev.PreviousPassAt = &t
-	}
-	w.sessionEvents = append(w.sessionEvents, ev)
-}
-
-func micros(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
-
-// observerID derives a deterministic event id from its parts.
-func observerID(parts ...string) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32]
-}
-
-func (w *snapshotWriter) flush(ctx context.Context, tx pgx.Tx) error {
-	b := &pgx.Batch{}
-	if n := len(w.roleUpserts); n > 0 {
-		oids, names := make([]int64, n), make([]string, n)
-		valid, created := make([]*time.Time, n), make([]*time.Time, n)
-		login, super := make([]bool, n), make([]bool, n)
-		first := make([]time.Time, n)
-		for i, r := range w.roleUpserts {
-			oids[i], names[i], valid[i], login[i], super[i] = int64(r.OID), r.Name, r.ValidUntil, r.CanLogin, r.Superuser
-			first[i], created[i] = r.firstSeen, r.createdAfter
-		}
-		b.Queue(`
-			INSERT INTO db_roles (database, oid, rolname, valid_until, can_login, superuser, first_seen_at, created_after, changed_at, gone_at)
-			SELECT $1, o, n, v, l, s, f, c, $9, NULL
-			FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::bool[], $6::bool[], $7::timestamptz[], $8::timestamptz[])
-				AS x(o, n, v, l, s, f, c)
-			ON CONFLICT (database, oid) DO UPDATE SET
-				rolname = EXCLUDED.rolname, valid_until = EXCLUDED.valid_until, can_login = EXCLUDED.can_login,
-				superuser = EXCLUDED.superuser, first_seen_at = EXCLUDED.first_seen_at,
-				created_after = EXCLUDED.created_after, changed_at = EXCLUDED.changed_at, gone_at = NULL`,
-			w.db, oids, names, valid, login, super, first, created, w.now)
-	}
-	if len(w.gone) > 0 {
-		b.Queue(`UPDATE db_roles SET gone_at = $3, changed_at = $3 WHERE database = $1 AND oid = ANY($2) AND gone_at IS NULL`,
-			w.db, w.gone, w.now)
-	}
-	if n := len(w.newSessions); n > 0 {
-		pids, oids, ports := make([]int32, n), make([]int64, n), make([]int32, n)
-		starts := make([]time.Time, n)
-		ghostSince := make([]*time.Time, n)
-		users, addrs, apps, dbs, types := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-		for i, s := range w.newSessions {
-			pids[i], starts[i], oids[i], ports[i], ghostSince[i] = s.PID, s.BackendStart, int64(s.UserOID), s.ClientPort, s.GhostSince
-			name := s.UserName
-			if s.Ghost {
-				name = s.FormerUser
-			}
-			users[i], addrs[i], apps[i], dbs[i], types[i] = textPtr(name), textPtr(s.ClientAddr), textPtr(s.ApplicationName),
-				textPtr(s.Datname), textPtr(s.BackendType)
-		}
-		b.Queue(`
-			INSERT INTO db_sessions (database, pid, backend_start, user_oid, user_name, client_addr, client_port,
-				application_name, datname, backend_type, first_seen_at, ghost_since)
-			SELECT $1, p, bs, o, u, a, pt, ap, d, t, $12, g
-			FROM unnest($2::int4[], $3::timestamptz[], $4::int8[], $5::text[], $6::text[], $7::int4[], $8::text[],
-				$9::text[], $10::text[], $11::timestamptz[]) AS x(p, bs, o, u, a, pt, ap, d, t, g)
-			ON CONFLICT (database, pid, backend_start) DO UPDATE SET ended_at = NULL`,
-			w.db, pids, starts, oids, users, addrs, ports, apps, dbs, types, ghostSince, w.now)
-	}
-	for _, u := range []struct {
-		keys []sessionKey
-		sql  string
-	}{
-		{w.ghosts, `UPDATE db_sessions SET ghost_since = $4 WHERE database = $1 AND ghost_since IS NULL
-			AND (pid, backend_start) IN (SELECT * FROM unnest($2::int4[], $3::timestamptz[]))`},
-		{w.ended, `UPDATE db_sessions SET ended_at = $4 WHERE database = $1 AND ended_at IS NULL
-			AND (pid, backend_start) IN (SELECT * FROM unnest($2::int4[], $3::timestamptz[]))`},
-	} {
-		if len(u.keys) == 0 {
-			continue
-		}
-		pids, starts := make([]int32, len(u.keys)), make([]time.Time, len(u.keys))
-		for i, k := range u.keys {
-			pids[i], starts[i] = k.pid, time.UnixMicro(k.start).UTC()
-		}
-		b.Queue(u.sql, w.db, pids, starts, w.now)
-	}
-	if err := queueEvents(b, w.db, w.now, w.roleEvents, w.sessionEvents); err != nil {
-		return err
-	}
-	b.Queue(`UPDATE observer_targets SET last_pass_at = $2, first_pass_at = coalesce(first_pass_at, $2) WHERE database = $1`, w.db, w.now)
-	b.Queue(`INSERT INTO observer_targets (database, epoch, holder, acquired_at, first_pass_at, last_pass_at)
-		VALUES ($1, 0, '', $2, $2, $2) ON CONFLICT (database) DO NOTHING`, w.db, w.now)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("record pass of %s: %w", w.db, err)
-	}
-	return nil
-}
-
-func textPtr(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func queueEvents(b *pgx.Batch, db string, now time.Time, roles []schemas.RoleEvent, sessions []schemas.SessionEvent) error {
-	n := len(roles) + len(sessions)
-	if n == 0 {
-		return nil
-	}
-	ids, kinds, docs := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	for i := range roles {
-		doc, err := json.Marshal(roles[i])
-		if err != nil {
-			return fmt.Errorf("encode role event: %w", err)
-		}
-		ids, kinds, docs = append(ids, roles[i].ID), append(kinds, "role"), append(docs, string(doc))
-	}
-	for i := range sessions {
-		doc, err := json.Marshal(sessions[i])
-		if err != nil {
-			return fmt.Errorf("encode session event: %w", err)
-		}
-		ids, kinds, docs = append(ids, sessions[i].ID), append(kinds, "session"), append(docs, string(doc))
-	}
-	// WITH ORDINALITY keeps the order of the events in seq.
-	b.Queue(`
-		INSERT INTO db_events (id, database, kind, event, observed_at)
-		SELECT i, $1, k, e::jsonb, $5
-		FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(i, k, e, n)
-		ORDER BY n
-		ON CONFLICT (id) DO NOTHING`, db, ids, kinds, docs, now)
-	return nil
 }
 
 // dbTime is t as the state store keeps it: UTC, to the microsecond.
