@@ -21,7 +21,8 @@ const GuardSiblingLease = "sibling_lease"
 
 // liveLeaseElsewhere returns, for each detector drop among idx, the live
 // lease (active, not past its expiry) the ledger holds naming its user
-// under a target other than the command's.
+// under a target other than the command's (a lease of no known target is
+// not another target's).
 func (x *Executor) liveLeaseElsewhere(ctx context.Context, cmds []schemas.RevocationCommand, idx []int) (map[int]store.Lease, error) {
 	var users []string
 	for _, i := range idx {
@@ -46,7 +47,10 @@ func (x *Executor) liveLeaseElsewhere(ctx context.Context, cmds []schemas.Revoca
 			continue
 		}
 		for _, l := range leases[c.DBUser] {
-			if l.Database != c.Database && live(l, now) {
+			// A lease the ledger could not place under a target (its
+			// mount unmapped) names no sibling: only one that names
+			// another target is that target's.
+			if l.Database != "" && l.Database != c.Database && live(l, now) {
 				out[i] = l
 				break
 			}
