@@ -56,11 +56,17 @@ func runCluster(ctx context.Context, e *caseEnv) (Observation, Goal, error) {
 		return Observation{}, goal, err
 	}
 	published := time.Now()
+	// The leader is looked up before the wait: on a busy cluster the
+	// lookup can take seconds, in which a fast burst would nearly finish.
+	leader, err := e.streamLeader(ctx, revocationStream)
+	if err != nil {
+		return Observation{}, goal, err
+	}
 	// Some but not all: a tenth of the burst dropped.
 	if err := e.waitDropped(ctx, max(1, n/10), 3*time.Minute); err != nil {
 		return Observation{}, goal, err
 	}
-	k, err := e.killMidBurst(ctx, scr, n)
+	k, err := e.killMidBurst(ctx, scr, n, leader)
 	if err != nil {
 		return Observation{}, goal, err
 	}
@@ -106,15 +112,13 @@ func (k clusterKill) describe() string {
 		k.node, k.victim, k.droppedAt, k.progress, k.restarted.Round(10*time.Millisecond), k.span.Round(100*time.Millisecond))
 }
 
-// killMidBurst kills the revocation stream's leader node and the busiest
-// leaseguard, waits for the survivors to drop more users on the two nodes
-// left (at most the fault time) and restarts the node.
-func (e *caseEnv) killMidBurst(ctx context.Context, scr *dropsScraper, n int) (clusterKill, error) {
-	var k clusterKill
+// killMidBurst kills leader, the node that led the revocation stream as
+// the burst began, and the busiest leaseguard, waits for the survivors to
+// drop more users on the two nodes left (at most the fault time) and
+// restarts the node.
+func (e *caseEnv) killMidBurst(ctx context.Context, scr *dropsScraper, n int, leader string) (clusterKill, error) {
+	k := clusterKill{node: leader}
 	var err error
-	if k.node, err = e.streamLeader(ctx, revocationStream); err != nil {
-		return k, err
-	}
 	k.countsAtKill = scr.counts()
 	k.victim = busiest(k.countsAtKill)
 	node := e.cluster.node(k.node)
