@@ -78,13 +78,3 @@ func cutAt(doc []byte, marks ...[]byte) ([][]byte, bool) {
 	}
 	return append(out, doc), true
 }
-
-// join is what evidence_append computes, in Go: the hash and the stored
-// bytes of the event at seq after prev. Tests hold the two to each other.
-func (c sealCut) join(seq int64, prev string) (hash string, body []byte) {
-	s := strconv.FormatInt(seq, 10)
-	canon := bytes.Join([][]byte{c.canon[0], []byte(s), c.canon[1], []byte(prev), c.canon[2]}, nil)
-	hash = hashCanonical(canon)
-	body = bytes.Join([][]byte{c.body[0], []byte(s), c.body[1], []byte(prev), c.body[2], []byte(hash), c.body[3]}, nil)
-	return hash, body
-}
