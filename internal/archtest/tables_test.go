@@ -103,15 +103,22 @@ func tablesWritten(sql string) []string {
 // FUNCTION name(…) … AS $$ body $$.
 var sqlFunction = regexp.MustCompile(`(?s)CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([a-z_][a-z0-9_]*)\s*\(.*?\$\$(.*?)\$\$`)
 
-// sqlFunctions returns, for each function the migrations define, the
-// tables its body writes: Go code that calls it writes them.
-func sqlFunctions(t *testing.T, root string) map[string][]string {
+// sqlFunc is a function the migrations define that writes tables: Go
+// code whose SQL matches call writes them.
+type sqlFunc struct {
+	call    *regexp.Regexp
+	written []string
+}
+
+// sqlFunctions returns the functions the migrations define whose bodies
+// write tables.
+func sqlFunctions(t *testing.T, root string) []sqlFunc {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(root, "store", "migrations", "*.sql"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("migrations: %v (%d files)", err, len(files))
 	}
-	out := map[string][]string{}
+	var out []sqlFunc
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -119,7 +126,7 @@ func sqlFunctions(t *testing.T, root string) map[string][]string {
 		}
 		for _, m := range sqlFunction.FindAllStringSubmatch(string(b), -1) {
 			if ts := tablesWritten(m[2]); len(ts) > 0 {
-				out[m[1]] = ts
+				out = append(out, sqlFunc{call: regexp.MustCompile(`\b` + m[1] + `\s*\(`), written: ts})
 			}
 		}
 	}
@@ -128,11 +135,11 @@ func sqlFunctions(t *testing.T, root string) map[string][]string {
 
 // tablesWrittenByCalls returns the tables written by the functions of
 // funcs that sql calls.
-func tablesWrittenByCalls(sql string, funcs map[string][]string) []string {
+func tablesWrittenByCalls(sql string, funcs []sqlFunc) []string {
 	var ts []string
-	for name, written := range funcs {
-		if regexp.MustCompile(`\b` + name + `\s*\(`).MatchString(sql) {
-			ts = append(ts, written...)
+	for _, f := range funcs {
+		if f.call.MatchString(sql) {
+			ts = append(ts, f.written...)
 		}
 	}
 	return ts
