@@ -78,3 +78,30 @@ func TestBurstSpan(t *testing.T) {
 		t.Fatalf("span without drops = %s, want 0", got)
 	}
 }
+
+// The kill waits for a tenth of the burst to be dropped, polling every
+// 100 ms, and the kill itself takes time. A CI run whose revoker dropped
+// all 300 users between two polls cut nothing. The plan must leave most
+// of the burst not yet due a second after a tenth fell due, however fast
+// the drops are.
+func TestBurstCannotOutrunTheKill(t *testing.T) {
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for _, n := range []int{300, 5000} {
+		first, last := burstPlan(now, n)
+		if !first.After(now.Add(time.Duration(n) * 10 * time.Millisecond)) {
+			t.Errorf("n=%d: first due %s after planning: no time to issue and publish", n, first.Sub(now))
+		}
+		// User i falls due at first + i*step.
+		step := last.Sub(first) / time.Duration(n-1)
+		reaction := first.Add(time.Duration(n/10)*step + time.Second)
+		dueByThen := 0
+		for i := range n {
+			if !first.Add(time.Duration(i) * step).After(reaction) {
+				dueByThen++
+			}
+		}
+		if dueByThen > n/2 {
+			t.Errorf("n=%d: %d users due a second after a tenth fell due, want at most %d", n, dueByThen, n/2)
+		}
+	}
+}

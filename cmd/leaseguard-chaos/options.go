@@ -39,7 +39,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.workDir, "workdir", "", "where logs and data go (default a temporary directory, removed unless -keep or a case failed)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory and the cases' schemas")
 	fs.IntVar(&o.users, "users", 0, "users per case (default 1000, short 200)")
-	fs.IntVar(&o.clusterUsers, "cluster-users", 0, "users falling due at once in the cluster case (default 5000, short 300)")
+	fs.IntVar(&o.clusterUsers, "cluster-users", 0, "users falling due within 4 s in the cluster case (default 5000, short 300)")
 	fs.DurationVar(&o.fault, "fault", 0, "how long a fault holds (default 20s, short 10s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
