@@ -81,7 +81,7 @@ func TestSealedInTheDatabaseAsInGo(t *testing.T) {
 		`{"deep":{"a":[1,2,{"chainseq":7,"prevhash":"x","hash":"y"}]},"empty":{}}`, `{}`}
 	for i, data := range odd {
 		ev := evs[i%len(evs)]
-		ev.ID, ev.Data, ev.checked = fmt.Sprintf("odd-%d", i), json.RawMessage(data), nil
+		ev.ID, ev.Data, ev.prepared = fmt.Sprintf("odd-%d", i), json.RawMessage(data), nil
 		if i%2 == 1 {
 			ev.Subject = ""
 		}

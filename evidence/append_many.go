@@ -22,16 +22,9 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
-	a := appendArgs{}
-	for _, ev := range evs {
-		if _, err := checkEvent(ev); err != nil {
-			return nil, err
-		}
-		cut, err := cutSeal(ev)
-		if err != nil {
-			return nil, err
-		}
-		a.add(ev, cut)
+	a, err := prepareAppend(evs)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := tx.Query(ctx, `SELECT out_seq, out_prev_hash, out_hash, out_stored FROM evidence_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		a.ids, a.types, a.subjects, a.canon[0], a.canon[1], a.canon[2], a.body[0], a.body[1], a.body[2], a.body[3])
@@ -56,7 +49,7 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 			out = append(out, s)
 			return nil
 		}
-		ev.checked = nil // sealing changed it; what is returned is as stored
+		ev.prepared = nil // sealing changed it; what is returned is as stored
 		ev.ChainSeq, ev.PrevHash, ev.Hash = seq, prev, hash
 		out = append(out, ev)
 		return nil
@@ -68,6 +61,20 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 		return nil, fmt.Errorf("append evidence: %d rows for %d events", len(out), len(evs))
 	}
 	return out, nil
+}
+
+// prepareAppend checks each event and cuts it for sealing: all the work
+// of an append that needs no lock.
+func prepareAppend(evs []Event) (appendArgs, error) {
+	a := appendArgs{}
+	for _, ev := range evs {
+		cut, err := cutFor(ev)
+		if err != nil {
+			return appendArgs{}, err
+		}
+		a.add(ev, cut)
+	}
+	return a, nil
 }
 
 // appendArgs are evidence_append's arguments, one array element per event.

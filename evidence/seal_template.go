@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/big"
 	"strconv"
+
+	"github.com/leaseguard/leaseguard/schemas"
 )
 
 // sealCut is an event encoded twice with its seal cut out: the canonical
@@ -20,33 +23,103 @@ type sealCut struct {
 	body  [4][]byte
 }
 
-// cutSeal encodes ev with placeholders where the seal goes and cuts both
-// encodings at them. The placeholders are random, so nothing an event
-// carries (a username, a statement) can be taken for one; should a
-// placeholder still occur more than once, it tries fresh ones.
-func cutSeal(ev Event) (sealCut, error) {
+// prepared is an event encoded with placeholders where its seal goes,
+// checked for secrets and cut around the placeholders: what the Builder
+// leaves for AppendMany. of is the event as it was prepared (without
+// prepared), to tell whether it has changed since.
+type prepared struct {
+	of         Event
+	seq        int64
+	prev, hash string
+	cut        sealCut
+}
+
+// prepare encodes ev with placeholders where the seal goes, checks the
+// encoding for secrets (walkSecrets, leaving out the placeholders) and
+// cuts its stored and canonical forms at them, parsing it once for both.
+// The placeholders are random, so nothing an event carries (a username, a
+// statement) can be taken for one; should a placeholder still occur more
+// than once, it tries fresh ones.
+func prepare(ev Event) (prepared, error) {
+	if err := checkComplete(ev); err != nil {
+		return prepared{}, err
+	}
+	ev.prepared = nil
+	of := ev
+	of.Data = bytes.Clone(ev.Data) // a caller may change ev.Data in place
 	for range 4 {
 		seq, prev, hash, err := placeholders()
 		if err != nil {
-			return sealCut{}, err
+			return prepared{}, err
 		}
 		ev.ChainSeq, ev.PrevHash, ev.Hash = seq, prev, hash
 		body, err := encodeJSON(ev)
 		if err != nil {
-			return sealCut{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
+			return prepared{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
 		}
-		canon, err := canonicalWithoutHash(body)
+		canon, err := checkAndCanonicalise(body)
 		if err != nil {
-			return sealCut{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
+			return prepared{}, fmt.Errorf("event %s: %w", ev.ID, err)
 		}
 		seqText := []byte(strconv.FormatInt(seq, 10))
 		b, okBody := cutAt(body, seqText, []byte(prev), []byte(hash))
 		c, okCanon := cutAt(canon, seqText, []byte(prev))
 		if okBody && okCanon {
-			return sealCut{canon: [3][]byte(c), body: [4][]byte(b)}, nil
+			cut := sealCut{canon: [3][]byte(c), body: [4][]byte(b)}
+			return prepared{of: of, seq: seq, prev: prev, hash: hash, cut: cut}, nil
 		}
 	}
-	return sealCut{}, fmt.Errorf("seal event %s: its encoding keeps repeating the seal's placeholders", ev.ID)
+	return prepared{}, fmt.Errorf("seal event %s: its encoding keeps repeating the seal's placeholders", ev.ID)
+}
+
+// checkAndCanonicalise parses an event encoded by prepare (valid JSON, by
+// encoding/json), refuses it if anything but its seal placeholders looks
+// like a secret, and returns the canonical form that its hash covers.
+func checkAndCanonicalise(body []byte) ([]byte, error) {
+	v, err := parseEncoded(body)
+	if err != nil {
+		return nil, err
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("event is not a JSON object")
+	}
+	delete(obj, "hash")
+	prev := obj["prevhash"]
+	delete(obj, "prevhash")
+	if schemas.MayHoldSecret(body) {
+		if err := walkSecrets(obj, nil); err != nil {
+			return nil, err
+		}
+	}
+	obj["prevhash"] = prev
+	var canon bytes.Buffer
+	if err := writeCanonical(&canon, obj); err != nil {
+		return nil, err
+	}
+	return canon.Bytes(), nil
+}
+
+// cutFor returns ev's cut for sealing: the Builder's, when ev is as it was
+// built; else ev is checked and cut anew (an event made or changed outside
+// the Builder).
+func cutFor(ev Event) (sealCut, error) {
+	if p := ev.prepared; p != nil && unchanged(ev, p.of) {
+		return p.cut, nil
+	}
+	p, err := prepare(ev)
+	return p.cut, err
+}
+
+// unchanged reports whether ev still has every field it was prepared with.
+// Times must be equal as values (instant and location), not just as
+// instants: a time in another location encodes differently.
+func unchanged(ev, of Event) bool {
+	return ev.SpecVersion == of.SpecVersion && ev.ID == of.ID && ev.Source == of.Source &&
+		ev.Type == of.Type && ev.Subject == of.Subject && ev.Time == of.Time &&
+		ev.DataContentType == of.DataContentType && ev.DataSchema == of.DataSchema &&
+		ev.ChainSeq == of.ChainSeq && ev.PrevHash == of.PrevHash && ev.Hash == of.Hash &&
+		bytes.Equal(ev.Data, of.Data)
 }
 
 // placeholders returns a chain position and two hash-shaped strings that no

@@ -3,6 +3,8 @@ package evidence
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -13,23 +15,14 @@ import (
 // Vault error text can make any field look like one. The Builder withholds
 // such a field (withholdSecrets: the value becomes schemas.Withheld, and
 // data.unmapped.withheld lists the JSON paths), so one poisoned input never
-// stops the evidence of everything recorded with it; checkNoSecrets is the
-// last gate: an event whose JSON has a key that names a password, or a
-// value that looks like a secret, is refused. Its error names where, never
-// what.
+// stops the evidence of everything recorded with it. walkSecrets, run by
+// prepare on the event as it will be stored, is the last gate: an event
+// whose JSON has a key that names a password, or a value that looks like a
+// secret, is refused. Its error names where, never what.
 
-func checkNoSecrets(doc []byte) error {
-	v, err := parseJSON(doc)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidInput, err)
-	}
-	if !schemas.MayHoldSecret(doc) {
-		return nil
-	}
-	return walkSecrets("$", v)
-}
-
-func walkSecrets(path string, v any) error {
+// walkSecrets refuses v if anything in it looks like a secret. at is
+// where v is, rendered as a path only for the error.
+func walkSecrets(v any, at []string) error {
 	switch v := v.(type) {
 	case map[string]any:
 		keys := make([]string, 0, len(v))
@@ -39,32 +32,38 @@ func walkSecrets(path string, v any) error {
 		sort.Strings(keys) // the first offending path is deterministic
 		for _, k := range keys {
 			if schemas.PasswordKey(k) || schemas.LooksLikeSecret(k) {
-				return fmt.Errorf("%w: a key of %s names a password or looks like a secret", ErrSecret, path)
+				return fmt.Errorf("%w: a key of %s names a password or looks like a secret", ErrSecret, jsonPath(at))
 			}
-			if err := walkSecrets(path+"."+k, v[k]); err != nil {
+			if err := walkSecrets(v[k], append(at, "."+k)); err != nil {
 				return err
 			}
 		}
 	case []any:
 		for i, e := range v {
-			if err := walkSecrets(fmt.Sprintf("%s[%d]", path, i), e); err != nil {
+			if err := walkSecrets(e, append(at, "["+strconv.Itoa(i)+"]")); err != nil {
 				return err
 			}
 		}
 	case string:
 		switch {
 		case schemas.HoldsToken(v):
-			return fmt.Errorf("%w: %s holds what looks like a Vault token", ErrSecret, path)
+			return fmt.Errorf("%w: %s holds what looks like a Vault token", ErrSecret, jsonPath(at))
 		case schemas.LooksLikeSecret(v):
-			return fmt.Errorf("%w: %s looks like it holds a password", ErrSecret, path)
+			return fmt.Errorf("%w: %s looks like it holds a password", ErrSecret, jsonPath(at))
 		}
 	}
 	return nil
 }
 
+// jsonPath renders the steps of walkSecrets from the root, "$".
+func jsonPath(at []string) string {
+	return "$" + strings.Join(at, "")
+}
+
 // withholdSecrets withholds what looks like a secret in an event's subject
 // and data (schemas.Withhold) and lists the JSON paths of the event it
 // withheld in data.unmapped.withheld. Data without any is returned as is.
+// data is the Builder's own encoding, so valid JSON.
 func withholdSecrets(data []byte, subject string) ([]byte, string, error) {
 	var paths []string
 	if schemas.LooksLikeSecret(subject) {
@@ -74,7 +73,7 @@ func withholdSecrets(data []byte, subject string) ([]byte, string, error) {
 	if len(paths) == 0 && !schemas.MayHoldSecret(data) {
 		return data, subject, nil
 	}
-	v, err := parseJSON(data)
+	v, err := parseEncoded(data)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}

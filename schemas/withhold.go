@@ -20,12 +20,29 @@ import (
 // chooses. A value that trips the secret check is withheld rather than
 // letting it stop the document (and everything recorded with it).
 func Withhold(v any, root string) (any, []string) {
-	var paths []string
-	v = withhold(v, root, &paths)
-	return v, paths
+	w := withholder{root: root}
+	v = w.walk(v, nil)
+	return v, w.paths
 }
 
-func withhold(v any, path string, paths *[]string) any {
+// withholder walks a document keeping the path to where it is as steps,
+// and writes a path out only for what it withholds: most documents
+// withhold nothing, and checking every path of every event for a secret
+// was most of the cost of building evidence.
+type withholder struct {
+	root  string
+	paths []string
+}
+
+// step is one step of a path: an object's key (which may be ""), or an
+// array's index.
+type step struct {
+	key     string
+	index   int
+	inArray bool
+}
+
+func (w *withholder) walk(v any, at []step) any {
 	switch t := v.(type) {
 	case map[string]any:
 		keys := make([]string, 0, len(t))
@@ -34,28 +51,43 @@ func withhold(v any, path string, paths *[]string) any {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			p := path + "." + k
-			if LooksLikeSecret(p) {
-				p = path + "." + Withheld
-			}
 			if PasswordKey(k) || LooksLikeSecret(k) {
 				delete(t, k)
-				*paths = append(*paths, p)
+				w.withheld(append(at, step{key: k}))
 				continue
 			}
-			t[k] = withhold(t[k], p, paths)
+			t[k] = w.walk(t[k], append(at, step{key: k}))
 		}
 	case []any:
 		for i, c := range t {
-			t[i] = withhold(c, fmt.Sprintf("%s[%d]", path, i), paths)
+			t[i] = w.walk(c, append(at, step{index: i, inArray: true}))
 		}
 	case string:
 		if LooksLikeSecret(t) {
-			*paths = append(*paths, path)
+			w.withheld(at)
 			return Withheld
 		}
 	}
 	return v
+}
+
+// withheld lists the path at. A key whose step makes the path look like
+// a secret (keys harmless alone can spell a token when joined by dots) is
+// written as Withheld, so that no path carries a secret.
+func (w *withholder) withheld(at []step) {
+	path := w.root
+	for _, s := range at {
+		if s.inArray {
+			path = fmt.Sprintf("%s[%d]", path, s.index)
+			continue
+		}
+		p := path + "." + s.key
+		if LooksLikeSecret(p) {
+			p = path + "." + Withheld
+		}
+		path = p
+	}
+	w.paths = append(w.paths, path)
 }
 
 // WithholdFinding returns f with whatever looks like a secret withheld
