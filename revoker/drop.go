@@ -354,6 +354,14 @@ func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, er
 // commits (see BeforeCommitFunc).
 func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
 	hook BeforeCommitFunc) []schemas.RevocationResult {
+	results, _ := d.dropBatch(ctx, pool, database, cmds, hook)
+	return results
+}
+
+// dropBatch is DropBatch, and also returns how long its transactions
+// waited for the target's drop lock (other batches holding it).
+func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
+	hook BeforeCommitFunc) ([]schemas.RevocationResult, time.Duration) {
 	items := make([]*item, len(cmds))
 	first := make(map[string]int, len(cmds))
 	dupOf := make(map[int]int)
@@ -372,8 +380,9 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		run = append(run, it)
 	}
 
+	var waited time.Duration
 	if len(run) > 0 {
-		d.runOrFallBack(ctx, pool, run, hook)
+		d.runOrFallBack(ctx, pool, run, hook, &waited)
 	}
 
 	results := make([]schemas.RevocationResult, len(items))
@@ -384,13 +393,13 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		it.res.FinishedAt = d.now()
 		results[i] = it.res
 	}
-	return results
+	return results, waited
 }
 
 // runOrFallBack runs the drop transaction of items and, if it fails, fails
 // them or runs each alone.
-func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
-	err := d.run(ctx, pool, items, hook)
+func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, waited *time.Duration) {
+	err := d.run(ctx, pool, items, hook, waited)
 	var re *runError
 	var fe *faultError
 	switch {
@@ -403,7 +412,7 @@ func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items [
 			d.failItem(ctx, pool, it, err)
 		}
 	default:
-		d.fallback(ctx, pool, items, hook)
+		d.fallback(ctx, pool, items, hook, waited)
 	}
 }
 
@@ -424,7 +433,7 @@ func duplicateResult(own, first schemas.RevocationResult, firstID string) schema
 }
 
 // fallback runs each command of a failed batch alone.
-func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
+func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, waited *time.Duration) {
 	for _, it := range items {
 		var stmts []string
 		if it.keptNologin {
@@ -445,7 +454,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 			Statements:         stmts,
 			SessionsTerminated: terminated,
 		}}
-		d.runOrFallBack(ctx, pool, []*item{fresh}, hook)
+		d.runOrFallBack(ctx, pool, []*item{fresh}, hook, waited)
 		*it = *fresh
 	}
 }

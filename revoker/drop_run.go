@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,7 +16,8 @@ import (
 //  2. judge: apply the guards, before anything changes;
 //  3. nologin: ALTER ROLE … NOLOGIN, then re-read the roles under it;
 //  4. terminate: end the roles' sessions;
-//  5. 6. dropRoles: REASSIGN OWNED, REVOKE, DROP OWNED, DROP ROLE;
+//  5. 6. dropRoles: the target's drop lock, then REASSIGN OWNED, REVOKE,
+//     DROP OWNED, DROP ROLE;
 //  7. commit: hand the transaction id to the before-commit hook, commit;
 //
 // then the Dropper's check after it (afterCheck) and the outcome.
@@ -24,6 +26,8 @@ type dropTx struct {
 	tx pgx.Tx
 	// hook is called just before COMMIT (nil: none; see BeforeCommitFunc).
 	hook BeforeCommitFunc
+	// waited adds up the time spent waiting for the drop lock.
+	waited *time.Duration
 	// items are all the transaction's commands; targets those that passed
 	// the guards and are dropped, absent those whose role is gone.
 	items, targets, absent []*item
@@ -35,12 +39,12 @@ type dropTx struct {
 // run is the drop transaction for items (all past precheck, distinct
 // names). It sets each item's result except when it returns an error, in
 // which case the caller decides (fail, or run each item alone).
-func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) error {
+func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, waited *time.Duration) error {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: d.beginSQL})
 	if err != nil {
 		return &runError{step: "begin", err: err}
 	}
-	t := &dropTx{d: d, tx: tx, hook: hook, items: items}
+	t := &dropTx{d: d, tx: tx, hook: hook, waited: waited, items: items}
 	defer t.rollback(ctx)
 	if err := t.lockAndRead(ctx); err != nil {
 		return err
@@ -183,18 +187,31 @@ func (t *dropTx) terminate(ctx context.Context) error {
 
 // firstActing is the index of the first statement of dropSteps that acts
 // on the roles; those before it are not recorded.
-const firstActing = 4
+const firstActing = 1
 
-// dropSteps are the statements of steps 5 and 6, after the drop lock and
-// a savepoint. The drop lock only orders leaseguard's own drops; waiting
-// for it is bounded by statement_timeout, not by lock_timeout, which is
-// meant for locks held by the database's users.
+// takeDropLock waits for the target's drop lock, in a round trip of its
+// own so that the wait is known apart from the drop work: batches in
+// flight together take turns on it. The drop lock only orders
+// leaseguard's own drops; waiting for it is bounded by statement_timeout,
+// not by lock_timeout, which is meant for locks held by the database's
+// users.
+func (t *dropTx) takeDropLock(ctx context.Context) error {
+	start := time.Now()
+	_, err := t.tx.Exec(ctx, "SET LOCAL lock_timeout = 0; "+dropLockSQL+
+		fmt.Sprintf("; SET LOCAL lock_timeout = %d", millis(t.d.lockTimeout)))
+	if t.waited != nil {
+		*t.waited += time.Since(start)
+	}
+	if err != nil {
+		return &runError{step: "drop lock", err: err}
+	}
+	return nil
+}
+
+// dropSteps are the statements of steps 5 and 6, after a savepoint.
 func (t *dropTx) dropSteps(ctx context.Context) ([]txStep, error) {
 	ids := identList(t.targets)
 	steps := []txStep{
-		{step: "drop lock wait", sql: "SET LOCAL lock_timeout = 0"},
-		{step: "drop lock", sql: dropLockSQL},
-		{step: "lock timeout", sql: fmt.Sprintf("SET LOCAL lock_timeout = %d", millis(t.d.lockTimeout))},
 		{step: "savepoint", sql: savepointSQL},
 		roleStep("reassign owned", "REASSIGN OWNED BY ", ids, " TO "+ident(t.reassignTo)),
 	}
@@ -214,11 +231,15 @@ func (t *dropTx) dropSteps(ctx context.Context) ([]txStep, error) {
 	return append(steps, roleStep("drop role", "DROP ROLE IF EXISTS ", ids, "")), nil
 }
 
-// dropRoles is steps 5 and 6: reassign, drop owned, drop, in one round
-// trip. A failure after the savepoint keeps the NOLOGIN.
+// dropRoles is steps 5 and 6: under the drop lock, reassign, drop owned,
+// drop, in one round trip. A failure after the savepoint keeps the
+// NOLOGIN.
 func (t *dropTx) dropRoles(ctx context.Context) error {
 	steps, err := t.dropSteps(ctx)
 	if err != nil {
+		return err
+	}
+	if err := t.takeDropLock(ctx); err != nil {
 		return err
 	}
 	sqls := make([]string, len(steps))
