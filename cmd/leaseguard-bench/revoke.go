@@ -95,7 +95,7 @@ func (b *Bench) revokeScenario(ctx context.Context) error {
 	b.results.set("revoke_users", float64(n))
 	b.results.set("revoke_in_flight", float64(b.opt.revokeInFlight))
 	b.results.note("revocations: %d users each granted USAGE on a schema and SELECT on %d tables (every user on the same tables), %d holding a live session; "+
-		"revoker batches of %d commands per Executor call, %d batches in flight as the revoker service runs them, evidence committed for each; the blast-radius limit is off here (600/min by default); "+
+		"revoker batches of %d commands per Executor call, carried out %d at a time as the revoker service does (-revoke-in-flight), evidence committed for each; the blast-radius limit is off here (600/min by default); "+
 		"drop transactions alone: their time less their waits for the target's drop lock",
 		n, revokeTables, b.opt.revokeSessions, b.opt.revokeBatch, b.opt.revokeInFlight)
 	return nil
