@@ -358,10 +358,13 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 	return results
 }
 
-// dropBatch is DropBatch, and also returns how long its transactions
-// waited for the target's drop lock (other batches holding it).
+// DropLockTimes are how long the transactions of a batch waited for the
+// target's drop lock (other batches holding it), and then held it.
+type DropLockTimes struct{ Waited, Held time.Duration }
+
+// dropBatch is DropBatch, and also returns its DropLockTimes.
 func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
-	hook BeforeCommitFunc) ([]schemas.RevocationResult, time.Duration) {
+	hook BeforeCommitFunc) ([]schemas.RevocationResult, DropLockTimes) {
 	items := make([]*item, len(cmds))
 	first := make(map[string]int, len(cmds))
 	dupOf := make(map[int]int)
@@ -380,9 +383,9 @@ func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		run = append(run, it)
 	}
 
-	var waited time.Duration
+	var lock DropLockTimes
 	if len(run) > 0 {
-		d.runOrFallBack(ctx, pool, run, hook, &waited)
+		d.runOrFallBack(ctx, pool, run, hook, &lock)
 	}
 
 	results := make([]schemas.RevocationResult, len(items))
@@ -393,13 +396,13 @@ func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		it.res.FinishedAt = d.now()
 		results[i] = it.res
 	}
-	return results, waited
+	return results, lock
 }
 
 // runOrFallBack runs the drop transaction of items and, if it fails, fails
 // them or runs each alone.
-func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, waited *time.Duration) {
-	err := d.run(ctx, pool, items, hook, waited)
+func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *DropLockTimes) {
+	err := d.run(ctx, pool, items, hook, lock)
 	var re *runError
 	var fe *faultError
 	switch {
@@ -412,7 +415,7 @@ func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items [
 			d.failItem(ctx, pool, it, err)
 		}
 	default:
-		d.fallback(ctx, pool, items, hook, waited)
+		d.fallback(ctx, pool, items, hook, lock)
 	}
 }
 
@@ -433,7 +436,7 @@ func duplicateResult(own, first schemas.RevocationResult, firstID string) schema
 }
 
 // fallback runs each command of a failed batch alone.
-func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, waited *time.Duration) {
+func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *DropLockTimes) {
 	for _, it := range items {
 		var stmts []string
 		if it.keptNologin {
@@ -454,7 +457,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 			Statements:         stmts,
 			SessionsTerminated: terminated,
 		}}
-		d.runOrFallBack(ctx, pool, []*item{fresh}, hook, waited)
+		d.runOrFallBack(ctx, pool, []*item{fresh}, hook, lock)
 		*it = *fresh
 	}
 }

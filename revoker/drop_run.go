@@ -26,8 +26,10 @@ type dropTx struct {
 	tx pgx.Tx
 	// hook is called just before COMMIT (nil: none; see BeforeCommitFunc).
 	hook BeforeCommitFunc
-	// waited adds up the time spent waiting for the drop lock.
-	waited *time.Duration
+	// lock adds up the time spent waiting for the drop lock and holding
+	// it; lockedAt is when it was taken (zero: not held).
+	lock     *DropLockTimes
+	lockedAt time.Time
 	// items are all the transaction's commands; targets those that passed
 	// the guards and are dropped, absent those whose role is gone.
 	items, targets, absent []*item
@@ -39,12 +41,12 @@ type dropTx struct {
 // run is the drop transaction for items (all past precheck, distinct
 // names). It sets each item's result except when it returns an error, in
 // which case the caller decides (fail, or run each item alone).
-func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, waited *time.Duration) error {
+func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *DropLockTimes) error {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: d.beginSQL})
 	if err != nil {
 		return &runError{step: "begin", err: err}
 	}
-	t := &dropTx{d: d, tx: tx, hook: hook, waited: waited, items: items}
+	t := &dropTx{d: d, tx: tx, hook: hook, lock: lock, items: items}
 	defer t.rollback(ctx)
 	if err := t.lockAndRead(ctx); err != nil {
 		return err
@@ -77,6 +79,7 @@ func (t *dropTx) rollback(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	_ = t.tx.Rollback(rctx)
+	t.unlocked()
 }
 
 func names(items []*item) []string {
@@ -199,13 +202,22 @@ func (t *dropTx) takeDropLock(ctx context.Context) error {
 	start := time.Now()
 	_, err := t.tx.Exec(ctx, "SET LOCAL lock_timeout = 0; "+dropLockSQL+
 		fmt.Sprintf("; SET LOCAL lock_timeout = %d", millis(t.d.lockTimeout)))
-	if t.waited != nil {
-		*t.waited += time.Since(start)
-	}
+	now := time.Now()
+	t.lock.Waited += now.Sub(start)
 	if err != nil {
 		return &runError{step: "drop lock", err: err}
 	}
+	t.lockedAt = now
 	return nil
+}
+
+// unlocked counts the time the drop lock was held, once the transaction
+// that took it has ended.
+func (t *dropTx) unlocked() {
+	if !t.lockedAt.IsZero() {
+		t.lock.Held += time.Since(t.lockedAt)
+		t.lockedAt = time.Time{}
+	}
 }
 
 // dropSteps are the statements of steps 5 and 6, after a savepoint.
@@ -303,6 +315,7 @@ func (t *dropTx) keepNologin(ctx context.Context, re *runError) {
 	if err := t.tx.Commit(cctx); err != nil {
 		return
 	}
+	t.unlocked()
 	t.ended = true
 	re.keptNologin = true
 	for _, it := range t.targets {
@@ -322,7 +335,9 @@ func (t *dropTx) commit(ctx context.Context) error {
 		return err
 	}
 	t.ended = true // a failed COMMIT rolled back: nothing is left to end
-	if err := t.tx.Commit(ctx); err != nil {
+	err := t.tx.Commit(ctx)
+	t.unlocked()
+	if err != nil {
 		return &runError{step: "commit", err: err}
 	}
 	if err := t.d.fault(ctx, StepAfterCommit, t.targets); err != nil {

@@ -28,11 +28,14 @@ const held = 200 * time.Millisecond
 
 // TestDropLockWaitObservedApart: the time a batch waits for the target's
 // drop lock, held by another revocation, is observed in
-// leaseguard_revocation_drop_lock_wait_seconds and nothing else is: the
-// wait counts from the lock's request, not from the start of the drop
-// transaction, and ends when the lock is taken. It is part of
-// leaseguard_revocation_batch_seconds, so that the drop work of batches in
-// flight together is their difference, without the turns they took.
+// leaseguard_revocation_drop_lock_wait_seconds, and the time it then holds
+// the lock in leaseguard_revocation_drop_lock_held_seconds, and nothing
+// else is: the wait counts from the lock's request, not from the start of
+// the drop transaction, and ends when the lock is taken; the hold ends at
+// the commit, before the checks after it. Both are parts of
+// leaseguard_revocation_batch_seconds. Batches in one database hold the
+// lock one at a time, so the hold times of batches in flight together add
+// up without counting any second twice.
 func TestDropLockWaitObservedApart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -59,40 +62,52 @@ func TestDropLockWaitObservedApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	beforeLock, beforeCommit := plan.hold(t, revoker.StepBeforeNologin), plan.hold(t, revoker.StepBeforeCommit)
+	afterCommit := plan.hold(t, revoker.StepAfterCommit)
 	done := make(chan revoker.Executed, 1)
 	go func() { done <- exec.Execute(ctx, []schemas.RevocationCommand{cmd}, nil)[0] }()
 
 	// Drop work ahead of the lock: the transaction is open, the lock not
 	// asked for.
 	beforeLock.wait(t)
-	holdFor(t, "the drop ahead of the drop lock", func() bool { return !waitsForDropLock(t, holder, app) })
+	holdFor(t, "the drop ahead of the drop lock", func() bool { return !onDropLock(t, holder, app, false) })
 	asked := time.Now()
 	beforeLock.let()
-	waitFor(t, 30*time.Second, "the drop waiting for the drop lock", func() bool { return waitsForDropLock(t, holder, app) })
+	waitFor(t, 30*time.Second, "the drop waiting for the drop lock", func() bool { return onDropLock(t, holder, app, false) })
 	seen := time.Now()
-	holdFor(t, "the drop waiting for the drop lock", func() bool { return waitsForDropLock(t, holder, app) })
+	holdFor(t, "the drop waiting for the drop lock", func() bool { return onDropLock(t, holder, app, false) })
 	released := time.Now()
 	if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock(`+dropLockKey+`)`); err != nil {
 		t.Fatal(err)
 	}
+	// Drop work under the lock, then after the commit.
 	beforeCommit.wait(t)
 	taken := time.Now()
+	holdFor(t, "the drop holding the drop lock", func() bool { return onDropLock(t, holder, app, true) })
+	committing := time.Now()
 	beforeCommit.let()
+	afterCommit.wait(t)
+	committed := time.Now()
+	holdFor(t, "the drop past its commit", func() bool { return true })
+	afterCommit.let()
 	if e := <-done; !e.Recorded || e.Result.Outcome != schemas.OutcomeDropped {
 		t.Fatalf("drop: %+v", e)
 	}
 
 	waits, wait := histogram(t, reg, "leaseguard_revocation_drop_lock_wait_seconds")
+	holds, hold := histogram(t, reg, "leaseguard_revocation_drop_lock_held_seconds")
 	batches, batch := histogram(t, reg, "leaseguard_revocation_batch_seconds")
-	atLeast, atMost := released.Sub(seen).Seconds(), taken.Sub(asked).Seconds()
-	if waits != 1 || batches != 1 {
-		t.Fatalf("%d lock waits and %d batches observed; want 1 of each", waits, batches)
+	if waits != 1 || holds != 1 || batches != 1 {
+		t.Fatalf("%d lock waits, %d lock holds and %d batches observed; want 1 of each", waits, holds, batches)
 	}
-	if wait < atLeast || wait > atMost {
+	if atLeast, atMost := released.Sub(seen).Seconds(), taken.Sub(asked).Seconds(); wait < atLeast || wait > atMost {
 		t.Errorf("waited %.3f s for the drop lock; it was waited on for at least %.3f s and at most %.3f s", wait, atLeast, atMost)
 	}
-	if batch-wait < held.Seconds() {
-		t.Errorf("batch %.3f s less the wait %.3f s leaves less than the %v of drop work held ahead of the lock", batch, wait, held)
+	if atLeast, atMost := committing.Sub(taken).Seconds(), committed.Sub(released).Seconds(); hold < atLeast || hold > atMost {
+		t.Errorf("held the drop lock %.3f s; it was held for at least %.3f s and at most %.3f s", hold, atLeast, atMost)
+	}
+	if rest := batch - wait - hold; rest < 2*held.Seconds() {
+		t.Errorf("batch %.3f s less the wait %.3f s and the hold %.3f s leaves %.3f s, less than the 2×%v of drop work held ahead of the lock and after the commit",
+			batch, wait, hold, rest, held)
 	}
 }
 
@@ -107,16 +122,16 @@ func holdFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitsForDropLock reports whether a session of application app waits for
-// the target's drop lock.
-func waitsForDropLock(t *testing.T, conn *pgx.Conn, app string) bool {
+// onDropLock reports whether a session of application app holds the
+// target's drop lock (granted) or waits for it.
+func onDropLock(t *testing.T, conn *pgx.Conn, app string, granted bool) bool {
 	t.Helper()
 	var n int
 	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks AS l
 		JOIN pg_stat_activity AS a ON a.pid = l.pid, (SELECT `+dropLockKey+` AS k) AS key
-		WHERE a.application_name = $1 AND l.locktype = 'advisory' AND NOT l.granted AND l.objsubid = 1
+		WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted = $2 AND l.objsubid = 1
 		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND l.classid::bigint = (key.k >> 32) & 4294967295 AND l.objid::bigint = key.k & 4294967295`, app).Scan(&n); err != nil {
+		AND l.classid::bigint = (key.k >> 32) & 4294967295 AND l.objid::bigint = key.k & 4294967295`, app, granted).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n > 0

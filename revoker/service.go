@@ -352,6 +352,7 @@ type Metrics struct {
 	throttled    prometheus.Counter
 	batchSeconds prometheus.Histogram
 	dropLockWait prometheus.Histogram
+	dropLockHeld prometheus.Histogram
 	expiryToDrop prometheus.Histogram
 	Throttling   prometheus.Gauge
 }
@@ -390,6 +391,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 				"(part of leaseguard_revocation_batch_seconds).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
+		dropLockHeld: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "leaseguard_revocation_drop_lock_held_seconds",
+			Help: "Time one drop batch in a PostgreSQL target held its drop lock, to its commit; batches in one " +
+				"database hold it one at a time (part of leaseguard_revocation_batch_seconds).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
 		expiryToDrop: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "leaseguard_revocation_expiry_to_drop_seconds",
 			Help:    "From a lease's expiry in the ledger to the drop of its database user, for users dropped after their lease expired.",
@@ -406,7 +413,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.outcomes.WithLabelValues(string(o), "")
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.dropLockWait, m.expiryToDrop, m.Throttling)
+		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.dropLockWait, m.dropLockHeld, m.expiryToDrop, m.Throttling)
 	}
 	return m
 }
