@@ -358,13 +358,13 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 	return results
 }
 
-// DropLockTimes are how long the transactions of a batch waited for the
+// dropLockTimes are how long the transactions of a batch waited for the
 // target's drop lock (other batches holding it), and then held it.
-type DropLockTimes struct{ Waited, Held time.Duration }
+type dropLockTimes struct{ waited, held time.Duration }
 
-// dropBatch is DropBatch, and also returns its DropLockTimes.
+// dropBatch is DropBatch, and also returns its dropLockTimes.
 func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
-	hook BeforeCommitFunc) ([]schemas.RevocationResult, DropLockTimes) {
+	hook BeforeCommitFunc) ([]schemas.RevocationResult, dropLockTimes) {
 	items := make([]*item, len(cmds))
 	first := make(map[string]int, len(cmds))
 	dupOf := make(map[int]int)
@@ -383,7 +383,7 @@ func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		run = append(run, it)
 	}
 
-	var lock DropLockTimes
+	var lock dropLockTimes
 	if len(run) > 0 {
 		d.runOrFallBack(ctx, pool, run, hook, &lock)
 	}
@@ -401,7 +401,7 @@ func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 
 // runOrFallBack runs the drop transaction of items and, if it fails, fails
 // them or runs each alone.
-func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *DropLockTimes) {
+func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *dropLockTimes) {
 	err := d.run(ctx, pool, items, hook, lock)
 	var re *runError
 	var fe *faultError
@@ -436,7 +436,7 @@ func duplicateResult(own, first schemas.RevocationResult, firstID string) schema
 }
 
 // fallback runs each command of a failed batch alone.
-func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *DropLockTimes) {
+func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *dropLockTimes) {
 	for _, it := range items {
 		var stmts []string
 		if it.keptNologin {

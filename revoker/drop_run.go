@@ -28,7 +28,7 @@ type dropTx struct {
 	hook BeforeCommitFunc
 	// lock adds up the time spent waiting for the drop lock and holding
 	// it; lockedAt is when it was taken (zero: not held).
-	lock     *DropLockTimes
+	lock     *dropLockTimes
 	lockedAt time.Time
 	// items are all the transaction's commands; targets those that passed
 	// the guards and are dropped, absent those whose role is gone.
@@ -41,7 +41,7 @@ type dropTx struct {
 // run is the drop transaction for items (all past precheck, distinct
 // names). It sets each item's result except when it returns an error, in
 // which case the caller decides (fail, or run each item alone).
-func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *DropLockTimes) error {
+func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *dropLockTimes) error {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: d.beginSQL})
 	if err != nil {
 		return &runError{step: "begin", err: err}
@@ -203,7 +203,7 @@ func (t *dropTx) takeDropLock(ctx context.Context) error {
 	_, err := t.tx.Exec(ctx, "SET LOCAL lock_timeout = 0; "+dropLockSQL+
 		fmt.Sprintf("; SET LOCAL lock_timeout = %d", millis(t.d.lockTimeout)))
 	now := time.Now()
-	t.lock.Waited += now.Sub(start)
+	t.lock.waited += now.Sub(start)
 	if err != nil {
 		return &runError{step: "drop lock", err: err}
 	}
@@ -215,7 +215,7 @@ func (t *dropTx) takeDropLock(ctx context.Context) error {
 // that took it has ended.
 func (t *dropTx) unlocked() {
 	if !t.lockedAt.IsZero() {
-		t.lock.Held += time.Since(t.lockedAt)
+		t.lock.held += time.Since(t.lockedAt)
 		t.lockedAt = time.Time{}
 	}
 }

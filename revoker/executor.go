@@ -485,8 +485,8 @@ func (x *Executor) carryOut(ctx context.Context, db string, idx []int, cmds []sc
 		for k, res := range dropped {
 			results[drops[k]] = res
 		}
-		x.Metrics.dropLockWait.Observe(lock.Waited.Seconds())
-		x.Metrics.dropLockHeld.Observe(lock.Held.Seconds())
+		x.Metrics.dropLockWait.Observe(lock.waited.Seconds())
+		x.Metrics.dropLockHeld.Observe(lock.held.Seconds())
 	}
 	if len(terms) > 0 {
 		for k, res := range x.Dropper.TerminateBatch(ctx, pool, db, pick(cmds, terms)) {
@@ -533,7 +533,7 @@ func pick(cmds []schemas.RevocationCommand, idx []int) []schemas.RevocationComma
 // same command dropped without recording it. It also returns how long the
 // drops waited for the target's drop lock and held it.
 func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batch []schemas.RevocationCommand,
-	claims []store.Claim, idx []int) ([]schemas.RevocationResult, DropLockTimes) {
+	claims []store.Claim, idx []int) ([]schemas.RevocationResult, dropLockTimes) {
 	results, lock := x.Dropper.dropBatch(ctx, pool, db, batch, func(ctx context.Context, xid int64, ids []string) error {
 		sctx, cancel := x.stateCtx(ctx)
 		defer cancel()

@@ -65,7 +65,7 @@ func (b *Bench) revokeScenario(ctx context.Context) error {
 		return err
 	}
 	defer stop()
-	ours, base, err := b.alternate(ctx, "revoke", b.revokeLeaseguard, b.revokeBaseline, func() {
+	ours, base, err := b.alternate(ctx, "revoke", b.revokeSide, b.revokeBaseline, func() {
 		b.vacuumCatalogs(ctx, b.admin, "revoke")
 	})
 	if err != nil {
@@ -77,10 +77,9 @@ func (b *Bench) revokeScenario(ctx context.Context) error {
 	b.results.set("revocations_per_sec", v)
 	b.results.set("revocations_baseline_per_sec", bl)
 	b.results.set("revocations_drop_transactions_only_per_sec", median(b.dropOnly))
-	// The revoker's throughput ÷ that of its own drop transactions in the
-	// same run, as fast as the drop lock lets them through: the share of
-	// the time the lock was held, so 1 is claims, outcomes, evidence and
-	// the steps ahead of the lock all hidden behind other batches' drops.
+	// The revoker's throughput ÷ that of its own drop transactions alone,
+	// as many batches at a time, in the same run: 1 would be claims,
+	// outcomes and evidence costing no time the drops could have used.
 	var ratios []float64
 	for k, d := range b.dropOnly {
 		if k < len(ours) && d > 0 {
@@ -97,7 +96,7 @@ func (b *Bench) revokeScenario(ctx context.Context) error {
 	b.results.set("revoke_in_flight", float64(b.opt.revokeInFlight))
 	b.results.note("revocations: %d users each granted USAGE on a schema and SELECT on %d tables (every user on the same tables), %d holding a live session; "+
 		"revoker batches of %d commands per Executor call, carried out %d at a time as the revoker service does (-revoke-in-flight), evidence committed for each; the blast-radius limit is off here (600/min by default); "+
-		"drop transactions alone: users ÷ the time the target's drop lock was held",
+		"drop transactions alone: another such set of users dropped by Dropper.DropBatch, as many batches at a time, right after the revoker in each run",
 		n, revokeTables, b.opt.revokeSessions, b.opt.revokeBatch, b.opt.revokeInFlight)
 	return nil
 }
@@ -144,41 +143,30 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 		return 0, err
 	}
 	defer rr.close()
-	st, reg, exec, issuer := rr.st, rr.reg, rr.exec, rr.issuer
-	cmds := make([]schemas.RevocationCommand, len(names))
-	now := time.Now().UTC()
-	for i, u := range names {
-		cmds[i] = schemas.RevocationCommand{
-			ID: fmt.Sprintf("bench-%s-%d-%d", b.sfx, r, i), Action: schemas.ActionDropRole,
-			Issuer: "detector", Rule: "lease-expired-not-revoked", Database: db, DBUser: u,
-			LeaseID: fmt.Sprintf("postgres/creds/revoke/%s", randomString(24)), Reason: "benchmark",
-			Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByOperator, CheckedAt: now, Detail: "benchmark"},
-		}
-	}
-	if err := issuer.Issue(ctx, cmds); err != nil {
+	st, reg, exec := rr.st, rr.reg, rr.exec
+	cmds, err := b.revokeCommands(ctx, rr.issuer, fmt.Sprintf("bench-%s-%d", b.sfx, r), db, names)
+	if err != nil {
 		return 0, err
 	}
 
 	cs := sampleCPU()
 	start := time.Now()
-	dropped, err := b.executeInFlight(ctx, exec, cmds)
+	dropped, err := b.inFlight(cmds, func(batch []schemas.RevocationCommand) (int, error) {
+		return droppedAll(exec.Execute(ctx, batch, nil))
+	})
 	if err != nil {
 		return 0, err
 	}
 	elapsed := time.Since(start)
 	b.logf("revoke: run %d: revoker: %s", r+1, b.cpuSince(cs))
-	// The drop transactions alone go no faster than the target's drop
-	// lock lets them: batches in one database hold it one at a time, so
-	// its time held adds up without counting a second twice, however many
-	// batches are in flight. (Their whole time does not: one batch's
-	// steps ahead of the lock overlap another's under it, and a batch
-	// waits for the lock while another holds it.)
+	// Where the batches' time went. Batches in one database hold the drop
+	// lock one at a time: its time held is the drops' ceiling, however
+	// many batches are in flight.
 	batchSecs, _ := histogramSum(reg, "leaseguard_revocation_batch_seconds")
 	waitSecs, _ := histogramSum(reg, "leaseguard_revocation_drop_lock_wait_seconds")
 	if heldSecs, ok := histogramSum(reg, "leaseguard_revocation_drop_lock_held_seconds"); ok && heldSecs > 0 {
-		b.logf("revoke: run %d: drop lock held %.1f s of the revoker's %s (%s users/s alone); drop transactions %.1f s, %.1f s of it waiting for the lock",
-			r+1, heldSecs, elapsed.Round(time.Millisecond), thousands(int64(float64(dropped)/heldSecs)), batchSecs, waitSecs)
-		b.dropOnly = append(b.dropOnly, float64(dropped)/heldSecs)
+		b.logf("revoke: run %d: drop transactions %.1f s in the revoker's %s, %.1f s of it waiting for the drop lock, %.1f s holding it (a ceiling of %s users/s)",
+			r+1, batchSecs, elapsed.Round(time.Millisecond), waitSecs, heldSecs, thousands(int64(float64(dropped)/heldSecs)))
 	}
 
 	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
@@ -190,10 +178,81 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 	return float64(dropped) / elapsed.Seconds(), nil
 }
 
-// executeInFlight carries out cmds through exec in batches, as many at
-// once as the revoker service (revoker.InFlight), and returns how many
-// were dropped; a command not dropped and recorded is an error.
-func (b *Bench) executeInFlight(ctx context.Context, exec *revoker.Executor, cmds []schemas.RevocationCommand) (int, error) {
+// revokeSide is the revoker's side of a run: users dropped through the
+// Executor, then, for the bookkeeping ratio, another such set by its drop
+// transactions alone.
+func (b *Bench) revokeSide(ctx context.Context, r int) (float64, error) {
+	rate, err := b.revokeLeaseguard(ctx, r)
+	if err != nil {
+		return 0, err
+	}
+	b.vacuumCatalogs(ctx, b.admin, "revoke")
+	alone, err := b.revokeDropOnly(ctx, r)
+	if err != nil {
+		return 0, err
+	}
+	b.logf("revoke: run %d: drop transactions alone: %s users/s", r+1, thousands(int64(alone)))
+	b.dropOnly = append(b.dropOnly, alone)
+	return rate, nil
+}
+
+// revokeDropOnly drops the users with the revoker's drop transactions
+// alone (Dropper.DropBatch: no claims, records or evidence), in batches
+// of the same size as many at a time, and returns users per second.
+func (b *Bench) revokeDropOnly(ctx context.Context, r int) (float64, error) {
+	stateSchema := b.schemaName(fmt.Sprintf("rvdstate%d", r+1))
+	appWhat := fmt.Sprintf("rvdrop%d", r+1)
+	defer b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat))
+	defer b.dropSchema(context.WithoutCancel(ctx), stateSchema)
+	names, sess, err := b.revokeUsers(ctx, appWhat)
+	defer sess.close()
+	if err != nil {
+		return 0, err
+	}
+	const db = "bench"
+	rr, err := b.openRevoker(ctx, stateSchema, db, b.opt.dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer rr.close()
+	cmds, err := b.revokeCommands(ctx, rr.issuer, fmt.Sprintf("bench-%s-%d-alone", b.sfx, r), db, names)
+	if err != nil {
+		return 0, err
+	}
+	pool, _ := rr.targets.Pool(db)
+	start := time.Now()
+	dropped, err := b.inFlight(cmds, func(batch []schemas.RevocationCommand) (int, error) {
+		return droppedResults(rr.exec.Dropper.DropBatch(ctx, pool, db, batch, nil))
+	})
+	if err != nil {
+		return 0, err
+	}
+	elapsed := time.Since(start)
+	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
+		return 0, fmt.Errorf("after the drop transactions alone: %d users left (%v)", left, err)
+	}
+	return float64(dropped) / elapsed.Seconds(), nil
+}
+
+// revokeCommands are the commands, issued, that drop names in db.
+func (b *Bench) revokeCommands(ctx context.Context, issuer *revoker.Issuer, idPrefix, db string, names []string) ([]schemas.RevocationCommand, error) {
+	cmds := make([]schemas.RevocationCommand, len(names))
+	now := time.Now().UTC()
+	for i, u := range names {
+		cmds[i] = schemas.RevocationCommand{
+			ID: fmt.Sprintf("%s-%d", idPrefix, i), Action: schemas.ActionDropRole,
+			Issuer: "detector", Rule: "lease-expired-not-revoked", Database: db, DBUser: u,
+			LeaseID: fmt.Sprintf("postgres/creds/revoke/%s", randomString(24)), Reason: "benchmark",
+			Corroboration: schemas.Corroboration{Source: schemas.CorroboratedByOperator, CheckedAt: now, Detail: "benchmark"},
+		}
+	}
+	return cmds, issuer.Issue(ctx, cmds)
+}
+
+// inFlight carries out cmds in batches with do, as many at once as the
+// revoker service (revoker.InFlight), and returns how many do dropped;
+// the first error of any batch is returned.
+func (b *Bench) inFlight(cmds []schemas.RevocationCommand, do func([]schemas.RevocationCommand) (int, error)) (int, error) {
 	var mu sync.Mutex
 	var dropped int
 	var failed error
@@ -204,7 +263,7 @@ func (b *Bench) executeInFlight(ctx context.Context, exec *revoker.Executor, cmd
 		return nil
 	}
 	work := func(batch []schemas.RevocationCommand) {
-		n, err := droppedAll(exec.Execute(ctx, batch, nil))
+		n, err := do(batch)
 		mu.Lock()
 		defer mu.Unlock()
 		dropped += n
@@ -226,6 +285,16 @@ func droppedAll(done []revoker.Executed) (int, error) {
 		}
 	}
 	return len(done), nil
+}
+
+// droppedResults counts the drops, or says which was not one.
+func droppedResults(results []schemas.RevocationResult) (int, error) {
+	for _, res := range results {
+		if res.Outcome != schemas.OutcomeDropped {
+			return 0, fmt.Errorf("drop of %s: %s: %s", res.DBUser, res.Outcome, res.Reason)
+		}
+	}
+	return len(results), nil
 }
 
 // benchRevoker is a revoker as run wires it, for one target: its state
