@@ -57,7 +57,9 @@ func (b *Bench) alternate(ctx context.Context, scenario string, ours, base func(
 // NOLOGIN, terminate, REASSIGN/DROP OWNED, DROP ROLE, after-checks, outcome
 // and evidence per command) against a tight loop of DROP OWNED; DROP ROLE
 // per user on one connection, each side on its own identical set of users,
-// runs alternating which side goes first.
+// runs alternating which side goes first. The revoker's side also drops a
+// third such set with its drop transactions alone, for the bookkeeping
+// ratio.
 func (b *Bench) revokeScenario(ctx context.Context) error {
 	n := b.opt.revokeUsers
 	stop, err := b.startProfile("revoke")
