@@ -354,6 +354,17 @@ func (d *Dropper) failItem(ctx context.Context, pool *pgxpool.Pool, it *item, er
 // commits (see BeforeCommitFunc).
 func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
 	hook BeforeCommitFunc) []schemas.RevocationResult {
+	results, _ := d.dropBatch(ctx, pool, database, cmds, hook)
+	return results
+}
+
+// dropLockTimes are how long the transactions of a batch waited for the
+// target's drop lock (other batches holding it), and then held it.
+type dropLockTimes struct{ waited, held time.Duration }
+
+// dropBatch is DropBatch, and also returns its dropLockTimes.
+func (d *Dropper) dropBatch(ctx context.Context, pool *pgxpool.Pool, database string, cmds []schemas.RevocationCommand,
+	hook BeforeCommitFunc) ([]schemas.RevocationResult, dropLockTimes) {
 	items := make([]*item, len(cmds))
 	first := make(map[string]int, len(cmds))
 	dupOf := make(map[int]int)
@@ -372,8 +383,9 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		run = append(run, it)
 	}
 
+	var lock dropLockTimes
 	if len(run) > 0 {
-		d.runOrFallBack(ctx, pool, run, hook)
+		d.runOrFallBack(ctx, pool, run, hook, &lock)
 	}
 
 	results := make([]schemas.RevocationResult, len(items))
@@ -384,13 +396,13 @@ func (d *Dropper) DropBatch(ctx context.Context, pool *pgxpool.Pool, database st
 		it.res.FinishedAt = d.now()
 		results[i] = it.res
 	}
-	return results
+	return results, lock
 }
 
 // runOrFallBack runs the drop transaction of items and, if it fails, fails
 // them or runs each alone.
-func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
-	err := d.run(ctx, pool, items, hook)
+func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *dropLockTimes) {
+	err := d.run(ctx, pool, items, hook, lock)
 	var re *runError
 	var fe *faultError
 	switch {
@@ -403,7 +415,7 @@ func (d *Dropper) runOrFallBack(ctx context.Context, pool *pgxpool.Pool, items [
 			d.failItem(ctx, pool, it, err)
 		}
 	default:
-		d.fallback(ctx, pool, items, hook)
+		d.fallback(ctx, pool, items, hook, lock)
 	}
 }
 
@@ -424,7 +436,7 @@ func duplicateResult(own, first schemas.RevocationResult, firstID string) schema
 }
 
 // fallback runs each command of a failed batch alone.
-func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) {
+func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *dropLockTimes) {
 	for _, it := range items {
 		var stmts []string
 		if it.keptNologin {
@@ -445,7 +457,7 @@ func (d *Dropper) fallback(ctx context.Context, pool *pgxpool.Pool, items []*ite
 			Statements:         stmts,
 			SessionsTerminated: terminated,
 		}}
-		d.runOrFallBack(ctx, pool, []*item{fresh}, hook)
+		d.runOrFallBack(ctx, pool, []*item{fresh}, hook, lock)
 		*it = *fresh
 	}
 }

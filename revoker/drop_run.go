@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,7 +16,8 @@ import (
 //  2. judge: apply the guards, before anything changes;
 //  3. nologin: ALTER ROLE … NOLOGIN, then re-read the roles under it;
 //  4. terminate: end the roles' sessions;
-//  5. 6. dropRoles: REASSIGN OWNED, REVOKE, DROP OWNED, DROP ROLE;
+//  5. 6. dropRoles: the target's drop lock, then REASSIGN OWNED, REVOKE,
+//     DROP OWNED, DROP ROLE;
 //  7. commit: hand the transaction id to the before-commit hook, commit;
 //
 // then the Dropper's check after it (afterCheck) and the outcome.
@@ -24,6 +26,10 @@ type dropTx struct {
 	tx pgx.Tx
 	// hook is called just before COMMIT (nil: none; see BeforeCommitFunc).
 	hook BeforeCommitFunc
+	// lock adds up the time spent waiting for the drop lock and holding
+	// it; lockedAt is when it was taken (zero: not held).
+	lock     *dropLockTimes
+	lockedAt time.Time
 	// items are all the transaction's commands; targets those that passed
 	// the guards and are dropped, absent those whose role is gone.
 	items, targets, absent []*item
@@ -35,12 +41,12 @@ type dropTx struct {
 // run is the drop transaction for items (all past precheck, distinct
 // names). It sets each item's result except when it returns an error, in
 // which case the caller decides (fail, or run each item alone).
-func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc) error {
+func (d *Dropper) run(ctx context.Context, pool *pgxpool.Pool, items []*item, hook BeforeCommitFunc, lock *dropLockTimes) error {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: d.beginSQL})
 	if err != nil {
 		return &runError{step: "begin", err: err}
 	}
-	t := &dropTx{d: d, tx: tx, hook: hook, items: items}
+	t := &dropTx{d: d, tx: tx, hook: hook, lock: lock, items: items}
 	defer t.rollback(ctx)
 	if err := t.lockAndRead(ctx); err != nil {
 		return err
@@ -73,6 +79,7 @@ func (t *dropTx) rollback(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	_ = t.tx.Rollback(rctx)
+	t.unlocked()
 }
 
 func names(items []*item) []string {
@@ -183,18 +190,40 @@ func (t *dropTx) terminate(ctx context.Context) error {
 
 // firstActing is the index of the first statement of dropSteps that acts
 // on the roles; those before it are not recorded.
-const firstActing = 4
+const firstActing = 1
 
-// dropSteps are the statements of steps 5 and 6, after the drop lock and
-// a savepoint. The drop lock only orders leaseguard's own drops; waiting
-// for it is bounded by statement_timeout, not by lock_timeout, which is
-// meant for locks held by the database's users.
+// takeDropLock waits for the target's drop lock, in a round trip of its
+// own so that the wait is known apart from the drop work: batches in
+// flight together take turns on it. The drop lock only orders
+// leaseguard's own drops; waiting for it is bounded by statement_timeout,
+// not by lock_timeout, which is meant for locks held by the database's
+// users.
+func (t *dropTx) takeDropLock(ctx context.Context) error {
+	start := time.Now()
+	_, err := t.tx.Exec(ctx, "SET LOCAL lock_timeout = 0; "+dropLockSQL+
+		fmt.Sprintf("; SET LOCAL lock_timeout = %d", millis(t.d.lockTimeout)))
+	now := time.Now()
+	t.lock.waited += now.Sub(start)
+	if err != nil {
+		return &runError{step: "drop lock", err: err}
+	}
+	t.lockedAt = now
+	return nil
+}
+
+// unlocked counts the time the drop lock was held, once the transaction
+// that took it has ended.
+func (t *dropTx) unlocked() {
+	if !t.lockedAt.IsZero() {
+		t.lock.held += time.Since(t.lockedAt)
+		t.lockedAt = time.Time{}
+	}
+}
+
+// dropSteps are the statements of steps 5 and 6, after a savepoint.
 func (t *dropTx) dropSteps(ctx context.Context) ([]txStep, error) {
 	ids := identList(t.targets)
 	steps := []txStep{
-		{step: "drop lock wait", sql: "SET LOCAL lock_timeout = 0"},
-		{step: "drop lock", sql: dropLockSQL},
-		{step: "lock timeout", sql: fmt.Sprintf("SET LOCAL lock_timeout = %d", millis(t.d.lockTimeout))},
 		{step: "savepoint", sql: savepointSQL},
 		roleStep("reassign owned", "REASSIGN OWNED BY ", ids, " TO "+ident(t.reassignTo)),
 	}
@@ -214,11 +243,15 @@ func (t *dropTx) dropSteps(ctx context.Context) ([]txStep, error) {
 	return append(steps, roleStep("drop role", "DROP ROLE IF EXISTS ", ids, "")), nil
 }
 
-// dropRoles is steps 5 and 6: reassign, drop owned, drop, in one round
-// trip. A failure after the savepoint keeps the NOLOGIN.
+// dropRoles is steps 5 and 6: under the drop lock, reassign, drop owned,
+// drop, in one round trip. A failure after the savepoint keeps the
+// NOLOGIN.
 func (t *dropTx) dropRoles(ctx context.Context) error {
 	steps, err := t.dropSteps(ctx)
 	if err != nil {
+		return err
+	}
+	if err := t.takeDropLock(ctx); err != nil {
 		return err
 	}
 	sqls := make([]string, len(steps))
@@ -282,6 +315,7 @@ func (t *dropTx) keepNologin(ctx context.Context, re *runError) {
 	if err := t.tx.Commit(cctx); err != nil {
 		return
 	}
+	t.unlocked()
 	t.ended = true
 	re.keptNologin = true
 	for _, it := range t.targets {
@@ -301,7 +335,9 @@ func (t *dropTx) commit(ctx context.Context) error {
 		return err
 	}
 	t.ended = true // a failed COMMIT rolled back: nothing is left to end
-	if err := t.tx.Commit(ctx); err != nil {
+	err := t.tx.Commit(ctx)
+	t.unlocked()
+	if err != nil {
 		return &runError{step: "commit", err: err}
 	}
 	if err := t.d.fault(ctx, StepAfterCommit, t.targets); err != nil {

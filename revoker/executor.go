@@ -481,9 +481,12 @@ func (x *Executor) carryOut(ctx context.Context, db string, idx []int, cmds []sc
 	pool, _ := x.Targets.Pool(db)
 	results = make(map[int]schemas.RevocationResult, len(idx))
 	if len(drops) > 0 {
-		for k, res := range x.drop(ctx, pool, db, pick(cmds, drops), claims, drops) {
+		dropped, lock := x.drop(ctx, pool, db, pick(cmds, drops), claims, drops)
+		for k, res := range dropped {
 			results[drops[k]] = res
 		}
+		x.Metrics.dropLockWait.Observe(lock.waited.Seconds())
+		x.Metrics.dropLockHeld.Observe(lock.held.Seconds())
 	}
 	if len(terms) > 0 {
 		for k, res := range x.Dropper.TerminateBatch(ctx, pool, db, pick(cmds, terms)) {
@@ -527,10 +530,11 @@ func pick(cmds []schemas.RevocationCommand, idx []int) []schemas.RevocationComma
 
 // drop runs DropBatch, recording the target transaction id before it
 // commits, and resolves roles found absent that an earlier attempt of the
-// same command dropped without recording it.
+// same command dropped without recording it. It also returns how long the
+// drops waited for the target's drop lock and held it.
 func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batch []schemas.RevocationCommand,
-	claims []store.Claim, idx []int) []schemas.RevocationResult {
-	results := x.Dropper.DropBatch(ctx, pool, db, batch, func(ctx context.Context, xid int64, ids []string) error {
+	claims []store.Claim, idx []int) ([]schemas.RevocationResult, dropLockTimes) {
+	results, lock := x.Dropper.dropBatch(ctx, pool, db, batch, func(ctx context.Context, xid int64, ids []string) error {
 		sctx, cancel := x.stateCtx(ctx)
 		defer cancel()
 		return store.SetTargetXID(sctx, x.State, ids, xid)
@@ -573,7 +577,7 @@ func (x *Executor) drop(ctx context.Context, pool *pgxpool.Pool, db string, batc
 			}
 		}
 	}
-	return results
+	return results, lock
 }
 
 // targetXIDStatus asks the target about a drop transaction, within

@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -155,24 +154,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// handle gets the run's own context: a batch in hand is finished, but
-	// commands still waiting on the blast-radius limit at shutdown are
-	// handed back at once (the Executor finishes work it started).
-	work := make(chan []jetstream.Msg)
-	var wg sync.WaitGroup
-	for range s.cfg.inFlight() {
-		wg.Go(func() {
-			for msgs := range work {
-				s.handle(ctx, msgs)
-			}
-		})
+	// One pull hands each batch to a free worker. handle gets the run's
+	// own context: a batch in hand is finished, but commands still
+	// waiting on the blast-radius limit at shutdown are handed back at
+	// once (the Executor finishes work it started).
+	pull := func(hand func([]jetstream.Msg)) error {
+		return bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger,
+			func(_ context.Context, msgs []jetstream.Msg) { hand(slices.Clone(msgs)) })
 	}
-	// One pull hands each batch to a free worker: a worker that waits
-	// holds only its own batch, never messages fetched after it.
-	handle := func(_ context.Context, msgs []jetstream.Msg) { work <- slices.Clone(msgs) }
-	err = bus.PullBatches(ctx, cons, s.cfg.Batch, s.cfg.FillWait, s.logger, handle)
-	close(work)
-	wg.Wait()
+	err = InFlight(s.cfg.inFlight(), pull, func(msgs []jetstream.Msg) { s.handle(ctx, msgs) })
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", s.cfg.Consumer, err)
 	}
@@ -361,6 +351,8 @@ type Metrics struct {
 	duplicates   prometheus.Counter
 	throttled    prometheus.Counter
 	batchSeconds prometheus.Histogram
+	dropLockWait prometheus.Histogram
+	dropLockHeld prometheus.Histogram
 	expiryToDrop prometheus.Histogram
 	Throttling   prometheus.Gauge
 }
@@ -390,8 +382,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "leaseguard_revocation_batch_seconds",
-			Help:    "Duration of one drop batch in a target database.",
+			Help:    "Duration of one drop batch in a target database, its wait for the drop lock included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		dropLockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "leaseguard_revocation_drop_lock_wait_seconds",
+			Help: "Time one drop batch in a PostgreSQL target waited for its drop lock while other batches dropped " +
+				"(part of leaseguard_revocation_batch_seconds).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		dropLockHeld: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "leaseguard_revocation_drop_lock_held_seconds",
+			Help: "Time one drop batch in a PostgreSQL target held its drop lock, to its commit; batches in one " +
+				"database hold it one at a time (part of leaseguard_revocation_batch_seconds).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
 		expiryToDrop: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "leaseguard_revocation_expiry_to_drop_seconds",
@@ -409,7 +413,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.outcomes.WithLabelValues(string(o), "")
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.expiryToDrop, m.Throttling)
+		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.dropLockWait, m.dropLockHeld, m.expiryToDrop, m.Throttling)
 	}
 	return m
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/leaseguard/leaseguard/revoker"
 )
 
 // defaultDatabaseURL is used when neither TEST_DATABASE_URL nor
@@ -61,6 +63,7 @@ type options struct {
 	revokeUsers    int
 	revokeSessions int
 	revokeBatch    int
+	revokeInFlight int
 
 	expirySizes     []int
 	expiryGrants    string
@@ -108,6 +111,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.IntVar(&o.revokeUsers, "revoke-users", 0, "users dropped per revocation run (default 2000; -quick 200)")
 	fs.IntVar(&o.revokeSessions, "revoke-sessions", 0, "users of each revocation run that hold a live session (default 1%)")
 	fs.IntVar(&o.revokeBatch, "revoke-batch", 0, "commands per Executor call (default LEASEGUARD_REVOCATION_BATCH, else 100)")
+	fs.IntVar(&o.revokeInFlight, "revoke-in-flight", 0, "batches the revoke scenario carries out at once, as the revoker service does (default LEASEGUARD_REVOCATION_BATCHES_IN_FLIGHT, else the service's default)")
 	expiry := fs.String("expiry-leases", "", "leases expiring in the same second per expiry run, comma-separated sizes (default 1000,10000; -quick 100)")
 	fs.StringVar(&o.expiryGrants, "expiry-grants", "auto", "how the expiry scenario's users get their privileges: direct (on the tables), group (membership in a group role), both, or auto (both up to 2,000 users, group above)")
 	fs.DurationVar(&o.expiryGrace, "expiry-grace", 0, "LEASEGUARD_EXPIRY_GRACE of the expiry scenario")
@@ -220,6 +224,12 @@ func (m *Main) defaults(o *options, vaultBin string) {
 		o.revokeBatch = 100
 		if v, err := strconv.Atoi(m.Getenv("LEASEGUARD_REVOCATION_BATCH")); err == nil && v > 0 {
 			o.revokeBatch = v
+		}
+	}
+	if o.revokeInFlight <= 0 {
+		o.revokeInFlight = revoker.DefaultInFlight
+		if v, err := strconv.Atoi(m.Getenv("LEASEGUARD_REVOCATION_BATCHES_IN_FLIGHT")); err == nil && v > 0 {
+			o.revokeInFlight = v
 		}
 	}
 	o.decodeRunTime = time.Second
