@@ -56,7 +56,15 @@ func hashDocument(doc []byte) (string, error) {
 // canonicalWithoutHash is what an event's hash covers: the canonical form
 // of the encoded event without its "hash" attribute.
 func canonicalWithoutHash(doc []byte) ([]byte, error) {
-	v, err := parseJSON(doc)
+	obj, err := eventObject(parseJSON(doc))
+	if err != nil {
+		return nil, err
+	}
+	return canonicalBytes(obj)
+}
+
+// eventObject is a parsed event as its object, without its "hash".
+func eventObject(v any, err error) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +73,13 @@ func canonicalWithoutHash(doc []byte) ([]byte, error) {
 		return nil, errors.New("event is not a JSON object")
 	}
 	delete(obj, "hash")
+	return obj, nil
+}
+
+// canonicalBytes is v's canonical form.
+func canonicalBytes(v any) ([]byte, error) {
 	var canon bytes.Buffer
-	if err := writeCanonical(&canon, obj); err != nil {
+	if err := writeCanonical(&canon, v); err != nil {
 		return nil, err
 	}
 	return canon.Bytes(), nil

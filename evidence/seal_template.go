@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/big"
 	"strconv"
@@ -76,15 +75,10 @@ func prepare(ev Event) (prepared, error) {
 // encoding/json), refuses it if anything but its seal placeholders looks
 // like a secret, and returns the canonical form that its hash covers.
 func checkAndCanonicalise(body []byte) ([]byte, error) {
-	v, err := parseEncoded(body)
+	obj, err := eventObject(parseEncoded(body))
 	if err != nil {
 		return nil, err
 	}
-	obj, ok := v.(map[string]any)
-	if !ok {
-		return nil, errors.New("event is not a JSON object")
-	}
-	delete(obj, "hash")
 	prev := obj["prevhash"]
 	delete(obj, "prevhash")
 	if schemas.MayHoldSecret(body) {
@@ -93,11 +87,7 @@ func checkAndCanonicalise(body []byte) ([]byte, error) {
 		}
 	}
 	obj["prevhash"] = prev
-	var canon bytes.Buffer
-	if err := writeCanonical(&canon, obj); err != nil {
-		return nil, err
-	}
-	return canon.Bytes(), nil
+	return canonicalBytes(obj)
 }
 
 // cutFor returns ev's cut for sealing: the Builder's, when ev is as it was

@@ -129,27 +129,13 @@ func (b *Bench) revokeUsers(ctx context.Context, what string) ([]string, *sessio
 // revokeLeaseguard drops the users through the Executor, in batches, as
 // the revoker service does, and returns users per second.
 func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
-	stateSchema := b.schemaName(fmt.Sprintf("rvstate%d", r+1))
-	appWhat := fmt.Sprintf("rvapp%d", r+1)
-	defer b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat))
-	defer b.dropSchema(context.WithoutCancel(ctx), stateSchema)
-	names, sess, err := b.revokeUsers(ctx, appWhat)
-	defer sess.close()
+	set, err := b.revokeSet(ctx, r, "rv", "")
+	defer set.close()
 	if err != nil {
 		return 0, err
 	}
-
-	const db = "bench"
-	rr, err := b.openRevoker(ctx, stateSchema, db, b.opt.dbURL)
-	if err != nil {
-		return 0, err
-	}
-	defer rr.close()
-	st, reg, exec := rr.st, rr.reg, rr.exec
-	cmds, err := b.revokeCommands(ctx, rr.issuer, fmt.Sprintf("bench-%s-%d", b.sfx, r), db, names)
-	if err != nil {
-		return 0, err
-	}
+	names, cmds := set.names, set.cmds
+	st, reg, exec := set.rr.st, set.rr.reg, set.rr.exec
 
 	cs := sampleCPU()
 	start := time.Now()
@@ -202,29 +188,16 @@ func (b *Bench) revokeSide(ctx context.Context, r int) (float64, error) {
 // alone (Dropper.DropBatch: no claims, records or evidence), in batches
 // of the same size as many at a time, and returns users per second.
 func (b *Bench) revokeDropOnly(ctx context.Context, r int) (float64, error) {
-	stateSchema := b.schemaName(fmt.Sprintf("rvdstate%d", r+1))
-	appWhat := fmt.Sprintf("rvdrop%d", r+1)
-	defer b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat))
-	defer b.dropSchema(context.WithoutCancel(ctx), stateSchema)
-	names, sess, err := b.revokeUsers(ctx, appWhat)
-	defer sess.close()
+	set, err := b.revokeSet(ctx, r, "rvd", "-alone")
+	defer set.close()
 	if err != nil {
 		return 0, err
 	}
-	const db = "bench"
-	rr, err := b.openRevoker(ctx, stateSchema, db, b.opt.dbURL)
-	if err != nil {
-		return 0, err
-	}
-	defer rr.close()
-	cmds, err := b.revokeCommands(ctx, rr.issuer, fmt.Sprintf("bench-%s-%d-alone", b.sfx, r), db, names)
-	if err != nil {
-		return 0, err
-	}
-	pool, _ := rr.targets.Pool(db)
+	names, cmds, rr := set.names, set.cmds, set.rr
+	pool, _ := rr.targets.Pool(revokeDB)
 	start := time.Now()
 	dropped, err := b.inFlight(cmds, func(batch []schemas.RevocationCommand) (int, error) {
-		return droppedResults(rr.exec.Dropper.DropBatch(ctx, pool, db, batch, nil))
+		return droppedResults(rr.exec.Dropper.DropBatch(ctx, pool, revokeDB, batch, nil))
 	})
 	if err != nil {
 		return 0, err
@@ -234,6 +207,49 @@ func (b *Bench) revokeDropOnly(ctx context.Context, r int) (float64, error) {
 		return 0, fmt.Errorf("after the drop transactions alone: %d users left (%v)", left, err)
 	}
 	return float64(dropped) / elapsed.Seconds(), nil
+}
+
+// revokeDB is the target the revoke scenario's revokers drop in.
+const revokeDB = "bench"
+
+// revokeUserSet is one set of users of a run, with their live sessions, a
+// revoker on a state schema of its own and the issued commands that drop
+// them; close removes the lot.
+type revokeUserSet struct {
+	names   []string
+	cmds    []schemas.RevocationCommand
+	rr      *benchRevoker
+	cleanup []func()
+}
+
+func (s *revokeUserSet) close() {
+	for i := len(s.cleanup) - 1; i >= 0; i-- {
+		s.cleanup[i]()
+	}
+}
+
+// revokeSet makes run r's set of users for one side: schemas named by
+// prefix, command ids ending in idSuffix.
+func (b *Bench) revokeSet(ctx context.Context, r int, prefix, idSuffix string) (*revokeUserSet, error) {
+	set := &revokeUserSet{}
+	stateSchema := b.schemaName(fmt.Sprintf("%sstate%d", prefix, r+1))
+	appWhat := fmt.Sprintf("%sapp%d", prefix, r+1)
+	set.cleanup = append(set.cleanup,
+		func() { b.dropSchema(context.WithoutCancel(ctx), stateSchema) },
+		func() { b.dropSchema(context.WithoutCancel(ctx), b.schemaName(appWhat)) })
+	names, sess, err := b.revokeUsers(ctx, appWhat)
+	set.cleanup = append(set.cleanup, sess.close)
+	if err != nil {
+		return set, err
+	}
+	rr, err := b.openRevoker(ctx, stateSchema, revokeDB, b.opt.dbURL)
+	if err != nil {
+		return set, err
+	}
+	set.cleanup = append(set.cleanup, rr.close)
+	set.names, set.rr = names, rr
+	set.cmds, err = b.revokeCommands(ctx, rr.issuer, fmt.Sprintf("bench-%s-%d%s", b.sfx, r, idSuffix), revokeDB, names)
+	return set, err
 }
 
 // revokeCommands are the commands, issued, that drop names in db.
