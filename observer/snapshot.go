@@ -90,6 +90,7 @@ func applySnapshotKnown(ctx context.Context, tx pgx.Tx, snap Snapshot, known *kn
 		return nil, nil, err
 	}
 	d.p.RoleEvents, d.p.SessionEvents = d.w.roleEvents, d.w.sessionEvents
+	d.p.RolesRecorded = true
 	return d.p, &knownRoles{passAt: d.now, roles: d.known}, nil
 }
 
