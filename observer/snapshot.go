@@ -231,6 +231,14 @@ func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow, present map[uint
 // disappeared.
 func (d *snapshotDiff) diffRoles() {
 	d.managed = make([]bool, len(d.snap.Roles))
+	// The roles new to the pass, and their events, are listed at their
+	// number (all of them on a first pass: grown an entry at a time, these
+	// lists were the largest peak of a first pass), a little more when
+	// some roles were also dropped.
+	if fresh := len(d.snap.Roles) - len(d.known); fresh > 0 {
+		d.added = make([]knownRole, 0, fresh)
+		d.w.roleEvents = make([]schemas.RoleEvent, 0, fresh)
+	}
 	for i := range d.snap.Roles {
 		r := d.role(i)
 		d.managed[i] = d.snap.Managed(r.Name)
@@ -279,7 +287,11 @@ func (d *snapshotDiff) diffRoles() {
 // db_roles as history, read by oid when a session needs them.
 func (d *snapshotDiff) keepKnown() {
 	d.known = slices.DeleteFunc(d.known, func(k knownRole) bool { _, still := d.present[k.oid]; return !still })
-	if len(d.added) > 0 {
+	switch {
+	case len(d.known) == 0:
+		d.known = d.added
+		sortKnown(d.known)
+	case len(d.added) > 0:
 		d.known = append(d.known, d.added...)
 		sortKnown(d.known)
 	}
