@@ -464,13 +464,6 @@ func (d *snapshotDiff) sortPass() {
 	})
 }
 
-func sameTime(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return a.Equal(*b)
-}
-
 func roleState(r observed.DBRole) schemas.RoleState {
 	return schemas.RoleState{Name: r.Name, ValidUntil: r.ValidUntil, CanLogin: r.CanLogin, Superuser: r.Superuser}
 }

@@ -24,8 +24,8 @@ func (n noCommands) Issue(context.Context, []schemas.RevocationCommand) error {
 	return nil
 }
 
-func (n noCommands) Submit(context.Context, []schemas.RevocationCommand) error {
-	return n.Issue(nil, nil)
+func (n noCommands) Submit(ctx context.Context, cmds []schemas.RevocationCommand) error {
+	return n.Issue(ctx, cmds)
 }
 
 func (n noCommands) SignProposal(schemas.RevocationCommand) (string, error) {
