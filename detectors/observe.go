@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -267,7 +270,7 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 		return fmt.Errorf("read the enforcement policy: %w", err)
 	}
 	live, ghosts, names := sessionsByUser(p)
-	exact, err := store.LeasesNamingUsers(ctx, tx, names)
+	exact, err := leasesOfPass(ctx, tx, p, names)
 	if err != nil {
 		return err
 	}
@@ -299,10 +302,11 @@ func (e *evaluation) judge(ctx context.Context, tx pgx.Tx) (err error) {
 }
 
 // sessionsByUser splits the pass's sessions into the live ones by user and
-// the ghosts, and lists the user names whose leases the rules need.
+// the ghosts, and lists the user names whose leases the rules need: the
+// ghosts' former users, and the roles' unless the observer recorded them
+// (rolesByName).
 func sessionsByUser(p *observed.Pass) (live map[string][]observed.Session, ghosts []observed.Session, names []string) {
 	live = map[string][]observed.Session{}
-	names = make([]string, 0, len(p.Roles))
 	for _, s := range p.Sessions {
 		if s.Ghost {
 			ghosts = append(ghosts, s)
@@ -313,10 +317,41 @@ func sessionsByUser(p *observed.Pass) (live map[string][]observed.Session, ghost
 		}
 		live[s.UserName] = append(live[s.UserName], s)
 	}
+	if rolesByName(p) {
+		return live, ghosts, names
+	}
+	names = slices.Grow(names, len(p.Roles))
 	for _, role := range p.Roles {
 		names = append(names, role.Name)
 	}
 	return live, ghosts, names
+}
+
+// rolesByName reports whether the pass's roles may be looked up in the
+// ledger through what the observer recorded of them: it did, and they are
+// in order of name, so that the leases of roles not judged are dropped
+// without a set of every name.
+func rolesByName(p *observed.Pass) bool {
+	return p.RolesRecorded && slices.IsSortedFunc(p.Roles, func(a, b observed.Role) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// leasesOfPass are the leases naming the pass's roles and the given names,
+// newest first per name (store.LeasesNamingUsers). A recorded pass's roles
+// are looked up without sending their names: the leases of roles the
+// rules do not judge are dropped.
+func leasesOfPass(ctx context.Context, tx pgx.Tx, p *observed.Pass, names []string) (map[string][]store.Lease, error) {
+	if !rolesByName(p) {
+		return store.LeasesNamingUsers(ctx, tx, names)
+	}
+	exact, err := store.LeasesNamingRecordedRoles(ctx, tx, p.Database, names)
+	if err != nil {
+		return nil, err
+	}
+	maps.DeleteFunc(exact, func(user string, _ []store.Lease) bool {
+		_, judged := slices.BinarySearchFunc(p.Roles, user, func(r observed.Role, n string) int { return strings.Compare(r.Name, n) })
+		return !judged && !slices.Contains(names, user)
+	})
+	return exact, nil
 }
 
 // judgeRole adds the verdicts of the rules about one role.

@@ -99,11 +99,12 @@ func TestSteadyPassReadsNoRolesBack(t *testing.T) {
 		if len(p.Roles) != n || len(p.Sessions) != 2 {
 			t.Errorf("%d roles, steady pass reports %d roles and %d sessions; want %d and 2", n, len(p.Roles), len(p.Sessions), n)
 		}
-		// A change reads back only what it needs: here nothing (the
-		// dropped role has no session).
+		// A change reads back only what it needs: here the dropped
+		// role's row, which its event names (the known roles keep no
+		// names).
 		_, _, read = passKnown(t, begin, at(10*time.Second), roles[:n], sessions, known)
-		if read != 0 {
-			t.Errorf("%d roles, pass with one role dropped read %d db_roles rows; want 0", n, read)
+		if read != 1 {
+			t.Errorf("%d roles, pass with one role dropped read %d db_roles rows; want 1", n, read)
 		}
 	}
 }
@@ -123,6 +124,8 @@ func TestKnownRolesDiffLikeTheStateStore(t *testing.T) {
 	app := observed.DBRole{OID: 16004, Name: "app", CanLogin: true}
 	b2 := b
 	b2.ValidUntil = &later
+	c2 := c
+	c2.Name = "v-c-renamed"
 	sa := observed.DBSession{PID: 200, BackendStart: at(-time.Minute), UserOID: a.OID, UserName: a.Name, ApplicationName: "job"}
 	sb := observed.DBSession{PID: 201, BackendStart: at(-time.Minute), UserOID: b.OID, UserName: b.Name}
 	ghostA := sa
@@ -137,6 +140,8 @@ func TestKnownRolesDiffLikeTheStateStore(t *testing.T) {
 		{[]observed.DBRole{b2, c}, []observed.DBSession{sb}},              // the ghost ended, app dropped
 		{[]observed.DBRole{b2, c}, []observed.DBSession{sb, lateGhost}},   // a ghost of a, gone a pass ago: history
 		{[]observed.DBRole{a, b2, c}, []observed.DBSession{sb}},           // a back under its oid
+		{[]observed.DBRole{a, b2, c2}, []observed.DBSession{sb}},          // c renamed
+		{[]observed.DBRole{a, b2, c2}, []observed.DBSession{sb}},          // no change
 		{[]observed.DBRole{b2}, nil},
 	}
 	withKnown, readBack := newStore(t), newStore(t)
@@ -153,7 +158,7 @@ func TestKnownRolesDiffLikeTheStateStore(t *testing.T) {
 			t.Errorf("pass %d leaves %d known roles; want the %d present", i, len(next.roles), len(st.roles))
 		}
 		if i == 1 {
-			stale = &knownRoles{passAt: next.passAt, roles: map[uint32]roleRow{app.OID: {DBRole: observed.DBRole{OID: app.OID, Name: "tampered"}}}}
+			stale = &knownRoles{passAt: next.passAt, roles: []knownRole{knownOf(roleRow{DBRole: observed.DBRole{OID: app.OID, Name: "tampered"}})}}
 		}
 		known = next
 		want := pass(t, readBack, now, st.roles, st.sessions)

@@ -67,6 +67,8 @@ type Observer struct {
 	known map[string]heldRoles
 	// keys: the server each configured target is on (server.go).
 	keys serverKeys
+	// hints: per database, the size of its last read.
+	hints map[string]readHint
 }
 
 // heldRoles are known roles and the duty under which they were recorded.
@@ -85,7 +87,8 @@ func New(cfg Config, d Deps) (*Observer, error) {
 		return nil, errors.New("observer: state store and targets are required")
 	}
 	o := &Observer{cfg: cfg, Deps: d, duties: map[string]*Duty{}, passing: map[string]*sync.Mutex{},
-		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}, known: map[string]heldRoles{}}
+		lastPrune: map[string]time.Time{}, hiddenLog: map[string]bool{}, known: map[string]heldRoles{},
+		hints: map[string]readHint{}}
 	for _, db := range cfg.Databases {
 		if _, _, ok := o.reader(db); !ok {
 			return nil, fmt.Errorf("observer: unknown target %q", db)
@@ -220,6 +223,7 @@ func (o *Observer) Pass(ctx context.Context, db string) (PassReport, error) {
 		o.Metrics.failures.WithLabelValues(db).Inc()
 		return rep, fmt.Errorf("target %s: %w", db, err)
 	}
+	o.noteRead(db, readHint{roles: len(roles), sessions: len(sessions)})
 
 	var p *observed.Pass
 	known, next := o.takeKnown(db, duty), (*knownRoles)(nil)
@@ -337,6 +341,19 @@ func (o *Observer) takeKnown(db string, duty *Duty) *knownRoles {
 		return nil
 	}
 	return h.roles
+}
+
+// readHint is the size of the last read of db.
+func (o *Observer) readHint(db string) readHint {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.hints[db]
+}
+
+func (o *Observer) noteRead(db string, h readHint) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hints[db] = h
 }
 
 // keepKnown keeps the roles a committed pass recorded for the next pass.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -37,6 +36,8 @@ type sessionRow struct {
 	observed.DBSession
 	firstSeen  time.Time
 	ghostSince *time.Time
+	// seen: this pass saw it.
+	seen bool
 }
 
 // Snapshot is what one observer pass read from a target.
@@ -70,21 +71,6 @@ func applySnapshot(ctx context.Context, tx pgx.Tx, snap Snapshot) (*observed.Pas
 	return p, err
 }
 
-// knownRoles is what a committed pass recorded of its database's present
-// roles, as db_roles holds them. The process that holds the duty is the
-// only writer of db_roles for the database, so while it keeps the duty the
-// next pass can diff against this instead of reading every role back from
-// the state store: at 100,000 roles that read was most of a pass that saw
-// no change, and the state store's work then grows with the changes, not
-// with the roles.
-type knownRoles struct {
-	// passAt is the pass that left them: only the pass whose previous
-	// pass (observer_targets.last_pass_at) is exactly that one may use
-	// them.
-	passAt time.Time
-	roles  map[uint32]roleRow
-}
-
 // applySnapshotKnown is applySnapshot diffing against known (nil: read
 // from the state store), which it consumes: the map is updated in place.
 // It returns what the next pass may diff against once tx commits (known
@@ -98,29 +84,36 @@ func applySnapshotKnown(ctx context.Context, tx pgx.Tx, snap Snapshot, known *kn
 		return nil, nil, err
 	}
 	d.diffRoles()
-	d.endSessions(d.diffSessions())
+	d.diffSessions()
+	d.endSessions()
+	d.keepKnown()
 	d.reportRoles()
 	d.sortPass()
 	if err := d.w.flush(); err != nil {
 		return nil, nil, err
 	}
 	d.p.RoleEvents, d.p.SessionEvents = d.w.roleEvents, d.w.sessionEvents
-	// Gone roles stay in db_roles as history, read by oid when a session
-	// needs them; the next pass knows only the present ones.
-	maps.DeleteFunc(d.roles, func(_ uint32, r roleRow) bool { return r.gone })
-	return d.p, &knownRoles{passAt: d.now, roles: d.roles}, nil
+	d.p.RolesRecorded = true
+	return d.p, &knownRoles{passAt: d.now, roles: d.known}, nil
 }
 
 // snapshotDiff is one pass being diffed against the previous one: what the
-// previous pass left (roles, open sessions), what this one sees (snap,
-// present) and what comes of it (the pass p, the writes w).
+// previous pass left (known roles, open sessions), what this one sees
+// (snap, present) and what comes of it (the pass p, the writes w).
 type snapshotDiff struct {
-	snap  Snapshot
-	now   time.Time
-	p     *observed.Pass
-	w     *snapshotWriter
-	roles map[uint32]roleRow
-	open  map[sessionKey]sessionRow
+	snap Snapshot
+	now  time.Time
+	p    *observed.Pass
+	w    *snapshotWriter
+	// known are the roles present at the previous pass, by oid, updated
+	// in place; added the roles that appeared, known once the pass ends.
+	known, added []knownRole
+	// rows are the roles as db_roles holds them, of the oids whose row
+	// the pass needs: the known roles that changed or disappeared (their
+	// events name their former state), and the roles of sessions whose
+	// role is not present (history); those gone are marked so.
+	rows map[uint32]roleRow
+	open map[sessionKey]sessionRow
 	// present indexes snap.Roles by oid; managed tells, by the same
 	// index, which match the managed pattern (set by diffRoles). The
 	// snapshot is not copied: at 100,000 roles each copy of it, or map of
@@ -130,8 +123,8 @@ type snapshotDiff struct {
 }
 
 // startDiff reads what the previous pass of snap's database left: its time,
-// the open sessions and the roles (with the history of those that may need
-// it), the present roles from known when it is that pass's.
+// the open sessions and the roles (from known when it is that pass's), and
+// the rows of the roles the pass needs as the state store holds them.
 func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot, known *knownRoles) (*snapshotDiff, error) {
 	now := dbTime(snap.ObservedAt)
 	p, err := startPass(ctx, tx, snap.Database, now)
@@ -146,18 +139,44 @@ func startDiff(ctx context.Context, tx pgx.Tx, snap Snapshot, known *knownRoles)
 	for i, r := range snap.Roles {
 		present[r.OID] = int32(i)
 	}
-	history := historyOIDs(snap, open, present)
-	var roles map[uint32]roleRow
+	d := &snapshotDiff{snap: snap, now: now, p: p, open: open, present: present,
+		w: newSnapshotWriter(ctx, tx, snap.Database, now, p.PreviousPassAt)}
 	if known != nil && p.PreviousPassAt != nil && known.passAt.Equal(*p.PreviousPassAt) {
-		roles, err = known.roles, loadHistory(ctx, tx, snap.Database, history, known.roles)
-	} else {
-		roles, err = loadRoles(ctx, tx, snap.Database, history)
-	}
-	if err != nil {
+		d.known = known.roles
+	} else if d.known, err = loadKnown(ctx, tx, snap.Database); err != nil {
 		return nil, err
 	}
-	return &snapshotDiff{snap: snap, now: now, p: p, roles: roles, open: open, present: present,
-		w: newSnapshotWriter(ctx, tx, snap.Database, now, p.PreviousPassAt)}, nil
+	d.rows, err = loadRows(ctx, tx, snap.Database, append(d.changedOIDs(), historyOIDs(snap, open, present)...))
+	return d, err
+}
+
+// changedOIDs are the known roles that changed or disappeared.
+func (d *snapshotDiff) changedOIDs() []int64 {
+	var out []int64
+	for i := range d.snap.Roles {
+		r := d.role(i)
+		if j, ok := findKnown(d.known, r.OID); ok && !d.known[j].matches(r) {
+			out = append(out, int64(r.OID))
+		}
+	}
+	for _, k := range d.known {
+		if _, still := d.present[k.oid]; !still {
+			out = append(out, int64(k.oid))
+		}
+	}
+	return out
+}
+
+// formerRow is the row of a known role that changed or disappeared. The
+// state store must have it (the duty's holder is its only writer): if it
+// does not, the pass fails, and the next reads every role back.
+func (d *snapshotDiff) formerRow(oid uint32) (roleRow, bool) {
+	row, ok := d.rows[oid]
+	if !ok || row.gone {
+		d.w.fail(fmt.Errorf("role %d of %s: known to the last pass, not present in db_roles", oid, d.snap.Database))
+		return roleRow{}, false
+	}
+	return row, true
 }
 
 // role is the snapshot's i-th role with its validity as the state store
@@ -212,20 +231,31 @@ func historyOIDs(snap Snapshot, open map[sessionKey]sessionRow, present map[uint
 // disappeared.
 func (d *snapshotDiff) diffRoles() {
 	d.managed = make([]bool, len(d.snap.Roles))
+	// The roles new to the pass, and their events, are listed at their
+	// number (all of them on a first pass: grown an entry at a time, these
+	// lists were the largest peak of a first pass), a little more when
+	// some roles were also dropped.
+	if fresh := len(d.snap.Roles) - len(d.known); fresh > 0 {
+		d.added = make([]knownRole, 0, fresh)
+		d.w.roleEvents = make([]schemas.RoleEvent, 0, fresh)
+	}
 	for i := range d.snap.Roles {
 		r := d.role(i)
 		d.managed[i] = d.snap.Managed(r.Name)
-		old, known := d.roles[r.OID]
+		j, known := findKnown(d.known, r.OID)
 		switch {
-		case !known || old.gone:
+		case !known:
 			row := roleRow{DBRole: r, firstSeen: d.now, createdAfter: d.p.PreviousPassAt}
 			d.w.upsertRole(row)
 			if d.managed[i] {
 				d.w.roleEvent(schemas.RoleAppeared, r, nil, true)
 			}
-			d.roles[r.OID] = row
-		case old.DBRole.Name != r.Name || !sameTime(old.ValidUntil, r.ValidUntil) ||
-			old.CanLogin != r.CanLogin || old.Superuser != r.Superuser:
+			d.added = append(d.added, knownOf(row))
+		case !d.known[j].matches(r):
+			old, ok := d.formerRow(r.OID)
+			if !ok {
+				return
+			}
 			row := old
 			row.DBRole = r
 			d.w.upsertRole(row)
@@ -233,27 +263,60 @@ func (d *snapshotDiff) diffRoles() {
 				prevState := roleState(old.DBRole)
 				d.w.roleEvent(schemas.RoleChanged, r, &prevState, d.managed[i])
 			}
-			d.roles[r.OID] = row
+			d.known[j].set(r)
 		}
 	}
-	for oid, old := range d.roles {
-		if _, still := d.present[oid]; still || old.gone {
+	for _, k := range d.known {
+		if _, still := d.present[k.oid]; still {
 			continue
 		}
-		d.w.roleGone(oid)
+		old, ok := d.formerRow(k.oid)
+		if !ok {
+			return
+		}
+		d.w.roleGone(k.oid)
 		if d.snap.Managed(old.Name) {
 			d.w.roleEvent(schemas.RoleDisappeared, old.DBRole, nil, true)
 		}
 		old.gone = true
-		d.roles[oid] = old
+		d.rows[k.oid] = old
 	}
 }
 
+// keepKnown leaves in known the roles present now: gone roles stay in
+// db_roles as history, read by oid when a session needs them.
+func (d *snapshotDiff) keepKnown() {
+	d.known = slices.DeleteFunc(d.known, func(k knownRole) bool { _, still := d.present[k.oid]; return !still })
+	switch {
+	case len(d.known) == 0:
+		d.known = d.added
+		sortKnown(d.known)
+	case len(d.added) > 0:
+		d.known = append(d.known, d.added...)
+		sortKnown(d.known)
+	}
+	d.added = nil
+}
+
+// formerName is the name the pass knows for a role that is not present:
+// the history's (gone roles).
+func (d *snapshotDiff) formerName(oid uint32) (string, bool) {
+	if i, ok := d.present[oid]; ok {
+		return d.snap.Roles[i].Name, true
+	}
+	h, ok := d.rows[oid]
+	return h.Name, ok
+}
+
 // diffSessions records the sessions that started or turned ghost, and
-// reports every managed or ghost session in the pass. It returns the
-// sessions it saw.
-func (d *snapshotDiff) diffSessions() map[sessionKey]bool {
-	seen := map[sessionKey]bool{}
+// reports every managed or ghost session in the pass. The tracked sessions
+// it sees are marked seen in open.
+func (d *snapshotDiff) diffSessions() {
+	// Sized for the snapshot once: grown a session at a time, the list
+	// (and a set of every session seen) were 4 MB a pass at 5,000
+	// sessions.
+	d.p.Sessions = make([]observed.Session, 0, len(d.snap.Sessions))
+	var fresh map[sessionKey]bool // the new sessions seen, few
 	for _, s := range d.snap.Sessions {
 		if s.BackendStart.IsZero() {
 			d.p.Hidden++
@@ -264,18 +327,25 @@ func (d *snapshotDiff) diffSessions() map[sessionKey]bool {
 			continue
 		}
 		k := keyOf(cur.DBSession)
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
 		if old, tracked := d.open[k]; tracked {
+			if old.seen {
+				continue
+			}
+			old.seen = true
+			d.open[k] = old
 			d.trackedSession(&cur, old, k)
 		} else {
+			if fresh[k] {
+				continue
+			}
+			if fresh == nil {
+				fresh = map[sessionKey]bool{}
+			}
+			fresh[k] = true
 			d.newSession(&cur)
 		}
 		d.p.Sessions = append(d.p.Sessions, cur)
 	}
-	return seen
 }
 
 // session is s as the pass reports it, named after its present role, or a
@@ -290,10 +360,10 @@ func (d *snapshotDiff) session(s observed.DBSession) (observed.Session, bool) {
 		if !d.managed[i] {
 			return observed.Session{}, false
 		}
-	} else if h, ok := d.roles[s.UserOID]; ok && s.UserName == "" {
+	} else if name, ok := d.formerName(s.UserOID); ok && s.UserName == "" {
 		// The name as the activity read showed it (the role was dropped
 		// between the two reads), else as history knew it.
-		s.UserName = h.Name
+		s.UserName = name
 	}
 	cur := observed.Session{DBSession: s, FirstSeenAt: d.now, Ghost: ghost}
 	if ghost {
@@ -333,24 +403,25 @@ func (d *snapshotDiff) trackedSession(cur *observed.Session, old sessionRow, k s
 }
 
 // endSessions records the tracked sessions this pass did not see.
-func (d *snapshotDiff) endSessions(seen map[sessionKey]bool) {
+func (d *snapshotDiff) endSessions() {
 	for k, old := range d.open {
-		if seen[k] {
+		if old.seen {
 			continue
 		}
 		d.w.sessionEnded(k)
 		s := observed.Session{DBSession: old.DBSession, FirstSeenAt: old.firstSeen, Ghost: old.ghostSince != nil, GhostSince: old.ghostSince}
 		if s.Ghost {
 			s.FormerUser, s.UserName = s.UserName, ""
-			if h, ok := d.roles[s.UserOID]; ok && s.FormerUser == "" {
-				s.FormerUser = h.Name
+			if name, ok := d.formerName(s.UserOID); ok && s.FormerUser == "" {
+				s.FormerUser = name
 			}
 		}
 		d.w.sessionEvent(schemas.SessionEnded, s)
 	}
 }
 
-// reportRoles puts the managed roles in the pass.
+// reportRoles puts the managed roles in the pass, with when they were
+// first seen (known, once keepKnown has run).
 func (d *snapshotDiff) reportRoles() {
 	n := 0
 	for _, m := range d.managed {
@@ -361,13 +432,21 @@ func (d *snapshotDiff) reportRoles() {
 	if n > 0 {
 		d.p.Roles = make([]observed.Role, 0, n)
 	}
+	refs := timeRefs{}
+	if prev := d.p.PreviousPassAt; prev != nil {
+		refs[prev.UnixMicro()] = prev
+	}
 	for i := range d.snap.Roles {
 		if !d.managed[i] {
 			continue
 		}
 		r := d.role(i)
-		row := d.roles[r.OID]
-		d.p.Roles = append(d.p.Roles, observed.Role{DBRole: r, FirstSeenAt: row.firstSeen, CreatedAfter: row.createdAfter})
+		role := observed.Role{DBRole: r}
+		if j, ok := findKnown(d.known, r.OID); ok {
+			k := &d.known[j]
+			role.FirstSeenAt, role.CreatedAfter = time.UnixMicro(k.firstSeen).UTC(), refs.ref(k.createdAfter)
+		}
+		d.p.Roles = append(d.p.Roles, role)
 	}
 }
 
@@ -385,31 +464,17 @@ func (d *snapshotDiff) sortPass() {
 	})
 }
 
-func sameTime(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return a.Equal(*b)
-}
-
 func roleState(r observed.DBRole) schemas.RoleState {
 	return schemas.RoleState{Name: r.Name, ValidUntil: r.ValidUntil, CanLogin: r.CanLogin, Superuser: r.Superuser}
 }
 
-// loadRoles reads the roles present at the previous pass, and the history
-// (gone roles) of the given oids.
-func loadRoles(ctx context.Context, tx pgx.Tx, db string, history []int64) (map[uint32]roleRow, error) {
+// loadRows reads the db_roles rows of db with the given oids, gone or not.
+func loadRows(ctx context.Context, tx pgx.Tx, db string, oids []int64) (map[uint32]roleRow, error) {
 	out := map[uint32]roleRow{}
-	return out, scanRoles(ctx, tx, out, db, `gone_at IS NULL OR oid = ANY($2)`, history)
-}
-
-// loadHistory adds to roles the history of the given oids it lacks.
-func loadHistory(ctx context.Context, tx pgx.Tx, db string, history []int64, roles map[uint32]roleRow) error {
-	history = slices.DeleteFunc(history, func(oid int64) bool { _, ok := roles[uint32(oid)]; return ok })
-	if len(history) == 0 {
-		return nil
+	if len(oids) == 0 {
+		return out, nil
 	}
-	return scanRoles(ctx, tx, roles, db, `gone_at IS NOT NULL AND oid = ANY($2)`, history)
+	return out, scanRoles(ctx, tx, out, db, `oid = ANY($2)`, oids)
 }
 
 // scanRoles reads the db_roles rows of db that match where (in which $2

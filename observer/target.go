@@ -24,7 +24,9 @@ type Targets interface {
 // through its pool, MySQL and MariaDB through their engine (mysql.go).
 func (o *Observer) reader(db string) (func(context.Context) ([]observed.DBSession, []observed.DBRole, error), engine.Kind, bool) {
 	if pool, ok := o.Targets.Pool(db); ok {
-		return func(ctx context.Context) ([]observed.DBSession, []observed.DBRole, error) { return read(ctx, pool) },
+		return func(ctx context.Context) ([]observed.DBSession, []observed.DBRole, error) {
+				return read(ctx, pool, o.readHint(db))
+			},
 			engine.KindPostgres, true
 	}
 	if m, ok := o.mysqlTarget(db); ok {
@@ -54,13 +56,13 @@ const (
 )
 
 // read takes a snapshot of a target: sessions first, then roles (see
-// Snapshot for why the order matters).
-func read(ctx context.Context, pool *pgxpool.Pool) ([]observed.DBSession, []observed.DBRole, error) {
+// Snapshot for why the order matters), in lists made for hint.
+func read(ctx context.Context, pool *pgxpool.Pool, hint readHint) ([]observed.DBSession, []observed.DBRole, error) {
 	rows, err := pool.Query(ctx, sessionsSQL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read pg_stat_activity: %w", err)
 	}
-	var sessions []observed.DBSession
+	sessions := make([]observed.DBSession, 0, hint.sessions+hint.sessions/32+8)
 	var s observed.DBSession
 	var start pgtype.Timestamptz
 	var oid int64
@@ -83,22 +85,46 @@ func read(ctx context.Context, pool *pgxpool.Pool) ([]observed.DBSession, []obse
 	if err != nil {
 		return nil, nil, fmt.Errorf("read pg_roles: %w", err)
 	}
-	var roles []observed.DBRole
-	var r observed.DBRole
+	roles := newRoleList(hint.roles)
+	var name string
 	var until pgtype.Timestamptz
-	_, err = pgx.ForEachRow(rows, []any{&oid, &r.Name, &until, &r.CanLogin, &r.Superuser}, func() error {
-		c := r
-		c.OID = uint32(oid)
-		c.ValidUntil = nil
-		if until.Valid && until.InfinityModifier == pgtype.Finite {
-			t := until.Time.UTC()
-			c.ValidUntil = &t
-		}
-		roles = append(roles, c)
+	var login, super bool
+	_, err = pgx.ForEachRow(rows, []any{&oid, &name, &until, &login, &super}, func() error {
+		roles.add(uint32(oid), name, until, login, super)
 		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read pg_roles: %w", err)
 	}
-	return sessions, roles, nil
+	return sessions, roles.roles, nil
+}
+
+// readHint is how many roles and sessions the last pass of a target read:
+// the lists of the next are made for as many, not grown a row at a time.
+type readHint struct{ roles, sessions int }
+
+// roleList collects the roles read from pg_roles, their validities in
+// blocks rather than one object each.
+type roleList struct {
+	roles []observed.DBRole
+	times []time.Time
+}
+
+// newRoleList is a list made for about n roles (a few more may come).
+func newRoleList(n int) roleList {
+	n += n/32 + 8
+	return roleList{roles: make([]observed.DBRole, 0, n), times: make([]time.Time, 0, n)}
+}
+
+func (l *roleList) add(oid uint32, name string, until pgtype.Timestamptz, login, super bool) {
+	r := observed.DBRole{OID: oid, Name: name, CanLogin: login, Superuser: super}
+	if until.Valid && until.InfinityModifier == pgtype.Finite {
+		if len(l.times) == cap(l.times) {
+			// A new block: the roles listed point into the full one.
+			l.times = make([]time.Time, 0, max(64, cap(l.times)))
+		}
+		l.times = append(l.times, until.Time.UTC())
+		r.ValidUntil = &l.times[len(l.times)-1]
+	}
+	l.roles = append(l.roles, r)
 }

@@ -312,3 +312,10 @@ func (w *snapshotWriter) queueEvents(b *pgx.Batch) {
 		ORDER BY n
 		ON CONFLICT (id) DO NOTHING`, w.db, w.evIDs, w.evKinds, w.evDocs, w.now)
 }
+
+// fail makes err the pass's error, unless it has one.
+func (w *snapshotWriter) fail(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+}

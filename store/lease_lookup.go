@@ -35,6 +35,32 @@ func LeasesNamingUsers(ctx context.Context, q Querier, users []string) (map[stri
 	return out, nil
 }
 
+// LeasesNamingRecordedRoles is LeasesNamingUsers of users and of the
+// names of the roles the observer recorded as present on database
+// (db_roles, as q's transaction sees it): a pass's roles are looked up
+// without sending their names (100,000 on a large target, every pass).
+// It may return leases of recorded roles the caller does not judge (the
+// target's unmanaged roles): the caller keeps those of the names it needs.
+func LeasesNamingRecordedRoles(ctx context.Context, q Querier, database string, users []string) (map[string][]Lease, error) {
+	out := map[string][]Lease{}
+	rows, err := q.Query(ctx, "SELECT "+leaseSelect+` FROM leases
+		WHERE NOT db_user_hmac AND db_user IN (
+			SELECT rolname FROM db_roles WHERE database = $1 AND gone_at IS NULL
+			UNION SELECT unnest($2::text[]))
+		ORDER BY coalesce(issued_at, first_seen_at) DESC NULLS LAST, lease_id`, database, users)
+	if err != nil {
+		return nil, fmt.Errorf("leases of the roles of %s: %w", database, err)
+	}
+	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
+	if err != nil {
+		return nil, fmt.Errorf("leases of the roles of %s: %w", database, err)
+	}
+	for _, l := range ls {
+		out[l.DBUser] = append(out[l.DBUser], l)
+	}
+	return out, nil
+}
+
 // HMACLeases returns the leases of databases (the targets of one server,
 // whose roles are shared) whose user the audit log showed only as an HMAC
 // (an untuned database mount), issued within [from, to], oldest first.

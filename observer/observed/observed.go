@@ -97,6 +97,11 @@ type Pass struct {
 	// leases count too.
 	ServerTargets        []string
 	UnknownServerTargets []string
+	// RolesRecorded: the pass's transaction holds, in the state store's
+	// db_roles under Database, every role present at this pass as the
+	// observer read it (gone_at NULL). The rules then look the roles'
+	// leases up through it instead of sending every name.
+	RolesRecorded bool
 }
 
 // RoleScope is the name a finding about a role is keyed by: the first
