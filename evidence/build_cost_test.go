@@ -90,3 +90,28 @@ func TestEveryChangeAfterBuildIsSeen(t *testing.T) {
 		t.Error("an event built the same way counts as changed")
 	}
 }
+
+// The relay hashes a stored row it has just decoded without scanning it
+// for validity again; the hash must be the one Seal and verify compute,
+// and a row with a key twice must still be refused.
+func TestHashDecodedIsHashDocument(t *testing.T) {
+	for _, ev := range sampleEvents(t, 4) {
+		if err := Seal(&ev, GenesisHash, 1); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := encodeJSON(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := hashDocument(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := hashDecoded(raw); err != nil || got != want || got != ev.Hash {
+			t.Errorf("hashDecoded = %s, %v; hashDocument %s, sealed %s", got, err, want, ev.Hash)
+		}
+	}
+	if _, err := hashDecoded([]byte(`{"id":"a","id":"b"}`)); err == nil {
+		t.Error("a row with a key twice was hashed")
+	}
+}

@@ -53,6 +53,20 @@ func hashDocument(doc []byte) (string, error) {
 	return hashCanonical(canon), nil
 }
 
+// hashDecoded is hashDocument of a document json.Unmarshal has just
+// accepted, so valid JSON: it is not scanned for validity again.
+func hashDecoded(doc []byte) (string, error) {
+	obj, err := eventObject(parseEncoded(doc))
+	if err != nil {
+		return "", err
+	}
+	canon, err := canonicalBytes(obj)
+	if err != nil {
+		return "", err
+	}
+	return hashCanonical(canon), nil
+}
+
 // canonicalWithoutHash is what an event's hash covers: the canonical form
 // of the encoded event without its "hash" attribute.
 func canonicalWithoutHash(doc []byte) ([]byte, error) {

@@ -513,7 +513,7 @@ func (r *Relay) checkPending(p pendingEvent) (Event, error) {
 	if err != nil {
 		return Event{ChainSeq: p.seq}, fmt.Errorf("%w: %v", ErrTampered, err)
 	}
-	h, err := hashDocument(p.raw)
+	h, err := hashDecoded(p.raw)
 	if err != nil || h != p.hash || ev.Hash != p.hash || ev.ChainSeq != p.seq {
 		r.log.Error("evidence relay: outbox row does not verify; holding it back", "seq", p.seq, "id", ev.ID)
 		return ev, fmt.Errorf("%w (seq %d)", ErrTampered, p.seq)
