@@ -3,6 +3,7 @@ package evidence
 import (
 	"bytes"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,5 +114,39 @@ func TestHashDecodedIsHashDocument(t *testing.T) {
 	}
 	if _, err := hashDecoded([]byte(`{"id":"a","id":"b"}`)); err == nil {
 		t.Error("a row with a key twice was hashed")
+	}
+}
+
+// The last gate looks for secrets without ordering keys, and walks again
+// in order only to name the first place: both must agree on every
+// document, and the place named is the first in key order.
+func TestGateLooksAsItWalks(t *testing.T) {
+	const token = "hvs.CAESIJ4yD7sRkXoZ1tW0m3vQ8aPu2nLbKcEhGfYjTdUiOqVx"
+	for _, doc := range []string{
+		`{"a":"fine","b":{"c":[1,"two",{"d":null}]}}`,
+		`{"a":"fine","b":{"c":[1,"two",{"d":"` + token + `"}]}}`,
+		`{"b":{"db_password":"x"},"a":"ok"}`,
+		`{"list":[["nested","postgres://u:pw@h/db"]]}`,
+		`{"z":"` + token + `","y":{"x":"ALTER ROLE r PASSWORD 'p'"}}`,
+		`{"note":"{\"secret_id\":\"s\"}"}`,
+		`{"":{"":""}}`,
+	} {
+		v, err := parseJSON([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		walked := walkSecrets(v, nil)
+		if holdsSecret(v) != (walked != nil) {
+			t.Errorf("%s: holdsSecret %v, walkSecrets %v", doc, holdsSecret(v), walked)
+		}
+		if got := refuseSecrets(v); (got == nil) != (walked == nil) || (got != nil && got.Error() != walked.Error()) {
+			t.Errorf("%s: refuseSecrets %v, walkSecrets %v", doc, got, walked)
+		}
+	}
+	v, _ := parseJSON([]byte(`{"z":"` + token + `","y":{"x":"ALTER ROLE r PASSWORD 'p'"}}`))
+	for range 20 { // map order varies from run to run
+		if err := refuseSecrets(v); err == nil || !strings.Contains(err.Error(), "$.y.x") {
+			t.Fatalf("refused %v, want the first place in key order, $.y.x", err)
+		}
 	}
 }

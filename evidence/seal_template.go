@@ -34,7 +34,7 @@ type prepared struct {
 }
 
 // prepare encodes ev with placeholders where the seal goes, checks the
-// encoding for secrets (walkSecrets, leaving out the placeholders) and
+// encoding for secrets (refuseSecrets, leaving out the placeholders) and
 // cuts its stored and canonical forms at them, parsing it once for both.
 // The placeholders are random, so nothing an event carries (a username, a
 // statement) can be taken for one; should a placeholder still occur more
@@ -82,7 +82,7 @@ func checkAndCanonicalise(body []byte) ([]byte, error) {
 	prev := obj["prevhash"]
 	delete(obj, "prevhash")
 	if schemas.MayHoldSecret(body) {
-		if err := walkSecrets(obj, nil); err != nil {
+		if err := refuseSecrets(obj); err != nil {
 			return nil, err
 		}
 	}

@@ -15,13 +15,46 @@ import (
 // Vault error text can make any field look like one. The Builder withholds
 // such a field (withholdSecrets: the value becomes schemas.Withheld, and
 // data.unmapped.withheld lists the JSON paths), so one poisoned input never
-// stops the evidence of everything recorded with it. walkSecrets, run by
+// stops the evidence of everything recorded with it. refuseSecrets, run by
 // prepare on the event as it will be stored, is the last gate: an event
 // whose JSON has a key that names a password, or a value that looks like a
 // secret, is refused. Its error names where, never what.
 
-// walkSecrets refuses v if anything in it looks like a secret. at is
-// where v is, rendered as a path only for the error.
+// refuseSecrets refuses v if anything in it looks like a secret, naming
+// the first place in key order. It looks first without ordering keys or
+// keeping a path (holdsSecret), which is what every event costs; only a
+// refusal walks again, in order, for the path to name.
+func refuseSecrets(v any) error {
+	if !holdsSecret(v) {
+		return nil
+	}
+	return walkSecrets(v, nil)
+}
+
+// holdsSecret reports whether walkSecrets would refuse v.
+func holdsSecret(v any) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, c := range v {
+			if schemas.PasswordKey(k) || schemas.LooksLikeSecret(k) || holdsSecret(c) {
+				return true
+			}
+		}
+	case []any:
+		for _, c := range v {
+			if holdsSecret(c) {
+				return true
+			}
+		}
+	case string:
+		return schemas.HoldsToken(v) || schemas.LooksLikeSecret(v)
+	}
+	return false
+}
+
+// walkSecrets refuses v if anything in it looks like a secret, naming the
+// first place in key order. at is where v is, rendered as a path only for
+// the error.
 func walkSecrets(v any, at []string) error {
 	switch v := v.(type) {
 	case map[string]any:

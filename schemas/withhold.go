@@ -20,9 +20,33 @@ import (
 // chooses. A value that trips the secret check is withheld rather than
 // letting it stop the document (and everything recorded with it).
 func Withhold(v any, root string) (any, []string) {
+	if !withholds(v) {
+		return v, nil // most documents: no keys ordered, no path kept
+	}
 	w := withholder{root: root}
 	v = w.walk(v, nil)
 	return v, w.paths
+}
+
+// withholds reports whether Withhold would withhold anything in v.
+func withholds(v any) bool {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, c := range t {
+			if PasswordKey(k) || LooksLikeSecret(k) || withholds(c) {
+				return true
+			}
+		}
+	case []any:
+		for _, c := range t {
+			if withholds(c) {
+				return true
+			}
+		}
+	case string:
+		return LooksLikeSecret(t)
+	}
+	return false
 }
 
 // withholder walks a document keeping the path to where it is as steps,

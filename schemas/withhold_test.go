@@ -34,3 +34,27 @@ func TestWithholdPaths(t *testing.T) {
 		t.Errorf("document\n got %s\nwant %s", out, wantDoc)
 	}
 }
+
+// Withhold looks first, without ordering keys or keeping a path, whether
+// there is anything to withhold: that look must agree with the walk.
+func TestWithholdLooksAsItWalks(t *testing.T) {
+	for _, doc := range []string{
+		`{"a":"fine","b":{"c":[1,"two",{"d":null}]}}`,
+		`{"a":"fine","b":{"c":[1,"two",{"d":"hvs.CAESIJ4yD7sRkXoZ1tW0m3vQ8aPu2nLbKcEhGfYjTdUiOqVx"}]}}`,
+		`{"b":{"db_password":"x"},"a":"ok"}`,
+		`{"list":[["nested","postgres://u:pw@h/db"]]}`,
+		`{"note":"{\"secret_id\":\"s\"}"}`,
+		`{"":{"":""}}`,
+	} {
+		var look, walk any
+		if err := json.Unmarshal([]byte(doc), &look); err != nil {
+			t.Fatal(err)
+		}
+		_ = json.Unmarshal([]byte(doc), &walk)
+		w := withholder{root: "$"}
+		w.walk(walk, nil)
+		if withholds(look) != (len(w.paths) > 0) {
+			t.Errorf("%s: withholds %v, the walk withheld %q", doc, withholds(look), w.paths)
+		}
+	}
+}
