@@ -45,18 +45,16 @@ func Seal(ev *Event, prev string, seq int64) error {
 }
 
 // hashDocument hashes one encoded event: its canonical form without "hash".
-func hashDocument(doc []byte) (string, error) {
-	canon, err := canonicalWithoutHash(doc)
-	if err != nil {
-		return "", err
-	}
-	return hashCanonical(canon), nil
-}
+func hashDocument(doc []byte) (string, error) { return hashParsed(parseJSON(doc)) }
 
 // hashDecoded is hashDocument of a document json.Unmarshal has just
 // accepted, so valid JSON: it is not scanned for validity again.
-func hashDecoded(doc []byte) (string, error) {
-	obj, err := eventObject(parseEncoded(doc))
+func hashDecoded(doc []byte) (string, error) { return hashParsed(parseEncoded(doc)) }
+
+// hashParsed hashes a parsed event: the canonical form of its object
+// without "hash".
+func hashParsed(v any, err error) (string, error) {
+	obj, err := eventObject(v, err)
 	if err != nil {
 		return "", err
 	}
@@ -65,16 +63,6 @@ func hashDecoded(doc []byte) (string, error) {
 		return "", err
 	}
 	return hashCanonical(canon), nil
-}
-
-// canonicalWithoutHash is what an event's hash covers: the canonical form
-// of the encoded event without its "hash" attribute.
-func canonicalWithoutHash(doc []byte) ([]byte, error) {
-	obj, err := eventObject(parseJSON(doc))
-	if err != nil {
-		return nil, err
-	}
-	return canonicalBytes(obj)
 }
 
 // eventObject is a parsed event as its object, without its "hash".

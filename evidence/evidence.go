@@ -72,9 +72,9 @@ type Event struct {
 
 	// prepared is the Builder's work for AppendMany: the event encoded,
 	// checked for secrets and cut for its seal. AppendMany takes it while
-	// the event still encodes to exactly those bytes, and else does it
-	// again: parsing, checking and cutting twice was a fifth of the
-	// revoker's CPU per revocation.
+	// the event has every field it was built with (unchanged), and else
+	// does it again: parsing, checking and cutting twice was a fifth of
+	// the revoker's CPU per revocation.
 	prepared *prepared
 }
 

@@ -16,7 +16,7 @@ import (
 const RuleOperatorRevoke = "operator-revoke"
 
 // IssuerOperator is the issuer of every operator command.
-const IssuerOperator = "operator"
+const IssuerOperator = revoker.IssuerOperator
 
 // GuardUnknownTarget is the guard the revoker names when a command's
 // database is not a configured target.

@@ -23,6 +23,9 @@ import (
 // IssuerApproval issues the commands of approved pending revocations.
 const IssuerApproval = "approval"
 
+// IssuerOperator issues an operator's commands (package operator).
+const IssuerOperator = "operator"
+
 // ExecutorDeps are what carrying out a revocation needs.
 type ExecutorDeps struct {
 	Dropper  *Dropper
@@ -351,7 +354,7 @@ func (x *Executor) refuseSiblings(ctx context.Context, cmds []schemas.Revocation
 	keep := todo[:0]
 	for _, i := range todo {
 		c := cmds[i]
-		checked := c.Issuer != "operator" && c.Action == schemas.ActionDropRole
+		checked := siblingChecked(c)
 		switch l, found := elsewhere[i]; {
 		case err != nil && checked:
 			x.Logger.Warn("cannot read the ledger before a drop; will retry", "command_id", c.ID, "err", err)

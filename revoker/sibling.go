@@ -26,7 +26,7 @@ const GuardSiblingLease = "sibling_lease"
 func (x *Executor) liveLeaseElsewhere(ctx context.Context, cmds []schemas.RevocationCommand, idx []int) (map[int]store.Lease, error) {
 	var users []string
 	for _, i := range idx {
-		if c := cmds[i]; c.Issuer != "operator" && c.Action == schemas.ActionDropRole {
+		if c := cmds[i]; siblingChecked(c) {
 			users = append(users, c.DBUser)
 		}
 	}
@@ -43,7 +43,7 @@ func (x *Executor) liveLeaseElsewhere(ctx context.Context, cmds []schemas.Revoca
 	out := map[int]store.Lease{}
 	for _, i := range idx {
 		c := cmds[i]
-		if c.Issuer == "operator" || c.Action != schemas.ActionDropRole {
+		if !siblingChecked(c) {
 			continue
 		}
 		for _, l := range leases[c.DBUser] {
@@ -57,6 +57,12 @@ func (x *Executor) liveLeaseElsewhere(ctx context.Context, cmds []schemas.Revoca
 		}
 	}
 	return out, nil
+}
+
+// siblingChecked: GuardSiblingLease checks the command, a drop that is not
+// an operator's.
+func siblingChecked(c schemas.RevocationCommand) bool {
+	return c.Issuer != IssuerOperator && c.Action == schemas.ActionDropRole
 }
 
 // live: the ledger holds the lease active and not past its expiry.

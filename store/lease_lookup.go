@@ -15,24 +15,10 @@ import (
 // Leases known only by the HMAC of their user are not returned (see
 // HMACLeases).
 func LeasesNamingUsers(ctx context.Context, q Querier, users []string) (map[string][]Lease, error) {
-	out := map[string][]Lease{}
 	if len(users) == 0 {
-		return out, nil
+		return map[string][]Lease{}, nil
 	}
-	rows, err := q.Query(ctx, "SELECT "+leaseSelect+` FROM leases
-		WHERE db_user = ANY($1) AND NOT db_user_hmac
-		ORDER BY coalesce(issued_at, first_seen_at) DESC NULLS LAST, lease_id`, users)
-	if err != nil {
-		return nil, fmt.Errorf("leases of %d users: %w", len(users), err)
-	}
-	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
-	if err != nil {
-		return nil, fmt.Errorf("leases of %d users: %w", len(users), err)
-	}
-	for _, l := range ls {
-		out[l.DBUser] = append(out[l.DBUser], l)
-	}
-	return out, nil
+	return leasesByUser(ctx, q, fmt.Sprintf("leases of %d users", len(users)), `db_user = ANY($1)`, users)
 }
 
 // LeasesNamingRecordedRoles is LeasesNamingUsers of users and of the
@@ -42,19 +28,25 @@ func LeasesNamingUsers(ctx context.Context, q Querier, users []string) (map[stri
 // It may return leases of recorded roles the caller does not judge (the
 // target's unmanaged roles): the caller keeps those of the names it needs.
 func LeasesNamingRecordedRoles(ctx context.Context, q Querier, database string, users []string) (map[string][]Lease, error) {
-	out := map[string][]Lease{}
+	return leasesByUser(ctx, q, "leases of the roles of "+database, `db_user IN (
+			SELECT rolname FROM db_roles WHERE database = $2 AND gone_at IS NULL
+			UNION SELECT unnest($1::text[]))`, users, database)
+}
+
+// leasesByUser groups by user the leases known by their plain user that
+// match where, newest first (by issue time, else first sighting).
+func leasesByUser(ctx context.Context, q Querier, what, where string, args ...any) (map[string][]Lease, error) {
 	rows, err := q.Query(ctx, "SELECT "+leaseSelect+` FROM leases
-		WHERE NOT db_user_hmac AND db_user IN (
-			SELECT rolname FROM db_roles WHERE database = $1 AND gone_at IS NULL
-			UNION SELECT unnest($2::text[]))
-		ORDER BY coalesce(issued_at, first_seen_at) DESC NULLS LAST, lease_id`, database, users)
+		WHERE NOT db_user_hmac AND `+where+`
+		ORDER BY coalesce(issued_at, first_seen_at) DESC NULLS LAST, lease_id`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("leases of the roles of %s: %w", database, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lease, error) { return scanLease(r) })
 	if err != nil {
-		return nil, fmt.Errorf("leases of the roles of %s: %w", database, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	out := map[string][]Lease{}
 	for _, l := range ls {
 		out[l.DBUser] = append(out[l.DBUser], l)
 	}
