@@ -44,14 +44,21 @@ const (
 	// compared with name's cross-type operator, which uses the index and
 	// truncates nothing (names longer than 63 bytes are refused before,
 	// too). rolvaliduntil is compared with now(), the transaction's start,
-	// on the database's own clock.
+	// on the database's own clock. Whether a role has members is a scalar
+	// subquery in the order of pg_auth_members' index, not EXISTS: the
+	// planner ran the EXISTS as one hash of every membership in the
+	// database, and a subquery without the order as a scan of them per
+	// role (a correlated roleid looks common when a few group roles hold
+	// most memberships), either way the largest part of the read once a
+	// group role is granted to thousands of users.
 	readSQL = `SELECT current_user::text, session_user::text, ` +
 		`(SELECT system_identifier FROM pg_control_system())::text, ` +
 		`(SELECT oid FROM pg_database WHERE datname = current_database()), n.name, r.oid IS NOT NULL, ` +
 		`COALESCE(r.oid, 0), COALESCE(r.rolsuper, false), COALESCE(r.rolreplication, false), ` +
 		`COALESCE(r.rolbypassrls, false), COALESCE(r.rolcreaterole, false), ` +
-		`COALESCE(EXISTS (SELECT 1 FROM pg_auth_members AS m WHERE m.roleid = r.oid ` +
-		`AND m.member NOT IN (SELECT oid FROM pg_roles WHERE rolname IN (current_user, session_user))), false), ` +
+		`COALESCE((SELECT true FROM pg_auth_members AS m WHERE m.roleid = r.oid ` +
+		`AND m.member NOT IN (SELECT oid FROM pg_roles WHERE rolname IN (current_user, session_user)) ` +
+		`ORDER BY m.roleid, m.member LIMIT 1), false), ` +
 		`COALESCE(r.rolvaliduntil < now(), false) ` +
 		`FROM unnest($1::text[]) AS n(name) LEFT JOIN pg_roles AS r ON r.rolname = n.name`
 	// afterSQL is the check the outcome rests on: is a role of that name
