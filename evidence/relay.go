@@ -457,10 +457,24 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	// The rows published are marked together when the batch ends, however
+	// it ends, in the same transaction as before: one statement, not one
+	// per row.
+	var published []int64
+	markPublished := func(err error) error {
+		if len(published) == 0 {
+			return err
+		}
+		if merr := r.mark(ctx, tx, `
+			UPDATE evidence_outbox SET published_at = now(), publish_attempts = publish_attempts + 1, last_error = NULL
+			WHERE seq = ANY($1)`, published); merr != nil {
+			return errors.Join(err, fmt.Errorf("evidence relay: mark %d events published: %w", len(published), merr))
+		}
+		return err
+	}
 	for _, p := range batch {
 		if ctx.Err() != nil {
-			return n, nil
+			return len(published), markPublished(nil)
 		}
 		ev, err := r.checkPending(p)
 		if err == nil {
@@ -471,7 +485,7 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
 		if err != nil && ctx.Err() != nil {
 			// Shutting down: whether it arrived or not, the row stays
 			// unpublished and the next relay sends it (again).
-			return n, nil
+			return len(published), markPublished(nil)
 		}
 		if err != nil {
 			r.cfg.Metrics.PublishFailed(ev, err)
@@ -481,18 +495,13 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx) (int, error) {
 			if uerr != nil {
 				uerr = fmt.Errorf("evidence relay: record failure of seq %d: %w", p.seq, uerr)
 			}
-			return n, errors.Join(publishFailure{fmt.Errorf("evidence relay: publish seq %d: %w", p.seq, err)}, uerr)
+			return len(published), markPublished(errors.Join(publishFailure{fmt.Errorf("evidence relay: publish seq %d: %w", p.seq, err)}, uerr))
 		}
-		if err := r.mark(ctx, tx, `
-			UPDATE evidence_outbox SET published_at = now(), publish_attempts = publish_attempts + 1, last_error = NULL
-			WHERE seq = $1`, p.seq); err != nil {
-			return n, fmt.Errorf("evidence relay: mark seq %d published: %w", p.seq, err)
-		}
+		published = append(published, p.seq)
 		r.cfg.Metrics.Published(ev)
 		r.cfg.Progress.Advance() // a slow bus that answers is not stuck
-		n++
 	}
-	return n, nil
+	return len(published), markPublished(nil)
 }
 
 // mark runs one marking statement in tx, written even if ctx ends.
