@@ -138,8 +138,11 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 	// within workTimeout; only waiting for the limit ends with ctx.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), workTimeout)
 	defer cancel()
+	start := time.Now()
 	admitted := x.admitAll(wctx, cmds, out)
+	start = x.Metrics.step("admit", start)
 	claims, err := x.claim(wctx, cmds, admitted)
+	start = x.Metrics.step("claim", start)
 	if err != nil {
 		x.Logger.Warn("cannot claim revocations; will retry", "commands", len(admitted), "err", err)
 		for _, i := range admitted {
@@ -148,6 +151,7 @@ func (x *Executor) Execute(ctx context.Context, cmds []schemas.RevocationCommand
 		return out
 	}
 	todo := x.triage(wctx, cmds, admitted, claims, out)
+	x.Metrics.step("triage", start)
 	var throttled bool
 	defer func() {
 		if throttled {
@@ -445,7 +449,10 @@ func (x *Executor) duplicate(ctx context.Context, cmd schemas.RevocationCommand,
 // records their outcomes.
 func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schemas.RevocationCommand,
 	claims []store.Claim, final func(int) bool, out []Executed) {
+	start := time.Now()
 	results, err := x.carryOut(ctx, db, idx, cmds, claims)
+	start = x.Metrics.step("carry_out", start)
+	defer x.Metrics.step("record", start)
 	if err != nil {
 		for _, i := range idx {
 			out[i] = Executed{Command: cmds[i], Result: results[i], Retry: true, Err: err}

@@ -354,7 +354,16 @@ type Metrics struct {
 	dropLockWait prometheus.Histogram
 	dropLockHeld prometheus.Histogram
 	expiryToDrop prometheus.Histogram
+	steps        *prometheus.HistogramVec
 	Throttling   prometheus.Gauge
+}
+
+// step observes the time since start as one batch's time in step, and
+// returns now, the start of the next step.
+func (m *Metrics) step(step string, start time.Time) time.Time {
+	now := time.Now()
+	m.steps.WithLabelValues(step).Observe(now.Sub(start).Seconds())
+	return now
 }
 
 // NewMetrics creates and registers (when reg is not nil) revoker metrics.
@@ -402,6 +411,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "From a lease's expiry in the ledger to the drop of its database user, for users dropped after their lease expired.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 		}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "leaseguard_revocation_step_seconds",
+			Help: "Time one batch of revocation commands spent in each step of the Executor: admit (signatures, " +
+				"targets, approvals), claim, triage (duplicates, guards without a database, sibling leases), " +
+				"carry_out (the target's drop transaction and after-checks, per target database) and record " +
+				"(outcomes and evidence, per target database).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"step"}),
 		Throttling: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "leaseguard_revocation_throttling",
 			Help: "1 while automatic revocations wait on LEASEGUARD_MAX_REVOCATIONS_PER_MINUTE (alert on it).",
@@ -413,7 +430,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.outcomes.WithLabelValues(string(o), "")
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.dropLockWait, m.dropLockHeld, m.expiryToDrop, m.Throttling)
+		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.dropLockWait, m.dropLockHeld, m.expiryToDrop, m.steps, m.Throttling)
 	}
 	return m
 }

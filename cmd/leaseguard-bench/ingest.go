@@ -179,6 +179,29 @@ func histogram(reg prometheus.Gatherer, name string) (int, float64) {
 	return 0, 0
 }
 
+// histogramSums is the sum of each series of a histogram, by the value of
+// its label.
+func histogramSums(reg prometheus.Gatherer, name, label string) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label {
+					out[l.GetValue()] += m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return out
+}
+
 // histogramSum is the sum of a histogram, and whether it has samples.
 func histogramSum(reg prometheus.Gatherer, name string) (float64, bool) {
 	n, sum := histogram(reg, name)

@@ -157,6 +157,10 @@ func (b *Bench) revokeLeaseguard(ctx context.Context, r int) (float64, error) {
 			r+1, batchSecs, elapsed.Round(time.Millisecond), waitSecs, heldSecs, thousands(int64(float64(dropped)/heldSecs)))
 	}
 
+	steps := histogramSums(reg, "leaseguard_revocation_step_seconds", "step")
+	b.logf("revoke: run %d: the batches' time by step: admit %.2f s, claim %.2f s, triage %.2f s, carry out %.2f s, record %.2f s",
+		r+1, steps["admit"], steps["claim"], steps["triage"], steps["carry_out"], steps["record"])
+
 	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
 		return 0, fmt.Errorf("after the revoker: %d users left (%v)", left, err)
 	}
@@ -195,6 +199,7 @@ func (b *Bench) revokeDropOnly(ctx context.Context, r int) (float64, error) {
 	}
 	names, cmds, rr := set.names, set.cmds, set.rr
 	pool, _ := rr.targets.Pool(revokeDB)
+	cs := sampleCPU()
 	start := time.Now()
 	dropped, err := b.inFlight(cmds, func(batch []schemas.RevocationCommand) (int, error) {
 		return droppedResults(rr.exec.Dropper.DropBatch(ctx, pool, revokeDB, batch, nil))
@@ -203,6 +208,7 @@ func (b *Bench) revokeDropOnly(ctx context.Context, r int) (float64, error) {
 		return 0, err
 	}
 	elapsed := time.Since(start)
+	b.logf("revoke: run %d: drop transactions alone: %s", r+1, b.cpuSince(cs))
 	if left, err := b.rolesLeft(ctx, names); err != nil || left > 0 {
 		return 0, fmt.Errorf("after the drop transactions alone: %d users left (%v)", left, err)
 	}
