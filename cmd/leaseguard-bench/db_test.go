@@ -85,3 +85,58 @@ func TestExpiryCases(t *testing.T) {
 		t.Error("-expiry-grants=sometimes accepted")
 	}
 }
+
+// pollGone reports each name when it is first seen gone from pg_roles, not
+// before it was dropped, and never a name that is still there.
+func TestPollGoneSeesEachDropOnce(t *testing.T) {
+	url := os.Getenv("TEST_DATABASE_URL")
+	if url == "" {
+		url = defaultDatabaseURL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b := &Bench{opt: options{dbURL: url}, stderr: io.Discard, sfx: newSuffix(), undo: &cleanups{}, results: newResults(), started: time.Now()}
+	if err := b.connect(ctx); err != nil {
+		t.Fatalf("no PostgreSQL at %s (make test starts it): %v", url, err)
+	}
+	defer b.undo.run(io.Discard)
+	names := []string{b.userName("poll", time.Now()), b.userName("poll", time.Now()), b.userName("poll", time.Now())}
+	if err := b.createUsers(ctx, names, newPassword(), func(int) time.Time { return time.Now().Add(time.Hour) }, nil); err != nil {
+		t.Fatal(err)
+	}
+	drop := func(u string) time.Time {
+		at := time.Now()
+		if _, err := b.admin.Exec(ctx, "DROP ROLE "+ident(u)); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	start := time.Now()
+	dropped0 := drop(names[0]) // gone before the first poll
+	type polled struct {
+		gone map[string]time.Time
+		err  error
+	}
+	done := make(chan polled, 1)
+	go func() {
+		gone, err := b.pollGone(ctx, names, start, time.Now().Add(1500*time.Millisecond), 10*time.Millisecond)
+		done <- polled{gone, err}
+	}()
+	dropped1 := drop(names[1]) // gone while it polls
+	p := <-done
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	if len(p.gone) != 2 {
+		t.Fatalf("gone: %v; want %s and %s only (%s is still there)", p.gone, names[0], names[1], names[2])
+	}
+	for u, dropped := range map[string]time.Time{names[0]: dropped0, names[1]: dropped1} {
+		at, ok := p.gone[u]
+		switch {
+		case !ok:
+			t.Errorf("%s dropped and not seen gone", u)
+		case at.Before(dropped):
+			t.Errorf("%s seen gone at %s, before its drop at %s", u, at.Format(time.StampMicro), dropped.Format(time.StampMicro))
+		}
+	}
+}

@@ -137,8 +137,8 @@ func (b *Bench) expiryRuns(ctx context.Context, c expiryCase) error {
 	b.recordCPU(c, cpu)
 	b.results.note("expiry, %d leases, %s grants: users created as Vault's plugin does (VALID UNTIL spread over one second, 1%% with a live session, at most %d), their audit entries ingested by `leaseguard run` "+
 		"(grace %s, detect interval %s, revocation batch %d, blast-radius limit %d/min); latency from VALID UNTIL (the ledger's expire_at; Vault sets it 5 s after the lease's own expiry) "+
-		"plus grace to the role missing from pg_roles, polled every 20 ms; all runs pooled: %s",
-		c.n, c.mode, maxLiveSessions, b.opt.expiryGrace, b.opt.detectInterval, b.opt.revokeBatch, b.opt.expiryRateLimit, distOf(all))
+		"plus grace to the role missing from pg_roles, polled every %s; all runs pooled: %s",
+		c.n, c.mode, maxLiveSessions, b.opt.expiryGrace, b.opt.detectInterval, b.opt.revokeBatch, b.opt.expiryRateLimit, goneEvery(c.n), distOf(all))
 	return nil
 }
 
@@ -235,6 +235,13 @@ func (b *Bench) expiryRun(ctx context.Context, r int, c expiryCase) (gone, recor
 	if resolved < n {
 		return nil, nil, used, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases; leaseguard log: %s", resolved, n, lg.lastLines())
 	}
+	// The CPU figures are of the wave: from just before the first expiry,
+	// not from the end of the set-up, which may be minutes earlier.
+	select {
+	case <-ctx.Done():
+		return nil, nil, used, ctx.Err()
+	case <-time.After(time.Until(w.first.Add(b.opt.expiryGrace).Add(-goneLead))):
+	}
 	cs := sampleCPU(lg.pid())
 	revoke := b.readLeaseguardCPU(lg.pid())
 	locks := b.sampleWaits(ctx, 100*time.Millisecond)
@@ -260,6 +267,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int, c expiryCase) (gone, recor
 		b.logf("expiry: run %d: only %d of %d revocations recorded as dropped after 60 s", r+1, len(finished), n)
 	}
 	b.logTimeSpent(ctx, r, lg)
+	b.logStages(ctx, r, stateSchema)
 	return gone, recorded, used, nil
 }
 
@@ -374,8 +382,8 @@ func publishAudit(srv *benchNATS, lines [][][]byte) error {
 // measureGone polls pg_roles until every user of w is gone and returns,
 // in ms, each one's latency from its VALID UNTIL plus grace.
 func (b *Bench) measureGone(ctx context.Context, w expiryWave, lg *child) ([]float64, error) {
-	goneAt, err := b.pollGone(ctx, w.names, w.first.Add(b.opt.expiryGrace).Add(-200*time.Millisecond),
-		w.first.Add(time.Second+b.opt.expiryGrace+waitGone(len(w.names))), 20*time.Millisecond)
+	goneAt, err := b.pollGone(ctx, w.names, w.first.Add(b.opt.expiryGrace).Add(-goneLead),
+		w.first.Add(time.Second+b.opt.expiryGrace+waitGone(len(w.names))), goneEvery(len(w.names)))
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +403,9 @@ func (b *Bench) measureGone(ctx context.Context, w expiryWave, lg *child) ([]flo
 	return gone, nil
 }
 
+// goneLead is how long before the first expiry the polls start.
+const goneLead = 200 * time.Millisecond
+
 // waitGone is how long after the first expiry measureGone waits for n
 // users to go: 90 s, and 30 ms more a user (10,000 users take about 10 s
 // on an idle machine; 1,000 took 39 s with 1.5 cores busy elsewhere).
@@ -407,6 +418,30 @@ func (b *Bench) logTimeSpent(ctx context.Context, r int, lg *child) {
 	bc, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_count")
 	bs, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_sum")
 	b.logf("expiry: run %d: leaseguard spent %.2f s in %.0f detector passes and %.2f s in %.0f drop transactions (DropBatch)", r+1, ds, dc, bs, bc)
+}
+
+// logStages logs, from the ledger, how long after their expiry the
+// leases' findings were recorded (the detector), their commands claimed
+// (the detector, the bus and the revoker's queue) and their outcomes
+// recorded (the revoker): which stage a slow wave waits on.
+func (b *Bench) logStages(ctx context.Context, r int, schema string) {
+	var p [6]float64
+	err := b.admin.QueryRow(ctx, `SELECT
+		percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM f.detected_at - l.expire_at)),
+		percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM f.detected_at - l.expire_at)),
+		percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM v.received_at - l.expire_at)),
+		percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM v.received_at - l.expire_at)),
+		percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM v.finished_at - l.expire_at)),
+		percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM v.finished_at - l.expire_at))
+		FROM `+ident(schema, "findings")+` AS f JOIN `+ident(schema, "leases")+` AS l USING (lease_id)
+		JOIN `+ident(schema, "revocations")+` AS v ON v.command_id = f.command_id
+		WHERE v.outcome = 'dropped'`).Scan(&p[0], &p[1], &p[2], &p[3], &p[4], &p[5])
+	if err != nil {
+		b.logf("expiry: run %d: stages: %v", r+1, err)
+		return
+	}
+	b.logf("expiry: run %d: after the ledger's expiry, p50 / p99: finding recorded %.2f / %.2f s, command claimed %.2f / %.2f s, outcome recorded %.2f / %.2f s",
+		r+1, p[0], p[1], p[2], p[3], p[4], p[5])
 }
 
 // waitRecorded waits until n revocations are recorded as dropped, or for
@@ -457,55 +492,57 @@ func (b *Bench) waitResolved(ctx context.Context, schema string, n int, deadline
 	}
 }
 
+// goneEvery is how often measureGone polls for n users: every 20 ms, and
+// 1 ms more per 100 users above 2,000 (100 ms for 10,000). A poll costs
+// PostgreSQL about 1 µs per user still there, and ten thousand users
+// polled every 20 ms took a quarter of a core from the leaseguard being
+// measured; a wave of that size is measured against seconds.
+func goneEvery(n int) time.Duration {
+	return 20*time.Millisecond + time.Duration(max(0, n-2000)/100)*time.Millisecond
+}
+
 // pollGone polls pg_roles every interval from start until every name is
 // gone or until deadline, and returns when each name was first seen gone.
+//
+// The names still there wait in a temporary table of the poll's
+// connection, and each poll deletes from it those pg_roles no longer has
+// and returns just them. Sending the names left with every poll and
+// reading back those still there, 20 ms apart, cost PostgreSQL 11 ms a
+// poll with 5,000 names left: half a core taken from the leaseguard being
+// measured.
 func (b *Bench) pollGone(ctx context.Context, names []string, start, deadline time.Time, every time.Duration) (map[string]time.Time, error) {
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(time.Until(start)):
-	}
 	conn, err := b.admin.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Release()
+	if err := pendingNames(ctx, conn.Conn(), names); err != nil {
+		return nil, err
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(time.Until(start)):
+	}
 	gone := make(map[string]time.Time, len(names))
 	t := time.NewTicker(every)
 	defer t.Stop()
-	// Each poll asks only for the names still there: with 10,000 names,
-	// asking for all of them every 20 ms took CPU from what is measured.
-	left := names
-	for len(left) > 0 && time.Now().Before(deadline) {
+	for len(gone) < len(names) && time.Now().Before(deadline) {
 		// A name missing from this poll was gone when its snapshot was
 		// taken, at the latest when the query started.
 		at := time.Now()
-		present := map[string]bool{}
-		rows, err := conn.Query(ctx, "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)", left)
+		rows, err := conn.Query(ctx, `DELETE FROM bench_pending AS p
+			WHERE NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname = p.name) RETURNING p.name::text`)
 		if err != nil {
 			return nil, err
 		}
 		var name string
-		for rows.Next() {
-			if err := rows.Scan(&name); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			present[name] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if _, err := pgx.ForEachRow(rows, []any{&name}, func() error {
+			gone[name] = at
+			return nil
+		}); err != nil {
 			return nil, err
 		}
-		var still []string
-		for _, u := range left {
-			if present[u] {
-				still = append(still, u)
-			} else {
-				gone[u] = at
-			}
-		}
-		left = still
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -513,4 +550,21 @@ func (b *Bench) pollGone(ctx context.Context, names []string, start, deadline ti
 		}
 	}
 	return gone, nil
+}
+
+// pendingNames fills the temporary table bench_pending of conn with names.
+func pendingNames(ctx context.Context, conn *pgx.Conn, names []string) error {
+	if _, err := conn.Exec(ctx, `DROP TABLE IF EXISTS bench_pending;
+		CREATE TEMPORARY TABLE bench_pending (name name PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("pending names: %w", err)
+	}
+	rows := make([][]any, len(names))
+	for i, n := range names {
+		rows[i] = []any{n}
+	}
+	if _, err := conn.CopyFrom(ctx, pgx.Identifier{"bench_pending"}, []string{"name"}, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("pending names: %w", err)
+	}
+	_, err := conn.Exec(ctx, "ANALYZE bench_pending")
+	return err
 }
