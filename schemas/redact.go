@@ -175,13 +175,20 @@ func valueIsSecret(raw []byte, escaped, secretKey bool) bool {
 		}
 		return LooksLikeSecret(v)
 	}
-	return textMayHoldSecret(raw) && LooksLikeSecret(string(raw))
+	return textMayHoldSecret(raw, true) && LooksLikeSecret(string(raw))
 }
 
 // textMayHoldSecret is a cheap screen: text without a quote for which it
 // is false holds nothing RedactText redacts (no token shape, no "passw",
 // "pwd" or "://"). It looks only at dots, colons and p's.
-func textMayHoldSecret[T string | []byte](s T) bool {
+//
+// exact says that the patterns will see s as it is (not decoded from
+// JSON escapes first): then a dot counts only where a token can start
+// (tokenStartAt), so that names such as actor.user.name pass, and "://"
+// only where a user and password can follow (userinfoAt). Where an escape
+// may stand for the character before a token or inside a URL's user
+// information, every such dot and "://" counts.
+func textMayHoldSecret[T string | []byte](s T, exact bool) bool {
 	for i := 0; i < len(s); {
 		k := indexAny3(s[i:])
 		if k < 0 {
@@ -190,11 +197,11 @@ func textMayHoldSecret[T string | []byte](s T) bool {
 		i += k
 		switch s[i] {
 		case '.':
-			if i > 0 && i+1 < len(s) && tokenDot(s[i-1], s[i+1]) {
+			if i > 0 && i+1 < len(s) && (exact && tokenStartAt(s, i) || !exact && tokenDot(s[i-1], s[i+1])) {
 				return true
 			}
 		case ':':
-			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' {
+			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' && (!exact || userinfoAt(s, i+3)) {
 				return true
 			}
 		default:
@@ -203,6 +210,24 @@ func textMayHoldSecret[T string | []byte](s T) bool {
 			}
 		}
 		i++
+	}
+	return false
+}
+
+// userinfoAt reports whether the authority of a URL starting at i can hold
+// a password as urlPassword finds one: a colon, then an @, before any
+// character that ends the user information.
+func userinfoAt[T string | []byte](s T, i int) bool {
+	colon := false
+	for ; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '@':
+			return colon
+		case c == ':':
+			colon = true
+		case c == '/' || c == '"' || c == '\'' || c == '\\' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			return false
+		}
 	}
 	return false
 }
@@ -238,7 +263,7 @@ func foldAt[T string | []byte](s T, i int, w string) bool {
 // MayHoldSecret is a cheap screen for a JSON document: when it is false,
 // Withhold withholds nothing in the document.
 func MayHoldSecret(doc []byte) bool {
-	return textMayHoldSecret(doc) || containsFold(doc, "passphrase") || bytes.Contains(doc, []byte(`\"`))
+	return textMayHoldSecret(doc, bytes.IndexByte(doc, '\\') < 0) || containsFold(doc, "passphrase") || bytes.Contains(doc, []byte(`\"`))
 }
 
 // RedactText redacts secrets in text that is not (or not only) a valid

@@ -106,23 +106,41 @@ func LooksLikeSecret(s string) bool {
 	return changed
 }
 
-// mayHoldToken reports whether s has a dot preceded by s, b or r and
-// followed by a letter or digit: the shape every Vault token starts with.
+// mayHoldToken reports whether s has a dot where a Vault token can start
+// (tokenStartAt): the screen before the token patterns, which see s as it
+// is.
 func mayHoldToken[T string | []byte](s T) bool {
 	for i := 1; i+1 < len(s); i++ {
-		if s[i] != '.' {
-			continue
-		}
-		if tokenDot(s[i-1], s[i+1]) {
+		if s[i] == '.' && tokenStartAt(s, i) {
 			return true
 		}
 	}
 	return false
 }
 
-// tokenDot reports whether a dot between p and n could start a token.
+// tokenDot reports whether a dot between p and n could start a token, as
+// far as those two characters tell.
 func tokenDot(p, n byte) bool {
-	return (p == 's' || p == 'b' || p == 'r') && (n >= 'a' && n <= 'z' || n >= 'A' && n <= 'Z' || n >= '0' && n <= '9')
+	return (p == 's' || p == 'b' || p == 'r') && (isAlnum(n) || n == '_' || n == '-')
+}
+
+// tokenStartAt reports whether the dot at i (0 < i < len(s)-1) can start a
+// token as hvToken or legacyToken find one: s, b or r before it, at the
+// start of s, after a character that is no letter, digit, dot or slash
+// (legacyToken), or after "hv" (hvToken). "user.name" has none of these.
+func tokenStartAt[T string | []byte](s T, i int) bool {
+	if !tokenDot(s[i-1], s[i+1]) {
+		return false
+	}
+	if i < 2 {
+		return true
+	}
+	c := s[i-2]
+	return !(isAlnum(c) || c == '.' || c == '/') || c == 'v' && i >= 3 && s[i-3] == 'h'
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // containsFold reports whether s contains the lowercase ASCII word w in any
