@@ -418,6 +418,12 @@ func (b *Bench) logTimeSpent(ctx context.Context, r int, lg *child) {
 	bc, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_count")
 	bs, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_sum")
 	b.logf("expiry: run %d: leaseguard spent %.2f s in %.0f detector passes and %.2f s in %.0f drop transactions (DropBatch)", r+1, ds, dc, bs, bc)
+	var steps []string
+	for _, step := range []string{"admit", "claim", "triage", "carry_out", "record"} {
+		v, _ := lg.metric(ctx, `leaseguard_revocation_step_seconds_sum{step="`+step+`"}`)
+		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
+	}
+	b.logf("expiry: run %d: the revoker's batches by step: %s", r+1, strings.Join(steps, ", "))
 }
 
 // logStages logs, from the ledger, how long after their expiry the
