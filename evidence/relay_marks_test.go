@@ -4,37 +4,10 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// outboxUpdates counts the statements that update evidence_outbox.
-type outboxUpdates struct{ n atomic.Int64 }
-
-func (u *outboxUpdates) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.HasPrefix(strings.TrimSpace(d.SQL), "UPDATE evidence_outbox") {
-		u.n.Add(1)
-	}
-	return ctx
-}
-
-func (u *outboxUpdates) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-// tracedPool is a second pool on pool's schema whose statements tr sees.
-func tracedPool(t *testing.T, pool *pgxpool.Pool, tr pgx.QueryTracer) *pgxpool.Pool {
-	t.Helper()
-	cfg := pool.Config().Copy()
-	cfg.ConnConfig.Tracer = tr
-	traced, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(traced.Close)
-	return traced
-}
 
 // failingPublisher accepts every event but the failAt-th (from 1).
 type failingPublisher struct {
@@ -58,8 +31,8 @@ func TestRelayMarksABatchInOneStatement(t *testing.T) {
 	for _, ev := range sampleEvents(t, 25) {
 		appendOne(t, pool, ev)
 	}
-	var updates outboxUpdates
-	r, err := NewRelay(tracedPool(t, pool, &updates), &failingPublisher{}, fastRelayConfig(nil))
+	updates := &roundTrips{prefix: "UPDATE evidence_outbox"}
+	r, err := NewRelay(tracedPool(t, pool, updates), nopPublisher{}, fastRelayConfig(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,15 +43,7 @@ func TestDropLockWaitObservedApart(t *testing.T) {
 	pool := appPool(t, app)
 	plan := newFaultPlan()
 	exec, reg, signer := lockWaitExecutor(t, pool, plan.fn)
-	user := "v-lockwait-" + pgtest.Suffix()
-	if _, err := pool.Exec(ctx, `CREATE ROLE "`+user+`" LOGIN`); err != nil {
-		t.Fatal(err)
-	}
-	pgtest.DropRoleAtCleanup(t, pool, user)
-	cmd := cmdtest.Drop(t, pool, "main", user)
-	if err := signer.Sign(&cmd); err != nil {
-		t.Fatal(err)
-	}
+	cmd := signedDrop(t, pool, signer, "v-lockwait-")
 
 	holder, err := pgx.Connect(ctx, pgtest.URL())
 	if err != nil {
@@ -109,6 +101,23 @@ func TestDropLockWaitObservedApart(t *testing.T) {
 		t.Errorf("batch %.3f s less the wait %.3f s and the hold %.3f s leaves %.3f s, less than the 2×%v of drop work held ahead of the lock and after the commit",
 			batch, wait, hold, rest, held)
 	}
+}
+
+// signedDrop creates a role named prefix and a suffix in pool (target
+// "main"; dropped at cleanup if still there) and returns the command,
+// signed by signer, that drops it.
+func signedDrop(t *testing.T, pool *pgxpool.Pool, signer *revoker.Signer, prefix string) schemas.RevocationCommand {
+	t.Helper()
+	user := prefix + pgtest.Suffix()
+	if _, err := pool.Exec(context.Background(), `CREATE ROLE "`+user+`" LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.DropRoleAtCleanup(t, pool, user)
+	cmd := cmdtest.Drop(t, pool, "main", user)
+	if err := signer.Sign(&cmd); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
 }
 
 // holdFor keeps the test where it is for held, checking all along that

@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
@@ -24,15 +23,7 @@ func TestStepsOfABatchObserved(t *testing.T) {
 	pool := appPool(t, "lg-steps-"+pgtest.Suffix())
 	plan := newFaultPlan()
 	exec, reg, signer := lockWaitExecutor(t, pool, plan.fn)
-	user := "v-steps-" + pgtest.Suffix()
-	if _, err := pool.Exec(ctx, `CREATE ROLE "`+user+`" LOGIN`); err != nil {
-		t.Fatal(err)
-	}
-	pgtest.DropRoleAtCleanup(t, pool, user)
-	cmd := cmdtest.Drop(t, pool, "main", user)
-	if err := signer.Sign(&cmd); err != nil {
-		t.Fatal(err)
-	}
+	cmd := signedDrop(t, pool, signer, "v-steps-")
 	beforeCommit := plan.hold(t, revoker.StepBeforeCommit)
 	done := make(chan revoker.Executed, 1)
 	start := time.Now()

@@ -14,17 +14,7 @@ import (
 // cause of "row is too big" at 10,000 direct grants), and the sweep removes
 // the group role with the users.
 func TestGroupGrantsAgainstPostgres(t *testing.T) {
-	url := os.Getenv("TEST_DATABASE_URL")
-	if url == "" {
-		url = defaultDatabaseURL
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	b := &Bench{opt: options{dbURL: url}, stderr: io.Discard, sfx: newSuffix(), undo: &cleanups{}, results: newResults(), started: time.Now()}
-	if err := b.connect(ctx); err != nil {
-		t.Fatalf("no PostgreSQL at %s (make test starts it): %v", url, err)
-	}
-	defer b.undo.run(io.Discard)
+	ctx, b := testBench(t)
 
 	grants, err := b.appSchema(ctx, "grp", 2)
 	if err != nil {
@@ -89,17 +79,7 @@ func TestExpiryCases(t *testing.T) {
 // pollGone reports each name when it is first seen gone from pg_roles, not
 // before it was dropped, and never a name that is still there.
 func TestPollGoneSeesEachDropOnce(t *testing.T) {
-	url := os.Getenv("TEST_DATABASE_URL")
-	if url == "" {
-		url = defaultDatabaseURL
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	b := &Bench{opt: options{dbURL: url}, stderr: io.Discard, sfx: newSuffix(), undo: &cleanups{}, results: newResults(), started: time.Now()}
-	if err := b.connect(ctx); err != nil {
-		t.Fatalf("no PostgreSQL at %s (make test starts it): %v", url, err)
-	}
-	defer b.undo.run(io.Discard)
+	ctx, b := testBench(t)
 	names := []string{b.userName("poll", time.Now()), b.userName("poll", time.Now()), b.userName("poll", time.Now())}
 	if err := b.createUsers(ctx, names, newPassword(), func(int) time.Time { return time.Now().Add(time.Hour) }, nil); err != nil {
 		t.Fatal(err)
@@ -139,4 +119,23 @@ func TestPollGoneSeesEachDropOnce(t *testing.T) {
 			t.Errorf("%s seen gone at %s, before its drop at %s", u, at.Format(time.StampMicro), dropped.Format(time.StampMicro))
 		}
 	}
+}
+
+// testBench is a Bench connected to the test server (TEST_DATABASE_URL,
+// else the local one), whose cleanups run when the test ends, and a
+// context for the test.
+func testBench(t *testing.T) (context.Context, *Bench) {
+	t.Helper()
+	url := os.Getenv("TEST_DATABASE_URL")
+	if url == "" {
+		url = defaultDatabaseURL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	b := &Bench{opt: options{dbURL: url}, stderr: io.Discard, sfx: newSuffix(), undo: &cleanups{}, results: newResults(), started: time.Now()}
+	if err := b.connect(ctx); err != nil {
+		t.Fatalf("no PostgreSQL at %s (make test starts it): %v", url, err)
+	}
+	t.Cleanup(func() { b.undo.run(io.Discard) })
+	return ctx, b
 }
