@@ -2,20 +2,15 @@ package revoker_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/cmdtest"
 	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
-	"github.com/leaseguard/leaseguard/store"
-	"github.com/leaseguard/leaseguard/target"
 )
 
 // TestExpiryToDropLatency: a drop of an expired lease's user observes the
@@ -24,34 +19,10 @@ import (
 func TestExpiryToDropLatency(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_latency")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	admin := pgtest.Pool(t)
 	dropAt := time.Now().UTC().Truncate(time.Second)
-	dropper, err := revoker.NewDropper(revoker.DropperConfig{Clock: func() time.Time { return dropAt }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer := revoker.NewSigner(priv)
-	verifier, err := revoker.NewVerifier(signer.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
-		Dropper: dropper, Verifier: verifier, Targets: target.Pools{"main": admin}, State: st.Pool(),
-		Evidence: evidence.Builder{Source: "urn:leaseguard:test"}, Metrics: revoker.NewMetrics(reg),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rig := newExecRig(t, admin, revoker.DropperConfig{Clock: func() time.Time { return dropAt }})
+	st, exec, signer, reg := rig.st, rig.exec, rig.signer, rig.reg
 	sfx := pgtest.Suffix()
 	// expired 150 s before the drop; expiring after it; no expiry known.
 	leases := map[string]*time.Time{

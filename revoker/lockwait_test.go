@@ -42,7 +42,8 @@ func TestDropLockWaitObservedApart(t *testing.T) {
 	app := "lg-lockwait-" + pgtest.Suffix()
 	pool := appPool(t, app)
 	plan := newFaultPlan()
-	exec, reg, signer := lockWaitExecutor(t, pool, plan.fn)
+	rig := newExecRig(t, pool, revoker.DropperConfig{Faults: plan.fn})
+	exec, reg, signer := rig.exec, rig.reg, rig.signer
 	cmd := signedDrop(t, pool, signer, "v-lockwait-")
 
 	holder, err := pgx.Connect(ctx, pgtest.URL())
@@ -163,13 +164,20 @@ func appPool(t *testing.T, app string) *pgxpool.Pool {
 	return pool
 }
 
-// lockWaitExecutor is an Executor dropping in pool (target "main") through
-// faults, with its metrics in the registry returned, and the signer of the
+// execRig is an Executor dropping in a pool (target "main") on a migrated
+// state store of its own, with its metrics in reg, and the signer of the
 // commands it accepts.
-func lockWaitExecutor(t *testing.T, pool *pgxpool.Pool, faults revoker.FaultFunc) (*revoker.Executor, *prometheus.Registry, *revoker.Signer) {
+type execRig struct {
+	exec   *revoker.Executor
+	reg    *prometheus.Registry
+	signer *revoker.Signer
+	st     *store.Store
+}
+
+func newExecRig(t *testing.T, pool *pgxpool.Pool, cfg revoker.DropperConfig) execRig {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_lockwait")})
+	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_exec")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +185,7 @@ func lockWaitExecutor(t *testing.T, pool *pgxpool.Pool, faults revoker.FaultFunc
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dropper, err := revoker.NewDropper(revoker.DropperConfig{Faults: faults})
+	dropper, err := revoker.NewDropper(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,5 +203,5 @@ func lockWaitExecutor(t *testing.T, pool *pgxpool.Pool, faults revoker.FaultFunc
 	if err != nil {
 		t.Fatal(err)
 	}
-	return exec, reg, signer
+	return execRig{exec: exec, reg: reg, signer: signer, st: st}
 }

@@ -22,7 +22,8 @@ func TestStepsOfABatchObserved(t *testing.T) {
 	ctx := context.Background()
 	pool := appPool(t, "lg-steps-"+pgtest.Suffix())
 	plan := newFaultPlan()
-	exec, reg, signer := lockWaitExecutor(t, pool, plan.fn)
+	rig := newExecRig(t, pool, revoker.DropperConfig{Faults: plan.fn})
+	exec, reg, signer := rig.exec, rig.reg, rig.signer
 	cmd := signedDrop(t, pool, signer, "v-steps-")
 	beforeCommit := plan.hold(t, revoker.StepBeforeCommit)
 	done := make(chan revoker.Executed, 1)
