@@ -235,11 +235,20 @@ func (b *Bench) expiryRun(ctx context.Context, r int, c expiryCase) (gone, recor
 	if resolved < n {
 		return nil, nil, used, fmt.Errorf("only %d of %d leases had an expiry when the first was due: setup too slow, rerun with fewer -expiry-leases; leaseguard log: %s", resolved, n, lg.lastLines())
 	}
-	// The CPU figures are of the wave: from just before the first expiry,
-	// not from the end of the set-up, which may be minutes earlier.
+	gone, recorded, err = b.measureWave(ctx, r, w, lg, stateSchema, &used)
+	return gone, recorded, used, err
+}
+
+// measureWave measures a wave from just before its first expiry: when each
+// user is gone from pg_roles and when its outcome was recorded, and (in
+// used) the CPU and lock waits of leaseguard and its backends meanwhile.
+// The CPU figures are of the wave, not of the set-up, which may end
+// minutes earlier.
+func (b *Bench) measureWave(ctx context.Context, r int, w expiryWave, lg *child, stateSchema string, used *expiryCPU) (gone, recorded []float64, err error) {
+	n := len(w.names)
 	select {
 	case <-ctx.Done():
-		return nil, nil, used, ctx.Err()
+		return nil, nil, ctx.Err()
 	case <-time.After(time.Until(w.first.Add(b.opt.expiryGrace).Add(-goneLead))):
 	}
 	cs := sampleCPU(lg.pid())
@@ -248,12 +257,12 @@ func (b *Bench) expiryRun(ctx context.Context, r int, c expiryCase) (gone, recor
 	gone, err = b.measureGone(ctx, w, lg)
 	if err != nil {
 		locks.stop()
-		return nil, nil, used, err
+		return nil, nil, err
 	}
 	finished, err := b.waitRecorded(ctx, stateSchema, n, 60*time.Second+time.Duration(n)*10*time.Millisecond)
 	used.waits = locks.stop()
 	if err != nil {
-		return nil, nil, used, err
+		return nil, nil, err
 	}
 	used.revoke = b.leaseguardCPUSince(lg.pid(), revoke)
 	used.revocations = len(finished)
@@ -268,7 +277,7 @@ func (b *Bench) expiryRun(ctx context.Context, r int, c expiryCase) (gone, recor
 	}
 	b.logTimeSpent(ctx, r, lg)
 	b.logStages(ctx, r, stateSchema)
-	return gone, recorded, used, nil
+	return gone, recorded, nil
 }
 
 // expiryWave is the users of one expiry run.

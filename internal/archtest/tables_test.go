@@ -67,6 +67,10 @@ var owners = map[string]string{
 	"refused_commands": "revoker",
 	"nodes":            "nodes",
 	"rollout_policies": "rollout",
+
+	// Not the state store's: the bench's temporary table of the users it
+	// waits to see gone (one connection's, dropped with it).
+	"bench_pending": "cmd/leaseguard-bench",
 }
 
 // notWrites are the SQL phrases that contain a write keyword without
