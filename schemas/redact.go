@@ -216,7 +216,9 @@ func textMayHoldSecret[T string | []byte](s T, exact bool) bool {
 
 // userinfoAt reports whether the authority of a URL starting at i can hold
 // a password as urlPassword finds one: a colon, then an @, before any
-// character that ends the user information.
+// character that ends the user information there (a slash, a quote, a
+// backslash, or what RE2's \s matches: tab, newline, form feed, carriage
+// return, space; not vertical tab).
 func userinfoAt[T string | []byte](s T, i int) bool {
 	colon := false
 	for ; i < len(s); i++ {
@@ -225,7 +227,7 @@ func userinfoAt[T string | []byte](s T, i int) bool {
 			return colon
 		case c == ':':
 			colon = true
-		case c == '/' || c == '"' || c == '\'' || c == '\\' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+		case c == '/' || c == '"' || c == '\'' || c == '\\' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
 			return false
 		}
 	}

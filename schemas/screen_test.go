@@ -11,7 +11,7 @@ import (
 // passwords are made of, and of what may stand before or in them.
 func screenText(r *rand.Rand) string {
 	pieces := []string{"s.", "b.", "r.", "hvs.", "hvb.", "hvr.", "user.name", "actor.user.name", "hv", "v", "h",
-		"AAAAAAAAAAAAAAAAAAAAAAAA", "abcdefghijklmnopqrst", "x", "9", ".", "/", "-", "_", " ", "<", "&", "\"", "\\", "é", "\n",
+		"AAAAAAAAAAAAAAAAAAAAAAAA", "abcdefghijklmnopqrst", "x", "9", ".", "/", "-", "_", " ", "<", "&", "\"", "\\", "é", "\n", "\v", "\t",
 		"://", "https://", "db://", "user", ":", "pa<ss", "secret", "@", "host", "/path", "'", "password=", "pwd", "PASSW"}
 	var b strings.Builder
 	for range 1 + r.IntN(10) {
