@@ -130,14 +130,16 @@ func TestGateLooksAsItWalks(t *testing.T) {
 		`{"z":"` + token + `","y":{"x":"ALTER ROLE r PASSWORD 'p'"}}`,
 		`{"note":"{\"secret_id\":\"s\"}"}`,
 		`{"":{"":""}}`,
+		`{"legacy":"s.AAAAAAAAAAAAAAAAAAAAAAAA"}`,
+		`{"dash":"hvs.-AAAAAAAAAAAAAAAAAAAAAAAA"}`,
 	} {
 		v, err := parseJSON([]byte(doc))
 		if err != nil {
 			t.Fatal(err)
 		}
 		walked := walkSecrets(v, nil)
-		if holdsSecret(v) != (walked != nil) {
-			t.Errorf("%s: holdsSecret %v, walkSecrets %v", doc, holdsSecret(v), walked)
+		if schemas.HoldsSecret(v) != (walked != nil) {
+			t.Errorf("%s: holdsSecret %v, walkSecrets %v", doc, schemas.HoldsSecret(v), walked)
 		}
 		if got := refuseSecrets(v); (got == nil) != (walked == nil) || (got != nil && got.Error() != walked.Error()) {
 			t.Errorf("%s: refuseSecrets %v, walkSecrets %v", doc, got, walked)

@@ -22,34 +22,15 @@ import (
 
 // refuseSecrets refuses v if anything in it looks like a secret, naming
 // the first place in key order. It looks first without ordering keys or
-// keeping a path (holdsSecret), which is what every event costs; only a
-// refusal walks again, in order, for the path to name.
+// keeping a path (schemas.HoldsSecret: what Withhold withholds is what
+// walkSecrets refuses, a token being a string RedactText redacts), which
+// is what every event costs; only a refusal walks again, in order, for the
+// path to name.
 func refuseSecrets(v any) error {
-	if !holdsSecret(v) {
+	if !schemas.HoldsSecret(v) {
 		return nil
 	}
 	return walkSecrets(v, nil)
-}
-
-// holdsSecret reports whether walkSecrets would refuse v.
-func holdsSecret(v any) bool {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, c := range v {
-			if schemas.PasswordKey(k) || schemas.LooksLikeSecret(k) || holdsSecret(c) {
-				return true
-			}
-		}
-	case []any:
-		for _, c := range v {
-			if holdsSecret(c) {
-				return true
-			}
-		}
-	case string:
-		return schemas.HoldsToken(v) || schemas.LooksLikeSecret(v)
-	}
-	return false
 }
 
 // walkSecrets refuses v if anything in it looks like a secret, naming the

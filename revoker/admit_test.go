@@ -39,21 +39,8 @@ func newAdmitRig(t *testing.T, now func() time.Time) *admitRig {
 // approve mode.
 func newAdmitRigWith(t *testing.T, now func() time.Time, requires func(ctx context.Context, rule string) (bool, error)) *admitRig {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_admit")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer := revoker.NewSigner(priv)
-	verifier, err := revoker.NewVerifier(signer.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := migratedStore(t, "lg_admit")
+	signer, verifier := testKeys(t)
 	dropper, err := revoker.NewDropper(revoker.DropperConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package revoker_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/leaseguard/leaseguard/evidence"
 	"github.com/leaseguard/leaseguard/internal/cmdtest"
-	"github.com/leaseguard/leaseguard/internal/pgtest"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 	"github.com/leaseguard/leaseguard/store"
@@ -49,14 +47,7 @@ func newMySQLRig(t *testing.T) *mysqlRig {
 func newMySQLRigWith(t *testing.T, dc revoker.DropperConfig) *mysqlRig {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_mysql")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := migratedStore(t, "lg_mysql")
 	set, err := target.Open(ctx, target.Config{Targets: []target.Target{{Name: "maria", URL: mysqlURL()}}})
 	if err != nil {
 		t.Fatal(err)
@@ -72,12 +63,7 @@ func newMySQLRigWith(t *testing.T, dc revoker.DropperConfig) *mysqlRig {
 	}
 	root := sql.OpenDB(conn)
 	t.Cleanup(func() { _ = root.Close() })
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer := revoker.NewSigner(priv)
-	verifier, err := revoker.NewVerifier(signer.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, verifier := testKeys(t)
 	dropper, err := revoker.NewDropper(dc)
 	if err != nil {
 		t.Fatal(err)

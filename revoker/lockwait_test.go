@@ -2,8 +2,6 @@ package revoker_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"testing"
 	"time"
 
@@ -176,25 +174,12 @@ type execRig struct {
 
 func newExecRig(t *testing.T, pool *pgxpool.Pool, cfg revoker.DropperConfig) execRig {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_exec")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := migratedStore(t, "lg_exec")
 	dropper, err := revoker.NewDropper(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer := revoker.NewSigner(priv)
-	verifier, err := revoker.NewVerifier(signer.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, verifier := testKeys(t)
 	reg := prometheus.NewRegistry()
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 		Dropper: dropper, Verifier: verifier, Targets: target.Pools{"main": pool}, State: st.Pool(),

@@ -2,8 +2,6 @@ package revoker_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"strings"
@@ -91,15 +89,8 @@ func newManyRig(t *testing.T, maxConns int32, idle time.Duration) *manyRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.set.Close)
-	if r.st, err = store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: pgtest.Schema(t, "lg_many")}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.st.Close)
-	if err := r.st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	r.signer = revoker.NewSigner(priv)
+	r.st = migratedStore(t, "lg_many")
+	r.signer, _ = testKeys(t)
 	return r
 }
 

@@ -47,23 +47,10 @@ func newSvcRig(t *testing.T) *svcRig {
 func newSvcRigWith(t *testing.T, dcfg revoker.DropperConfig) *svcRig {
 	t.Helper()
 	ctx := context.Background()
-	schema := pgtest.Schema(t, "lg_revoker")
-	st, err := store.Open(ctx, store.Config{URL: pgtest.URL(), Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := migratedStore(t, "lg_revoker")
 	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer := revoker.NewSigner(priv)
-	verifier, err := revoker.NewVerifier(signer.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, verifier := testKeys(t)
 	dropper, err := revoker.NewDropper(dcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 // chooses. A value that trips the secret check is withheld rather than
 // letting it stop the document (and everything recorded with it).
 func Withhold(v any, root string) (any, []string) {
-	if !withholds(v) {
+	if !HoldsSecret(v) {
 		return v, nil // most documents: no keys ordered, no path kept
 	}
 	w := withholder{root: root}
@@ -28,18 +28,21 @@ func Withhold(v any, root string) (any, []string) {
 	return v, w.paths
 }
 
-// withholds reports whether Withhold would withhold anything in v.
-func withholds(v any) bool {
+// HoldsSecret reports whether Withhold would withhold anything in v: a key
+// that names a password or looks like a secret, or a string RedactText
+// would redact (a Vault token among them). It keeps no path and orders no
+// keys, which is what a clean document costs.
+func HoldsSecret(v any) bool {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, c := range t {
-			if PasswordKey(k) || LooksLikeSecret(k) || withholds(c) {
+			if PasswordKey(k) || LooksLikeSecret(k) || HoldsSecret(c) {
 				return true
 			}
 		}
 	case []any:
 		for _, c := range t {
-			if withholds(c) {
+			if HoldsSecret(c) {
 				return true
 			}
 		}

@@ -53,8 +53,8 @@ func TestWithholdLooksAsItWalks(t *testing.T) {
 		_ = json.Unmarshal([]byte(doc), &walk)
 		w := withholder{root: "$"}
 		w.walk(walk, nil)
-		if withholds(look) != (len(w.paths) > 0) {
-			t.Errorf("%s: withholds %v, the walk withheld %q", doc, withholds(look), w.paths)
+		if HoldsSecret(look) != (len(w.paths) > 0) {
+			t.Errorf("%s: withholds %v, the walk withheld %q", doc, HoldsSecret(look), w.paths)
 		}
 	}
 }
