@@ -452,14 +452,14 @@ func (x *Executor) runIn(ctx context.Context, db string, idx []int, cmds []schem
 	start := time.Now()
 	results, err := x.carryOut(ctx, db, idx, cmds, claims)
 	start = x.Metrics.step("carry_out", start)
-	defer x.Metrics.step("record", start)
 	if err != nil {
 		for _, i := range idx {
 			out[i] = Executed{Command: cmds[i], Result: results[i], Retry: true, Err: err}
 		}
-		return
+		return // nothing recorded: no record step observed
 	}
 	x.record(ctx, db, idx, cmds, results, final, out)
+	x.Metrics.step("record", start)
 }
 
 // carryOut drops and terminates in one target. A panic there fails every
