@@ -49,7 +49,13 @@ func hashDocument(doc []byte) (string, error) { return hashParsed(parseJSON(doc)
 
 // hashDecoded is hashDocument of a document json.Unmarshal has just
 // accepted, so valid JSON: it is not scanned for validity again.
-func hashDecoded(doc []byte) (string, error) { return hashParsed(parseEncoded(doc)) }
+func hashDecoded(doc []byte) (string, error) {
+	canon, err := canonicalEvent(doc)
+	if err != nil {
+		return "", err
+	}
+	return hashCanonical(canon), nil
+}
 
 // hashParsed hashes a parsed event: the canonical form of its object
 // without "hash".

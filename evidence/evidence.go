@@ -213,7 +213,7 @@ func (b Builder) event(typ, id, subject string, occurred time.Time, data any) (E
 		DataSchema:      DataSchema(typ),
 		Data:            raw,
 	}
-	p, err := prepare(ev)
+	p, err := prepare(ev, true)
 	if err != nil {
 		return Event{}, err
 	}

@@ -391,7 +391,7 @@ func TestNoSecretInEvents(t *testing.T) {
 			if strings.Contains(string(doc), tt.secret) {
 				t.Errorf("event keeps the secret: %s", doc)
 			}
-			if _, err := prepare(ev); err != nil {
+			if _, err := prepare(ev, false); err != nil {
 				t.Errorf("the built event does not pass the outbox's check: %v", err)
 			}
 			if err := validateDoc(sch, doc); err != nil {
@@ -427,7 +427,7 @@ func TestNoSecretInEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev.Subject = token
-		if _, err := prepare(ev); !errors.Is(err, ErrSecret) || strings.Contains(err.Error(), "hvs.") {
+		if _, err := prepare(ev, false); !errors.Is(err, ErrSecret) || strings.Contains(err.Error(), "hvs.") {
 			t.Errorf("err = %v, want ErrSecret without the secret", err)
 		}
 	})

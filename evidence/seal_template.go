@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"strconv"
@@ -38,8 +39,9 @@ type prepared struct {
 // cuts its stored and canonical forms at them, parsing it once for both.
 // The placeholders are random, so nothing an event carries (a username, a
 // statement) can be taken for one; should a placeholder still occur more
-// than once, it tries fresh ones.
-func prepare(ev Event) (prepared, error) {
+// than once, it tries fresh ones. dataCompact says ev.Data is compact,
+// valid JSON, as the Builder encodes it.
+func prepare(ev Event, dataCompact bool) (prepared, error) {
 	if err := checkComplete(ev); err != nil {
 		return prepared{}, err
 	}
@@ -52,7 +54,7 @@ func prepare(ev Event) (prepared, error) {
 			return prepared{}, err
 		}
 		ev.ChainSeq, ev.PrevHash, ev.Hash = seq, prev, hash
-		body, err := encodeJSON(ev)
+		body, err := encodeEvent(ev, dataCompact)
 		if err != nil {
 			return prepared{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
 		}
@@ -71,23 +73,45 @@ func prepare(ev Event) (prepared, error) {
 	return prepared{}, fmt.Errorf("seal event %s: its encoding keeps repeating the seal's placeholders", ev.ID)
 }
 
-// checkAndCanonicalise parses an event encoded by prepare (valid JSON, by
-// encoding/json), refuses it if anything but its seal placeholders looks
-// like a secret, and returns the canonical form that its hash covers.
-func checkAndCanonicalise(body []byte) ([]byte, error) {
-	obj, err := eventObject(parseEncoded(body))
-	if err != nil {
-		return nil, err
+// encodeEvent is encodeJSON(ev). encoding/json checks and compacts the data
+// of an event again (json.RawMessage), a tenth of building one; data the
+// Builder encoded is compact and valid already, so the envelope is encoded
+// around a stand-in for it, and the data is put in its place.
+func encodeEvent(ev Event, dataCompact bool) ([]byte, error) {
+	const standIn = `,"data":0}` // Data is Event's last field
+	if !dataCompact {
+		return encodeJSON(ev)
 	}
-	prev := obj["prevhash"]
-	delete(obj, "prevhash")
-	if schemas.MayHoldSecret(body) {
+	data := ev.Data
+	ev.Data = json.RawMessage("0")
+	body, err := encodeJSON(ev)
+	if err != nil || !bytes.HasSuffix(body, []byte(standIn)) {
+		ev.Data = data
+		return encodeJSON(ev)
+	}
+	out := make([]byte, 0, len(body)+len(data))
+	out = append(out, body[:len(body)-len("0}")]...)
+	out = append(out, data...)
+	return append(out, '}'), nil
+}
+
+// checkAndCanonicalise refuses an event encoded by prepare (valid JSON, by
+// encoding/json) if anything but its seal placeholders looks like a
+// secret, and returns the canonical form that its hash covers. The event is
+// parsed into a tree only when its tokens hold something that looks like a
+// secret (the placeholders among them), to tell which and where.
+func checkAndCanonicalise(body []byte) ([]byte, error) {
+	if schemas.HoldsSecretJSON(body) {
+		obj, err := eventObject(parseEncoded(body))
+		if err != nil {
+			return nil, err
+		}
+		delete(obj, "prevhash")
 		if err := refuseSecrets(obj); err != nil {
 			return nil, err
 		}
 	}
-	obj["prevhash"] = prev
-	return canonicalBytes(obj)
+	return canonicalEvent(body)
 }
 
 // cutFor returns ev's cut for sealing: the Builder's, when ev is as it was
@@ -97,7 +121,7 @@ func cutFor(ev Event) (sealCut, error) {
 	if p := ev.prepared; p != nil && unchanged(ev, p.of) {
 		return p.cut, nil
 	}
-	p, err := prepare(ev)
+	p, err := prepare(ev, false)
 	return p.cut, err
 }
 

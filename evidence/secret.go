@@ -84,7 +84,7 @@ func withholdSecrets(data []byte, subject string) ([]byte, string, error) {
 		subject = schemas.Withheld
 		paths = append(paths, "$.subject")
 	}
-	if len(paths) == 0 && !schemas.MayHoldSecret(data) {
+	if len(paths) == 0 && !schemas.HoldsSecretJSON(data) {
 		return data, subject, nil
 	}
 	v, err := parseEncoded(data)
