@@ -26,8 +26,8 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, `SELECT out_seq, out_prev_hash, out_hash, out_stored FROM evidence_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		a.ids, a.types, a.subjects, a.canon[0], a.canon[1], a.canon[2], a.body[0], a.body[1], a.body[2], a.body[3])
+	rows, err := tx.Query(ctx, `SELECT out_seq, out_prev_hash, out_hash, out_stored FROM evidence_append_packed($1, $2, $3, $4, $5)`,
+		a.ids, a.types, a.subjects, a.lens, a.pieces)
 	if err != nil {
 		return nil, appendError(len(evs), err)
 	}
@@ -64,34 +64,52 @@ func AppendMany(ctx context.Context, tx pgx.Tx, evs []Event) ([]Event, error) {
 }
 
 // prepareAppend checks each event and cuts it for sealing: all the work
-// of an append that needs no lock.
+// of appending but the chain position, done before the chain head is
+// locked.
 func prepareAppend(evs []Event) (appendArgs, error) {
-	a := appendArgs{}
-	for _, ev := range evs {
+	cuts := make([]sealCut, len(evs))
+	size := 0
+	for i, ev := range evs {
 		cut, err := cutFor(ev)
 		if err != nil {
 			return appendArgs{}, err
 		}
-		a.add(ev, cut)
+		cuts[i] = cut
+		for _, p := range cut.pieces() {
+			size += len(p)
+		}
+	}
+	a := appendArgs{pieces: make([]byte, 0, size), lens: make([]int32, 0, piecesPerEvent*len(evs))}
+	for i, ev := range evs {
+		a.ids, a.types, a.subjects = append(a.ids, ev.ID), append(a.types, ev.Type), append(a.subjects, ev.Subject)
+		for _, p := range cuts[i].pieces() {
+			a.pieces = append(a.pieces, p...)
+			a.lens = append(a.lens, int32(len(p)))
+		}
 	}
 	return a, nil
 }
 
-// appendArgs are evidence_append's arguments, one array element per event.
+// appendArgs are evidence_append_packed's arguments: per event its id,
+// type and subject, and its cut's pieces, one after the other in pieces
+// (one bytea: pgx copies it whole, where it copied the elements of seven
+// arrays one by one into buffers it grew), with their lengths in lens.
+// pieces is the last argument: pgx grows its message buffer again for
+// whatever it writes after it.
 type appendArgs struct {
 	ids, types, subjects []string
-	canon                [3][][]byte
-	body                 [4][][]byte
+	pieces               []byte
+	lens                 []int32
 }
 
-func (a *appendArgs) add(ev Event, cut sealCut) {
-	a.ids, a.types, a.subjects = append(a.ids, ev.ID), append(a.types, ev.Type), append(a.subjects, ev.Subject)
-	for k := range cut.canon {
-		a.canon[k] = append(a.canon[k], cut.canon[k])
-	}
-	for k := range cut.body {
-		a.body[k] = append(a.body[k], cut.body[k])
-	}
+// piecesPerEvent is how many pieces a cut has: three of the canonical
+// form, four of the stored bytes.
+const piecesPerEvent = 7
+
+// pieces are the cut's pieces in the order evidence_append_packed takes
+// them.
+func (c sealCut) pieces() [piecesPerEvent][]byte {
+	return [piecesPerEvent][]byte{c.canon[0], c.canon[1], c.canon[2], c.body[0], c.body[1], c.body[2], c.body[3]}
 }
 
 // sqlstateNoChainHead is what evidence_append raises without its row.

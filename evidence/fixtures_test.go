@@ -202,7 +202,7 @@ func testDB(t testing.TB) *pgxpool.Pool {
 		t.Fatalf("connect to test postgres: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	for _, name := range []string{"002_evidence.sql", "015_evidence_append.sql"} {
+	for _, name := range []string{"002_evidence.sql", "015_evidence_append.sql", "017_evidence_append_packed.sql"} {
 		migration, err := os.ReadFile(filepath.Join("..", "store", "migrations", name))
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,63 @@
+package evidence
+
+import (
+	"context"
+	"runtime"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A detector pass appends up to 500 events at once, a few megabytes. pgx
+// copies an array argument element by element into a buffer it grows (and
+// drops after the call), and its message buffer again: sent as seven
+// bytea arrays, 500 events' pieces cost eight times their size in
+// allocations. Sent as one bytea, the last argument, they cost three and
+// a half (the pieces, pgx's copy, and its message buffer grown twice).
+func TestAppendManyCopiesItsEventsLittle(t *testing.T) {
+	ctx := context.Background()
+	pool := testDB(t)
+	evs := sampleEvents(t, 500)
+	a, err := prepareAppend(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := len(a.pieces)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := AppendMany(ctx, tx, evs)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d events, %d bytes of pieces, %d bytes allocated (%.1f×)", len(evs), sent, allocated, float64(allocated)/float64(sent))
+	if allocated > 4*uint64(sent) {
+		t.Errorf("appending %d bytes of events allocated %d bytes, more than four times as much", sent, allocated)
+	}
+}
+
+// The lengths must cut the pieces exactly, seven to an event: anything
+// else is refused before the chain head is touched.
+func TestAppendPackedRefusesLengthsThatDoNotCut(t *testing.T) {
+	ctx := context.Background()
+	pool := testDB(t)
+	ids, none := []string{"a"}, []string{""}
+	for name, lens := range map[string][]int32{
+		"too few":  {1, 1, 1, 1, 1, 1},
+		"too long": {1, 1, 1, 1, 1, 1, 2},
+		"negative": {1, 1, 1, 1, 1, 3, -1},
+	} {
+		_, err := pool.Exec(ctx, `SELECT * FROM evidence_append_packed($1, $2, $3, $4, $5)`, ids, none, none, lens, []byte("1234567"))
+		if err == nil {
+			t.Errorf("%s: lengths %v were taken", name, lens)
+		}
+	}
+	var head int64
+	if err := pool.QueryRow(ctx, `SELECT seq FROM evidence_chain_head`).Scan(&head); err != nil || head != 0 {
+		t.Errorf("chain head at %d (%v), want 0", head, err)
+	}
+}
