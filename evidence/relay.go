@@ -88,6 +88,14 @@ type RelayConfig struct {
 	Progress *progress.Worker
 	// Checkpoints makes the relay append signed checkpoints; nil: none.
 	Checkpoints *Checkpointing
+	// GiveWay, while it reports true, has the relay publish a backlog one
+	// batch per Interval instead of one batch after another: revocations
+	// are being carried out in this process (revoker.Activity). Their
+	// outcomes and evidence are committed already; only publishing them
+	// waits, and it shares the CPU with them: in a burst of 10,000 expired
+	// leases, relaying at full speed took a fifth of it (bench/README.md).
+	// nil: never.
+	GiveWay func() bool
 }
 
 // Checkpointing is how a relay makes checkpoints (checkpoint.go).
@@ -231,8 +239,9 @@ func (r *Relay) Wake() {
 // and once more when ctx ends, which a last pass, bounded by StoreTimeout
 // plus PublishTimeout, then publishes. Failures (bus or database
 // down) are logged and retried with a backoff doubling from Interval to
-// MaxBackoff, with jitter (internal/backoff). A pass that published something is followed by the next at
-// once. While the state store is down the relay probes it every Interval
+// MaxBackoff, with jitter (internal/backoff). A pass that published a
+// whole batch is followed by the next at once, or after Interval while
+// GiveWay says so. While the state store is down the relay probes it every Interval
 // and starts the next pass as soon as it answers: a backlog leaves as soon
 // as the store is back, not after the backoff.
 func (r *Relay) Run(ctx context.Context) error {
@@ -266,26 +275,35 @@ func (r *Relay) relay(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		var wait time.Duration
-		probe := false
-		switch {
-		case err != nil && n == 0:
-			failures++
-			wait, probe = r.backoff(failures), !isPublishFailure(err)
-			r.log.Warn("evidence relay: publishing failed, will retry", "err", err, "failures", failures, "retry_in", wait)
-		case err != nil || n >= r.cfg.Batch:
-			failures = 0 // the bus took events: more may go now
-		default:
-			if failures > 0 {
-				r.log.Info("evidence relay: publishing again", "after_failures", failures)
-			}
-			failures = 0
-			wait = r.cfg.Interval
-		}
+		wait, probe := r.next(n, err, &failures)
 		if wait > 0 && !r.sleep(ctx, wait, probe) {
 			return
 		}
 	}
+}
+
+// next is how long the relay waits after a pass that published n events
+// and ended with err, and whether it probes the state store meanwhile;
+// failures counts the passes in a row that failed without publishing.
+func (r *Relay) next(n int, err error, failures *int) (wait time.Duration, probe bool) {
+	switch {
+	case err != nil && n == 0:
+		*failures++
+		wait, probe = r.backoff(*failures), !isPublishFailure(err)
+		r.log.Warn("evidence relay: publishing failed, will retry", "err", err, "failures", *failures, "retry_in", wait)
+	case err != nil || n >= r.cfg.Batch:
+		*failures = 0 // the bus took events: more may go now
+		if r.cfg.GiveWay != nil && r.cfg.GiveWay() {
+			wait = r.cfg.Interval
+		}
+	default:
+		if *failures > 0 {
+			r.log.Info("evidence relay: publishing again", "after_failures", *failures)
+		}
+		*failures = 0
+		wait = r.cfg.Interval
+	}
+	return wait, probe
 }
 
 // checkpoints appends a checkpoint every Interval, and one when ctx ends

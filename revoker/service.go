@@ -45,6 +45,8 @@ type ServiceConfig struct {
 	// Batch is how many commands are dropped in one target transaction.
 	Batch    int
 	FillWait time.Duration
+	// Activity, when set, counts the batches being carried out.
+	Activity *Activity
 	// InFlight is how many batches are carried out at once (0: 2). A
 	// batch waiting on a role another session holds does not hold back
 	// the next, and one batch's claims and records overlap another's
@@ -175,6 +177,7 @@ func (s *Service) handle(ctx context.Context, msgs []jetstream.Msg) {
 	// bounded by the longest a command may live.
 	ctx, cancel := context.WithTimeout(ctx, MaxCommandTTL)
 	defer cancel()
+	defer s.cfg.Activity.begin()()
 	s.exec.Progress.Start()
 	defer bus.KeepInProgress(ctx, msgs, s.cfg.AckWait/3)()
 	// Dead letters are written even while shutting down.

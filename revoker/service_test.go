@@ -35,6 +35,7 @@ type svcRig struct {
 	verifier *revoker.Verifier
 	dropper  *revoker.Dropper
 	cfg      revoker.ServiceConfig
+	activity *revoker.Activity
 }
 
 func newSvcRig(t *testing.T) *svcRig {
@@ -59,6 +60,7 @@ func newSvcRigWith(t *testing.T, dcfg revoker.DropperConfig) *svcRig {
 	cfg := revoker.DefaultServiceConfig()
 	cfg.AckWait = 5 * time.Second
 	cfg.Backoff = []time.Duration{100 * time.Millisecond}
+	cfg.Activity = &revoker.Activity{}
 	exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 		Dropper: dropper, Verifier: verifier, Targets: target.Pools{"main": admin}, State: st.Pool(),
 		Evidence: evidence.Builder{Source: "urn:leaseguard:test"},
@@ -82,7 +84,8 @@ func newSvcRigWith(t *testing.T, dcfg revoker.DropperConfig) *svcRig {
 			t.Errorf("revoker stopped with error: %v", err)
 		}
 	})
-	return &svcRig{st: st, admin: admin, js: js, nc: nc, signer: signer, verifier: verifier, dropper: dropper, cfg: cfg}
+	return &svcRig{st: st, admin: admin, js: js, nc: nc, signer: signer, verifier: verifier, dropper: dropper, cfg: cfg,
+		activity: cfg.Activity}
 }
 
 func (r *svcRig) role(t *testing.T, name string) {

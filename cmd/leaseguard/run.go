@@ -90,6 +90,9 @@ type pipeline struct {
 	// reconnected are called when NATS reconnects.
 	reconnectMu sync.Mutex
 	reconnected []func()
+	// revoking counts the revoker's batches in this process (nil: no
+	// revoker here); the relay gives way to them.
+	revoking *revoker.Activity
 }
 
 // onNATSReconnect registers f to be called when NATS reconnects.
@@ -295,6 +298,9 @@ func (p *pipeline) startRelay(ctx, gctx context.Context, cfg Config) error {
 	rcfg := evidence.RelayConfig{Subject: cfg.EvidenceSubject, Replicas: cfg.StreamReplicas, Logger: p.logger.With("part", "relay"),
 		StoreTimeout: cfg.PassTimeout, MaxBackoff: cfg.RelayMaxBackoff,
 		Metrics: newRelayMetrics(p.registry, p.store.Pool()), Progress: p.progress.Worker("evidence.relay")}.WithDefaults()
+	if p.revoking != nil {
+		rcfg.GiveWay = p.revoking.Busy
+	}
 	if _, err := evidence.EnsureStream(ctx, p.js, rcfg); err != nil {
 		return err
 	}
@@ -386,6 +392,8 @@ func (p *pipeline) startEnforcement(ctx, gctx context.Context, cfg Config, roles
 		scfg.DeadLetterReplicas = cfg.StreamReplicas
 		scfg.Batch = cfg.RevocationBatch
 		scfg.InFlight = cfg.RevocationInFlight
+		p.revoking = &revoker.Activity{}
+		scfg.Activity = p.revoking
 		exec, err := revoker.NewExecutor(revoker.ExecutorDeps{
 			Dropper: dropper, Verifier: verifier, Limiter: limiter, Targets: p.targets,
 			State: p.store.Pool(), Evidence: builder, Logger: p.logger.With("part", "revoker"), Metrics: rm,
