@@ -61,3 +61,37 @@ func TestAppendPackedRefusesLengthsThatDoNotCut(t *testing.T) {
 		t.Errorf("chain head at %d (%v), want 0", head, err)
 	}
 }
+
+// A binary of the version before calls evidence_append with seven arrays;
+// it now packs them and calls evidence_append_packed, and the chain it
+// appends verifies.
+func TestEvidenceAppendOfTheVersionBefore(t *testing.T) {
+	ctx := context.Background()
+	pool := testDB(t)
+	evs := sampleEvents(t, 5)
+	var ids, types, subjects []string
+	var pieces [piecesPerEvent][][]byte
+	for _, ev := range append(evs, evs[1]) { // the last one is stored already
+		cut, err := cutFor(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, types, subjects = append(ids, ev.ID), append(types, ev.Type), append(subjects, ev.Subject)
+		for k, p := range cut.pieces() {
+			pieces[k] = append(pieces[k], p)
+		}
+	}
+	rows, err := pool.Query(ctx, `SELECT out_seq FROM evidence_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		ids, types, subjects, pieces[0], pieces[1], pieces[2], pieces[3], pieces[4], pieces[5], pieces[6])
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(seqs) != 6 || seqs[4] != 5 || seqs[5] != 2 {
+		t.Fatalf("chain positions %v, %v; want 1 to 5, then 2 again", seqs, err)
+	}
+	rep, err := VerifyOutbox(ctx, pool, VerifyOptions{})
+	if err != nil || !rep.OK() || rep.Checked != 5 {
+		t.Fatalf("verify = %+v, %v", rep, err)
+	}
+}

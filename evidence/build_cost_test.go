@@ -97,13 +97,7 @@ func TestEveryChangeAfterBuildIsSeen(t *testing.T) {
 // and a row with a key twice must still be refused.
 func TestHashDecodedIsHashDocument(t *testing.T) {
 	for _, ev := range sampleEvents(t, 4) {
-		if err := Seal(&ev, GenesisHash, 1); err != nil {
-			t.Fatal(err)
-		}
-		raw, err := encodeJSON(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ev, raw := sealed(t, ev)
 		want, err := hashDocument(raw)
 		if err != nil {
 			t.Fatal(err)

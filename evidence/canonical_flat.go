@@ -59,8 +59,7 @@ type member struct {
 // flatWriter holds one canonicalisation's buffers; they are reused
 // (flatWriters): the writer of each event anew was a fifth of the time.
 type flatWriter struct {
-	doc     []byte
-	i       int
+	parser  // the document and the position read to; its space()
 	toks    []token
 	members []member
 	out     bytes.Buffer
@@ -87,17 +86,6 @@ func (w *flatWriter) scan(doc []byte) error {
 		return errors.New("json: data after the top-level value")
 	}
 	return nil
-}
-
-func (w *flatWriter) space() {
-	for w.i < len(w.doc) {
-		switch w.doc[w.i] {
-		case ' ', '\t', '\n', '\r':
-			w.i++
-		default:
-			return
-		}
-	}
 }
 
 // value reads the value at w.i, and what it holds, into w.toks.

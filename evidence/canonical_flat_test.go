@@ -14,13 +14,7 @@ import (
 // bound is 25.
 func TestHashingAnEventBuildsNoTree(t *testing.T) {
 	for _, ev := range sampleEvents(t, 2) {
-		if err := Seal(&ev, GenesisHash, 1); err != nil {
-			t.Fatal(err)
-		}
-		raw, err := encodeJSON(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ev, raw := sealed(t, ev)
 		allocs := testing.AllocsPerRun(50, func() {
 			if _, err := hashDecoded(raw); err != nil {
 				t.Fatal(err)
@@ -52,15 +46,22 @@ func TestCanonicalEventIsTheTreesForm(t *testing.T) {
 		checkCanonicalEvent(t, []byte(doc))
 	}
 	for _, ev := range sampleEvents(t, 4) {
-		if err := Seal(&ev, GenesisHash, 1); err != nil {
-			t.Fatal(err)
-		}
-		raw, err := encodeJSON(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, raw := sealed(t, ev)
 		checkCanonicalEvent(t, raw)
 	}
+}
+
+// sealed is ev sealed at the head of a chain, and its encoding.
+func sealed(t testing.TB, ev Event) (Event, []byte) {
+	t.Helper()
+	if err := Seal(&ev, GenesisHash, 1); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := encodeJSON(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, raw
 }
 
 func FuzzCanonicalEvent(f *testing.F) {

@@ -9,8 +9,10 @@
 --
 -- lens holds seven lengths per event, in order: canon_a, canon_b, canon_c,
 -- body_a, body_b, body_c, body_d, as evidence_append (015) takes them; the
--- pieces follow each other in pieces in the same order. The rest is
--- evidence_append's, which stays for a binary of the version before.
+-- pieces follow each other in pieces in the same order. The rest is as
+-- evidence_append did it; evidence_append stays for a binary of the
+-- version before, and now packs its arguments and calls this function, so
+-- the chain is sealed in one place.
 CREATE FUNCTION evidence_append_packed(ids text[], types text[], subjects text[], lens integer[], pieces bytea)
 RETURNS TABLE (out_seq bigint, out_prev_hash text, out_hash text, out_stored bytea)
 LANGUAGE plpgsql
@@ -61,4 +63,23 @@ BEGIN
     END LOOP;
     UPDATE evidence_chain_head h SET seq = head_seq, hash = head_hash WHERE h.id = 1;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION evidence_append(
+    ids text[], types text[], subjects text[],
+    canon_a bytea[], canon_b bytea[], canon_c bytea[],
+    body_a bytea[], body_b bytea[], body_c bytea[], body_d bytea[])
+RETURNS TABLE (out_seq bigint, out_prev_hash text, out_hash text, out_stored bytea)
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    WITH p AS (
+        SELECT i, k, piece
+          FROM generate_subscripts(ids, 1) AS i,
+               unnest(ARRAY[canon_a[i], canon_b[i], canon_c[i], body_a[i], body_b[i], body_c[i], body_d[i]])
+                   WITH ORDINALITY AS u(piece, k)
+    )
+    SELECT * FROM evidence_append_packed(ids, types, subjects,
+        coalesce((SELECT array_agg(length(piece) ORDER BY i, k) FROM p), '{}'),
+        coalesce((SELECT string_agg(piece, ''::bytea ORDER BY i, k) FROM p), ''::bytea))
 $$;
