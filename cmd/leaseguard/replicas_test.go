@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strings"
 	"testing"
@@ -30,10 +31,21 @@ func TestStreamsHaveTheConfiguredReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// An installation that ran before the setting existed: R1.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LEASEGUARD_REVOCATIONS",
-		Subjects: []string{"leaseguard.revocations"}, Retention: jetstream.WorkQueuePolicy, Replicas: 1}); err != nil {
-		t.Fatal(err)
+	// An installation that ran before the setting existed: R1. A request
+	// to the JetStream API can go unanswered while a new cluster's meta
+	// leader settles (once in CI, for 90 s): it is asked again, as a
+	// client would, each time for 10 s.
+	for {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := js.CreateStream(actx, jetstream.StreamConfig{Name: "LEASEGUARD_REVOCATIONS",
+			Subjects: []string{"leaseguard.revocations"}, Retention: jetstream.WorkQueuePolicy, Replicas: 1})
+		acancel()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Setenv("LEASEGUARD_DATABASE_URL", pgtest.URL())
 	t.Setenv("LEASEGUARD_DATABASE_SCHEMA", pgtest.Schema(t, "lg_replicas"))
