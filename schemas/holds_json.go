@@ -12,9 +12,10 @@ import (
 // key twice is looked at twice (the tree keeps one). doc must be valid
 // JSON; for anything else the answer is a guess.
 //
-// MayHoldSecret cannot tell a quoted identifier in a statement (\") from
-// JSON inside a string; every revocation's evidence has one, and was
-// decoded into a tree to be looked at.
+// A screen over the whole document (the one before, MayHoldSecret) could
+// not tell a quoted identifier in a statement (\") from JSON inside a
+// string; every revocation's evidence has one, and was decoded into a
+// tree to be looked at.
 func HoldsSecretJSON(doc []byte) bool {
 	scratch := make([]byte, 0, 512)
 	for i := 0; i < len(doc); {
@@ -43,7 +44,7 @@ func HoldsSecretJSON(doc []byte) bool {
 // screen lets it through. The screen holds for text without a quote, and
 // a quote matters only to a "key": value, which needs a colon too.
 func textHoldsSecret(s []byte) bool {
-	if !textMayHoldSecret(s, true) && (bytes.IndexByte(s, '"') < 0 || bytes.IndexByte(s, ':') < 0) {
+	if !textMayHoldSecret(s) && (bytes.IndexByte(s, '"') < 0 || bytes.IndexByte(s, ':') < 0) {
 		return false
 	}
 	return LooksLikeSecret(string(s))

@@ -175,20 +175,17 @@ func valueIsSecret(raw []byte, escaped, secretKey bool) bool {
 		}
 		return LooksLikeSecret(v)
 	}
-	return textMayHoldSecret(raw, true) && LooksLikeSecret(string(raw))
+	return textMayHoldSecret(raw) && LooksLikeSecret(string(raw))
 }
 
 // textMayHoldSecret is a cheap screen: text without a quote for which it
 // is false holds nothing RedactText redacts (no token shape, no "passw",
-// "pwd" or "://"). It looks only at dots, colons and p's.
-//
-// exact says that the patterns will see s as it is (not decoded from
-// JSON escapes first): then a dot counts only where a token can start
-// (tokenStartAt), so that names such as actor.user.name pass, and "://"
-// only where a user and password can follow (userinfoAt). Where an escape
-// may stand for the character before a token or inside a URL's user
-// information, every such dot and "://" counts.
-func textMayHoldSecret[T string | []byte](s T, exact bool) bool {
+// "pwd" or "://"). It looks only at dots, colons and p's. A dot counts
+// only where a token can start (tokenStartAt), so that names such as
+// actor.user.name pass, and "://" only where a user and password can
+// follow (userinfoAt). The text must be as the patterns will see it: a
+// JSON string decoded first (HoldsSecretJSON).
+func textMayHoldSecret[T string | []byte](s T) bool {
 	for i := 0; i < len(s); {
 		k := indexAny3(s[i:])
 		if k < 0 {
@@ -197,11 +194,11 @@ func textMayHoldSecret[T string | []byte](s T, exact bool) bool {
 		i += k
 		switch s[i] {
 		case '.':
-			if i > 0 && i+1 < len(s) && (exact && tokenStartAt(s, i) || !exact && tokenDot(s[i-1], s[i+1])) {
+			if i > 0 && i+1 < len(s) && tokenStartAt(s, i) {
 				return true
 			}
 		case ':':
-			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' && (!exact || userinfoAt(s, i+3)) {
+			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' && userinfoAt(s, i+3) {
 				return true
 			}
 		default:
@@ -260,12 +257,6 @@ func foldAt[T string | []byte](s T, i int, w string) bool {
 		}
 	}
 	return true
-}
-
-// MayHoldSecret is a cheap screen for a JSON document: when it is false,
-// Withhold withholds nothing in the document.
-func MayHoldSecret(doc []byte) bool {
-	return textMayHoldSecret(doc, bytes.IndexByte(doc, '\\') < 0) || containsFold(doc, "passphrase") || bytes.Contains(doc, []byte(`\"`))
 }
 
 // RedactText redacts secrets in text that is not (or not only) a valid

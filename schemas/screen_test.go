@@ -39,7 +39,7 @@ func TestScreensMissNothingThePatternsFind(t *testing.T) {
 			continue
 		}
 		secrets++
-		if !textMayHoldSecret(s, true) && !strings.ContainsAny(s, `"`) {
+		if !textMayHoldSecret(s) && !strings.ContainsAny(s, `"`) {
 			t.Fatalf("textMayHoldSecret(%q) = false; RedactText redacts it", s)
 		}
 		for _, v := range []any{s, map[string]any{"k": s}, []any{"a", s}} {
@@ -47,8 +47,8 @@ func TestScreensMissNothingThePatternsFind(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !MayHoldSecret(doc) {
-				t.Fatalf("MayHoldSecret(%s) = false; it holds %q, which RedactText redacts", doc, s)
+			if !HoldsSecretJSON(doc) {
+				t.Fatalf("HoldsSecretJSON(%s) = false; it holds %q, which RedactText redacts", doc, s)
 			}
 		}
 	}
@@ -63,11 +63,11 @@ func TestScreensMissNothingThePatternsFind(t *testing.T) {
 func TestScreensPassObservableNames(t *testing.T) {
 	doc := []byte(`{"observables":[{"name":"actor.user.name","type":"User Name"},{"name":"user.name"}],` +
 		`"dataschema":"https://leaseguard.dev/schemas/evidence.v1.json","db_user":"v-approle-reporting-avBCPAqNnSFaMO7m0001-1795634398"}`)
-	if MayHoldSecret(doc) {
-		t.Errorf("MayHoldSecret(%s) = true", doc)
+	if HoldsSecretJSON(doc) {
+		t.Errorf("HoldsSecretJSON(%s) = true", doc)
 	}
 	for _, s := range []string{"actor.user.name", "user.name", "https://leaseguard.dev/schemas/evidence.v1.json"} {
-		if textMayHoldSecret(s, true) || mayHoldToken(s) {
+		if textMayHoldSecret(s) || mayHoldToken(s) {
 			t.Errorf("%q screened as a possible secret", s)
 		}
 	}

@@ -124,7 +124,7 @@ func (w *withholder) withheld(at []step) {
 // stored finding and its evidence agree.
 func WithholdFinding(f Finding) Finding {
 	doc, err := json.Marshal(f)
-	if err != nil || !MayHoldSecret(doc) {
+	if err != nil || !HoldsSecretJSON(doc) {
 		return f // an encoding error is the caller's to meet
 	}
 	v, err := decodeNumbers(doc)
