@@ -79,6 +79,10 @@ func TestRelayCheckpoints(t *testing.T) {
 	signer := testEvidenceKey(t, 1)
 	cfg := fastRelayConfig(nil)
 	cfg.Checkpoints = &Checkpointing{Signer: signer, Builder: testBuilder(), Interval: 50 * time.Millisecond}
+	// The last pass at shutdown has StoreTimeout + PublishTimeout: 500 ms
+	// was too little for it once on a loaded machine ("the stream holds 7
+	// of 9"), and a longer bound costs nothing when the bus answers.
+	cfg.PublishTimeout = 10 * time.Second
 	if _, err := EnsureStream(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}
