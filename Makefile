@@ -67,7 +67,7 @@ clean:
 	rm -rf bin
 
 # Throughput, latency and memory against baselines measured in the same run
-# (bench/README.md); prints a table, writes bench/results.json, ~15 minutes.
+# (bench/README.md); prints a table, writes bench/results.json, 15–35 minutes.
 # make bench BENCHFLAGS=-quick for a one-minute smoke run. Its vault
 # scenario runs the Vault binary of scripts/ensure-vault.sh (as make e2e;
 # built once if missing); VAULT_BIN=path names another.

@@ -102,7 +102,7 @@ func (m *Main) parse(args []string) (options, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results.json"), "where to write the JSON results (empty: do not write)")
 	fs.StringVar(&o.bin, "leaseguard", filepath.Join("bin", "leaseguard"), "leaseguard binary run as a child process by the expiry and memory scenarios")
 	fs.StringVar(&o.profileDir, "cpuprofile", "", "directory to write a CPU profile per in-process scenario (<scenario>.pprof)")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long (cleanup still runs)")
+	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long (cleanup still runs; what was measured is written, marked bench_incomplete)")
 	fs.StringVar(&o.dbURL, "database-url", "", "PostgreSQL URL (default TEST_DATABASE_URL, then LEASEGUARD_DATABASE_URL, then the local test database)")
 	fs.IntVar(&o.decodeEntries, "decode-entries", 0, "entries in the decode corpus (default 20000; -quick 10000)")
 	fs.IntVar(&o.e2eEntries, "e2e-entries", 0, "entries published per end-to-end run (default 200000; -quick 20000)")
@@ -308,19 +308,30 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	failed := b.run(ctx)
 	b.undo.run(b.stderr)
 
-	b.results.print(b.stdout, b)
-	if ctx.Err() != nil {
-		fmt.Fprintf(b.stdout, "\nstopped (%v): %s not written\n", context.Cause(ctx), opt.out)
-		return exitFailed
+	return b.report(ctx, failed)
+}
+
+// report prints the table and writes results.json. A run stopped early
+// (-timeout, Ctrl-C) still writes the figures of what it measured, marked
+// bench_incomplete = 1: half an hour of measurements is not thrown away
+// because the last scenario ran out of time.
+func (b *Bench) report(ctx context.Context, failed bool) int {
+	stopped := ctx.Err() != nil
+	if stopped && b.results.any() {
+		b.results.set("bench_incomplete", 1)
 	}
-	if opt.out != "" && b.results.any() {
-		if err := b.results.writeJSON(opt.out); err != nil {
-			fmt.Fprintln(m.Stderr, "leaseguard-bench: write results:", err)
+	b.results.print(b.stdout, b)
+	if stopped {
+		fmt.Fprintf(b.stdout, "\nstopped (%v) before every scenario finished\n", context.Cause(ctx))
+	}
+	if b.opt.out != "" && b.results.any() {
+		if err := b.results.writeJSON(b.opt.out); err != nil {
+			fmt.Fprintln(b.stderr, "leaseguard-bench: write results:", err)
 			return exitFailed
 		}
-		fmt.Fprintf(b.stdout, "\nresults written to %s\n", opt.out)
+		fmt.Fprintf(b.stdout, "\nresults written to %s\n", b.opt.out)
 	}
-	if failed {
+	if failed || stopped {
 		return exitFailed
 	}
 	return exitOK
