@@ -139,3 +139,23 @@ func testBench(t *testing.T) (context.Context, *Bench) {
 	t.Cleanup(func() { b.undo.run(io.Discard) })
 	return ctx, b
 }
+
+// A wait's query is bounded by the wait's own deadline (and a little
+// more), not only by the run's -timeout: a server that stops answering
+// ends the wait with an error soon after it, instead of holding the run.
+// The query here sleeps a minute; the wait's deadline is 100 ms away.
+func TestWaitEndsWithItsDeadlineWhenTheServerIsSilent(t *testing.T) {
+	ctx, b := testBench(t)
+	silent := "(SELECT pg_sleep(60)) AS s"
+	if _, err := b.pollCount(ctx, "SELECT count(*) FROM "+silent, 50*time.Millisecond, time.Now().Add(100*time.Millisecond),
+		func(n int) bool { return n > 0 }); err == nil {
+		t.Fatal("a query that did not answer within the wait's deadline ended the wait without an error")
+	}
+	n, err := b.pollCount(ctx, "SELECT 3", 50*time.Millisecond, time.Now().Add(time.Minute), func(n int) bool { return n == 3 })
+	if err != nil || n != 3 {
+		t.Fatalf("a count that is done: %d, %v", n, err)
+	}
+	if n, err := b.pollCount(ctx, "SELECT 0", 50*time.Millisecond, time.Now(), func(n int) bool { return n > 0 }); err != nil || n != 0 {
+		t.Fatalf("a count not done at the deadline: %d, %v; want 0 and no error", n, err)
+	}
+}

@@ -470,14 +470,17 @@ func (b *Bench) waitRecorded(ctx context.Context, schema string, n int, timeout 
 	q := "SELECT db_user, finished_at FROM " + ident(schema, "revocations") + " WHERE state = 'done' AND outcome = 'dropped'"
 	deadline := time.Now().Add(timeout)
 	for {
-		rows, err := b.admin.Query(ctx, q)
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(pollGrace))
+		rows, err := b.admin.Query(qctx, q)
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		out := map[string]time.Time{}
 		var u string
 		var t time.Time
 		_, err = pgx.ForEachRow(rows, []any{&u, &t}, func() error { out[u] = t; return nil })
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -496,20 +499,7 @@ func (b *Bench) waitRecorded(ctx context.Context, schema string, n int, timeout 
 // until deadline; it returns how many have one.
 func (b *Bench) waitResolved(ctx context.Context, schema string, n int, deadline time.Time) (int, error) {
 	q := "SELECT count(*) FROM " + ident(schema, "leases") + " WHERE expire_at IS NOT NULL"
-	for {
-		var got int
-		if err := b.admin.QueryRow(ctx, q).Scan(&got); err != nil {
-			return 0, err
-		}
-		if got >= n || time.Now().After(deadline) {
-			return got, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return b.pollCount(ctx, q, 50*time.Millisecond, deadline, func(got int) bool { return got >= n })
 }
 
 // waitPublished waits until the outbox of schema holds no unpublished
@@ -517,25 +507,43 @@ func (b *Bench) waitResolved(ctx context.Context, schema string, n int, deadline
 func (b *Bench) waitPublished(ctx context.Context, r int, schema string, deadline time.Time) error {
 	start := time.Now()
 	q := "SELECT count(*) FROM " + ident(schema, "evidence_outbox") + " WHERE published_at IS NULL"
+	left, err := b.pollCount(ctx, q, 50*time.Millisecond, deadline, func(left int) bool { return left == 0 })
+	if err != nil {
+		return err
+	}
+	if left > 0 {
+		return fmt.Errorf("%d evidence events still unpublished %s after the last outcome", left, time.Since(start).Round(time.Second))
+	}
+	b.logf("expiry: run %d: the wave's evidence published %.1f s after its last outcome was recorded", r+1, time.Since(start).Seconds())
+	return nil
+}
+
+// pollCount runs the count query q every interval until done says so of
+// its count, or deadline passes; it returns the last count. Each query is
+// bounded by the deadline plus pollGrace: a server that stops answering
+// ends the wait soon after its deadline, not at the run's -timeout.
+func (b *Bench) pollCount(ctx context.Context, q string, every time.Duration, deadline time.Time, done func(int) bool) (int, error) {
 	for {
-		var left int
-		if err := b.admin.QueryRow(ctx, q).Scan(&left); err != nil {
-			return err
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(pollGrace))
+		var n int
+		err := b.admin.QueryRow(qctx, q).Scan(&n)
+		cancel()
+		if err != nil {
+			return 0, err
 		}
-		if left == 0 {
-			b.logf("expiry: run %d: the wave's evidence published %.1f s after its last outcome was recorded", r+1, time.Since(start).Seconds())
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d evidence events still unpublished %s after the last outcome", left, time.Since(start).Round(time.Second))
+		if done(n) || time.Now().After(deadline) {
+			return n, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+			return n, ctx.Err()
+		case <-time.After(every):
 		}
 	}
 }
+
+// pollGrace is how long past its wait's deadline a poll may take.
+const pollGrace = 2 * time.Second
 
 // goneEvery is how often measureGone polls for n users: every 20 ms, and
 // 1 ms more per 100 users above 2,000 (100 ms for 10,000). A poll costs
