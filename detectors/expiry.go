@@ -245,6 +245,7 @@ func (e *Expiry) tick(ctx context.Context) (int, error) {
 func (e *Expiry) Tick(ctx context.Context) (int, error) {
 	start := time.Now()
 	defer func() { e.metrics.tick.Observe(time.Since(start).Seconds()) }()
+	step := start
 	now := e.clock()
 	tx, err := e.pool.Begin(ctx)
 	if err != nil {
@@ -261,7 +262,9 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 	if err != nil || len(due) == 0 {
 		return 0, err
 	}
+	step = e.metrics.step("claim", step)
 	roles := e.readRoles(ctx, due)
+	step = e.metrics.step("read_targets", step)
 	p := &expiryPass{now: now, policy: pol, hold: newApprovalHold(e.cfg.ApprovalTTL, e.issuer)}
 	for _, l := range due {
 		vu, known := roles[l.Database]
@@ -273,12 +276,15 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
-	if err := e.apply(ctx, tx, p, due); err != nil {
+	step = e.metrics.step("judge", step)
+	step, err = e.apply(ctx, tx, p, due, step)
+	if err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit expiry pass: %w", err)
 	}
+	e.metrics.step("commit", step)
 	for _, f := range p.findings {
 		e.metrics.findings.WithLabelValues(f.Rule, string(f.Severity), string(f.Mode), f.Action).Inc()
 	}
@@ -287,16 +293,33 @@ func (e *Expiry) Tick(ctx context.Context) (int, error) {
 
 // apply queues the pass's commands, then records its transitions, held
 // approvals and findings in tx. Commands go first: if they cannot be
-// queued the pass rolls back and the leases stay due.
-func (e *Expiry) apply(ctx context.Context, tx pgx.Tx, p *expiryPass, due []store.DueLease) error {
+// queued the pass rolls back and the leases stay due. step is when the
+// current step began; apply returns when the last of its own ended.
+func (e *Expiry) apply(ctx context.Context, tx pgx.Tx, p *expiryPass, due []store.DueLease, step time.Time) (time.Time, error) {
 	if len(p.cmds) > 0 {
 		if err := e.issuer.Issue(ctx, p.cmds); err != nil {
-			return fmt.Errorf("issue %d revocations: %w", len(p.cmds), err)
+			return step, fmt.Errorf("issue %d revocations: %w", len(p.cmds), err)
 		}
+		step = e.metrics.step("issue", step)
 		if err := e.sink.Submit(ctx, p.cmds); err != nil {
-			return fmt.Errorf("queue %d revocations: %w", len(p.cmds), err)
+			return step, fmt.Errorf("queue %d revocations: %w", len(p.cmds), err)
 		}
+		step = e.metrics.step("queue", step)
 	}
+	if err := e.mark(ctx, tx, p); err != nil {
+		return step, err
+	}
+	step = e.metrics.step("mark", step)
+	// Evidence last: appending holds the chain head lock until commit.
+	if err := e.recordAll(ctx, tx, p.findings, due); err != nil {
+		return step, err
+	}
+	return e.metrics.step("record", step), nil
+}
+
+// mark records in tx which leases the pass judged, postponed or asked
+// Vault about, and the approvals it holds.
+func (e *Expiry) mark(ctx context.Context, tx pgx.Tx, p *expiryPass) error {
 	if err := store.MarkVaultSeen(ctx, tx, p.seen, p.now); err != nil {
 		return err
 	}
@@ -306,11 +329,7 @@ func (e *Expiry) apply(ctx context.Context, tx pgx.Tx, p *expiryPass, due []stor
 	if err := store.PostponeJudgement(ctx, tx, p.postponed, p.now.Add(e.cfg.VaultRecheck)); err != nil {
 		return err
 	}
-	if err := p.hold.save(ctx, tx); err != nil {
-		return err
-	}
-	// Evidence last: appending holds the chain head lock until commit.
-	return e.recordAll(ctx, tx, p.findings, due)
+	return p.hold.save(ctx, tx)
 }
 
 // readRoles reads pg_roles per database; a database that cannot be read is
@@ -510,6 +529,15 @@ type Metrics struct {
 	rearmed      prometheus.Counter
 	targetErrors *prometheus.CounterVec
 	tick         prometheus.Histogram
+	steps        *prometheus.HistogramVec
+}
+
+// step observes the time since start as one pass's time in step, and
+// returns now, the start of the next step.
+func (m *Metrics) step(step string, start time.Time) time.Time {
+	now := time.Now()
+	m.steps.WithLabelValues(step).Observe(now.Sub(start).Seconds())
+	return now
 }
 
 // NewMetrics creates and registers (when reg is not nil) detector metrics.
@@ -536,9 +564,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of one expiry detector pass.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "leaseguard_detector_pass_step_seconds",
+			Help: "Time one expiry detector pass that found due leases spent in each step: claim (the policy and " +
+				"the due leases), read_targets (pg_roles of each target), judge (corroboration, Vault included), " +
+				"issue (signing the commands), queue (the revocation queue), mark (the leases' transitions), " +
+				"record (findings and their evidence) and commit.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"step"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.findings, m.extended, m.rearmed, m.targetErrors, m.tick)
+		reg.MustRegister(m.findings, m.extended, m.rearmed, m.targetErrors, m.tick, m.steps)
 	}
 	return m
 }

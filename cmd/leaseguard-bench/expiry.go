@@ -438,6 +438,12 @@ func (b *Bench) logTimeSpent(ctx context.Context, r int, lg *child) {
 		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
 	}
 	b.logf("expiry: run %d: the revoker's batches by step: %s", r+1, strings.Join(steps, ", "))
+	steps = steps[:0]
+	for _, step := range []string{"claim", "read_targets", "judge", "issue", "queue", "mark", "record", "commit"} {
+		v, _ := lg.metric(ctx, `leaseguard_detector_pass_step_seconds_sum{step="`+step+`"}`)
+		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
+	}
+	b.logf("expiry: run %d: the detector's passes by step: %s", r+1, strings.Join(steps, ", "))
 }
 
 // logStages logs, from the ledger, how long after their expiry the
