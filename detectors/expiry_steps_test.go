@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/leaseguard/leaseguard/detectors"
+	"github.com/leaseguard/leaseguard/internal/promtest"
 	"github.com/leaseguard/leaseguard/schemas"
 )
 
@@ -51,7 +51,10 @@ func TestExpiryPassTimesEachStep(t *testing.T) {
 	}
 	took := time.Since(start).Seconds()
 
-	steps := passSteps(t, reg)
+	steps, err := promtest.Histograms(reg, "leaseguard_detector_pass_step_seconds", "step")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var sum float64
 	for _, step := range []string{"claim", "read_targets", "judge", "issue", "queue", "mark", "record", "commit"} {
 		h := steps[step]
@@ -71,27 +74,4 @@ func TestExpiryPassTimesEachStep(t *testing.T) {
 	if sum > took {
 		t.Errorf("the steps add up to %.3f s, more than the %.3f s the pass took", sum, took)
 	}
-}
-
-// passSteps are the series of leaseguard_detector_pass_step_seconds, by step.
-func passSteps(t *testing.T, reg *prometheus.Registry) map[string]*dto.Histogram {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*dto.Histogram{}
-	for _, mf := range mfs {
-		if mf.GetName() != "leaseguard_detector_pass_step_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "step" {
-					out[l.GetValue()] = m.GetHistogram()
-				}
-			}
-		}
-	}
-	return out
 }

@@ -5,10 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/leaseguard/leaseguard/internal/pgtest"
+	"github.com/leaseguard/leaseguard/internal/promtest"
 	"github.com/leaseguard/leaseguard/revoker"
 	"github.com/leaseguard/leaseguard/schemas"
 )
@@ -37,7 +35,10 @@ func TestStepsOfABatchObserved(t *testing.T) {
 	}
 	took := time.Since(start).Seconds()
 
-	steps := stepHistograms(t, reg)
+	steps, err := promtest.Histograms(reg, "leaseguard_revocation_step_seconds", "step")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var sum float64
 	for _, step := range []string{"admit", "claim", "triage", "carry_out", "record"} {
 		h, ok := steps[step]
@@ -52,28 +53,4 @@ func TestStepsOfABatchObserved(t *testing.T) {
 	if sum > took {
 		t.Errorf("the steps add up to %.3f s, more than the %.3f s the batch took", sum, took)
 	}
-}
-
-// stepHistograms are the series of leaseguard_revocation_step_seconds, by
-// step.
-func stepHistograms(t *testing.T, reg *prometheus.Registry) map[string]*dto.Histogram {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*dto.Histogram{}
-	for _, mf := range mfs {
-		if mf.GetName() != "leaseguard_revocation_step_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "step" {
-					out[l.GetValue()] = m.GetHistogram()
-				}
-			}
-		}
-	}
-	return out
 }

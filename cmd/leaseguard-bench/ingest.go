@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaseguard/leaseguard/ingest"
+	"github.com/leaseguard/leaseguard/internal/promtest"
 	"github.com/leaseguard/leaseguard/store"
 	"github.com/leaseguard/leaseguard/target"
 )
@@ -183,21 +184,12 @@ func histogram(reg prometheus.Gatherer, name string) (int, float64) {
 // its label.
 func histogramSums(reg prometheus.Gatherer, name, label string) map[string]float64 {
 	out := map[string]float64{}
-	mfs, err := reg.Gather()
+	hs, err := promtest.Histograms(reg, name, label)
 	if err != nil {
 		return out
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label {
-					out[l.GetValue()] += m.GetHistogram().GetSampleSum()
-				}
-			}
-		}
+	for v, h := range hs {
+		out[v] = h.GetSampleSum()
 	}
 	return out
 }
