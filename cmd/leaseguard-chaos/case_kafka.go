@@ -14,6 +14,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/leaseguard/leaseguard/ingest"
+	"github.com/leaseguard/leaseguard/internal/pause"
 )
 
 // kfakeSubcommand runs this program as a Kafka broker (kfake with its data
@@ -192,20 +195,32 @@ func (e *caseEnv) kafkaBrokerKill(ctx context.Context, b *broker, restores map[s
 // produces a batch, stops it (SIGTERM) and produces another.
 func (e *caseEnv) kafkaRebalance(ctx context.Context, b *broker, restores map[string]time.Time) error {
 	batch := max(1, e.h.opt.users/8)
-	for step := range 2 {
-		if step == 0 {
-			if _, err := e.startLeaseguard(1); err != nil {
-				return err
-			}
-		} else {
-			e.checkSecondConsumed(ctx)
-			if err := e.procs[1].term(60 * time.Second); err != nil {
-				return err
-			}
-		}
+	if _, err := e.startLeaseguard(1); err != nil {
+		return err
+	}
+	if err := e.kafkaBatch(ctx, b, batch, restores, e.secondIngested); err != nil {
+		return err
+	}
+	e.checkSecondConsumed(ctx)
+	if err := e.procs[1].term(60 * time.Second); err != nil {
+		return err
+	}
+	return e.kafkaBatch(ctx, b, batch, restores, nil)
+}
+
+// kafkaBatch issues n users, produces their entries in rebalanceParts
+// parts and waits until every user is dropped. Until joined reports true
+// (nil: at once), each part waits up to the group's session timeout for
+// it: the group gives a newcomer partitions only once the member already
+// in it heartbeats and joins again, seconds after the newcomer asked, and
+// a batch produced at once is all read by the member already there.
+func (e *caseEnv) kafkaBatch(ctx context.Context, b *broker, n int, restores map[string]time.Time, joined func(context.Context) bool) error {
+	known := len(e.users)
+	for left := n; left > 0; {
+		part := min(left, max(1, n/rebalanceParts))
+		left -= part
 		at := time.Now()
-		known := len(e.users)
-		lines, err := e.issue(ctx, batch, at.Add(time.Second), at.Add(3*time.Second))
+		lines, err := e.issue(ctx, part, at.Add(time.Second), at.Add(3*time.Second))
 		if err != nil {
 			return err
 		}
@@ -217,18 +232,42 @@ func (e *caseEnv) kafkaRebalance(ctx context.Context, b *broker, restores map[st
 		if err := b.produce(ctx, lines); err != nil {
 			return err
 		}
-		if err := e.waitDropped(ctx, known+batch, settleTimeout); err != nil {
-			return fmt.Errorf("after the rebalance: %w", err)
+		if joined != nil && left > 0 {
+			if in, _ := pause.Until(ctx, ingest.DefaultKafkaSessionTimeout, func() (bool, bool, error) {
+				in := joined(ctx)
+				return in, in, nil
+			}); in {
+				joined = nil
+			}
 		}
 	}
+	if err := e.waitDropped(ctx, known+n, settleTimeout); err != nil {
+		return fmt.Errorf("after the rebalance: %w", err)
+	}
 	return nil
+}
+
+// rebalanceParts is how many parts a batch produced while the group
+// spreads is cut into.
+const rebalanceParts = 4
+
+// secondIngested: the second leaseguard has taken entries from Kafka.
+func (e *caseEnv) secondIngested(ctx context.Context) bool {
+	n, err := e.secondKafkaEntries(ctx)
+	return err == nil && n > 0
+}
+
+// secondKafkaEntries is how many entries the second leaseguard took from
+// Kafka.
+func (e *caseEnv) secondKafkaEntries(ctx context.Context) (int, error) {
+	return scrapeSum(ctx, e.metricsURL(1)+"/metrics", "leaseguard_ingest_entries_total", `transport="kafka"`)
 }
 
 // checkSecondConsumed fails the case if the second leaseguard took no
 // entry from Kafka while it was in the group: the rebalance gave it no
 // partition, so it was not exercised.
 func (e *caseEnv) checkSecondConsumed(ctx context.Context) {
-	n, err := scrapeSum(ctx, e.metricsURL(1)+"/metrics", "leaseguard_ingest_entries_total", `transport="kafka"`)
+	n, err := e.secondKafkaEntries(ctx)
 	switch {
 	case err != nil:
 		e.extra = append(e.extra, "read the second leaseguard's metrics: "+err.Error())
