@@ -532,6 +532,10 @@ type Metrics struct {
 	steps        *prometheus.HistogramVec
 }
 
+// PassSteps are the steps of an expiry pass, in order, as
+// leaseguard_detector_pass_step_seconds labels them.
+var PassSteps = []string{"claim", "read_targets", "judge", "issue", "queue", "mark", "record", "commit"}
+
 // step observes the time since start as one pass's time in step, and
 // returns now, the start of the next step.
 func (m *Metrics) step(step string, start time.Time) time.Time {
@@ -572,6 +576,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 				"record (findings and their evidence) and commit.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"step"}),
+	}
+	// Exported from the start (a Vec shows no series before its first
+	// use), so dashboards have every step before the first due lease.
+	for _, step := range PassSteps {
+		m.steps.WithLabelValues(step)
 	}
 	if reg != nil {
 		reg.MustRegister(m.findings, m.extended, m.rearmed, m.targetErrors, m.tick, m.steps)

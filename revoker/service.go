@@ -361,6 +361,10 @@ type Metrics struct {
 	Throttling   prometheus.Gauge
 }
 
+// BatchSteps are the steps of a batch in the Executor, in order, as
+// leaseguard_revocation_step_seconds labels them.
+var BatchSteps = []string{"admit", "claim", "triage", "carry_out", "record"}
+
 // step observes the time since start as one batch's time in step, and
 // returns now, the start of the next step.
 func (m *Metrics) step(step string, start time.Time) time.Time {
@@ -431,6 +435,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	// use): dashboards show them, and increase() sees the first failure.
 	for _, o := range []schemas.Outcome{schemas.OutcomeDropped, schemas.OutcomeAlreadyAbsent, schemas.OutcomeFailed} {
 		m.outcomes.WithLabelValues(string(o), "")
+	}
+	for _, step := range BatchSteps {
+		m.steps.WithLabelValues(step)
 	}
 	if reg != nil {
 		reg.MustRegister(m.outcomes, m.retries, m.deadLetters, m.duplicates, m.throttled, m.batchSeconds, m.dropLockWait, m.dropLockHeld, m.expiryToDrop, m.steps, m.Throttling)

@@ -15,7 +15,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leaseguard/leaseguard/bus"
+	"github.com/leaseguard/leaseguard/detectors"
 	"github.com/leaseguard/leaseguard/internal/vaultsim"
+	"github.com/leaseguard/leaseguard/revoker"
 )
 
 // directGrantsMax is the most users the expiry scenario grants directly
@@ -433,13 +435,13 @@ func (b *Bench) logTimeSpent(ctx context.Context, r int, lg *child) {
 	bs, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_sum")
 	b.logf("expiry: run %d: leaseguard spent %.2f s in %.0f detector passes and %.2f s in %.0f drop transactions (DropBatch)", r+1, ds, dc, bs, bc)
 	var steps []string
-	for _, step := range []string{"admit", "claim", "triage", "carry_out", "record"} {
+	for _, step := range revoker.BatchSteps {
 		v, _ := lg.metric(ctx, `leaseguard_revocation_step_seconds_sum{step="`+step+`"}`)
 		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
 	}
 	b.logf("expiry: run %d: the revoker's batches by step: %s", r+1, strings.Join(steps, ", "))
 	steps = steps[:0]
-	for _, step := range []string{"claim", "read_targets", "judge", "issue", "queue", "mark", "record", "commit"} {
+	for _, step := range detectors.PassSteps {
 		v, _ := lg.metric(ctx, `leaseguard_detector_pass_step_seconds_sum{step="`+step+`"}`)
 		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
 	}
