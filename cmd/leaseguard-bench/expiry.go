@@ -434,18 +434,21 @@ func (b *Bench) logTimeSpent(ctx context.Context, r int, lg *child) {
 	bc, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_count")
 	bs, _ := lg.metric(ctx, "leaseguard_revocation_batch_seconds_sum")
 	b.logf("expiry: run %d: leaseguard spent %.2f s in %.0f detector passes and %.2f s in %.0f drop transactions (DropBatch)", r+1, ds, dc, bs, bc)
-	var steps []string
-	for _, step := range revoker.BatchSteps {
-		v, _ := lg.metric(ctx, `leaseguard_revocation_step_seconds_sum{step="`+step+`"}`)
-		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
+	b.logf("expiry: run %d: the revoker's batches by step: %s", r+1,
+		stepSums(ctx, lg, "leaseguard_revocation_step_seconds", revoker.BatchSteps))
+	b.logf("expiry: run %d: the detector's passes by step: %s", r+1,
+		stepSums(ctx, lg, "leaseguard_detector_pass_step_seconds", detectors.PassSteps))
+}
+
+// stepSums reads the sum of each step's series of the histogram name
+// from lg's metrics, as "step 1.23 s, …".
+func stepSums(ctx context.Context, lg *child, name string, steps []string) string {
+	out := make([]string, len(steps))
+	for i, step := range steps {
+		v, _ := lg.metric(ctx, name+`_sum{step="`+step+`"}`)
+		out[i] = fmt.Sprintf("%s %.2f s", step, v)
 	}
-	b.logf("expiry: run %d: the revoker's batches by step: %s", r+1, strings.Join(steps, ", "))
-	steps = steps[:0]
-	for _, step := range detectors.PassSteps {
-		v, _ := lg.metric(ctx, `leaseguard_detector_pass_step_seconds_sum{step="`+step+`"}`)
-		steps = append(steps, fmt.Sprintf("%s %.2f s", step, v))
-	}
-	b.logf("expiry: run %d: the detector's passes by step: %s", r+1, strings.Join(steps, ", "))
+	return strings.Join(out, ", ")
 }
 
 // logStages logs, from the ledger, how long after their expiry the

@@ -170,6 +170,8 @@ func (e *caseEnv) alertDeliveries(ctx context.Context) (alerts, lagging int, las
 // scrapeSum sums the samples of a metric in a Prometheus text page whose
 // line contains filter (e.g. a label pair).
 func scrapeSum(ctx context.Context, url, name, filter string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err

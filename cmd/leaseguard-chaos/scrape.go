@@ -16,6 +16,11 @@ import (
 // the users a process dropped.
 const dropsMetric = "leaseguard_revocations_total"
 
+// scrapeTimeout bounds one scrape of a /metrics page: a process busy on
+// two loaded cores can take seconds to answer, and one that never answers
+// must not hold a case's wait.
+const scrapeTimeout = 5 * time.Second
+
 // droppedIn sums the samples of leaseguard_revocations_total with
 // outcome="dropped" in a Prometheus text exposition.
 func droppedIn(r io.Reader) (int, error) {
@@ -65,8 +70,7 @@ type dropsScraper struct {
 func (e *caseEnv) scrapeDrops(indexes []int) *dropsScraper {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &dropsScraper{cancel: cancel, done: make(chan struct{}), last: map[int]int{}}
-	// A process busy on two loaded cores can take seconds to answer.
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: scrapeTimeout}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(250 * time.Millisecond)
